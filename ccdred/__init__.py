@@ -1,0 +1,2 @@
+"""ccdred: fast, interactive, reproducible CCD data reduction."""
+__version__ = "0.1.0"
