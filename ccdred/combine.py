@@ -63,13 +63,22 @@ class CombineResult:
         return self.n_frames - self.n_used
 
 
-def _check_arguments(stack, threshold, cenfunc, maxiters, weights, mask):
+def _per_frame(values, n, name):
+    values = np.ones(n) if values is None else np.asarray(values, dtype=np.float64)
+    if values.shape != (n,) or not np.all(np.isfinite(values)) or np.any(values < 0):
+        msg = f"{name} must be {n} finite non-negative numbers, got {values!r}"
+        raise ValueError(msg)
+    return values
+
+
+def _check_arguments(stack, threshold, cenfunc, maxiters, weights, mask, scale=None):
     stack = np.asarray(stack)
     if stack.ndim != 3:
         msg = f"stack must be 3-D (frame, row, column), got shape {stack.shape}"
         raise ValueError(msg)
-    if not np.issubdtype(stack.dtype, np.floating):
-        stack = stack.astype(np.float64)
+    if not (np.issubdtype(stack.dtype, np.floating) or np.issubdtype(stack.dtype, np.integer)):
+        msg = f"stack must hold integers or floats, got dtype {stack.dtype}"
+        raise ValueError(msg)
     if not np.isfinite(threshold) or threshold <= 0:
         msg = f"threshold must be a positive number, got {threshold!r}"
         raise ValueError(msg)
@@ -80,16 +89,14 @@ def _check_arguments(stack, threshold, cenfunc, maxiters, weights, mask):
         msg = f"maxiters must be an integer >= 1, got {maxiters!r}"
         raise ValueError(msg)
     n = stack.shape[0]
-    weights = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
-    if weights.shape != (n,) or not np.all(np.isfinite(weights)) or np.any(weights < 0):
-        msg = f"weights must be {n} finite non-negative numbers, got {weights!r}"
-        raise ValueError(msg)
+    weights = _per_frame(weights, n, "weights")
+    scale = _per_frame(scale, n, "scale")
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != stack.shape:
             msg = f"mask shape {mask.shape} differs from stack shape {stack.shape}"
             raise ValueError(msg)
-    return stack, weights, mask
+    return stack, weights, mask, scale
 
 
 def sigma_clip_combine(
@@ -100,6 +107,7 @@ def sigma_clip_combine(
     maxiters: int = 10,
     weights=None,
     mask=None,
+    scale=None,
     keep_mask: bool = True,
 ) -> CombineResult:
     """Sigma-clip a stack along its first axis and average what is kept.
@@ -119,6 +127,9 @@ def sigma_clip_combine(
         Weight of each frame in the average; equal weights by default.
     mask : array_like of bool, same shape as ``stack``, optional
         True marks samples to leave out before clipping (e.g. hot pixels).
+    scale : array_like, shape (n_frames,), optional
+        Multiply each frame by this factor (in float64) before clipping,
+        e.g. to bring flats to a common level without a scaled copy.
     keep_mask : bool, optional
         Return the 3-D ``clip_mask``; False saves one byte per sample.
 
@@ -135,21 +146,22 @@ def sigma_clip_combine(
     >>> float(result.data[0, 0]), result.clip_mask[:, 0, 0].tolist()
     (1.0, [False, False, False, False, True])
     """
-    stack, weights, mask = _check_arguments(stack, threshold, cenfunc, maxiters, weights, mask)
+    stack, weights, mask, scale = _check_arguments(stack, threshold, cenfunc, maxiters, weights,
+                                                   mask, scale)
     n, rows, cols = stack.shape
     data = np.empty((rows, cols))
     n_used = np.empty((rows, cols), dtype=np.int16)
     clip_mask = np.empty(stack.shape if keep_mask else (0, 0, 0), dtype=bool)
     premask = mask if mask is not None else np.zeros((0, 0, 0), dtype=bool)
     _combine_kernel(
-        stack, premask, weights, float(threshold), cenfunc == "median", int(maxiters),
+        stack, premask, weights, scale, float(threshold), cenfunc == "median", int(maxiters),
         data, n_used, clip_mask,
     )
     return CombineResult(data, clip_mask if keep_mask else None, n_used, n)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _combine_kernel(stack, premask, weights, threshold, use_median, maxiters,
+def _combine_kernel(stack, premask, weights, scale, threshold, use_median, maxiters,
                     data, n_used, clip_mask):  # pragma: no cover - compiled
     n, rows, cols = stack.shape
     has_premask = premask.shape[0] == n
@@ -157,13 +169,13 @@ def _combine_kernel(stack, premask, weights, threshold, use_median, maxiters,
     for row in numba.prange(rows):
         ordered = np.empty(n)
         for col in range(cols):
-            count = _gather_sorted(stack, premask, has_premask, row, col, ordered)
+            count = _gather_sorted(stack, premask, has_premask, scale, row, col, ordered)
             lower, upper = _clip_bounds(ordered, count, threshold, use_median, maxiters)
             total = 0.0
             weight_sum = 0.0
             used = 0
             for k in range(n):
-                value = np.float64(stack[k, row, col])
+                value = np.float64(stack[k, row, col]) * scale[k]
                 ok = (count > 0 and np.isfinite(value) and lower <= value <= upper
                       and not (has_premask and premask[k, row, col]))
                 if ok:
@@ -177,11 +189,11 @@ def _combine_kernel(stack, premask, weights, threshold, use_median, maxiters,
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _gather_sorted(stack, premask, has_premask, row, col, ordered):  # pragma: no cover
+def _gather_sorted(stack, premask, has_premask, scale, row, col, ordered):  # pragma: no cover
     """Insertion-sort the valid samples of one pixel into ``ordered``; return their count."""
     count = 0
     for k in range(stack.shape[0]):
-        value = np.float64(stack[k, row, col])
+        value = np.float64(stack[k, row, col]) * scale[k]
         if not np.isfinite(value) or (has_premask and premask[k, row, col]):
             continue
         j = count
@@ -228,14 +240,15 @@ def _clip_bounds(ordered, count, threshold, use_median, maxiters):  # pragma: no
 
 
 def sigma_clip_combine_plain(stack, *, threshold=2.5, cenfunc="median", maxiters=10,
-                             weights=None, mask=None) -> CombineResult:
+                             weights=None, mask=None, scale=None) -> CombineResult:
     """Plain numpy twin of :func:`sigma_clip_combine`, kept for testing and reading.
 
     Same parameters and result; whole-array numpy operations, float64
     throughout, several times the memory and time of the fast kernel.
     """
-    stack, weights, mask = _check_arguments(stack, threshold, cenfunc, maxiters, weights, mask)
-    values = stack.astype(np.float64)
+    stack, weights, mask, scale = _check_arguments(stack, threshold, cenfunc, maxiters, weights,
+                                                   mask, scale)
+    values = stack.astype(np.float64) * scale[:, None, None]
     valid = np.isfinite(values) if mask is None else np.isfinite(values) & ~mask
     kept = np.where(valid, values, np.nan)
     centre_of = np.nanmedian if cenfunc == "median" else np.nanmean

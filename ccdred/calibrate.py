@@ -1,0 +1,172 @@
+"""Calibration steps: master dark, master flat, calibrated frame.
+
+Arrays in, new arrays out; inputs are never changed and nothing here touches
+files. With default arguments the results equal the course script's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .combine import CombineResult, frame_clip_mask, sigma_clip_combine
+
+__all__ = [
+    "MasterFlat",
+    "calibrate_frame",
+    "flat_acceptance",
+    "master_dark",
+    "master_flat",
+    "subtract_dark",
+]
+
+
+def master_dark(darks, *, threshold=2.5, cenfunc="median", maxiters=10, frame_clip=True,
+                keep_mask=True) -> CombineResult:
+    """Combine dark frames of one exposure time into a master dark.
+
+    Parameters
+    ----------
+    darks : array_like, shape (n_frames, n_rows, n_columns)
+        Raw dark frames; integer (raw ADU) or float.
+    threshold, cenfunc, maxiters
+        Sigma-clipping settings, used both per frame and across the stack.
+    frame_clip : bool, optional
+        First sigma-clip each frame on its own and leave out what it rejects
+        (the course script's behaviour: it masks hot pixels and cosmic rays).
+    keep_mask : bool, optional
+        Keep the 3-D ``clip_mask`` in the result.
+
+    Returns
+    -------
+    CombineResult
+        ``data`` is the clipped mean; pixels where every sample was rejected
+        take the mean of the master.
+    """
+    darks = np.asarray(darks)
+    mask = None
+    if frame_clip:
+        mask = np.stack([frame_clip_mask(frame, threshold=threshold, cenfunc=cenfunc,
+                                         maxiters=maxiters) for frame in darks])
+    result = sigma_clip_combine(darks, threshold=threshold, cenfunc=cenfunc, maxiters=maxiters,
+                                mask=mask, keep_mask=keep_mask)
+    empty = result.n_used == 0
+    data = np.where(empty, np.nanmean(result.data) if not empty.all() else 0.0, result.data)
+    return dataclasses.replace(result, data=data)
+
+
+def subtract_dark(frame, dark) -> np.ndarray:
+    """Raw frame minus master dark, in float64."""
+    return np.subtract(frame, dark, dtype=np.float64)
+
+
+def flat_acceptance(medians, *, upper_limit=38000.0, lower_limit=None) -> np.ndarray:
+    """Which flats to use, from their (dark-subtracted) medians.
+
+    A flat is rejected when its median is above ``upper_limit`` (saturation,
+    non-linearity) or below ``lower_limit`` (under-exposed), when given.
+    """
+    medians = np.asarray(medians, dtype=np.float64)
+    accepted = medians <= upper_limit
+    if lower_limit is not None:
+        accepted &= medians >= lower_limit
+    return accepted
+
+
+@dataclass(frozen=True)
+class MasterFlat:
+    """A master flat and how it was made.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        The normalised master flat (mean 1); 1.0 where no sample survived
+        and where the combination was not positive and finite.
+    combine : CombineResult
+        The clipped combination of the accepted, scaled flats.
+    medians : numpy.ndarray
+        Median of every input flat.
+    accepted : numpy.ndarray
+        Bool per input flat: used or rejected by the limits.
+    n_bad_pixels : int
+        Pixels set to 1.0 because no usable value was left.
+    """
+
+    data: np.ndarray
+    combine: CombineResult
+    medians: np.ndarray
+    accepted: np.ndarray
+    n_bad_pixels: int
+
+
+def frame_medians(stack) -> np.ndarray:
+    """Median of each frame of a stack, in float64."""
+    return np.array([np.median(np.asarray(frame, dtype=np.float64)) for frame in stack])
+
+
+def master_flat(flats, *, threshold=2.5, cenfunc="median", maxiters=10, upper_limit=38000.0,
+                lower_limit=None, medians=None, keep_mask=True) -> MasterFlat:
+    """Combine dark-subtracted flats of one filter into a normalised master flat.
+
+    Flats whose median falls outside the limits are left out; the others are
+    scaled to the first accepted flat's median, sigma-clipped, averaged with
+    their medians as weights, and divided by the mean of the result.
+
+    Parameters
+    ----------
+    flats : array_like, shape (n_frames, n_rows, n_columns)
+        Dark-subtracted flat frames.
+    threshold, cenfunc, maxiters
+        Sigma-clipping settings.
+    upper_limit, lower_limit : float or None
+        Limits on each flat's median (ADU); see :func:`flat_acceptance`.
+    medians : array_like, optional
+        The flats' medians, when already known.
+    keep_mask : bool, optional
+        Keep the 3-D ``clip_mask`` in the combination result.
+
+    Returns
+    -------
+    MasterFlat
+
+    Raises
+    ------
+    ValueError
+        When fewer than two flats pass the limits.
+    """
+    flats = np.asarray(flats)
+    medians = frame_medians(flats) if medians is None else np.asarray(medians, dtype=np.float64)
+    accepted = flat_acceptance(medians, upper_limit=upper_limit, lower_limit=lower_limit)
+    if accepted.sum() < 2:
+        msg = (f"{accepted.sum()} of {len(medians)} flats pass the limits "
+               f"(medians {np.round(medians, 1).tolist()}); at least 2 are needed")
+        raise ValueError(msg)
+    used = medians[accepted]
+    combine = sigma_clip_combine(flats if accepted.all() else flats[accepted],
+                                 threshold=threshold, cenfunc=cenfunc, maxiters=maxiters,
+                                 weights=used, scale=used[0] / used, keep_mask=keep_mask)
+    normalised = combine.data / np.nanmean(combine.data)
+    bad = ~np.isfinite(normalised) | (normalised <= 0)
+    normalised[bad] = 1.0
+    return MasterFlat(normalised, combine, medians, accepted, int(bad.sum()))
+
+
+def calibrate_frame(raw, master_dark, master_flat=None) -> np.ndarray:
+    """(raw - master dark) / master flat, in float64.
+
+    Parameters
+    ----------
+    raw : array_like
+        The raw object frame.
+    master_dark : array_like
+        Master dark of the frame's exposure time.
+    master_flat : array_like, optional
+        Normalised master flat of the frame's filter; dark subtraction only
+        when omitted.
+    """
+    result = subtract_dark(raw, master_dark)
+    if master_flat is not None:
+        result /= master_flat
+    return result

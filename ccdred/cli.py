@@ -1,0 +1,175 @@
+"""Command line: ``ccdred reduce FILES...`` and ``ccdred demo DIR``.
+
+``ccdred reduce`` takes every option of the course script ``nimccdred.py``
+under the same names and defaults, plus ccdred's own. Input problems are
+printed one per line (also to the log) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import InputError
+from .parameters import ReductionParameters
+
+__all__ = ["main"]
+
+logger = logging.getLogger("ccdred")
+EXIT_INPUT = 2
+
+
+def _default_dir() -> str:
+    return datetime.datetime.now().strftime("ccdred_%Y%m%d_%H%M%S")
+
+
+def _aliases(text: str) -> list[str]:
+    return [value.strip() for value in text.split(",") if value.strip()]
+
+
+def _keyword_options(parser, defaults: ReductionParameters) -> None:
+    group = parser.add_argument_group("header keywords (as in nimccdred.py)")
+    for name in ("naxis", "naxis1", "naxis2", "exptime", "filter", "datatype"):
+        param_name = f"keyword_{name}"
+        default = getattr(defaults, param_name)
+        group.add_argument(f"--keyword-{name}", default=default,
+                           help=f"{defaults.param[param_name].doc} (default: {default})")
+    for kind in ("bias", "dark", "flat", "object"):
+        param_name = f"keyword_datatype_{kind}"
+        default = getattr(defaults, param_name)
+        group.add_argument(f"--keyword-datatype-{kind}", type=_aliases, default=default,
+                           metavar="VALUE[,VALUE...]",
+                           help=f"{defaults.param[param_name].doc}; comma-separated "
+                                f"(default: {','.join(default)})")
+
+
+def _clip_options(parser, defaults: ReductionParameters) -> None:
+    doc = defaults.param
+    group = parser.add_argument_group("combining (as in nimccdred.py)")
+    group.add_argument("-t", "--threshold", type=float, default=defaults.threshold,
+                       help=f"{doc.threshold.doc} (default: {defaults.threshold})")
+    group.add_argument("-c", "--cenfunc", choices=doc.cenfunc.objects, default=defaults.cenfunc,
+                       help=f"{doc.cenfunc.doc} (default: {defaults.cenfunc})")
+    group.add_argument("-i", "--maxiters", type=int, default=defaults.maxiters,
+                       help=f"{doc.maxiters.doc} (default: {defaults.maxiters})")
+    group.add_argument("-u", "--upperlimit", type=float, default=defaults.upper_limit,
+                       help=f"{doc.upper_limit.doc} (default: {defaults.upper_limit:g})")
+    extra = parser.add_argument_group("beyond nimccdred.py")
+    extra.add_argument("--lowerlimit", type=float, default=defaults.lower_limit,
+                       help=doc.lower_limit.doc)
+    extra.add_argument("--no-frame-clip", dest="frame_clip", action="store_false",
+                       help="do not sigma-clip each dark on its own before combining")
+    extra.add_argument("--dtype", choices=doc.dtype.objects, default=defaults.dtype,
+                       help=f"{doc.dtype.doc} (default: {defaults.dtype})")
+    extra.add_argument("--no-intermediate", dest="intermediate", action="store_false",
+                       help="do not write the dark-subtracted '_d' files")
+    extra.add_argument("--overwrite", action="store_true",
+                       help="replace products already in the output folder")
+    extra.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ccdred`` argument parser, defaults taken from :class:`ReductionParameters`."""
+    parser = argparse.ArgumentParser(prog="ccdred", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ccdred {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    reduce = commands.add_parser(
+        "reduce", help="reduce a night of raw frames",
+        description="Data reduction pipeline for 2-dim optical imaging CCD data: master darks "
+                    "per exposure time, master flats per filter, calibrated object frames.")
+    defaults = ReductionParameters()
+    _keyword_options(reduce, defaults)
+    reduce.add_argument("-l", "--logfile", help="log file (default: DIR_REDUCED/ccdred.log)")
+    reduce.add_argument("-d", "--dir-reduced", default=None,
+                        help="folder for the products (default: ccdred_YYYYMMDD_HHMMSS)")
+    _clip_options(reduce, defaults)
+    reduce.add_argument("files", nargs="+", help="raw FITS files, or folders of them")
+    demo = commands.add_parser("demo", help="write the simulated demo night")
+    demo.add_argument("dir", help="folder to write the raw frames into")
+    demo.add_argument("--size", type=int, default=512, help="image width and height (default 512)")
+    demo.add_argument("--seed", type=int, default=2021, help="random seed (default 2021)")
+    return parser
+
+
+def _parameters(args) -> ReductionParameters:
+    names = [name for name in ReductionParameters.param if name != "name"]
+    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    values["upper_limit"], values["lower_limit"] = args.upperlimit, args.lowerlimit
+    return ReductionParameters(**values)
+
+
+def _setup_logging(logfile: Path) -> logging.Handler:
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(logfile, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("# %(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    return handler
+
+
+def _reduce(args) -> int:
+    from tqdm import tqdm
+
+    from .reduce import reduce_night
+
+    try:
+        parameters = _parameters(args)
+    except ValueError as err:
+        print(f"ccdred: error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    out = Path(args.dir_reduced or _default_dir())
+    logfile = Path(args.logfile) if args.logfile else out / "ccdred.log"
+    handler = _setup_logging(logfile)
+    logger.info("ccdred %s: %s", __version__, " ".join(sys.argv))
+    bar = tqdm(total=None, unit="step", disable=args.quiet, file=sys.stderr, leave=False)
+
+    def progress(done, total, message):
+        bar.total = total
+        bar.set_description_str(message[:40])
+        bar.update(done - bar.n)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            result = reduce_night(args.files, out, parameters, overwrite=args.overwrite,
+                                  progress=progress)
+    except InputError as err:
+        bar.close()
+        for problem in err.problems:
+            logger.error("%s", problem)
+            print(f"ccdred: error: {problem}", file=sys.stderr)
+        return EXIT_INPUT
+    finally:
+        bar.close()
+        logger.removeHandler(handler)
+        handler.close()
+    print(f"ccdred: {len(result.products)} products in {out}", file=sys.stderr)
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import NightSpec, make_night
+
+    paths = make_night(args.dir, NightSpec(shape=(args.size, args.size), seed=args.seed))
+    print(f"ccdred: wrote {len(paths)} raw frames to {args.dir}", file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return {"reduce": _reduce, "demo": _demo}[args.command](args)
+    except KeyboardInterrupt:
+        print("ccdred: interrupted; products written so far are complete", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""A deterministic simulated observing night, with the truth it was made from.
+
+Frames are built by adding physical components, each a small function:
+a bias level with row/column structure, dark current with hot pixels, a
+pixel response (vignetting, dust rings, pixel-to-pixel variation) that
+multiplies the light, star fields, cosmic rays, Poisson and read noise, and
+16-bit saturation. Every generator is seeded, so the same arguments always
+write the same files.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+__all__ = ["NightSpec", "NightTruth", "make_night", "night_truth"]
+
+GAIN = 1.5  # electrons per ADU
+READ_NOISE = 6.0  # ADU
+BIAS_LEVEL = 1000.0  # ADU
+SATURATION = 65535
+
+
+@dataclass(frozen=True)
+class NightSpec:
+    """What the simulated night holds.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image (rows, columns).
+    seed : int
+        Seed of every random generator.
+    n_bias, n_darks, n_flats, n_objects : int
+        Frames per kind: darks per exposure time, flats and objects per filter.
+    filters : tuple of str
+        Filter names; each gets flats and objects.
+    flat_exptime : float
+        Exposure time of every flat (s).
+    object_exptimes : tuple of float
+        Object exposure time per filter (s), same order as ``filters``.
+    flat_level : float
+        Typical median of a flat (ADU above bias).
+    saturated_flats, faint_flats : int
+        Flats of the first filter made too bright (median above the course
+        script's 38000 ADU limit) and of the last made under-exposed.
+    imagetyp : dict
+        IMAGETYP value written for each frame type.
+    """
+
+    shape: tuple[int, int] = (512, 512)
+    seed: int = 2021
+    n_bias: int = 3
+    n_darks: int = 5
+    n_flats: int = 7
+    n_objects: int = 3
+    filters: tuple[str, ...] = ("V", "R")
+    flat_exptime: float = 5.0
+    object_exptimes: tuple[float, ...] = (30.0, 60.0)
+    flat_level: float = 24000.0
+    saturated_flats: int = 1
+    faint_flats: int = 1
+    imagetyp: dict = field(default_factory=lambda: {
+        "bias": "BIAS", "dark": "DARK", "flat": "FLAT", "object": "LIGHT"})
+
+    @property
+    def dark_exptimes(self) -> tuple[float, ...]:
+        """Exposure times that get darks: the flats' and the objects'."""
+        return tuple(sorted({self.flat_exptime, *self.object_exptimes}))
+
+
+@dataclass(frozen=True)
+class NightTruth:
+    """The components a night was simulated from.
+
+    Attributes
+    ----------
+    bias : numpy.ndarray
+        Bias level per pixel (ADU).
+    dark_current : numpy.ndarray
+        Dark current per pixel (ADU/s), hot pixels included.
+    hot_pixels : numpy.ndarray
+        Bool map of the hot pixels.
+    flat_response : dict of str to numpy.ndarray
+        Relative response per filter, mean 1.
+    """
+
+    bias: np.ndarray
+    dark_current: np.ndarray
+    hot_pixels: np.ndarray
+    flat_response: dict
+
+
+def night_truth(spec: NightSpec = NightSpec()) -> NightTruth:
+    """The bias, dark current and flat response of a night (no files written)."""
+    rng = np.random.default_rng([spec.seed, 0])
+    current, hot = dark_current(spec.shape, rng)
+    return NightTruth(
+        bias=bias_structure(spec.shape, rng),
+        dark_current=current,
+        hot_pixels=hot,
+        flat_response={name: flat_response(spec.shape, np.random.default_rng([spec.seed, 1, i]))
+                       for i, name in enumerate(spec.filters)},
+    )
+
+
+def bias_structure(shape, rng) -> np.ndarray:
+    """Bias level with a gentle row gradient and fixed column pattern."""
+    rows, cols = np.indices(shape)
+    gradient = 3.0 * rows / shape[0]
+    columns = rng.normal(0.0, 1.5, shape[1])[None, :]
+    return BIAS_LEVEL + gradient + columns
+
+
+def dark_current(shape, rng, rate=0.02, hot_fraction=0.001) -> tuple[np.ndarray, np.ndarray]:
+    """Dark current (ADU/s) with a small fraction of hot pixels."""
+    current = rate * (1.0 + 0.1 * rng.standard_normal(shape))
+    hot = rng.random(shape) < hot_fraction
+    current[hot] = rng.uniform(2.0, 40.0, hot.sum())
+    return current, hot
+
+
+def flat_response(shape, rng) -> np.ndarray:
+    """Vignetting times dust-ring shadows times pixel response; mean 1."""
+    rows, cols = np.indices(shape, dtype=float)
+    scale = max(shape)
+    radius2 = ((rows - shape[0] / 2) ** 2 + (cols - shape[1] / 2) ** 2) / (scale / 2) ** 2
+    response = 1.0 - 0.2 * radius2
+    for _ in range(4):
+        centre = rng.uniform(0.15, 0.85, 2) * shape
+        ring = scale * rng.uniform(0.02, 0.05)
+        distance = np.hypot(rows - centre[0], cols - centre[1])
+        response *= 1.0 - 0.06 * np.exp(-0.5 * ((distance - ring) / (0.25 * ring)) ** 2)
+    response *= 1.0 + 0.01 * rng.standard_normal(shape)
+    return response / response.mean()
+
+
+def star_field(shape, rng, n_stars=None, fwhm=3.0) -> np.ndarray:
+    """Gaussian stars (ADU/s) at random positions with a power-law flux spread."""
+    n_stars = n_stars or max(10, shape[0] * shape[1] // 2500)
+    image = np.zeros(shape)
+    sigma = fwhm / 2.355
+    half = int(4 * sigma) + 1
+    offsets = np.arange(-half, half + 1)
+    for _ in range(n_stars):
+        row, col = rng.uniform(half, np.array(shape) - half - 1)
+        flux = 50.0 * rng.pareto(1.5) + 20.0
+        r0, c0 = int(row), int(col)
+        dy = offsets[:, None] + r0 - row
+        dx = offsets[None, :] + c0 - col
+        psf = np.exp(-0.5 * (dx**2 + dy**2) / sigma**2) / (2 * np.pi * sigma**2)
+        image[r0 - half:r0 + half + 1, c0 - half:c0 + half + 1] += flux * psf
+    return image
+
+
+def cosmic_rays(shape, rng, exptime) -> np.ndarray:
+    """Sharp hits (ADU), about one per 2000 pixels per 60 s."""
+    image = np.zeros(shape)
+    n_hits = rng.poisson(shape[0] * shape[1] * exptime / 60.0 / 2000.0)
+    rows = rng.integers(0, shape[0], n_hits)
+    cols = rng.integers(0, shape[1], n_hits)
+    image[rows, cols] = rng.uniform(500.0, 20000.0, n_hits)
+    return image
+
+
+def expose(truth, rng, exptime, light=0.0, cosmics=True) -> np.ndarray:
+    """A raw 16-bit frame: bias + noisy (dark + light) electrons + read noise."""
+    signal = truth.dark_current * exptime + light
+    electrons = rng.poisson(np.clip(signal, 0, None) * GAIN)
+    adu = truth.bias + electrons / GAIN + rng.normal(0.0, READ_NOISE, truth.bias.shape)
+    if cosmics:
+        adu += cosmic_rays(truth.bias.shape, rng, exptime)
+    return np.clip(np.round(adu), 0, SATURATION).astype(np.uint16)
+
+
+def make_night(folder, spec: NightSpec = NightSpec()) -> list[Path]:
+    """Write a simulated night of raw FITS frames into ``folder``.
+
+    Parameters
+    ----------
+    folder : path-like
+        Created if missing; files are named ``demo_NNNN.fits`` in observing order.
+    spec : NightSpec, optional
+        What the night holds.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The written files.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> files = make_night(tempfile.mkdtemp(), NightSpec(shape=(64, 64)))
+    >>> len(files)
+    44
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    truth = night_truth(spec)
+    rng = np.random.default_rng([spec.seed, 2])
+    frames = [*_bias_frames(spec, truth, rng), *_dark_frames(spec, truth, rng),
+              *_flat_frames(spec, truth, rng), *_object_frames(spec, truth, rng)]
+    start = datetime.datetime(2021, 2, 14, 11, 0, 0)
+    paths = []
+    for number, (data, cards) in enumerate(frames, start=1):
+        cards["DATE-OBS"] = (start + datetime.timedelta(minutes=2 * number)).isoformat()
+        path = folder / f"demo_{number:04d}.fits"
+        _write_raw(path, data, cards)
+        paths.append(path)
+    return paths
+
+
+def _write_raw(path, data, cards) -> None:
+    header = fits.Header()
+    for key, value in cards.items():
+        header[key] = value
+    hdu = fits.PrimaryHDU(data, header=header)
+    hdu.writeto(path, overwrite=True)
+
+
+def _cards(spec, kind, exptime, filter_name=None, target=None) -> dict:
+    cards = {"IMAGETYP": spec.imagetyp[kind], "EXPTIME": float(exptime),
+             "INSTRUME": "ccdred demo camera", "GAIN": GAIN}
+    if filter_name is not None:
+        cards["FILTER"] = filter_name
+    if target is not None:
+        cards["OBJECT"] = target
+    return cards
+
+
+def _bias_frames(spec, truth, rng):
+    for _ in range(spec.n_bias):
+        yield expose(truth, rng, 0.0, cosmics=False), _cards(spec, "bias", 0.0)
+
+
+def _dark_frames(spec, truth, rng):
+    for exptime in spec.dark_exptimes:
+        for _ in range(spec.n_darks):
+            yield expose(truth, rng, exptime), _cards(spec, "dark", exptime)
+
+
+def _flat_levels(spec, index) -> np.ndarray:
+    levels = spec.flat_level * np.linspace(0.9, 1.1, spec.n_flats)
+    if index == 0:
+        levels[: spec.saturated_flats] = 45000.0
+    if index == len(spec.filters) - 1 and spec.faint_flats:
+        levels[-spec.faint_flats:] = 300.0
+    return levels
+
+
+def _flat_frames(spec, truth, rng):
+    for index, name in enumerate(spec.filters):
+        response = truth.flat_response[name]
+        for level in _flat_levels(spec, index):
+            light = level * response
+            yield (expose(truth, rng, spec.flat_exptime, light, cosmics=False),
+                   _cards(spec, "flat", spec.flat_exptime, name))
+
+
+def _object_frames(spec, truth, rng):
+    stars = star_field(spec.shape, np.random.default_rng([spec.seed, 3]))
+    for name, exptime in zip(spec.filters, spec.object_exptimes, strict=True):
+        sky = 4.0  # ADU/s
+        light = (sky + stars) * exptime * truth.flat_response[name]
+        for _ in range(spec.n_objects):
+            yield expose(truth, rng, exptime, light), _cards(spec, "object", exptime, name, "M67")

@@ -1,0 +1,41 @@
+"""The exception and warning classes of ccdred, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CcdredWarning", "InputError", "InputProblem", "RejectedFlatWarning"]
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """One thing wrong with the input: which file (or None for the night) and what."""
+
+    path: Path | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path is not None else self.message
+
+
+class InputError(ValueError):
+    """The input cannot be reduced; carries every problem found, each naming its file.
+
+    Parameters
+    ----------
+    problems : list of InputProblem
+        All the problems found, so that a user can fix them in one go.
+    """
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class CcdredWarning(UserWarning):
+    """Base class of the warnings ccdred gives its users."""
+
+
+class RejectedFlatWarning(CcdredWarning):
+    """A flat frame was left out of its master because of its median level."""

@@ -1,0 +1,215 @@
+"""FITS input and output: the only module that opens FITS files.
+
+Raw files are only ever opened read-only. Products are written atomically: to a
+temporary file in the output folder, flushed to disk, then renamed over the
+final name, so that an interrupted run never leaves a partial product.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from .errors import InputError, InputProblem
+
+__all__ = [
+    "FITS_SUFFIXES",
+    "add_provenance",
+    "find_image_hdu",
+    "is_fits",
+    "options_digest",
+    "product_stem",
+    "read_image",
+    "write_image",
+]
+
+#: Suffixes stripped from a raw file name to make product names (longest first).
+FITS_SUFFIXES = (".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fits", ".fit", ".fts", ".fz")
+
+_FITS_MAGIC = b"SIMPLE  ="
+_GZIP_MAGIC = b"\x1f\x8b"
+_STRUCTURAL = ("SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT",
+               "BZERO", "BSCALE", "BLANK", "CHECKSUM", "DATASUM")
+
+
+def is_fits(path) -> bool:
+    """True when the file's content starts like FITS (plain or gzip-compressed)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_FITS_MAGIC))
+        if head[:2] == _GZIP_MAGIC:
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(len(_FITS_MAGIC))
+    except (OSError, EOFError):
+        return False
+    return head == _FITS_MAGIC
+
+
+def product_stem(path) -> str:
+    """The raw file name without its FITS suffix, as product names use it."""
+    name = Path(path).name
+    for suffix in FITS_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def find_image_hdu(path) -> tuple[int, fits.Header]:
+    """Index and header of the first HDU holding image data.
+
+    Raises
+    ------
+    InputError
+        When the file is not FITS, cannot be parsed, holds no image, or is
+        shorter than its header says (truncated).
+    """
+    if not is_fits(path):
+        raise InputError([InputProblem(Path(path), "not a FITS file")])
+    try:
+        with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdus:
+            for index, hdu in enumerate(hdus):
+                if hdu.header.get("NAXIS", 0) > 0 and hdu.is_image:
+                    _check_complete(path, hdu)
+                    return index, hdu.header.copy()
+    except InputError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        msg = f"unreadable FITS file ({_reason(err)})"
+        raise InputError([InputProblem(Path(path), msg)]) from err
+    raise InputError([InputProblem(Path(path), "holds no image data")])
+
+
+def _check_complete(path, hdu) -> None:
+    if str(path).lower().endswith((".gz", ".fz")):
+        return
+    info = hdu.fileinfo()
+    if info is None:
+        return
+    needed = info["datLoc"] + hdu._data_size  # noqa: SLF001 - astropy has no public size
+    if os.path.getsize(path) < needed:
+        msg = f"truncated: header promises {needed} bytes, file has {os.path.getsize(path)}"
+        raise InputError([InputProblem(Path(path), msg)])
+
+
+def _reason(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text[:200] or type(err).__name__
+
+
+def read_image(path, hdu: int = 0, dtype=None) -> np.ndarray:
+    """Read the image of one HDU into memory.
+
+    Parameters
+    ----------
+    path : path-like
+        The FITS file; opened read-only.
+    hdu : int, optional
+        Index of the image HDU (see :func:`find_image_hdu`).
+    dtype : numpy dtype, optional
+        Convert to this type; by default the stored type after BZERO/BSCALE
+        (16-bit raw frames come back as uint16).
+
+    Raises
+    ------
+    InputError
+        When the data cannot be read (truncated or corrupt file).
+    """
+    try:
+        with fits.open(path, mode="readonly", memmap=False) as hdus:
+            data = hdus[hdu].data
+            if data is None:
+                raise InputError([InputProblem(Path(path), f"HDU {hdu} holds no image data")])
+            return np.array(data, dtype=dtype, copy=True)
+    except InputError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError, EOFError) as err:
+        msg = f"cannot read image data ({_reason(err)})"
+        raise InputError([InputProblem(Path(path), msg)]) from err
+
+
+def options_digest(options: dict) -> str:
+    """A short, stable fingerprint of the options a product was made with."""
+    text = json.dumps(options, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def add_provenance(header: fits.Header, *, step: str, inputs, options: dict,
+                   version: str) -> fits.Header:
+    """A copy of ``header`` fit for a product, with ccdred's provenance added.
+
+    The raw header's structural and scaling cards are dropped (astropy writes
+    them anew for the product's data); the step, the ccdred version, the date,
+    the options, NCOMBINE with IRAF-style IMCMBnnn input names, and HISTORY
+    lines are added.
+    """
+    out = header.copy()
+    for key in _STRUCTURAL:
+        out.remove(key, ignore_missing=True, remove_all=True)
+    for key in [k for k in out if k.startswith("NAXIS")]:
+        out.remove(key, ignore_missing=True, remove_all=True)
+    inputs = [str(p) for p in inputs]
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    out["HIERARCH CCDRED STEP"] = (step, "ccdred processing step")
+    out["HIERARCH CCDRED VERSION"] = (version, "ccdred version")
+    out["HIERARCH CCDRED DATE"] = (now, "UTC time the product was made")
+    for key, value in sorted(options.items()):
+        out[f"HIERARCH CCDRED {key.upper()}"] = "None" if value is None else value
+    out["HIERARCH CCDRED DIGEST"] = (options_digest(options), "fingerprint of the options")
+    out["NCOMBINE"] = (len(inputs), "number of input frames")
+    for number, name in enumerate(inputs[:999], start=1):
+        out[f"IMCMB{number:03d}"] = Path(name).name
+    out.add_history(f"ccdred {version} {step} on {now}")
+    for name in inputs:
+        out.add_history(f"  input {name}")
+    return out
+
+
+def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=False) -> Path:
+    """Write an image product atomically (temporary file, fsync, rename).
+
+    Parameters
+    ----------
+    path : path-like
+        Final product path.
+    data : numpy.ndarray
+        The image; converted to ``dtype``.
+    header : astropy.io.fits.Header
+        Header cards for the product (see :func:`add_provenance`).
+    dtype : {'float32', 'float64'}, optional
+        Stored data type.
+    overwrite : bool, optional
+        Replace an existing product; otherwise an existing file is an error.
+
+    Returns
+    -------
+    pathlib.Path
+        The written product.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        msg = f"{path} exists; refusing to overwrite it"
+        raise FileExistsError(msg)
+    hdu = fits.PrimaryHDU(np.asarray(data, dtype=np.dtype(dtype)), header=header)
+    hdu.add_checksum()
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".part",
+                                         delete=False)
+    try:
+        with handle:
+            hdu.writeto(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(handle.name)
+        raise
+    return path

@@ -1,0 +1,238 @@
+"""Scan raw files into a frame catalogue, reporting every problem at once.
+
+A :class:`Frame` is what the headers say about one file; a :class:`Catalogue`
+is the night: the frames that could be read, and an
+:class:`~ccdred.errors.InputProblem` for each file that could not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from . import fitsio
+from .errors import InputError, InputProblem
+from .keywords import Keywords
+
+__all__ = ["Catalogue", "Frame", "expand_paths", "read_frame", "scan"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What the header of one raw file says.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The raw file.
+    hdu : int
+        Index of the HDU holding the image.
+    imagetyp : str
+        The frame-type keyword's value as written.
+    frame_type : str or None
+        'bias', 'dark', 'flat', 'object', or None when not recognised.
+    exptime : float or None
+        Exposure time (s).
+    filter : str or None
+        Filter name (flats and objects).
+    shape : (int, int)
+        Image (rows, columns).
+    date_obs : str or None
+        DATE-OBS, when present.
+    """
+
+    path: Path
+    hdu: int
+    imagetyp: str
+    frame_type: str | None
+    exptime: float | None
+    filter: str | None
+    shape: tuple[int, int]
+    date_obs: str | None = None
+
+    @property
+    def name(self) -> str:
+        """File name without folder and FITS suffix (the stem of its products)."""
+        return fitsio.product_stem(self.path)
+
+    @cached_property
+    def median(self) -> float:
+        """Median pixel value of the raw image (read on first use)."""
+        return float(np.median(self.read()))
+
+    def header(self):
+        """The header of the image HDU (read again from the file)."""
+        return fitsio.find_image_hdu(self.path)[1]
+
+    def read(self, dtype=None) -> np.ndarray:
+        """The raw image, as stored or converted to ``dtype``."""
+        return fitsio.read_image(self.path, self.hdu, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The frames of a night and the problems met while reading them."""
+
+    frames: tuple[Frame, ...]
+    problems: tuple[InputProblem, ...] = ()
+    keywords: Keywords = field(default_factory=Keywords)
+
+    def of_type(self, frame_type: str) -> list[Frame]:
+        """Frames of one type, in path order."""
+        return [f for f in self.frames if f.frame_type == frame_type]
+
+    def darks(self, exptime: float) -> list[Frame]:
+        """Dark frames with exactly this exposure time."""
+        return [f for f in self.of_type("dark") if f.exptime == exptime]
+
+    def flats(self, filter_name: str) -> list[Frame]:
+        """Flat frames taken through this filter."""
+        return [f for f in self.of_type("flat") if f.filter == filter_name]
+
+    @property
+    def exptimes(self) -> list[float]:
+        """Exposure times that need a master dark: those of flats and objects."""
+        return sorted({f.exptime for f in self.frames if f.frame_type in ("flat", "object")})
+
+    @property
+    def filters(self) -> list[str]:
+        """Filters that need a master flat: those of object frames."""
+        return sorted({f.filter for f in self.of_type("object")})
+
+    def rows(self) -> list[dict]:
+        """One dict per frame, for tables."""
+        return [{"file": f.path.name, "type": f.frame_type or f"unknown ({f.imagetyp})",
+                 "exptime": f.exptime, "filter": f.filter, "shape": "x".join(map(str, f.shape)),
+                 "date_obs": f.date_obs} for f in self.frames]
+
+    def raise_problems(self) -> None:
+        """Raise :class:`~ccdred.errors.InputError` if any file had a problem."""
+        if self.problems:
+            raise InputError(self.problems)
+
+
+def expand_paths(paths) -> tuple[list[Path], list[InputProblem]]:
+    """Files named directly, plus the FITS files inside named folders.
+
+    A named file must exist; in a folder, files that are not FITS by content
+    are passed over unless their suffix claims FITS. Duplicates (the same file
+    named twice) are dropped with a log message.
+    """
+    files, problems, seen = [], [], set()
+    for path in map(Path, paths):
+        if path.is_dir():
+            candidates = [p for p in sorted(path.iterdir())
+                          if p.is_file() and not p.name.startswith(".")
+                          and (fitsio.is_fits(p) or fitsio.product_stem(p) != p.name)]
+        elif path.exists():
+            candidates = [path]
+        else:
+            problems.append(InputProblem(path, "no such file or folder"))
+            continue
+        for candidate in candidates:
+            key = candidate.resolve()
+            if key in seen:
+                logger.info("%s given more than once; using it once", candidate)
+                continue
+            seen.add(key)
+            files.append(candidate)
+    return files, problems
+
+
+def scan(paths, keywords: Keywords = Keywords()) -> Catalogue:
+    """Read the headers of raw files (or folders of them) into a catalogue.
+
+    Parameters
+    ----------
+    paths : iterable of path-like
+        Files and folders.
+    keywords : Keywords, optional
+        Which header keywords and values mean what.
+
+    Returns
+    -------
+    Catalogue
+        Frames sorted by path, and one problem per unreadable or
+        inconsistent file (the catalogue never raises for bad input).
+    """
+    files, problems = expand_paths(paths)
+    frames = []
+    for path in sorted(files, key=str):
+        try:
+            frames.append(read_frame(path, keywords))
+        except InputError as err:
+            problems.extend(err.problems)
+    problems.extend(_shape_problems(frames))
+    for frame in frames:
+        if frame.frame_type is None:
+            logger.warning("%s: %s = %r is not a known frame type; frame not used",
+                           frame.path, keywords.imagetyp, frame.imagetyp)
+    return Catalogue(tuple(frames), tuple(problems), keywords)
+
+
+def read_frame(path, keywords: Keywords = Keywords()) -> Frame:
+    """Classify one raw file from its header; raise InputError listing its problems."""
+    path = Path(path)
+    hdu, header = fitsio.find_image_hdu(path)
+    problems = []
+
+    def problem(message):
+        problems.append(InputProblem(path, message))
+
+    naxis = header.get(keywords.naxis, 0)
+    if naxis != 2:
+        problem(f"image has {naxis} axes ({keywords.naxis}); a 2-D image is needed")
+    shape = (int(header.get(keywords.naxis2, 0)), int(header.get(keywords.naxis1, 0)))
+    imagetyp = header.get(keywords.imagetyp)
+    if imagetyp is None:
+        problem(f"no {keywords.imagetyp} keyword: cannot tell bias, dark, flat or object apart")
+    frame_type = keywords.frame_type(imagetyp) if imagetyp is not None else None
+    exptime = _exptime(header, keywords, problem if frame_type in ("dark", "flat", "object") else None)
+    filter_name = header.get(keywords.filter)
+    filter_name = None if filter_name is None else str(filter_name).strip()
+    if frame_type in ("flat", "object") and not filter_name:
+        problem(f"no {keywords.filter} keyword on a {frame_type} frame")
+    if problems:
+        raise InputError(problems)
+    return Frame(path, hdu, str(imagetyp).strip(), frame_type, exptime,
+                 filter_name if frame_type in ("flat", "object") else None, shape,
+                 header.get("DATE-OBS"))
+
+
+def _exptime(header, keywords: Keywords, problem) -> float | None:
+    for key in keywords.exptime_keywords():
+        if key in header:
+            value = header[key]
+            try:
+                exptime = float(value)
+            except (TypeError, ValueError):
+                if problem:
+                    problem(f"{key} = {value!r} is not a number")
+                return None
+            if not np.isfinite(exptime) or exptime < 0:
+                if problem:
+                    problem(f"{key} = {value!r} is not a valid exposure time")
+                return None
+            return exptime
+    if problem:
+        problem(f"no exposure time ({' or '.join(keywords.exptime_keywords())})")
+    return None
+
+
+def _shape_problems(frames) -> list[InputProblem]:
+    """Frames whose size differs from the night's most common size."""
+    used = [f for f in frames if f.frame_type in ("dark", "flat", "object")]
+    if not used:
+        return []
+    common, count = Counter(f.shape for f in used).most_common(1)[0]
+    size = "x".join(map(str, common[::-1]))
+    return [InputProblem(f.path, f"image size {'x'.join(map(str, f.shape[::-1]))} differs from "
+                                 f"the night's {size} ({count} frames)")
+            for f in used if f.shape != common]

@@ -1,0 +1,105 @@
+"""Which header keywords, and which of their values, mean what.
+
+The course script reads NAXIS, NAXIS1, NAXIS2, EXPTIME, FILTER and IMAGETYP
+and recognises exactly one value per frame type. :class:`Keywords` keeps every
+one of those names configurable and lets each frame type carry a list of
+aliases, matched case-insensitively after trimming, so that the conventions of
+common cameras and observatories work out of the box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+__all__ = ["FRAME_TYPES", "Keywords"]
+
+#: The frame types ccdred knows, in the order it processes them.
+FRAME_TYPES = ("bias", "dark", "flat", "object")
+
+
+@dataclass(frozen=True)
+class Keywords:
+    """Header keyword names and the IMAGETYP values of each frame type.
+
+    Parameters
+    ----------
+    naxis, naxis1, naxis2 : str
+        Keywords for the number of axes and the image width and height.
+    exptime : str
+        Exposure time keyword (seconds).
+    exptime_fallbacks : tuple of str
+        Keywords tried in turn when ``exptime`` is missing.
+    filter : str
+        Filter name keyword.
+    imagetyp : str
+        Frame type keyword (the course script's ``--keyword-datatype``).
+    bias, dark, flat, object : tuple of str
+        Values of ``imagetyp`` meaning each frame type; the first is the
+        course script's default.
+
+    Examples
+    --------
+    >>> Keywords().frame_type(" light frame ")
+    'object'
+    >>> Keywords(dark=("DK",)).frame_type("Dark") is None
+    True
+    """
+
+    naxis: str = "NAXIS"
+    naxis1: str = "NAXIS1"
+    naxis2: str = "NAXIS2"
+    exptime: str = "EXPTIME"
+    exptime_fallbacks: tuple[str, ...] = ("EXPOSURE",)
+    filter: str = "FILTER"
+    imagetyp: str = "IMAGETYP"
+    bias: tuple[str, ...] = ("BIAS", "Bias Frame", "ZERO")
+    dark: tuple[str, ...] = ("DARK", "Dark Frame")
+    flat: tuple[str, ...] = ("FLAT", "Flat Field", "Flat Frame", "SKYFLAT", "DOMEFLAT", "TWIFLAT")
+    object: tuple[str, ...] = ("LIGHT", "Light Frame", "OBJECT", "SCIENCE")
+
+    def __post_init__(self):
+        for name in FRAME_TYPES:
+            values = getattr(self, name)
+            if isinstance(values, str):
+                values = (values,)
+            values = tuple(str(v) for v in values)
+            if not values or not all(_normalise(v) for v in values):
+                msg = f"frame type {name!r} needs at least one non-blank value, got {values!r}"
+                raise ValueError(msg)
+            object.__setattr__(self, name, values)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in FRAME_TYPES and f.name != "exptime_fallbacks" and not str(value).strip():
+                msg = f"keyword {f.name!r} must not be blank"
+                raise ValueError(msg)
+        clashes = _shared_aliases(self)
+        if clashes:
+            msg = f"IMAGETYP values claimed by more than one frame type: {', '.join(clashes)}"
+            raise ValueError(msg)
+
+    def frame_type(self, value) -> str | None:
+        """The frame type ('bias', 'dark', 'flat', 'object') of an IMAGETYP value, or None."""
+        wanted = _normalise(value)
+        for name in FRAME_TYPES:
+            if wanted in {_normalise(v) for v in getattr(self, name)}:
+                return name
+        return None
+
+    def exptime_keywords(self) -> tuple[str, ...]:
+        """The exposure-time keywords to try, in order."""
+        return (self.exptime, *self.exptime_fallbacks)
+
+
+def _normalise(value) -> str:
+    return " ".join(str(value).split()).casefold()
+
+
+def _shared_aliases(keywords: Keywords) -> list[str]:
+    owner: dict[str, str] = {}
+    clashes = []
+    for name in FRAME_TYPES:
+        for value in getattr(keywords, name):
+            key = _normalise(value)
+            if owner.setdefault(key, name) != name:
+                clashes.append(repr(value))
+    return clashes

@@ -1,0 +1,313 @@
+"""The whole-night reduction: plan, masters, products.
+
+:func:`plan_night` checks a catalogue and reports every problem at once;
+:func:`reduce_night` computes all masters in memory (so that a problem found
+in the data, such as every flat of a filter being over the limit, stops the run
+before anything is written), then writes the course script's products with
+provenance, atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, fitsio
+from .calibrate import MasterFlat, calibrate_frame, frame_medians, master_dark, master_flat
+from .combine import CombineResult
+from .errors import InputError, InputProblem, RejectedFlatWarning
+from .frames import Catalogue, Frame, scan
+from .parameters import ReductionParameters
+
+__all__ = [
+    "NightPlan",
+    "NightResult",
+    "dark_product_name",
+    "flat_product_name",
+    "plan_night",
+    "reduce_night",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def dark_product_name(exptime: float) -> str:
+    """The course script's master dark name: exposure time in ms, truncated, 8 digits."""
+    return "dark_%08d.fits" % (exptime * 1000)
+
+
+def safe_filter_name(filter_name: str) -> str:
+    """A filter name fit for a file name: anything but letters, digits and ``._+-`` becomes ``_``."""
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", filter_name.strip())
+    return re.sub(r"^\.", "_", safe) or "_"
+
+
+def flat_product_name(filter_name: str) -> str:
+    """The course script's master flat name, with the filter name made safe."""
+    return f"flat_{safe_filter_name(filter_name)}.fits"
+
+
+@dataclass(frozen=True)
+class NightPlan:
+    """Which frames make which products.
+
+    Attributes
+    ----------
+    catalogue : Catalogue
+        The scanned night.
+    darks : dict of float to list of Frame
+        Darks per exposure time that needs a master dark.
+    flats : dict of str to list of Frame
+        Flats per filter that needs a master flat.
+    objects : list of Frame
+        Object frames to calibrate.
+    """
+
+    catalogue: Catalogue
+    darks: dict
+    flats: dict
+    objects: list
+
+    @property
+    def all_flats(self) -> list[Frame]:
+        """Every flat, also of filters no object uses (they still get a '_d' file)."""
+        return self.catalogue.of_type("flat")
+
+    def product_names(self, intermediate: bool = True) -> list[str]:
+        """The names of every product, in the order they are written."""
+        names = [dark_product_name(t) for t in self.darks]
+        names += [flat_product_name(f) for f in self.flats]
+        if intermediate:
+            names += [f"{frame.name}_d.fits" for frame in self.all_flats]
+        for frame in self.objects:
+            names += [f"{frame.name}_d.fits"] if intermediate else []
+            names.append(f"{frame.name}_df.fits")
+        return names
+
+
+def plan_night(catalogue: Catalogue) -> NightPlan:
+    """Decide the masters and products of a night, or raise every problem at once.
+
+    Raises
+    ------
+    InputError
+        Listing the catalogue's problems and the night's: an exposure time
+        with no (or one) dark, a filter with no (or one) flat, two inputs that
+        would write the same product.
+    """
+    problems = list(catalogue.problems)
+    darks = {t: catalogue.darks(t) for t in catalogue.exptimes}
+    flats = {f: catalogue.flats(f) for f in catalogue.filters}
+    for exptime, frames in darks.items():
+        users = [f for f in catalogue.frames if f.frame_type in ("flat", "object") and f.exptime == exptime]
+        problems += _count_problems(frames, users, f"dark for exposure time {exptime:g} s")
+    for name, frames in flats.items():
+        users = [f for f in catalogue.of_type("object") if f.filter == name]
+        problems += _count_problems(frames, users, f"flat for filter {name!r}")
+    plan = NightPlan(catalogue, darks, flats, catalogue.of_type("object"))
+    problems += _clash_problems(plan)
+    if problems:
+        raise InputError(problems)
+    return plan
+
+
+def _count_problems(frames, users, what) -> list[InputProblem]:
+    if not frames:
+        needed_by = ", ".join(f.path.name for f in users[:5]) + (" ..." if len(users) > 5 else "")
+        return [InputProblem(users[0].path, f"no {what} (needed by {needed_by})")]
+    if len(frames) < 2:
+        return [InputProblem(frames[0].path, f"only one {what}; at least 2 are needed to combine")]
+    return []
+
+
+def _clash_problems(plan: NightPlan) -> list[InputProblem]:
+    owners: dict[str, Frame | str] = {}
+    problems = []
+    for filter_name in plan.flats:
+        other = owners.setdefault(flat_product_name(filter_name), filter_name)
+        if other != filter_name:
+            problems.append(InputProblem(None, f"filters {other!r} and {filter_name!r} both make "
+                                               f"{flat_product_name(filter_name)}"))
+    for frame in [*plan.all_flats, *plan.objects]:
+        other = owners.setdefault(f"{frame.name}_d.fits", frame)
+        if other is not frame:
+            problems.append(InputProblem(frame.path, f"same file name as {other.path}; "
+                                                     f"both would write {frame.name}_d.fits"))
+    return problems
+
+
+@dataclass
+class NightResult:
+    """What a reduction made.
+
+    Attributes
+    ----------
+    output_dir : pathlib.Path
+    products : list of pathlib.Path
+        Every file written, in order.
+    master_darks : dict of float to CombineResult
+    master_flats : dict of str to MasterFlat
+    plan : NightPlan
+    """
+
+    output_dir: Path
+    plan: NightPlan
+    master_darks: dict = field(default_factory=dict)
+    master_flats: dict = field(default_factory=dict)
+    products: list = field(default_factory=list)
+
+
+def reduce_night(paths, output_dir, parameters: ReductionParameters | None = None, *,
+                 overwrite: bool = False, progress=None) -> NightResult:
+    """Reduce a night: master darks, master flats, calibrated object frames.
+
+    Parameters
+    ----------
+    paths : iterable of path-like
+        Raw files and folders of them.
+    output_dir : path-like
+        Where products go; created if missing.
+    parameters : ReductionParameters, optional
+        Keywords, clipping and limits; the course script's defaults if omitted.
+    overwrite : bool, optional
+        Replace products already in ``output_dir``; otherwise they are an error.
+    progress : callable, optional
+        Called as ``progress(done, total, message)`` after each step.
+
+    Returns
+    -------
+    NightResult
+
+    Raises
+    ------
+    InputError
+        Every problem with the input, before any product is written.
+    """
+    parameters = parameters or ReductionParameters()
+    plan = plan_night(scan(paths, parameters.keywords()))
+    output_dir = Path(output_dir)
+    _check_output(output_dir, plan.product_names(parameters.intermediate), overwrite)
+    result = NightResult(output_dir, plan)
+    steps = _Progress(progress, len(plan.darks) + len(plan.flats) + len(plan.objects))
+    _log_plan(plan)
+    for exptime, frames in plan.darks.items():
+        result.master_darks[exptime] = _combine_darks(frames, parameters)
+        steps.advance(f"master dark {exptime:g} s")
+    problems = []
+    for filter_name, frames in plan.flats.items():
+        try:
+            result.master_flats[filter_name] = _combine_flats(frames, result.master_darks, parameters)
+        except InputError as err:
+            problems += err.problems
+        steps.advance(f"master flat {filter_name}")
+    if problems:
+        raise InputError(problems)
+    _write_products(result, parameters, overwrite, steps)
+    logger.info("wrote %d products to %s", len(result.products), output_dir)
+    return result
+
+
+class _Progress:
+    def __init__(self, callback, total):
+        self.callback, self.total, self.done = callback, total, 0
+
+    def advance(self, message):
+        self.done += 1
+        if self.callback:
+            self.callback(self.done, self.total, message)
+
+
+def _check_output(output_dir: Path, names, overwrite) -> None:
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output_dir).close()
+    except OSError as err:
+        raise InputError([InputProblem(output_dir, f"output folder is not writable ({err.strerror})")]) from err
+    existing = [name for name in names if (output_dir / name).exists()]
+    if existing and not overwrite:
+        msg = (f"output folder already holds {len(existing)} of this night's products "
+               f"(e.g. {existing[0]}); use --overwrite to replace them")
+        raise InputError([InputProblem(output_dir, msg)])
+
+
+def _log_plan(plan: NightPlan) -> None:
+    logger.info("input files")
+    for frame in plan.catalogue.frames:
+        logger.info("  %s  type=%s exptime=%s filter=%s size=%dx%d", frame.path,
+                    frame.frame_type or frame.imagetyp, frame.exptime, frame.filter,
+                    frame.shape[1], frame.shape[0])
+    logger.info("exposure times needing a master dark: %s s",
+                ", ".join(f"{t:g}" for t in plan.darks))
+    logger.info("filters needing a master flat: %s", ", ".join(plan.flats))
+
+
+def _combine_darks(frames, parameters) -> CombineResult:
+    stack = np.stack([frame.read() for frame in frames])
+    logger.info("combining %d darks of %g s", len(frames), frames[0].exptime)
+    return master_dark(stack, frame_clip=parameters.frame_clip, keep_mask=False,
+                       **parameters.clip_options())
+
+
+def _dark_subtracted(frame: Frame, master_darks) -> np.ndarray:
+    return calibrate_frame(frame.read(), master_darks[frame.exptime].data)
+
+
+def _combine_flats(frames, master_darks, parameters) -> MasterFlat:
+    stack = np.stack([_dark_subtracted(frame, master_darks).astype(np.float32) for frame in frames])
+    medians = frame_medians(stack)
+    try:
+        master = master_flat(stack, medians=medians, upper_limit=parameters.upper_limit,
+                             lower_limit=parameters.lower_limit, keep_mask=False,
+                             **parameters.clip_options())
+    except ValueError as err:
+        details = ", ".join(f"{f.path.name} {m:.0f}" for f, m in zip(frames, medians, strict=True))
+        msg = (f"too few flats of filter {frames[0].filter!r} within the limits "
+               f"(upper {parameters.upper_limit:g}, lower {parameters.lower_limit}): {details}")
+        raise InputError([InputProblem(frames[0].path, msg)]) from err
+    for frame, median, ok in zip(frames, medians, master.accepted, strict=True):
+        logger.info("  %s: median = %.1f%s", frame.path, median, "" if ok else " (REJECTED)")
+        if not ok:
+            warnings.warn(f"{frame.path}: flat median {median:.1f} outside the limits; not used",
+                          RejectedFlatWarning, stacklevel=3)
+    return master
+
+
+def _write_products(result: NightResult, parameters, overwrite, steps) -> None:
+    plan, out = result.plan, result.output_dir
+    options = parameters.provenance()
+
+    def write(name, data, header, step, inputs):
+        header = fitsio.add_provenance(header, step=step, inputs=inputs, options=options,
+                                       version=__version__)
+        path = fitsio.write_image(out / name, data, header, dtype=parameters.dtype,
+                                  overwrite=overwrite)
+        result.products.append(path)
+        logger.info("wrote %s", path)
+
+    for exptime, master in result.master_darks.items():
+        frames = plan.darks[exptime]
+        write(dark_product_name(exptime), master.data, frames[0].header(), "master_dark",
+              [f.path for f in frames])
+    for filter_name, master in result.master_flats.items():
+        used = [f for f, ok in zip(plan.flats[filter_name], master.accepted, strict=True) if ok]
+        write(flat_product_name(filter_name), master.data, used[0].header(), "master_flat",
+              [f.path for f in used])
+    if parameters.intermediate:
+        for frame in plan.all_flats:
+            write(f"{frame.name}_d.fits", _dark_subtracted(frame, result.master_darks),
+                  frame.header(), "dark_subtracted", [frame.path, dark_product_name(frame.exptime)])
+    for frame in plan.objects:
+        dark_name, flat_name = dark_product_name(frame.exptime), flat_product_name(frame.filter)
+        subtracted = _dark_subtracted(frame, result.master_darks)
+        if parameters.intermediate:
+            write(f"{frame.name}_d.fits", subtracted, frame.header(), "dark_subtracted",
+                  [frame.path, dark_name])
+        write(f"{frame.name}_df.fits", subtracted / result.master_flats[frame.filter].data,
+              frame.header(), "flat_fielded", [frame.path, dark_name, flat_name])
+        steps.advance(f"calibrated {frame.path.name}")
