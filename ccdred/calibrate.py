@@ -102,8 +102,8 @@ class MasterFlat:
 
 
 def frame_medians(stack) -> np.ndarray:
-    """Median of each frame of a stack, in float64."""
-    return np.array([np.median(np.asarray(frame, dtype=np.float64)) for frame in stack])
+    """Median of each frame of a stack, in float64, ignoring NaN pixels."""
+    return np.array([np.nanmedian(np.asarray(frame, dtype=np.float64)) for frame in stack])
 
 
 def master_flat(flats, *, threshold=2.5, cenfunc="median", maxiters=10, upper_limit=38000.0,

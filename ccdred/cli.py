@@ -109,8 +109,13 @@ def _setup_logging(logfile: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("# %(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    logging.captureWarnings(True)
     return handler
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings for the user: one line on stderr, and the same line in the log."""
+    logger.warning("%s", message)
+    print(f"ccdred: warning: {message}", file=sys.stderr)
 
 
 def _reduce(args) -> int:
@@ -137,6 +142,7 @@ def _reduce(args) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
             result = reduce_night(args.files, out, parameters, overwrite=args.overwrite,
                                   progress=progress)
     except InputError as err:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,9 @@ def find_image_hdu(path) -> tuple[int, fits.Header]:
     if not is_fits(path):
         raise InputError([InputProblem(Path(path), "not a FITS file")])
     try:
-        with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdus:
+        with warnings.catch_warnings(), \
+                fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdus:
+            warnings.filterwarnings("ignore", message="File may have been truncated")
             for index, hdu in enumerate(hdus):
                 if hdu.header.get("NAXIS", 0) > 0 and hdu.is_image:
                     _check_complete(path, hdu)
@@ -158,12 +161,12 @@ def add_provenance(header: fits.Header, *, step: str, inputs, options: dict,
         out.remove(key, ignore_missing=True, remove_all=True)
     inputs = [str(p) for p in inputs]
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    out["HIERARCH CCDRED STEP"] = (step, "ccdred processing step")
-    out["HIERARCH CCDRED VERSION"] = (version, "ccdred version")
-    out["HIERARCH CCDRED DATE"] = (now, "UTC time the product was made")
+    out["HIERARCH CCDRED STEP"] = step
+    out["HIERARCH CCDRED VERSION"] = version
+    out["HIERARCH CCDRED DATE"] = now
     for key, value in sorted(options.items()):
         out[f"HIERARCH CCDRED {key.upper()}"] = "None" if value is None else value
-    out["HIERARCH CCDRED DIGEST"] = (options_digest(options), "fingerprint of the options")
+    out["HIERARCH CCDRED DIGEST"] = options_digest(options)
     out["NCOMBINE"] = (len(inputs), "number of input frames")
     for number, name in enumerate(inputs[:999], start=1):
         out[f"IMCMB{number:03d}"] = Path(name).name

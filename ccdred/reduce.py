@@ -259,7 +259,8 @@ def _dark_subtracted(frame: Frame, master_darks) -> np.ndarray:
 
 
 def _combine_flats(frames, master_darks, parameters) -> MasterFlat:
-    stack = np.stack([_dark_subtracted(frame, master_darks).astype(np.float32) for frame in frames])
+    stack = np.stack([_dark_subtracted(frame, master_darks).astype(parameters.dtype)
+                      for frame in frames])
     medians = frame_medians(stack)
     try:
         master = master_flat(stack, medians=medians, upper_limit=parameters.upper_limit,

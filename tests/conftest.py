@@ -1,0 +1,66 @@
+"""Shared fixtures: seeded generators and small simulated nights on disk."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from ccdred.demo import NightSpec, make_night
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CCDRED_SHARED", REPO.parent / "shared"))
+REFERENCE_SCRIPT = SHARED / "reference" / "nimccdred.py"
+
+#: Small and not square, so that a swapped row/column shows.
+SMALL_SPEC = NightSpec(shape=(48, 64), seed=7)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def night_files(tmp_path_factory) -> list[Path]:
+    """A small simulated night, written once per test session (read-only!)."""
+    return make_night(tmp_path_factory.mktemp("night"), SMALL_SPEC)
+
+
+@pytest.fixture
+def night_copy(night_files, tmp_path) -> Path:
+    """A private, writable copy of the small night's folder."""
+    folder = tmp_path / "raw"
+    shutil.copytree(night_files[0].parent, folder)
+    return folder
+
+
+@pytest.fixture
+def write_fits(tmp_path):
+    """Write a raw frame: ``write_fits(name, data, **cards)`` -> path."""
+
+    def write(name, data=None, folder=None, **cards):
+        path = Path(folder or tmp_path) / name
+        data = np.full((8, 10), 1000, dtype=np.uint16) if data is None else data
+        header = fits.Header()
+        for key, value in cards.items():
+            header[key] = value
+        fits.PrimaryHDU(data, header).writeto(path)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def reference_script() -> Path:
+    if not REFERENCE_SCRIPT.exists():
+        pytest.skip(f"reference script not found at {REFERENCE_SCRIPT} (../shared is absent)")
+    return REFERENCE_SCRIPT
+
+
+def frame_files(night_files, imagetyp):
+    return [p for p in night_files if fits.getheader(p)["IMAGETYP"] == imagetyp]

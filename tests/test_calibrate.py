@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from ccdred.calibrate import (calibrate_frame, flat_acceptance, frame_medians, master_dark,
+                              master_flat, subtract_dark)
+from ccdred.demo import NightSpec, make_night, night_truth
+
+from .conftest import frame_files
+
+TRUTH_SPEC = NightSpec(shape=(96, 128), seed=11, n_darks=9, n_flats=9)
+
+
+@pytest.fixture(scope="module")
+def truth_night(tmp_path_factory):
+    files = make_night(tmp_path_factory.mktemp("truth"), TRUTH_SPEC)
+    return files, night_truth(TRUTH_SPEC)
+
+
+def stack_of(files, **cards):
+    chosen = [p for p in files if all(fits.getheader(p).get(k) == v for k, v in cards.items())]
+    return np.stack([fits.getdata(p) for p in chosen])
+
+
+def test_master_dark_recovers_the_dark_level(truth_night):
+    files, truth = truth_night
+    darks = stack_of(files, IMAGETYP="DARK", EXPTIME=60.0)
+    expected = truth.bias + 60.0 * truth.dark_current
+    cool = ~truth.hot_pixels
+    result = master_dark(darks, frame_clip=False)
+    error = result.data - expected
+    assert abs(error[cool].mean()) < 0.2  # ADU, against a level of ~1000
+    assert error[cool].std() < 6.0 / np.sqrt(9) * 1.5  # read noise averaged down
+    np.testing.assert_allclose(result.data[truth.hot_pixels], expected[truth.hot_pixels], rtol=0.05)
+
+
+def test_frame_clip_hides_hot_pixels(truth_night):
+    """The course script's per-frame clipping masks hot pixels; they get the master's mean."""
+    files, truth = truth_night
+    darks = stack_of(files, IMAGETYP="DARK", EXPTIME=60.0)
+    result = master_dark(darks)
+    assert (result.n_used[truth.hot_pixels] == 0).mean() > 0.9
+    hidden = truth.hot_pixels & (result.n_used == 0)
+    np.testing.assert_allclose(result.data[hidden], np.nanmean(result.data[result.n_used > 0]))
+
+
+def test_master_flat_recovers_the_response(truth_night):
+    files, truth = truth_night
+    for name in TRUTH_SPEC.filters:
+        exptime = TRUTH_SPEC.flat_exptime
+        dark = master_dark(stack_of(files, IMAGETYP="DARK", EXPTIME=exptime)).data
+        flats = stack_of(files, IMAGETYP="FLAT", FILTER=name) - dark
+        result = master_flat(flats)
+        assert result.data.mean() == pytest.approx(1.0, abs=1e-9)
+        expected = truth.flat_response[name]
+        rms = np.sqrt(np.mean((result.data / expected - 1.0) ** 2))
+        assert rms < 0.005, f"filter {name}: rms {rms:.4f}"
+
+
+def test_flat_limits_reject_frames(rng):
+    flats = np.stack([np.full((4, 5), level) * rng.uniform(0.99, 1.01, (4, 5))
+                      for level in (20000, 40000, 21000, 300, 22000)])
+    result = master_flat(flats, lower_limit=1000)
+    assert result.accepted.tolist() == [True, False, True, False, True]
+    np.testing.assert_allclose(result.medians, frame_medians(flats))
+    assert result.combine.n_frames == 3
+    assert flat_acceptance([5.0, 50.0], upper_limit=10).tolist() == [True, False]
+
+
+def test_too_few_flats_within_limits():
+    flats = np.stack([np.full((4, 4), 50000.0), np.full((4, 4), 20000.0)])
+    with pytest.raises(ValueError, match="1 of 2 flats pass the limits"):
+        master_flat(flats)
+
+
+def test_bad_flat_pixels_become_one_not_inf():
+    flats = np.stack([np.full((4, 4), 1000.0 + i) for i in range(3)])
+    flats[:, 0, 0] = np.nan
+    flats[:, 1, 1] = 0.0
+    result = master_flat(flats)
+    assert result.data[0, 0] == 1.0 and result.data[1, 1] == 1.0
+    assert result.n_bad_pixels == 2
+    assert np.isfinite(calibrate_frame(np.ones((4, 4)), np.zeros((4, 4)), result.data)).all()
+
+
+def test_calibrate_frame_arithmetic():
+    raw = np.array([[110, 210]], dtype=np.uint16)
+    out = calibrate_frame(raw, np.array([[10.0, 10.0]]), np.array([[0.5, 2.0]]))
+    np.testing.assert_allclose(out, [[200.0, 100.0]])
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(subtract_dark(raw, np.array([[10.0, 10.0]])), [[100.0, 200.0]])
+
+
+def test_steps_do_not_change_their_inputs(night_files):
+    darks = np.stack([fits.getdata(p) for p in frame_files(night_files, "DARK")[:5]])
+    flats = np.stack([fits.getdata(p) for p in frame_files(night_files, "FLAT")[:5]]).astype(float)
+    raw = fits.getdata(frame_files(night_files, "LIGHT")[0])
+    copies = [a.copy() for a in (darks, flats, raw)]
+    dark = master_dark(darks).data
+    flat = master_flat(flats - dark).data
+    dark_copy, flat_copy = dark.copy(), flat.copy()
+    calibrate_frame(raw, dark, flat)
+    for before, after in zip(copies, (darks, flats, raw), strict=True):
+        np.testing.assert_array_equal(before, after)
+    np.testing.assert_array_equal(dark, dark_copy)
+    np.testing.assert_array_equal(flat, flat_copy)

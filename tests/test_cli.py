@@ -1,0 +1,146 @@
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from ccdred.cli import main
+from ccdred.demo import NightSpec
+from ccdred.reduce import flat_product_name, safe_filter_name
+
+from .conftest import SMALL_SPEC, frame_files
+
+
+def run(args, capsys):
+    status = main(["reduce", "-q", *map(str, args)])
+    return status, capsys.readouterr().err
+
+
+def expected_products(spec: NightSpec, files, intermediate=True) -> set[str]:
+    names = {"dark_%08d.fits" % (t * 1000) for t in spec.dark_exptimes}
+    names |= {f"flat_{f}.fits" for f in spec.filters}
+    lights = frame_files(files, "LIGHT")
+    names |= {p.stem + "_df.fits" for p in lights}
+    if intermediate:
+        names |= {p.stem + "_d.fits" for p in lights + frame_files(files, "FLAT")}
+    return names | {"ccdred.log"}
+
+
+def test_reduce_writes_the_course_products(night_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    status, err = run(["-d", out, night_files[0].parent], capsys)
+    assert status == 0, err
+    assert {p.name for p in out.iterdir()} == expected_products(SMALL_SPEC, night_files)
+    header = fits.getheader(out / "flat_V.fits")
+    assert header["HIERARCH CCDRED STEP"] == "master_flat"
+    assert header["HIERARCH CCDRED THRESHOLD"] == 2.5
+    assert header["NCOMBINE"] == SMALL_SPEC.n_flats - SMALL_SPEC.saturated_flats
+    assert header["IMCMB001"].startswith("demo_")
+    assert fits.getdata(out / "flat_V.fits").dtype == np.dtype(">f4")
+    assert "REJECTED" in (out / "ccdred.log").read_text()
+    assert "ccdred: warning: " in err and "outside the limits; not used" in err
+    assert f"{len(expected_products(SMALL_SPEC, night_files)) - 1} products" in err
+
+
+def test_options_beyond_the_reference(night_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    status, _ = run(["-d", out, "--no-intermediate", "--dtype", "float64", "--no-frame-clip",
+                     "--lowerlimit", "1000", *night_files], capsys)
+    assert status == 0
+    assert {p.name for p in out.iterdir()} == expected_products(SMALL_SPEC, night_files, False)
+    r_flat = fits.open(out / "flat_R.fits")[0]
+    assert r_flat.data.dtype == np.dtype(">f8")
+    assert r_flat.header["NCOMBINE"] == SMALL_SPEC.n_flats - SMALL_SPEC.faint_flats
+    assert r_flat.header["HIERARCH CCDRED FRAME_CLIP"] is False
+
+
+def test_refuses_existing_products_unless_overwrite(night_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(["-d", out, *night_files], capsys)[0] == 0
+    status, err = run(["-d", out, *night_files], capsys)
+    assert status == 2 and "already holds" in err and "--overwrite" in err
+    assert run(["-d", out, "--overwrite", *night_files], capsys)[0] == 0
+
+
+def test_raw_files_are_not_modified(night_copy, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in night_copy.iterdir()}
+    assert run(["-d", tmp_path / "out", night_copy], capsys)[0] == 0
+    assert {p.name: p.read_bytes() for p in night_copy.iterdir()} == before
+
+
+def drop(folder, imagetyp, **cards):
+    """Delete the frames of one kind (optionally with given cards) from a night folder."""
+    for path in sorted(folder.iterdir()):
+        header = fits.getheader(path)
+        if header["IMAGETYP"] == imagetyp and all(header.get(k) == v for k, v in cards.items()):
+            path.unlink()
+
+
+def keep_one(folder, imagetyp, **cards):
+    matching = [p for p in sorted(folder.iterdir())
+                if fits.getheader(p)["IMAGETYP"] == imagetyp
+                and all(fits.getheader(p).get(k) == v for k, v in cards.items())]
+    for path in matching[1:]:
+        path.unlink()
+    return matching[0]
+
+
+@pytest.mark.parametrize("breakage,message", [
+    (lambda d: drop(d, "DARK", EXPTIME=30.0), r"no dark for exposure time 30 s \(needed by demo_"),
+    (lambda d: keep_one(d, "DARK", EXPTIME=60.0), "only one dark for exposure time 60 s"),
+    (lambda d: drop(d, "FLAT", FILTER="R"), r"no flat for filter 'R' \(needed by demo_"),
+    (lambda d: keep_one(d, "FLAT", FILTER="V"), "only one flat for filter 'V'"),
+    (lambda d: (d / "demo_0001.fits").write_text("garbage"), "demo_0001.fits: not a FITS file"),
+])
+def test_validation_problems_exit_2(night_copy, tmp_path, capsys, breakage, message):
+    breakage(night_copy)
+    out = tmp_path / "out"
+    status, err = run(["-d", out, night_copy], capsys)
+    assert status == 2
+    assert any(line.startswith("ccdred: error: ") for line in err.splitlines())
+    assert re.search(message, err), err
+    assert "Traceback" not in err
+    assert [p.name for p in out.iterdir()] == ["ccdred.log"]
+    assert "ERROR" in (out / "ccdred.log").read_text()
+
+
+def test_all_flats_over_the_limit(night_copy, tmp_path, capsys):
+    status, err = run(["-d", tmp_path / "out", "-u", "100", night_copy], capsys)
+    assert status == 2
+    assert "too few flats of filter 'R' within the limits (upper 100" in err
+    assert "too few flats of filter 'V'" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["ccdred.log"]
+
+
+def test_several_problems_reported_together(night_copy, tmp_path, capsys):
+    drop(night_copy, "DARK", EXPTIME=30.0)
+    drop(night_copy, "FLAT", FILTER="R")
+    (night_copy / "junk.fits").write_text("junk")
+    status, err = run(["-d", tmp_path / "out", night_copy], capsys)
+    assert status == 2
+    assert len([line for line in err.splitlines() if line.startswith("ccdred: error:")]) == 3
+
+
+def test_unsafe_filter_names_become_safe_file_names():
+    assert safe_filter_name("B/../x y") == "B_.._x_y"
+    assert flat_product_name("..") == "flat__..fits"
+    assert flat_product_name("Hα 656/3") == "flat_H__656_3.fits"
+
+
+def test_bad_option_value_is_one_line(night_files, capsys):
+    status, err = run(["-t", "-1", night_files[0]], capsys)
+    assert status == 2 and err.startswith("ccdred: error:") and "threshold" in err
+
+
+def test_module_entry_point_and_demo(tmp_path):
+    demo = subprocess.run([sys.executable, "-m", "ccdred", "demo", str(tmp_path / "n"), "--size",
+                           "32"], capture_output=True, text=True, check=True)
+    assert "wrote 38 raw frames" in demo.stderr
+    console_script = Path(sys.executable).parent / "ccdred"
+    done = subprocess.run([console_script, "reduce", "-d", str(tmp_path / "o"), str(tmp_path / "n")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "o" / "flat_V.fits").exists()

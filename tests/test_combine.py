@@ -1,0 +1,174 @@
+import numpy as np
+import pytest
+from astropy.stats import sigma_clip
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from ccdred.combine import frame_clip_mask, sigma_clip_combine, sigma_clip_combine_plain
+
+KERNELS = [sigma_clip_combine, sigma_clip_combine_plain]
+
+
+def astropy_combine(stack, threshold=2.5, cenfunc="median", maxiters=10, weights=None, mask=None):
+    """The oracle: astropy's sigma_clip along the stack, then numpy.ma.average."""
+    data = np.ma.array(stack, mask=mask) if mask is not None else stack
+    clipped = sigma_clip(data, sigma=threshold, maxiters=maxiters, cenfunc=cenfunc, axis=0,
+                         masked=True)
+    return clipped.mask, np.ma.average(clipped, weights=weights, axis=0)
+
+
+def assert_matches_astropy(result, stack, **options):
+    mask, average = astropy_combine(stack, **options)
+    np.testing.assert_array_equal(result.clip_mask, mask)
+    np.testing.assert_array_equal(result.n_used, (~mask).sum(axis=0))
+    expected = np.ma.filled(average.astype(np.float64), np.nan)
+    np.testing.assert_allclose(result.data, expected, rtol=1e-12, equal_nan=True)
+
+
+def outlier_stack(rng, depth, shape=(30, 40), dtype=np.float64):
+    stack = rng.normal(100.0, 10.0, (depth, *shape))
+    stack[0, ::3, ::5] += 400.0  # cosmic rays
+    stack[-1, 1::4, ::7] -= 300.0
+    return stack.astype(dtype)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("cenfunc", ["median", "mean"])
+@pytest.mark.parametrize("depth", [2, 3, 6, 7, 12])
+def test_matches_astropy(kernel, cenfunc, depth, rng):
+    stack = outlier_stack(rng, depth)
+    result = kernel(stack, cenfunc=cenfunc)
+    assert_matches_astropy(result, stack, cenfunc=cenfunc)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("threshold,maxiters", [(1.0, 1), (1.5, 3), (3.0, 10), (0.3, 10)])
+def test_matches_astropy_threshold_and_iterations(kernel, threshold, maxiters, rng):
+    stack = outlier_stack(rng, 8)
+    result = kernel(stack, threshold=threshold, maxiters=maxiters)
+    assert_matches_astropy(result, stack, threshold=threshold, maxiters=maxiters)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_weights(kernel, rng):
+    stack = outlier_stack(rng, 7)
+    weights = rng.uniform(0.5, 3.0, 7)
+    result = kernel(stack, weights=weights)
+    assert_matches_astropy(result, stack, weights=weights)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("cenfunc", ["median", "mean"])
+def test_premasked_samples(kernel, cenfunc, rng):
+    stack = outlier_stack(rng, 6)
+    mask = rng.random(stack.shape) < 0.2
+    mask[:, 0, 0] = True  # a pixel with nothing left
+    result = kernel(stack, mask=mask, cenfunc=cenfunc)
+    assert_matches_astropy(result, stack, mask=mask, cenfunc=cenfunc)
+    assert np.isnan(result.data[0, 0]) and result.n_used[0, 0] == 0
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_nans_are_left_out(kernel, rng):
+    stack = outlier_stack(rng, 5)
+    stack[2, 3, 4] = np.nan
+    stack[:, 5, 6] = np.nan
+    stack[1, 7, 8] = np.inf
+    with pytest.warns(UserWarning, match="invalid values"):
+        assert_matches_astropy(kernel(stack), stack)
+    result = kernel(stack)
+    assert result.clip_mask[2, 3, 4] and result.clip_mask[1, 7, 8]
+    assert np.isnan(result.data[5, 6])
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_constant_columns_keep_every_sample(kernel):
+    stack = np.full((5, 4, 4), 42.0)
+    result = kernel(stack)
+    assert not result.clip_mask.any()
+    np.testing.assert_array_equal(result.data, 42.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16, np.int32])
+def test_any_numeric_dtype(dtype, rng):
+    stack = np.abs(outlier_stack(rng, 6)).astype(dtype)
+    fast = sigma_clip_combine(stack)
+    plain = sigma_clip_combine_plain(stack)
+    np.testing.assert_array_equal(fast.clip_mask, plain.clip_mask)
+    np.testing.assert_allclose(fast.data, plain.data, rtol=1e-12)
+
+
+def test_scale_equals_scaling_first(rng):
+    stack = outlier_stack(rng, 5)
+    scale = np.array([1.0, 0.5, 2.0, 1.5, 0.8])
+    scaled = sigma_clip_combine(stack * scale[:, None, None])
+    direct = sigma_clip_combine(stack, scale=scale)
+    np.testing.assert_array_equal(direct.clip_mask, scaled.clip_mask)
+    np.testing.assert_allclose(direct.data, scaled.data, rtol=1e-13)
+
+
+def test_keep_mask_false_saves_the_mask(rng):
+    stack = outlier_stack(rng, 5)
+    result = sigma_clip_combine(stack, keep_mask=False)
+    assert result.clip_mask is None
+    np.testing.assert_array_equal(result.n_used, sigma_clip_combine(stack).n_used)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_does_not_change_its_input(kernel, rng):
+    stack = outlier_stack(rng, 5, dtype=np.float32)
+    stack[0, 0, 0] = np.nan
+    mask = rng.random(stack.shape) < 0.1
+    before, mask_before = stack.copy(), mask.copy()
+    kernel(stack, mask=mask, weights=np.arange(1.0, 6.0))
+    np.testing.assert_array_equal(stack, before)
+    np.testing.assert_array_equal(mask, mask_before)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("bad,match", [
+    ({"threshold": 0}, "threshold must be a positive number, got 0"),
+    ({"threshold": np.nan}, "threshold"),
+    ({"cenfunc": "mode"}, "cenfunc must be one of .* got 'mode'"),
+    ({"maxiters": 0}, "maxiters must be an integer >= 1, got 0"),
+    ({"maxiters": 2.5}, "maxiters"),
+    ({"weights": [1.0, 2.0]}, "weights must be 3 finite non-negative"),
+    ({"weights": [1.0, -1.0, 1.0]}, "weights"),
+    ({"mask": np.zeros((2, 4, 4), bool)}, r"mask shape \(2, 4, 4\) differs"),
+])
+def test_bad_arguments_name_the_value(kernel, bad, match):
+    with pytest.raises(ValueError, match=match):
+        kernel(np.ones((3, 4, 4)), **bad)
+
+
+def test_stack_must_be_3d():
+    with pytest.raises(ValueError, match=r"3-D .* got shape \(4, 4\)"):
+        sigma_clip_combine(np.ones((4, 4)))
+
+
+@pytest.mark.parametrize("cenfunc", ["median", "mean"])
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.float32, np.float64])
+def test_frame_clip_matches_astropy(cenfunc, dtype, rng):
+    frame = rng.poisson(800, (64, 80)).astype(dtype)
+    frame[::17, ::13] = 20000  # hot pixels
+    frame[5, 5] = 0
+    expected = sigma_clip(frame.astype(np.float64), sigma=2.5, maxiters=10, cenfunc=cenfunc,
+                          axis=None).mask
+    mask = frame_clip_mask(frame, cenfunc=cenfunc)
+    np.testing.assert_array_equal(mask, expected)
+    assert mask[::17, ::13].all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(stack=arrays(np.float64, st.tuples(st.integers(1, 9), st.integers(1, 3), st.integers(1, 3)),
+                    elements=st.floats(-1e6, 1e6, allow_nan=False) | st.just(np.nan)),
+       threshold=st.floats(0.2, 5.0), maxiters=st.integers(1, 12),
+       cenfunc=st.sampled_from(["median", "mean"]))
+def test_property_fast_equals_plain(stack, threshold, maxiters, cenfunc):
+    options = {"threshold": threshold, "maxiters": maxiters, "cenfunc": cenfunc}
+    fast = sigma_clip_combine(stack, **options)
+    plain = sigma_clip_combine_plain(stack, **options)
+    np.testing.assert_array_equal(fast.n_used, plain.n_used)
+    np.testing.assert_allclose(fast.data, plain.data, rtol=1e-9, atol=1e-9, equal_nan=True)
+    assert np.all((fast.n_used == 0) == np.isnan(fast.data))
