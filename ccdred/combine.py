@@ -155,54 +155,102 @@ def sigma_clip_combine(
     premask = mask if mask is not None else np.zeros((0, 0, 0), dtype=bool)
     _combine_kernel(
         stack, premask, weights, scale, float(threshold), cenfunc == "median", int(maxiters),
-        data, n_used, clip_mask,
+        sorting_network(n), data, n_used, clip_mask,
     )
     return CombineResult(data, clip_mask if keep_mask else None, n_used, n)
 
 
+# Frames of a stack lie a power of two apart (2048x2048 float32: 16 MiB), so
+# walking down the stack pixel by pixel hits the same cache sets and thrashes.
+# The kernel therefore works on blocks of one row: each frame's stretch is
+# copied into small buffers (original order for the average, and a copy that a
+# branch-free sorting network sorts for all the block's pixels at once).
+_BLOCK = 256
+
+
+def sorting_network(n: int) -> np.ndarray:
+    """Comparator pairs (i, j), i < j, of Batcher's odd-even merge sort for ``n`` items.
+
+    Built for the next power of two; comparators touching items past ``n``
+    are dropped, which is exact when those items are +inf.
+    """
+    size = 1 << max(0, (n - 1).bit_length())
+    pairs = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _combine_kernel(stack, premask, weights, scale, threshold, use_median, maxiters,
-                    data, n_used, clip_mask):  # pragma: no cover - compiled
+                    network, data, n_used, clip_mask):  # pragma: no cover - compiled
     n, rows, cols = stack.shape
-    has_premask = premask.shape[0] == n
-    keep_mask = clip_mask.shape[0] == n
-    for row in numba.prange(rows):
-        ordered = np.empty(n)
-        for col in range(cols):
-            count = _gather_sorted(stack, premask, has_premask, scale, row, col, ordered)
-            lower, upper = _clip_bounds(ordered, count, threshold, use_median, maxiters)
-            total = 0.0
-            weight_sum = 0.0
-            used = 0
-            for k in range(n):
-                value = np.float64(stack[k, row, col]) * scale[k]
-                ok = (count > 0 and np.isfinite(value) and lower <= value <= upper
-                      and not (has_premask and premask[k, row, col]))
-                if ok:
-                    total += weights[k] * value
-                    weight_sum += weights[k]
-                    used += 1
-                if keep_mask:
-                    clip_mask[k, row, col] = not ok
-            n_used[row, col] = used
-            data[row, col] = total / weight_sum if used > 0 and weight_sum > 0 else np.nan
+    n_blocks = (cols + _BLOCK - 1) // _BLOCK
+    for task in numba.prange(rows * n_blocks):
+        row, start = task // n_blocks, (task % n_blocks) * _BLOCK
+        stop = min(cols, start + _BLOCK)
+        samples = np.empty((n, _BLOCK))
+        ordered = np.empty((n, _BLOCK))
+        _load_block(stack, premask, scale, row, start, stop, samples, ordered)
+        _sort_block(ordered, network, stop - start)
+        for offset in range(stop - start):
+            count = 0
+            while count < n and ordered[count, offset] != np.inf:
+                count += 1
+            lower, upper = _clip_bounds(ordered[:, offset], count, threshold, use_median, maxiters)
+            _average_pixel(samples[:, offset], lower, upper, weights, clip_mask, row,
+                           start + offset, data, n_used)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _gather_sorted(stack, premask, has_premask, scale, row, col, ordered):  # pragma: no cover
-    """Insertion-sort the valid samples of one pixel into ``ordered``; return their count."""
-    count = 0
+def _load_block(stack, premask, scale, row, start, stop, samples, ordered):  # pragma: no cover
+    """Copy a row stretch of every frame, scaled; NaN (and +inf in ``ordered``) marks unusable."""
+    has_premask = premask.shape[0] == stack.shape[0]
     for k in range(stack.shape[0]):
-        value = np.float64(stack[k, row, col]) * scale[k]
-        if not np.isfinite(value) or (has_premask and premask[k, row, col]):
-            continue
-        j = count
-        while j > 0 and ordered[j - 1] > value:
-            ordered[j] = ordered[j - 1]
-            j -= 1
-        ordered[j] = value
-        count += 1
-    return count
+        for col in range(start, stop):
+            value = np.float64(stack[k, row, col]) * scale[k]
+            usable = np.isfinite(value) and not (has_premask and premask[k, row, col])
+            samples[k, col - start] = value if usable else np.nan
+            ordered[k, col - start] = value if usable else np.inf
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sort_block(ordered, network, width):  # pragma: no cover
+    """Sort every column of ``ordered`` with the comparator network (vectorises over columns)."""
+    for pair in range(network.shape[0]):
+        low, high = ordered[network[pair, 0]], ordered[network[pair, 1]]
+        for col in range(width):
+            a, b = low[col], high[col]
+            low[col] = min(a, b)
+            high[col] = max(a, b)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _average_pixel(values, lower, upper, weights, clip_mask, row, col, data,
+                   n_used):  # pragma: no cover
+    """Weighted mean of the samples within the bounds, in frame order; records the mask."""
+    keep_mask = clip_mask.shape[0] == values.shape[0]
+    total = 0.0
+    weight_sum = 0.0
+    used = 0
+    for k in range(values.shape[0]):
+        ok = lower <= values[k] <= upper  # False for NaN samples and NaN bounds
+        if ok:
+            total += weights[k] * values[k]
+            weight_sum += weights[k]
+            used += 1
+        if keep_mask:
+            clip_mask[k, row, col] = not ok
+    n_used[row, col] = used
+    data[row, col] = total / weight_sum if used > 0 and weight_sum > 0 else np.nan
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

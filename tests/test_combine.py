@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ccdred.combine import frame_clip_mask, sigma_clip_combine, sigma_clip_combine_plain
+from ccdred.combine import (frame_clip_mask, sigma_clip_combine, sigma_clip_combine_plain,
+                            sorting_network)
 
 KERNELS = [sigma_clip_combine, sigma_clip_combine_plain]
 
@@ -172,3 +173,14 @@ def test_property_fast_equals_plain(stack, threshold, maxiters, cenfunc):
     np.testing.assert_array_equal(fast.n_used, plain.n_used)
     np.testing.assert_allclose(fast.data, plain.data, rtol=1e-9, atol=1e-9, equal_nan=True)
     assert np.all((fast.n_used == 0) == np.isnan(fast.data))
+
+
+@pytest.mark.parametrize("n", range(1, 15))
+def test_sorting_network_sorts_every_zero_one_input(n):
+    """0-1 principle: a comparator network that sorts all 0/1 inputs sorts everything."""
+    network = sorting_network(n)
+    inputs = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
+    values = inputs.T.copy()
+    for i, j in network:
+        values[i], values[j] = np.minimum(values[i], values[j]), np.maximum(values[i], values[j])
+    np.testing.assert_array_equal(values, np.sort(inputs, axis=1).T)
