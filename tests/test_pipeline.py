@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+
+from ccdred.errors import InputError
+from ccdred.parameters import ReductionParameters
+from ccdred.pipeline import MASTERS, RAW_FRAMES, Pipeline, resolve_under
+from ccdred.reduce import reduce_night
+
+from .conftest import SMALL_SPEC
+
+
+@pytest.fixture
+def pipeline(night_files):
+    MASTERS.clear()
+    RAW_FRAMES.clear()
+    return Pipeline(night=str(night_files[0].parent))
+
+
+def counts():
+    return dict(MASTERS.computed), RAW_FRAMES.computed["read"]
+
+
+def test_selectors_follow_the_night(pipeline):
+    assert pipeline.param.filter.objects == sorted(SMALL_SPEC.filters)
+    assert pipeline.exptime == min(SMALL_SPEC.dark_exptimes)
+    assert pipeline.object_frame.startswith("demo_")
+
+
+def test_upper_limit_recombines_flats_not_darks(pipeline):
+    pipeline.master_flat()
+    before, reads = counts()
+    pipeline.upper_limit = 30000.0
+    pipeline.master_flat()
+    after, reads_after = counts()
+    assert after["master_flat"] == before["master_flat"] + 1
+    assert after["master_dark"] == before["master_dark"]
+    assert after["flat_stack"] == before["flat_stack"]
+    assert reads_after == reads
+
+
+def test_threshold_recomputes_masters_without_reading(pipeline):
+    pipeline.master_flat()
+    before, reads = counts()
+    pipeline.threshold = 3.0
+    pipeline.master_flat()
+    after, reads_after = counts()
+    assert after["master_dark"] == before["master_dark"] + 1
+    assert after["master_flat"] == before["master_flat"] + 1
+    assert reads_after == reads
+
+
+def test_unrelated_views_compute_nothing(pipeline):
+    pipeline.master_dark()
+    before, reads = counts()
+    pipeline.master_dark()  # same parameters: memoised
+    pipeline.threshold = 3.0
+    pipeline.threshold = 2.5  # back: still memoised
+    pipeline.master_dark()
+    assert counts() == (before, reads)
+
+
+def test_keyword_change_rescans(pipeline):
+    scans = MASTERS.computed["scan"]
+    pipeline.keyword_datatype_object = ["NOTHING"]
+    assert MASTERS.computed["scan"] == scans + 1
+    assert pipeline.param.filter.objects == []
+    assert pipeline.object_frame is None
+
+
+def test_raw_frames_are_shared_between_sessions(night_files):
+    RAW_FRAMES.clear()
+    MASTERS.clear()
+    first = Pipeline(night=str(night_files[0].parent))
+    second = Pipeline(night=str(night_files[0].parent), threshold=3.0)
+    first.master_dark()
+    reads = RAW_FRAMES.computed["read"]
+    second.master_dark()
+    assert RAW_FRAMES.computed["read"] == reads
+    assert MASTERS.computed["master_dark"] == 2
+    assert not np.array_equal(first.master_dark().data, second.master_dark().data)
+    assert second.threshold == 3.0 and first.threshold == 2.5
+
+
+@pytest.mark.parametrize("options", [{}, {"threshold": 2.0, "cenfunc": "mean", "upper_limit": 30000.0}])
+def test_results_equal_the_batch_reduction(night_files, tmp_path, options):
+    pipeline = Pipeline(night=str(night_files[0].parent), **options)
+    batch = reduce_night([night_files[0].parent], tmp_path, ReductionParameters(**options))
+    for exptime, master in batch.master_darks.items():
+        np.testing.assert_array_equal(pipeline.master_dark(exptime).data, master.data)
+    for name, master in batch.master_flats.items():
+        np.testing.assert_array_equal(pipeline.master_flat(name).data, master.data)
+    frame = batch.plan.objects[0]
+    expected = (frame.read() - batch.master_darks[frame.exptime].data) / batch.master_flats[frame.filter].data
+    np.testing.assert_allclose(pipeline.calibrated(frame.path.name), expected, rtol=1e-12)
+
+
+def test_frame_levels_mark_rejected_flats(pipeline):
+    rows = pipeline.frame_levels()
+    rejected = [r for r in rows if r["status"].startswith("rejected")]
+    assert len(rejected) == SMALL_SPEC.saturated_flats
+    assert "above upper limit 38000" in rejected[0]["status"]
+    pipeline.lower_limit = 1000.0
+    assert len([r for r in pipeline.frame_levels() if r["status"].startswith("rejected")]) == 2
+
+
+def test_problems_are_input_errors(pipeline):
+    pipeline.upper_limit = 10.0
+    with pytest.raises(InputError, match="flats pass the limits"):
+        pipeline.master_flat()
+    with pytest.raises(InputError, match="no object frame named 'nope'"):
+        pipeline.calibrated("nope")
+
+
+def test_resolve_under_refuses_escapes(tmp_path):
+    root = tmp_path / "root"
+    (root / "night1").mkdir(parents=True)
+    (root / "link").symlink_to(tmp_path)
+    assert resolve_under(root, "night1") == (root / "night1").resolve()
+    for bad in ["..", "../..", "/etc", "night1/../../x", "link"]:
+        with pytest.raises(InputError, match="outside the data root"):
+            resolve_under(root, bad)
