@@ -11,13 +11,16 @@ write the same files.
 from __future__ import annotations
 
 import datetime
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
-__all__ = ["NightSpec", "NightTruth", "make_night", "night_truth"]
+__all__ = ["NightSpec", "NightTruth", "demo_night", "make_night", "night_truth"]
 
 GAIN = 1.5  # electrons per ADU
 READ_NOISE = 6.0  # ADU
@@ -269,3 +272,23 @@ def _object_frames(spec, truth, rng):
         light = (sky + stars) * exptime * truth.flat_response[name]
         for _ in range(spec.n_objects):
             yield expose(truth, rng, exptime, light), _cards(spec, "object", exptime, name, "M67")
+
+
+def demo_night(cache_dir, spec: NightSpec = NightSpec()) -> Path:
+    """The folder of a demo night under ``cache_dir``, simulated on first use only.
+
+    The night is written into a temporary folder and renamed into place, so
+    concurrent callers (several dashboard sessions) never see half a night.
+    """
+    cache_dir = Path(cache_dir)
+    folder = cache_dir / f"demo-{spec.shape[0]}x{spec.shape[1]}-seed{spec.seed}"
+    if folder.is_dir():
+        return folder
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".demo-"))
+    make_night(scratch, spec)
+    try:
+        os.rename(scratch, folder)
+    except OSError:  # another process finished first
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder

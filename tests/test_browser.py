@@ -1,0 +1,197 @@
+"""The dashboard in a real browser: ``panel serve app.py`` driven by headless Chromium.
+
+Screenshots go to ``test-artifacts/``. In CI (``CCDRED_REQUIRE_BROWSER=1``) a
+missing Chromium fails these tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ccdred.demo import NightSpec, make_night
+
+from .conftest import REPO
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(url: str, process, timeout=90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"panel serve exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data-root")
+    make_night(root / "night1", NightSpec(shape=(128, 128), seed=5))
+    make_night(root / "night2", NightSpec(shape=(128, 128), seed=6, filters=("B", "V")))
+    output_root = tmp_path_factory.mktemp("output-root")
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "panel", "serve", str(REPO / "app.py"), "--port", str(port),
+         "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
+         "--args", "--data-root", str(root), "--output-root", str(output_root)],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "CCDRED_CACHE": str(root.parent)})
+    url = f"http://127.0.0.1:{port}/app"
+    try:
+        _wait_for(url, process)
+        yield {"url": url, "root": root, "output_root": output_root}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.seek(0)
+        text = log.read()
+        assert "Traceback" not in text, text[-3000:]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)"
+        if os.environ.get("CCDRED_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield chromium
+        chromium.close()
+
+
+def open_page(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server["url"])
+    page.wait_for_selector("text=Reduce night", timeout=60_000)
+    return page
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def threshold_input(page):
+    return page.locator("input").nth(1)
+
+
+def set_threshold(page, value: float) -> None:
+    field = threshold_input(page)
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def clip_summary(page) -> str:
+    return page.get_by_text("samples rejected").first.inner_text()
+
+
+def rejected_counts(text: str) -> list[int]:
+    return [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) of [\d,]+ samples", text)]
+
+
+def show_clipping(page) -> str:
+    page.get_by_text("Clipping", exact=True).first.click()
+    page.wait_for_selector("text=samples rejected", timeout=60_000)
+    return clip_summary(page)
+
+
+def wait_for_change(page, old: str, timeout=30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = clip_summary(page)
+        if text != old and len(rejected_counts(text)) == 2:  # the whole new summary
+            return text
+        time.sleep(0.2)
+    raise AssertionError(f"clip summary did not change from {old!r}")
+
+
+def test_page_loads_with_widgets_and_plots(browser, server):
+    page = open_page(browser, server)
+    for label in ("Threshold", "Cenfunc", "Maxiters", "Upper limit", "Header keywords"):
+        assert page.get_by_text(label).count() >= 1, label
+    page.wait_for_selector("canvas", timeout=30_000)
+    page.wait_for_selector("text=demo_0004.fits", timeout=30_000)  # the frame table
+    assert threshold_input(page).input_value() == "2.5"
+    screenshot(page, "frames")
+    page.close()
+
+
+def test_threshold_moves_the_clipped_pixel_map(browser, server):
+    page = open_page(browser, server)
+    before = show_clipping(page)
+    screenshot(page, "clipping-2.5")
+    set_threshold(page, 1.5)
+    after = wait_for_change(page, before)
+    screenshot(page, "clipping-1.5")
+    assert all(b > a for a, b in zip(rejected_counts(before), rejected_counts(after),
+                                     strict=True)), (before, after)
+    page.close()
+
+
+def test_sessions_do_not_share_parameters(browser, server):
+    first, second = open_page(browser, server), open_page(browser, server)
+    first_before, second_before = show_clipping(first), show_clipping(second)
+    assert first_before == second_before
+    set_threshold(first, 1.2)
+    wait_for_change(first, first_before)
+    time.sleep(1.0)
+    assert clip_summary(second) == second_before
+    assert threshold_input(second).input_value() == "2.5"
+    first.close()
+    second.close()
+
+
+def test_folder_outside_the_data_root_is_refused(browser, server):
+    page = open_page(browser, server)
+    folder = page.locator("input").nth(0)
+    for outside in ("..", "/etc", "night1/../../"):
+        folder.fill(outside)
+        folder.press("Enter")
+        page.wait_for_selector("text=outside the data root", timeout=10_000)
+    screenshot(page, "refused")
+    folder.fill("night2")
+    folder.press("Enter")
+    page.wait_for_selector("text=Night: night2", timeout=10_000)
+    page.close()
+
+
+def test_reduce_night_writes_under_the_output_root(browser, server):
+    page = open_page(browser, server)
+    page.get_by_text("Reduce night").first.click()
+    page.wait_for_selector("text=products in", timeout=120_000)
+    screenshot(page, "reduced")
+    outputs = list(server["output_root"].iterdir())
+    assert len(outputs) == 1 and outputs[0].name.startswith("night1_")
+    assert {p.name for p in outputs[0].glob("flat_*.fits")} == {"flat_R.fits", "flat_V.fits"}
+    shutil.rmtree(outputs[0])
+    page.close()
