@@ -11,14 +11,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .combine import CombineResult, frame_clip_mask, sigma_clip_combine
+from .combine import CombineResult, frame_clip_bounds, outside_bounds, sigma_clip_combine
 
 __all__ = [
     "MasterFlat",
     "calibrate_frame",
+    "combine_darks",
+    "combine_flats",
+    "fill_rejected",
     "flat_acceptance",
+    "frame_medians",
     "master_dark",
     "master_flat",
+    "normalise_flat",
+    "require_two_flats",
     "subtract_dark",
 ]
 
@@ -45,16 +51,33 @@ def master_dark(darks, *, threshold=2.5, cenfunc="median", maxiters=10, frame_cl
         ``data`` is the clipped mean; pixels where every sample was rejected
         take the mean of the master.
     """
+    return fill_rejected(combine_darks(darks, threshold=threshold, cenfunc=cenfunc,
+                                       maxiters=maxiters, frame_clip=frame_clip,
+                                       keep_mask=keep_mask))
+
+
+def combine_darks(darks, *, threshold=2.5, cenfunc="median", maxiters=10, frame_clip=True,
+                  frame_bounds=None, keep_mask=True) -> CombineResult:
+    """The clipped mean of darks, NaN where every sample was rejected.
+
+    ``frame_bounds`` gives each frame's own clipping bounds when ``darks`` is
+    only a block of rows of the frames (the bounds must come from the whole
+    frames, see :func:`~ccdred.combine.frame_clip_bounds`).
+    """
     darks = np.asarray(darks)
+    clip = {"threshold": threshold, "cenfunc": cenfunc, "maxiters": maxiters}
     mask = None
     if frame_clip:
-        mask = np.stack([frame_clip_mask(frame, threshold=threshold, cenfunc=cenfunc,
-                                         maxiters=maxiters) for frame in darks])
-    result = sigma_clip_combine(darks, threshold=threshold, cenfunc=cenfunc, maxiters=maxiters,
-                                mask=mask, keep_mask=keep_mask)
+        bounds = frame_bounds or [frame_clip_bounds(frame, **clip) for frame in darks]
+        mask = np.stack([outside_bounds(frame, b) for frame, b in zip(darks, bounds, strict=True)])
+    return sigma_clip_combine(darks, mask=mask, keep_mask=keep_mask, **clip)
+
+
+def fill_rejected(result: CombineResult) -> CombineResult:
+    """Pixels where every sample was rejected take the mean of the others."""
     empty = result.n_used == 0
-    data = np.where(empty, np.nanmean(result.data) if not empty.all() else 0.0, result.data)
-    return dataclasses.replace(result, data=data)
+    fill = np.nanmean(result.data) if not empty.all() else 0.0
+    return dataclasses.replace(result, data=np.where(empty, fill, result.data))
 
 
 def subtract_dark(frame, dark) -> np.ndarray:
@@ -139,18 +162,39 @@ def master_flat(flats, *, threshold=2.5, cenfunc="median", maxiters=10, upper_li
     flats = np.asarray(flats)
     medians = frame_medians(flats) if medians is None else np.asarray(medians, dtype=np.float64)
     accepted = flat_acceptance(medians, upper_limit=upper_limit, lower_limit=lower_limit)
-    if accepted.sum() < 2:
-        msg = (f"{accepted.sum()} of {len(medians)} flats pass the limits "
+    require_two_flats(accepted, medians)
+    combine = combine_flats(flats if accepted.all() else flats[accepted], medians[accepted],
+                            threshold=threshold, cenfunc=cenfunc, maxiters=maxiters,
+                            keep_mask=keep_mask)
+    normalised, n_bad = normalise_flat(combine.data)
+    return MasterFlat(normalised, combine, medians, accepted, n_bad)
+
+
+def require_two_flats(accepted, medians) -> None:
+    """Raise ValueError, with the medians, unless at least two flats are accepted."""
+    if np.sum(accepted) < 2:
+        msg = (f"{np.sum(accepted)} of {len(medians)} flats pass the limits "
                f"(medians {np.round(medians, 1).tolist()}); at least 2 are needed")
         raise ValueError(msg)
-    used = medians[accepted]
-    combine = sigma_clip_combine(flats if accepted.all() else flats[accepted],
-                                 threshold=threshold, cenfunc=cenfunc, maxiters=maxiters,
-                                 weights=used, scale=used[0] / used, keep_mask=keep_mask)
-    normalised = combine.data / np.nanmean(combine.data)
+
+
+def combine_flats(flats, medians, *, threshold=2.5, cenfunc="median", maxiters=10,
+                  keep_mask=True) -> CombineResult:
+    """Scale accepted flats to the first one's median, clip, average weighted by the medians."""
+    medians = np.asarray(medians, dtype=np.float64)
+    return sigma_clip_combine(flats, threshold=threshold, cenfunc=cenfunc, maxiters=maxiters,
+                              weights=medians, scale=medians[0] / medians, keep_mask=keep_mask)
+
+
+def normalise_flat(combined) -> tuple[np.ndarray, int]:
+    """Divide by the mean; pixels left without a positive, finite value become 1.0.
+
+    Returns the normalised flat and the number of such pixels.
+    """
+    normalised = combined / np.nanmean(combined)
     bad = ~np.isfinite(normalised) | (normalised <= 0)
     normalised[bad] = 1.0
-    return MasterFlat(normalised, combine, medians, accepted, int(bad.sum()))
+    return normalised, int(bad.sum())
 
 
 def calibrate_frame(raw, master_dark, master_flat=None) -> np.ndarray:

@@ -70,6 +70,11 @@ def _clip_options(parser, defaults: ReductionParameters) -> None:
                        help="do not write the dark-subtracted '_d' files")
     extra.add_argument("--overwrite", action="store_true",
                        help="replace products already in the output folder")
+    extra.add_argument("--memory-budget", type=int, default=1024, metavar="MB",
+                       help="memory a stack may take before it is combined in blocks of rows "
+                            "(default: 1024)")
+    extra.add_argument("--threads", type=int, default=2,
+                       help="object frames calibrated at once (default: 2)")
     extra.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -144,7 +149,8 @@ def _reduce(args) -> int:
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning
             result = reduce_night(args.files, out, parameters, overwrite=args.overwrite,
-                                  progress=progress)
+                                  progress=progress, memory_budget=args.memory_budget << 20,
+                                  threads=args.threads)
     except InputError as err:
         bar.close()
         for problem in err.problems:

@@ -26,7 +26,10 @@ import numpy as np
 __all__ = [
     "CENFUNCS",
     "CombineResult",
+    "concatenate_rows",
+    "frame_clip_bounds",
     "frame_clip_mask",
+    "outside_bounds",
     "sigma_clip_combine",
     "sigma_clip_combine_plain",
 ]
@@ -328,8 +331,7 @@ def frame_clip_mask(frame, *, threshold=2.5, cenfunc="median", maxiters=10) -> n
     """Sigma-clip one whole frame (``axis=None``) and return True where rejected.
 
     This is the course script's per-frame clipping of darks, which masks hot
-    pixels and cosmic rays before the stack is combined. Integer frames (raw
-    ADU) take a histogram path that is exact and linear in the pixel count.
+    pixels and cosmic rays before the stack is combined.
 
     Parameters
     ----------
@@ -343,18 +345,35 @@ def frame_clip_mask(frame, *, threshold=2.5, cenfunc="median", maxiters=10) -> n
     numpy.ndarray of bool
         Same shape as ``frame``; True for non-finite or clipped pixels.
     """
+    bounds = frame_clip_bounds(frame, threshold=threshold, cenfunc=cenfunc, maxiters=maxiters)
+    return outside_bounds(frame, bounds)
+
+
+def outside_bounds(values, bounds) -> np.ndarray:
+    """True where ``values`` are not finite or lie outside ``(lower, upper)``."""
+    lower, upper = bounds
+    with np.errstate(invalid="ignore"):
+        return ~((values >= lower) & (values <= upper))
+
+
+def frame_clip_bounds(frame, *, threshold=2.5, cenfunc="median", maxiters=10) -> tuple[float, float]:
+    """The final ``(lower, upper)`` bounds of sigma-clipping one whole frame.
+
+    Integer frames (raw ADU) take a histogram path that is exact and linear in
+    the pixel count; others a plain numpy loop. Knowing the bounds, a frame
+    can be masked piece by piece (see :func:`outside_bounds`).
+    """
     frame = np.asarray(frame)
     _check_arguments(frame.reshape(1, 1, -1), threshold, cenfunc, maxiters, None, None)
     if np.issubdtype(frame.dtype, np.integer) and frame.size and np.ptp(frame) < _MAX_HISTOGRAM_BINS:
         offset = int(frame.min())
         counts = np.bincount((frame.ravel() - offset).astype(np.intp))
         lower, upper = _histogram_bounds(counts, float(threshold), cenfunc == "median", int(maxiters))
-        lower, upper = lower + offset, upper + offset
-        return (frame < lower) | (frame > upper)
-    return _frame_clip_mask_plain(frame, threshold, cenfunc, maxiters)
+        return lower + offset, upper + offset
+    return _frame_clip_bounds_plain(frame, threshold, cenfunc, maxiters)
 
 
-def _frame_clip_mask_plain(frame, threshold, cenfunc, maxiters):
+def _frame_clip_bounds_plain(frame, threshold, cenfunc, maxiters):
     values = np.asarray(frame, dtype=np.float64)
     kept = values[np.isfinite(values)]
     centre_of = np.median if cenfunc == "median" else np.mean
@@ -368,8 +387,19 @@ def _frame_clip_mask_plain(frame, threshold, cenfunc, maxiters):
         if inside.all():
             break
         kept = kept[inside]
-    with np.errstate(invalid="ignore"):
-        return ~((values >= lower) & (values <= upper))
+    return lower, upper
+
+
+def concatenate_rows(results) -> CombineResult:
+    """Join the results of combining consecutive row blocks of one stack."""
+    results = list(results)
+    masks = [r.clip_mask for r in results]
+    return CombineResult(
+        np.concatenate([r.data for r in results]),
+        None if any(m is None for m in masks) else np.concatenate(masks, axis=1),
+        np.concatenate([r.n_used for r in results]),
+        results[0].n_frames,
+    )
 
 
 @numba.njit(cache=True, nogil=True)

@@ -108,8 +108,8 @@ def _reason(err: BaseException) -> str:
     return text[:200] or type(err).__name__
 
 
-def read_image(path, hdu: int = 0, dtype=None) -> np.ndarray:
-    """Read the image of one HDU into memory.
+def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None) -> np.ndarray:
+    """Read the image (or a block of its rows) of one HDU into memory.
 
     Parameters
     ----------
@@ -119,7 +119,9 @@ def read_image(path, hdu: int = 0, dtype=None) -> np.ndarray:
         Index of the image HDU (see :func:`find_image_hdu`).
     dtype : numpy dtype, optional
         Convert to this type; by default the stored type after BZERO/BSCALE
-        (16-bit raw frames come back as uint16).
+        (16-bit raw frames come back as uint16), in native byte order.
+    rows : slice, optional
+        Read only these rows; uncompressed files read just those bytes.
 
     Raises
     ------
@@ -128,10 +130,11 @@ def read_image(path, hdu: int = 0, dtype=None) -> np.ndarray:
     """
     try:
         with fits.open(path, mode="readonly", memmap=False) as hdus:
-            data = hdus[hdu].data
-            if data is None:
+            image = hdus[hdu]
+            if image.header.get("NAXIS", 0) == 0:
                 raise InputError([InputProblem(Path(path), f"HDU {hdu} holds no image data")])
-            return np.array(data, dtype=dtype, copy=True)
+            data = image.data if rows is None else image.section[rows, :]
+            return np.asarray(data, dtype=np.dtype(dtype or data.dtype).newbyteorder("="))
     except InputError:
         raise
     except (OSError, ValueError, TypeError, IndexError, EOFError) as err:

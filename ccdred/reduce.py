@@ -13,14 +13,17 @@ import logging
 import re
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__, fitsio
-from .calibrate import MasterFlat, calibrate_frame, frame_medians, master_dark, master_flat
-from .combine import CombineResult
+from .calibrate import (MasterFlat, combine_darks, combine_flats, fill_rejected, flat_acceptance,
+                        master_dark, master_flat, normalise_flat, require_two_flats,
+                        subtract_dark)
+from .combine import CombineResult, concatenate_rows, frame_clip_bounds
 from .errors import InputError, InputProblem, RejectedFlatWarning
 from .frames import Catalogue, Frame, scan
 from .parameters import ReductionParameters
@@ -35,6 +38,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_MB = 1 << 20
+#: Bytes per sample when combining darks: the raw value (up to 4) and its mask.
+_DARK_SAMPLE_BYTES = 5
 
 
 def dark_product_name(exptime: float) -> str:
@@ -164,7 +171,8 @@ class NightResult:
 
 
 def reduce_night(paths, output_dir, parameters: ReductionParameters | None = None, *,
-                 overwrite: bool = False, progress=None) -> NightResult:
+                 overwrite: bool = False, progress=None, memory_budget: int = 1024 * _MB,
+                 threads: int = 2) -> NightResult:
     """Reduce a night: master darks, master flats, calibrated object frames.
 
     Parameters
@@ -179,6 +187,10 @@ def reduce_night(paths, output_dir, parameters: ReductionParameters | None = Non
         Replace products already in ``output_dir``; otherwise they are an error.
     progress : callable, optional
         Called as ``progress(done, total, message)`` after each step.
+    memory_budget : int, optional
+        Bytes a stack may take; larger stacks are combined in blocks of rows.
+    threads : int, optional
+        Object frames calibrated and written at once.
 
     Returns
     -------
@@ -197,18 +209,19 @@ def reduce_night(paths, output_dir, parameters: ReductionParameters | None = Non
     steps = _Progress(progress, len(plan.darks) + len(plan.flats) + len(plan.objects))
     _log_plan(plan)
     for exptime, frames in plan.darks.items():
-        result.master_darks[exptime] = _combine_darks(frames, parameters)
+        result.master_darks[exptime] = _combine_darks(frames, parameters, memory_budget)
         steps.advance(f"master dark {exptime:g} s")
     problems = []
     for filter_name, frames in plan.flats.items():
         try:
-            result.master_flats[filter_name] = _combine_flats(frames, result.master_darks, parameters)
+            result.master_flats[filter_name] = _combine_flats(frames, result.master_darks,
+                                                              parameters, memory_budget)
         except InputError as err:
             problems += err.problems
         steps.advance(f"master flat {filter_name}")
     if problems:
         raise InputError(problems)
-    _write_products(result, parameters, overwrite, steps)
+    _write_products(result, parameters, overwrite, steps, threads)
     logger.info("wrote %d products to %s", len(result.products), output_dir)
     return result
 
@@ -247,31 +260,58 @@ def _log_plan(plan: NightPlan) -> None:
     logger.info("filters needing a master flat: %s", ", ".join(plan.flats))
 
 
-def _combine_darks(frames, parameters) -> CombineResult:
-    stack = np.stack([frame.read() for frame in frames])
+def row_blocks(shape, n_frames: int, bytes_per_sample: int, budget: int) -> list[slice]:
+    """Row slices such that a block of the whole stack fits in ``budget`` bytes."""
+    rows, cols = shape
+    step = max(1, min(rows, budget // max(1, n_frames * cols * bytes_per_sample)))
+    return [slice(start, min(rows, start + step)) for start in range(0, rows, step)]
+
+
+def _read_stack(frames, rows=None, dtype=None, master_darks=None) -> np.ndarray:
+    """Frames (or a block of their rows) as one stack, dark-subtracted if darks are given."""
+    first = fitsio.read_image(frames[0].path, frames[0].hdu, rows=rows)
+    stack = np.empty((len(frames), *first.shape), dtype=dtype or first.dtype)
+    for i, frame in enumerate(frames):
+        raw = first if i == 0 else fitsio.read_image(frame.path, frame.hdu, rows=rows)
+        if master_darks is None:
+            stack[i] = raw
+        else:
+            dark = master_darks[frame.exptime].data
+            stack[i] = subtract_dark(raw, dark if rows is None else dark[rows])
+    return stack
+
+
+def _combine_darks(frames, parameters, budget) -> CombineResult:
     logger.info("combining %d darks of %g s", len(frames), frames[0].exptime)
-    return master_dark(stack, frame_clip=parameters.frame_clip, keep_mask=False,
-                       **parameters.clip_options())
+    options = {**parameters.clip_options(), "frame_clip": parameters.frame_clip, "keep_mask": False}
+    blocks = row_blocks(frames[0].shape, len(frames), _DARK_SAMPLE_BYTES, budget)
+    if len(blocks) == 1:
+        return master_dark(_read_stack(frames), **options)
+    bounds = None
+    if parameters.frame_clip:
+        bounds = [frame_clip_bounds(frame.read(), **parameters.clip_options()) for frame in frames]
+    parts = [combine_darks(_read_stack(frames, rows), frame_bounds=bounds, **options)
+             for rows in blocks]
+    return fill_rejected(concatenate_rows(parts))
 
 
-def _dark_subtracted(frame: Frame, master_darks) -> np.ndarray:
-    return calibrate_frame(frame.read(), master_darks[frame.exptime].data)
-
-
-def _combine_flats(frames, master_darks, parameters) -> MasterFlat:
-    stack = np.stack([_dark_subtracted(frame, master_darks).astype(parameters.dtype)
-                      for frame in frames])
-    medians = frame_medians(stack)
+def _combine_flats(frames, master_darks, parameters, budget) -> MasterFlat:
+    options = {**parameters.clip_options(), "keep_mask": False}
+    blocks = row_blocks(frames[0].shape, len(frames), np.dtype(parameters.dtype).itemsize, budget)
     try:
-        master = master_flat(stack, medians=medians, upper_limit=parameters.upper_limit,
-                             lower_limit=parameters.lower_limit, keep_mask=False,
-                             **parameters.clip_options())
+        if len(blocks) == 1:
+            stack = _read_stack(frames, dtype=parameters.dtype, master_darks=master_darks)
+            master = master_flat(stack, upper_limit=parameters.upper_limit,
+                                 lower_limit=parameters.lower_limit, **options)
+        else:
+            master = _combine_flats_by_rows(frames, master_darks, parameters, blocks, options)
     except ValueError as err:
+        medians = np.round(_flat_medians(frames, master_darks), 0)
         details = ", ".join(f"{f.path.name} {m:.0f}" for f, m in zip(frames, medians, strict=True))
         msg = (f"too few flats of filter {frames[0].filter!r} within the limits "
                f"(upper {parameters.upper_limit:g}, lower {parameters.lower_limit}): {details}")
         raise InputError([InputProblem(frames[0].path, msg)]) from err
-    for frame, median, ok in zip(frames, medians, master.accepted, strict=True):
+    for frame, median, ok in zip(frames, master.medians, master.accepted, strict=True):
         logger.info("  %s: median = %.1f%s", frame.path, median, "" if ok else " (REJECTED)")
         if not ok:
             warnings.warn(f"{frame.path}: flat median {median:.1f} outside the limits; not used",
@@ -279,36 +319,69 @@ def _combine_flats(frames, master_darks, parameters) -> MasterFlat:
     return master
 
 
-def _write_products(result: NightResult, parameters, overwrite, steps) -> None:
+def _flat_medians(frames, master_darks) -> np.ndarray:
+    return np.array([np.nanmedian(_dark_subtracted(frame, master_darks)) for frame in frames])
+
+
+def _combine_flats_by_rows(frames, master_darks, parameters, blocks, options) -> MasterFlat:
+    """Medians from whole frames first, then the combination one block of rows at a time."""
+    medians = _flat_medians(frames, master_darks)
+    accepted = flat_acceptance(medians, upper_limit=parameters.upper_limit,
+                               lower_limit=parameters.lower_limit)
+    require_two_flats(accepted, medians)
+    used = [frame for frame, ok in zip(frames, accepted, strict=True) if ok]
+    parts = [combine_flats(_read_stack(used, rows, parameters.dtype, master_darks),
+                           medians[accepted], **options) for rows in blocks]
+    combined = concatenate_rows(parts)
+    normalised, n_bad = normalise_flat(combined.data)
+    return MasterFlat(normalised, combined, medians, accepted, n_bad)
+
+
+def _dark_subtracted(frame: Frame, master_darks) -> np.ndarray:
+    return subtract_dark(frame.read(), master_darks[frame.exptime].data)
+
+
+def _write_products(result: NightResult, parameters, overwrite, steps, threads) -> None:
     plan, out = result.plan, result.output_dir
     options = parameters.provenance()
 
-    def write(name, data, header, step, inputs):
+    def write(name, data, header, step, inputs) -> Path:
         header = fitsio.add_provenance(header, step=step, inputs=inputs, options=options,
                                        version=__version__)
         path = fitsio.write_image(out / name, data, header, dtype=parameters.dtype,
                                   overwrite=overwrite)
-        result.products.append(path)
         logger.info("wrote %s", path)
+        return path
 
     for exptime, master in result.master_darks.items():
         frames = plan.darks[exptime]
-        write(dark_product_name(exptime), master.data, frames[0].header(), "master_dark",
-              [f.path for f in frames])
+        result.products.append(write(dark_product_name(exptime), master.data, frames[0].header(),
+                                     "master_dark", [f.path for f in frames]))
     for filter_name, master in result.master_flats.items():
         used = [f for f, ok in zip(plan.flats[filter_name], master.accepted, strict=True) if ok]
-        write(flat_product_name(filter_name), master.data, used[0].header(), "master_flat",
-              [f.path for f in used])
+        result.products.append(write(flat_product_name(filter_name), master.data,
+                                     used[0].header(), "master_flat", [f.path for f in used]))
     if parameters.intermediate:
         for frame in plan.all_flats:
-            write(f"{frame.name}_d.fits", _dark_subtracted(frame, result.master_darks),
-                  frame.header(), "dark_subtracted", [frame.path, dark_product_name(frame.exptime)])
-    for frame in plan.objects:
+            result.products.append(write(
+                f"{frame.name}_d.fits", _dark_subtracted(frame, result.master_darks),
+                frame.header(), "dark_subtracted", [frame.path, dark_product_name(frame.exptime)]))
+
+    def calibrate_object(frame: Frame) -> list[Path]:
         dark_name, flat_name = dark_product_name(frame.exptime), flat_product_name(frame.filter)
         subtracted = _dark_subtracted(frame, result.master_darks)
+        header = frame.header()
+        written = []
         if parameters.intermediate:
-            write(f"{frame.name}_d.fits", subtracted, frame.header(), "dark_subtracted",
-                  [frame.path, dark_name])
-        write(f"{frame.name}_df.fits", subtracted / result.master_flats[frame.filter].data,
-              frame.header(), "flat_fielded", [frame.path, dark_name, flat_name])
-        steps.advance(f"calibrated {frame.path.name}")
+            written.append(write(f"{frame.name}_d.fits", subtracted, header, "dark_subtracted",
+                                 [frame.path, dark_name]))
+        subtracted /= result.master_flats[frame.filter].data
+        written.append(write(f"{frame.name}_df.fits", subtracted, header, "flat_fielded",
+                             [frame.path, dark_name, flat_name]))
+        return written
+
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ccdred") as pool:
+        for frame, written in zip(plan.objects, pool.map(calibrate_object, plan.objects),
+                                  strict=True):
+            result.products.extend(written)
+            steps.advance(f"calibrated {frame.path.name}")

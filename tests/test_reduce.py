@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from ccdred.demo import NightSpec, make_night
+from ccdred.fitsio import read_image
+from ccdred.parameters import ReductionParameters
+from ccdred.reduce import reduce_night, row_blocks
+
+
+def products(folder):
+    return {p.name: fits.getdata(p) for p in sorted(folder.glob("*.fits"))}
+
+
+@pytest.mark.parametrize("frame_clip", [True, False])
+def test_row_blocks_give_the_same_products(night_files, tmp_path, frame_clip):
+    folder = night_files[0].parent
+    parameters = ReductionParameters(frame_clip=frame_clip)
+    whole = reduce_night([folder], tmp_path / "whole", parameters)
+    blocks = reduce_night([folder], tmp_path / "blocks", parameters, memory_budget=20_000,
+                          threads=1)
+    assert len(row_blocks((48, 64), 5, 5, 20_000)) > 1
+    expected, actual = products(tmp_path / "whole"), products(tmp_path / "blocks")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], rtol=1e-6, err_msg=name)
+    for exptime, master in whole.master_darks.items():
+        np.testing.assert_array_equal(blocks.master_darks[exptime].n_used, master.n_used)
+
+
+def test_row_blocks_cover_every_row_once():
+    blocks = row_blocks((1000, 2048), 12, 4, 10 << 20)
+    assert blocks[0].start == 0 and blocks[-1].stop == 1000
+    assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:]))
+    assert all((b.stop - b.start) * 12 * 2048 * 4 <= 10 << 20 for b in blocks)
+    assert row_blocks((10, 10), 3, 4, 1) == [slice(i, i + 1) for i in range(10)]
+
+
+def test_float_raw_frames_in_big_endian(tmp_path):
+    """Raw frames stored as BITPIX=-32 come back big-endian from astropy."""
+    spec = NightSpec(shape=(32, 40), seed=3)
+    for path in make_night(tmp_path / "raw", spec):
+        with fits.open(path) as hdus:
+            hdus[0].data = hdus[0].data.astype(">f4")
+            hdus.writeto(tmp_path / "raw" / path.name, overwrite=True)
+    assert fits.getdata(tmp_path / "raw" / "demo_0001.fits").dtype == np.dtype(">f4")
+    result = reduce_night([tmp_path / "raw"], tmp_path / "out")
+    assert len(result.products) > 10
+    assert np.isfinite(fits.getdata(tmp_path / "out" / "flat_V.fits")).all()
+
+
+def test_read_rows_from_plain_and_gzip_files(tmp_path):
+    data = np.arange(60, dtype=np.uint16).reshape(6, 10)
+    fits.PrimaryHDU(data).writeto(tmp_path / "a.fits")
+    fits.PrimaryHDU(data).writeto(tmp_path / "a.fits.gz")
+    for name in ("a.fits", "a.fits.gz"):
+        np.testing.assert_array_equal(read_image(tmp_path / name, rows=slice(2, 4)), data[2:4])
