@@ -367,7 +367,7 @@ def frame_clip_bounds(frame, *, threshold=2.5, cenfunc="median", maxiters=10) ->
     _check_arguments(frame.reshape(1, 1, -1), threshold, cenfunc, maxiters, None, None)
     if np.issubdtype(frame.dtype, np.integer) and frame.size and np.ptp(frame) < _MAX_HISTOGRAM_BINS:
         offset = int(frame.min())
-        counts = np.bincount((frame.ravel() - offset).astype(np.intp))
+        counts = _histogram(frame.ravel(), offset, int(frame.max()) - offset + 1)
         lower, upper = _histogram_bounds(counts, float(threshold), cenfunc == "median", int(maxiters))
         return lower + offset, upper + offset
     return _frame_clip_bounds_plain(frame, threshold, cenfunc, maxiters)
@@ -400,6 +400,15 @@ def concatenate_rows(results) -> CombineResult:
         np.concatenate([r.n_used for r in results]),
         results[0].n_frames,
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _histogram(values, offset, n_bins):  # pragma: no cover - compiled
+    """Counts of each integer value, ``offset`` .. ``offset + n_bins - 1``."""
+    counts = np.zeros(n_bins, dtype=np.int64)
+    for value in values:
+        counts[value - offset] += 1
+    return counts
 
 
 @numba.njit(cache=True, nogil=True)

@@ -129,17 +129,27 @@ def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None) -> np.
         When the data cannot be read (truncated or corrupt file).
     """
     try:
-        with fits.open(path, mode="readonly", memmap=False) as hdus:
+        with fits.open(path, mode="readonly", memmap=False, do_not_scale_image_data=True) as hdus:
             image = hdus[hdu]
             if image.header.get("NAXIS", 0) == 0:
                 raise InputError([InputProblem(Path(path), f"HDU {hdu} holds no image data")])
-            data = image.data if rows is None else image.section[rows, :]
+            if rows is None and _is_unsigned_16bit(image.header):
+                data = np.bitwise_xor(image.data.view(">u2"), 0x8000, dtype=np.uint16)
+            else:
+                image.scale()  # apply BZERO/BSCALE as astropy would
+                data = image.data if rows is None else image.section[rows, :]
             return np.asarray(data, dtype=np.dtype(dtype or data.dtype).newbyteorder("="))
     except InputError:
         raise
     except (OSError, ValueError, TypeError, IndexError, EOFError) as err:
         msg = f"cannot read image data ({_reason(err)})"
         raise InputError([InputProblem(Path(path), msg)]) from err
+
+
+def _is_unsigned_16bit(header) -> bool:
+    """The usual raw-frame layout: 16-bit integers offset by BZERO = 32768."""
+    return (header.get("BITPIX") == 16 and header.get("BZERO") == 32768
+            and header.get("BSCALE", 1) == 1 and "BLANK" not in header)
 
 
 def options_digest(options: dict) -> str:
