@@ -134,10 +134,9 @@ def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None) -> np.
             if image.header.get("NAXIS", 0) == 0:
                 raise InputError([InputProblem(Path(path), f"HDU {hdu} holds no image data")])
             if rows is None and _is_unsigned_16bit(image.header):
-                data = np.bitwise_xor(image.data.view(">u2"), 0x8000, dtype=np.uint16)
-            else:
-                image.scale()  # apply BZERO/BSCALE as astropy would
-                data = image.data if rows is None else image.section[rows, :]
+                return np.bitwise_xor(image.data.view(">u2"), 0x8000, dtype=dtype or np.uint16)
+        with fits.open(path, mode="readonly", memmap=False) as hdus:
+            data = hdus[hdu].data if rows is None else hdus[hdu].section[rows, :]
             return np.asarray(data, dtype=np.dtype(dtype or data.dtype).newbyteorder("="))
     except InputError:
         raise

@@ -55,3 +55,18 @@ def test_read_rows_from_plain_and_gzip_files(tmp_path):
     fits.PrimaryHDU(data).writeto(tmp_path / "a.fits.gz")
     for name in ("a.fits", "a.fits.gz"):
         np.testing.assert_array_equal(read_image(tmp_path / name, rows=slice(2, 4)), data[2:4])
+
+
+@pytest.mark.parametrize("dtype,bzero", [(np.int16, 32768), (np.int16, 0), (np.int32, 0),
+                                         (np.float32, 0)])
+def test_read_image_equals_astropy(tmp_path, rng, dtype, bzero):
+    values = rng.integers(0, 30000, (6, 10))
+    hdu = fits.PrimaryHDU((values - bzero).astype(dtype))
+    if bzero:
+        hdu.header["BZERO"] = bzero
+    hdu.writeto(tmp_path / "a.fits")
+    expected = fits.getdata(tmp_path / "a.fits")
+    for rows in (None, slice(1, 3)):
+        actual = read_image(tmp_path / "a.fits", rows=rows)
+        np.testing.assert_array_equal(actual, expected if rows is None else expected[rows])
+        assert actual.dtype == expected.dtype.newbyteorder("=") and actual.dtype.isnative
