@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .combine import CombineResult, frame_clip_bounds, outside_bounds, sigma_clip_combine
+from .combine import (CombineResult, frame_clip_bounds, frame_median, outside_bounds,
+                      sigma_clip_combine)
 
 __all__ = [
     "MasterFlat",
@@ -126,7 +127,7 @@ class MasterFlat:
 
 def frame_medians(stack) -> np.ndarray:
     """Median of each frame of a stack, in float64, ignoring NaN pixels."""
-    return np.array([np.nanmedian(np.asarray(frame, dtype=np.float64)) for frame in stack])
+    return np.array([frame_median(frame) for frame in stack])
 
 
 def master_flat(flats, *, threshold=2.5, cenfunc="median", maxiters=10, upper_limit=38000.0,
@@ -191,10 +192,12 @@ def normalise_flat(combined) -> tuple[np.ndarray, int]:
 
     Returns the normalised flat and the number of such pixels.
     """
-    normalised = combined / np.nanmean(combined)
-    bad = ~np.isfinite(normalised) | (normalised <= 0)
+    finite = np.isfinite(combined)
+    normalised = np.divide(combined, np.mean(combined, where=finite))
+    bad = ~finite
+    bad |= normalised <= 0
     normalised[bad] = 1.0
-    return normalised, int(bad.sum())
+    return normalised, int(np.count_nonzero(bad))
 
 
 def calibrate_frame(raw, master_dark, master_flat=None) -> np.ndarray:

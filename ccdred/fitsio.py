@@ -189,7 +189,11 @@ def add_provenance(header: fits.Header, *, step: str, inputs, options: dict,
 
 
 def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=False) -> Path:
-    """Write an image product atomically (temporary file, fsync, rename).
+    """Write an image product atomically (temporary file, then rename).
+
+    An interrupted run leaves either the complete product or none (the
+    temporary ``.NAME.*.part`` file is removed). The FITS checksum written
+    with the data lets a later run verify the file.
 
     Parameters
     ----------
@@ -220,8 +224,6 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
     try:
         with handle:
             hdu.writeto(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(handle.name, path)
     except BaseException:
         with contextlib.suppress(OSError):

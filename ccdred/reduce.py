@@ -23,7 +23,7 @@ from . import __version__, fitsio
 from .calibrate import (MasterFlat, combine_darks, combine_flats, fill_rejected, flat_acceptance,
                         master_dark, master_flat, normalise_flat, require_two_flats,
                         subtract_dark)
-from .combine import CombineResult, concatenate_rows, frame_clip_bounds
+from .combine import CombineResult, concatenate_rows, frame_clip_bounds, frame_median
 from .errors import InputError, InputProblem, RejectedFlatWarning
 from .frames import Catalogue, Frame, scan
 from .parameters import ReductionParameters
@@ -320,7 +320,7 @@ def _combine_flats(frames, master_darks, parameters, budget) -> MasterFlat:
 
 
 def _flat_medians(frames, master_darks) -> np.ndarray:
-    return np.array([np.nanmedian(_dark_subtracted(frame, master_darks)) for frame in frames])
+    return np.array([frame_median(_dark_subtracted(frame, master_darks)) for frame in frames])
 
 
 def _combine_flats_by_rows(frames, master_darks, parameters, blocks, options) -> MasterFlat:

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from ccdred.combine import (frame_clip_mask, sigma_clip_combine, sigma_clip_combine_plain,
-                            sorting_network)
+                            sorting_network, frame_median)
 
 KERNELS = [sigma_clip_combine, sigma_clip_combine_plain]
 
@@ -184,3 +184,27 @@ def test_sorting_network_sorts_every_zero_one_input(n):
     for i, j in network:
         values[i], values[j] = np.minimum(values[i], values[j]), np.maximum(values[i], values[j])
     np.testing.assert_array_equal(values, np.sort(inputs, axis=1).T)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
+@pytest.mark.parametrize("size", [1, 2, 7, 1000, 4096 * 3 + 1])
+def test_frame_median_equals_numpy(rng, dtype, size):
+    values = (rng.normal(20000, 150, size) if dtype != np.uint16
+              else rng.integers(0, 65535, size)).astype(dtype)
+    assert frame_median(values) == np.nanmedian(values.astype(np.float64))
+
+
+def test_frame_median_ignores_nan_like_numpy(rng):
+    values = rng.normal(0, 1, (40, 50))
+    values[::3, ::4] = np.nan
+    values[0, 0] = np.inf
+    assert frame_median(values) == np.nanmedian(values)
+    assert np.isnan(frame_median(np.full(5, np.nan)))
+    assert frame_median(np.full(5, 3.0)) == 3.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.float64, st.integers(1, 60), elements=st.floats(-1e9, 1e9) | st.just(np.nan)))
+def test_property_frame_median(values):
+    expected = np.nanmedian(values) if not np.isnan(values).all() else np.nan
+    np.testing.assert_equal(frame_median(values), expected)

@@ -1,0 +1,85 @@
+"""Dashboard latency on the 2048x2048 demo night: first load, and threshold -> clip map.
+
+Usage: python benchmarks/dashboard.py [--size 2048] [--repeats 5]
+
+Starts ``panel serve app.py`` on a free local port, drives Debian's Chromium
+with Playwright, and prints a Markdown table of the measured latencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.test_browser import (CHROMIUM, _free_port, _wait_for, clip_summary,  # noqa: E402
+                                rejected_counts, set_threshold)
+
+
+def serve(size: int, cache: Path):
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "panel", "serve", str(REPO / "app.py"), "--port", str(port),
+         "--address", "127.0.0.1", "--args", "--demo-size", str(size), "--cache", str(cache)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/app"
+    _wait_for(url, process, timeout=600)
+    return process, url
+
+
+def measure(url: str, repeats: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        start = time.perf_counter()
+        page.goto(url)
+        page.wait_for_selector("canvas", timeout=120_000)
+        first_load = time.perf_counter() - start
+        page.get_by_text("Clipping", exact=True).first.click()
+        page.wait_for_selector("text=samples rejected", timeout=120_000)
+        latencies = []
+        for threshold in [2.0, 3.0, 2.2, 2.8, 2.5][:repeats]:
+            before = clip_summary(page)
+            start = time.perf_counter()
+            set_threshold(page, threshold)
+            while clip_summary(page) == before or len(rejected_counts(clip_summary(page))) != 2:
+                time.sleep(0.02)
+            page.wait_for_selector("canvas")
+            latencies.append(time.perf_counter() - start)
+        browser.close()
+    return {"first_load": first_load, "threshold": latencies}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    cache = Path(os.environ.get("CCDRED_CACHE", tempfile.gettempdir())) / "ccdred-bench"
+    process, url = serve(args.size, cache)
+    try:
+        measure(url, 1)  # warm the shared caches, as the second user of the night would find them
+        result = measure(url, args.repeats)
+    finally:
+        process.terminate()
+    latencies = sorted(result["threshold"])
+    print("| dashboard, demo night %dx%d | seconds |\n| --- | ---: |" % (args.size, args.size))
+    print(f"| first page load (to first plot) | {result['first_load']:.2f} |")
+    print(f"| threshold change -> clip map and summary, median of {len(latencies)} | "
+          f"{latencies[len(latencies) // 2]:.2f} |")
+    print(f"| threshold change, worst | {latencies[-1]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

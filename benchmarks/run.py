@@ -1,0 +1,217 @@
+"""Measure ccdred against the course script, ccdproc, IRAF imcombine and astropy.
+
+Usage (from the repository root, in the project's environment)::
+
+    apt-get install time iraf iraf-noao     # GNU time and IRAF, once
+    pip install -e ".[test,bench]"
+    python benchmarks/run.py                # everything: about 15 minutes
+    python benchmarks/run.py --skip-seed    # without the 534-frame night
+
+Nights are simulated with ``ccdred.demo`` into ``benchmarks/data`` (kept
+between runs); products go to ``benchmarks/results``. Every process is timed
+with GNU time (wall seconds, peak RSS). Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+REFERENCE = Path(os.environ.get("CCDRED_SHARED", REPO.parent / "shared")) / "reference" / "nimccdred.py"
+DATA, RESULTS = HERE / "data", HERE / "results"
+SIZE = (2048, 2048)
+
+
+def night_specs():
+    from ccdred.demo import NightSpec
+
+    return {
+        # 3 bias + 3 exposure times x 10 darks + 2 filters x (8 flats + 4 objects) = 57 frames
+        "night57": NightSpec(shape=SIZE, seed=57, n_bias=3, n_darks=10, n_flats=8, n_objects=4),
+        # seed-shaped: 10 bias + 4 x 20 darks + 3 filters x (20 flats + 128 objects) = 534
+        "night534": NightSpec(shape=SIZE, seed=534, n_bias=10, n_darks=20, n_flats=20,
+                              n_objects=128, filters=("g", "r", "i"),
+                              object_exptimes=(60.0, 30.0, 20.0)),
+    }
+
+
+def make(name) -> list[Path]:
+    from ccdred.demo import make_night
+
+    folder = DATA / name
+    if not (folder / ".complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        make_night(folder, night_specs()[name])
+        (folder / ".complete").touch()
+    return sorted(folder.glob("*.fits"))
+
+
+def timed(command, **kwargs) -> dict:
+    """Run a command under GNU time; wall seconds and peak RSS in MB."""
+    with tempfile.NamedTemporaryFile("r") as report:
+        subprocess.run(["/usr/bin/time", "-o", report.name, "-f", "%e %M", *map(str, command)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
+        wall, rss_kb = report.read().split()[-2:]
+    return {"seconds": float(wall), "rss_mb": int(rss_kb) / 1024}
+
+
+def fresh(name) -> Path:
+    folder = RESULTS / name
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
+def bench_kernel() -> list[dict]:
+    from astropy.stats import sigma_clip
+
+    from ccdred.combine import sigma_clip_combine
+
+    rng = np.random.default_rng(0)
+    stack = rng.normal(1000.0, 10.0, (12, *SIZE)).astype(np.float32)
+    stack[0, ::7, ::11] += 5000.0
+    sigma_clip_combine(stack[:, :8])  # load the compiled kernel
+    ours, fast = _best(lambda: sigma_clip_combine(stack))
+    theirs, slow = _best(lambda: np.ma.average(
+        sigma_clip(stack, sigma=2.5, maxiters=10, cenfunc="median", axis=0, masked=True), axis=0), 1)
+    same_mask = bool(np.array_equal(ours.clip_mask, np.ma.getmaskarray(sigma_clip(
+        stack, sigma=2.5, maxiters=10, cenfunc="median", axis=0, masked=True))))
+    difference = float(np.max(np.abs(ours.data - theirs.data.astype(np.float64)) / 1000.0))
+    note = f"masks identical: {same_mask}; max relative difference {difference:.1e}"
+    return [_row("kernel 12x2048x2048 float32", "ccdred sigma_clip_combine", fast, None, note),
+            _row("kernel 12x2048x2048 float32", "astropy sigma_clip + ma.average", slow, None, "")]
+
+
+def _best(function, repeats=3):
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return result, min(times)
+
+
+def _row(task, tool, seconds, rss_mb, note) -> dict:
+    return {"task": task, "tool": tool, "seconds": seconds, "rss_mb": rss_mb, "note": note}
+
+
+def bench_master_dark(files) -> list[dict]:
+    from astropy.io import fits
+
+    darks = [p for p in files if fits.getheader(p)["IMAGETYP"] == "DARK"
+             and fits.getheader(p)["EXPTIME"] == 30.0][:10]
+    task = f"master dark, {len(darks)} raw files"
+    rows = [_row(task, "ccdred (process, cold start)", **_unpack(timed(
+        [sys.executable, HERE / "master_dark.py", "ccdred", fresh("md") / "x.fits", *darks],
+        cwd=_mkdir(RESULTS / "md"))), note="includes ~1.5 s of imports and numba start-up")]
+    rows.append(_row(task, "ccdred (in process: read + clip + combine)",
+                     _warm_master_dark(darks), None, "what the dashboard and batch runs pay"))
+    rows.append(_row(task, "ccdproc.combine (sigma_clip)", **_unpack(timed(
+        [sys.executable, HERE / "master_dark.py", "ccdproc", RESULTS / "md" / "y.fits", *darks])),
+        note=""))
+    if shutil.which("irafcl"):
+        rows.append(_row(task, "IRAF imcombine reject=sigclip", **_unpack(_iraf(darks)), note=""))
+    return rows
+
+
+def _mkdir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _unpack(measured: dict) -> dict:
+    return {"seconds": measured["seconds"], "rss_mb": measured["rss_mb"]}
+
+
+def _warm_master_dark(darks) -> float:
+    from ccdred.frames import read_frame
+    from ccdred.parameters import ReductionParameters
+    from ccdred.reduce import _combine_darks
+
+    frames = [read_frame(p) for p in darks]
+    _combine_darks(frames[:2], ReductionParameters(), 1 << 30)
+    return _best(lambda: _combine_darks(frames, ReductionParameters(), 1 << 30))[1]
+
+
+def _iraf(darks) -> dict:
+    home = _mkdir(RESULTS / "iraf")
+    shutil.copy("/etc/iraf/login.cl", home / "login.cl")
+    (home / "darks.lis").write_text("".join(f"{p}\n" for p in darks))
+    (home / "dark_iraf.fits").unlink(missing_ok=True)
+    script = home / "combine.cl"
+    script.write_text(
+        "images\nimmatch\n"
+        f'imcombine ("@{home}/darks.lis", "{home}/dark_iraf.fits", combine="average", '
+        'reject="sigclip", lsigma=2.5, hsigma=2.5, mclip=yes, outtype="real")\nlogout\n')
+    env = {**os.environ, "HOME": str(home), "USER": os.environ.get("USER", "root"), "TERM": "xterm"}
+    with open(script) as stdin:
+        return timed(["irafcl"], stdin=stdin, env=env, cwd=home)
+
+
+def bench_night(name, files, with_reference) -> list[dict]:
+    task = f"{name}: {len(files)} frames 2048x2048"
+    rows = []
+    if with_reference and REFERENCE.exists():
+        out = fresh(f"{name}-reference")
+        rows.append(_row(task, "nimccdred.py (reference)", **_unpack(timed(
+            [sys.executable, REFERENCE, "-d", out, *files], cwd=_mkdir(RESULTS))),
+            note="float64 products"))
+    for label, extra in (("ccdred reduce", []), ("ccdred reduce --no-intermediate", ["--no-intermediate"])):
+        out = fresh(f"{name}-ccdred{'-'.join(extra)}")
+        measured = timed([sys.executable, "-m", "ccdred", "reduce", "-q", "-d", out, *extra,
+                          DATA / name], cwd=_mkdir(RESULTS))
+        rows.append(_row(task, label, **_unpack(measured), note="float32 products"))
+    return rows
+
+
+def bench_interactive(files) -> list[dict]:
+    from ccdred.pipeline import Pipeline
+
+    pipeline = Pipeline(night=str(files[0].parent))
+    pipeline.master_flat()
+    task = "interactive: master flat of 8 loaded 2048x2048 flats"
+    rows = []
+    for label, change in (("upper_limit change", {"upper_limit": 37000.0}),
+                          ("threshold change (darks too)", {"threshold": 3.0}),
+                          ("cenfunc change (darks too)", {"cenfunc": "mean"})):
+        start = time.perf_counter()
+        pipeline.param.update(**change)
+        pipeline.master_flat()
+        rows.append(_row(task, f"Pipeline, {label}", time.perf_counter() - start, None, ""))
+    return rows
+
+
+def markdown(rows) -> str:
+    lines = ["| task | tool | wall (s) | peak RSS (MB) | note |", "| --- | --- | ---: | ---: | --- |"]
+    for r in rows:
+        rss = "" if r["rss_mb"] is None else f"{r['rss_mb']:.0f}"
+        lines.append(f"| {r['task']} | {r['tool']} | {r['seconds']:.2f} | {rss} | {r['note']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-seed", action="store_true", help="skip the 534-frame night")
+    args = parser.parse_args(argv)
+    night57 = make("night57")
+    rows = bench_kernel() + bench_master_dark(night57) + bench_night("night57", night57, True)
+    rows += bench_interactive(night57)
+    if not args.skip_seed:
+        rows += bench_night("night534", make("night534"), False)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "results.json").write_text(json.dumps(rows, indent=1))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
