@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .combine import (CombineResult, frame_clip_bounds, frame_median, outside_bounds,
-                      sigma_clip_combine)
+from .combine import CombineResult, frame_clip_bounds, frame_median, sigma_clip_combine
 
 __all__ = [
     "MasterFlat",
@@ -67,11 +66,11 @@ def combine_darks(darks, *, threshold=2.5, cenfunc="median", maxiters=10, frame_
     """
     darks = np.asarray(darks)
     clip = {"threshold": threshold, "cenfunc": cenfunc, "maxiters": maxiters}
-    mask = None
+    valid_range = None
     if frame_clip:
         bounds = frame_bounds or [frame_clip_bounds(frame, **clip) for frame in darks]
-        mask = np.stack([outside_bounds(frame, b) for frame, b in zip(darks, bounds, strict=True)])
-    return sigma_clip_combine(darks, mask=mask, keep_mask=keep_mask, **clip)
+        valid_range = np.array(bounds).T
+    return sigma_clip_combine(darks, valid_range=valid_range, keep_mask=keep_mask, **clip)
 
 
 def fill_rejected(result: CombineResult) -> CombineResult:
@@ -81,9 +80,9 @@ def fill_rejected(result: CombineResult) -> CombineResult:
     return dataclasses.replace(result, data=np.where(empty, fill, result.data))
 
 
-def subtract_dark(frame, dark) -> np.ndarray:
-    """Raw frame minus master dark, in float64."""
-    return np.subtract(frame, dark, dtype=np.float64)
+def subtract_dark(frame, dark, out=None) -> np.ndarray:
+    """Raw frame minus master dark, computed in float64 (stored into ``out`` if given)."""
+    return np.subtract(frame, dark, out=out, dtype=np.float64, casting="unsafe")
 
 
 def flat_acceptance(medians, *, upper_limit=38000.0, lower_limit=None) -> np.ndarray:

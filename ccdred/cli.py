@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import InputError
+from .errors import InputError, InputProblem
 from .parameters import ReductionParameters
 
 __all__ = ["main"]
@@ -76,6 +76,11 @@ def _clip_options(parser, defaults: ReductionParameters) -> None:
     extra.add_argument("--threads", type=int, default=2,
                        help="object frames calibrated at once (default: 2)")
     extra.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    scale = parser.add_argument_group("several nights, and Dask")
+    scale.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on this dask.distributed scheduler (e.g. tcp://host:8786)")
+    scale.add_argument("--workers", type=int, metavar="N",
+                       help="run on a new local Dask cluster of N worker processes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     reduce.add_argument("-d", "--dir-reduced", default=None,
                         help="folder for the products (default: ccdred_YYYYMMDD_HHMMSS)")
     _clip_options(reduce, defaults)
-    reduce.add_argument("files", nargs="+", help="raw FITS files, or folders of them")
+    reduce.add_argument("files", nargs="+",
+                        help="raw FITS files, or a folder of them; several folders are "
+                             "several nights, each reduced into DIR_REDUCED/<folder name>")
     demo = commands.add_parser("demo", help="write the simulated demo night")
     demo.add_argument("dir", help="folder to write the raw frames into")
     demo.add_argument("--size", type=int, default=512, help="image width and height (default 512)")
@@ -148,9 +155,14 @@ def _reduce(args) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning
-            result = reduce_night(args.files, out, parameters, overwrite=args.overwrite,
-                                  progress=progress, memory_budget=args.memory_budget << 20,
-                                  threads=args.threads)
+            nights = _nights(args.files, out)
+            options = {"overwrite": args.overwrite, "progress": progress,
+                       "memory_budget": args.memory_budget << 20}
+            if args.scheduler or args.workers:
+                results = _on_cluster(nights, parameters, args, options)
+            else:
+                results = [reduce_night(paths, night_out, parameters, threads=args.threads,
+                                        **options) for paths, night_out in nights]
     except InputError as err:
         bar.close()
         for problem in err.problems:
@@ -161,8 +173,35 @@ def _reduce(args) -> int:
         bar.close()
         logger.removeHandler(handler)
         handler.close()
-    print(f"ccdred: {len(result.products)} products in {out}", file=sys.stderr)
+    for result in results:
+        print(f"ccdred: {len(result.products)} products in {result.output_dir}", file=sys.stderr)
     return 0
+
+
+def _nights(files, out: Path) -> list[tuple[list, Path]]:
+    """Several folders are several nights, each with its own output folder; else one night."""
+    folders = [Path(f) for f in files]
+    if len(folders) < 2 or not all(f.is_dir() for f in folders):
+        return [(files, out)]
+    names = [f.resolve().name for f in folders]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise InputError([InputProblem(None, f"several night folders are named {n!r}; their "
+                                             f"products would share {out / n}") for n in clashes])
+    return [([folder], out / name) for folder, name in zip(folders, names, strict=True)]
+
+
+def _on_cluster(nights, parameters, args, options):
+    from .cluster import connect, reduce_nights_on_cluster
+
+    client = connect(args.scheduler, args.workers)
+    try:
+        return reduce_nights_on_cluster(nights, client, parameters, **options)
+    finally:
+        cluster = client.cluster if args.scheduler is None else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _demo(args) -> int:

@@ -75,7 +75,8 @@ def _per_frame(values, n, name):
     return values
 
 
-def _check_arguments(stack, threshold, cenfunc, maxiters, weights, mask, scale=None):
+def _check_arguments(stack, threshold, cenfunc, maxiters, weights, mask, scale=None,
+                     valid_range=None):
     stack = np.asarray(stack)
     if stack.ndim != 3:
         msg = f"stack must be 3-D (frame, row, column), got shape {stack.shape}"
@@ -100,7 +101,9 @@ def _check_arguments(stack, threshold, cenfunc, maxiters, weights, mask, scale=N
         if mask.shape != stack.shape:
             msg = f"mask shape {mask.shape} differs from stack shape {stack.shape}"
             raise ValueError(msg)
-    return stack, weights, mask, scale
+    lower, upper = (np.full(n, -np.inf), np.full(n, np.inf)) if valid_range is None else (
+        np.broadcast_to(np.asarray(bound, dtype=np.float64), (n,)) for bound in valid_range)
+    return stack, weights, mask, scale, (np.ascontiguousarray(lower), np.ascontiguousarray(upper))
 
 
 def sigma_clip_combine(
@@ -112,6 +115,7 @@ def sigma_clip_combine(
     weights=None,
     mask=None,
     scale=None,
+    valid_range=None,
     keep_mask: bool = True,
 ) -> CombineResult:
     """Sigma-clip a stack along its first axis and average what is kept.
@@ -134,6 +138,10 @@ def sigma_clip_combine(
     scale : array_like, shape (n_frames,), optional
         Multiply each frame by this factor (in float64) before clipping,
         e.g. to bring flats to a common level without a scaled copy.
+    valid_range : (array_like, array_like), optional
+        Per-frame ``(lower, upper)`` limits on the stored values: samples
+        outside their frame's range are left out before clipping, like
+        ``mask`` but without a 3-D array (e.g. from :func:`frame_clip_bounds`).
     keep_mask : bool, optional
         Return the 3-D ``clip_mask``; False saves one byte per sample.
 
@@ -150,16 +158,16 @@ def sigma_clip_combine(
     >>> float(result.data[0, 0]), result.clip_mask[:, 0, 0].tolist()
     (1.0, [False, False, False, False, True])
     """
-    stack, weights, mask, scale = _check_arguments(stack, threshold, cenfunc, maxiters, weights,
-                                                   mask, scale)
+    stack, weights, mask, scale, (valid_low, valid_high) = _check_arguments(
+        stack, threshold, cenfunc, maxiters, weights, mask, scale, valid_range)
     n, rows, cols = stack.shape
     data = np.empty((rows, cols))
     n_used = np.empty((rows, cols), dtype=np.int16)
     clip_mask = np.empty(stack.shape if keep_mask else (0, 0, 0), dtype=bool)
     premask = mask if mask is not None else np.zeros((0, 0, 0), dtype=bool)
     _combine_kernel(
-        stack, premask, weights, scale, float(threshold), cenfunc == "median", int(maxiters),
-        sorting_network(n), data, n_used, clip_mask,
+        stack, premask, valid_low, valid_high, weights, scale, float(threshold), cenfunc == "median",
+        int(maxiters), sorting_network(n), data, n_used, clip_mask,
     )
     return CombineResult(data, clip_mask if keep_mask else None, n_used, n)
 
@@ -194,7 +202,7 @@ def sorting_network(n: int) -> np.ndarray:
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _combine_kernel(stack, premask, weights, scale, threshold, use_median, maxiters,
+def _combine_kernel(stack, premask, valid_low, valid_high, weights, scale, threshold, use_median, maxiters,
                     network, data, n_used, clip_mask):  # pragma: no cover - compiled
     n, rows, cols = stack.shape
     n_blocks = (cols + _BLOCK - 1) // _BLOCK
@@ -203,7 +211,8 @@ def _combine_kernel(stack, premask, weights, scale, threshold, use_median, maxit
         stop = min(cols, start + _BLOCK)
         samples = np.empty((n, _BLOCK))
         ordered = np.empty((n, _BLOCK))
-        _load_block(stack, premask, scale, row, start, stop, samples, ordered)
+        _load_block(stack, premask, valid_low, valid_high, scale, row, start, stop, samples,
+                    ordered)
         _sort_block(ordered, network, stop - start)
         lower, upper = _block_bounds(ordered, stop - start, threshold, use_median, maxiters)
         for offset in range(stop - start):
@@ -212,13 +221,18 @@ def _combine_kernel(stack, premask, weights, scale, threshold, use_median, maxit
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _load_block(stack, premask, scale, row, start, stop, samples, ordered):  # pragma: no cover
+def _load_block(stack, premask, valid_low, valid_high, scale, row, start, stop, samples,
+                ordered):  # pragma: no cover
     """Copy a row stretch of every frame, scaled; NaN (and +inf in ``ordered``) marks unusable."""
     has_premask = premask.shape[0] == stack.shape[0]
     for k in range(stack.shape[0]):
+        low, high, factor = valid_low[k], valid_high[k], scale[k]
         for col in range(start, stop):
-            value = np.float64(stack[k, row, col]) * scale[k]
-            usable = np.isfinite(value) and not (has_premask and premask[k, row, col])
+            stored = np.float64(stack[k, row, col])
+            value = stored * factor
+            usable = np.isfinite(value) & (stored >= low) & (stored <= high)
+            if has_premask:
+                usable &= not premask[k, row, col]
             samples[k, col - start] = value if usable else np.nan
             ordered[k, col - start] = value if usable else np.inf
 
@@ -313,16 +327,22 @@ def _block_bounds(ordered, width, threshold, use_median, maxiters):  # pragma: n
 
 
 def sigma_clip_combine_plain(stack, *, threshold=2.5, cenfunc="median", maxiters=10,
-                             weights=None, mask=None, scale=None) -> CombineResult:
+                             weights=None, mask=None, scale=None,
+                             valid_range=None) -> CombineResult:
     """Plain numpy twin of :func:`sigma_clip_combine`, kept for testing and reading.
 
     Same parameters and result; whole-array numpy operations, float64
     throughout, several times the memory and time of the fast kernel.
     """
-    stack, weights, mask, scale = _check_arguments(stack, threshold, cenfunc, maxiters, weights,
-                                                   mask, scale)
-    values = stack.astype(np.float64) * scale[:, None, None]
-    valid = np.isfinite(values) if mask is None else np.isfinite(values) & ~mask
+    stack, weights, mask, scale, (low, high) = _check_arguments(
+        stack, threshold, cenfunc, maxiters, weights, mask, scale, valid_range)
+    stored = stack.astype(np.float64)
+    values = stored * scale[:, None, None]
+    with np.errstate(invalid="ignore"):
+        valid = (np.isfinite(values) & (stored >= low[:, None, None])
+                 & (stored <= high[:, None, None]))
+    if mask is not None:
+        valid &= ~mask
     kept = np.where(valid, values, np.nan)
     centre_of = np.nanmedian if cenfunc == "median" else np.nanmean
     lower = np.full(values.shape[1:], np.nan)
@@ -435,11 +455,12 @@ def _histogram_median_float(values):  # pragma: no cover - compiled
             high = max(high, v)
     if n == 0:
         return np.nan
-    if low == high or not (np.isfinite(low) and np.isfinite(high)):
-        finite = values[~np.isnan(values)]
-        return np.median(finite.astype(np.float64))
+    if low == high:
+        return np.float64(low)
     n_bins = 4096
     scale = (n_bins - 1) / (np.float64(high) - np.float64(low))
+    if not np.isfinite(scale) or scale <= 0:  # infinities, or a subnormal spread
+        return np.median(values[~np.isnan(values)].astype(np.float64))
     counts = np.zeros(n_bins, dtype=np.int64)
     for v in values:
         if not np.isnan(v):

@@ -203,8 +203,7 @@ class Dashboard(pn.viewable.Viewer):
         self._progress.visible = True
         self.status = f"Reducing {night.name} ..."
         future = asyncio.get_running_loop().run_in_executor(
-            _REDUCTIONS, lambda: reduce_night([night], out, ReductionParameters(**values),
-                                              progress=progress))
+            _REDUCTIONS, _reduce_one_night, night, out, ReductionParameters(**values), progress)
         try:
             while not future.done():
                 self._progress.max, self._progress.value = done["total"], done["done"]
@@ -241,6 +240,17 @@ class Dashboard(pn.viewable.Viewer):
         return pn.template.FastListTemplate(
             title="ccdred: CCD reduction", sidebar=self._sidebar(), main=[tabs],
             sidebar_width=340, accent="#1f5f8b")
+
+
+def _reduce_one_night(night: Path, out: Path, parameters, progress):
+    """Reduce here, or on the Dask cluster named by ``CCDRED_SCHEDULER``."""
+    scheduler = os.environ.get("CCDRED_SCHEDULER")
+    if not scheduler:
+        return reduce_night([night], out, parameters, progress=progress)
+    from .cluster import connect, reduce_nights_on_cluster
+
+    with connect(scheduler) as client:
+        return reduce_nights_on_cluster([([night], out)], client, parameters, progress=progress)[0]
 
 
 def _names(parameters: type[param.Parameterized]) -> list[str]:

@@ -11,6 +11,7 @@ write the same files.
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 import shutil
 import tempfile
@@ -206,8 +207,8 @@ def make_night(folder, spec: NightSpec = NightSpec()) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     truth = night_truth(spec)
     rng = np.random.default_rng([spec.seed, 2])
-    frames = [*_bias_frames(spec, truth, rng), *_dark_frames(spec, truth, rng),
-              *_flat_frames(spec, truth, rng), *_object_frames(spec, truth, rng)]
+    frames = itertools.chain(_bias_frames(spec, truth, rng), _dark_frames(spec, truth, rng),
+                             _flat_frames(spec, truth, rng), _object_frames(spec, truth, rng))
     start = datetime.datetime(2021, 2, 14, 11, 0, 0)
     paths = []
     for number, (data, cards) in enumerate(frames, start=1):

@@ -32,6 +32,9 @@ class InputError(ValueError):
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
 
+    def __reduce__(self):
+        return (type(self), (self.problems,))
+
 
 class CcdredWarning(UserWarning):
     """Base class of the warnings ccdred gives its users."""

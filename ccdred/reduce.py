@@ -202,12 +202,9 @@ def reduce_night(paths, output_dir, parameters: ReductionParameters | None = Non
         Every problem with the input, before any product is written.
     """
     parameters = parameters or ReductionParameters()
-    plan = plan_night(scan(paths, parameters.keywords()))
-    output_dir = Path(output_dir)
-    _check_output(output_dir, plan.product_names(parameters.intermediate), overwrite)
-    result = NightResult(output_dir, plan)
+    result = prepare_night(paths, output_dir, parameters, overwrite)
+    plan = result.plan
     steps = _Progress(progress, len(plan.darks) + len(plan.flats) + len(plan.objects))
-    _log_plan(plan)
     for exptime, frames in plan.darks.items():
         result.master_darks[exptime] = _combine_darks(frames, parameters, memory_budget)
         steps.advance(f"master dark {exptime:g} s")
@@ -216,6 +213,7 @@ def reduce_night(paths, output_dir, parameters: ReductionParameters | None = Non
         try:
             result.master_flats[filter_name] = _combine_flats(frames, result.master_darks,
                                                               parameters, memory_budget)
+            report_flats(frames, result.master_flats[filter_name])
         except InputError as err:
             problems += err.problems
         steps.advance(f"master flat {filter_name}")
@@ -224,6 +222,22 @@ def reduce_night(paths, output_dir, parameters: ReductionParameters | None = Non
     _write_products(result, parameters, overwrite, steps, threads)
     logger.info("wrote %d products to %s", len(result.products), output_dir)
     return result
+
+
+def prepare_night(paths, output_dir, parameters: ReductionParameters,
+                  overwrite: bool = False) -> NightResult:
+    """Scan and plan a night and check its output folder; nothing computed or written yet.
+
+    Raises
+    ------
+    InputError
+        Every problem with the input or the output folder.
+    """
+    plan = plan_night(scan(paths, parameters.keywords()))
+    output_dir = Path(output_dir)
+    _check_output(output_dir, plan.product_names(parameters.intermediate), overwrite)
+    _log_plan(plan)
+    return NightResult(output_dir, plan)
 
 
 class _Progress:
@@ -277,16 +291,32 @@ def _read_stack(frames, rows=None, dtype=None, master_darks=None) -> np.ndarray:
             stack[i] = raw
         else:
             dark = master_darks[frame.exptime].data
-            stack[i] = subtract_dark(raw, dark if rows is None else dark[rows])
+            subtract_dark(raw, dark if rows is None else dark[rows], out=stack[i])
     return stack
+
+
+
+def _dark_stack(frames, budget):
+    """The raw darks as one stack, or None when they must be combined in blocks of rows."""
+    blocks = row_blocks(frames[0].shape, len(frames), _DARK_SAMPLE_BYTES, budget)
+    return _read_stack(frames) if len(blocks) == 1 else None
+
+
+def _flat_stack(frames, master_darks, parameters, budget):
+    """The dark-subtracted flats as one stack, or None when they need blocks of rows."""
+    blocks = row_blocks(frames[0].shape, len(frames), np.dtype(parameters.dtype).itemsize, budget)
+    if len(blocks) > 1:
+        return None
+    return _read_stack(frames, dtype=parameters.dtype, master_darks=master_darks)
 
 
 def _combine_darks(frames, parameters, budget) -> CombineResult:
     logger.info("combining %d darks of %g s", len(frames), frames[0].exptime)
     options = {**parameters.clip_options(), "frame_clip": parameters.frame_clip, "keep_mask": False}
+    stack = _dark_stack(frames, budget)
+    if stack is not None:
+        return master_dark(stack, **options)
     blocks = row_blocks(frames[0].shape, len(frames), _DARK_SAMPLE_BYTES, budget)
-    if len(blocks) == 1:
-        return master_dark(_read_stack(frames), **options)
     bounds = None
     if parameters.frame_clip:
         bounds = [frame_clip_bounds(frame.read(), **parameters.clip_options()) for frame in frames]
@@ -297,13 +327,14 @@ def _combine_darks(frames, parameters, budget) -> CombineResult:
 
 def _combine_flats(frames, master_darks, parameters, budget) -> MasterFlat:
     options = {**parameters.clip_options(), "keep_mask": False}
-    blocks = row_blocks(frames[0].shape, len(frames), np.dtype(parameters.dtype).itemsize, budget)
+    stack = _flat_stack(frames, master_darks, parameters, budget)
     try:
-        if len(blocks) == 1:
-            stack = _read_stack(frames, dtype=parameters.dtype, master_darks=master_darks)
+        if stack is not None:
             master = master_flat(stack, upper_limit=parameters.upper_limit,
                                  lower_limit=parameters.lower_limit, **options)
         else:
+            blocks = row_blocks(frames[0].shape, len(frames),
+                                np.dtype(parameters.dtype).itemsize, budget)
             master = _combine_flats_by_rows(frames, master_darks, parameters, blocks, options)
     except ValueError as err:
         medians = np.round(_flat_medians(frames, master_darks), 0)
@@ -311,12 +342,16 @@ def _combine_flats(frames, master_darks, parameters, budget) -> MasterFlat:
         msg = (f"too few flats of filter {frames[0].filter!r} within the limits "
                f"(upper {parameters.upper_limit:g}, lower {parameters.lower_limit}): {details}")
         raise InputError([InputProblem(frames[0].path, msg)]) from err
+    return master
+
+
+def report_flats(frames, master: MasterFlat) -> None:
+    """Log every flat's median; warn about each flat the limits rejected."""
     for frame, median, ok in zip(frames, master.medians, master.accepted, strict=True):
         logger.info("  %s: median = %.1f%s", frame.path, median, "" if ok else " (REJECTED)")
         if not ok:
             warnings.warn(f"{frame.path}: flat median {median:.1f} outside the limits; not used",
                           RejectedFlatWarning, stacklevel=3)
-    return master
 
 
 def _flat_medians(frames, master_darks) -> np.ndarray:
@@ -343,45 +378,63 @@ def _dark_subtracted(frame: Frame, master_darks) -> np.ndarray:
 
 def _write_products(result: NightResult, parameters, overwrite, steps, threads) -> None:
     plan, out = result.plan, result.output_dir
-    options = parameters.provenance()
-
-    def write(name, data, header, step, inputs) -> Path:
-        header = fitsio.add_provenance(header, step=step, inputs=inputs, options=options,
-                                       version=__version__)
-        path = fitsio.write_image(out / name, data, header, dtype=parameters.dtype,
-                                  overwrite=overwrite)
-        logger.info("wrote %s", path)
-        return path
-
-    for exptime, master in result.master_darks.items():
-        frames = plan.darks[exptime]
-        result.products.append(write(dark_product_name(exptime), master.data, frames[0].header(),
-                                     "master_dark", [f.path for f in frames]))
-    for filter_name, master in result.master_flats.items():
-        used = [f for f, ok in zip(plan.flats[filter_name], master.accepted, strict=True) if ok]
-        result.products.append(write(flat_product_name(filter_name), master.data,
-                                     used[0].header(), "master_flat", [f.path for f in used]))
+    result.products += write_masters(plan, result.master_darks, result.master_flats, out,
+                                     parameters, overwrite)
     if parameters.intermediate:
-        for frame in plan.all_flats:
-            result.products.append(write(
-                f"{frame.name}_d.fits", _dark_subtracted(frame, result.master_darks),
-                frame.header(), "dark_subtracted", [frame.path, dark_product_name(frame.exptime)]))
-
-    def calibrate_object(frame: Frame) -> list[Path]:
-        dark_name, flat_name = dark_product_name(frame.exptime), flat_product_name(frame.filter)
-        subtracted = _dark_subtracted(frame, result.master_darks)
-        header = frame.header()
-        written = []
-        if parameters.intermediate:
-            written.append(write(f"{frame.name}_d.fits", subtracted, header, "dark_subtracted",
-                                 [frame.path, dark_name]))
-        subtracted /= result.master_flats[frame.filter].data
-        written.append(write(f"{frame.name}_df.fits", subtracted, header, "flat_fielded",
-                             [frame.path, dark_name, flat_name]))
-        return written
-
+        result.products += [write_flat_intermediate(frame, result.master_darks[frame.exptime],
+                                                    out, parameters, overwrite)
+                            for frame in plan.all_flats]
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ccdred") as pool:
-        for frame, written in zip(plan.objects, pool.map(calibrate_object, plan.objects),
-                                  strict=True):
-            result.products.extend(written)
+        written = pool.map(lambda frame: calibrate_object(
+            frame, result.master_darks[frame.exptime], result.master_flats[frame.filter], out,
+            parameters, overwrite), plan.objects)
+        for frame, paths in zip(plan.objects, written, strict=True):
+            result.products.extend(paths)
             steps.advance(f"calibrated {frame.path.name}")
+
+
+def _write(out: Path, name, data, header, step, inputs, parameters, overwrite) -> Path:
+    header = fitsio.add_provenance(header, step=step, inputs=inputs,
+                                   options=parameters.provenance(), version=__version__)
+    path = fitsio.write_image(out / name, data, header, dtype=parameters.dtype, overwrite=overwrite)
+    logger.info("wrote %s", path)
+    return path
+
+
+def write_masters(plan: NightPlan, master_darks, master_flats, out, parameters,
+                  overwrite=False) -> list[Path]:
+    """Write the master darks and flats of a night; returns their paths."""
+    paths = []
+    for exptime, master in master_darks.items():
+        frames = plan.darks[exptime]
+        paths.append(_write(out, dark_product_name(exptime), master.data, frames[0].header(),
+                            "master_dark", [f.path for f in frames], parameters, overwrite))
+    for filter_name, master in master_flats.items():
+        used = [f for f, ok in zip(plan.flats[filter_name], master.accepted, strict=True) if ok]
+        paths.append(_write(out, flat_product_name(filter_name), master.data, used[0].header(),
+                            "master_flat", [f.path for f in used], parameters, overwrite))
+    return paths
+
+
+def write_flat_intermediate(frame: Frame, master_dark: CombineResult, out, parameters,
+                            overwrite=False) -> Path:
+    """Write a flat's dark-subtracted '_d' file, as the course script does."""
+    return _write(out, f"{frame.name}_d.fits", subtract_dark(frame.read(), master_dark.data),
+                  frame.header(), "dark_subtracted",
+                  [frame.path, dark_product_name(frame.exptime)], parameters, overwrite)
+
+
+def calibrate_object(frame: Frame, master_dark: CombineResult, master_flat: MasterFlat, out,
+                     parameters, overwrite=False) -> list[Path]:
+    """Dark-subtract and flat-field one object frame; write its '_d' (optional) and '_df' files."""
+    dark_name, flat_name = dark_product_name(frame.exptime), flat_product_name(frame.filter)
+    subtracted = subtract_dark(frame.read(), master_dark.data)
+    header = frame.header()
+    written = []
+    if parameters.intermediate:
+        written.append(_write(out, f"{frame.name}_d.fits", subtracted, header, "dark_subtracted",
+                              [frame.path, dark_name], parameters, overwrite))
+    subtracted /= master_flat.data
+    written.append(_write(out, f"{frame.name}_df.fits", subtracted, header, "flat_fielded",
+                          [frame.path, dark_name, flat_name], parameters, overwrite))
+    return written

@@ -201,6 +201,7 @@ def test_frame_median_ignores_nan_like_numpy(rng):
     assert frame_median(values) == np.nanmedian(values)
     assert np.isnan(frame_median(np.full(5, np.nan)))
     assert frame_median(np.full(5, 3.0)) == 3.0
+    assert frame_median(np.array([5e-324, 0.0])) == np.median([5e-324, 0.0])
 
 
 @settings(max_examples=100, deadline=None)
@@ -208,3 +209,15 @@ def test_frame_median_ignores_nan_like_numpy(rng):
 def test_property_frame_median(values):
     expected = np.nanmedian(values) if not np.isnan(values).all() else np.nan
     np.testing.assert_equal(frame_median(values), expected)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_valid_range_equals_the_mask_it_describes(kernel, rng):
+    stack = outlier_stack(rng, 6)
+    lower, upper = rng.uniform(60, 90, 6), rng.uniform(110, 140, 6)
+    mask = (stack < lower[:, None, None]) | (stack > upper[:, None, None])
+    by_range = kernel(stack, valid_range=(lower, upper))
+    by_mask = kernel(stack, mask=mask)
+    np.testing.assert_array_equal(by_range.clip_mask, by_mask.clip_mask)
+    np.testing.assert_array_equal(by_range.data, by_mask.data)
+    assert by_range.clip_mask[mask].all()
