@@ -17,11 +17,12 @@ from .errors import CcdredWarning, InputError, InputProblem, RejectedFlatWarning
 from .frames import Catalogue, Frame, scan  # noqa: E402
 from .keywords import Keywords  # noqa: E402
 from .parameters import ReductionParameters  # noqa: E402
+from .pipeline import Pipeline  # noqa: E402
 from .reduce import NightPlan, NightResult, plan_night, reduce_night  # noqa: E402
 
 __all__ = [
     "Catalogue", "CcdredWarning", "CombineResult", "Frame", "InputError", "InputProblem",
-    "Keywords", "MasterFlat", "NightPlan", "NightResult", "ReductionParameters",
+    "Keywords", "MasterFlat", "NightPlan", "NightResult", "Pipeline", "ReductionParameters",
     "RejectedFlatWarning", "calibrate_frame", "frame_clip_mask", "master_dark", "master_flat",
     "plan_night", "reduce_night", "scan", "sigma_clip_combine", "subtract_dark",
 ]

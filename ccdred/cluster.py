@@ -84,7 +84,7 @@ def reduce_nights_on_cluster(nights, client, parameters: ReductionParameters | N
     parameters = parameters or ReductionParameters()
     results = _prepare(nights, parameters, overwrite)
     _compute_masters(results, client, parameters, memory_budget)
-    futures = _submit_products(results, client, parameters, overwrite)
+    futures = _submit_products(results, client, parameters)
     _collect(futures, results, progress)
     return results
 
@@ -134,8 +134,12 @@ def _compute_masters(results, client, parameters, memory_budget) -> None:
     client.replicate([*darks.values(), *flats.values()])
 
 
-def _submit_products(results, client, parameters, overwrite) -> list:
+def _submit_products(results, client, parameters) -> list:
+    """One task per write. Existing products were refused (or allowed) before anything
+    was submitted; the tasks themselves overwrite, so that a task rerun after its worker
+    died may replace what it had already written."""
     submit = {"retries": RETRIES, "pure": False}
+    overwrite = True
     futures = []
     for i, result in enumerate(results):
         plan, out = result.plan, result.output_dir
