@@ -68,8 +68,12 @@ def _clip_options(parser, defaults: ReductionParameters) -> None:
                        help=f"{doc.dtype.doc} (default: {defaults.dtype})")
     extra.add_argument("--no-intermediate", dest="intermediate", action="store_false",
                        help="do not write the dark-subtracted '_d' files")
-    extra.add_argument("--overwrite", action="store_true",
-                       help="replace products already in the output folder")
+    existing = extra.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace products already in the output folder")
+    existing.add_argument("--resume", action="store_true",
+                          help="keep the products already in the output folder that are intact "
+                               "and made with the same inputs and options; make the rest")
     extra.add_argument("--memory-budget", type=int, default=1024, metavar="MB",
                        help="memory a stack may take before it is combined in blocks of rows "
                             "(default: 1024)")
@@ -156,7 +160,7 @@ def _reduce(args) -> int:
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning
             nights = _nights(args.files, out)
-            options = {"overwrite": args.overwrite, "progress": progress,
+            options = {"overwrite": args.overwrite, "resume": args.resume, "progress": progress,
                        "memory_budget": args.memory_budget << 20}
             if args.scheduler or args.workers:
                 results = _on_cluster(nights, parameters, args, options)

@@ -24,6 +24,7 @@ import logging
 from pathlib import Path
 
 from .errors import InputError, InputProblem
+from .fitsio import remove_partial_products
 from .parameters import ReductionParameters
 from .reduce import (NightResult, _combine_darks, _combine_flats, calibrate_object,
                      prepare_night, report_flats, write_flat_intermediate, write_masters)
@@ -58,7 +59,8 @@ def connect(scheduler: str | None = None, workers: int | None = None, timeout: f
 
 
 def reduce_nights_on_cluster(nights, client, parameters: ReductionParameters | None = None, *,
-                             overwrite: bool = False, memory_budget: int = 1024 << 20,
+                             overwrite: bool = False, resume: bool = False,
+                             memory_budget: int = 1024 << 20,
                              progress=None) -> list[NightResult]:
     """Reduce several nights on a Dask cluster, each into its own output folder.
 
@@ -68,7 +70,7 @@ def reduce_nights_on_cluster(nights, client, parameters: ReductionParameters | N
         The raw files (or folders) of each night and where its products go.
     client : distributed.Client
         The cluster to use (see :func:`connect`).
-    parameters, overwrite, memory_budget, progress
+    parameters, overwrite, resume, memory_budget, progress
         As for :func:`ccdred.reduce_night`; ``memory_budget`` applies per worker.
 
     Returns
@@ -82,18 +84,20 @@ def reduce_nights_on_cluster(nights, client, parameters: ReductionParameters | N
         Every problem of every night, before any product is written.
     """
     parameters = parameters or ReductionParameters()
-    results = _prepare(nights, parameters, overwrite)
+    existing = "resume" if resume else "overwrite" if overwrite else "refuse"
+    results = _prepare(nights, parameters, existing)
     _compute_masters(results, client, parameters, memory_budget)
-    futures = _submit_products(results, client, parameters)
+    futures = _submit_products(results, client, parameters,
+                               "resume" if resume else "overwrite")
     _collect(futures, results, progress)
     return results
 
 
-def _prepare(nights, parameters, overwrite) -> list[NightResult]:
+def _prepare(nights, parameters, existing) -> list[NightResult]:
     results, problems = [], []
     for paths, output_dir in nights:
         try:
-            results.append(prepare_night(paths, output_dir, parameters, overwrite))
+            results.append(prepare_night(paths, output_dir, parameters, existing))
         except InputError as err:
             problems += err.problems
     if problems:
@@ -134,27 +138,26 @@ def _compute_masters(results, client, parameters, memory_budget) -> None:
     client.replicate([*darks.values(), *flats.values()])
 
 
-def _submit_products(results, client, parameters) -> list:
+def _submit_products(results, client, parameters, existing) -> list:
     """One task per write. Existing products were refused (or allowed) before anything
-    was submitted; the tasks themselves overwrite, so that a task rerun after its worker
-    died may replace what it had already written."""
+    was submitted; the tasks themselves overwrite (or resume), so that a task rerun
+    after its worker died may replace what it had already written."""
     submit = {"retries": RETRIES, "pure": False}
-    overwrite = True
     futures = []
     for i, result in enumerate(results):
         plan, out = result.plan, result.output_dir
         futures.append((i, None, client.submit(write_masters, plan, result.master_darks,
-                                               result.master_flats, out, parameters, overwrite,
+                                               result.master_flats, out, parameters, existing,
                                                **submit)))
         if parameters.intermediate:
             futures += [(i, None, client.submit(write_flat_intermediate, frame,
                                                 result.master_darks[frame.exptime], out,
-                                                parameters, overwrite, **submit))
+                                                parameters, existing, **submit))
                         for frame in plan.all_flats]
         futures += [(i, frame, client.submit(calibrate_object, frame,
                                              result.master_darks[frame.exptime],
                                              result.master_flats[frame.filter], out,
-                                             parameters, overwrite, **submit))
+                                             parameters, existing, **submit))
                     for frame in plan.objects]
     return futures
 
@@ -173,6 +176,8 @@ def _collect(futures, results, progress) -> None:
         written = future.result()
         results[i].products.extend(written if isinstance(written, list) else [written])
     for result in results:
+        for path in remove_partial_products(result.output_dir):
+            logger.info("removed %s, left by a worker that died", path)
         result.master_darks = {t: f.result() for t, f in result.master_darks.items()}
         result.master_flats = {n: f.result() for n, f in result.master_flats.items()}
         for name, master in result.master_flats.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CcdredWarning", "InputError", "InputProblem", "RejectedFlatWarning"]
+__all__ = ["BadPixelWarning", "CcdredWarning", "InputError", "InputProblem", "RejectedFlatWarning"]
 
 
 @dataclass(frozen=True)
@@ -42,3 +42,7 @@ class CcdredWarning(UserWarning):
 
 class RejectedFlatWarning(CcdredWarning):
     """A flat frame was left out of its master because of its median level."""
+
+
+class BadPixelWarning(CcdredWarning):
+    """Pixels of a master had no usable value and were given a neutral one."""

@@ -26,9 +26,11 @@ __all__ = [
     "FITS_SUFFIXES",
     "add_provenance",
     "find_image_hdu",
+    "is_current_product",
     "is_fits",
-    "options_digest",
+    "product_digest",
     "product_stem",
+    "remove_partial_products",
     "read_image",
     "write_image",
 ]
@@ -36,6 +38,8 @@ __all__ = [
 #: Suffixes stripped from a raw file name to make product names (longest first).
 FITS_SUFFIXES = (".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fits", ".fit", ".fts", ".fz")
 
+#: Suffix of the temporary files products are written to before their rename.
+PARTIAL_SUFFIX = ".part"
 _FITS_MAGIC = b"SIMPLE  ="
 _GZIP_MAGIC = b"\x1f\x8b"
 _STRUCTURAL = ("SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT",
@@ -151,10 +155,22 @@ def _is_unsigned_16bit(header) -> bool:
             and header.get("BSCALE", 1) == 1 and "BLANK" not in header)
 
 
-def options_digest(options: dict) -> str:
-    """A short, stable fingerprint of the options a product was made with."""
-    text = json.dumps(options, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def product_digest(step: str, inputs, options: dict, version: str) -> str:
+    """A short, stable fingerprint of how a product is made: step, inputs, options, version."""
+    recipe = {"step": step, "inputs": [str(p) for p in inputs], "options": options,
+              "version": version}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def is_current_product(path, digest: str) -> bool:
+    """True when ``path`` is an intact product (FITS checksums verify) made to ``digest``."""
+    try:
+        with fits.open(path, mode="readonly", memmap=False) as hdus:
+            hdu = hdus[0]
+            return (hdu.header.get("HIERARCH CCDRED DIGEST") == digest
+                    and hdu.verify_checksum() == 1 and hdu.verify_datasum() == 1)
+    except (OSError, ValueError, IndexError, TypeError):
+        return False
 
 
 def add_provenance(header: fits.Header, *, step: str, inputs, options: dict,
@@ -178,7 +194,7 @@ def add_provenance(header: fits.Header, *, step: str, inputs, options: dict,
     out["HIERARCH CCDRED DATE"] = now
     for key, value in sorted(options.items()):
         out[f"HIERARCH CCDRED {key.upper()}"] = "None" if value is None else value
-    out["HIERARCH CCDRED DIGEST"] = options_digest(options)
+    out["HIERARCH CCDRED DIGEST"] = product_digest(step, inputs, options, version)
     out["NCOMBINE"] = (len(inputs), "number of input frames")
     for number, name in enumerate(inputs[:999], start=1):
         out[f"IMCMB{number:03d}"] = Path(name).name
@@ -215,18 +231,35 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        msg = f"{path} exists; refusing to overwrite it"
-        raise FileExistsError(msg)
+        raise InputError([InputProblem(path, "exists; refusing to overwrite it")])
     hdu = fits.PrimaryHDU(np.asarray(data, dtype=np.dtype(dtype)), header=header)
     hdu.add_checksum()
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".part",
-                                         delete=False)
+    temporary = None
     try:
-        with handle:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=PARTIAL_SUFFIX, delete=False) as handle:
+            temporary = handle.name
             hdu.writeto(handle)
-        os.replace(handle.name, path)
+        os.replace(temporary, path)
+    except OSError as err:
+        _discard(temporary)
+        msg = f"cannot write the product ({err.strerror or str(err).split('. ')[0]})"
+        raise InputError([InputProblem(path, msg)]) from err
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(handle.name)
+        _discard(temporary)
         raise
     return path
+
+
+def _discard(temporary) -> None:
+    if temporary is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+
+
+def remove_partial_products(folder) -> list[Path]:
+    """Delete temporary files a killed run left behind in ``folder``; returns them."""
+    stale = sorted(Path(folder).glob(f".*{PARTIAL_SUFFIX}"))
+    for path in stale:
+        _discard(path)
+    return stale

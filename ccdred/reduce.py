@@ -24,7 +24,7 @@ from .calibrate import (MasterFlat, combine_darks, combine_flats, fill_rejected,
                         master_dark, master_flat, normalise_flat, require_two_flats,
                         subtract_dark)
 from .combine import CombineResult, concatenate_rows, frame_clip_bounds, frame_median
-from .errors import InputError, InputProblem, RejectedFlatWarning
+from .errors import BadPixelWarning, InputError, InputProblem, RejectedFlatWarning
 from .frames import Catalogue, Frame, scan
 from .parameters import ReductionParameters
 
@@ -171,8 +171,8 @@ class NightResult:
 
 
 def reduce_night(paths, output_dir, parameters: ReductionParameters | None = None, *,
-                 overwrite: bool = False, progress=None, memory_budget: int = 1024 * _MB,
-                 threads: int = 2) -> NightResult:
+                 overwrite: bool = False, resume: bool = False, progress=None,
+                 memory_budget: int = 1024 * _MB, threads: int = 2) -> NightResult:
     """Reduce a night: master darks, master flats, calibrated object frames.
 
     Parameters
@@ -185,6 +185,11 @@ def reduce_night(paths, output_dir, parameters: ReductionParameters | None = Non
         Keywords, clipping and limits; the course script's defaults if omitted.
     overwrite : bool, optional
         Replace products already in ``output_dir``; otherwise they are an error.
+    resume : bool, optional
+        Keep the products already in ``output_dir`` that are intact and were
+        made from the same inputs and options (checked through their
+        checksums and provenance); make the rest. The result equals an
+        uninterrupted run.
     progress : callable, optional
         Called as ``progress(done, total, message)`` after each step.
     memory_budget : int, optional
@@ -202,7 +207,8 @@ def reduce_night(paths, output_dir, parameters: ReductionParameters | None = Non
         Every problem with the input, before any product is written.
     """
     parameters = parameters or ReductionParameters()
-    result = prepare_night(paths, output_dir, parameters, overwrite)
+    existing = "resume" if resume else "overwrite" if overwrite else "refuse"
+    result = prepare_night(paths, output_dir, parameters, existing)
     plan = result.plan
     steps = _Progress(progress, len(plan.darks) + len(plan.flats) + len(plan.objects))
     for exptime, frames in plan.darks.items():
@@ -219,13 +225,13 @@ def reduce_night(paths, output_dir, parameters: ReductionParameters | None = Non
         steps.advance(f"master flat {filter_name}")
     if problems:
         raise InputError(problems)
-    _write_products(result, parameters, overwrite, steps, threads)
+    _write_products(result, parameters, existing, steps, threads)
     logger.info("wrote %d products to %s", len(result.products), output_dir)
     return result
 
 
 def prepare_night(paths, output_dir, parameters: ReductionParameters,
-                  overwrite: bool = False) -> NightResult:
+                  existing: str = "refuse") -> NightResult:
     """Scan and plan a night and check its output folder; nothing computed or written yet.
 
     Raises
@@ -235,7 +241,10 @@ def prepare_night(paths, output_dir, parameters: ReductionParameters,
     """
     plan = plan_night(scan(paths, parameters.keywords()))
     output_dir = Path(output_dir)
-    _check_output(output_dir, plan.product_names(parameters.intermediate), overwrite)
+    _check_output(output_dir, plan.product_names(parameters.intermediate), existing)
+    if existing == "resume":
+        for path in fitsio.remove_partial_products(output_dir):
+            logger.info("removed %s, left by an interrupted run", path)
     _log_plan(plan)
     return NightResult(output_dir, plan)
 
@@ -250,16 +259,17 @@ class _Progress:
             self.callback(self.done, self.total, message)
 
 
-def _check_output(output_dir: Path, names, overwrite) -> None:
+def _check_output(output_dir: Path, names, existing) -> None:
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=output_dir).close()
     except OSError as err:
         raise InputError([InputProblem(output_dir, f"output folder is not writable ({err.strerror})")]) from err
-    existing = [name for name in names if (output_dir / name).exists()]
-    if existing and not overwrite:
-        msg = (f"output folder already holds {len(existing)} of this night's products "
-               f"(e.g. {existing[0]}); use --overwrite to replace them")
+    present = [name for name in names if (output_dir / name).exists()]
+    if present and existing == "refuse":
+        msg = (f"output folder already holds {len(present)} of this night's products "
+               f"(e.g. {present[0]}); use --resume to keep the intact ones or --overwrite "
+               f"to replace them")
         raise InputError([InputProblem(output_dir, msg)])
 
 
@@ -346,12 +356,16 @@ def _combine_flats(frames, master_darks, parameters, budget) -> MasterFlat:
 
 
 def report_flats(frames, master: MasterFlat) -> None:
-    """Log every flat's median; warn about each flat the limits rejected."""
+    """Log every flat's median; warn about rejected flats and unusable master pixels."""
     for frame, median, ok in zip(frames, master.medians, master.accepted, strict=True):
         logger.info("  %s: median = %.1f%s", frame.path, median, "" if ok else " (REJECTED)")
         if not ok:
             warnings.warn(f"{frame.path}: flat median {median:.1f} outside the limits; not used",
                           RejectedFlatWarning, stacklevel=3)
+    if master.n_bad_pixels:
+        warnings.warn(f"master flat {frames[0].filter!r}: {master.n_bad_pixels} pixels had no "
+                      f"usable value (NaN, zero or negative in every flat) and were set to 1.0",
+                      BadPixelWarning, stacklevel=3)
 
 
 def _flat_medians(frames, master_darks) -> np.ndarray:
@@ -376,65 +390,88 @@ def _dark_subtracted(frame: Frame, master_darks) -> np.ndarray:
     return subtract_dark(frame.read(), master_darks[frame.exptime].data)
 
 
-def _write_products(result: NightResult, parameters, overwrite, steps, threads) -> None:
+def _write_products(result: NightResult, parameters, existing, steps, threads) -> None:
     plan, out = result.plan, result.output_dir
     result.products += write_masters(plan, result.master_darks, result.master_flats, out,
-                                     parameters, overwrite)
+                                     parameters, existing)
     if parameters.intermediate:
         result.products += [write_flat_intermediate(frame, result.master_darks[frame.exptime],
-                                                    out, parameters, overwrite)
+                                                    out, parameters, existing)
                             for frame in plan.all_flats]
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ccdred") as pool:
         written = pool.map(lambda frame: calibrate_object(
             frame, result.master_darks[frame.exptime], result.master_flats[frame.filter], out,
-            parameters, overwrite), plan.objects)
+            parameters, existing), plan.objects)
         for frame, paths in zip(plan.objects, written, strict=True):
             result.products.extend(paths)
             steps.advance(f"calibrated {frame.path.name}")
 
 
-def _write(out: Path, name, data, header, step, inputs, parameters, overwrite) -> Path:
+def _is_current(out: Path, name, step, inputs, parameters) -> bool:
+    digest = fitsio.product_digest(step, inputs, parameters.provenance(), __version__)
+    return fitsio.is_current_product(out / name, digest)
+
+
+def _write(out: Path, name, data, header, step, inputs, parameters, existing) -> Path:
+    """Write one product, unless resuming and an intact one made the same way is there."""
+    if existing == "resume" and _is_current(out, name, step, inputs, parameters):
+        logger.info("kept %s (current)", out / name)
+        return out / name
     header = fitsio.add_provenance(header, step=step, inputs=inputs,
                                    options=parameters.provenance(), version=__version__)
-    path = fitsio.write_image(out / name, data, header, dtype=parameters.dtype, overwrite=overwrite)
+    path = fitsio.write_image(out / name, data, header, dtype=parameters.dtype,
+                              overwrite=existing != "refuse")
     logger.info("wrote %s", path)
     return path
 
 
 def write_masters(plan: NightPlan, master_darks, master_flats, out, parameters,
-                  overwrite=False) -> list[Path]:
-    """Write the master darks and flats of a night; returns their paths."""
+                  existing="refuse") -> list[Path]:
+    """Write the master darks and flats of a night; returns their paths.
+
+    ``existing`` says what to do with a product already there: 'refuse' (an
+    error), 'overwrite', or 'resume' (keep it if intact and made the same way).
+    """
     paths = []
     for exptime, master in master_darks.items():
         frames = plan.darks[exptime]
         paths.append(_write(out, dark_product_name(exptime), master.data, frames[0].header(),
-                            "master_dark", [f.path for f in frames], parameters, overwrite))
+                            "master_dark", [f.path for f in frames], parameters, existing))
     for filter_name, master in master_flats.items():
         used = [f for f, ok in zip(plan.flats[filter_name], master.accepted, strict=True) if ok]
         paths.append(_write(out, flat_product_name(filter_name), master.data, used[0].header(),
-                            "master_flat", [f.path for f in used], parameters, overwrite))
+                            "master_flat", [f.path for f in used], parameters, existing))
     return paths
 
 
 def write_flat_intermediate(frame: Frame, master_dark: CombineResult, out, parameters,
-                            overwrite=False) -> Path:
+                            existing="refuse") -> Path:
     """Write a flat's dark-subtracted '_d' file, as the course script does."""
     return _write(out, f"{frame.name}_d.fits", subtract_dark(frame.read(), master_dark.data),
                   frame.header(), "dark_subtracted",
-                  [frame.path, dark_product_name(frame.exptime)], parameters, overwrite)
+                  [frame.path, dark_product_name(frame.exptime)], parameters, existing)
 
 
 def calibrate_object(frame: Frame, master_dark: CombineResult, master_flat: MasterFlat, out,
-                     parameters, overwrite=False) -> list[Path]:
-    """Dark-subtract and flat-field one object frame; write its '_d' (optional) and '_df' files."""
+                     parameters, existing="refuse") -> list[Path]:
+    """Dark-subtract and flat-field one object frame; write its '_d' (optional) and '_df' files.
+
+    When resuming and both products are intact and current, nothing is read or computed.
+    """
     dark_name, flat_name = dark_product_name(frame.exptime), flat_product_name(frame.filter)
+    targets = [(f"{frame.name}_d.fits", "dark_subtracted", [frame.path, dark_name])]
+    targets = targets if parameters.intermediate else []
+    targets.append((f"{frame.name}_df.fits", "flat_fielded", [frame.path, dark_name, flat_name]))
+    if existing == "resume" and all(_is_current(out, *t, parameters) for t in targets):
+        logger.info("kept the products of %s (current)", frame.path)
+        return [out / name for name, _, _ in targets]
     subtracted = subtract_dark(frame.read(), master_dark.data)
     header = frame.header()
     written = []
     if parameters.intermediate:
-        written.append(_write(out, f"{frame.name}_d.fits", subtracted, header, "dark_subtracted",
-                              [frame.path, dark_name], parameters, overwrite))
+        name, step, inputs = targets[0]
+        written.append(_write(out, name, subtracted, header, step, inputs, parameters, existing))
     subtracted /= master_flat.data
-    written.append(_write(out, f"{frame.name}_df.fits", subtracted, header, "flat_fielded",
-                          [frame.path, dark_name, flat_name], parameters, overwrite))
+    name, step, inputs = targets[-1]
+    written.append(_write(out, name, subtracted, header, step, inputs, parameters, existing))
     return written

@@ -52,6 +52,7 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("data-root")
     make_night(root / "night1", NightSpec(shape=(128, 128), seed=5))
     make_night(root / "night2", NightSpec(shape=(128, 128), seed=6, filters=("B", "V")))
+    make_night(root / "zz-long", NightSpec(shape=(512, 512), seed=7, n_objects=30))
     output_root = tmp_path_factory.mktemp("output-root")
     port = _free_port()
     log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")
@@ -190,8 +191,27 @@ def test_reduce_night_writes_under_the_output_root(browser, server):
     page.get_by_text("Reduce night").first.click()
     page.wait_for_selector("text=products in", timeout=120_000)
     screenshot(page, "reduced")
-    outputs = list(server["output_root"].iterdir())
-    assert len(outputs) == 1 and outputs[0].name.startswith("night1_")
+    outputs = list(server["output_root"].glob("night1_*"))
+    assert len(outputs) == 1
     assert {p.name for p in outputs[0].glob("flat_*.fits")} == {"flat_R.fits", "flat_V.fits"}
     shutil.rmtree(outputs[0])
     page.close()
+
+
+def test_a_long_reduction_does_not_freeze_other_sessions(browser, server):
+    reducer, other = open_page(browser, server), open_page(browser, server)
+    folder = reducer.locator("input").nth(0)
+    folder.fill("zz-long")
+    folder.press("Enter")
+    reducer.wait_for_selector("text=Night: zz-long", timeout=30_000)
+    before = show_clipping(other)
+    reducer.get_by_text("Reduce night").first.click()
+    reducer.wait_for_selector("text=Reducing zz-long", timeout=10_000)
+    set_threshold(other, 1.7)
+    wait_for_change(other, before)
+    still_running = reducer.get_by_text("Reducing zz-long").count() == 1
+    reducer.wait_for_selector("text=products in", timeout=300_000)
+    assert still_running, "the other session only updated after the reduction had finished"
+    screenshot(reducer, "long-reduction-done")
+    reducer.close()
+    other.close()
