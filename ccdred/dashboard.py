@@ -74,6 +74,7 @@ class Dashboard(pn.viewable.Viewer):
     night = param.Selector(default=None, objects=[], allow_None=True, check_on_set=True,
                            doc="night folder under the data root")
     status = param.String(default="", doc="last message for the user")
+    tab = param.Integer(default=0, doc="index of the tab on show; only it is computed")
 
     def __init__(self, data_root, output_root, night=None, **params):
         self._data_root = Path(data_root).resolve()
@@ -119,7 +120,10 @@ class Dashboard(pn.viewable.Viewer):
 
     # -- views -----------------------------------------------------------------
 
-    def _guarded(self, build):
+    def _guarded(self, tab: int, build):
+        """Build a view, unless its tab is hidden (it is built when shown)."""
+        if self.tab != tab:
+            raise param.Skip
         try:
             return build()
         except InputError as err:
@@ -131,7 +135,7 @@ class Dashboard(pn.viewable.Viewer):
         kind = "danger" if self.status.startswith("Error") else "info"
         return pn.pane.Alert(self.status, alert_type=kind) if self.status else pn.Spacer()
 
-    @param.depends("pipeline.catalogue", "pipeline.threshold", "pipeline.cenfunc",
+    @param.depends("tab", "pipeline.catalogue", "pipeline.threshold", "pipeline.cenfunc",
                    "pipeline.maxiters", "pipeline.frame_clip", "pipeline.upper_limit",
                    "pipeline.lower_limit")
     def _levels_view(self):
@@ -140,9 +144,9 @@ class Dashboard(pn.viewable.Viewer):
             return pn.Column(
                 plots.frame_levels_plot(rows, self.pipeline.upper_limit, self.pipeline.lower_limit),
                 plots.frame_table(rows), sizing_mode="stretch_width")
-        return self._guarded(build)
+        return self._guarded(0, build)
 
-    @param.depends("pipeline.catalogue", "pipeline.exptime", "pipeline.filter",
+    @param.depends("tab", "pipeline.catalogue", "pipeline.exptime", "pipeline.filter",
                    "pipeline.threshold", "pipeline.cenfunc", "pipeline.maxiters",
                    "pipeline.frame_clip", "pipeline.upper_limit", "pipeline.lower_limit")
     def _clip_view(self):
@@ -164,18 +168,18 @@ class Dashboard(pn.viewable.Viewer):
                     + plots.rejected_per_frame(flat.combine.clip_mask, flat_names, flat_title)
                     ).opts(shared_axes=False)
             return pn.Column(summary, maps, bars, sizing_mode="stretch_width")
-        return self._guarded(build)
+        return self._guarded(1, build)
 
-    @param.depends("pipeline.catalogue", "pipeline.object_frame", "pipeline.threshold",
+    @param.depends("tab", "pipeline.catalogue", "pipeline.object_frame", "pipeline.threshold",
                    "pipeline.cenfunc", "pipeline.maxiters", "pipeline.frame_clip",
                    "pipeline.upper_limit", "pipeline.lower_limit")
     def _before_after_view(self):
         def build():
             name = self.pipeline.object_frame
             return plots.before_after(self.pipeline.raw_object(), self.pipeline.calibrated(), name)
-        return self._guarded(build)
+        return self._guarded(2, build)
 
-    @param.depends("pipeline.catalogue", "pipeline.exptime", "pipeline.filter",
+    @param.depends("tab", "pipeline.catalogue", "pipeline.exptime", "pipeline.filter",
                    "pipeline.threshold", "pipeline.cenfunc", "pipeline.maxiters",
                    "pipeline.frame_clip", "pipeline.upper_limit", "pipeline.lower_limit")
     def _masters_view(self):
@@ -185,7 +189,7 @@ class Dashboard(pn.viewable.Viewer):
             flat = plots.master_preview(self.pipeline.master_flat().data,
                                         f"master flat {self.pipeline.filter}", label="relative response")
             return pn.Column(dark, flat, sizing_mode="stretch_width")
-        return self._guarded(build)
+        return self._guarded(3, build)
 
     # -- reduction -------------------------------------------------------------
 
@@ -237,6 +241,7 @@ class Dashboard(pn.viewable.Viewer):
             ("Before / after", pn.panel(self._before_after_view, loading_indicator=True)),
             ("Masters", pn.panel(self._masters_view, loading_indicator=True)),
             dynamic=True, sizing_mode="stretch_width")
+        tabs.link(self, active="tab")
         return pn.template.FastListTemplate(
             title="ccdred: CCD reduction", sidebar=self._sidebar(), main=[tabs],
             sidebar_width=340, accent="#1f5f8b")

@@ -23,7 +23,7 @@ import numpy as np
 import param
 
 from .calibrate import (MasterFlat, calibrate_frame, flat_acceptance, frame_medians, master_dark,
-                        master_flat)
+                        master_flat, subtract_dark)
 from .combine import CombineResult
 from .errors import InputError, InputProblem
 from .frames import Catalogue, Frame, scan
@@ -232,8 +232,9 @@ class Pipeline(ReductionParameters):
         dark_keys = tuple(self._dark_key(t) for t in sorted({f.exptime for f in frames}))
 
         def compute():
-            stack = np.stack([calibrate_frame(read_raw(f), self.master_dark(f.exptime).data)
-                              .astype(np.float32) for f in frames])
+            stack = np.empty((len(frames), *frames[0].shape), dtype=np.float32)
+            for slot, frame in zip(stack, frames, strict=True):
+                subtract_dark(read_raw(frame), self.master_dark(frame.exptime).data, out=slot)
             return stack, frame_medians(stack)
 
         return MASTERS.get(("flat_stack", tuple(_file_key(f) for f in frames), dark_keys), compute)

@@ -59,11 +59,29 @@ def before_after(raw, calibrated, name: str):
         shared_axes=True)
 
 
-def clip_map(n_rejected, n_frames: int, title: str):
-    """Fraction of samples rejected at each pixel of a master."""
+def clip_map(n_rejected, n_frames: int, title: str, max_pixels: int = 512):
+    """Fraction of samples rejected per pixel of a master, block-averaged to ``max_pixels``.
+
+    A static image (no server round trip on zoom), so that it follows the
+    sliders quickly; each displayed pixel is the mean over its block.
+    """
     fraction = np.asarray(n_rejected, dtype=np.float32) / max(n_frames, 1)
-    return image(fraction, title, clim=(0.0, max(float(fraction.max()), 1e-3)),
-                 label="rejected fraction", cmap="viridis")
+    rows, cols = fraction.shape
+    factor = max(1, -(-max(rows, cols) // max_pixels))
+    binned = block_mean(fraction, factor)
+    element = hv.Image(np.flipud(binned), bounds=(-0.5, -0.5, cols - 0.5, rows - 0.5),
+                       kdims=["x", "y"], vdims=["rejected fraction"], label=title)
+    limit = max(float(binned.max()), 1e-3)
+    return element.opts(**{**_IMAGE_OPTS, "cmap": "viridis", "clim": (0.0, limit), "title": title})
+
+
+def block_mean(data, factor: int) -> np.ndarray:
+    """Mean over ``factor`` x ``factor`` blocks (edges padded by repeating the last pixels)."""
+    if factor == 1:
+        return np.asarray(data)
+    rows, cols = data.shape
+    padded = np.pad(data, ((0, -rows % factor), (0, -cols % factor)), mode="edge")
+    return padded.reshape(padded.shape[0] // factor, factor, -1, factor).mean(axis=(1, 3))
 
 
 def rejected_per_frame(clip_mask, names, title: str):

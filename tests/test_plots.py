@@ -1,0 +1,34 @@
+import holoviews as hv
+import numpy as np
+import pytest
+
+from ccdred import plots
+
+hv.extension("bokeh", logo=False)
+
+
+def test_block_mean_averages_blocks_and_pads_edges():
+    data = np.arange(30, dtype=float).reshape(5, 6)
+    binned = plots.block_mean(data, 2)
+    assert binned.shape == (3, 3)
+    assert binned[0, 0] == np.mean([0, 1, 6, 7])
+    assert binned[2, 2] == np.mean([28, 29, 28, 29])  # last row repeated
+    np.testing.assert_array_equal(plots.block_mean(data, 1), data)
+
+
+def test_clip_map_is_binned_to_the_display_size():
+    n_rejected = np.zeros((2048, 1024), dtype=np.int16)
+    n_rejected[:4, :4] = 10
+    element = plots.clip_map(n_rejected, 10, "dark")
+    assert element.data.shape == (512, 256)
+    assert element.bounds.lbrt() == (-0.5, -0.5, 1023.5, 2047.5)
+    assert element.data.max() == pytest.approx(1.0)
+
+
+def test_images_keep_orientation_and_zscale():
+    data = np.zeros((4, 6), dtype=np.float32)
+    data[0, :] = 100.0  # first row of the array: the bottom of the image
+    element = plots.image(data, "frame")
+    assert element[0, 0] == 100.0 and element[0, 3] == 0.0
+    low, high = plots.zscale_limits(np.random.default_rng(0).normal(100, 5, (50, 50)))
+    assert 80 < low < 100 < high < 120
