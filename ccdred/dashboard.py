@@ -16,6 +16,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import holoviews as hv
 import numpy as np
 import panel as pn
 import param
@@ -31,6 +32,10 @@ __all__ = ["Dashboard", "app_options"]
 
 #: Reductions run here, off the server's event loop, shared by all sessions.
 _REDUCTIONS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccdred-reduce")
+_CLIP = ("pipeline.catalogue", "pipeline.threshold", "pipeline.cenfunc", "pipeline.maxiters",
+         "pipeline.frame_clip")
+_DARK_PARAMETERS = (*_CLIP, "pipeline.exptime")
+_FLAT_PARAMETERS = (*_CLIP, "pipeline.filter", "pipeline.upper_limit", "pipeline.lower_limit")
 _CLIP_WIDGETS = {
     "threshold": {"type": pn.widgets.EditableFloatSlider, "fixed_start": 0.1},
     "upper_limit": pn.widgets.FloatInput,
@@ -146,29 +151,67 @@ class Dashboard(pn.viewable.Viewer):
                 plots.frame_table(rows), sizing_mode="stretch_width")
         return self._guarded(0, build)
 
-    @param.depends("tab", "pipeline.catalogue", "pipeline.exptime", "pipeline.filter",
-                   "pipeline.threshold", "pipeline.cenfunc", "pipeline.maxiters",
-                   "pipeline.frame_clip", "pipeline.upper_limit", "pipeline.lower_limit")
+    # The clipping tab is made of DynamicMaps: a change updates the data of the plots
+    # on show instead of rebuilding them, and each depends only on what it draws.
+
+    def _master_or_none(self, getter):
+        try:
+            return getter()
+        except InputError as err:
+            self._report(str(err))
+            return None
+
+    @param.depends(*_DARK_PARAMETERS)
+    def _dark_clip_map(self):
+        dark = self._master_or_none(self.pipeline.master_dark)
+        if dark is None:
+            return plots.clip_map(np.zeros((1, 1)), 1, "no master dark")
+        return plots.clip_map(dark.n_rejected, dark.n_frames,
+                              f"dark {self.pipeline.exptime:g} s: rejected fraction")
+
+    @param.depends(*_FLAT_PARAMETERS)
+    def _flat_clip_map(self):
+        flat = self._master_or_none(self.pipeline.master_flat)
+        if flat is None:
+            return plots.clip_map(np.zeros((1, 1)), 1, "no master flat")
+        return plots.clip_map(flat.combine.n_rejected, flat.combine.n_frames,
+                              f"flat {self.pipeline.filter}: rejected fraction")
+
+    @param.depends(*_DARK_PARAMETERS)
+    def _dark_rejections(self):
+        dark = self._master_or_none(self.pipeline.master_dark)
+        if dark is None:
+            return plots.rejected_per_frame(np.zeros((0, 1)), [], "no master dark")
+        names = [f.path.name for f in self.pipeline.catalogue.darks(self.pipeline.exptime)]
+        return plots.rejected_per_frame(dark.clip_mask, names, f"dark {self.pipeline.exptime:g} s")
+
+    @param.depends(*_FLAT_PARAMETERS)
+    def _flat_rejections(self):
+        flat = self._master_or_none(self.pipeline.master_flat)
+        if flat is None:
+            return plots.rejected_per_frame(np.zeros((0, 1)), [], "no master flat")
+        frames = self.pipeline.catalogue.flats(self.pipeline.filter)
+        names = [f.path.name for f, ok in zip(frames, flat.accepted, strict=True) if ok]
+        return plots.rejected_per_frame(flat.combine.clip_mask, names, f"flat {self.pipeline.filter}")
+
+    @param.depends(*dict.fromkeys(_DARK_PARAMETERS + _FLAT_PARAMETERS))
+    def _clip_summary(self) -> str:
+        dark = self._master_or_none(self.pipeline.master_dark)
+        flat = self._master_or_none(self.pipeline.master_flat)
+        lines = [_clip_summary(dark, f"dark {self.pipeline.exptime:g} s") if dark else "",
+                 _clip_summary(flat.combine, f"flat {self.pipeline.filter}") if flat else ""]
+        return "  \n".join(line for line in lines if line)
+
     def _clip_view(self):
-        def build():
-            dark, flat = self.pipeline.master_dark(), self.pipeline.master_flat()
-            catalogue = self.pipeline.catalogue
-            dark_names = [f.path.name for f in catalogue.darks(self.pipeline.exptime)]
-            flat_names = [f.path.name for f, ok in zip(catalogue.flats(self.pipeline.filter),
-                                                       flat.accepted, strict=True) if ok]
-            dark_title = f"dark {self.pipeline.exptime:g} s"
-            flat_title = f"flat {self.pipeline.filter}"
-            summary = pn.pane.Markdown(
-                f"{_clip_summary(dark, dark_title)}  \n{_clip_summary(flat.combine, flat_title)}",
-                name="clip summary", css_classes=["clip-summary"])
-            maps = (plots.clip_map(dark.n_rejected, dark.n_frames, f"{dark_title}: rejected fraction")
-                    + plots.clip_map(flat.combine.n_rejected, flat.combine.n_frames,
-                                     f"{flat_title}: rejected fraction")).opts(shared_axes=False)
-            bars = (plots.rejected_per_frame(dark.clip_mask, dark_names, dark_title)
-                    + plots.rejected_per_frame(flat.combine.clip_mask, flat_names, flat_title)
-                    ).opts(shared_axes=False)
-            return pn.Column(summary, maps, bars, sizing_mode="stretch_width")
-        return self._guarded(1, build)
+        def dynamic(method):
+            return pn.pane.HoloViews(hv.DynamicMap(method).opts(framewise=True),
+                                     sizing_mode="stretch_width")
+
+        return pn.Column(
+            pn.pane.Markdown(self._clip_summary),
+            pn.Row(dynamic(self._dark_clip_map), dynamic(self._flat_clip_map)),
+            pn.Row(dynamic(self._dark_rejections), dynamic(self._flat_rejections)),
+            sizing_mode="stretch_width")
 
     @param.depends("tab", "pipeline.catalogue", "pipeline.object_frame", "pipeline.threshold",
                    "pipeline.cenfunc", "pipeline.maxiters", "pipeline.frame_clip",
@@ -237,7 +280,7 @@ class Dashboard(pn.viewable.Viewer):
     def __panel__(self):
         tabs = pn.Tabs(
             ("Frames", pn.panel(self._levels_view, defer_load=False, loading_indicator=True)),
-            ("Clipping", pn.panel(self._clip_view, loading_indicator=True)),
+            ("Clipping", self._clip_view()),
             ("Before / after", pn.panel(self._before_after_view, loading_indicator=True)),
             ("Masters", pn.panel(self._masters_view, loading_indicator=True)),
             dynamic=True, sizing_mode="stretch_width")
