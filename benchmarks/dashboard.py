@@ -23,7 +23,9 @@ from tests.test_browser import (CHROMIUM, _free_port, _wait_for, clip_summary,  
                                 rejected_counts, set_threshold)
 
 
-def serve(size: int, cache: Path):
+def serve(size: int):
+    """``panel serve app.py`` on the demo night of this size (simulated once into the cache)."""
+    cache = Path(os.environ.get("CCDRED_CACHE", tempfile.gettempdir())) / "ccdred-bench"
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "panel", "serve", str(REPO / "app.py"), "--port", str(port),
@@ -66,8 +68,7 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    cache = Path(os.environ.get("CCDRED_CACHE", tempfile.gettempdir())) / "ccdred-bench"
-    process, url = serve(args.size, cache)
+    process, url = serve(args.size)
     try:
         measure(url, 1)  # warm the shared caches, as the second user of the night would find them
         result = measure(url, args.repeats)

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -78,8 +76,7 @@ def main(argv=None) -> None:
     parser.add_argument("--moves", type=int, default=6)
     parser.add_argument("--size", type=int, default=512)
     args = parser.parse_args(argv)
-    cache = Path(os.environ.get("CCDRED_CACHE", tempfile.gettempdir())) / "ccdred-bench"
-    process, url = serve(args.size, cache)
+    process, url = serve(args.size)
     try:
         idle = rss_mb(process.pid)
         latencies = asyncio.run(load(url, args.sessions, args.moves))

@@ -5,7 +5,7 @@ Usage (from the repository root, in the project's environment)::
     apt-get install time iraf iraf-noao     # GNU time and IRAF, once
     pip install -e ".[test,bench]"
     python benchmarks/run.py                # everything: about 15 minutes
-    python benchmarks/run.py --skip-seed    # without the 534-frame night
+    python benchmarks/run.py --parts kernel,night,dask   # some of it
 
 Nights are simulated with ``ccdred.demo`` into ``benchmarks/data`` (kept
 between runs); products go to ``benchmarks/results``. Every process is timed
@@ -191,6 +191,20 @@ def bench_interactive(files) -> list[dict]:
     return rows
 
 
+def bench_dask(name, files) -> list[dict]:
+    """The same night on one machine (threads) and on local Dask clusters of 1 and 2 workers."""
+    task = f"{name}: {len(files)} frames, Dask"
+    rows = []
+    for label, extra in (("ccdred reduce (no Dask)", []), ("--workers 1", ["--workers", "1"]),
+                         ("--workers 2", ["--workers", "2"])):
+        out = fresh(f"{name}-dask{'-'.join(extra)}")
+        measured = timed([sys.executable, "-m", "ccdred", "reduce", "-q", "-d", out, *extra,
+                          DATA / name], cwd=_mkdir(RESULTS))
+        rows.append(_row(task, label, **_unpack(measured), note="RSS of the client process only"
+                         if extra else ""))
+    return rows
+
+
 def markdown(rows) -> str:
     lines = ["| task | tool | wall (s) | peak RSS (MB) | note |", "| --- | --- | ---: | ---: | --- |"]
     for r in rows:
@@ -201,15 +215,20 @@ def markdown(rows) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-seed", action="store_true", help="skip the 534-frame night")
+    parser.add_argument("--parts", default="kernel,dark,night,interactive,seed,dask",
+                        help="comma-separated parts to run (default: all)")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
     night57 = make("night57")
-    rows = bench_kernel() + bench_master_dark(night57) + bench_night("night57", night57, True)
-    rows += bench_interactive(night57)
-    if not args.skip_seed:
-        rows += bench_night("night534", make("night534"), False)
+    rows = []
+    rows += bench_kernel() if "kernel" in parts else []
+    rows += bench_master_dark(night57) if "dark" in parts else []
+    rows += bench_night("night57", night57, True) if "night" in parts else []
+    rows += bench_interactive(night57) if "interactive" in parts else []
+    rows += bench_night("night534", make("night534"), False) if "seed" in parts else []
+    rows += bench_dask("night57", night57) if "dask" in parts else []
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "results.json").write_text(json.dumps(rows, indent=1))
+    (RESULTS / f"results-{'-'.join(sorted(parts))}.json").write_text(json.dumps(rows, indent=1))
     print(markdown(rows))
 
 

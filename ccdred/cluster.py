@@ -27,7 +27,8 @@ from .errors import InputError, InputProblem
 from .fitsio import remove_partial_products
 from .parameters import ReductionParameters
 from .reduce import (NightResult, _combine_darks, _combine_flats, calibrate_object,
-                     prepare_night, report_flats, write_flat_intermediate, write_masters)
+                     existing_policy, prepare_night, report_flats, write_flat_intermediate,
+                     write_masters)
 
 __all__ = ["connect", "reduce_nights_on_cluster"]
 
@@ -84,11 +85,9 @@ def reduce_nights_on_cluster(nights, client, parameters: ReductionParameters | N
         Every problem of every night, before any product is written.
     """
     parameters = parameters or ReductionParameters()
-    existing = "resume" if resume else "overwrite" if overwrite else "refuse"
-    results = _prepare(nights, parameters, existing)
+    results = _prepare(nights, parameters, existing_policy(overwrite, resume))
     _compute_masters(results, client, parameters, memory_budget)
-    futures = _submit_products(results, client, parameters,
-                               "resume" if resume else "overwrite")
+    futures = _submit_products(results, client, parameters, existing_policy(True, resume))
     _collect(futures, results, progress)
     return results
 

@@ -207,7 +207,7 @@ def reduce_night(paths, output_dir, parameters: ReductionParameters | None = Non
         Every problem with the input, before any product is written.
     """
     parameters = parameters or ReductionParameters()
-    existing = "resume" if resume else "overwrite" if overwrite else "refuse"
+    existing = existing_policy(overwrite, resume)
     result = prepare_night(paths, output_dir, parameters, existing)
     plan = result.plan
     steps = _Progress(progress, len(plan.darks) + len(plan.flats) + len(plan.objects))
@@ -228,6 +228,11 @@ def reduce_night(paths, output_dir, parameters: ReductionParameters | None = Non
     _write_products(result, parameters, existing, steps, threads)
     logger.info("wrote %d products to %s", len(result.products), output_dir)
     return result
+
+
+def existing_policy(overwrite: bool, resume: bool) -> str:
+    """What to do with products already in the output folder: refuse, overwrite or resume."""
+    return "resume" if resume else "overwrite" if overwrite else "refuse"
 
 
 def prepare_night(paths, output_dir, parameters: ReductionParameters,

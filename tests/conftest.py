@@ -64,3 +64,12 @@ def reference_script() -> Path:
 
 def frame_files(night_files, imagetyp):
     return [p for p in night_files if fits.getheader(p)["IMAGETYP"] == imagetyp]
+
+
+def assert_same_products(expected: Path, actual: Path) -> None:
+    """Two output folders hold the same FITS products with identical data."""
+    want = {p.name: fits.getdata(p) for p in sorted(expected.glob("*.fits"))}
+    got = {p.name: fits.getdata(p) for p in sorted(actual.glob("*.fits"))}
+    assert want.keys() == got.keys() and len(want) > 10
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)

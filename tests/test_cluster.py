@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +14,8 @@ from astropy.io import fits
 
 from ccdred.demo import NightSpec, make_night
 from ccdred.reduce import reduce_night
+
+from .conftest import assert_same_products
 
 distributed = pytest.importorskip("distributed")
 
@@ -37,17 +38,6 @@ def client():
     with distributed.Client(cluster) as client:
         yield client
     cluster.close()
-
-
-def product_data(folder: Path) -> dict:
-    return {p.name: fits.getdata(p) for p in sorted(folder.glob("*.fits"))}
-
-
-def assert_same_products(expected: Path, actual: Path) -> None:
-    want, got = product_data(expected), product_data(actual)
-    assert want.keys() == got.keys() and len(want) > 10
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
 def run_cli(*args, **kwargs):

@@ -20,7 +20,7 @@ from ccdred.errors import InputError
 from ccdred.frames import read_frame
 from ccdred.keywords import Keywords
 
-from .test_cluster import assert_same_products
+from .conftest import assert_same_products
 
 CLI = [sys.executable, "-m", "ccdred", "reduce", "-q"]
 
