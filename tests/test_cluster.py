@@ -128,3 +128,20 @@ def test_killed_worker_loses_no_product(tmp_path):
         with fits.open(path, checksum=True) as hdus:
             assert hdus[0].verify_checksum() == 1, path.name
     assert_same_products(expected, out)
+
+
+def test_dashboard_reduces_on_the_configured_scheduler(nights, client, tmp_path, monkeypatch):
+    from ccdred.dashboard import _reduce_one_night
+    from ccdred.parameters import ReductionParameters
+
+    monkeypatch.setenv("CCDRED_SCHEDULER", client.scheduler.address)
+    def transitions(dask_scheduler):
+        return dask_scheduler.transition_counter
+
+    before = client.run_on_scheduler(transitions)
+    result = _reduce_one_night(nights / "night-a", tmp_path / "out", ReductionParameters(), None)
+    assert len(result.products) > 10
+    assert client.run_on_scheduler(transitions) > before + len(result.products)  # ran there
+    local = reduce_night([nights / "night-a"], tmp_path / "local")
+    assert_same_products(tmp_path / "local", tmp_path / "out")
+    assert len(local.products) == len(result.products)
