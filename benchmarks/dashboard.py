@@ -23,13 +23,14 @@ from tests.test_browser import (CHROMIUM, _free_port, _wait_for, clip_summary,  
                                 rejected_counts, set_threshold)
 
 
-def serve(size: int):
+def serve(size: int, *panel_options: str):
     """``panel serve app.py`` on the demo night of this size (simulated once into the cache)."""
     cache = Path(os.environ.get("CCDRED_CACHE", tempfile.gettempdir())) / "ccdred-bench"
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "panel", "serve", str(REPO / "app.py"), "--port", str(port),
-         "--address", "127.0.0.1", "--args", "--demo-size", str(size), "--cache", str(cache)],
+         "--address", "127.0.0.1", *panel_options, "--args", "--demo-size", str(size),
+         "--cache", str(cache)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/app"
     _wait_for(url, process, timeout=600)

@@ -75,8 +75,10 @@ def main(argv=None) -> None:
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--moves", type=int, default=6)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--num-threads", type=int, default=0,
+                        help="panel serve --num-threads (0: callbacks on the event loop)")
     args = parser.parse_args(argv)
-    process, url = serve(args.size)
+    process, url = serve(args.size, "--num-threads", str(args.num_threads))
     try:
         idle = rss_mb(process.pid)
         latencies = asyncio.run(load(url, args.sessions, args.moves))
