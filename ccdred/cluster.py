@@ -5,9 +5,11 @@ or ``--workers`` (or the dashboard with ``CCDRED_SCHEDULER``) imports it.
 
 The work is split the same way as on one machine, into tasks:
 
-* one task per master (per night, exposure time and filter), each combining
-  its stack in blocks of rows within the worker's memory budget; the masters
-  of different exposure times, filters and nights run in parallel;
+* one task per master (per night, exposure time and filter) when its stack
+  fits the memory budget; otherwise a task per frame for its whole-frame
+  statistics (clipping bounds, medians) and a task per block of rows, so one
+  large stack spreads over the workers; the masters of different exposure
+  times, filters and nights run in parallel;
 * once every master of every night is known good (input problems stop the run
   before anything is written), the masters are replicated to all workers once;
 * one task per product write: the masters of a night, each flat's ``_d`` file
@@ -27,7 +29,9 @@ from .errors import InputError, InputProblem
 from .fitsio import remove_partial_products
 from .parameters import ReductionParameters
 from .reduce import (NightResult, _combine_darks, _combine_flats, calibrate_object,
-                     existing_policy, prepare_night, report_flats, write_flat_intermediate,
+                     combine_dark_rows, combine_flat_rows, dark_blocks, dark_frame_bounds,
+                     existing_policy, finish_master_dark, finish_master_flat, flat_blocks,
+                     flat_frame_median, prepare_night, report_flats, write_flat_intermediate,
                      write_masters)
 
 __all__ = ["connect", "reduce_nights_on_cluster"]
@@ -107,16 +111,13 @@ def _prepare(nights, parameters, existing) -> list[NightResult]:
 def _compute_masters(results, client, parameters, memory_budget) -> None:
     from distributed import wait
 
-    submit = {"retries": RETRIES, "pure": False}
     darks, flats = {}, {}
     for i, result in enumerate(results):
         for exptime, frames in result.plan.darks.items():
-            darks[i, exptime] = client.submit(_combine_darks, frames, parameters, memory_budget,
-                                              **submit)
+            darks[i, exptime] = _submit_dark(client, frames, parameters, memory_budget)
         for name, frames in result.plan.flats.items():
             needed = {t: darks[i, t] for t in {f.exptime for f in frames}}
-            flats[i, name] = client.submit(_combine_flats, frames, needed, parameters,
-                                           memory_budget, **submit)
+            flats[i, name] = _submit_flat(client, frames, needed, parameters, memory_budget)
     wait([*darks.values(), *flats.values()])
     problems = []
     for (i, name), future in flats.items():
@@ -135,6 +136,31 @@ def _compute_masters(results, client, parameters, memory_budget) -> None:
     for (i, name), future in flats.items():
         results[i].master_flats[name] = future
     client.replicate([*darks.values(), *flats.values()])
+
+
+def _submit_dark(client, frames, parameters, budget):
+    """One task for a stack that fits the budget; else a task per frame and per row block."""
+    submit = {"retries": RETRIES, "pure": False}
+    blocks = dark_blocks(frames, budget)
+    if len(blocks) == 1:
+        return client.submit(_combine_darks, frames, parameters, budget, **submit)
+    bounds = [client.submit(dark_frame_bounds, frame, parameters, **submit) for frame in frames]
+    parts = [client.submit(combine_dark_rows, frames, rows, bounds, parameters, **submit)
+             for rows in blocks]
+    return client.submit(finish_master_dark, parts, **submit)
+
+
+def _submit_flat(client, frames, master_darks, parameters, budget):
+    """As :func:`_submit_dark`, for the flats of one filter."""
+    submit = {"retries": RETRIES, "pure": False}
+    blocks = flat_blocks(frames, parameters, budget)
+    if len(blocks) == 1:
+        return client.submit(_combine_flats, frames, master_darks, parameters, budget, **submit)
+    medians = [client.submit(flat_frame_median, frame, master_darks[frame.exptime], **submit)
+               for frame in frames]
+    parts = [client.submit(combine_flat_rows, frames, rows, medians, master_darks, parameters,
+                           **submit) for rows in blocks]
+    return client.submit(finish_master_flat, parts, medians, parameters, **submit)
 
 
 def _submit_products(results, client, parameters, existing) -> list:

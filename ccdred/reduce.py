@@ -21,8 +21,8 @@ import numpy as np
 
 from . import __version__, fitsio
 from .calibrate import (MasterFlat, combine_darks, combine_flats, fill_rejected, flat_acceptance,
-                        master_dark, master_flat, normalise_flat, require_two_flats,
-                        subtract_dark)
+                        frame_medians, master_dark, master_flat, normalise_flat,
+                        require_two_flats, subtract_dark)
 from .combine import CombineResult, concatenate_rows, frame_clip_bounds, frame_median
 from .errors import BadPixelWarning, InputError, InputProblem, RejectedFlatWarning
 from .frames import Catalogue, Frame, scan
@@ -311,53 +311,99 @@ def _read_stack(frames, rows=None, dtype=None, master_darks=None) -> np.ndarray:
 
 
 
-def _dark_stack(frames, budget):
-    """The raw darks as one stack, or None when they must be combined in blocks of rows."""
-    blocks = row_blocks(frames[0].shape, len(frames), _DARK_SAMPLE_BYTES, budget)
-    return _read_stack(frames) if len(blocks) == 1 else None
+def dark_blocks(frames, budget) -> list[slice]:
+    """Row blocks for combining these darks within ``budget`` bytes."""
+    return row_blocks(frames[0].shape, len(frames), _DARK_SAMPLE_BYTES, budget)
 
 
-def _flat_stack(frames, master_darks, parameters, budget):
-    """The dark-subtracted flats as one stack, or None when they need blocks of rows."""
-    blocks = row_blocks(frames[0].shape, len(frames), np.dtype(parameters.dtype).itemsize, budget)
-    if len(blocks) > 1:
-        return None
-    return _read_stack(frames, dtype=parameters.dtype, master_darks=master_darks)
+def flat_blocks(frames, parameters, budget) -> list[slice]:
+    """Row blocks for combining these flats within ``budget`` bytes."""
+    return row_blocks(frames[0].shape, len(frames), np.dtype(parameters.dtype).itemsize, budget)
 
 
 def _combine_darks(frames, parameters, budget) -> CombineResult:
     logger.info("combining %d darks of %g s", len(frames), frames[0].exptime)
-    options = {**parameters.clip_options(), "frame_clip": parameters.frame_clip, "keep_mask": False}
-    stack = _dark_stack(frames, budget)
-    if stack is not None:
-        return master_dark(stack, **options)
-    blocks = row_blocks(frames[0].shape, len(frames), _DARK_SAMPLE_BYTES, budget)
-    bounds = None
-    if parameters.frame_clip:
-        bounds = [frame_clip_bounds(frame.read(), **parameters.clip_options()) for frame in frames]
-    parts = [combine_darks(_read_stack(frames, rows), frame_bounds=bounds, **options)
-             for rows in blocks]
-    return fill_rejected(concatenate_rows(parts))
+    blocks = dark_blocks(frames, budget)
+    if len(blocks) == 1:
+        return master_dark(_read_stack(frames), frame_clip=parameters.frame_clip, keep_mask=False,
+                           **parameters.clip_options())
+    bounds = [dark_frame_bounds(frame, parameters) for frame in frames]
+    return finish_master_dark([combine_dark_rows(frames, rows, bounds, parameters)
+                               for rows in blocks])
 
 
 def _combine_flats(frames, master_darks, parameters, budget) -> MasterFlat:
-    options = {**parameters.clip_options(), "keep_mask": False}
-    stack = _flat_stack(frames, master_darks, parameters, budget)
+    blocks = flat_blocks(frames, parameters, budget)
+    if len(blocks) == 1:
+        stack = _read_stack(frames, dtype=parameters.dtype, master_darks=master_darks)
+        medians = frame_medians(stack)
+        _accepted_flats(frames, medians, parameters)
+        return master_flat(stack, medians=medians, upper_limit=parameters.upper_limit,
+                           lower_limit=parameters.lower_limit, keep_mask=False,
+                           **parameters.clip_options())
+    medians = [flat_frame_median(frame, master_darks[frame.exptime]) for frame in frames]
+    return finish_master_flat([combine_flat_rows(frames, rows, medians, master_darks, parameters)
+                               for rows in blocks], medians, parameters)
+
+
+# -- the row-block steps: whole-frame statistics first, then one block of rows at a time.
+# Each is a task of its own on a Dask cluster, so one large stack spreads over workers.
+
+def dark_frame_bounds(frame: Frame, parameters) -> tuple[float, float] | None:
+    """A dark's own clipping bounds, from the whole frame (None without frame clipping)."""
+    if not parameters.frame_clip:
+        return None
+    return frame_clip_bounds(frame.read(), **parameters.clip_options())
+
+
+def combine_dark_rows(frames, rows: slice, bounds, parameters) -> CombineResult:
+    """The clipped mean of one block of rows of the darks."""
+    return combine_darks(_read_stack(frames, rows), frame_clip=parameters.frame_clip,
+                         frame_bounds=bounds if parameters.frame_clip else None,
+                         keep_mask=False, **parameters.clip_options())
+
+
+def finish_master_dark(parts) -> CombineResult:
+    """Join the row blocks of a master dark; fully rejected pixels take its mean."""
+    return fill_rejected(concatenate_rows(parts))
+
+
+def flat_frame_median(frame: Frame, master_dark: CombineResult) -> float:
+    """Median of a dark-subtracted flat, from the whole frame."""
+    return frame_median(subtract_dark(frame.read(), master_dark.data))
+
+
+def combine_flat_rows(frames, rows: slice, medians, master_darks, parameters) -> CombineResult:
+    """The scaled, clipped, weighted mean of one block of rows of the accepted flats."""
+    medians = np.asarray(medians, dtype=np.float64)
+    accepted = _accepted_flats(frames, medians, parameters)
+    used = [frame for frame, ok in zip(frames, accepted, strict=True) if ok]
+    return combine_flats(_read_stack(used, rows, parameters.dtype, master_darks),
+                         medians[accepted], keep_mask=False, **parameters.clip_options())
+
+
+def finish_master_flat(parts, medians, parameters) -> MasterFlat:
+    """Join the row blocks of a master flat and normalise it."""
+    medians = np.asarray(medians, dtype=np.float64)
+    combined = concatenate_rows(parts)
+    normalised, n_bad = normalise_flat(combined.data)
+    accepted = flat_acceptance(medians, upper_limit=parameters.upper_limit,
+                               lower_limit=parameters.lower_limit)
+    return MasterFlat(normalised, combined, medians, accepted, n_bad)
+
+
+def _accepted_flats(frames, medians, parameters) -> np.ndarray:
+    """The flats within the limits; InputError naming them all when fewer than two are."""
+    accepted = flat_acceptance(medians, upper_limit=parameters.upper_limit,
+                               lower_limit=parameters.lower_limit)
     try:
-        if stack is not None:
-            master = master_flat(stack, upper_limit=parameters.upper_limit,
-                                 lower_limit=parameters.lower_limit, **options)
-        else:
-            blocks = row_blocks(frames[0].shape, len(frames),
-                                np.dtype(parameters.dtype).itemsize, budget)
-            master = _combine_flats_by_rows(frames, master_darks, parameters, blocks, options)
+        require_two_flats(accepted, medians)
     except ValueError as err:
-        medians = np.round(_flat_medians(frames, master_darks), 0)
         details = ", ".join(f"{f.path.name} {m:.0f}" for f, m in zip(frames, medians, strict=True))
         msg = (f"too few flats of filter {frames[0].filter!r} within the limits "
                f"(upper {parameters.upper_limit:g}, lower {parameters.lower_limit}): {details}")
         raise InputError([InputProblem(frames[0].path, msg)]) from err
-    return master
+    return accepted
 
 
 def report_flats(frames, master: MasterFlat) -> None:
@@ -371,28 +417,6 @@ def report_flats(frames, master: MasterFlat) -> None:
         warnings.warn(f"master flat {frames[0].filter!r}: {master.n_bad_pixels} pixels had no "
                       f"usable value (NaN, zero or negative in every flat) and were set to 1.0",
                       BadPixelWarning, stacklevel=3)
-
-
-def _flat_medians(frames, master_darks) -> np.ndarray:
-    return np.array([frame_median(_dark_subtracted(frame, master_darks)) for frame in frames])
-
-
-def _combine_flats_by_rows(frames, master_darks, parameters, blocks, options) -> MasterFlat:
-    """Medians from whole frames first, then the combination one block of rows at a time."""
-    medians = _flat_medians(frames, master_darks)
-    accepted = flat_acceptance(medians, upper_limit=parameters.upper_limit,
-                               lower_limit=parameters.lower_limit)
-    require_two_flats(accepted, medians)
-    used = [frame for frame, ok in zip(frames, accepted, strict=True) if ok]
-    parts = [combine_flats(_read_stack(used, rows, parameters.dtype, master_darks),
-                           medians[accepted], **options) for rows in blocks]
-    combined = concatenate_rows(parts)
-    normalised, n_bad = normalise_flat(combined.data)
-    return MasterFlat(normalised, combined, medians, accepted, n_bad)
-
-
-def _dark_subtracted(frame: Frame, master_darks) -> np.ndarray:
-    return subtract_dark(frame.read(), master_darks[frame.exptime].data)
 
 
 def _write_products(result: NightResult, parameters, existing, steps, threads) -> None:

@@ -145,3 +145,23 @@ def test_dashboard_reduces_on_the_configured_scheduler(nights, client, tmp_path,
     local = reduce_night([nights / "night-a"], tmp_path / "local")
     assert_same_products(tmp_path / "local", tmp_path / "out")
     assert len(local.products) == len(result.products)
+
+
+def test_a_stack_over_the_budget_is_split_into_row_block_tasks(nights, client, tmp_path):
+    from ccdred.cluster import reduce_nights_on_cluster
+
+    def transitions(dask_scheduler):
+        return dask_scheduler.transition_counter
+
+    whole = reduce_nights_on_cluster([([nights / "night-a"], tmp_path / "whole")], client)
+    before = client.run_on_scheduler(transitions)
+    reduce_nights_on_cluster([([nights / "night-a"], tmp_path / "blocks")], client,
+                             memory_budget=8_000)
+    tasks = client.run_on_scheduler(transitions) - before
+    assert tasks > 3 * len(whole[0].products)  # per-frame and per-block tasks, not one per master
+    local = tmp_path / "local"
+    reduce_night([nights / "night-a"], local, memory_budget=8_000)
+    assert_same_products(local, tmp_path / "blocks")
+    for name in ("flat_V.fits", "flat_R.fits", "dark_00060000.fits"):
+        np.testing.assert_allclose(fits.getdata(tmp_path / "blocks" / name),
+                                   fits.getdata(tmp_path / "whole" / name), rtol=1e-6)
