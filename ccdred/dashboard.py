@@ -198,8 +198,8 @@ class Dashboard(pn.viewable.Viewer):
     def _clip_summary(self) -> str:
         dark = self._master_or_none(self.pipeline.master_dark)
         flat = self._master_or_none(self.pipeline.master_flat)
-        lines = [_clip_summary(dark, f"dark {self.pipeline.exptime:g} s") if dark else "",
-                 _clip_summary(flat.combine, f"flat {self.pipeline.filter}") if flat else ""]
+        lines = [_summary_line(dark, f"dark {self.pipeline.exptime:g} s") if dark else "",
+                 _summary_line(flat.combine, f"flat {self.pipeline.filter}") if flat else ""]
         return "  \n".join(line for line in lines if line)
 
     def _clip_view(self):
@@ -305,7 +305,7 @@ def _names(parameters: type[param.Parameterized]) -> list[str]:
     return [name for name in parameters.param if name != "name"]
 
 
-def _clip_summary(result, title: str) -> str:
+def _summary_line(result, title: str) -> str:
     rejected = int(np.sum(result.n_rejected))
     total = result.n_frames * result.n_used.size
     return f"**{title}**: {rejected:,} of {total:,} samples rejected ({100 * rejected / total:.2f} %)"
