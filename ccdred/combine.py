@@ -202,8 +202,9 @@ def sorting_network(n: int) -> np.ndarray:
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _combine_kernel(stack, premask, valid_low, valid_high, weights, scale, threshold, use_median, maxiters,
-                    network, data, n_used, clip_mask):  # pragma: no cover - compiled
+def _combine_kernel(stack, premask, valid_low, valid_high, weights, scale, threshold,
+                    use_median, maxiters, network, data, n_used,
+                    clip_mask):  # pragma: no cover - compiled
     n, rows, cols = stack.shape
     n_blocks = (cols + _BLOCK - 1) // _BLOCK
     for task in numba.prange(rows * n_blocks):
@@ -407,11 +408,13 @@ def frame_clip_bounds(frame, *, threshold=2.5, cenfunc="median", maxiters=10) ->
     """
     frame = np.asarray(frame)
     _check_arguments(frame.reshape(1, 1, -1), threshold, cenfunc, maxiters, None, None)
-    if np.issubdtype(frame.dtype, np.integer) and frame.size and np.ptp(frame) < _MAX_HISTOGRAM_BINS:
-        offset = int(frame.min())
-        counts = _histogram(frame.ravel(), offset, int(frame.max()) - offset + 1)
-        lower, upper = _histogram_bounds(counts, float(threshold), cenfunc == "median", int(maxiters))
-        return lower + offset, upper + offset
+    if np.issubdtype(frame.dtype, np.integer) and frame.size:
+        offset, top = int(frame.min()), int(frame.max())
+        if top - offset < _MAX_HISTOGRAM_BINS:
+            counts = _histogram(frame.ravel(), offset, top - offset + 1)
+            lower, upper = _histogram_bounds(counts, float(threshold), cenfunc == "median",
+                                             int(maxiters))
+            return lower + offset, upper + offset
     return _frame_clip_bounds_plain(frame, threshold, cenfunc, maxiters)
 
 
@@ -423,8 +426,8 @@ def _frame_clip_bounds_plain(frame, threshold, cenfunc, maxiters):
     for _ in range(maxiters):
         if kept.size == 0:
             break
-        lower = centre_of(kept) - threshold * kept.std()
-        upper = centre_of(kept) + threshold * kept.std()
+        centre, spread = centre_of(kept), threshold * kept.std()
+        lower, upper = centre - spread, centre + spread
         inside = (kept >= lower) & (kept <= upper)
         if inside.all():
             break

@@ -225,28 +225,33 @@ class Pipeline(ReductionParameters):
                                            f"{what} for filter {filter_name!r}")])
         return frames
 
+    def _flat_stack_key(self, frames) -> tuple:
+        dark_keys = tuple(self._dark_key(t) for t in sorted({f.exptime for f in frames}))
+        return ("flat_stack", tuple(_file_key(f) for f in frames), dark_keys)
+
     def flat_stack(self, filter_name=None) -> tuple[np.ndarray, np.ndarray]:
         """Dark-subtracted flats of a filter (float32 stack) and their medians."""
         filter_name = self.filter if filter_name is None else filter_name
         frames = self._flat_frames(filter_name)
-        dark_keys = tuple(self._dark_key(t) for t in sorted({f.exptime for f in frames}))
+        return self._cached_flat_stack(frames, self._flat_stack_key(frames))
 
+    def _cached_flat_stack(self, frames, key) -> tuple[np.ndarray, np.ndarray]:
         def compute():
             stack = np.empty((len(frames), *frames[0].shape), dtype=np.float32)
             for slot, frame in zip(stack, frames, strict=True):
                 subtract_dark(read_raw(frame), self.master_dark(frame.exptime).data, out=slot)
             return stack, frame_medians(stack)
 
-        return MASTERS.get(("flat_stack", tuple(_file_key(f) for f in frames), dark_keys), compute)
+        return MASTERS.get(key, compute)
 
     def master_flat(self, filter_name=None) -> MasterFlat:
         """Master flat of a filter (the selected one by default)."""
         filter_name = self.filter if filter_name is None else filter_name
-        stack, medians = self.flat_stack(filter_name)
         frames = self._flat_frames(filter_name)
-        key = ("master_flat", tuple(_file_key(f) for f in frames),
-               tuple(self._dark_key(t) for t in sorted({f.exptime for f in frames})),
-               self.threshold, self.cenfunc, self.maxiters, self.upper_limit, self.lower_limit)
+        stack_key = self._flat_stack_key(frames)
+        stack, medians = self._cached_flat_stack(frames, stack_key)
+        key = ("master_flat", stack_key, self.threshold, self.cenfunc, self.maxiters,
+               self.upper_limit, self.lower_limit)
 
         def compute():
             try:

@@ -310,7 +310,6 @@ def _read_stack(frames, rows=None, dtype=None, master_darks=None) -> np.ndarray:
     return stack
 
 
-
 def dark_blocks(frames, budget) -> list[slice]:
     """Row blocks for combining these darks within ``budget`` bytes."""
     return row_blocks(frames[0].shape, len(frames), _DARK_SAMPLE_BYTES, budget)
@@ -488,8 +487,8 @@ def calibrate_object(frame: Frame, master_dark: CombineResult, master_flat: Mast
     When resuming and both products are intact and current, nothing is read or computed.
     """
     dark_name, flat_name = dark_product_name(frame.exptime), flat_product_name(frame.filter)
-    targets = [(f"{frame.name}_d.fits", "dark_subtracted", [frame.path, dark_name])]
-    targets = targets if parameters.intermediate else []
+    targets = ([(f"{frame.name}_d.fits", "dark_subtracted", [frame.path, dark_name])]
+               if parameters.intermediate else [])
     targets.append((f"{frame.name}_df.fits", "flat_fielded", [frame.path, dark_name, flat_name]))
     if existing == "resume" and all(_is_current(out, *t, parameters) for t in targets):
         logger.info("kept the products of %s (current)", frame.path)
