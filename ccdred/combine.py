@@ -216,9 +216,7 @@ def _combine_kernel(stack, premask, valid_low, valid_high, weights, scale, thres
                     ordered)
         _sort_block(ordered, network, stop - start)
         lower, upper = _block_bounds(ordered, stop - start, threshold, use_median, maxiters)
-        for offset in range(stop - start):
-            _average_pixel(samples[:, offset], lower[offset], upper[offset], weights, clip_mask,
-                           row, start + offset, data, n_used)
+        _average_block(samples, lower, upper, weights, row, start, stop, data, n_used, clip_mask)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -250,23 +248,30 @@ def _sort_block(ordered, network, width):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _average_pixel(values, lower, upper, weights, clip_mask, row, col, data,
-                   n_used):  # pragma: no cover
-    """Weighted mean of the samples within the bounds, in frame order; records the mask."""
-    keep_mask = clip_mask.shape[0] == values.shape[0]
-    total = 0.0
-    weight_sum = 0.0
-    used = 0
-    for k in range(values.shape[0]):
-        ok = lower <= values[k] <= upper  # False for NaN samples and NaN bounds
-        if ok:
-            total += weights[k] * values[k]
-            weight_sum += weights[k]
-            used += 1
-        if keep_mask:
-            clip_mask[k, row, col] = not ok
-    n_used[row, col] = used
-    data[row, col] = total / weight_sum if used > 0 and weight_sum > 0 else np.nan
+def _average_block(samples, lower, upper, weights, row, start, stop, data, n_used,
+                   clip_mask):  # pragma: no cover
+    """Weighted means of a block's samples within their bounds, in frame order; records the mask.
+
+    Frame by frame across the block's columns, so the loop vectorises.
+    """
+    width = stop - start
+    total = np.zeros(width)
+    weight_sum = np.zeros(width)
+    used = np.zeros(width, dtype=np.int64)
+    for k in range(samples.shape[0]):
+        weight = weights[k]
+        for col in range(width):
+            value = samples[k, col]
+            inside = (value >= lower[col]) & (value <= upper[col])  # False for NaN
+            total[col] += weight * value if inside else 0.0
+            weight_sum[col] += weight if inside else 0.0
+            used[col] += inside
+            if clip_mask.shape[0]:
+                clip_mask[k, row, start + col] = not inside
+    for col in range(width):
+        n_used[row, start + col] = used[col]
+        data[row, start + col] = (total[col] / weight_sum[col]
+                                  if used[col] > 0 and weight_sum[col] > 0 else np.nan)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -9,6 +9,7 @@ provenance, atomically.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import tempfile
@@ -21,8 +22,7 @@ import numpy as np
 
 from . import __version__, fitsio
 from .calibrate import (MasterFlat, combine_darks, combine_flats, fill_rejected, flat_acceptance,
-                        frame_medians, master_dark, master_flat, normalise_flat,
-                        require_two_flats, subtract_dark)
+                        master_flat, normalise_flat, require_two_flats, subtract_dark)
 from .combine import CombineResult, concatenate_rows, frame_clip_bounds, frame_median
 from .errors import BadPixelWarning, InputError, InputProblem, RejectedFlatWarning
 from .frames import Catalogue, Frame, scan
@@ -211,23 +211,36 @@ def reduce_night(paths, output_dir, parameters: ReductionParameters | None = Non
     result = prepare_night(paths, output_dir, parameters, existing)
     plan = result.plan
     steps = _Progress(progress, len(plan.darks) + len(plan.flats) + len(plan.objects))
-    for exptime, frames in plan.darks.items():
-        result.master_darks[exptime] = _combine_darks(frames, parameters, memory_budget)
-        steps.advance(f"master dark {exptime:g} s")
-    problems = []
-    for filter_name, frames in plan.flats.items():
-        try:
-            result.master_flats[filter_name] = _combine_flats(frames, result.master_darks,
-                                                              parameters, memory_budget)
-            report_flats(frames, result.master_flats[filter_name])
-        except InputError as err:
-            problems += err.problems
-        steps.advance(f"master flat {filter_name}")
-    if problems:
-        raise InputError(problems)
-    _write_products(result, parameters, existing, steps, threads)
+    with _pool(threads) as pool:
+        for exptime, frames in plan.darks.items():
+            result.master_darks[exptime] = _combine_darks(frames, parameters, memory_budget,
+                                                          pool.map)
+            steps.advance(f"master dark {exptime:g} s")
+        problems = []
+        for filter_name, frames in plan.flats.items():
+            try:
+                result.master_flats[filter_name] = _combine_flats(
+                    frames, result.master_darks, parameters, memory_budget, pool.map)
+                report_flats(frames, result.master_flats[filter_name])
+            except InputError as err:
+                problems += err.problems
+            steps.advance(f"master flat {filter_name}")
+        if problems:
+            raise InputError(problems)
+        _write_products(result, parameters, existing, steps, pool)
     logger.info("wrote %d products to %s", len(result.products), output_dir)
     return result
+
+
+@contextlib.contextmanager
+def _pool(threads: int):
+    """A thread pool whose queued tasks are dropped when the run fails or is interrupted."""
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ccdred") as pool:
+        try:
+            yield pool
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def existing_policy(overwrite: bool, resume: bool) -> str:
@@ -296,17 +309,24 @@ def row_blocks(shape, n_frames: int, bytes_per_sample: int, budget: int) -> list
     return [slice(start, min(rows, start + step)) for start in range(0, rows, step)]
 
 
-def _read_stack(frames, rows=None, dtype=None, master_darks=None) -> np.ndarray:
-    """Frames (or a block of their rows) as one stack, dark-subtracted if darks are given."""
+def _read_stack(frames, rows=None, dtype=None, master_darks=None, map_frames=map) -> np.ndarray:
+    """Frames (or a block of their rows) as one stack, dark-subtracted if darks are given.
+
+    ``map_frames`` (e.g. a thread pool's ``map``) reads the frames after the first.
+    """
     first = fitsio.read_image(frames[0].path, frames[0].hdu, rows=rows)
     stack = np.empty((len(frames), *first.shape), dtype=dtype or first.dtype)
-    for i, frame in enumerate(frames):
+
+    def store(i):
+        frame = frames[i]
         raw = first if i == 0 else fitsio.read_image(frame.path, frame.hdu, rows=rows)
         if master_darks is None:
             stack[i] = raw
         else:
             dark = master_darks[frame.exptime].data
             subtract_dark(raw, dark if rows is None else dark[rows], out=stack[i])
+
+    list(map_frames(store, range(len(frames))))
     return stack
 
 
@@ -320,22 +340,29 @@ def flat_blocks(frames, parameters, budget) -> list[slice]:
     return row_blocks(frames[0].shape, len(frames), np.dtype(parameters.dtype).itemsize, budget)
 
 
-def _combine_darks(frames, parameters, budget) -> CombineResult:
+def _combine_darks(frames, parameters, budget, map_frames=map) -> CombineResult:
     logger.info("combining %d darks of %g s", len(frames), frames[0].exptime)
     blocks = dark_blocks(frames, budget)
     if len(blocks) == 1:
-        return master_dark(_read_stack(frames), frame_clip=parameters.frame_clip, keep_mask=False,
-                           **parameters.clip_options())
+        stack = _read_stack(frames, map_frames=map_frames)
+        bounds = None
+        if parameters.frame_clip:
+            bounds = list(map_frames(lambda dark: frame_clip_bounds(
+                dark, **parameters.clip_options()), stack))
+        return fill_rejected(combine_darks(stack, frame_clip=parameters.frame_clip,
+                                           frame_bounds=bounds, keep_mask=False,
+                                           **parameters.clip_options()))
     bounds = [dark_frame_bounds(frame, parameters) for frame in frames]
     return finish_master_dark([combine_dark_rows(frames, rows, bounds, parameters)
                                for rows in blocks])
 
 
-def _combine_flats(frames, master_darks, parameters, budget) -> MasterFlat:
+def _combine_flats(frames, master_darks, parameters, budget, map_frames=map) -> MasterFlat:
     blocks = flat_blocks(frames, parameters, budget)
     if len(blocks) == 1:
-        stack = _read_stack(frames, dtype=parameters.dtype, master_darks=master_darks)
-        medians = frame_medians(stack)
+        stack = _read_stack(frames, dtype=parameters.dtype, master_darks=master_darks,
+                            map_frames=map_frames)
+        medians = np.array(list(map_frames(frame_median, stack)))
         _accepted_flats(frames, medians, parameters)
         return master_flat(stack, medians=medians, upper_limit=parameters.upper_limit,
                            lower_limit=parameters.lower_limit, keep_mask=False,
@@ -418,21 +445,22 @@ def report_flats(frames, master: MasterFlat) -> None:
                       BadPixelWarning, stacklevel=3)
 
 
-def _write_products(result: NightResult, parameters, existing, steps, threads) -> None:
+def _write_products(result: NightResult, parameters, existing, steps, pool) -> None:
+    """Write every product through ``pool``; ``result.products`` keeps the plan's order."""
     plan, out = result.plan, result.output_dir
-    result.products += write_masters(plan, result.master_darks, result.master_flats, out,
-                                     parameters, existing)
-    if parameters.intermediate:
-        result.products += [write_flat_intermediate(frame, result.master_darks[frame.exptime],
-                                                    out, parameters, existing)
-                            for frame in plan.all_flats]
-    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ccdred") as pool:
-        written = pool.map(lambda frame: calibrate_object(
-            frame, result.master_darks[frame.exptime], result.master_flats[frame.filter], out,
-            parameters, existing), plan.objects)
-        for frame, paths in zip(plan.objects, written, strict=True):
-            result.products.extend(paths)
-            steps.advance(f"calibrated {frame.path.name}")
+    masters = pool.submit(write_masters, plan, result.master_darks, result.master_flats, out,
+                          parameters, existing)
+    flats = [pool.submit(write_flat_intermediate, frame, result.master_darks[frame.exptime], out,
+                         parameters, existing)
+             for frame in (plan.all_flats if parameters.intermediate else [])]
+    objects = pool.map(lambda frame: calibrate_object(
+        frame, result.master_darks[frame.exptime], result.master_flats[frame.filter], out,
+        parameters, existing), plan.objects)
+    result.products += masters.result()
+    result.products += [flat.result() for flat in flats]
+    for frame, paths in zip(plan.objects, objects, strict=True):
+        result.products.extend(paths)
+        steps.advance(f"calibrated {frame.path.name}")
 
 
 def _is_current(out: Path, name, step, inputs, parameters) -> bool:
