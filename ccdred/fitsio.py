@@ -232,7 +232,8 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError([InputProblem(path, "exists; refusing to overwrite it")])
-    hdu = fits.PrimaryHDU(np.asarray(data, dtype=np.dtype(dtype)), header=header)
+    # Converting straight to FITS's big-endian order spares astropy two byte swaps.
+    hdu = fits.PrimaryHDU(np.asarray(data, dtype=np.dtype(dtype).newbyteorder(">")), header=header)
     hdu.add_checksum()
     temporary = None
     try:
