@@ -114,8 +114,9 @@ def bench_master_dark(files) -> list[dict]:
     rows = [_row(task, "ccdred (process, cold start)", **_unpack(timed(
         [sys.executable, HERE / "master_dark.py", "ccdred", fresh("md") / "x.fits", *darks],
         cwd=_mkdir(RESULTS / "md"))), note="includes ~1.5 s of imports and numba start-up")]
-    rows.append(_row(task, "ccdred (in process: read + clip + combine)",
-                     _warm_master_dark(darks), None, "what the dashboard and batch runs pay"))
+    seconds, peak_mb = _warm_master_dark(darks)
+    rows.append(_row(task, "ccdred (in process: read + clip + combine)", seconds, peak_mb,
+                     "what the dashboard and batch runs pay; memory: peak of its allocations"))
     rows.append(_row(task, "ccdproc.combine (sigma_clip)", **_unpack(timed(
         [sys.executable, HERE / "master_dark.py", "ccdproc", RESULTS / "md" / "y.fits", *darks])),
         note=""))
@@ -133,14 +134,22 @@ def _unpack(measured: dict) -> dict:
     return {"seconds": measured["seconds"], "rss_mb": measured["rss_mb"]}
 
 
-def _warm_master_dark(darks) -> float:
+def _warm_master_dark(darks) -> tuple[float, float]:
+    """Seconds (best of 3) and traced peak MB of a master dark in an already started process."""
+    import tracemalloc
+
     from ccdred.frames import read_frame
     from ccdred.parameters import ReductionParameters
     from ccdred.reduce import _combine_darks
 
     frames = [read_frame(p) for p in darks]
     _combine_darks(frames[:2], ReductionParameters(), 1 << 30)
-    return _best(lambda: _combine_darks(frames, ReductionParameters(), 1 << 30))[1]
+    seconds = _best(lambda: _combine_darks(frames, ReductionParameters(), 1 << 30))[1]
+    tracemalloc.start()
+    _combine_darks(frames, ReductionParameters(), 1 << 30)
+    peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return seconds, peak_mb
 
 
 def _iraf(darks) -> dict:
@@ -158,20 +167,28 @@ def _iraf(darks) -> dict:
         return timed(["irafcl"], stdin=stdin, env=env, cwd=home)
 
 
-def bench_night(name, files, with_reference) -> list[dict]:
+def bench_night(name, files, with_reference, repeat=1) -> list[dict]:
+    """Wall time and peak RSS of whole-night runs, interleaved ``repeat`` times; medians."""
     task = f"{name}: {len(files)} frames 2048x2048"
-    rows = []
+    tools = [("ccdred reduce", []), ("ccdred reduce --no-intermediate", ["--no-intermediate"])]
     if with_reference and REFERENCE.exists():
-        out = fresh(f"{name}-reference")
-        rows.append(_row(task, "nimccdred.py (reference)", **_unpack(timed(
-            [sys.executable, REFERENCE, "-d", out, *files], cwd=_mkdir(RESULTS))),
-            note="float64 products"))
-    for label, extra in (("ccdred reduce", []), ("ccdred reduce --no-intermediate", ["--no-intermediate"])):
-        out = fresh(f"{name}-ccdred{'-'.join(extra)}")
-        measured = timed([sys.executable, "-m", "ccdred", "reduce", "-q", "-d", out, *extra,
-                          DATA / name], cwd=_mkdir(RESULTS))
-        rows.append(_row(task, label, **_unpack(measured), note="float32 products"))
-    return rows
+        tools.insert(0, ("nimccdred.py (reference)", None))
+    runs = {label: [] for label, _ in tools}
+    for _ in range(repeat):  # interleaved, so a slow spell of the machine hits every tool
+        for label, extra in tools:
+            out = fresh(f"{name}-{label.split()[0]}{'-'.join(extra or [])}")
+            command = ([sys.executable, REFERENCE, "-d", out, *files] if extra is None else
+                       [sys.executable, "-m", "ccdred", "reduce", "-q", "-d", out, *extra, DATA / name])
+            runs[label].append(timed(command, cwd=_mkdir(RESULTS)))
+    return [_median_row(task, label, runs[label], "float64 products" if extra is None else
+                        "float32 products, same files") for label, extra in tools]
+
+
+def _median_row(task, tool, measured, note) -> dict:
+    seconds = sorted(m["seconds"] for m in measured)
+    if len(seconds) > 1:
+        note = f"{note}; median of {len(seconds)}, range {seconds[0]:.2f}-{seconds[-1]:.2f} s"
+    return _row(task, tool, float(np.median(seconds)), max(m["rss_mb"] for m in measured), note)
 
 
 def bench_interactive(files) -> list[dict]:
@@ -217,13 +234,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="kernel,dark,night,interactive,seed,dask",
                         help="comma-separated parts to run (default: all)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each tool on night57, interleaved; medians (default 3)")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
     night57 = make("night57")
     rows = []
     rows += bench_kernel() if "kernel" in parts else []
     rows += bench_master_dark(night57) if "dark" in parts else []
-    rows += bench_night("night57", night57, True) if "night" in parts else []
+    rows += bench_night("night57", night57, True, args.repeat) if "night" in parts else []
     rows += bench_interactive(night57) if "interactive" in parts else []
     rows += bench_night("night534", make("night534"), False) if "seed" in parts else []
     rows += bench_dask("night57", night57) if "dask" in parts else []

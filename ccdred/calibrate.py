@@ -1,12 +1,12 @@
 """Calibration steps: master dark, master flat, calibrated frame.
 
-Arrays in, new arrays out; inputs are never changed and nothing here touches
-files. With default arguments the results equal the course script's.
+Arrays in, new arrays out; inputs are never changed (but for
+:func:`fill_rejected`, which finishes a fresh combination in place) and
+nothing here touches files. With default arguments the results equal the course script's.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,10 +74,16 @@ def combine_darks(darks, *, threshold=2.5, cenfunc="median", maxiters=10, frame_
 
 
 def fill_rejected(result: CombineResult) -> CombineResult:
-    """Pixels where every sample was rejected take the mean of the others."""
-    empty = result.n_used == 0
-    fill = np.nanmean(result.data) if not empty.all() else 0.0
-    return dataclasses.replace(result, data=np.where(empty, fill, result.data))
+    """Pixels where every sample was rejected take the mean of the others.
+
+    Fills ``result.data`` in place (it is meant for a combination just made,
+    which saves a copy of the image) and returns ``result``.
+    """
+    used = result.n_used > 0
+    if not used.all():
+        fill = np.mean(result.data, where=used) if used.any() else 0.0
+        result.data[np.logical_not(used, out=used)] = fill
+    return result
 
 
 def subtract_dark(frame, dark, out=None) -> np.ndarray:

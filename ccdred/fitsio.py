@@ -112,7 +112,8 @@ def _reason(err: BaseException) -> str:
     return text[:200] or type(err).__name__
 
 
-def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None) -> np.ndarray:
+def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None,
+               out: np.ndarray | None = None) -> np.ndarray:
     """Read the image (or a block of its rows) of one HDU into memory.
 
     Parameters
@@ -126,6 +127,10 @@ def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None) -> np.
         (16-bit raw frames come back as uint16), in native byte order.
     rows : slice, optional
         Read only these rows; uncompressed files read just those bytes.
+    out : numpy.ndarray, optional
+        Store the image here (its shape; values cast to its dtype) and return
+        it. An uncompressed 16-bit raw frame is read straight into a uint16
+        ``out``, with no copy in between.
 
     Raises
     ------
@@ -138,15 +143,39 @@ def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None) -> np.
             if image.header.get("NAXIS", 0) == 0:
                 raise InputError([InputProblem(Path(path), f"HDU {hdu} holds no image data")])
             if rows is None and _is_unsigned_16bit(image.header):
-                return np.bitwise_xor(image.data.view(">u2"), 0x8000, dtype=dtype or np.uint16)
+                if _readable_into(image, out):
+                    return _read_unsigned_16bit_into(path, image.fileinfo()["datLoc"], out)
+                return np.bitwise_xor(image.data.view(">u2"), 0x8000, dtype=dtype or np.uint16,
+                                      out=out, casting="unsafe")
         with fits.open(path, mode="readonly", memmap=False) as hdus:
             data = hdus[hdu].data if rows is None else hdus[hdu].section[rows, :]
-            return np.asarray(data, dtype=np.dtype(dtype or data.dtype).newbyteorder("="))
+            data = np.asarray(data, dtype=np.dtype(dtype or data.dtype).newbyteorder("="))
+            if out is None:
+                return data
+            np.copyto(out, data, casting="unsafe")
+            return out
     except InputError:
         raise
     except (OSError, ValueError, TypeError, IndexError, EOFError) as err:
         msg = f"cannot read image data ({_reason(err)})"
         raise InputError([InputProblem(Path(path), msg)]) from err
+
+
+def _readable_into(image, out) -> bool:
+    """Whether an uncompressed image can be read byte for byte into ``out``."""
+    info = image.fileinfo()
+    return (out is not None and out.dtype == np.uint16 and out.flags.c_contiguous
+            and out.shape == image.shape and isinstance(image, (fits.PrimaryHDU, fits.ImageHDU))
+            and info is not None and not info["file"].compression)
+
+
+def _read_unsigned_16bit_into(path, offset: int, out: np.ndarray) -> np.ndarray:
+    """Read big-endian 16-bit data with BZERO = 32768 straight into a uint16 array."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        if handle.readinto(memoryview(out).cast("B")) != out.nbytes:
+            raise EOFError("the file ends inside the image data")
+    return np.bitwise_xor(out.view(">u2"), 0x8000, out=out)
 
 
 def _is_unsigned_16bit(header) -> bool:

@@ -319,14 +319,16 @@ def _read_stack(frames, rows=None, dtype=None, master_darks=None, map_frames=map
 
     def store(i):
         frame = frames[i]
-        raw = first if i == 0 else fitsio.read_image(frame.path, frame.hdu, rows=rows)
         if master_darks is None:
-            stack[i] = raw
+            fitsio.read_image(frame.path, frame.hdu, rows=rows, out=stack[i])
         else:
+            raw = first if i == 0 else fitsio.read_image(frame.path, frame.hdu, rows=rows)
             dark = master_darks[frame.exptime].data
             subtract_dark(raw, dark if rows is None else dark[rows], out=stack[i])
 
-    list(map_frames(store, range(len(frames))))
+    if master_darks is None:
+        stack[0] = first
+    list(map_frames(store, range(0 if master_darks else 1, len(frames))))
     return stack
 
 
