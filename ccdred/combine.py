@@ -17,6 +17,7 @@ readable); the tests hold them to each other and to astropy.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -279,9 +280,11 @@ def _block_bounds(ordered, width, threshold, use_median, maxiters):  # pragma: n
     """Final clipping bounds of every column of a sorted block.
 
     The kept samples of a column are always a contiguous run ``lo:hi`` of its
-    sorted values, so an iteration only moves two indices. The sums run over
-    all rows with the others masked out, which vectorises across columns and
-    adds exactly what a loop over ``lo:hi`` would.
+    sorted values, so an iteration only moves two indices. While many columns
+    are still clipping, the sums run over all rows with the others masked out
+    (this vectorises across columns and adds exactly what a loop over
+    ``lo:hi`` would: adding 0.0 changes no sum); the few columns left after
+    that are finished one by one, over their kept samples only.
     """
     n = ordered.shape[0]
     lo = np.zeros(width, dtype=np.int64)
@@ -293,18 +296,27 @@ def _block_bounds(ordered, width, threshold, use_median, maxiters):  # pragma: n
     lower = np.full(width, np.nan)
     upper = np.full(width, np.nan)
     total = np.empty(width)
+    mean = np.empty(width)
+    spread = np.empty(width)
+    n_active = width
     for _ in range(maxiters):
-        total[:] = 0.0
-        for k in range(n):
+        if 4 * n_active >= width:
+            total[:] = 0.0
+            for k in range(n):
+                for col in range(width):
+                    total[col] += ordered[k, col] if lo[col] <= k < hi[col] else 0.0
             for col in range(width):
-                total[col] += ordered[k, col] if lo[col] <= k < hi[col] else 0.0
-        mean = total / np.maximum(hi - lo, 1)
-        total[:] = 0.0
-        for k in range(n):
+                mean[col] = total[col] / max(hi[col] - lo[col], 1)
+            total[:] = 0.0
+            for k in range(n):
+                for col in range(width):
+                    deviation = ordered[k, col] - mean[col]
+                    total[col] += deviation * deviation if lo[col] <= k < hi[col] else 0.0
+        else:
             for col in range(width):
-                deviation = ordered[k, col] - mean[col]
-                total[col] += deviation * deviation if lo[col] <= k < hi[col] else 0.0
-        changed = False
+                if active[col]:
+                    mean[col], total[col] = _column_sums(ordered, col, lo[col], hi[col])
+        n_active = 0
         for col in range(width):
             if not active[col]:
                 continue
@@ -326,10 +338,24 @@ def _block_bounds(ordered, width, threshold, use_median, maxiters):  # pragma: n
                 active[col] = False
             else:
                 lo[col], hi[col] = new_lo, new_hi
-                changed = True
-        if not changed:
+                n_active += 1
+        if n_active == 0:
             break
     return lower, upper
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _column_sums(ordered, col, lo, hi):  # pragma: no cover
+    """Mean and sum of squared deviations of one column's kept samples, in row order."""
+    total = 0.0
+    for k in range(lo, hi):
+        total += ordered[k, col]
+    mean = total / (hi - lo)
+    total = 0.0
+    for k in range(lo, hi):
+        deviation = ordered[k, col] - mean
+        total += deviation * deviation
+    return mean, total
 
 
 def sigma_clip_combine_plain(stack, *, threshold=2.5, cenfunc="median", maxiters=10,
@@ -350,14 +376,17 @@ def sigma_clip_combine_plain(stack, *, threshold=2.5, cenfunc="median", maxiters
     if mask is not None:
         valid &= ~mask
     kept = np.where(valid, values, np.nan)
-    centre_of = np.nanmedian if cenfunc == "median" else np.nanmean
     lower = np.full(values.shape[1:], np.nan)
     upper = np.full(values.shape[1:], np.nan)
     for _ in range(maxiters):
-        live = np.any(np.isfinite(kept), axis=0)
-        with warnings.catch_warnings():
+        ordered = np.sort(kept, axis=0)  # NaN last; the sums add in this order, as the kernel does
+        count = np.sum(~np.isnan(ordered), axis=0)
+        live = count > 0
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
-            centre, std = centre_of(kept, axis=0), np.nanstd(kept, axis=0)
+            mean = _sum_in_order(ordered) / count
+            std = np.sqrt(_sum_in_order((ordered - mean) ** 2) / count)
+            centre = np.nanmedian(kept, axis=0) if cenfunc == "median" else mean
         lower = np.where(live, centre - threshold * std, lower)
         upper = np.where(live, centre + threshold * std, upper)
         with np.errstate(invalid="ignore"):
@@ -373,6 +402,11 @@ def sigma_clip_combine_plain(stack, *, threshold=2.5, cenfunc="median", maxiters
         data = (np.where(used, values, 0.0) * frame_weights).sum(axis=0) / weight_sum
     data[used.sum(axis=0) == 0] = np.nan
     return CombineResult(data, ~used, used.sum(axis=0).astype(np.int16), len(weights))
+
+
+def _sum_in_order(values):
+    """Sum over the first axis one frame after another, NaN counting as 0."""
+    return functools.reduce(np.add, np.where(np.isnan(values), 0.0, values))
 
 
 def frame_clip_mask(frame, *, threshold=2.5, cenfunc="median", maxiters=10) -> np.ndarray:
