@@ -328,7 +328,7 @@ def _read_stack(frames, rows=None, dtype=None, master_darks=None, map_frames=map
 
     if master_darks is None:
         stack[0] = first
-    list(map_frames(store, range(0 if master_darks else 1, len(frames))))
+    list(map_frames(store, range(1 if master_darks is None else 0, len(frames))))
     return stack
 
 
