@@ -16,6 +16,7 @@ from .combine import CombineResult, frame_clip_bounds, frame_median, sigma_clip_
 __all__ = [
     "MasterFlat",
     "calibrate_frame",
+    "calibration_steps",
     "combine_darks",
     "combine_flats",
     "fill_rejected",
@@ -136,7 +137,8 @@ def frame_medians(stack) -> np.ndarray:
 
 
 def master_flat(flats, *, threshold=2.5, cenfunc="median", maxiters=10, upper_limit=38000.0,
-                lower_limit=None, medians=None, keep_mask=True) -> MasterFlat:
+                lower_limit=None, medians=None, keep_mask=True,
+                overwrite_input=False) -> MasterFlat:
     """Combine dark-subtracted flats of one filter into a normalised master flat.
 
     Flats whose median falls outside the limits are left out; the others are
@@ -155,6 +157,9 @@ def master_flat(flats, *, threshold=2.5, cenfunc="median", maxiters=10, upper_li
         The flats' medians, when already known.
     keep_mask : bool, optional
         Keep the 3-D ``clip_mask`` in the combination result.
+    overwrite_input : bool, optional
+        Let the accepted flats be moved to the front of ``flats`` (a
+        writable array) instead of copied out when some are rejected.
 
     Returns
     -------
@@ -169,11 +174,22 @@ def master_flat(flats, *, threshold=2.5, cenfunc="median", maxiters=10, upper_li
     medians = frame_medians(flats) if medians is None else np.asarray(medians, dtype=np.float64)
     accepted = flat_acceptance(medians, upper_limit=upper_limit, lower_limit=lower_limit)
     require_two_flats(accepted, medians)
-    combine = combine_flats(flats if accepted.all() else flats[accepted], medians[accepted],
+    used = (flats if accepted.all() else _accepted_first(flats, accepted) if overwrite_input
+            else flats[accepted])
+    combine = combine_flats(used, medians[accepted],
                             threshold=threshold, cenfunc=cenfunc, maxiters=maxiters,
                             keep_mask=keep_mask)
     normalised, n_bad = normalise_flat(combine.data)
     return MasterFlat(normalised, combine, medians, accepted, n_bad)
+
+
+def _accepted_first(flats, accepted):
+    """Move the accepted frames to the front of ``flats``, in order; a view of them."""
+    kept = np.flatnonzero(accepted)
+    for slot, index in enumerate(kept):
+        if slot != index:
+            flats[slot] = flats[index]
+    return flats[: len(kept)]
 
 
 def require_two_flats(accepted, medians) -> None:
@@ -218,7 +234,54 @@ def calibrate_frame(raw, master_dark, master_flat=None) -> np.ndarray:
         Normalised master flat of the frame's filter; dark subtraction only
         when omitted.
     """
-    result = subtract_dark(raw, master_dark)
+    subtracted, flat_fielded = calibration_steps(raw, master_dark, master_flat)
+    return subtracted if flat_fielded is None else flat_fielded
+
+
+#: Rows calibrated at a time, so that the float64 intermediate stays in the cache.
+_CALIBRATION_ROWS = 128
+
+
+def calibration_steps(raw, master_dark, master_flat=None, *,
+                      dtype=np.float64) -> tuple[np.ndarray, np.ndarray | None]:
+    """Both steps of calibrating a frame: dark-subtracted, then flat-fielded.
+
+    The arithmetic is float64 (as :func:`calibrate_frame`), done a block of
+    rows at a time, and the results are stored in ``dtype``: storing in the
+    products' type directly spares a float64 copy of the whole frame.
+
+    Parameters
+    ----------
+    raw : array_like
+        The raw frame (rows along the first axis).
+    master_dark : array_like
+        Master dark of the frame's exposure time.
+    master_flat : array_like, optional
+        Normalised master flat of the frame's filter.
+    dtype : numpy dtype, optional
+        Type of the returned arrays.
+
+    Returns
+    -------
+    dark_subtracted : numpy.ndarray
+        ``raw - master_dark``.
+    flat_fielded : numpy.ndarray or None
+        ``(raw - master_dark) / master_flat``; None without a flat.
+    """
+    raw = np.asarray(raw)
+    master_dark = np.broadcast_to(master_dark, raw.shape)
+    subtracted = np.empty(raw.shape, dtype)
+    flat_fielded = None
     if master_flat is not None:
-        result /= master_flat
-    return result
+        master_flat = np.broadcast_to(master_flat, raw.shape)
+        flat_fielded = np.empty(raw.shape, dtype)
+    work = np.empty((min(_CALIBRATION_ROWS, len(raw)), *raw.shape[1:]))
+    for start in range(0, len(raw), _CALIBRATION_ROWS):
+        rows = slice(start, start + _CALIBRATION_ROWS)
+        block = work[: len(subtracted[rows])]
+        subtract_dark(raw[rows], master_dark[rows], out=block)
+        subtracted[rows] = block
+        if flat_fielded is not None:
+            np.divide(block, master_flat[rows], out=block)
+            flat_fielded[rows] = block
+    return subtracted, flat_fielded

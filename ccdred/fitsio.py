@@ -32,6 +32,7 @@ __all__ = [
     "product_stem",
     "remove_partial_products",
     "read_image",
+    "storage_dtype",
     "write_image",
 ]
 
@@ -261,8 +262,7 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError([InputProblem(path, "exists; refusing to overwrite it")])
-    # Converting straight to FITS's big-endian order spares astropy two byte swaps.
-    hdu = fits.PrimaryHDU(np.asarray(data, dtype=np.dtype(dtype).newbyteorder(">")), header=header)
+    hdu = fits.PrimaryHDU(np.asarray(data, dtype=storage_dtype(dtype)), header=header)
     hdu.add_checksum()
     temporary = None
     try:
@@ -279,6 +279,15 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
         _discard(temporary)
         raise
     return path
+
+
+def storage_dtype(dtype) -> np.dtype:
+    """``dtype`` in FITS's big-endian byte order: arrays made in it are written as they are.
+
+    Handing :func:`write_image` native (little-endian) data costs astropy
+    byte swaps; making products in this type spares them.
+    """
+    return np.dtype(dtype).newbyteorder(">")
 
 
 def _discard(temporary) -> None:

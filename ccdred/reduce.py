@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, fitsio
-from .calibrate import (MasterFlat, combine_darks, combine_flats, fill_rejected, flat_acceptance,
-                        master_flat, normalise_flat, require_two_flats, subtract_dark)
+from .calibrate import (MasterFlat, calibration_steps, combine_darks, combine_flats, fill_rejected,
+                        flat_acceptance, master_flat, normalise_flat, require_two_flats,
+                        subtract_dark)
 from .combine import CombineResult, concatenate_rows, frame_clip_bounds, frame_median
 from .errors import BadPixelWarning, InputError, InputProblem, RejectedFlatWarning
 from .frames import Catalogue, Frame, scan
@@ -368,7 +369,7 @@ def _combine_flats(frames, master_darks, parameters, budget, map_frames=map) -> 
         _accepted_flats(frames, medians, parameters)
         return master_flat(stack, medians=medians, upper_limit=parameters.upper_limit,
                            lower_limit=parameters.lower_limit, keep_mask=False,
-                           **parameters.clip_options())
+                           overwrite_input=True, **parameters.clip_options())
     medians = [flat_frame_median(frame, master_darks[frame.exptime]) for frame in frames]
     return finish_master_flat([combine_flat_rows(frames, rows, medians, master_darks, parameters)
                                for rows in blocks], medians, parameters)
@@ -505,8 +506,9 @@ def write_masters(plan: NightPlan, master_darks, master_flats, out, parameters,
 def write_flat_intermediate(frame: Frame, master_dark: CombineResult, out, parameters,
                             existing="refuse") -> Path:
     """Write a flat's dark-subtracted '_d' file, as the course script does."""
-    return _write(out, f"{frame.name}_d.fits", subtract_dark(frame.read(), master_dark.data),
-                  frame.header(), "dark_subtracted",
+    subtracted, _ = calibration_steps(frame.read(), master_dark.data,
+                                      dtype=fitsio.storage_dtype(parameters.dtype))
+    return _write(out, f"{frame.name}_d.fits", subtracted, frame.header(), "dark_subtracted",
                   [frame.path, dark_product_name(frame.exptime)], parameters, existing)
 
 
@@ -523,13 +525,8 @@ def calibrate_object(frame: Frame, master_dark: CombineResult, master_flat: Mast
     if existing == "resume" and all(_is_current(out, *t, parameters) for t in targets):
         logger.info("kept the products of %s (current)", frame.path)
         return [out / name for name, _, _ in targets]
-    subtracted = subtract_dark(frame.read(), master_dark.data)
+    images = calibration_steps(frame.read(), master_dark.data, master_flat.data,
+                               dtype=fitsio.storage_dtype(parameters.dtype))
     header = frame.header()
-    written = []
-    if parameters.intermediate:
-        name, step, inputs = targets[0]
-        written.append(_write(out, name, subtracted, header, step, inputs, parameters, existing))
-    subtracted /= master_flat.data
-    name, step, inputs = targets[-1]
-    written.append(_write(out, name, subtracted, header, step, inputs, parameters, existing))
-    return written
+    return [_write(out, name, image, header, step, inputs, parameters, existing)
+            for (name, step, inputs), image in zip(targets, images[-len(targets):], strict=True)]

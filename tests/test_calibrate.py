@@ -67,6 +67,17 @@ def test_flat_limits_reject_frames(rng):
     assert flat_acceptance([5.0, 50.0], upper_limit=10).tolist() == [True, False]
 
 
+def test_overwrite_input_moves_the_accepted_flats_instead_of_copying(rng):
+    flats = np.stack([np.full((4, 5), level) * rng.uniform(0.99, 1.01, (4, 5))
+                      for level in (40000, 20000, 39000, 21000, 22000)])
+    copied = master_flat(flats.copy(), keep_mask=True)
+    moved = master_flat(flats, keep_mask=True, overwrite_input=True)
+    np.testing.assert_array_equal(moved.data, copied.data)
+    np.testing.assert_array_equal(moved.combine.clip_mask, copied.combine.clip_mask)
+    leading = [np.median(frame) for frame in flats[:3]]  # the accepted now lead, in order
+    np.testing.assert_allclose(leading, [20000, 21000, 22000], rtol=0.02)
+
+
 def test_too_few_flats_within_limits():
     flats = np.stack([np.full((4, 4), 50000.0), np.full((4, 4), 20000.0)])
     with pytest.raises(ValueError, match="1 of 2 flats pass the limits"):
