@@ -131,7 +131,7 @@ def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None,
     out : numpy.ndarray, optional
         Store the image here (its shape; values cast to its dtype) and return
         it. An uncompressed 16-bit raw frame is read straight into a uint16
-        ``out``, with no copy in between.
+        array (``out`` or a new one), with no copy in between.
 
     Raises
     ------
@@ -144,8 +144,9 @@ def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None,
             if image.header.get("NAXIS", 0) == 0:
                 raise InputError([InputProblem(Path(path), f"HDU {hdu} holds no image data")])
             if rows is None and _is_unsigned_16bit(image.header):
-                if _readable_into(image, out):
-                    return _read_unsigned_16bit_into(path, image.fileinfo()["datLoc"], out)
+                target = np.empty(image.shape, np.uint16) if out is None and dtype is None else out
+                if _readable_into(image, target):
+                    return _read_unsigned_16bit_into(path, image.fileinfo()["datLoc"], target)
                 return np.bitwise_xor(image.data.view(">u2"), 0x8000, dtype=dtype or np.uint16,
                                       out=out, casting="unsafe")
         with fits.open(path, mode="readonly", memmap=False) as hdus:
