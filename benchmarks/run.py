@@ -15,6 +15,7 @@ with GNU time (wall seconds, peak RSS). Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -238,6 +239,9 @@ def main(argv=None) -> None:
                         help="runs of each tool on night57, interleaved; medians (default 3)")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
+    # A regular install byte-compiles the package; an editable one may not have (e.g. with
+    # PYTHONDONTWRITEBYTECODE set), and every timed process would compile it again.
+    compileall.compile_dir(REPO / "ccdred", quiet=1)
     night57 = make("night57")
     rows = []
     rows += bench_kernel() if "kernel" in parts else []

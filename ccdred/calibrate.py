@@ -137,8 +137,7 @@ def frame_medians(stack) -> np.ndarray:
 
 
 def master_flat(flats, *, threshold=2.5, cenfunc="median", maxiters=10, upper_limit=38000.0,
-                lower_limit=None, medians=None, keep_mask=True,
-                overwrite_input=False) -> MasterFlat:
+                lower_limit=None, medians=None, keep_mask=True) -> MasterFlat:
     """Combine dark-subtracted flats of one filter into a normalised master flat.
 
     Flats whose median falls outside the limits are left out; the others are
@@ -157,9 +156,6 @@ def master_flat(flats, *, threshold=2.5, cenfunc="median", maxiters=10, upper_li
         The flats' medians, when already known.
     keep_mask : bool, optional
         Keep the 3-D ``clip_mask`` in the combination result.
-    overwrite_input : bool, optional
-        Let the accepted flats be moved to the front of ``flats`` (a
-        writable array) instead of copied out when some are rejected.
 
     Returns
     -------
@@ -174,22 +170,11 @@ def master_flat(flats, *, threshold=2.5, cenfunc="median", maxiters=10, upper_li
     medians = frame_medians(flats) if medians is None else np.asarray(medians, dtype=np.float64)
     accepted = flat_acceptance(medians, upper_limit=upper_limit, lower_limit=lower_limit)
     require_two_flats(accepted, medians)
-    used = (flats if accepted.all() else _accepted_first(flats, accepted) if overwrite_input
-            else flats[accepted])
-    combine = combine_flats(used, medians[accepted],
+    combine = combine_flats(flats, medians[accepted], frames=np.flatnonzero(accepted),
                             threshold=threshold, cenfunc=cenfunc, maxiters=maxiters,
                             keep_mask=keep_mask)
     normalised, n_bad = normalise_flat(combine.data)
     return MasterFlat(normalised, combine, medians, accepted, n_bad)
-
-
-def _accepted_first(flats, accepted):
-    """Move the accepted frames to the front of ``flats``, in order; a view of them."""
-    kept = np.flatnonzero(accepted)
-    for slot, index in enumerate(kept):
-        if slot != index:
-            flats[slot] = flats[index]
-    return flats[: len(kept)]
 
 
 def require_two_flats(accepted, medians) -> None:
@@ -200,12 +185,17 @@ def require_two_flats(accepted, medians) -> None:
         raise ValueError(msg)
 
 
-def combine_flats(flats, medians, *, threshold=2.5, cenfunc="median", maxiters=10,
+def combine_flats(flats, medians, *, frames=None, threshold=2.5, cenfunc="median", maxiters=10,
                   keep_mask=True) -> CombineResult:
-    """Scale accepted flats to the first one's median, clip, average weighted by the medians."""
+    """Scale accepted flats to the first one's median, clip, average weighted by the medians.
+
+    ``medians`` are those of the flats combined: all of ``flats``, or the ones
+    ``frames`` picks (indices, which spares copying them out).
+    """
     medians = np.asarray(medians, dtype=np.float64)
     return sigma_clip_combine(flats, threshold=threshold, cenfunc=cenfunc, maxiters=maxiters,
-                              weights=medians, scale=medians[0] / medians, keep_mask=keep_mask)
+                              weights=medians, scale=medians[0] / medians, frames=frames,
+                              keep_mask=keep_mask)
 
 
 def normalise_flat(combined) -> tuple[np.ndarray, int]:

@@ -77,7 +77,7 @@ def _per_frame(values, n, name):
 
 
 def _check_arguments(stack, threshold, cenfunc, maxiters, weights, mask, scale=None,
-                     valid_range=None):
+                     valid_range=None, frames=None):
     stack = np.asarray(stack)
     if stack.ndim != 3:
         msg = f"stack must be 3-D (frame, row, column), got shape {stack.shape}"
@@ -94,17 +94,30 @@ def _check_arguments(stack, threshold, cenfunc, maxiters, weights, mask, scale=N
     if int(maxiters) != maxiters or maxiters < 1:
         msg = f"maxiters must be an integer >= 1, got {maxiters!r}"
         raise ValueError(msg)
-    n = stack.shape[0]
+    frames = _frame_indices(frames, stack.shape[0])
+    n = len(frames)
     weights = _per_frame(weights, n, "weights")
     scale = _per_frame(scale, n, "scale")
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
-        if mask.shape != stack.shape:
-            msg = f"mask shape {mask.shape} differs from stack shape {stack.shape}"
+        if mask.shape != (n, *stack.shape[1:]):
+            msg = f"mask shape {mask.shape} differs from the combined frames' {(n, *stack.shape[1:])}"
             raise ValueError(msg)
     lower, upper = (np.full(n, -np.inf), np.full(n, np.inf)) if valid_range is None else (
         np.broadcast_to(np.asarray(bound, dtype=np.float64), (n,)) for bound in valid_range)
-    return stack, weights, mask, scale, (np.ascontiguousarray(lower), np.ascontiguousarray(upper))
+    return (stack, weights, mask, scale, (np.ascontiguousarray(lower), np.ascontiguousarray(upper)),
+            frames)
+
+
+def _frame_indices(frames, depth):
+    if frames is None:
+        return np.arange(depth)
+    indices = np.asarray(frames)
+    if (indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer)
+            or np.any((indices < 0) | (indices >= depth))):
+        msg = f"frames must be indices into the {depth} frames of the stack, got {frames!r}"
+        raise ValueError(msg)
+    return indices.astype(np.int64)
 
 
 def sigma_clip_combine(
@@ -117,6 +130,7 @@ def sigma_clip_combine(
     mask=None,
     scale=None,
     valid_range=None,
+    frames=None,
     keep_mask: bool = True,
 ) -> CombineResult:
     """Sigma-clip a stack along its first axis and average what is kept.
@@ -143,6 +157,10 @@ def sigma_clip_combine(
         Per-frame ``(lower, upper)`` limits on the stored values: samples
         outside their frame's range are left out before clipping, like
         ``mask`` but without a 3-D array (e.g. from :func:`frame_clip_bounds`).
+    frames : array_like of int, optional
+        Combine only these frames of ``stack``, as if ``stack[frames]`` were
+        passed but without that copy; ``weights``, ``mask``, ``scale`` and
+        ``valid_range`` then describe the chosen frames.
     keep_mask : bool, optional
         Return the 3-D ``clip_mask``; False saves one byte per sample.
 
@@ -159,16 +177,16 @@ def sigma_clip_combine(
     >>> float(result.data[0, 0]), result.clip_mask[:, 0, 0].tolist()
     (1.0, [False, False, False, False, True])
     """
-    stack, weights, mask, scale, (valid_low, valid_high) = _check_arguments(
-        stack, threshold, cenfunc, maxiters, weights, mask, scale, valid_range)
-    n, rows, cols = stack.shape
+    stack, weights, mask, scale, (valid_low, valid_high), frames = _check_arguments(
+        stack, threshold, cenfunc, maxiters, weights, mask, scale, valid_range, frames)
+    n, (rows, cols) = len(frames), stack.shape[1:]
     data = np.empty((rows, cols))
     n_used = np.empty((rows, cols), dtype=np.int16)
-    clip_mask = np.empty(stack.shape if keep_mask else (0, 0, 0), dtype=bool)
+    clip_mask = np.empty((n, rows, cols) if keep_mask else (0, 0, 0), dtype=bool)
     premask = mask if mask is not None else np.zeros((0, 0, 0), dtype=bool)
     _combine_kernel(
-        stack, premask, valid_low, valid_high, weights, scale, float(threshold), cenfunc == "median",
-        int(maxiters), sorting_network(n), data, n_used, clip_mask,
+        stack, frames, premask, valid_low, valid_high, weights, scale, float(threshold),
+        cenfunc == "median", int(maxiters), sorting_network(n), data, n_used, clip_mask,
     )
     return CombineResult(data, clip_mask if keep_mask else None, n_used, n)
 
@@ -203,32 +221,32 @@ def sorting_network(n: int) -> np.ndarray:
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _combine_kernel(stack, premask, valid_low, valid_high, weights, scale, threshold,
+def _combine_kernel(stack, frames, premask, valid_low, valid_high, weights, scale, threshold,
                     use_median, maxiters, network, data, n_used,
                     clip_mask):  # pragma: no cover - compiled
-    n, rows, cols = stack.shape
+    n, rows, cols = frames.shape[0], stack.shape[1], stack.shape[2]
     n_blocks = (cols + _BLOCK - 1) // _BLOCK
     for task in numba.prange(rows * n_blocks):
         row, start = task // n_blocks, (task % n_blocks) * _BLOCK
         stop = min(cols, start + _BLOCK)
         samples = np.empty((n, _BLOCK))
         ordered = np.empty((n, _BLOCK))
-        _load_block(stack, premask, valid_low, valid_high, scale, row, start, stop, samples,
-                    ordered)
+        _load_block(stack, frames, premask, valid_low, valid_high, scale, row, start, stop,
+                    samples, ordered)
         _sort_block(ordered, network, stop - start)
         lower, upper = _block_bounds(ordered, stop - start, threshold, use_median, maxiters)
         _average_block(samples, lower, upper, weights, row, start, stop, data, n_used, clip_mask)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _load_block(stack, premask, valid_low, valid_high, scale, row, start, stop, samples,
+def _load_block(stack, frames, premask, valid_low, valid_high, scale, row, start, stop, samples,
                 ordered):  # pragma: no cover
-    """Copy a row stretch of every frame, scaled; NaN (and +inf in ``ordered``) marks unusable."""
-    has_premask = premask.shape[0] == stack.shape[0]
-    for k in range(stack.shape[0]):
-        low, high, factor = valid_low[k], valid_high[k], scale[k]
+    """Copy a row stretch of every chosen frame, scaled; NaN (+inf in ``ordered``) marks unusable."""
+    has_premask = premask.shape[0] == frames.shape[0]
+    for k in range(frames.shape[0]):
+        low, high, factor, frame = valid_low[k], valid_high[k], scale[k], frames[k]
         for col in range(start, stop):
-            stored = np.float64(stack[k, row, col])
+            stored = np.float64(stack[frame, row, col])
             value = stored * factor
             usable = np.isfinite(value) & (stored >= low) & (stored <= high)
             if has_premask:
@@ -359,16 +377,16 @@ def _column_sums(ordered, col, lo, hi):  # pragma: no cover
 
 
 def sigma_clip_combine_plain(stack, *, threshold=2.5, cenfunc="median", maxiters=10,
-                             weights=None, mask=None, scale=None,
-                             valid_range=None) -> CombineResult:
+                             weights=None, mask=None, scale=None, valid_range=None,
+                             frames=None) -> CombineResult:
     """Plain numpy twin of :func:`sigma_clip_combine`, kept for testing and reading.
 
     Same parameters and result; whole-array numpy operations, float64
     throughout, several times the memory and time of the fast kernel.
     """
-    stack, weights, mask, scale, (low, high) = _check_arguments(
-        stack, threshold, cenfunc, maxiters, weights, mask, scale, valid_range)
-    stored = stack.astype(np.float64)
+    stack, weights, mask, scale, (low, high), frames = _check_arguments(
+        stack, threshold, cenfunc, maxiters, weights, mask, scale, valid_range, frames)
+    stored = stack[frames].astype(np.float64)
     values = stored * scale[:, None, None]
     with np.errstate(invalid="ignore"):
         valid = (np.isfinite(values) & (stored >= low[:, None, None])

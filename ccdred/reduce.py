@@ -369,7 +369,7 @@ def _combine_flats(frames, master_darks, parameters, budget, map_frames=map) -> 
         _accepted_flats(frames, medians, parameters)
         return master_flat(stack, medians=medians, upper_limit=parameters.upper_limit,
                            lower_limit=parameters.lower_limit, keep_mask=False,
-                           overwrite_input=True, **parameters.clip_options())
+                           **parameters.clip_options())
     medians = [flat_frame_median(frame, master_darks[frame.exptime]) for frame in frames]
     return finish_master_flat([combine_flat_rows(frames, rows, medians, master_darks, parameters)
                                for rows in blocks], medians, parameters)

@@ -66,6 +66,20 @@ def test_columns_still_clipping_late_match_astropy(rng):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
+def test_frames_equals_combining_the_chosen_frames(kernel, rng):
+    stack = outlier_stack(rng, 9)
+    chosen = [1, 2, 5, 8]
+    options = {"weights": [1.0, 2.0, 0.5, 1.5], "scale": [1.0, 1.1, 0.9, 1.0]}
+    result = kernel(stack, frames=chosen, **options)
+    expected = kernel(stack[chosen], **options)
+    np.testing.assert_array_equal(result.data, expected.data)
+    np.testing.assert_array_equal(result.clip_mask, expected.clip_mask)
+    assert result.n_frames == 4
+    with pytest.raises(ValueError, match="frames must be indices"):
+        kernel(stack, frames=[0, 9])
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_weights(kernel, rng):
     stack = outlier_stack(rng, 7)
     weights = rng.uniform(0.5, 3.0, 7)
