@@ -205,9 +205,9 @@ def normalise_flat(combined) -> tuple[np.ndarray, int]:
     """
     finite = np.isfinite(combined)
     normalised = np.divide(combined, np.mean(combined, where=finite))
-    bad = ~finite
+    bad = np.logical_not(finite, out=finite)
     bad |= normalised <= 0
-    normalised[bad] = 1.0
+    np.copyto(normalised, 1.0, where=bad)
     return normalised, int(np.count_nonzero(bad))
 
 

@@ -315,7 +315,6 @@ def _block_bounds(ordered, width, threshold, use_median, maxiters):  # pragma: n
     upper = np.full(width, np.nan)
     total = np.empty(width)
     mean = np.empty(width)
-    spread = np.empty(width)
     n_active = width
     for _ in range(maxiters):
         if 4 * n_active >= width:
