@@ -5,7 +5,8 @@ each stage lazily, when asked. Results live in process-wide, size-bounded
 caches keyed by exactly what they depend on, so that:
 
 * a raw frame is read once per process and shared by every session;
-* changing ``upper_limit`` re-combines flats but not darks;
+* changing ``upper_limit`` re-combines flats (when it changes which are used)
+  but not darks;
 * changing ``threshold`` recomputes masters but reads no file;
 * changing a keyword re-scans the headers.
 
@@ -250,8 +251,12 @@ class Pipeline(ReductionParameters):
         frames = self._flat_frames(filter_name)
         stack_key = self._flat_stack_key(frames)
         stack, medians = self._cached_flat_stack(frames, stack_key)
+        # The limits matter only through which flats they accept: a slider move that
+        # accepts the same flats finds the master already made.
+        accepted = flat_acceptance(medians, upper_limit=self.upper_limit,
+                                   lower_limit=self.lower_limit)
         key = ("master_flat", stack_key, self.threshold, self.cenfunc, self.maxiters,
-               self.upper_limit, self.lower_limit)
+               tuple(accepted.tolist()))
 
         def compute():
             try:

@@ -27,15 +27,23 @@ def test_selectors_follow_the_night(pipeline):
 
 
 def test_upper_limit_recombines_flats_not_darks(pipeline):
-    pipeline.master_flat()
+    master = pipeline.master_flat()
     before, reads = counts()
-    pipeline.upper_limit = 30000.0
-    pipeline.master_flat()
+    pipeline.upper_limit = float(master.medians[master.accepted].max()) - 1.0  # one flat fewer
+    assert pipeline.master_flat().accepted.sum() == master.accepted.sum() - 1
     after, reads_after = counts()
     assert after["master_flat"] == before["master_flat"] + 1
     assert after["master_dark"] == before["master_dark"]
     assert after["flat_stack"] == before["flat_stack"]
     assert reads_after == reads
+
+
+def test_upper_limit_accepting_the_same_flats_recomputes_nothing(pipeline):
+    master = pipeline.master_flat()
+    before, _ = counts()
+    pipeline.upper_limit = float(master.medians[master.accepted].max()) + 1.0  # the same flats pass
+    assert pipeline.master_flat() is master
+    assert counts()[0]["master_flat"] == before["master_flat"]
 
 
 def test_threshold_recomputes_masters_without_reading(pipeline):
