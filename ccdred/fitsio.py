@@ -274,12 +274,23 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
         os.replace(temporary, path)
     except OSError as err:
         _discard(temporary)
-        msg = f"cannot write the product ({err.strerror or str(err).split('. ')[0]})"
+        msg = f"cannot write the product ({_failure_reason(err)})"
         raise InputError([InputProblem(path, msg)]) from err
     except BaseException:
         _discard(temporary)
         raise
     return path
+
+
+def _failure_reason(err: OSError) -> str:
+    """Why a write failed, in the words of the first error raised.
+
+    astropy re-raises a failed write as new errors that may prefix a free-space
+    estimate; that estimate races with other writers, so the root error is told.
+    """
+    while isinstance(err.__context__, OSError):
+        err = err.__context__
+    return err.strerror or str(err)
 
 
 def storage_dtype(dtype) -> np.dtype:
