@@ -18,14 +18,15 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter, OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import param
 
-from .calibrate import (MasterFlat, calibrate_frame, flat_acceptance, frame_medians, master_dark,
-                        master_flat, subtract_dark)
-from .combine import CombineResult
+from .calibrate import (MasterFlat, calibrate_frame, flat_acceptance, master_dark, master_flat,
+                        subtract_dark)
+from .combine import CombineResult, frame_median
 from .errors import InputError, InputProblem
 from .frames import Catalogue, Frame, scan
 from .parameters import ReductionParameters
@@ -114,6 +115,8 @@ def _budget(variable: str, default_mb: int) -> int:
 RAW_FRAMES = MemoCache(_budget("CCDRED_RAW_CACHE_MB", 4096))
 #: Masters and dark-subtracted flat stacks, memoised on their parameters.
 MASTERS = MemoCache(_budget("CCDRED_MASTER_CACHE_MB", 2048))
+#: Threads that prepare the frames of a stack side by side, shared by every session.
+_FRAME_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="ccdred-frames")
 
 
 def resolve_under(root, path) -> Path:
@@ -238,10 +241,14 @@ class Pipeline(ReductionParameters):
 
     def _cached_flat_stack(self, frames, key) -> tuple[np.ndarray, np.ndarray]:
         def compute():
+            darks = {t: self.master_dark(t).data for t in {f.exptime for f in frames}}
             stack = np.empty((len(frames), *frames[0].shape), dtype=np.float32)
-            for slot, frame in zip(stack, frames, strict=True):
-                subtract_dark(read_raw(frame), self.master_dark(frame.exptime).data, out=slot)
-            return stack, frame_medians(stack)
+
+            def subtract(slot, frame):  # numpy and the median kernel release the GIL
+                subtract_dark(read_raw(frame), darks[frame.exptime], out=slot)
+                return frame_median(slot)
+
+            return stack, np.array(list(_FRAME_POOL.map(subtract, stack, frames)))
 
         return MASTERS.get(key, compute)
 
