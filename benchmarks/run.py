@@ -117,7 +117,7 @@ def bench_master_dark(files) -> list[dict]:
     task = f"master dark, {len(darks)} raw files"
     rows = [_row(task, "ccdred (process, cold start)", **_unpack(timed(
         [sys.executable, HERE / "master_dark.py", "ccdred", fresh("md") / "x.fits", *darks],
-        cwd=_mkdir(RESULTS / "md"))), note="includes ~1.5 s of imports and numba start-up")]
+        cwd=_mkdir(RESULTS / "md"))), note="the whole process: interpreter, imports and numba's cached kernels")]
     seconds, peak_mb = _warm_master_dark(darks)
     rows.append(_row(task, "ccdred (in process: read + clip + combine)", seconds, peak_mb,
                      "what the dashboard and batch runs pay; memory: peak of its allocations"))
