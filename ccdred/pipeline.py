@@ -116,7 +116,8 @@ RAW_FRAMES = MemoCache(_budget("CCDRED_RAW_CACHE_MB", 4096))
 #: Masters and dark-subtracted flat stacks, memoised on their parameters.
 MASTERS = MemoCache(_budget("CCDRED_MASTER_CACHE_MB", 2048))
 #: Threads that prepare the frames of a stack side by side, shared by every session.
-_FRAME_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="ccdred-frames")
+_FRAME_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
+                                 thread_name_prefix="ccdred-frames")
 
 
 def resolve_under(root, path) -> Path:
