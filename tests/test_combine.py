@@ -250,3 +250,82 @@ def test_valid_range_equals_the_mask_it_describes(kernel, rng):
     np.testing.assert_array_equal(by_range.clip_mask, by_mask.clip_mask)
     np.testing.assert_array_equal(by_range.data, by_mask.data)
     assert by_range.clip_mask[mask].all()
+
+
+def _misleading(rng):
+    """Values whose sampled runs (evenly spaced stretches) sit far above the rest."""
+    values = rng.normal(0.0, 1.0, 300_000)
+    runs = 16384 // 32
+    for run in range(runs):
+        start = run * (values.size - 32) // (runs - 1)
+        values[start:start + 32] += 50.0
+    return values
+
+
+LARGE_FRAMES = {
+    "normal": lambda rng: rng.normal(1000.0, 30.0, (400, 300)),
+    "few distinct integers": lambda rng: rng.integers(0, 3, (400, 300)).astype(np.float64),
+    "mostly NaN": lambda rng: np.where(rng.random((400, 300)) < 0.7, np.nan,
+                                       rng.normal(0.0, 1.0, (400, 300))),
+    "even count, NaN and inf": lambda rng: np.concatenate([rng.normal(0, 1, 99_999), [np.nan, np.inf]]),
+    "misleading sample": _misleading,
+    "float32 gradient": lambda rng: (np.linspace(0, 1, 120_000) + rng.normal(0, 1e-3, 120_000)
+                                     ).astype(np.float32),
+}
+
+
+@pytest.mark.parametrize("name", list(LARGE_FRAMES))
+def test_frame_median_of_large_frames_equals_numpy(name, rng):
+    """Frames large enough for the sampled window (and its fallbacks)."""
+    values = LARGE_FRAMES[name](rng)
+    assert frame_median(values) == np.nanmedian(values.astype(np.float64))
+
+
+@pytest.mark.parametrize("shape", [(7, 9), (400, 300)])
+def test_frame_median_subtracts_the_offset_exactly(shape, rng):
+    raw = rng.integers(20_000, 30_000, shape).astype(np.uint16)
+    dark = rng.normal(100.0, 5.0, shape)
+    assert frame_median(raw, dark) == np.median(raw - dark)
+    assert frame_median(raw, dark) != frame_median(raw)
+
+
+def test_frame_median_rejects_an_offset_of_another_shape(rng):
+    with pytest.raises(ValueError, match=r"offset shape \(3, 4\) differs from the frame's \(4, 3\)"):
+        frame_median(np.ones((4, 3)), np.ones((3, 4)))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("frames", [None, [0, 2, 3, 5]])
+def test_offsets_equal_subtracting_them_first(kernel, frames, rng):
+    raw = outlier_stack(rng, 6, dtype=np.float64) + 1000.0
+    darks = rng.normal(100.0, 5.0, (2, *raw.shape[1:]))
+    index = np.array([0, 1, 0, 1, 1, 0])
+    chosen = index if frames is None else index[frames]
+    scale = rng.uniform(0.9, 1.1, len(chosen))
+    by_offsets = kernel(raw, offsets=darks, offset_index=chosen, frames=frames, scale=scale)
+    subtracted = raw - darks[index]
+    expected = kernel(subtracted, frames=frames, scale=scale)
+    np.testing.assert_array_equal(by_offsets.data, expected.data)
+    np.testing.assert_array_equal(by_offsets.clip_mask, expected.clip_mask)
+
+
+def test_offsets_of_integer_frames_match_the_plain_twin(rng):
+    raw = rng.normal(25_000.0, 50.0, (8, 20, 30)).astype(np.uint16)
+    raw[0, ::4, ::3] = 65_000
+    dark = rng.normal(100.0, 5.0, (1, 20, 30))
+    fast = sigma_clip_combine(raw, offsets=dark)
+    plain = sigma_clip_combine_plain(raw, offsets=dark)
+    np.testing.assert_array_equal(fast.clip_mask, plain.clip_mask)
+    np.testing.assert_array_equal(fast.data, plain.data)
+    assert fast.clip_mask[0, ::4, ::3].all()
+
+
+@pytest.mark.parametrize("offsets,index,message", [
+    (np.zeros((2, 3)), None, r"offsets must be images of shape \(n_offsets, 4, 5\)"),
+    (np.zeros((1, 4, 6)), None, r"offsets must be images of shape \(n_offsets, 4, 5\), got \(1, 4, 6\)"),
+    (np.zeros((2, 4, 5)), [0, 1], r"offset_index must be 3 indices into the 2 offsets"),
+    (np.zeros((2, 4, 5)), [0, 1, 2], r"offset_index must be 3 indices into the 2 offsets"),
+])
+def test_bad_offsets_are_refused(offsets, index, message):
+    with pytest.raises(ValueError, match=message):
+        sigma_clip_combine(np.ones((3, 4, 5)), offsets=offsets, offset_index=index)
