@@ -19,6 +19,7 @@ __all__ = [
     "calibration_steps",
     "combine_darks",
     "combine_flats",
+    "darks_for_frames",
     "fill_rejected",
     "flat_acceptance",
     "frame_medians",
@@ -131,14 +132,51 @@ class MasterFlat:
     n_bad_pixels: int
 
 
-def frame_medians(stack) -> np.ndarray:
-    """Median of each frame of a stack, in float64, ignoring NaN pixels."""
-    return np.array([frame_median(frame) for frame in stack])
+def frame_medians(stack, darks=None, dark_index=None) -> np.ndarray:
+    """Median of each frame of a stack (less its dark, if given), in float64, ignoring NaN.
+
+    ``darks`` and ``dark_index`` are as for :func:`master_flat`.
+    """
+    if darks is None:
+        return np.array([frame_median(frame) for frame in stack])
+    dark_index = _dark_index(dark_index, len(stack))
+    return np.array([frame_median(frame, darks[i]) for frame, i in zip(stack, dark_index,
+                                                                        strict=True)])
 
 
-def master_flat(flats, *, threshold=2.5, cenfunc="median", maxiters=10, upper_limit=38000.0,
-                lower_limit=None, medians=None, keep_mask=True) -> MasterFlat:
-    """Combine dark-subtracted flats of one filter into a normalised master flat.
+def darks_for_frames(exptimes, master_darks, rows=None) -> tuple[np.ndarray, np.ndarray]:
+    """The master darks that frames of these exposure times take, and which each takes.
+
+    Parameters
+    ----------
+    exptimes : sequence of float
+        Each frame's exposure time.
+    master_darks : mapping of float to array_like
+        The master dark image of each exposure time.
+    rows : slice, optional
+        Only these rows of the darks.
+
+    Returns
+    -------
+    darks : numpy.ndarray, shape (n_darks, n_rows, n_columns)
+        One master dark per distinct exposure time (a view when there is one).
+    dark_index : numpy.ndarray of int
+        Which of ``darks`` each frame takes, as :func:`master_flat` wants them.
+    """
+    distinct = sorted(set(exptimes))
+    images = [np.asarray(master_darks[t])[slice(None) if rows is None else rows] for t in distinct]
+    darks = images[0][np.newaxis] if len(images) == 1 else np.stack(images)
+    return darks, np.array([distinct.index(t) for t in exptimes], dtype=np.int64)
+
+
+def _dark_index(dark_index, n_frames) -> np.ndarray:
+    return np.zeros(n_frames, dtype=np.int64) if dark_index is None else np.asarray(dark_index)
+
+
+def master_flat(flats, *, darks=None, dark_index=None, threshold=2.5, cenfunc="median",
+                maxiters=10, upper_limit=38000.0, lower_limit=None, medians=None,
+                keep_mask=True) -> MasterFlat:
+    """Combine flats of one filter into a normalised master flat.
 
     Flats whose median falls outside the limits are left out; the others are
     scaled to the first accepted flat's median, sigma-clipped, averaged with
@@ -147,7 +185,13 @@ def master_flat(flats, *, threshold=2.5, cenfunc="median", maxiters=10, upper_li
     Parameters
     ----------
     flats : array_like, shape (n_frames, n_rows, n_columns)
-        Dark-subtracted flat frames.
+        Dark-subtracted flat frames, or raw ones when ``darks`` are given.
+    darks : array_like, shape (n_darks, n_rows, n_columns), optional
+        Master darks to subtract (in float64) from the raw flats as they are
+        measured and combined, which spares a dark-subtracted copy of them.
+    dark_index : array_like of int, shape (n_frames,), optional
+        Which of ``darks`` each flat takes (its exposure time's); the first
+        by default.
     threshold, cenfunc, maxiters
         Sigma-clipping settings.
     upper_limit, lower_limit : float or None
@@ -167,12 +211,14 @@ def master_flat(flats, *, threshold=2.5, cenfunc="median", maxiters=10, upper_li
         When fewer than two flats pass the limits.
     """
     flats = np.asarray(flats)
-    medians = frame_medians(flats) if medians is None else np.asarray(medians, dtype=np.float64)
+    dark_index = _dark_index(dark_index, len(flats))
+    medians = (frame_medians(flats, darks, dark_index) if medians is None
+               else np.asarray(medians, dtype=np.float64))
     accepted = flat_acceptance(medians, upper_limit=upper_limit, lower_limit=lower_limit)
     require_two_flats(accepted, medians)
     combine = combine_flats(flats, medians[accepted], frames=np.flatnonzero(accepted),
-                            threshold=threshold, cenfunc=cenfunc, maxiters=maxiters,
-                            keep_mask=keep_mask)
+                            darks=darks, dark_index=dark_index[accepted], threshold=threshold,
+                            cenfunc=cenfunc, maxiters=maxiters, keep_mask=keep_mask)
     normalised, n_bad = normalise_flat(combine.data)
     return MasterFlat(normalised, combine, medians, accepted, n_bad)
 
@@ -185,17 +231,18 @@ def require_two_flats(accepted, medians) -> None:
         raise ValueError(msg)
 
 
-def combine_flats(flats, medians, *, frames=None, threshold=2.5, cenfunc="median", maxiters=10,
-                  keep_mask=True) -> CombineResult:
+def combine_flats(flats, medians, *, frames=None, darks=None, dark_index=None, threshold=2.5,
+                  cenfunc="median", maxiters=10, keep_mask=True) -> CombineResult:
     """Scale accepted flats to the first one's median, clip, average weighted by the medians.
 
     ``medians`` are those of the flats combined: all of ``flats``, or the ones
-    ``frames`` picks (indices, which spares copying them out).
+    ``frames`` picks (indices, which spares copying them out). ``darks`` and
+    ``dark_index`` (one per combined flat) are as for :func:`master_flat`.
     """
     medians = np.asarray(medians, dtype=np.float64)
     return sigma_clip_combine(flats, threshold=threshold, cenfunc=cenfunc, maxiters=maxiters,
                               weights=medians, scale=medians[0] / medians, frames=frames,
-                              keep_mask=keep_mask)
+                              offsets=darks, offset_index=dark_index, keep_mask=keep_mask)
 
 
 def normalise_flat(combined) -> tuple[np.ndarray, int]:

@@ -153,7 +153,7 @@ def _submit_dark(client, frames, parameters, budget):
 def _submit_flat(client, frames, master_darks, parameters, budget):
     """As :func:`_submit_dark`, for the flats of one filter."""
     submit = {"retries": RETRIES, "pure": False}
-    blocks = flat_blocks(frames, parameters, budget)
+    blocks = flat_blocks(frames, budget)
     if len(blocks) == 1:
         return client.submit(_combine_flats, frames, master_darks, parameters, budget, **submit)
     medians = [client.submit(flat_frame_median, frame, master_darks[frame.exptime], **submit)

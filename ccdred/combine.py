@@ -55,12 +55,16 @@ class CombineResult:
         2-D int16, the number of samples averaged into each pixel.
     n_frames : int
         Depth of the stack that was combined.
+    n_rejected_per_frame : numpy.ndarray
+        1-D int64, the number of samples of each combined frame not used
+        (what ``clip_mask`` holds per frame, also when it is not kept).
     """
 
     data: np.ndarray
     clip_mask: np.ndarray | None
     n_used: np.ndarray
     n_frames: int
+    n_rejected_per_frame: np.ndarray
 
     @property
     def n_rejected(self) -> np.ndarray:
@@ -210,12 +214,14 @@ def sigma_clip_combine(
     n_used = np.empty((rows, cols), dtype=np.int16)
     clip_mask = np.empty((n, rows, cols) if keep_mask else (0, 0, 0), dtype=bool)
     premask = mask if mask is not None else np.zeros((0, 0, 0), dtype=bool)
+    used_per_task = np.empty((rows * -(-cols // _BLOCK), n), dtype=np.int64)
     _combine_kernel(
         stack, frames, premask, valid_low, valid_high, offsets, offset_index, weights, scale,
         float(threshold), cenfunc == "median", int(maxiters), sorting_network(n), data, n_used,
-        clip_mask,
+        clip_mask, used_per_task,
     )
-    return CombineResult(data, clip_mask if keep_mask else None, n_used, n)
+    return CombineResult(data, clip_mask if keep_mask else None, n_used, n,
+                         rows * cols - used_per_task.sum(axis=0))
 
 
 # Frames of a stack lie a power of two apart (2048x2048 float32: 16 MiB), so
@@ -250,7 +256,7 @@ def sorting_network(n: int) -> np.ndarray:
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _combine_kernel(stack, frames, premask, valid_low, valid_high, offsets, offset_index, weights,
                     scale, threshold, use_median, maxiters, network, data, n_used,
-                    clip_mask):  # pragma: no cover - compiled
+                    clip_mask, used_per_task):  # pragma: no cover - compiled
     n, rows, cols = frames.shape[0], stack.shape[1], stack.shape[2]
     n_blocks = (cols + _BLOCK - 1) // _BLOCK
     for task in numba.prange(rows * n_blocks):
@@ -262,7 +268,8 @@ def _combine_kernel(stack, frames, premask, valid_low, valid_high, offsets, offs
                     row, start, stop, samples, ordered)
         _sort_block(ordered, network, stop - start)
         lower, upper = _block_bounds(ordered, stop - start, threshold, use_median, maxiters)
-        _average_block(samples, lower, upper, weights, row, start, stop, data, n_used, clip_mask)
+        _average_block(samples, lower, upper, weights, row, start, stop, data, n_used, clip_mask,
+                       used_per_task[task])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -271,15 +278,14 @@ def _load_block(stack, frames, premask, valid_low, valid_high, offsets, offset_i
     """Copy a row stretch of every chosen frame, less its offset, scaled; NaN (+inf in
     ``ordered``) marks unusable samples."""
     has_premask = premask.shape[0] == frames.shape[0]
-    has_offsets = offsets.shape[0] > 0
+    shift = np.zeros(stop - start)  # subtracting 0.0 changes no value
     for k in range(frames.shape[0]):
         low, high, factor, frame = valid_low[k], valid_high[k], scale[k], frames[k]
+        if offsets.shape[0]:
+            shift[:] = offsets[offset_index[k], row, start:stop]
         for col in range(start, stop):
             stored = np.float64(stack[frame, row, col])
-            value = stored
-            if has_offsets:
-                value -= offsets[offset_index[k], row, col]
-            value *= factor
+            value = (stored - shift[col - start]) * factor
             usable = np.isfinite(value) & (stored >= low) & (stored <= high)
             if has_premask:
                 usable &= not premask[k, row, col]
@@ -299,9 +305,10 @@ def _sort_block(ordered, network, width):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _average_block(samples, lower, upper, weights, row, start, stop, data, n_used,
-                   clip_mask):  # pragma: no cover
-    """Weighted means of a block's samples within their bounds, in frame order; records the mask.
+def _average_block(samples, lower, upper, weights, row, start, stop, data, n_used, clip_mask,
+                   frame_used):  # pragma: no cover
+    """Weighted means of a block's samples within their bounds, in frame order; records the
+    mask and how many samples of each frame were used.
 
     Frame by frame across the block's columns, so the loop vectorises.
     """
@@ -311,14 +318,17 @@ def _average_block(samples, lower, upper, weights, row, start, stop, data, n_use
     used = np.zeros(width, dtype=np.int64)
     for k in range(samples.shape[0]):
         weight = weights[k]
+        count = 0
         for col in range(width):
             value = samples[k, col]
             inside = (value >= lower[col]) & (value <= upper[col])  # False for NaN
             total[col] += weight * value if inside else 0.0
             weight_sum[col] += weight if inside else 0.0
             used[col] += inside
+            count += inside
             if clip_mask.shape[0]:
                 clip_mask[k, row, start + col] = not inside
+        frame_used[k] = count
     for col in range(width):
         n_used[row, start + col] = used[col]
         data[row, start + col] = (total[col] / weight_sum[col]
@@ -452,7 +462,8 @@ def sigma_clip_combine_plain(stack, *, threshold=2.5, cenfunc="median", maxiters
     with np.errstate(invalid="ignore", divide="ignore"):
         data = (np.where(used, values, 0.0) * frame_weights).sum(axis=0) / weight_sum
     data[used.sum(axis=0) == 0] = np.nan
-    return CombineResult(data, ~used, used.sum(axis=0).astype(np.int16), len(weights))
+    return CombineResult(data, ~used, used.sum(axis=0).astype(np.int16), len(weights),
+                         np.sum(~used, axis=(1, 2)))
 
 
 def _sum_in_order(values):
@@ -664,6 +675,7 @@ def concatenate_rows(results) -> CombineResult:
         None if any(m is None for m in masks) else np.concatenate(masks, axis=1),
         np.concatenate([r.n_used for r in results]),
         results[0].n_frames,
+        sum(r.n_rejected_per_frame for r in results),
     )
 
 

@@ -181,18 +181,20 @@ class Dashboard(pn.viewable.Viewer):
     def _dark_rejections(self):
         dark = self._master_or_none(self.pipeline.master_dark)
         if dark is None:
-            return plots.rejected_per_frame(np.zeros((0, 1)), [], "no master dark")
+            return plots.rejected_per_frame([], [], "no master dark")
         names = [f.path.name for f in self.pipeline.catalogue.darks(self.pipeline.exptime)]
-        return plots.rejected_per_frame(dark.clip_mask, names, f"dark {self.pipeline.exptime:g} s")
+        return plots.rejected_per_frame(dark.n_rejected_per_frame, names,
+                                        f"dark {self.pipeline.exptime:g} s")
 
     @param.depends(*_FLAT_PARAMETERS)
     def _flat_rejections(self):
         flat = self._master_or_none(self.pipeline.master_flat)
         if flat is None:
-            return plots.rejected_per_frame(np.zeros((0, 1)), [], "no master flat")
+            return plots.rejected_per_frame([], [], "no master flat")
         frames = self.pipeline.catalogue.flats(self.pipeline.filter)
         names = [f.path.name for f, ok in zip(frames, flat.accepted, strict=True) if ok]
-        return plots.rejected_per_frame(flat.combine.clip_mask, names, f"flat {self.pipeline.filter}")
+        return plots.rejected_per_frame(flat.combine.n_rejected_per_frame, names,
+                                        f"flat {self.pipeline.filter}")
 
     @param.depends(*dict.fromkeys(_DARK_PARAMETERS + _FLAT_PARAMETERS))
     def _clip_summary(self) -> str:

@@ -26,6 +26,7 @@ __all__ = [
     "FITS_SUFFIXES",
     "add_provenance",
     "find_image_hdu",
+    "image_dtype",
     "is_current_product",
     "is_fits",
     "product_digest",
@@ -178,6 +179,28 @@ def _read_unsigned_16bit_into(path, offset: int, out: np.ndarray) -> np.ndarray:
         if handle.readinto(memoryview(out).cast("B")) != out.nbytes:
             raise EOFError("the file ends inside the image data")
     return np.bitwise_xor(out.view(">u2"), 0x8000, out=out)
+
+
+def image_dtype(header) -> np.dtype:
+    """The type :func:`read_image` returns for an image with this header.
+
+    Integers as stored, unsigned where BZERO is the usual offset (16-bit raw
+    frames: uint16); floats as stored; other scaled or BLANK-flagged integers
+    become float64, which holds any of their values.
+    """
+    bitpix = header.get("BITPIX", -64)
+    if bitpix < 0:
+        return np.dtype(f"float{-bitpix}")
+    bzero, bscale = header.get("BZERO", 0), header.get("BSCALE", 1)
+    if bscale != 1 or "BLANK" in header:
+        return np.dtype(np.float64)
+    if bzero == 0:
+        return np.dtype("uint8" if bitpix == 8 else f"int{bitpix}")
+    if bitpix > 8 and bzero == 1 << (bitpix - 1):
+        return np.dtype(f"uint{bitpix}")
+    if bitpix == 8 and bzero == -128:
+        return np.dtype(np.int8)
+    return np.dtype(np.float64)
 
 
 def _is_unsigned_16bit(header) -> bool:

@@ -46,6 +46,8 @@ class Frame:
         Image (rows, columns).
     date_obs : str or None
         DATE-OBS, when present.
+    dtype : str
+        Type of the image data as read (e.g. 'uint16' for 16-bit raw frames).
     """
 
     path: Path
@@ -56,6 +58,7 @@ class Frame:
     filter: str | None
     shape: tuple[int, int]
     date_obs: str | None = None
+    dtype: str = "float64"
 
     @property
     def name(self) -> str:
@@ -203,7 +206,7 @@ def read_frame(path, keywords: Keywords = Keywords()) -> Frame:
         raise InputError(problems)
     return Frame(path, hdu, str(imagetyp).strip(), frame_type, exptime,
                  filter_name if frame_type in ("flat", "object") else None, shape,
-                 header.get("DATE-OBS"))
+                 header.get("DATE-OBS"), fitsio.image_dtype(header).name)
 
 
 def _exptime(header, keywords: Keywords, problem) -> float | None:

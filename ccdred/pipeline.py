@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import param
 
-from .calibrate import (MasterFlat, calibrate_frame, flat_acceptance, master_dark, master_flat,
-                        subtract_dark)
+from .calibrate import (MasterFlat, calibrate_frame, darks_for_frames, flat_acceptance, master_dark,
+                        master_flat)
 from .combine import CombineResult, frame_median
 from .errors import InputError, InputProblem
 from .frames import Catalogue, Frame, scan
@@ -113,7 +113,7 @@ def _budget(variable: str, default_mb: int) -> int:
 
 #: Raw frames, shared by every session of the process (read-only arrays).
 RAW_FRAMES = MemoCache(_budget("CCDRED_RAW_CACHE_MB", 4096))
-#: Masters and dark-subtracted flat stacks, memoised on their parameters.
+#: Masters and flat medians, memoised on their parameters.
 MASTERS = MemoCache(_budget("CCDRED_MASTER_CACHE_MB", 2048))
 #: Threads that prepare the frames of a stack side by side, shared by every session.
 _FRAME_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
@@ -219,7 +219,7 @@ class Pipeline(ReductionParameters):
         key = self._dark_key(exptime)
         frames = self.catalogue.darks(exptime)
         return MASTERS.get(key, lambda: master_dark(
-            np.stack([read_raw(f) for f in frames]), frame_clip=self.frame_clip,
+            self._raw_stack(frames), frame_clip=self.frame_clip, keep_mask=False,
             **self.clip_options()))
 
     def _flat_frames(self, filter_name) -> list[Frame]:
@@ -230,46 +230,67 @@ class Pipeline(ReductionParameters):
                                            f"{what} for filter {filter_name!r}")])
         return frames
 
-    def _flat_stack_key(self, frames) -> tuple:
+    def _flat_medians_key(self, frames) -> tuple:
         dark_keys = tuple(self._dark_key(t) for t in sorted({f.exptime for f in frames}))
-        return ("flat_stack", tuple(_file_key(f) for f in frames), dark_keys)
+        return ("flat_medians", tuple(_file_key(f) for f in frames), dark_keys)
 
-    def flat_stack(self, filter_name=None) -> tuple[np.ndarray, np.ndarray]:
-        """Dark-subtracted flats of a filter (float32 stack) and their medians."""
-        filter_name = self.filter if filter_name is None else filter_name
-        frames = self._flat_frames(filter_name)
-        return self._cached_flat_stack(frames, self._flat_stack_key(frames))
+    def _raw_stack(self, frames) -> np.ndarray:
+        """Raw frames as one stack, read once per process (read-only)."""
+        def load():
+            stack = np.stack(list(_FRAME_POOL.map(Frame.read, frames)))
+            stack.flags.writeable = False
+            return stack
 
-    def _cached_flat_stack(self, frames, key) -> tuple[np.ndarray, np.ndarray]:
-        def compute():
-            darks = {t: self.master_dark(t).data for t in {f.exptime for f in frames}}
-            stack = np.empty((len(frames), *frames[0].shape), dtype=np.float32)
+        return RAW_FRAMES.get(("read", tuple(_file_key(f) for f in frames)), load)
 
-            def subtract(slot, frame):  # numpy and the median kernel release the GIL
-                subtract_dark(read_raw(frame), darks[frame.exptime], out=slot)
-                return frame_median(slot)
+    def _flat_darks(self, frames) -> tuple[np.ndarray, np.ndarray]:
+        exptimes = [f.exptime for f in frames]
+        return darks_for_frames(exptimes, {t: self.master_dark(t).data for t in set(exptimes)})
 
-            return stack, np.array(list(_FRAME_POOL.map(subtract, stack, frames)))
+    def flat_medians(self, filter_name=None) -> np.ndarray:
+        """Medians of the dark-subtracted flats of a filter (the selected one by default)."""
+        frames = self._flat_frames(self.filter if filter_name is None else filter_name)
+        return self._flat_medians(frames, self._flat_medians_key(frames))
+
+    def _flat_medians(self, frames, key) -> np.ndarray:
+        def compute():  # the median kernel releases the GIL: frames side by side
+            raw = self._raw_stack(frames)
+            darks, dark_index = self._flat_darks(frames)
+            return np.array(list(_FRAME_POOL.map(lambda flat, i: frame_median(flat, darks[i]),
+                                                 raw, dark_index)))
 
         return MASTERS.get(key, compute)
+
+    def flat_stack(self, filter_name=None) -> tuple[np.ndarray, np.ndarray]:
+        """Dark-subtracted flats of a filter (a new float64 stack) and their medians.
+
+        For looking at them: :meth:`master_flat` subtracts the darks as it
+        combines the raw flats and makes no such stack.
+        """
+        frames = self._flat_frames(self.filter if filter_name is None else filter_name)
+        darks, dark_index = self._flat_darks(frames)
+        return self._raw_stack(frames) - darks[dark_index], self.flat_medians(filter_name)
 
     def master_flat(self, filter_name=None) -> MasterFlat:
         """Master flat of a filter (the selected one by default)."""
         filter_name = self.filter if filter_name is None else filter_name
         frames = self._flat_frames(filter_name)
-        stack_key = self._flat_stack_key(frames)
-        stack, medians = self._cached_flat_stack(frames, stack_key)
+        medians_key = self._flat_medians_key(frames)
+        medians = self._flat_medians(frames, medians_key)
         # The limits matter only through which flats they accept: a slider move that
         # accepts the same flats finds the master already made.
         accepted = flat_acceptance(medians, upper_limit=self.upper_limit,
                                    lower_limit=self.lower_limit)
-        key = ("master_flat", stack_key, self.threshold, self.cenfunc, self.maxiters,
+        key = ("master_flat", medians_key, self.threshold, self.cenfunc, self.maxiters,
                tuple(accepted.tolist()))
 
         def compute():
+            darks, dark_index = self._flat_darks(frames)
             try:
-                return master_flat(stack, medians=medians, upper_limit=self.upper_limit,
-                                   lower_limit=self.lower_limit, **self.clip_options())
+                return master_flat(self._raw_stack(frames), darks=darks, dark_index=dark_index,
+                                   medians=medians, upper_limit=self.upper_limit,
+                                   lower_limit=self.lower_limit, keep_mask=False,
+                                   **self.clip_options())
             except ValueError as err:
                 raise InputError([InputProblem(frames[0].path, f"filter {filter_name!r}: {err}")]) from err
 
@@ -298,7 +319,7 @@ class Pipeline(ReductionParameters):
         catalogue = self._require_catalogue()
         rows = []
         for name in catalogue.filters:
-            _, medians = self.flat_stack(name)
+            medians = self.flat_medians(name)
             accepted = flat_acceptance(medians, upper_limit=self.upper_limit,
                                        lower_limit=self.lower_limit)
             rows += [_level_row(f, m, "used" if ok else _why_rejected(m, self))

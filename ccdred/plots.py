@@ -84,9 +84,9 @@ def block_mean(data, factor: int) -> np.ndarray:
     return padded.reshape(padded.shape[0] // factor, factor, -1, factor).mean(axis=(1, 3))
 
 
-def rejected_per_frame(clip_mask, names, title: str):
-    """Bars: how many samples of each frame the clipping rejected."""
-    counts = np.asarray(clip_mask).reshape(len(names), -1).sum(axis=1)
+def rejected_per_frame(counts, names, title: str):
+    """Bars: how many samples of each frame the clipping rejected (``n_rejected_per_frame``)."""
+    counts = np.asarray(counts, dtype=np.int64)
     return hv.Bars(list(zip(names, counts.tolist(), strict=True)), kdims=["frame"],
                    vdims=["rejected samples"]).opts(
         title=title, xrotation=60, tools=["hover"], responsive=True, height=300,

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, fitsio
-from .calibrate import (MasterFlat, calibration_steps, combine_darks, combine_flats, fill_rejected,
-                        flat_acceptance, master_flat, normalise_flat, require_two_flats,
-                        subtract_dark)
+from .calibrate import (MasterFlat, calibration_steps, combine_darks, combine_flats,
+                        darks_for_frames, fill_rejected, flat_acceptance, master_flat,
+                        normalise_flat, require_two_flats)
 from .combine import CombineResult, concatenate_rows, frame_clip_bounds, frame_median
 from .errors import BadPixelWarning, InputError, InputProblem, RejectedFlatWarning
 from .frames import Catalogue, Frame, scan
@@ -310,26 +310,19 @@ def row_blocks(shape, n_frames: int, bytes_per_sample: int, budget: int) -> list
     return [slice(start, min(rows, start + step)) for start in range(0, rows, step)]
 
 
-def _read_stack(frames, rows=None, dtype=None, master_darks=None, map_frames=map) -> np.ndarray:
-    """Frames (or a block of their rows) as one stack, dark-subtracted if darks are given.
+def _read_stack(frames, rows=None, map_frames=map) -> np.ndarray:
+    """Raw frames (or a block of their rows) as one stack, in a type that holds them all.
 
-    ``map_frames`` (e.g. a thread pool's ``map``) reads the frames after the first.
+    ``map_frames`` (e.g. a thread pool's ``map``) reads the frames.
     """
-    first = fitsio.read_image(frames[0].path, frames[0].hdu, rows=rows)
-    stack = np.empty((len(frames), *first.shape), dtype=dtype or first.dtype)
+    height = frames[0].shape[0] if rows is None else len(range(frames[0].shape[0])[rows])
+    stack = np.empty((len(frames), height, frames[0].shape[1]),
+                     dtype=np.result_type(*(frame.dtype for frame in frames)))
 
     def store(i):
-        frame = frames[i]
-        if master_darks is None:
-            fitsio.read_image(frame.path, frame.hdu, rows=rows, out=stack[i])
-        else:
-            raw = first if i == 0 else fitsio.read_image(frame.path, frame.hdu, rows=rows)
-            dark = master_darks[frame.exptime].data
-            subtract_dark(raw, dark if rows is None else dark[rows], out=stack[i])
+        fitsio.read_image(frames[i].path, frames[i].hdu, rows=rows, out=stack[i])
 
-    if master_darks is None:
-        stack[0] = first
-    list(map_frames(store, range(1 if master_darks is None else 0, len(frames))))
+    list(map_frames(store, range(len(frames))))
     return stack
 
 
@@ -338,9 +331,10 @@ def dark_blocks(frames, budget) -> list[slice]:
     return row_blocks(frames[0].shape, len(frames), _DARK_SAMPLE_BYTES, budget)
 
 
-def flat_blocks(frames, parameters, budget) -> list[slice]:
-    """Row blocks for combining these flats within ``budget`` bytes."""
-    return row_blocks(frames[0].shape, len(frames), np.dtype(parameters.dtype).itemsize, budget)
+def flat_blocks(frames, budget) -> list[slice]:
+    """Row blocks for combining these (raw) flats within ``budget`` bytes."""
+    itemsize = np.result_type(*(frame.dtype for frame in frames)).itemsize
+    return row_blocks(frames[0].shape, len(frames), itemsize, budget)
 
 
 def _combine_darks(frames, parameters, budget, map_frames=map) -> CombineResult:
@@ -361,13 +355,15 @@ def _combine_darks(frames, parameters, budget, map_frames=map) -> CombineResult:
 
 
 def _combine_flats(frames, master_darks, parameters, budget, map_frames=map) -> MasterFlat:
-    blocks = flat_blocks(frames, parameters, budget)
+    blocks = flat_blocks(frames, budget)
     if len(blocks) == 1:
-        stack = _read_stack(frames, dtype=parameters.dtype, master_darks=master_darks,
-                            map_frames=map_frames)
-        medians = np.array(list(map_frames(frame_median, stack)))
+        stack = _read_stack(frames, map_frames=map_frames)
+        darks, dark_index = _flat_darks(frames, master_darks)
+        medians = np.array(list(map_frames(lambda flat, i: frame_median(flat, darks[i]), stack,
+                                           dark_index)))
         _accepted_flats(frames, medians, parameters)
-        return master_flat(stack, medians=medians, upper_limit=parameters.upper_limit,
+        return master_flat(stack, darks=darks, dark_index=dark_index, medians=medians,
+                           upper_limit=parameters.upper_limit,
                            lower_limit=parameters.lower_limit, keep_mask=False,
                            **parameters.clip_options())
     medians = [flat_frame_median(frame, master_darks[frame.exptime]) for frame in frames]
@@ -399,7 +395,7 @@ def finish_master_dark(parts) -> CombineResult:
 
 def flat_frame_median(frame: Frame, master_dark: CombineResult) -> float:
     """Median of a dark-subtracted flat, from the whole frame."""
-    return frame_median(subtract_dark(frame.read(), master_dark.data))
+    return frame_median(frame.read(), master_dark.data)
 
 
 def combine_flat_rows(frames, rows: slice, medians, master_darks, parameters) -> CombineResult:
@@ -407,8 +403,9 @@ def combine_flat_rows(frames, rows: slice, medians, master_darks, parameters) ->
     medians = np.asarray(medians, dtype=np.float64)
     accepted = _accepted_flats(frames, medians, parameters)
     used = [frame for frame, ok in zip(frames, accepted, strict=True) if ok]
-    return combine_flats(_read_stack(used, rows, parameters.dtype, master_darks),
-                         medians[accepted], keep_mask=False, **parameters.clip_options())
+    darks, dark_index = _flat_darks(used, master_darks, rows)
+    return combine_flats(_read_stack(used, rows), medians[accepted], darks=darks,
+                         dark_index=dark_index, keep_mask=False, **parameters.clip_options())
 
 
 def finish_master_flat(parts, medians, parameters) -> MasterFlat:
@@ -419,6 +416,11 @@ def finish_master_flat(parts, medians, parameters) -> MasterFlat:
     accepted = flat_acceptance(medians, upper_limit=parameters.upper_limit,
                                lower_limit=parameters.lower_limit)
     return MasterFlat(normalised, combined, medians, accepted, n_bad)
+
+
+def _flat_darks(frames, master_darks, rows=None) -> tuple[np.ndarray, np.ndarray]:
+    return darks_for_frames([frame.exptime for frame in frames],
+                            {t: master.data for t, master in master_darks.items()}, rows)
 
 
 def _accepted_flats(frames, medians, parameters) -> np.ndarray:

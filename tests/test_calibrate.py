@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from ccdred.calibrate import (calibrate_frame, flat_acceptance, frame_medians, master_dark,
-                              master_flat, subtract_dark)
+from ccdred.calibrate import (calibrate_frame, darks_for_frames, flat_acceptance, frame_medians,
+                              master_dark, master_flat, subtract_dark)
 from ccdred.demo import NightSpec, make_night, night_truth
 
 from .conftest import frame_files
@@ -121,3 +121,29 @@ def test_steps_do_not_change_their_inputs(night_files):
         np.testing.assert_array_equal(before, after)
     np.testing.assert_array_equal(dark, dark_copy)
     np.testing.assert_array_equal(flat, flat_copy)
+
+
+def test_master_flat_subtracts_each_flats_own_dark(rng):
+    """Raw flats of two exposure times with their darks equal subtracting the darks first."""
+    raw = rng.normal(20000.0, 300.0, (6, 16, 20)).astype(np.uint16)
+    exptimes = [2.0, 5.0, 2.0, 5.0, 5.0, 2.0]
+    darks_by_exptime = {2.0: rng.normal(100.0, 3.0, (16, 20)), 5.0: rng.normal(400.0, 3.0, (16, 20))}
+    darks, dark_index = darks_for_frames(exptimes, darks_by_exptime)
+    assert darks.shape == (2, 16, 20) and dark_index.tolist() == [0, 1, 0, 1, 1, 0]
+    subtracted = raw - np.stack([darks_by_exptime[t] for t in exptimes])
+    expected = master_flat(subtracted, upper_limit=19_700.0)
+    raw_copy = raw.copy()
+    result = master_flat(raw, darks=darks, dark_index=dark_index, upper_limit=19_700.0)
+    assert 2 <= result.accepted.sum() < 6  # the limit sees the dark-subtracted medians
+    np.testing.assert_array_equal(result.accepted, expected.accepted)
+    np.testing.assert_array_equal(result.medians, expected.medians)
+    np.testing.assert_array_equal(result.data, expected.data)
+    np.testing.assert_array_equal(raw, raw_copy)
+
+
+def test_darks_for_one_exposure_time_are_a_view(rng):
+    dark = rng.normal(100.0, 3.0, (8, 9))
+    darks, dark_index = darks_for_frames([3.0, 3.0], {3.0: dark, 9.0: dark + 1})
+    assert np.shares_memory(darks, dark) and dark_index.tolist() == [0, 0]
+    rows, _ = darks_for_frames([3.0], {3.0: dark}, rows=slice(2, 5))
+    np.testing.assert_array_equal(rows[0], dark[2:5])

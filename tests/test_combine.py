@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ccdred.combine import (frame_clip_mask, sigma_clip_combine, sigma_clip_combine_plain,
-                            sorting_network, frame_median)
+from ccdred.combine import (concatenate_rows, frame_clip_mask, frame_median, sigma_clip_combine,
+                            sigma_clip_combine_plain, sorting_network)
 
 KERNELS = [sigma_clip_combine, sigma_clip_combine_plain]
 
@@ -329,3 +329,20 @@ def test_offsets_of_integer_frames_match_the_plain_twin(rng):
 def test_bad_offsets_are_refused(offsets, index, message):
     with pytest.raises(ValueError, match=message):
         sigma_clip_combine(np.ones((3, 4, 5)), offsets=offsets, offset_index=index)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_rejected_per_frame_counts_the_clip_mask(kernel, rng):
+    stack = outlier_stack(rng, 7, shape=(5, 600))  # several column blocks
+    result = kernel(stack, frames=[0, 1, 2, 4, 6])
+    np.testing.assert_array_equal(result.n_rejected_per_frame, result.clip_mask.sum(axis=(1, 2)))
+    assert result.n_rejected_per_frame[0] > 0
+
+
+def test_rejected_per_frame_without_the_mask_and_across_row_blocks(rng):
+    stack = outlier_stack(rng, 6, shape=(12, 40))
+    whole = sigma_clip_combine(stack)
+    blocks = concatenate_rows([sigma_clip_combine(stack[:, rows], keep_mask=False)
+                               for rows in (slice(0, 5), slice(5, 12))])
+    assert blocks.clip_mask is None
+    np.testing.assert_array_equal(blocks.n_rejected_per_frame, whole.n_rejected_per_frame)

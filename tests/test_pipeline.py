@@ -34,7 +34,7 @@ def test_upper_limit_recombines_flats_not_darks(pipeline):
     after, reads_after = counts()
     assert after["master_flat"] == before["master_flat"] + 1
     assert after["master_dark"] == before["master_dark"]
-    assert after["flat_stack"] == before["flat_stack"]
+    assert after["flat_medians"] == before["flat_medians"]
     assert reads_after == reads
 
 
