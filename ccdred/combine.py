@@ -578,8 +578,8 @@ def _sampled_median(values, offset):  # pragma: no cover - compiled
         return _histogram_median_float(values, offset)
     sample = np.empty(_MEDIAN_SAMPLE)
     m = 0
-    for run in range(runs):
-        start = run * (values.size - _MEDIAN_RUN) // (runs - 1)
+    for run in range(runs):  # golden-ratio steps: spread over rows and columns alike
+        start = int((run * 0.6180339887498949) % 1.0 * (values.size - _MEDIAN_RUN))
         for i in range(start, start + _MEDIAN_RUN):
             v = _value_at(values, offset, i)
             if not np.isnan(v):

@@ -255,9 +255,8 @@ def test_valid_range_equals_the_mask_it_describes(kernel, rng):
 def _misleading(rng):
     """Values whose sampled runs (evenly spaced stretches) sit far above the rest."""
     values = rng.normal(0.0, 1.0, 300_000)
-    runs = 16384 // 32
-    for run in range(runs):
-        start = run * (values.size - 32) // (runs - 1)
+    for run in range(16384 // 32):
+        start = int((run * 0.6180339887498949) % 1.0 * (values.size - 32))
         values[start:start + 32] += 50.0
     return values
 
