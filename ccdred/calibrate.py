@@ -139,7 +139,7 @@ def frame_medians(stack, darks=None, dark_index=None) -> np.ndarray:
     """
     if darks is None:
         return np.array([frame_median(frame) for frame in stack])
-    dark_index = _dark_index(dark_index, len(stack))
+    darks, dark_index = _as_darks(darks), _dark_index(dark_index, len(stack))
     return np.array([frame_median(frame, darks[i]) for frame, i in zip(stack, dark_index,
                                                                         strict=True)])
 
@@ -169,6 +169,14 @@ def darks_for_frames(exptimes, master_darks, rows=None) -> tuple[np.ndarray, np.
     return darks, np.array([distinct.index(t) for t in exptimes], dtype=np.int64)
 
 
+def _as_darks(darks) -> np.ndarray | None:
+    """Master darks as a stack: one 2-D dark becomes a stack of one."""
+    if darks is None:
+        return None
+    darks = np.asarray(darks)
+    return darks[np.newaxis] if darks.ndim == 2 else darks
+
+
 def _dark_index(dark_index, n_frames) -> np.ndarray:
     return np.zeros(n_frames, dtype=np.int64) if dark_index is None else np.asarray(dark_index)
 
@@ -186,9 +194,10 @@ def master_flat(flats, *, darks=None, dark_index=None, threshold=2.5, cenfunc="m
     ----------
     flats : array_like, shape (n_frames, n_rows, n_columns)
         Dark-subtracted flat frames, or raw ones when ``darks`` are given.
-    darks : array_like, shape (n_darks, n_rows, n_columns), optional
+    darks : array_like, shape (n_darks, n_rows, n_columns) or (n_rows, n_columns), optional
         Master darks to subtract (in float64) from the raw flats as they are
-        measured and combined, which spares a dark-subtracted copy of them.
+        measured and combined, which spares a dark-subtracted copy of them;
+        one 2-D dark serves every flat.
     dark_index : array_like of int, shape (n_frames,), optional
         Which of ``darks`` each flat takes (its exposure time's); the first
         by default.
@@ -210,7 +219,7 @@ def master_flat(flats, *, darks=None, dark_index=None, threshold=2.5, cenfunc="m
     ValueError
         When fewer than two flats pass the limits.
     """
-    flats = np.asarray(flats)
+    flats, darks = np.asarray(flats), _as_darks(darks)
     dark_index = _dark_index(dark_index, len(flats))
     medians = (frame_medians(flats, darks, dark_index) if medians is None
                else np.asarray(medians, dtype=np.float64))

@@ -141,6 +141,12 @@ def test_master_flat_subtracts_each_flats_own_dark(rng):
     np.testing.assert_array_equal(raw, raw_copy)
 
 
+def test_one_dark_serves_every_flat(rng):
+    raw = rng.normal(20000.0, 300.0, (4, 10, 12)).astype(np.uint16)
+    dark = rng.normal(100.0, 3.0, (10, 12))
+    np.testing.assert_array_equal(master_flat(raw, darks=dark).data, master_flat(raw - dark).data)
+
+
 def test_darks_for_one_exposure_time_are_a_view(rng):
     dark = rng.normal(100.0, 3.0, (8, 9))
     darks, dark_index = darks_for_frames([3.0, 3.0], {3.0: dark, 9.0: dark + 1})
