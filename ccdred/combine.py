@@ -555,8 +555,6 @@ def frame_median(frame, offset=None) -> float:
         first, e.g. the master dark from a raw flat, without making that copy.
     """
     values = np.ascontiguousarray(frame).ravel()
-    if not np.issubdtype(values.dtype, np.floating) and offset is None:
-        values = values.astype(np.float64)
     if offset is None:
         return _sampled_median(values, np.zeros(0))
     if np.shape(offset) != np.shape(frame):

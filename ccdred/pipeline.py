@@ -156,7 +156,7 @@ def read_raw(frame: Frame) -> np.ndarray:
 
 def raw_median(frame: Frame) -> float:
     """Median of a raw frame, computed once per process."""
-    return MASTERS.get(("median", *_file_key(frame)), lambda: float(np.median(read_raw(frame))))
+    return MASTERS.get(("median", *_file_key(frame)), lambda: frame_median(read_raw(frame)))
 
 
 class Pipeline(ReductionParameters):
