@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,11 @@ class Frame:
     def name(self) -> str:
         """File name without folder and FITS suffix (the stem of its products)."""
         return fitsio.product_stem(self.path)
+
+    @cached_property
+    def median(self) -> float:
+        """Median pixel value of the raw image (read on first use)."""
+        return float(np.median(self.read()))
 
     def header(self):
         """The header of the image HDU (read again from the file)."""
