@@ -132,16 +132,18 @@ class MasterFlat:
     n_bad_pixels: int
 
 
-def frame_medians(stack, darks=None, dark_index=None) -> np.ndarray:
+def frame_medians(stack, darks=None, dark_index=None, map_frames=map) -> np.ndarray:
     """Median of each frame of a stack (less its dark, if given), in float64, ignoring NaN.
 
-    ``darks`` and ``dark_index`` are as for :func:`master_flat`.
+    ``darks`` and ``dark_index`` are as for :func:`master_flat`; ``map_frames``
+    (e.g. a thread pool's ``map``) measures the frames, the median kernel
+    releasing the GIL.
     """
     if darks is None:
-        return np.array([frame_median(frame) for frame in stack])
+        return np.array(list(map_frames(frame_median, stack)))
     darks, dark_index = _as_darks(darks), _dark_index(dark_index, len(stack))
-    return np.array([frame_median(frame, darks[i]) for frame, i in zip(stack, dark_index,
-                                                                        strict=True)])
+    return np.array(list(map_frames(lambda frame, i: frame_median(frame, darks[i]), stack,
+                                    dark_index)))
 
 
 def darks_for_frames(exptimes, master_darks, rows=None) -> tuple[np.ndarray, np.ndarray]:

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import param
 
-from .calibrate import (MasterFlat, calibrate_frame, darks_for_frames, flat_acceptance, master_dark,
-                        master_flat)
+from .calibrate import (MasterFlat, calibrate_frame, darks_for_frames, flat_acceptance,
+                        frame_medians, master_dark, master_flat)
 from .combine import CombineResult, frame_median
 from .errors import InputError, InputProblem
 from .frames import Catalogue, Frame, scan
@@ -253,11 +253,9 @@ class Pipeline(ReductionParameters):
         return self._flat_medians(frames, self._flat_medians_key(frames))
 
     def _flat_medians(self, frames, key) -> np.ndarray:
-        def compute():  # the median kernel releases the GIL: frames side by side
-            raw = self._raw_stack(frames)
+        def compute():
             darks, dark_index = self._flat_darks(frames)
-            return np.array(list(_FRAME_POOL.map(lambda flat, i: frame_median(flat, darks[i]),
-                                                 raw, dark_index)))
+            return frame_medians(self._raw_stack(frames), darks, dark_index, _FRAME_POOL.map)
 
         return MASTERS.get(key, compute)
 

@@ -22,8 +22,8 @@ import numpy as np
 
 from . import __version__, fitsio
 from .calibrate import (MasterFlat, calibration_steps, combine_darks, combine_flats,
-                        darks_for_frames, fill_rejected, flat_acceptance, master_flat,
-                        normalise_flat, require_two_flats)
+                        darks_for_frames, fill_rejected, flat_acceptance, frame_medians,
+                        master_flat, normalise_flat, require_two_flats)
 from .combine import CombineResult, concatenate_rows, frame_clip_bounds, frame_median
 from .errors import BadPixelWarning, InputError, InputProblem, RejectedFlatWarning
 from .frames import Catalogue, Frame, scan
@@ -359,8 +359,7 @@ def _combine_flats(frames, master_darks, parameters, budget, map_frames=map) -> 
     if len(blocks) == 1:
         stack = _read_stack(frames, map_frames=map_frames)
         darks, dark_index = _flat_darks(frames, master_darks)
-        medians = np.array(list(map_frames(lambda flat, i: frame_median(flat, darks[i]), stack,
-                                           dark_index)))
+        medians = frame_medians(stack, darks, dark_index, map_frames)
         _accepted_flats(frames, medians, parameters)
         return master_flat(stack, darks=darks, dark_index=dark_index, medians=medians,
                            upper_limit=parameters.upper_limit,
