@@ -591,16 +591,23 @@ def _sampled_median(values, offset):  # pragma: no cover - compiled
     sample = np.partition(sample[:m], (low_rank, high_rank))
     low, high = sample[low_rank], sample[high_rank]
     window = np.empty(int(4 * margin * values.size) + 1024)
-    below, above, inside, last = 0, 0, 0, window.size - 1
-    for i in range(values.size):  # branch-free: NaN fails every comparison
-        v = _value_at(values, offset, i)
-        below += v < low
-        above += v > high
-        window[min(inside, last)] = v
-        inside += (v >= low) & (v <= high)
+    chunk = np.empty(1024)
+    below, above, inside = 0, 0, 0
+    for begin in range(0, values.size, chunk.size):
+        width = min(chunk.size, values.size - begin)
+        for j in range(width):  # these two loops vectorise; NaN fails every comparison
+            chunk[j] = _value_at(values, offset, begin + j)
+        for j in range(width):
+            below += chunk[j] < low
+            above += chunk[j] > high
+        for j in range(width):  # the window holds a few per cent: a branch rarely taken
+            if low <= chunk[j] <= high:
+                if inside < window.size:
+                    window[inside] = chunk[j]
+                inside += 1
     n = below + inside + above
     first, second = (n - 1) // 2 - below, n // 2 - below
-    if inside > last or first < 0 or second >= inside:
+    if inside > window.size or first < 0 or second >= inside:
         return _histogram_median_float(values, offset)
     window = np.partition(window[:inside], (first, second))
     return 0.5 * (window[first] + window[second])
