@@ -7,6 +7,8 @@ from ccdred.fitsio import read_image
 from ccdred.parameters import ReductionParameters
 from ccdred.reduce import reduce_night, row_blocks
 
+from .conftest import assert_same_products, frame_files
+
 
 def products(folder):
     return {p.name: fits.getdata(p) for p in sorted(folder.glob("*.fits"))}
@@ -70,3 +72,24 @@ def test_read_image_equals_astropy(tmp_path, rng, dtype, bzero):
         actual = read_image(tmp_path / "a.fits", rows=rows)
         np.testing.assert_array_equal(actual, expected if rows is None else expected[rows])
         assert actual.dtype == expected.dtype.newbyteorder("=") and actual.dtype.isnative
+
+
+@pytest.mark.parametrize("memory_budget", [1 << 30, 20_000])
+def test_frames_of_several_data_types_are_stacked_without_loss(night_files, tmp_path,
+                                                               memory_budget):
+    """A dark and a flat with fractional values among 16-bit frames: nothing is truncated.
+
+    The oracle is the same night with every frame stored as 32-bit floats.
+    """
+    fractional = {frame_files(night_files, kind)[1].name for kind in ("DARK", "FLAT")}
+    for night, as_float in (("mixed", fractional), ("floats", {p.name for p in night_files})):
+        (tmp_path / night).mkdir()
+        for path in night_files:
+            with fits.open(path) as hdus:
+                if path.name in as_float:
+                    hdus[0].data = hdus[0].data + np.float32(0.25 if path.name in fractional else 0)
+                hdus.writeto(tmp_path / night / path.name)
+    mixed = reduce_night([tmp_path / "mixed"], tmp_path / "mixed-out", memory_budget=memory_budget)
+    reduce_night([tmp_path / "floats"], tmp_path / "floats-out")
+    assert {f.dtype for f in mixed.plan.catalogue.frames} == {"uint16", "float32"}
+    assert_same_products(tmp_path / "floats-out", tmp_path / "mixed-out")
