@@ -214,7 +214,7 @@ def sigma_clip_combine(
     n_used = np.empty((rows, cols), dtype=np.int16)
     clip_mask = np.empty((n, rows, cols) if keep_mask else (0, 0, 0), dtype=bool)
     premask = mask if mask is not None else np.zeros((0, 0, 0), dtype=bool)
-    used_per_task = np.empty((rows * -(-cols // _BLOCK), n), dtype=np.int64)
+    used_per_task = np.empty((rows * ((cols + _BLOCK - 1) // _BLOCK), n), dtype=np.int64)
     _combine_kernel(
         stack, frames, premask, valid_low, valid_high, offsets, offset_index, weights, scale,
         float(threshold), cenfunc == "median", int(maxiters), sorting_network(n), data, n_used,
