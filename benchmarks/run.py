@@ -4,7 +4,7 @@ Usage (from the repository root, in the project's environment)::
 
     apt-get install time iraf iraf-noao     # GNU time and IRAF, once
     pip install -e ".[test,bench]"
-    python benchmarks/run.py                # everything: about 15 minutes
+    python benchmarks/run.py                # everything: about 6 minutes (nights made once)
     python benchmarks/run.py --parts kernel,night,dask   # some of it
 
 Nights are simulated with ``ccdred.demo`` into ``benchmarks/data`` (kept
