@@ -205,8 +205,7 @@ def image_dtype(header) -> np.dtype:
 
 def _is_unsigned_16bit(header) -> bool:
     """The usual raw-frame layout: 16-bit integers offset by BZERO = 32768."""
-    return (header.get("BITPIX") == 16 and header.get("BZERO") == 32768
-            and header.get("BSCALE", 1) == 1 and "BLANK" not in header)
+    return image_dtype(header) == np.uint16
 
 
 def product_digest(step: str, inputs, options: dict, version: str) -> str:

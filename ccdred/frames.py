@@ -19,7 +19,7 @@ from . import fitsio
 from .errors import InputError, InputProblem
 from .keywords import Keywords
 
-__all__ = ["Catalogue", "Frame", "expand_paths", "read_frame", "scan"]
+__all__ = ["Catalogue", "Frame", "expand_paths", "read_frame", "read_stack", "scan", "stack_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,27 @@ class Catalogue:
         """Raise :class:`~ccdred.errors.InputError` if any file had a problem."""
         if self.problems:
             raise InputError(self.problems)
+
+
+def stack_dtype(frames) -> np.dtype:
+    """A data type that holds the images of all these frames."""
+    return np.result_type(*(frame.dtype for frame in frames))
+
+
+def read_stack(frames, rows=None, map_frames=map) -> np.ndarray:
+    """Raw frames (or a block of their rows) as one stack, in :func:`stack_dtype`.
+
+    Each image is read straight into its slot; ``map_frames`` (e.g. a thread
+    pool's ``map``) reads the frames.
+    """
+    height = frames[0].shape[0] if rows is None else len(range(frames[0].shape[0])[rows])
+    stack = np.empty((len(frames), height, frames[0].shape[1]), dtype=stack_dtype(frames))
+
+    def store(i):
+        fitsio.read_image(frames[i].path, frames[i].hdu, rows=rows, out=stack[i])
+
+    list(map_frames(store, range(len(frames))))
+    return stack
 
 
 def expand_paths(paths) -> tuple[list[Path], list[InputProblem]]:

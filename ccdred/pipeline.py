@@ -28,7 +28,7 @@ from .calibrate import (MasterFlat, calibrate_frame, darks_for_frames, flat_acce
                         frame_medians, master_dark, master_flat)
 from .combine import CombineResult, frame_median
 from .errors import InputError, InputProblem
-from .frames import Catalogue, Frame, scan
+from .frames import Catalogue, Frame, read_stack, scan
 from .parameters import ReductionParameters
 
 __all__ = ["MASTERS", "RAW_FRAMES", "MemoCache", "Pipeline", "resolve_under"]
@@ -237,7 +237,7 @@ class Pipeline(ReductionParameters):
     def _raw_stack(self, frames) -> np.ndarray:
         """Raw frames as one stack, read once per process (read-only)."""
         def load():
-            stack = np.stack(list(_FRAME_POOL.map(Frame.read, frames)))
+            stack = read_stack(frames, map_frames=_FRAME_POOL.map)
             stack.flags.writeable = False
             return stack
 

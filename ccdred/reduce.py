@@ -26,7 +26,7 @@ from .calibrate import (MasterFlat, calibration_steps, combine_darks, combine_fl
                         master_flat, normalise_flat, require_two_flats)
 from .combine import CombineResult, concatenate_rows, frame_clip_bounds, frame_median
 from .errors import BadPixelWarning, InputError, InputProblem, RejectedFlatWarning
-from .frames import Catalogue, Frame, scan
+from .frames import Catalogue, Frame, read_stack, scan, stack_dtype
 from .parameters import ReductionParameters
 
 __all__ = [
@@ -310,22 +310,6 @@ def row_blocks(shape, n_frames: int, bytes_per_sample: int, budget: int) -> list
     return [slice(start, min(rows, start + step)) for start in range(0, rows, step)]
 
 
-def _read_stack(frames, rows=None, map_frames=map) -> np.ndarray:
-    """Raw frames (or a block of their rows) as one stack, in a type that holds them all.
-
-    ``map_frames`` (e.g. a thread pool's ``map``) reads the frames.
-    """
-    height = frames[0].shape[0] if rows is None else len(range(frames[0].shape[0])[rows])
-    stack = np.empty((len(frames), height, frames[0].shape[1]),
-                     dtype=np.result_type(*(frame.dtype for frame in frames)))
-
-    def store(i):
-        fitsio.read_image(frames[i].path, frames[i].hdu, rows=rows, out=stack[i])
-
-    list(map_frames(store, range(len(frames))))
-    return stack
-
-
 def dark_blocks(frames, budget) -> list[slice]:
     """Row blocks for combining these darks within ``budget`` bytes."""
     return row_blocks(frames[0].shape, len(frames), _DARK_SAMPLE_BYTES, budget)
@@ -333,15 +317,14 @@ def dark_blocks(frames, budget) -> list[slice]:
 
 def flat_blocks(frames, budget) -> list[slice]:
     """Row blocks for combining these (raw) flats within ``budget`` bytes."""
-    itemsize = np.result_type(*(frame.dtype for frame in frames)).itemsize
-    return row_blocks(frames[0].shape, len(frames), itemsize, budget)
+    return row_blocks(frames[0].shape, len(frames), stack_dtype(frames).itemsize, budget)
 
 
 def _combine_darks(frames, parameters, budget, map_frames=map) -> CombineResult:
     logger.info("combining %d darks of %g s", len(frames), frames[0].exptime)
     blocks = dark_blocks(frames, budget)
     if len(blocks) == 1:
-        stack = _read_stack(frames, map_frames=map_frames)
+        stack = read_stack(frames, map_frames=map_frames)
         bounds = None
         if parameters.frame_clip:
             bounds = list(map_frames(lambda dark: frame_clip_bounds(
@@ -357,7 +340,7 @@ def _combine_darks(frames, parameters, budget, map_frames=map) -> CombineResult:
 def _combine_flats(frames, master_darks, parameters, budget, map_frames=map) -> MasterFlat:
     blocks = flat_blocks(frames, budget)
     if len(blocks) == 1:
-        stack = _read_stack(frames, map_frames=map_frames)
+        stack = read_stack(frames, map_frames=map_frames)
         darks, dark_index = _flat_darks(frames, master_darks)
         medians = frame_medians(stack, darks, dark_index, map_frames)
         _accepted_flats(frames, medians, parameters)
@@ -382,7 +365,7 @@ def dark_frame_bounds(frame: Frame, parameters) -> tuple[float, float] | None:
 
 def combine_dark_rows(frames, rows: slice, bounds, parameters) -> CombineResult:
     """The clipped mean of one block of rows of the darks."""
-    return combine_darks(_read_stack(frames, rows), frame_clip=parameters.frame_clip,
+    return combine_darks(read_stack(frames, rows), frame_clip=parameters.frame_clip,
                          frame_bounds=bounds if parameters.frame_clip else None,
                          keep_mask=False, **parameters.clip_options())
 
@@ -403,7 +386,7 @@ def combine_flat_rows(frames, rows: slice, medians, master_darks, parameters) ->
     accepted = _accepted_flats(frames, medians, parameters)
     used = [frame for frame, ok in zip(frames, accepted, strict=True) if ok]
     darks, dark_index = _flat_darks(used, master_darks, rows)
-    return combine_flats(_read_stack(used, rows), medians[accepted], darks=darks,
+    return combine_flats(read_stack(used, rows), medians[accepted], darks=darks,
                          dark_index=dark_index, keep_mask=False, **parameters.clip_options())
 
 
