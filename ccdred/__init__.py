@@ -1,30 +1,50 @@
 """ccdred: fast, interactive, reproducible CCD data reduction for optical imaging.
 
 The library is layered: ``fitsio`` (the only FITS I/O), ``frames`` (catalogue),
-``combine`` (stack kernels), ``calibrate`` (master dark/flat, calibration),
-``reduce`` (whole night), ``pipeline`` (reactive, param), ``plots``
-(HoloViews) and ``dashboard`` (Panel). Importing ``ccdred`` loads neither
-HoloViews nor Panel.
+``combine`` (stack kernels), ``calibrate`` (the steps and their options),
+``plan`` (what a night makes from what), ``steps`` (making a planned master),
+``night`` and ``cluster`` (runners), ``pipeline`` (reactive, param), ``plots``
+(HoloViews) and ``dashboard`` (Panel). Names are imported on first use, so
+that ``import ccdred`` stays light and loads neither HoloViews nor Panel.
 """
 
+import importlib
 import logging
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-from .calibrate import MasterFlat, calibrate_frame, master_dark, master_flat, subtract_dark  # noqa: E402
-from .combine import CombineResult, frame_clip_mask, sigma_clip_combine  # noqa: E402
-from .errors import CcdredWarning, InputError, InputProblem, RejectedFlatWarning  # noqa: E402
-from .frames import Catalogue, Frame, scan  # noqa: E402
-from .keywords import Keywords  # noqa: E402
-from .parameters import ReductionParameters  # noqa: E402
-from .pipeline import Pipeline  # noqa: E402
-from .reduce import NightPlan, NightResult, plan_night, reduce_night  # noqa: E402
+#: Public name -> the module that defines it.
+_PUBLIC = {
+    "CombineResult": "combine", "frame_clip_mask": "combine", "sigma_clip_combine": "combine",
+    "ClipOptions": "calibrate", "FlatLimits": "calibrate", "FlatCombiner": "calibrate",
+    "MasterFlat": "calibrate", "StackCombiner": "calibrate", "Section": "calibrate",
+    "calibrate_frame": "calibrate", "master_bias": "calibrate", "master_dark": "calibrate",
+    "master_flat": "calibrate", "subtract_dark": "calibrate",
+    "CcdredWarning": "errors", "InputError": "errors", "InputProblem": "errors",
+    "RejectedFlatWarning": "errors",
+    "Catalogue": "frames", "Frame": "frames", "PreprocessOptions": "frames", "scan": "frames",
+    "Keywords": "keywords",
+    "NightPlan": "plan", "PlanOptions": "plan", "build_plan": "plan", "plan_night": "plan",
+    "StepOptions": "steps", "make_master": "steps",
+    "ReductionParameters": "parameters",
+    "NightResult": "night", "reduce_night": "night",
+    "Pipeline": "pipeline",
+}
 
-__all__ = [
-    "Catalogue", "CcdredWarning", "CombineResult", "Frame", "InputError", "InputProblem",
-    "Keywords", "MasterFlat", "NightPlan", "NightResult", "Pipeline", "ReductionParameters",
-    "RejectedFlatWarning", "calibrate_frame", "frame_clip_mask", "master_dark", "master_flat",
-    "plan_night", "reduce_night", "scan", "sigma_clip_combine", "subtract_dark",
-]
+__all__ = ["__version__", *sorted(_PUBLIC)]
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        msg = f"module 'ccdred' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
+
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,109 +1,405 @@
-"""Calibration steps: master dark, master flat, calibrated frame.
+"""Calibration steps: their options, the combiners of masters, calibrating a frame.
 
-Arrays in, new arrays out; inputs are never changed (but for
-:func:`fill_rejected`, which finishes a fresh combination in place) and
-nothing here touches files. With default arguments the results equal the course script's.
+Each step is a small frozen object holding its validated options, in the
+manner of astropy's ``SigmaClip``: :class:`ClipOptions`, :class:`FlatLimits`,
+:class:`Overscan` and :class:`Trim`; :class:`StackCombiner` (master bias,
+master dark, dark-current image) and :class:`FlatCombiner` (master flat) know
+their own decomposition into per-frame statistics, the combination of a
+block of rows, and a finish, so that every runner (in process, Dask, the
+interactive pipeline) runs the same pieces. The one-call functions
+:func:`master_bias`, :func:`master_dark`, :func:`master_flat` and
+:func:`calibrate_frame` wrap them.
+
+Arrays in, new arrays out: inputs are never changed, and nothing here touches
+files. With default options the results equal the course script's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import re
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .combine import CombineResult, frame_clip_bounds, frame_median, sigma_clip_combine
+from .combine import (CENFUNCS, CombineResult, concatenate_rows, frame_clip_bounds, frame_median,
+                      sigma_clip_combine)
+from .errors import InputError, InputProblem
 
 __all__ = [
+    "ClipOptions",
+    "FlatCombiner",
+    "FlatLimits",
     "MasterFlat",
+    "Overscan",
+    "Section",
+    "StackCombiner",
+    "Trim",
     "calibrate_frame",
     "calibration_steps",
-    "combine_darks",
-    "combine_flats",
     "darks_for_frames",
-    "fill_rejected",
     "flat_acceptance",
     "frame_medians",
+    "master_bias",
     "master_dark",
     "master_flat",
     "normalise_flat",
-    "require_two_flats",
     "subtract_dark",
 ]
 
 
-def master_dark(darks, *, threshold=2.5, cenfunc="median", maxiters=10, frame_clip=True,
-                keep_mask=True) -> CombineResult:
-    """Combine dark frames of one exposure time into a master dark.
+# -- options -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    """Sigma-clipping options, validated once.
 
     Parameters
     ----------
-    darks : array_like, shape (n_frames, n_rows, n_columns)
-        Raw dark frames; integer (raw ADU) or float.
-    threshold, cenfunc, maxiters
-        Sigma-clipping settings, used both per frame and across the stack.
-    frame_clip : bool, optional
+    threshold : float
+        Clipping threshold in standard deviations, both sides (> 0).
+    cenfunc : {'median', 'mean'}
+        Centre of the clipping bounds.
+    maxiters : int
+        Most bound computations per pixel (>= 1).
+
+    Examples
+    --------
+    >>> ClipOptions(threshold=3).as_kwargs()
+    {'threshold': 3.0, 'cenfunc': 'median', 'maxiters': 10}
+    >>> ClipOptions(cenfunc="mode")
+    Traceback (most recent call last):
+    ...
+    ValueError: cenfunc must be one of ('median', 'mean'), got 'mode'
+    """
+
+    threshold: float = 2.5
+    cenfunc: str = "median"
+    maxiters: int = 10
+
+    def __post_init__(self):
+        try:
+            threshold = float(self.threshold)
+        except (TypeError, ValueError):
+            threshold = math.nan
+        if not math.isfinite(threshold) or threshold <= 0:
+            msg = f"threshold must be a positive number, got {self.threshold!r}"
+            raise ValueError(msg)
+        if self.cenfunc not in CENFUNCS:
+            msg = f"cenfunc must be one of {CENFUNCS}, got {self.cenfunc!r}"
+            raise ValueError(msg)
+        if isinstance(self.maxiters, bool) or int(self.maxiters) != self.maxiters or self.maxiters < 1:
+            msg = f"maxiters must be an integer >= 1, got {self.maxiters!r}"
+            raise ValueError(msg)
+        object.__setattr__(self, "threshold", threshold)
+        object.__setattr__(self, "maxiters", int(self.maxiters))
+
+    def as_kwargs(self) -> dict:
+        """The options as keyword arguments of the combine kernels."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FlatLimits:
+    """Which flats a master flat may use, judged by their (dark-subtracted) medians.
+
+    Parameters
+    ----------
+    upper : float
+        Reject flats whose median is above this (saturation, non-linearity).
+    lower : float or None
+        Reject flats whose median is below this (under-exposed); off when None.
+
+    Examples
+    --------
+    >>> FlatLimits(upper=10).accepts([5.0, 50.0, float("nan")]).tolist()
+    [True, False, False]
+    >>> FlatLimits(upper=10).verdict(50.0)
+    'rejected: above upper limit 10'
+    """
+
+    upper: float = 38000.0
+    lower: float | None = None
+
+    def __post_init__(self):
+        for name in ("upper", "lower"):
+            value = getattr(self, name)
+            if value is None and name == "lower":
+                continue
+            if not isinstance(value, int | float | np.number) or math.isnan(value):
+                msg = f"{name} limit must be a number, got {value!r}"
+                raise ValueError(msg)
+            object.__setattr__(self, name, float(value))
+
+    def accepts(self, medians) -> np.ndarray:
+        """Bool per flat: its median lies within the limits (a NaN median never does)."""
+        medians = np.asarray(medians, dtype=np.float64)
+        accepted = medians <= self.upper
+        if self.lower is not None:
+            accepted &= medians >= self.lower
+        return accepted
+
+    def verdict(self, median: float) -> str:
+        """'used', or why a flat of this median is rejected."""
+        if not np.isfinite(median):
+            return "rejected: median is not a number"
+        if median > self.upper:
+            return f"rejected: above upper limit {self.upper:g}"
+        if self.lower is not None and median < self.lower:
+            return f"rejected: below lower limit {self.lower:g}"
+        return "used"
+
+    def describe(self) -> str:
+        """The limits in words, for messages."""
+        lower = "off" if self.lower is None else f"{self.lower:g}"
+        return f"upper {self.upper:g}, lower {lower}"
+
+    def select(self, medians, paths, filter_name) -> np.ndarray:
+        """The accepted flats; InputError naming every flat and its median when none is.
+
+        Parameters
+        ----------
+        medians : array_like
+            Median of each flat.
+        paths : sequence of path-like
+            The flats' files (or names), for the message.
+        filter_name : str
+            Their filter, for the message.
+        """
+        accepted = self.accepts(medians)
+        if not accepted.any():
+            details = ", ".join(f"{_file_name(p)} {m:.0f}" for p, m in zip(paths, medians, strict=True))
+            msg = (f"too few flats of filter {filter_name!r} within the limits "
+                   f"({self.describe()}): {details}")
+            raise InputError([InputProblem(paths[0] if _is_path(paths[0]) else None, msg)])
+        return accepted
+
+
+def _file_name(path) -> str:
+    return getattr(path, "name", str(path))
+
+
+def _is_path(value) -> bool:
+    return hasattr(value, "name")
+
+
+# -- sections, overscan and trim ---------------------------------------------------
+
+_SECTION = re.compile(r"^\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]$")
+
+
+@dataclass(frozen=True)
+class Section:
+    """A FITS image section, ``[x1:x2,y1:y2]``: 1-based, inclusive, column first.
+
+    Examples
+    --------
+    >>> s = Section.parse("[1:100, 11:20]")
+    >>> s.slices
+    (slice(10, 20, None), slice(0, 100, None))
+    >>> str(s)
+    '[1:100,11:20]'
+    """
+
+    x1: int
+    x2: int
+    y1: int
+    y2: int
+
+    @classmethod
+    def parse(cls, text: str) -> Section:
+        """The section a string describes; ValueError naming it when it does not parse."""
+        match = _SECTION.match(str(text).strip())
+        if not match:
+            msg = f"{text!r} is not a FITS section [x1:x2,y1:y2]"
+            raise ValueError(msg)
+        x1, x2, y1, y2 = map(int, match.groups())
+        if min(x1, x2, y1, y2) < 1 or x1 > x2 or y1 > y2:
+            msg = f"{text!r} is not a FITS section: 1-based and x1 <= x2, y1 <= y2 are needed"
+            raise ValueError(msg)
+        return cls(x1, x2, y1, y2)
+
+    def check(self, shape) -> None:
+        """ValueError unless the section lies inside an image of ``shape`` (rows, columns)."""
+        if self.x2 > shape[1] or self.y2 > shape[0]:
+            msg = f"{self} does not lie inside the {shape[1]}x{shape[0]} image"
+            raise ValueError(msg)
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """(rows, columns) slices into a numpy image."""
+        return slice(self.y1 - 1, self.y2), slice(self.x1 - 1, self.x2)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the section."""
+        return self.y2 - self.y1 + 1, self.x2 - self.x1 + 1
+
+    def __str__(self) -> str:
+        return f"[{self.x1}:{self.x2},{self.y1}:{self.y2}]"
+
+
+OVERSCAN_FUNCTIONS = ("median", "mean")
+
+
+@dataclass(frozen=True)
+class Overscan:
+    """Subtract the bias level read from an overscan strip, per row or per column.
+
+    The strip's long side gives the readout direction: a strip of columns
+    (taller than wide) is reduced to one value per row, a strip of rows to
+    one value per column, like astropy ccdproc's ``subtract_overscan``.
+
+    Parameters
+    ----------
+    section : Section
+        The overscan strip.
+    function : str
+        ``'median'``, ``'mean'`` (per row or column of the strip), or
+        ``'legendre:N'``: the means, fitted by a Legendre polynomial of
+        degree N along the readout direction.
+    """
+
+    section: Section
+    function: str = "median"
+
+    def __post_init__(self):
+        name, _, degree = self.function.partition(":")
+        valid = (self.function in OVERSCAN_FUNCTIONS
+                 or (name == "legendre" and degree.isdigit() and int(degree) <= 20))
+        if not valid:
+            msg = (f"overscan function must be median, mean or legendre:N (N <= 20), "
+                   f"got {self.function!r}")
+            raise ValueError(msg)
+
+    @property
+    def along_rows(self) -> bool:
+        """True for a strip of columns: one overscan value per row."""
+        rows, cols = self.section.shape
+        return rows >= cols
+
+    def level(self, raw) -> np.ndarray:
+        """The bias level to subtract, broadcastable to ``raw`` (float64)."""
+        strip = np.asarray(raw[self.section.slices], dtype=np.float64)
+        axis = 1 if self.along_rows else 0
+        name, _, degree = self.function.partition(":")
+        if name == "median":
+            values = np.median(strip, axis=axis)
+        else:
+            values = np.mean(strip, axis=axis)
+        if name == "legendre":
+            position = np.arange(values.size, dtype=np.float64)
+            values = np.polynomial.Legendre.fit(position, values, int(degree))(position)
+        return values[:, None] if self.along_rows else values[None, :]
+
+
+@dataclass(frozen=True)
+class Trim:
+    """Keep only a section of the image (the exposed pixels)."""
+
+    section: Section
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Overscan subtraction then trim: applied first, identically to every frame type.
+
+    Examples
+    --------
+    >>> raw = np.arange(12.0).reshape(3, 4)
+    >>> Preprocess(trim=Trim(Section.parse("[2:3,1:2]")))(raw).tolist()
+    [[1.0, 2.0], [5.0, 6.0]]
+    """
+
+    overscan: Overscan | None = None
+    trim: Trim | None = None
+
+    def __bool__(self) -> bool:
+        return self.overscan is not None or self.trim is not None
+
+    def __call__(self, raw) -> np.ndarray:
+        """The preprocessed image: float64 after an overscan, else a view of ``raw``."""
+        image = np.asarray(raw)
+        if self.overscan is not None:
+            image = np.subtract(image, self.overscan.level(image), dtype=np.float64)
+        if self.trim is not None:
+            image = image[self.trim.section.slices]
+        return image
+
+    def shape(self, raw_shape) -> tuple[int, int]:
+        """Shape of a preprocessed image of a raw ``raw_shape``."""
+        return tuple(raw_shape) if self.trim is None else self.trim.section.shape
+
+    def describe(self) -> dict:
+        """The overscan and trim used, for product headers."""
+        return {"overscan": "none" if self.overscan is None else str(self.overscan.section),
+                "overscan_function": None if self.overscan is None else self.overscan.function,
+                "trim": "none" if self.trim is None else str(self.trim.section)}
+
+
+# -- combiners -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StackCombiner:
+    """The sigma-clipped mean of a stack: master bias, master dark, dark-current image.
+
+    The work splits into :meth:`frame_statistics` (each whole frame's own
+    clipping bounds), :meth:`combine` (any block of rows) and :meth:`finish`
+    (join the blocks; pixels where every sample was rejected take the mean
+    of the master), which runners may run where they like.
+
+    Parameters
+    ----------
+    clip : ClipOptions
+        Clipping across the stack, and of each frame on its own.
+    frame_clip : bool
         First sigma-clip each frame on its own and leave out what it rejects
-        (the course script's behaviour: it masks hot pixels and cosmic rays).
-    keep_mask : bool, optional
-        Keep the 3-D ``clip_mask`` in the result.
-
-    Returns
-    -------
-    CombineResult
-        ``data`` is the clipped mean; pixels where every sample was rejected
-        take the mean of the master.
+        (the course script's behaviour for darks: it masks hot pixels and
+        cosmic rays).
     """
-    return fill_rejected(combine_darks(darks, threshold=threshold, cenfunc=cenfunc,
-                                       maxiters=maxiters, frame_clip=frame_clip,
-                                       keep_mask=keep_mask))
 
+    clip: ClipOptions = field(default_factory=ClipOptions)
+    frame_clip: bool = True
 
-def combine_darks(darks, *, threshold=2.5, cenfunc="median", maxiters=10, frame_clip=True,
-                  frame_bounds=None, keep_mask=True) -> CombineResult:
-    """The clipped mean of darks, NaN where every sample was rejected.
+    def frame_statistics(self, image) -> tuple[float, float] | None:
+        """One whole frame's clipping bounds (None without frame clipping)."""
+        if not self.frame_clip:
+            return None
+        return frame_clip_bounds(image, **self.clip.as_kwargs())
 
-    ``frame_bounds`` gives each frame's own clipping bounds when ``darks`` is
-    only a block of rows of the frames (the bounds must come from the whole
-    frames, see :func:`~ccdred.combine.frame_clip_bounds`).
-    """
-    darks = np.asarray(darks)
-    clip = {"threshold": threshold, "cenfunc": cenfunc, "maxiters": maxiters}
-    valid_range = None
-    if frame_clip:
-        bounds = frame_bounds or [frame_clip_bounds(frame, **clip) for frame in darks]
-        valid_range = np.array(bounds).T
-    return sigma_clip_combine(darks, valid_range=valid_range, keep_mask=keep_mask, **clip)
+    def combine(self, stack, statistics=None, *, offsets=None, offset_index=None,
+                scale=None) -> CombineResult:
+        """The clipped mean of (a block of rows of) the stack; NaN where nothing is left.
 
+        ``statistics`` are the frames' :meth:`frame_statistics`; ``offsets``
+        (images, e.g. a master bias), ``offset_index`` and ``scale`` (per
+        frame, e.g. 1 / exposure time) are as for
+        :func:`~ccdred.combine.sigma_clip_combine`.
+        """
+        valid_range = None
+        if self.frame_clip:
+            valid_range = np.array(statistics, dtype=np.float64).T
+        return sigma_clip_combine(stack, valid_range=valid_range, offsets=offsets,
+                                  offset_index=offset_index, scale=scale, keep_mask=False,
+                                  **self.clip.as_kwargs())
 
-def fill_rejected(result: CombineResult) -> CombineResult:
-    """Pixels where every sample was rejected take the mean of the others.
+    def finish(self, parts) -> CombineResult:
+        """Join row blocks; pixels where every sample was rejected take the master's mean."""
+        result = concatenate_rows(parts)
+        used = result.n_used > 0
+        if not used.all():
+            fill = np.mean(result.data, where=used) if used.any() else 0.0
+            result.data[~used] = fill
+        return result
 
-    Fills ``result.data`` in place (it is meant for a combination just made,
-    which saves a copy of the image) and returns ``result``.
-    """
-    used = result.n_used > 0
-    if not used.all():
-        fill = np.mean(result.data, where=used) if used.any() else 0.0
-        result.data[np.logical_not(used, out=used)] = fill
-    return result
-
-
-def subtract_dark(frame, dark, out=None) -> np.ndarray:
-    """Raw frame minus master dark, computed in float64 (stored into ``out`` if given)."""
-    return np.subtract(frame, dark, out=out, dtype=np.float64, casting="unsafe")
-
-
-def flat_acceptance(medians, *, upper_limit=38000.0, lower_limit=None) -> np.ndarray:
-    """Which flats to use, from their (dark-subtracted) medians.
-
-    A flat is rejected when its median is above ``upper_limit`` (saturation,
-    non-linearity) or below ``lower_limit`` (under-exposed), when given.
-    """
-    medians = np.asarray(medians, dtype=np.float64)
-    accepted = medians <= upper_limit
-    if lower_limit is not None:
-        accepted &= medians >= lower_limit
-    return accepted
+    def __call__(self, stack, *, offsets=None, offset_index=None, scale=None,
+                 map_frames=map) -> CombineResult:
+        """The whole master from a whole stack (``map_frames`` measures the frames)."""
+        statistics = list(map_frames(self.frame_statistics, stack))
+        return self.finish([self.combine(stack, statistics, offsets=offsets,
+                                         offset_index=offset_index, scale=scale)])
 
 
 @dataclass(frozen=True)
@@ -132,18 +428,82 @@ class MasterFlat:
     n_bad_pixels: int
 
 
-def frame_medians(stack, darks=None, dark_index=None, map_frames=map) -> np.ndarray:
-    """Median of each frame of a stack (less its dark, if given), in float64, ignoring NaN.
+@dataclass(frozen=True)
+class FlatCombiner:
+    """A normalised master flat from the flats of one filter.
 
-    ``darks`` and ``dark_index`` are as for :func:`master_flat`; ``map_frames``
-    (e.g. a thread pool's ``map``) measures the frames, the median kernel
-    releasing the GIL.
+    Flats whose median falls outside the limits are left out; the others are
+    scaled to the first accepted flat's median, sigma-clipped, averaged with
+    their medians as weights, and divided by the mean of the result. One
+    accepted flat is enough (it is normalised; a warning says so).
+
+    Parameters
+    ----------
+    clip : ClipOptions
+    limits : FlatLimits
     """
-    if darks is None:
-        return np.array(list(map_frames(frame_median, stack)))
-    darks, dark_index = _as_darks(darks), _dark_index(dark_index, len(stack))
-    return np.array(list(map_frames(lambda frame, i: frame_median(frame, darks[i]), stack,
-                                    dark_index)))
+
+    clip: ClipOptions = field(default_factory=ClipOptions)
+    limits: FlatLimits = field(default_factory=FlatLimits)
+
+    @staticmethod
+    def frame_statistics(image, offset=None) -> float:
+        """A flat's median, less its dark (``offset``) when given."""
+        return frame_median(image, offset)
+
+    def combine(self, stack, medians, accepted, *, offsets=None, offset_index=None) -> CombineResult:
+        """Scaled, clipped, weighted mean of (a block of rows of) the accepted flats.
+
+        ``stack`` holds every flat; ``medians`` and ``accepted`` describe them
+        all, ``offset_index`` (which of ``offsets`` each flat takes) too.
+        """
+        accepted = np.asarray(accepted, dtype=bool)
+        used = np.asarray(medians, dtype=np.float64)[accepted]
+        index = None if offset_index is None else np.asarray(offset_index)[accepted]
+        return sigma_clip_combine(stack, weights=used, scale=used[0] / used,
+                                  frames=np.flatnonzero(accepted), offsets=offsets,
+                                  offset_index=index, keep_mask=False, **self.clip.as_kwargs())
+
+    def finish(self, parts, medians, accepted) -> MasterFlat:
+        """Join the row blocks and normalise."""
+        combined = concatenate_rows(parts)
+        normalised, n_bad = normalise_flat(combined.data)
+        return MasterFlat(normalised, combined, np.asarray(medians, dtype=np.float64),
+                          np.asarray(accepted, dtype=bool), n_bad)
+
+    def __call__(self, stack, *, offsets=None, offset_index=None, medians=None, paths=None,
+                 filter_name="", map_frames=map) -> MasterFlat:
+        """The whole master flat from a whole stack of (raw) flats."""
+        offsets = _as_offsets(offsets)
+        index = np.zeros(len(stack), dtype=np.int64) if offset_index is None else offset_index
+        if medians is None:
+            medians = frame_medians(stack, offsets, index, map_frames)
+        paths = [f"flat {i}" for i in range(len(stack))] if paths is None else paths
+        accepted = self.limits.select(medians, paths, filter_name)
+        part = self.combine(stack, medians, accepted, offsets=offsets, offset_index=index)
+        return self.finish([part], medians, accepted)
+
+
+def _as_offsets(offsets) -> np.ndarray | None:
+    """Offset images as a stack: one 2-D image becomes a stack of one."""
+    if offsets is None:
+        return None
+    offsets = np.asarray(offsets)
+    return offsets[np.newaxis] if offsets.ndim == 2 else offsets
+
+
+def frame_medians(stack, offsets=None, offset_index=None, map_frames=map) -> np.ndarray:
+    """Median of each frame of a stack (less its offset image, if given), in float64.
+
+    ``offsets`` and ``offset_index`` are as for :func:`master_flat`;
+    ``map_frames`` (e.g. a thread pool's ``map``) measures the frames.
+    """
+    offsets = _as_offsets(offsets)
+    if offsets is None:
+        return np.array(list(map_frames(frame_median, stack)), dtype=np.float64)
+    index = np.zeros(len(stack), dtype=np.int64) if offset_index is None else offset_index
+    return np.array(list(map_frames(lambda frame, i: frame_median(frame, offsets[i]), stack,
+                                    index)), dtype=np.float64)
 
 
 def darks_for_frames(exptimes, master_darks, rows=None) -> tuple[np.ndarray, np.ndarray]:
@@ -171,91 +531,6 @@ def darks_for_frames(exptimes, master_darks, rows=None) -> tuple[np.ndarray, np.
     return darks, np.array([distinct.index(t) for t in exptimes], dtype=np.int64)
 
 
-def _as_darks(darks) -> np.ndarray | None:
-    """Master darks as a stack: one 2-D dark becomes a stack of one."""
-    if darks is None:
-        return None
-    darks = np.asarray(darks)
-    return darks[np.newaxis] if darks.ndim == 2 else darks
-
-
-def _dark_index(dark_index, n_frames) -> np.ndarray:
-    return np.zeros(n_frames, dtype=np.int64) if dark_index is None else np.asarray(dark_index)
-
-
-def master_flat(flats, *, darks=None, dark_index=None, threshold=2.5, cenfunc="median",
-                maxiters=10, upper_limit=38000.0, lower_limit=None, medians=None,
-                keep_mask=True) -> MasterFlat:
-    """Combine flats of one filter into a normalised master flat.
-
-    Flats whose median falls outside the limits are left out; the others are
-    scaled to the first accepted flat's median, sigma-clipped, averaged with
-    their medians as weights, and divided by the mean of the result.
-
-    Parameters
-    ----------
-    flats : array_like, shape (n_frames, n_rows, n_columns)
-        Dark-subtracted flat frames, or raw ones when ``darks`` are given.
-    darks : array_like, shape (n_darks, n_rows, n_columns) or (n_rows, n_columns), optional
-        Master darks to subtract (in float64) from the raw flats as they are
-        measured and combined, which spares a dark-subtracted copy of them;
-        one 2-D dark serves every flat.
-    dark_index : array_like of int, shape (n_frames,), optional
-        Which of ``darks`` each flat takes (its exposure time's); the first
-        by default.
-    threshold, cenfunc, maxiters
-        Sigma-clipping settings.
-    upper_limit, lower_limit : float or None
-        Limits on each flat's median (ADU); see :func:`flat_acceptance`.
-    medians : array_like, optional
-        The flats' medians, when already known.
-    keep_mask : bool, optional
-        Keep the 3-D ``clip_mask`` in the combination result.
-
-    Returns
-    -------
-    MasterFlat
-
-    Raises
-    ------
-    ValueError
-        When fewer than two flats pass the limits.
-    """
-    flats, darks = np.asarray(flats), _as_darks(darks)
-    dark_index = _dark_index(dark_index, len(flats))
-    medians = (frame_medians(flats, darks, dark_index) if medians is None
-               else np.asarray(medians, dtype=np.float64))
-    accepted = flat_acceptance(medians, upper_limit=upper_limit, lower_limit=lower_limit)
-    require_two_flats(accepted, medians)
-    combine = combine_flats(flats, medians[accepted], frames=np.flatnonzero(accepted),
-                            darks=darks, dark_index=dark_index[accepted], threshold=threshold,
-                            cenfunc=cenfunc, maxiters=maxiters, keep_mask=keep_mask)
-    normalised, n_bad = normalise_flat(combine.data)
-    return MasterFlat(normalised, combine, medians, accepted, n_bad)
-
-
-def require_two_flats(accepted, medians) -> None:
-    """Raise ValueError, with the medians, unless at least two flats are accepted."""
-    if np.sum(accepted) < 2:
-        msg = (f"{np.sum(accepted)} of {len(medians)} flats pass the limits "
-               f"(medians {np.round(medians, 1).tolist()}); at least 2 are needed")
-        raise ValueError(msg)
-
-
-def combine_flats(flats, medians, *, frames=None, darks=None, dark_index=None, threshold=2.5,
-                  cenfunc="median", maxiters=10, keep_mask=True) -> CombineResult:
-    """Scale accepted flats to the first one's median, clip, average weighted by the medians.
-
-    ``medians`` are those of the flats combined: all of ``flats``, or the ones
-    ``frames`` picks (indices, which spares copying them out). ``darks`` and
-    ``dark_index`` (one per combined flat) are as for :func:`master_flat`.
-    """
-    medians = np.asarray(medians, dtype=np.float64)
-    return sigma_clip_combine(flats, threshold=threshold, cenfunc=cenfunc, maxiters=maxiters,
-                              weights=medians, scale=medians[0] / medians, frames=frames,
-                              offsets=darks, offset_index=dark_index, keep_mask=keep_mask)
-
-
 def normalise_flat(combined) -> tuple[np.ndarray, int]:
     """Divide by the mean; pixels left without a positive, finite value become 1.0.
 
@@ -269,15 +544,97 @@ def normalise_flat(combined) -> tuple[np.ndarray, int]:
     return normalised, int(np.count_nonzero(bad))
 
 
+def flat_acceptance(medians, *, upper_limit=FlatLimits.upper, lower_limit=None) -> np.ndarray:
+    """Which flats to use, from their medians (see :meth:`FlatLimits.accepts`)."""
+    return FlatLimits(upper_limit, lower_limit).accepts(medians)
+
+
+# -- one-call wrappers --------------------------------------------------------------
+
+
+def master_bias(biases, *, frame_clip=False, **clip) -> CombineResult:
+    """Combine bias frames into a master bias (sigma-clipped mean).
+
+    Parameters
+    ----------
+    biases : array_like, shape (n_frames, n_rows, n_columns)
+    frame_clip : bool, optional
+        Sigma-clip each frame on its own first; off by default.
+    **clip
+        :class:`ClipOptions` (threshold, cenfunc, maxiters).
+    """
+    return StackCombiner(ClipOptions(**clip), frame_clip)(biases)
+
+
+def master_dark(darks, *, frame_clip=True, bias=None, **clip) -> CombineResult:
+    """Combine dark frames of one exposure time into a master dark.
+
+    Parameters
+    ----------
+    darks : array_like, shape (n_frames, n_rows, n_columns)
+        Raw dark frames; integer (raw ADU) or float.
+    frame_clip : bool, optional
+        First sigma-clip each frame on its own and leave out what it rejects
+        (the course script's behaviour: it masks hot pixels and cosmic rays).
+    bias : array_like, optional
+        A master bias to subtract from every sample first.
+    **clip
+        :class:`ClipOptions` (threshold, cenfunc, maxiters).
+
+    Returns
+    -------
+    CombineResult
+        ``data`` is the clipped mean; pixels where every sample was rejected
+        take the mean of the master.
+    """
+    return StackCombiner(ClipOptions(**clip), frame_clip)(darks, offsets=_as_offsets(bias))
+
+
+def master_flat(flats, *, darks=None, dark_index=None, upper_limit=FlatLimits.upper,
+                lower_limit=None, medians=None, **clip) -> MasterFlat:
+    """Combine flats of one filter into a normalised master flat (see :class:`FlatCombiner`).
+
+    Parameters
+    ----------
+    flats : array_like, shape (n_frames, n_rows, n_columns)
+        Dark-subtracted flat frames, or raw ones when ``darks`` are given.
+    darks : array_like, shape (n_darks, n_rows, n_columns) or (n_rows, n_columns), optional
+        Images to subtract (in float64) from the raw flats as they are
+        measured and combined, which spares a dark-subtracted copy of them;
+        one 2-D dark serves every flat.
+    dark_index : array_like of int, shape (n_frames,), optional
+        Which of ``darks`` each flat takes; the first by default.
+    upper_limit, lower_limit : float or None
+        Limits on each flat's median (ADU); see :class:`FlatLimits`.
+    medians : array_like, optional
+        The flats' medians, when already known.
+    **clip
+        :class:`ClipOptions` (threshold, cenfunc, maxiters).
+
+    Raises
+    ------
+    InputError
+        When no flat passes the limits.
+    """
+    combiner = FlatCombiner(ClipOptions(**clip), FlatLimits(upper_limit, lower_limit))
+    return combiner(np.asarray(flats), offsets=darks, offset_index=dark_index, medians=medians)
+
+
+def subtract_dark(frame, dark, out=None) -> np.ndarray:
+    """Raw frame minus master dark, computed in float64 (stored into ``out`` if given)."""
+    return np.subtract(frame, dark, out=out, dtype=np.float64, casting="unsafe")
+
+
 def calibrate_frame(raw, master_dark, master_flat=None) -> np.ndarray:
     """(raw - master dark) / master flat, in float64.
 
     Parameters
     ----------
     raw : array_like
-        The raw object frame.
+        The raw (preprocessed) object frame.
     master_dark : array_like
-        Master dark of the frame's exposure time.
+        What to subtract: the master dark of the frame's exposure time, or
+        the bias plus the scaled dark current.
     master_flat : array_like, optional
         Normalised master flat of the frame's filter; dark subtraction only
         when omitted.
@@ -297,17 +654,6 @@ def calibration_steps(raw, master_dark, master_flat=None, *,
     The arithmetic is float64 (as :func:`calibrate_frame`), done a block of
     rows at a time, and the results are stored in ``dtype``: storing in the
     products' type directly spares a float64 copy of the whole frame.
-
-    Parameters
-    ----------
-    raw : array_like
-        The raw frame (rows along the first axis).
-    master_dark : array_like
-        Master dark of the frame's exposure time.
-    master_flat : array_like, optional
-        Normalised master flat of the frame's filter.
-    dtype : numpy dtype, optional
-        Type of the returned arrays.
 
     Returns
     -------

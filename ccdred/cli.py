@@ -15,9 +15,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .errors import InputError, InputProblem
-from .parameters import ReductionParameters
+from .serve import DEMO_SIZE
+from .parameters import ReductionParameters, names
 
 __all__ = ["main"]
 
@@ -69,6 +70,7 @@ def _clip_options(parser, defaults: ReductionParameters) -> None:
                        help=f"{doc.dtype.doc} (default: {defaults.dtype})")
     extra.add_argument("--no-intermediate", dest="intermediate", action="store_false",
                        help="do not write the dark-subtracted '_d' files")
+    _calibration_options(parser, defaults)
     existing = extra.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true",
                           help="replace products already in the output folder")
@@ -86,6 +88,32 @@ def _clip_options(parser, defaults: ReductionParameters) -> None:
                        help="run on this dask.distributed scheduler (e.g. tcp://host:8786)")
     scale.add_argument("--workers", type=int, metavar="N",
                        help="run on a new local Dask cluster of N worker processes")
+
+
+def _frame_type(text: str) -> tuple[str, str]:
+    glob, sep, kind = text.rpartition("=")
+    if not sep or not glob:
+        msg = f"expected GLOB=TYPE (e.g. 'flat-*=flat'), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return glob, kind.strip().lower()
+
+
+def _calibration_options(parser, defaults: ReductionParameters) -> None:
+    doc = defaults.param
+    group = parser.add_argument_group("bias, dark model, overscan and trim (beyond nimccdred.py)")
+    group.add_argument("--dark-model", choices=doc.dark_model.objects, default=defaults.dark_model,
+                       help=f"{doc.dark_model.doc} (default: {defaults.dark_model})")
+    for name in ("overscan", "overscan_function", "trim"):
+        group.add_argument(f"--{name.replace('_', '-')}", default=getattr(defaults, name),
+                           help=f"{doc[name].doc} (default: {getattr(defaults, name)})")
+    group.add_argument("--temperature-tolerance", type=float, metavar="DEGREES",
+                       default=defaults.temperature_tolerance,
+                       help=f"{doc.temperature_tolerance.doc} "
+                            f"(default: {defaults.temperature_tolerance:g})")
+    group.add_argument("--frame-type", type=_frame_type, action="append", default=[],
+                       metavar="GLOB=TYPE", dest="frame_types",
+                       help="classify files whose name matches GLOB as TYPE (bias, dark, flat, "
+                            "object or ignore), whatever their header says; repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,16 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "several nights, each reduced into DIR_REDUCED/<folder name>")
     demo = commands.add_parser("demo", help="write the simulated demo night")
     demo.add_argument("dir", help="folder to write the raw frames into")
-    demo.add_argument("--size", type=int, default=512, help="image width and height (default 512)")
+    demo.add_argument("--size", type=int, default=DEMO_SIZE,
+                      help=f"image width and height (default {DEMO_SIZE})")
     demo.add_argument("--seed", type=int, default=2021, help="random seed (default 2021)")
     return parser
 
 
 def _parameters(args) -> ReductionParameters:
-    names = [name for name in ReductionParameters.param if name != "name"]
-    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    values = {name: getattr(args, name) for name in names(ReductionParameters) if hasattr(args, name)}
     values["upper_limit"], values["lower_limit"] = args.upperlimit, args.lowerlimit
-    return ReductionParameters(**values)
+    values["frame_types"] = dict(args.frame_types)
+    parameters = ReductionParameters(**values)
+    parameters.keywords(), parameters.preprocessing(), parameters.plan_options()  # check them
+    return parameters
 
 
 def _setup_logging(logfile: Path) -> logging.Handler:
@@ -138,7 +169,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def _reduce(args) -> int:
     from tqdm import tqdm
 
-    from .reduce import reduce_night
+    from .night import reduce_night
 
     try:
         parameters = _parameters(args)

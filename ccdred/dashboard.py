@@ -1,97 +1,55 @@
-"""The Panel dashboard: widgets wired to a :class:`~ccdred.pipeline.Pipeline`.
+"""The Panel dashboard: a layout of a :class:`~ccdred.pipeline.Pipeline`'s widgets and views.
 
-Thin by design: every number comes from the pipeline, every picture from
-:mod:`ccdred.plots`. Each browser session gets its own ``Pipeline`` (its own
-parameters, selections and errors); raw frames and masters are shared through
-the pipeline's process-wide caches. Reads happen only under the data root and
-writes only under the output root.
+Thin by design: the widgets come from the pipeline's parameters
+(``pn.Param``), every number from the pipeline's methods (which declare what
+they depend on), every picture from :mod:`ccdred.plots`, and "Reduce night"
+from a :class:`~ccdred.job.ReductionJob`. Each browser session gets its own
+pipeline; raw frames and masters are shared through the pipeline's caches.
+Reads happen only under the data root and writes only under the output root.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import datetime
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import holoviews as hv
-import numpy as np
 import panel as pn
 import param
 
 from . import plots
-from .demo import NightSpec, demo_night
 from .errors import InputError
-from .parameters import ClipParameters, KeywordParameters, ReductionParameters
-from .pipeline import Pipeline, resolve_under
-from .reduce import reduce_night
+from .job import ReductionJob
+from .parameters import CalibrationParameters, ClipParameters, KeywordParameters, names
+from .pipeline import Pipeline
+from .serve import app_options, list_nights, resolve_under
 
-__all__ = ["Dashboard", "app_options"]
+__all__ = ["Dashboard"]
 
-#: Reductions run here, off the server's event loop, shared by all sessions.
-_REDUCTIONS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccdred-reduce")
-_CLIP = ("pipeline.catalogue", "pipeline.threshold", "pipeline.cenfunc", "pipeline.maxiters",
-         "pipeline.frame_clip")
-_DARK_PARAMETERS = (*_CLIP, "pipeline.exptime")
-_FLAT_PARAMETERS = (*_CLIP, "pipeline.filter", "pipeline.upper_limit", "pipeline.lower_limit")
 _CLIP_WIDGETS = {
     "threshold": {"type": pn.widgets.EditableFloatSlider, "fixed_start": 0.1},
     "upper_limit": pn.widgets.FloatInput,
     "lower_limit": pn.widgets.FloatInput,
 }
-
-
-def app_options(argv=None) -> argparse.Namespace:
-    """Options of ``panel serve app.py --args ...`` (environment variables as defaults)."""
-    cache = Path(os.environ.get("CCDRED_CACHE", Path.home() / ".cache" / "ccdred"))
-    parser = argparse.ArgumentParser(prog="app.py")
-    parser.add_argument("--data-root", default=os.environ.get("CCDRED_DATA_ROOT"),
-                        help="folder whose sub-folders are nights (default: the demo night)")
-    parser.add_argument("--output-root", default=os.environ.get("CCDRED_OUTPUT_ROOT",
-                                                                cache / "products"),
-                        help="folder under which 'Reduce night' writes products")
-    parser.add_argument("--demo-size", type=int, default=int(os.environ.get("CCDRED_DEMO_SIZE", 1024)),
-                        help="width and height of the demo night's frames")
-    parser.add_argument("--cache", default=cache, help="where the demo night is generated")
-    options = parser.parse_args(argv)
-    if options.data_root is None:
-        night = demo_night(options.cache, NightSpec(shape=(options.demo_size, options.demo_size)))
-        options.data_root = night.parent
-        options.night = night.name
-    else:
-        options.night = None
-    return options
-
-
-def _nights(root: Path) -> list[str]:
-    """Sub-folders of the data root (and the root itself, '.') that hold files."""
-    names = [p.name for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    loose_files = any(p.is_file() for p in root.iterdir())
-    return (["."] if loose_files else []) + names
+_START_HERE = ("**Start here:** pick a night, look at the frames' levels, then move the "
+               "threshold and watch the clipped pixels; *Reduce night* writes the products.")
 
 
 class Dashboard(pn.viewable.Viewer):
     """The ccdred dashboard of one browser session."""
 
     pipeline = param.ClassSelector(class_=Pipeline)
+    job = param.ClassSelector(class_=ReductionJob)
     night = param.Selector(default=None, objects=[], allow_None=True, check_on_set=True,
                            doc="night folder under the data root")
-    status = param.String(default="", doc="last message for the user")
-    tab = param.Integer(default=0, doc="index of the tab on show; only it is computed")
+    status = param.String(default="", doc="the night on show, or why a choice was refused")
 
     def __init__(self, data_root, output_root, night=None, **params):
         self._data_root = Path(data_root).resolve()
-        self._output_root = Path(output_root)
-        super().__init__(pipeline=Pipeline(), **params)
-        self.param.night.objects = _nights(self._data_root)
+        super().__init__(pipeline=Pipeline(), job=ReductionJob(output_root), **params)
+        self.param.night.objects = list_nights(self._data_root, exclude=[output_root])
         self._folder_input = pn.widgets.TextInput(name="or type a folder under the data root",
                                                   placeholder="night folder")
         self._folder_input.param.watch(self._typed_folder, "value")
-        self._progress = pn.indicators.Progress(value=0, max=1, visible=False, sizing_mode="stretch_width")
-        self._reduce_button = pn.widgets.Button(name="Reduce night", button_type="primary")
-        self._reduce_button.on_click(self._reduce)
         self.night = night if night in self.param.night.objects else next(iter(self.param.night.objects), None)
 
     @classmethod
@@ -99,6 +57,8 @@ class Dashboard(pn.viewable.Viewer):
         """A dashboard configured from ``panel serve app.py --args ...``."""
         options = app_options(argv)
         return cls(options.data_root, options.output_root, night=options.night)
+
+    # -- actions (they may set the status; views never do) ----------------------------
 
     @param.depends("night", watch=True, on_init=True)
     def _open_night(self) -> None:
@@ -113,202 +73,129 @@ class Dashboard(pn.viewable.Viewer):
         try:
             folder = resolve_under(self._data_root, relative)
         except InputError as err:
-            self._report(str(err))
+            self.status = f"Error: {err}"
             return
         self.pipeline.night = str(folder)
-        self.status = f"Night: {folder.name}"
+        name = folder.relative_to(self._data_root).as_posix()
+        if name in self.param.night.objects and self.night != name:
+            self.night = name
+        self.status = f"Night: {name}"
 
-    def _report(self, message: str) -> None:
-        self.status = f"Error: {message}"
-        if pn.state.notifications is not None:
-            pn.state.notifications.error(message, duration=8000)
+    async def _reduce(self, _event) -> None:
+        await self.job.run(self.pipeline.night, self.pipeline)
 
-    # -- views -----------------------------------------------------------------
-
-    def _guarded(self, tab: int, build):
-        """Build a view, unless its tab is hidden (it is built when shown)."""
-        if self.tab != tab:
-            raise param.Skip
-        try:
-            return build()
-        except InputError as err:
-            self._report(str(err))
-            return pn.pane.Alert(str(err), alert_type="danger")
+    # -- views ------------------------------------------------------------------------
 
     @param.depends("status")
     def _status_view(self):
+        if not self.status:
+            return pn.Spacer()
         kind = "danger" if self.status.startswith("Error") else "info"
-        return pn.pane.Alert(self.status, alert_type=kind) if self.status else pn.Spacer()
+        return pn.pane.Alert(self.status, alert_type=kind, sizing_mode="stretch_width")
 
-    @param.depends("tab", "pipeline.catalogue", "pipeline.threshold", "pipeline.cenfunc",
-                   "pipeline.maxiters", "pipeline.frame_clip", "pipeline.upper_limit",
-                   "pipeline.lower_limit")
-    def _levels_view(self):
-        def build():
-            rows = self.pipeline.frame_levels()
-            return pn.Column(
-                plots.frame_levels_plot(rows, self.pipeline.upper_limit, self.pipeline.lower_limit),
-                plots.frame_table(rows), sizing_mode="stretch_width")
-        return self._guarded(0, build)
+    @param.depends("job.status", "job.error", "job.output", "job.running", "job.done")
+    def _job_view(self):
+        job = self.job
+        parts = []
+        if job.running:
+            parts.append(pn.indicators.Progress(value=job.done, max=max(job.total, 1),
+                                                sizing_mode="stretch_width"))
+        if job.status:
+            parts.append(pn.pane.Alert(job.status, alert_type="danger" if job.error else "success",
+                                       sizing_mode="stretch_width"))
+        if job.error:
+            parts.append(pn.pane.Markdown("\n".join(f"- {line}" for line in job.error.splitlines())))
+        if job.output and not job.running:
+            parts.append(pn.pane.Markdown(f"Products in `{job.output}`", styles={"word-break": "break-all"}))
+        return pn.Column(*parts, sizing_mode="stretch_width")
 
-    # The clipping tab is made of DynamicMaps: a change updates the data of the plots
-    # on show instead of rebuilding them, and each depends only on what it draws.
+    def _levels_view(self, levels):
+        return pn.Column(
+            plots.frame_levels_plot(levels, self.pipeline.upper_limit, self.pipeline.lower_limit),
+            plots.frame_table(levels), sizing_mode="stretch_width")
 
-    def _master_or_none(self, getter):
-        try:
-            return getter()
-        except InputError as err:
-            self._report(str(err))
-            return None
+    def _before_after_view(self, shown):
+        name, raw, calibrated = shown
+        return plots.before_after(raw, calibrated, name)
 
-    @param.depends(*_DARK_PARAMETERS)
-    def _dark_clip_map(self):
-        dark = self._master_or_none(self.pipeline.master_dark)
-        if dark is None:
-            return plots.clip_map(np.zeros((1, 1)), 1, "no master dark")
-        return plots.clip_map(dark.n_rejected, dark.n_frames,
-                              f"dark {self.pipeline.exptime:g} s: rejected fraction")
-
-    @param.depends(*_FLAT_PARAMETERS)
-    def _flat_clip_map(self):
-        flat = self._master_or_none(self.pipeline.master_flat)
-        if flat is None:
-            return plots.clip_map(np.zeros((1, 1)), 1, "no master flat")
-        return plots.clip_map(flat.combine.n_rejected, flat.combine.n_frames,
-                              f"flat {self.pipeline.filter}: rejected fraction")
-
-    @param.depends(*_DARK_PARAMETERS)
-    def _dark_rejections(self):
-        dark = self._master_or_none(self.pipeline.master_dark)
-        if dark is None:
-            return plots.rejected_per_frame([], [], "no master dark")
-        names = [f.path.name for f in self.pipeline.catalogue.darks(self.pipeline.exptime)]
-        return plots.rejected_per_frame(dark.n_rejected_per_frame, names,
-                                        f"dark {self.pipeline.exptime:g} s")
-
-    @param.depends(*_FLAT_PARAMETERS)
-    def _flat_rejections(self):
-        flat = self._master_or_none(self.pipeline.master_flat)
-        if flat is None:
-            return plots.rejected_per_frame([], [], "no master flat")
-        frames = self.pipeline.catalogue.flats(self.pipeline.filter)
-        names = [f.path.name for f, ok in zip(frames, flat.accepted, strict=True) if ok]
-        return plots.rejected_per_frame(flat.combine.n_rejected_per_frame, names,
-                                        f"flat {self.pipeline.filter}")
-
-    @param.depends(*dict.fromkeys(_DARK_PARAMETERS + _FLAT_PARAMETERS))
-    def _clip_summary(self) -> str:
-        dark = self._master_or_none(self.pipeline.master_dark)
-        flat = self._master_or_none(self.pipeline.master_flat)
-        lines = [_summary_line(dark, f"dark {self.pipeline.exptime:g} s") if dark else "",
-                 _summary_line(flat.combine, f"flat {self.pipeline.filter}") if flat else ""]
-        return "  \n".join(line for line in lines if line)
+    def _masters_view(self, dark, flat):
+        return pn.Column(plots.master_preview(dark[1].data, f"master {dark[0]}"),
+                         plots.master_preview(flat[1].data, f"master flat {flat[0]}",
+                                              label="relative response"),
+                         sizing_mode="stretch_width")
 
     def _clip_view(self):
-        def dynamic(method):
-            return pn.pane.HoloViews(hv.DynamicMap(method).opts(framewise=True),
-                                     sizing_mode="stretch_width")
+        def dynamic(build, shown, empty):
+            plot = hv.DynamicMap(_reactive(build, shown, error=empty)).opts(framewise=True)
+            return pn.pane.HoloViews(plot, linked_axes=False, sizing_mode="stretch_width")
+
+        pipeline = self.pipeline
 
         return pn.Column(
-            pn.pane.Markdown(self._clip_summary),
-            pn.Row(dynamic(self._dark_clip_map), dynamic(self._flat_clip_map)),
-            pn.Row(dynamic(self._dark_rejections), dynamic(self._flat_rejections)),
+            pn.pane.Markdown(_reactive(plots.clip_summary, self.pipeline.shown_dark,
+                                       self.pipeline.shown_flat, error=str)),
+            pn.Row(dynamic(plots.dark_clip_map, pipeline.shown_dark, plots.empty_image),
+                   dynamic(plots.flat_clip_map, pipeline.shown_flat, plots.empty_image)),
+            pn.Row(dynamic(lambda shown: plots.dark_rejections(shown, pipeline.frames_of(shown[0])),
+                           pipeline.shown_dark, plots.empty_bars),
+                   dynamic(lambda shown: plots.flat_rejections(shown, pipeline.flat_frames(shown[0])),
+                           pipeline.shown_flat, plots.empty_bars)),
             sizing_mode="stretch_width")
 
-    @param.depends("tab", "pipeline.catalogue", "pipeline.object_frame", "pipeline.threshold",
-                   "pipeline.cenfunc", "pipeline.maxiters", "pipeline.frame_clip",
-                   "pipeline.upper_limit", "pipeline.lower_limit")
-    def _before_after_view(self):
-        def build():
-            name = self.pipeline.object_frame
-            return plots.before_after(self.pipeline.raw_object(), self.pipeline.calibrated(), name)
-        return self._guarded(2, build)
-
-    @param.depends("tab", "pipeline.catalogue", "pipeline.exptime", "pipeline.filter",
-                   "pipeline.threshold", "pipeline.cenfunc", "pipeline.maxiters",
-                   "pipeline.frame_clip", "pipeline.upper_limit", "pipeline.lower_limit")
-    def _masters_view(self):
-        def build():
-            dark = plots.master_preview(self.pipeline.master_dark().data,
-                                        f"master dark {self.pipeline.exptime:g} s")
-            flat = plots.master_preview(self.pipeline.master_flat().data,
-                                        f"master flat {self.pipeline.filter}", label="relative response")
-            return pn.Column(dark, flat, sizing_mode="stretch_width")
-        return self._guarded(3, build)
-
-    # -- reduction -------------------------------------------------------------
-
-    async def _reduce(self, event) -> None:
-        night = Path(self.pipeline.night)
-        stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
-        out = self._output_root / f"{night.name}_{stamp}"
-        values = {k: getattr(self.pipeline, k) for k in _names(ReductionParameters)}
-        done = {"done": 0, "total": 1}
-
-        def progress(step, total, _message):
-            done.update(done=step, total=total)
-
-        self._reduce_button.disabled = True
-        self._progress.visible = True
-        self.status = f"Reducing {night.name} ..."
-        future = asyncio.get_running_loop().run_in_executor(
-            _REDUCTIONS, _reduce_one_night, night, out, ReductionParameters(**values), progress)
-        try:
-            while not future.done():
-                self._progress.max, self._progress.value = done["total"], done["done"]
-                await asyncio.sleep(0.25)
-            result = await future
-            self.status = f"Reduced {night.name}: {len(result.products)} products in {out}"
-        except InputError as err:
-            self._report(str(err))
-        finally:
-            self._reduce_button.disabled = False
-            self._progress.visible = False
-
-    # -- layout ----------------------------------------------------------------
+    # -- layout -----------------------------------------------------------------------
 
     def _sidebar(self) -> list:
-        clip = pn.Param(self.pipeline, parameters=_names(ClipParameters),
-                        widgets=_CLIP_WIDGETS, show_name=False, name="Combining")
-        select = pn.Param(self.pipeline, parameters=["exptime", "filter", "object_frame"],
-                          show_name=False)
-        keywords = pn.Card(pn.Param(self.pipeline, parameters=_names(KeywordParameters),
-                                    show_name=False),
-                           title="Header keywords", collapsed=True)
+        def card(title, parameters, collapsed=True, widgets=None):
+            return pn.Card(pn.Param(self.pipeline, parameters=parameters, widgets=widgets or {},
+                                    show_name=False), title=title, collapsed=collapsed)
+
+        reduce_button = pn.widgets.Button(name="Reduce night", button_type="primary",
+                                          disabled=self.job.param.running)
+        reduce_button.on_click(self._reduce)
         return [pn.widgets.Select.from_param(self.param.night, name="Night"), self._folder_input,
-                "### Combining", clip, "### Show", select, keywords,
-                self._reduce_button, self._progress, self._status_view]
+                self._status_view, "### Combining",
+                pn.Param(self.pipeline, parameters=names(ClipParameters), widgets=_CLIP_WIDGETS,
+                         show_name=False),
+                "### Show", pn.Param(self.pipeline, parameters=["calibration", "filter",
+                                                                "object_frame"], show_name=False),
+                card("Calibration", names(CalibrationParameters)),
+                card("Header keywords", names(KeywordParameters)),
+                reduce_button, self._job_view]
 
     def __panel__(self):
+        pipeline = self.pipeline
         tabs = pn.Tabs(
-            ("Frames", pn.panel(self._levels_view, defer_load=False, loading_indicator=True)),
+            ("Frames", pn.panel(_reactive(self._levels_view, pipeline.frame_levels),
+                                loading_indicator=True)),
             ("Clipping", self._clip_view()),
-            ("Before / after", pn.panel(self._before_after_view, loading_indicator=True)),
-            ("Masters", pn.panel(self._masters_view, loading_indicator=True)),
+            ("Before / after", pn.panel(_reactive(self._before_after_view,
+                                                  pipeline.shown_calibrated),
+                                        loading_indicator=True)),
+            ("Masters", pn.panel(_reactive(self._masters_view, pipeline.shown_dark,
+                                           pipeline.shown_flat), loading_indicator=True)),
             dynamic=True, sizing_mode="stretch_width")
-        tabs.link(self, active="tab")
         return pn.template.FastListTemplate(
-            title="ccdred: CCD reduction", sidebar=self._sidebar(), main=[tabs],
-            sidebar_width=340, accent="#1f5f8b")
+            title="ccdred: CCD reduction", sidebar=self._sidebar(),
+            main=[pn.pane.Markdown(_START_HERE), tabs], sidebar_width=340, accent="#1f5f8b")
 
 
-def _reduce_one_night(night: Path, out: Path, parameters, progress):
-    """Reduce here, or on the Dask cluster named by ``CCDRED_SCHEDULER``."""
-    scheduler = os.environ.get("CCDRED_SCHEDULER")
-    if not scheduler:
-        return reduce_night([night], out, parameters, progress=progress)
-    from .cluster import connect, reduce_nights_on_cluster
+def _reactive(build, *methods, error=None):
+    """A function of the parameters ``methods`` depend on, returning ``build(*their values)``.
 
-    with connect(scheduler) as client:
-        return reduce_nights_on_cluster([([night], out)], client, parameters, progress=progress)[0]
+    The methods' own ``param.depends`` declarations say when to rebuild; an
+    input problem becomes ``error(message)`` (an alert by default), with no
+    notification and no status change.
+    """
+    def view(*_):
+        try:
+            return build(*(method() for method in methods))
+        except InputError as err:
+            message = str(err)
+            return error(message) if error else pn.pane.Alert(message, alert_type="warning")
 
-
-def _names(parameters: type[param.Parameterized]) -> list[str]:
-    return [name for name in parameters.param if name != "name"]
-
-
-def _summary_line(result, title: str) -> str:
-    rejected = int(np.sum(result.n_rejected))
-    total = result.n_frames * result.n_used.size
-    return f"**{title}**: {rejected:,} of {total:,} samples rejected ({100 * rejected / total:.2f} %)"
-
+    dependencies = []
+    for method in methods:
+        owner = method.__self__
+        for info in owner.param.method_dependencies(method.__name__):
+            dependencies.append(info.inst.param[info.name])
+    return pn.bind(view, *dict.fromkeys(dependencies))

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
+
+from . import fitsio
 
 __all__ = ["NightSpec", "NightTruth", "demo_night", "make_night", "night_truth"]
 
@@ -214,17 +215,9 @@ def make_night(folder, spec: NightSpec = NightSpec()) -> list[Path]:
     for number, (data, cards) in enumerate(frames, start=1):
         cards["DATE-OBS"] = (start + datetime.timedelta(minutes=2 * number)).isoformat()
         path = folder / f"demo_{number:04d}.fits"
-        _write_raw(path, data, cards)
+        fitsio.write_raw_frame(path, data, cards)
         paths.append(path)
     return paths
-
-
-def _write_raw(path, data, cards) -> None:
-    header = fits.Header()
-    for key, value in cards.items():
-        header[key] = value
-    hdu = fits.PrimaryHDU(data, header=header)
-    hdu.writeto(path, overwrite=True)
 
 
 def _cards(spec, kind, exptime, filter_name=None, target=None) -> dict:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BadPixelWarning", "CcdredWarning", "InputError", "InputProblem", "RejectedFlatWarning"]
+__all__ = ["BadPixelWarning", "CalibrationWarning", "CcdredWarning", "InputError", "InputProblem",
+           "RejectedFlatWarning", "SingleFlatWarning"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,15 @@ class CcdredWarning(UserWarning):
 
 class RejectedFlatWarning(CcdredWarning):
     """A flat frame was left out of its master because of its median level."""
+
+
+class SingleFlatWarning(CcdredWarning):
+    """Only one flat of a filter was usable: it is normalised without clipping."""
+
+
+class CalibrationWarning(CcdredWarning):
+    """A calibration choice the user should know of (a header section not used,
+    a frame far from its calibration's temperature)."""
 
 
 class BadPixelWarning(CcdredWarning):

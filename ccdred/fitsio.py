@@ -35,6 +35,7 @@ __all__ = [
     "read_image",
     "storage_dtype",
     "write_image",
+    "write_raw_frame",
 ]
 
 #: Suffixes stripped from a raw file name to make product names (longest first).
@@ -42,6 +43,9 @@ FITS_SUFFIXES = (".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fits", ".fit", 
 
 #: Suffix of the temporary files products are written to before their rename.
 PARTIAL_SUFFIX = ".part"
+#: The process umask, read once (setting it back at once) while the module loads.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 _FITS_MAGIC = b"SIMPLE  ="
 _GZIP_MAGIC = b"\x1f\x8b"
 _STRUCTURAL = ("SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT",
@@ -226,14 +230,15 @@ def is_current_product(path, digest: str) -> bool:
         return False
 
 
-def add_provenance(header: fits.Header, *, step: str, inputs, options: dict,
-                   version: str) -> fits.Header:
+def add_provenance(header: fits.Header, *, step: str, inputs, options: dict, version: str,
+                   history=()) -> fits.Header:
     """A copy of ``header`` fit for a product, with ccdred's provenance added.
 
     The raw header's structural and scaling cards are dropped (astropy writes
     them anew for the product's data); the step, the ccdred version, the date,
-    the options, NCOMBINE with IRAF-style IMCMBnnn input names, and HISTORY
-    lines are added.
+    the options that are set (unset ones are left out), IRAF-style IMCMBnnn
+    input names with NCOMBINE for combined masters, and HISTORY lines (the
+    inputs, then ``history``) are added.
     """
     out = header.copy()
     for key in _STRUCTURAL:
@@ -242,19 +247,34 @@ def add_provenance(header: fits.Header, *, step: str, inputs, options: dict,
         out.remove(key, ignore_missing=True, remove_all=True)
     inputs = [str(p) for p in inputs]
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    out["HIERARCH CCDRED STEP"] = step
-    out["HIERARCH CCDRED VERSION"] = version
-    out["HIERARCH CCDRED DATE"] = now
+    _set(out, "HIERARCH CCDRED STEP", step, "ccdred step that made this file")
+    _set(out, "HIERARCH CCDRED VERSION", version, "ccdred version")
+    _set(out, "HIERARCH CCDRED DATE", now, "when it was made (UTC)")
     for key, value in sorted(options.items()):
-        out[f"HIERARCH CCDRED {key.upper()}"] = "None" if value is None else value
-    out["HIERARCH CCDRED DIGEST"] = product_digest(step, inputs, options, version)
-    out["NCOMBINE"] = (len(inputs), "number of input frames")
+        if value is not None:
+            _set(out, f"HIERARCH CCDRED {key.upper()}", value, "ccdred option")
+    _set(out, "HIERARCH CCDRED DIGEST", product_digest(step, inputs, options, version),
+         "fingerprint of step, inputs, options, version")
+    if step.startswith("master_"):
+        out["NCOMBINE"] = (len(inputs), "number of frames combined")
+    else:
+        out.remove("NCOMBINE", ignore_missing=True, remove_all=True)
     for number, name in enumerate(inputs[:999], start=1):
-        out[f"IMCMB{number:03d}"] = Path(name).name
+        out[f"IMCMB{number:03d}"] = (Path(name).name, "input")
     out.add_history(f"ccdred {version} {step} on {now}")
     for name in inputs:
         out.add_history(f"  input {name}")
+    for line in history:
+        out.add_history(f"  {line}")
     return out
+
+
+def _set(header: fits.Header, key: str, value, comment: str) -> None:
+    """Set a card, with its comment where the card has room for it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        fits_in = fits.Card(key, value, comment).image.rstrip().endswith(f"/ {comment}")
+    header[key] = (value, comment) if fits_in else value
 
 
 def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=False) -> Path:
@@ -293,6 +313,7 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
                                          suffix=PARTIAL_SUFFIX, delete=False) as handle:
             temporary = handle.name
             hdu.writeto(handle)
+            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)  # as open() would, not mkstemp's 0600
         os.replace(temporary, path)
     except OSError as err:
         _discard(temporary)
@@ -302,6 +323,18 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
         _discard(temporary)
         raise
     return path
+
+
+def write_raw_frame(path, data, cards: dict) -> Path:
+    """Write a raw frame as a camera would: integer data as given, the header ``cards``.
+
+    For simulated nights; unsigned 16-bit data is stored with BZERO = 32768.
+    """
+    header = fits.Header()
+    for key, value in cards.items():
+        header[key] = value
+    fits.PrimaryHDU(data, header=header).writeto(path, overwrite=True)
+    return Path(path)
 
 
 def _failure_reason(err: OSError) -> str:

@@ -7,19 +7,21 @@ is the night: the frames that could be read, and an
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from . import fitsio
+from .calibrate import Overscan, Preprocess, Section, Trim
 from .errors import InputError, InputProblem
-from .keywords import Keywords
+from .keywords import FRAME_TYPES, Keywords
 
-__all__ = ["Catalogue", "Frame", "expand_paths", "read_frame", "read_stack", "scan", "stack_dtype"]
+__all__ = ["Catalogue", "Frame", "PreprocessOptions", "expand_paths", "read_frame", "read_stack",
+           "scan", "stack_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,13 @@ class Frame:
     date_obs : str or None
         DATE-OBS, when present.
     dtype : str
-        Type of the image data as read (e.g. 'uint16' for 16-bit raw frames).
+        Type of the image data as read (e.g. 'uint16' for 16-bit raw frames),
+        after the preprocessing.
+    temperature : float or None
+        CCD temperature (CCD-TEMP, else SET-TEMP), degrees C.
+    preprocess : Preprocess
+        Overscan subtraction and trim applied whenever the image is read;
+        ``shape`` is the preprocessed image's.
     """
 
     path: Path
@@ -59,24 +67,28 @@ class Frame:
     shape: tuple[int, int]
     date_obs: str | None = None
     dtype: str = "float64"
+    temperature: float | None = None
+    preprocess: Preprocess = field(default_factory=Preprocess)
 
     @property
     def name(self) -> str:
         """File name without folder and FITS suffix (the stem of its products)."""
         return fitsio.product_stem(self.path)
 
-    @cached_property
-    def median(self) -> float:
-        """Median pixel value of the raw image (read on first use)."""
-        return float(np.median(self.read()))
-
     def header(self):
         """The header of the image HDU (read again from the file)."""
         return fitsio.find_image_hdu(self.path)[1]
 
-    def read(self, dtype=None) -> np.ndarray:
-        """The raw image, as stored or converted to ``dtype``."""
-        return fitsio.read_image(self.path, self.hdu, dtype=dtype)
+    def read(self, rows=None, out=None) -> np.ndarray:
+        """The (preprocessed) image, or a block of its ``rows``; stored into ``out`` if given."""
+        if not self.preprocess:
+            return fitsio.read_image(self.path, self.hdu, rows=rows, out=out)
+        image = self.preprocess(fitsio.read_image(self.path, self.hdu))
+        image = image if rows is None else image[rows]
+        if out is None:
+            return image
+        np.copyto(out, image, casting="unsafe")
+        return out
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,7 @@ class Catalogue:
     frames: tuple[Frame, ...]
     problems: tuple[InputProblem, ...] = ()
     keywords: Keywords = field(default_factory=Keywords)
+    notes: tuple[str, ...] = ()
 
     def of_type(self, frame_type: str) -> list[Frame]:
         """Frames of one type, in path order."""
@@ -109,12 +122,6 @@ class Catalogue:
         """Filters that need a master flat: those of object frames."""
         return sorted({f.filter for f in self.of_type("object")})
 
-    def rows(self) -> list[dict]:
-        """One dict per frame, for tables."""
-        return [{"file": f.path.name, "type": f.frame_type or f"unknown ({f.imagetyp})",
-                 "exptime": f.exptime, "filter": f.filter, "shape": "x".join(map(str, f.shape)),
-                 "date_obs": f.date_obs} for f in self.frames]
-
     def raise_problems(self) -> None:
         """Raise :class:`~ccdred.errors.InputError` if any file had a problem."""
         if self.problems:
@@ -136,7 +143,7 @@ def read_stack(frames, rows=None, map_frames=map) -> np.ndarray:
     stack = np.empty((len(frames), height, frames[0].shape[1]), dtype=stack_dtype(frames))
 
     def store(i):
-        fitsio.read_image(frames[i].path, frames[i].hdu, rows=rows, out=stack[i])
+        frames[i].read(rows, out=stack[i])
 
     list(map_frames(store, range(len(frames))))
     return stack
@@ -170,7 +177,65 @@ def expand_paths(paths) -> tuple[list[Path], list[InputProblem]]:
     return files, problems
 
 
-def scan(paths, keywords: Keywords = Keywords()) -> Catalogue:
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """Which overscan and trim to apply, before anything else, to every frame.
+
+    Parameters
+    ----------
+    overscan : str
+        ``'auto'`` (the header's BIASSEC, when it is a valid section of the
+        image), ``'none'``, or a FITS section ``[x1:x2,y1:y2]``.
+    overscan_function : str
+        See :class:`~ccdred.calibrate.Overscan`.
+    trim : str
+        ``'auto'`` (TRIMSEC, else DATASEC, when valid), ``'none'``, or a section.
+    """
+
+    overscan: str = "auto"
+    overscan_function: str = "median"
+    trim: str = "auto"
+
+    def __post_init__(self):
+        for name in ("overscan", "trim"):
+            value = getattr(self, name)
+            if value not in ("auto", "none"):
+                Section.parse(value)  # ValueError naming the value
+        Overscan(Section(1, 1, 1, 1), self.overscan_function)
+
+    def resolve(self, header, shape, problem, note) -> Preprocess:
+        """The preprocessing of one frame; header sections that do not fit are noted, not used."""
+        overscan = self._section(self.overscan, ("BIASSEC",), header, shape, problem, note)
+        trim = self._section(self.trim, ("TRIMSEC", "DATASEC"), header, shape, problem, note)
+        return Preprocess(None if overscan is None else Overscan(overscan, self.overscan_function),
+                          None if trim is None else Trim(trim))
+
+    @staticmethod
+    def _section(choice, keywords, header, shape, problem, note) -> Section | None:
+        if choice == "none":
+            return None
+        if choice != "auto":
+            try:
+                section = Section.parse(choice)
+                section.check(shape)
+            except ValueError as err:
+                problem(str(err))
+                return None
+            return section
+        for key in keywords:
+            if key in header:
+                try:
+                    section = Section.parse(header[key])
+                    section.check(shape)
+                except ValueError as err:
+                    note(f"{key} = {header[key]!r} not used: {err}")
+                    continue
+                return section
+        return None
+
+
+def scan(paths, keywords: Keywords = Keywords(),
+         preprocessing: PreprocessOptions = PreprocessOptions()) -> Catalogue:
     """Read the headers of raw files (or folders of them) into a catalogue.
 
     Parameters
@@ -179,6 +244,8 @@ def scan(paths, keywords: Keywords = Keywords()) -> Catalogue:
         Files and folders.
     keywords : Keywords, optional
         Which header keywords and values mean what.
+    preprocessing : PreprocessOptions, optional
+        Overscan and trim of every frame.
 
     Returns
     -------
@@ -187,10 +254,10 @@ def scan(paths, keywords: Keywords = Keywords()) -> Catalogue:
         inconsistent file (the catalogue never raises for bad input).
     """
     files, problems = expand_paths(paths)
-    frames = []
+    frames, notes = [], []
     for path in sorted(files, key=str):
         try:
-            frames.append(read_frame(path, keywords))
+            frames.append(read_frame(path, keywords, preprocessing, notes.append))
         except InputError as err:
             problems.extend(err.problems)
     problems.extend(_shape_problems(frames))
@@ -198,11 +265,27 @@ def scan(paths, keywords: Keywords = Keywords()) -> Catalogue:
         if frame.frame_type is None:
             logger.warning("%s: %s = %r is not a known frame type; frame not used",
                            frame.path, keywords.imagetyp, frame.imagetyp)
-    return Catalogue(tuple(frames), tuple(problems), keywords)
+    return Catalogue(tuple(frames), tuple(problems), keywords, _summarise(notes))
 
 
-def read_frame(path, keywords: Keywords = Keywords()) -> Frame:
-    """Classify one raw file from its header; raise InputError listing its problems."""
+def _summarise(notes) -> tuple[str, ...]:
+    """One note per distinct message (the same header section in every file is said once)."""
+    counts = Counter(message for _, message in notes)
+    first = {}
+    for path, message in notes:
+        first.setdefault(message, path)
+    return tuple(f"{first[m]}: {m}" + (f" (and {n - 1} other files)" if n > 1 else "")
+                 for m, n in counts.items())
+
+
+def read_frame(path, keywords: Keywords = Keywords(),
+               preprocessing: PreprocessOptions = PreprocessOptions(), note=None) -> Frame:
+    """Classify one raw file from its header; raise InputError listing its problems.
+
+    ``note`` is called with ``(path, message)`` for what the user should know
+    but does not stop the frame being used (e.g. a header section that does
+    not fit the image).
+    """
     path = Path(path)
     hdu, header = fitsio.find_image_hdu(path)
     problems = []
@@ -213,21 +296,42 @@ def read_frame(path, keywords: Keywords = Keywords()) -> Frame:
     naxis = header.get(keywords.naxis, 0)
     if naxis != 2:
         problem(f"image has {naxis} axes ({keywords.naxis}); a 2-D image is needed")
-    shape = (int(header.get(keywords.naxis2, 0)), int(header.get(keywords.naxis1, 0)))
+    raw_shape = (int(header.get(keywords.naxis2, 0)), int(header.get(keywords.naxis1, 0)))
     imagetyp = header.get(keywords.imagetyp)
-    if imagetyp is None:
+    frame_type = keywords.frame_type_of(path.name, imagetyp)
+    if imagetyp is None and frame_type is None:
         problem(f"no {keywords.imagetyp} keyword: cannot tell bias, dark, flat or object apart")
-    frame_type = keywords.frame_type(imagetyp) if imagetyp is not None else None
     exptime = _exptime(header, keywords, problem if frame_type in ("dark", "flat", "object") else None)
-    filter_name = header.get(keywords.filter)
-    filter_name = None if filter_name is None else str(filter_name).strip()
+    filter_name = next((str(header[k]).strip() for k in keywords.filter_keywords()
+                        if k in header and str(header[k]).strip()), None)
     if frame_type in ("flat", "object") and not filter_name:
-        problem(f"no {keywords.filter} keyword on a {frame_type} frame")
+        problem(f"no filter keyword ({', '.join(keywords.filter_keywords())}) on a "
+                f"{frame_type} frame")
+    preprocess = preprocessing.resolve(header, raw_shape, problem,
+                                       lambda message: (note or _ignore)((path, message)))
     if problems:
         raise InputError(problems)
-    return Frame(path, hdu, str(imagetyp).strip(), frame_type, exptime,
-                 filter_name if frame_type in ("flat", "object") else None, shape,
-                 header.get("DATE-OBS"), fitsio.image_dtype(header).name)
+    dtype = np.float64 if preprocess.overscan else fitsio.image_dtype(header)
+    return Frame(path, hdu, str(imagetyp).strip(), frame_type,
+                 0.0 if frame_type == "bias" and exptime is None else exptime,
+                 filter_name if frame_type in ("flat", "object") else None,
+                 preprocess.shape(raw_shape), header.get("DATE-OBS"), np.dtype(dtype).name,
+                 _temperature(header), preprocess)
+
+
+def _ignore(_):
+    pass
+
+
+def _temperature(header) -> float | None:
+    for key in ("CCD-TEMP", "SET-TEMP", "CCDTEMP"):
+        try:
+            value = float(header[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if np.isfinite(value):
+            return value
+    return None
 
 
 def _exptime(header, keywords: Keywords, problem) -> float | None:
@@ -251,8 +355,8 @@ def _exptime(header, keywords: Keywords, problem) -> float | None:
 
 
 def _shape_problems(frames) -> list[InputProblem]:
-    """Frames whose size differs from the night's most common size."""
-    used = [f for f in frames if f.frame_type in ("dark", "flat", "object")]
+    """Frames whose (preprocessed) size differs from the night's most common size."""
+    used = [f for f in frames if f.frame_type in FRAME_TYPES]
     if not used:
         return []
     common, count = Counter(f.shape for f in used).most_common(1)[0]

@@ -9,6 +9,7 @@ common cameras and observatories work out of the box.
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, fields
 
 __all__ = ["FRAME_TYPES", "Keywords"]
@@ -31,11 +32,17 @@ class Keywords:
         Keywords tried in turn when ``exptime`` is missing.
     filter : str
         Filter name keyword.
+    filter_fallbacks : tuple of str
+        Keywords tried in turn when ``filter`` is missing or blank.
     imagetyp : str
         Frame type keyword (the course script's ``--keyword-datatype``).
     bias, dark, flat, object : tuple of str
         Values of ``imagetyp`` meaning each frame type; the first is the
         course script's default.
+    frame_types : tuple of (str, str)
+        ``(glob, type)`` pairs that classify files by name whatever their
+        header says (the first matching glob wins); type is one of the frame
+        types or ``'ignore'`` (the file is left out).
 
     Examples
     --------
@@ -51,11 +58,14 @@ class Keywords:
     exptime: str = "EXPTIME"
     exptime_fallbacks: tuple[str, ...] = ("EXPOSURE",)
     filter: str = "FILTER"
+    filter_fallbacks: tuple[str, ...] = ("FILTER", "FILTNAME", "INSFLNAM", "FILTER1", "FILT1")
     imagetyp: str = "IMAGETYP"
-    bias: tuple[str, ...] = ("BIAS", "Bias Frame", "ZERO")
-    dark: tuple[str, ...] = ("DARK", "Dark Frame")
-    flat: tuple[str, ...] = ("FLAT", "Flat Field", "Flat Frame", "SKYFLAT", "DOMEFLAT", "TWIFLAT")
-    object: tuple[str, ...] = ("LIGHT", "Light Frame", "OBJECT", "SCIENCE")
+    bias: tuple[str, ...] = ("BIAS", "Bias Frame", "ZERO", "Zero Frame", "OFFSET")
+    dark: tuple[str, ...] = ("DARK", "Dark Frame", "Dark Current")
+    flat: tuple[str, ...] = ("FLAT", "Flat Field", "Flat Frame", "FLATFIELD", "SKYFLAT",
+                             "DOMEFLAT", "TWIFLAT", "Sky Flat", "Dome Flat", "Twilight Flat")
+    object: tuple[str, ...] = ("LIGHT", "Light Frame", "OBJECT", "SCIENCE", "Science Frame")
+    frame_types: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         for name in FRAME_TYPES:
@@ -69,8 +79,13 @@ class Keywords:
             object.__setattr__(self, name, values)
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name not in FRAME_TYPES and f.name != "exptime_fallbacks" and not str(value).strip():
+            if isinstance(value, str) and not value.strip():
                 msg = f"keyword {f.name!r} must not be blank"
+                raise ValueError(msg)
+        for glob, kind in self.frame_types:
+            if kind not in (*FRAME_TYPES, "ignore") or not glob:
+                msg = (f"frame type override {glob}={kind}: the type must be one of "
+                       f"{', '.join(FRAME_TYPES)} or ignore")
                 raise ValueError(msg)
         clashes = _shared_aliases(self)
         if clashes:
@@ -84,6 +99,20 @@ class Keywords:
             if wanted in {_normalise(v) for v in getattr(self, name)}:
                 return name
         return None
+
+    def frame_type_of(self, file_name: str, imagetyp) -> str | None:
+        """A file's frame type: by its name's override if any, else by its IMAGETYP value.
+
+        Returns None for an unknown or ignored frame.
+        """
+        for glob, kind in self.frame_types:
+            if fnmatch.fnmatch(file_name, glob):
+                return None if kind == "ignore" else kind
+        return None if imagetyp is None else self.frame_type(imagetyp)
+
+    def filter_keywords(self) -> tuple[str, ...]:
+        """The filter keywords to try, in order: the configured one first."""
+        return tuple(dict.fromkeys((self.filter, *self.filter_fallbacks)))
 
     def exptime_keywords(self) -> tuple[str, ...]:
         """The exposure-time keywords to try, in order."""

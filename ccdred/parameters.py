@@ -1,29 +1,44 @@
 """The reduction's parameters, declared once.
 
-These ``param`` declarations (defaults, bounds, docs) feed the command line's
-defaults and help, the dashboard's widgets and the provenance written into
-every product. Defaults equal the course script's.
+These ``param`` declarations (bounds, docs) feed the command line's options
+and help, the dashboard's widgets and the provenance written into every
+product. Their defaults are read from the option objects of the steps
+(:class:`~ccdred.calibrate.ClipOptions`, :class:`~ccdred.calibrate.FlatLimits`,
+:class:`~ccdred.plan.PlanOptions`, :class:`~ccdred.frames.PreprocessOptions`,
+:class:`~ccdred.keywords.Keywords`), so that each default is written in one
+place; they equal the course script's.
 """
 
 from __future__ import annotations
 
 import param
 
+from .calibrate import ClipOptions, FlatLimits
 from .combine import CENFUNCS
+from .frames import PreprocessOptions
 from .keywords import Keywords
+from .plan import DARK_MODELS, PlanOptions
+from .steps import StepOptions
 
-__all__ = ["KeywordParameters", "ReductionParameters"]
+__all__ = ["CalibrationParameters", "ClipParameters", "KeywordParameters", "ReductionParameters",
+           "names"]
+
+
+def names(parameters: type[param.Parameterized]) -> list[str]:
+    """The parameters a class declares (not 'name'), in declaration order."""
+    return [name for name in parameters.param if name != "name"]
 
 
 class KeywordParameters(param.Parameterized):
     """Header keywords and the frame-type values they take."""
 
-    keyword_naxis = param.String("NAXIS", doc="FITS keyword for the number of axes")
-    keyword_naxis1 = param.String("NAXIS1", doc="FITS keyword for the image width")
-    keyword_naxis2 = param.String("NAXIS2", doc="FITS keyword for the image height")
-    keyword_exptime = param.String("EXPTIME", doc="FITS keyword for the exposure time (s)")
-    keyword_filter = param.String("FILTER", doc="FITS keyword for the filter name")
-    keyword_datatype = param.String("IMAGETYP", doc="FITS keyword for the frame type")
+    keyword_naxis = param.String(Keywords.naxis, doc="FITS keyword for the number of axes")
+    keyword_naxis1 = param.String(Keywords.naxis1, doc="FITS keyword for the image width")
+    keyword_naxis2 = param.String(Keywords.naxis2, doc="FITS keyword for the image height")
+    keyword_exptime = param.String(Keywords.exptime, doc="FITS keyword for the exposure time (s)")
+    keyword_filter = param.String(Keywords.filter, doc="FITS keyword for the filter name (then "
+                                  + ", ".join(Keywords.filter_fallbacks[1:]) + ")")
+    keyword_datatype = param.String(Keywords.imagetyp, doc="FITS keyword for the frame type")
     keyword_datatype_bias = param.List(list(Keywords.bias), item_type=str,
                                        doc="values meaning a bias frame (any case)")
     keyword_datatype_dark = param.List(list(Keywords.dark), item_type=str,
@@ -32,6 +47,8 @@ class KeywordParameters(param.Parameterized):
                                        doc="values meaning a flat frame (any case)")
     keyword_datatype_object = param.List(list(Keywords.object), item_type=str,
                                          doc="values meaning an object frame (any case)")
+    frame_types = param.Dict(default={}, doc="file-name glob -> frame type (bias, dark, flat, "
+                                             "object or ignore), whatever the header says")
 
     def keywords(self) -> Keywords:
         """The :class:`~ccdred.keywords.Keywords` these parameters describe."""
@@ -41,32 +58,66 @@ class KeywordParameters(param.Parameterized):
             imagetyp=self.keyword_datatype,
             bias=tuple(self.keyword_datatype_bias), dark=tuple(self.keyword_datatype_dark),
             flat=tuple(self.keyword_datatype_flat), object=tuple(self.keyword_datatype_object),
+            frame_types=tuple(self.frame_types.items()),
         )
+
+
+class CalibrationParameters(param.Parameterized):
+    """Which calibration steps a frame gets: overscan, trim, bias and dark."""
+
+    dark_model = param.Selector(default=PlanOptions.dark_model, objects=list(DARK_MODELS),
+                                doc="exact: a master dark per exposure time; scaled: bias + "
+                                    "dark current x time; none: bias only; auto: exact where "
+                                    "there are darks of the frame's exposure time, else scaled")
+    overscan = param.String(PreprocessOptions.overscan,
+                            doc="overscan strip: auto (BIASSEC), none, or [x1:x2,y1:y2]")
+    overscan_function = param.String(PreprocessOptions.overscan_function,
+                                      doc="overscan per row/column: median, mean or legendre:N")
+    trim = param.String(PreprocessOptions.trim,
+                        doc="section to keep: auto (TRIMSEC, else DATASEC), none, or [x1:x2,y1:y2]")
+    temperature_tolerance = param.Number(PlanOptions.temperature_tolerance, bounds=(0, None),
+                                         softbounds=(0, 10), step=0.5,
+                                         doc="biases and darks within this many degrees C form "
+                                             "one temperature group")
+
+    def plan_options(self) -> PlanOptions:
+        """The options that decide the plan."""
+        return PlanOptions(self.dark_model, self.temperature_tolerance)
+
+    def preprocessing(self) -> PreprocessOptions:
+        """The overscan and trim options."""
+        return PreprocessOptions(self.overscan, self.overscan_function, self.trim)
 
 
 class ClipParameters(param.Parameterized):
     """How masters are combined."""
 
-    threshold = param.Number(2.5, bounds=(0, None), inclusive_bounds=(False, True),
+    threshold = param.Number(ClipOptions.threshold, bounds=(0, None), inclusive_bounds=(False, True),
                              softbounds=(1.0, 5.0), step=0.1,
                              doc="sigma-clipping threshold, in standard deviations")
-    cenfunc = param.Selector(default="median", objects=list(CENFUNCS),
+    cenfunc = param.Selector(default=ClipOptions.cenfunc, objects=list(CENFUNCS),
                              doc="centre of the clipping bounds")
-    maxiters = param.Integer(10, bounds=(1, None), softbounds=(1, 20),
+    maxiters = param.Integer(ClipOptions.maxiters, bounds=(1, None), softbounds=(1, 20),
                              doc="maximum number of clipping iterations")
-    frame_clip = param.Boolean(True, doc="sigma-clip each dark on its own first (masks hot "
-                                         "pixels, as the course script does)")
-    upper_limit = param.Number(38000.0, softbounds=(0, 65535), step=500,
+    frame_clip = param.Boolean(StepOptions.frame_clip,
+                               doc="sigma-clip each dark on its own first (masks hot pixels, "
+                                   "as the course script does)")
+    upper_limit = param.Number(FlatLimits.upper, softbounds=(0, 65535), step=500,
                                doc="reject flats whose median is above this (ADU)")
-    lower_limit = param.Number(None, allow_None=True, softbounds=(0, 65535), step=500,
+    lower_limit = param.Number(FlatLimits.lower, allow_None=True, softbounds=(0, 65535), step=500,
                                doc="reject flats whose median is below this (ADU); off by default")
 
-    def clip_options(self) -> dict:
-        """Threshold, cenfunc and maxiters, as keyword arguments."""
-        return {"threshold": self.threshold, "cenfunc": self.cenfunc, "maxiters": self.maxiters}
+    def clip(self) -> ClipOptions:
+        """Threshold, cenfunc and maxiters."""
+        return ClipOptions(self.threshold, self.cenfunc, self.maxiters)
+
+    def step_options(self) -> StepOptions:
+        """Everything that decides the masters' values."""
+        return StepOptions(self.clip(), self.frame_clip,
+                           FlatLimits(self.upper_limit, self.lower_limit))
 
 
-class ReductionParameters(KeywordParameters, ClipParameters):
+class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParameters):
     """Everything that decides a night's products."""
 
     dtype = param.Selector(default="float32", objects=["float32", "float64"],
@@ -74,7 +125,6 @@ class ReductionParameters(KeywordParameters, ClipParameters):
     intermediate = param.Boolean(True, doc="write the dark-subtracted '_d' files")
 
     def provenance(self) -> dict:
-        """The parameters that decide product values, for product headers."""
-        names = ["threshold", "cenfunc", "maxiters", "frame_clip", "upper_limit", "lower_limit",
-                 "dtype"]
-        return {name: getattr(self, name) for name in names}
+        """The options that decide product values, for product headers."""
+        return {**self.step_options().provenance(), "dtype": self.dtype,
+                "temperature_tolerance": self.temperature_tolerance}

@@ -22,6 +22,8 @@ __all__ = [
     "image",
     "master_preview",
     "rejected_per_frame",
+    "dark_clip_map", "flat_clip_map", "dark_rejections", "flat_rejections", "clip_summary",
+    "empty_image", "empty_bars",
     "zscale_limits",
 ]
 
@@ -60,37 +62,89 @@ def before_after(raw, calibrated, name: str):
 
 
 def clip_map(n_rejected, n_frames: int, title: str, max_pixels: int = 512):
-    """Fraction of samples rejected per pixel of a master, block-averaged to ``max_pixels``.
+    """Fraction of samples rejected per pixel of a master, at most ``max_pixels`` a side.
 
-    A static image (no server round trip on zoom), so that it follows the
-    sliders quickly; each displayed pixel is the mean over its block.
+    A larger map is reduced by the maximum over each block, so that a single
+    rejected pixel (a cosmic ray, a hot pixel) stays visible. A static image
+    (no server round trip on zoom), so that it follows the sliders quickly.
     """
     fraction = np.asarray(n_rejected, dtype=np.float32) / max(n_frames, 1)
     rows, cols = fraction.shape
     factor = max(1, -(-max(rows, cols) // max_pixels))
-    binned = block_mean(fraction, factor)
+    binned = block_max(fraction, factor)
     element = hv.Image(np.flipud(binned), bounds=(-0.5, -0.5, cols - 0.5, rows - 0.5),
                        kdims=["x", "y"], vdims=["rejected fraction"], label=title)
     limit = max(float(binned.max()), 1e-3)
-    return element.opts(**{**_IMAGE_OPTS, "cmap": "viridis", "clim": (0.0, limit), "title": title})
+    return element.opts(**{**_IMAGE_OPTS, "cmap": "viridis", "clim": (0.0, limit), "title": title,
+                           "colorbar_opts": {"title": "rejected fraction (block maximum)"
+                                             if factor > 1 else "rejected fraction"}})
 
 
-def block_mean(data, factor: int) -> np.ndarray:
-    """Mean over ``factor`` x ``factor`` blocks (edges padded by repeating the last pixels)."""
+def block_max(data, factor: int) -> np.ndarray:
+    """Maximum over ``factor`` x ``factor`` blocks (edges padded by repeating the last pixels)."""
     if factor == 1:
         return np.asarray(data)
     rows, cols = data.shape
     padded = np.pad(data, ((0, -rows % factor), (0, -cols % factor)), mode="edge")
-    return padded.reshape(padded.shape[0] // factor, factor, -1, factor).mean(axis=(1, 3))
+    return padded.reshape(padded.shape[0] // factor, factor, -1, factor).max(axis=(1, 3))
 
 
 def rejected_per_frame(counts, names, title: str):
     """Bars: how many samples of each frame the clipping rejected (``n_rejected_per_frame``)."""
     counts = np.asarray(counts, dtype=np.int64)
     return hv.Bars(list(zip(names, counts.tolist(), strict=True)), kdims=["frame"],
-                   vdims=["rejected samples"]).opts(
+                   vdims=[hv.Dimension("rejected", label="rejected samples")]).opts(
         title=title, xrotation=60, tools=["hover"], responsive=True, height=300,
-        color="#d95f02")
+        color="#d95f02", framewise=True)
+
+
+def dark_clip_map(shown):
+    """Clip map of a bias, dark or dark-current master: ``shown`` is (name, CombineResult)."""
+    name, result = shown
+    return clip_map(result.n_rejected, result.n_frames, f"{name}: rejected fraction")
+
+
+def flat_clip_map(shown):
+    """Clip map of a master flat: ``shown`` is (filter, MasterFlat)."""
+    name, flat = shown
+    return clip_map(flat.combine.n_rejected, flat.combine.n_frames,
+                    f"flat {name}: rejected fraction")
+
+
+def dark_rejections(shown, frames):
+    """Rejected samples per frame of a bias, dark or dark-current master."""
+    name, result = shown
+    return rejected_per_frame(result.n_rejected_per_frame, [f.path.name for f in frames], name)
+
+
+def flat_rejections(shown, frames):
+    """Rejected samples per accepted flat of a master flat."""
+    name, flat = shown
+    used = [f.path.name for f, ok in zip(frames, flat.accepted, strict=True) if ok]
+    return rejected_per_frame(flat.combine.n_rejected_per_frame, used, f"flat {name}")
+
+
+def clip_summary(dark_shown, flat_shown) -> str:
+    """Markdown lines: rejected samples of the masters on show."""
+    return "  \n".join([_summary_line(dark_shown[1], dark_shown[0]),
+                        _summary_line(flat_shown[1].combine, f"flat {flat_shown[0]}")])
+
+
+def _summary_line(result, title: str) -> str:
+    rejected = int(np.sum(result.n_rejected))
+    total = result.n_frames * result.n_used.size
+    return f"**{title}**: {rejected:,} of {total:,} samples rejected ({100 * rejected / total:.2f} %)"
+
+
+def empty_image(message: str):
+    """A blank image titled with why there is nothing to show (its own axes)."""
+    return hv.Image(np.zeros((2, 2)), kdims=["x", "y"], vdims=["rejected fraction"]).opts(
+        **{**_IMAGE_OPTS, "cmap": "viridis", "title": message[:90], "colorbar": False})
+
+
+def empty_bars(message: str):
+    """Bars with none, titled with why there is nothing to show."""
+    return rejected_per_frame([], [], message[:90])
 
 
 def frame_levels_plot(rows, upper_limit: float, lower_limit: float | None = None):
@@ -122,9 +176,9 @@ def _group(row) -> str:
 
 def frame_table(rows):
     """The night's frames as a table."""
-    columns = ["file", "type", "exptime", "filter", "median", "status"]
+    columns = ["file", "type", "exptime", "filter", "median", "status", "gets"]
     data = [{key: row.get(key, "") for key in columns} for row in rows]
-    return hv.Table(data, kdims=columns[:1], vdims=columns[1:]).opts(height=400, width=900)
+    return hv.Table(data, kdims=columns[:1], vdims=columns[1:]).opts(height=400, width=1100)
 
 
 def master_preview(data, title: str, *, label="ADU"):

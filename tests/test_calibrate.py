@@ -6,6 +6,7 @@ from astropy.io import fits
 
 from ccdred.calibrate import (calibrate_frame, darks_for_frames, flat_acceptance, frame_medians,
                               master_dark, master_flat, subtract_dark)
+from ccdred.errors import InputError
 from ccdred.demo import NightSpec, make_night, night_truth
 
 from .conftest import frame_files
@@ -75,19 +76,27 @@ def test_rejected_flats_are_skipped_not_copied(rng):
     flats = np.stack([np.full((64, 64), level) * rng.uniform(0.99, 1.01, (64, 64))
                       for level in levels])
     tracemalloc.start()
-    result = master_flat(flats, keep_mask=False)
+    result = master_flat(flats)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert result.accepted.sum() == 8
     assert peak < 8 * flats[0].nbytes / 2  # well below a copy of the 8 accepted flats
-    expected = master_flat(flats[result.accepted], keep_mask=False)
+    expected = master_flat(flats[result.accepted])
     np.testing.assert_array_equal(result.data, expected.data)
 
 
-def test_too_few_flats_within_limits():
-    flats = np.stack([np.full((4, 4), 50000.0), np.full((4, 4), 20000.0)])
-    with pytest.raises(ValueError, match="1 of 2 flats pass the limits"):
+def test_no_flat_within_limits_names_each_flat_and_its_median():
+    flats = np.stack([np.full((4, 4), 50000.0), np.full((4, 4), 41000.0)])
+    with pytest.raises(InputError, match=r"too few flats of filter .* within the limits \(upper 38000, "
+                                         r"lower off\): flat 0 50000, flat 1 41000"):
         master_flat(flats)
+
+
+def test_one_flat_is_enough_and_is_only_normalised(rng):
+    flats = np.stack([np.full((4, 4), 50000.0), rng.uniform(19000, 21000, (4, 4))])
+    result = master_flat(flats)
+    assert result.accepted.tolist() == [False, True]
+    np.testing.assert_allclose(result.data, flats[1] / flats[1].mean(), rtol=1e-12)
 
 
 def test_bad_flat_pixels_become_one_not_inf():

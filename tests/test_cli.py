@@ -9,7 +9,7 @@ from astropy.io import fits
 
 from ccdred.cli import main
 from ccdred.demo import NightSpec
-from ccdred.reduce import flat_product_name, safe_filter_name
+from ccdred.plan import flat_product_name, safe_filter_name
 
 from .conftest import SMALL_SPEC, frame_files
 
@@ -92,13 +92,14 @@ def keep_one(folder, imagetyp, **cards):
     (lambda d: drop(d, "DARK", EXPTIME=30.0), r"no dark for exposure time 30 s \(needed by demo_"),
     (lambda d: keep_one(d, "DARK", EXPTIME=60.0), "only one dark for exposure time 60 s"),
     (lambda d: drop(d, "FLAT", FILTER="R"), r"no flat for filter 'R' \(needed by demo_"),
-    (lambda d: keep_one(d, "FLAT", FILTER="V"), "only one flat for filter 'V'"),
+    (lambda d: keep_one(d, "FLAT", FILTER="V"),
+     r"too few flats of filter 'V' within the limits \(upper 38000, lower off\): demo_0019.fits 4"),
     (lambda d: (d / "demo_0001.fits").write_text("garbage"), "demo_0001.fits: not a FITS file"),
 ])
 def test_validation_problems_exit_2(night_copy, tmp_path, capsys, breakage, message):
     breakage(night_copy)
     out = tmp_path / "out"
-    status, err = run(["-d", out, night_copy], capsys)
+    status, err = run(["-d", out, "--dark-model", "exact", night_copy], capsys)
     assert status == 2
     assert any(line.startswith("ccdred: error: ") for line in err.splitlines())
     assert re.search(message, err), err
@@ -110,8 +111,8 @@ def test_validation_problems_exit_2(night_copy, tmp_path, capsys, breakage, mess
 def test_all_flats_over_the_limit(night_copy, tmp_path, capsys):
     status, err = run(["-d", tmp_path / "out", "-u", "100", night_copy], capsys)
     assert status == 2
-    assert "too few flats of filter 'R' within the limits (upper 100" in err
-    assert "too few flats of filter 'V'" in err
+    assert "too few flats of filter 'R' within the limits (upper 100, lower off): demo_0026.fits 21" in err
+    assert "too few flats of filter 'V' within the limits" in err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["ccdred.log"]
 
 
@@ -119,7 +120,7 @@ def test_several_problems_reported_together(night_copy, tmp_path, capsys):
     drop(night_copy, "DARK", EXPTIME=30.0)
     drop(night_copy, "FLAT", FILTER="R")
     (night_copy / "junk.fits").write_text("junk")
-    status, err = run(["-d", tmp_path / "out", night_copy], capsys)
+    status, err = run(["-d", tmp_path / "out", "--dark-model", "exact", night_copy], capsys)
     assert status == 2
     assert len([line for line in err.splitlines() if line.startswith("ccdred: error:")]) == 3
 

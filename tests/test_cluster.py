@@ -13,7 +13,7 @@ import pytest
 from astropy.io import fits
 
 from ccdred.demo import NightSpec, make_night
-from ccdred.reduce import reduce_night
+from ccdred.night import reduce_night
 
 from .conftest import assert_same_products
 
@@ -131,7 +131,7 @@ def test_killed_worker_loses_no_product(tmp_path):
 
 
 def test_dashboard_reduces_on_the_configured_scheduler(nights, client, tmp_path, monkeypatch):
-    from ccdred.dashboard import _reduce_one_night
+    from ccdred.job import reduce_one_night
     from ccdred.parameters import ReductionParameters
 
     monkeypatch.setenv("CCDRED_SCHEDULER", client.scheduler.address)
@@ -139,7 +139,7 @@ def test_dashboard_reduces_on_the_configured_scheduler(nights, client, tmp_path,
         return dask_scheduler.transition_counter
 
     before = client.run_on_scheduler(transitions)
-    result = _reduce_one_night(nights / "night-a", tmp_path / "out", ReductionParameters(), None)
+    result = reduce_one_night(nights / "night-a", tmp_path / "out", ReductionParameters(), None)
     assert len(result.products) > 10
     assert client.run_on_scheduler(transitions) > before + len(result.products)  # ran there
     local = reduce_night([nights / "night-a"], tmp_path / "local")

@@ -25,7 +25,42 @@ def test_scan_demo_night(night_files):
     frame = catalogue.of_type("object")[0]
     assert frame.shape == spec.shape and frame.filter in spec.filters
     assert frame.date_obs.startswith("2021-02-14")
-    assert frame.median == pytest.approx(np.median(fits.getdata(frame.path)))
+    np.testing.assert_array_equal(frame.read(), fits.getdata(frame.path))
+
+
+@pytest.mark.parametrize("cards,expected", [
+    ({"FILTER": "V"}, "V"),
+    ({"INSFLNAM": "JohnsonB"}, "JohnsonB"),
+    ({"FILTER": " ", "FILTNAME": "R"}, "R"),
+    ({"FILT1": "Ha", "FILTER1": "OIII"}, "OIII"),
+])
+def test_filter_from_the_first_filter_keyword_present(write_fits, cards, expected):
+    path = write_fits("f.fits", IMAGETYP="FLAT", EXPTIME=1.0, **cards)
+    assert read_frame(path).filter == expected
+
+
+def test_frame_type_overrides_go_by_file_name(write_fits):
+    flat = write_fits("flat-001.fits", IMAGETYP="Light Frame", EXPTIME=1.0, FILTER="V")
+    junk = write_fits("focus-001.fits", IMAGETYP="Light Frame", EXPTIME=1.0, FILTER="V")
+    keywords = Keywords(frame_types=(("flat-*", "flat"), ("focus-*", "ignore")))
+    assert read_frame(flat, keywords).frame_type == "flat"
+    assert read_frame(junk, keywords).frame_type is None
+    assert read_frame(flat).frame_type == "object"
+
+
+@pytest.mark.parametrize("cards,overscan,trim", [
+    ({"BIASSEC": "[9:10,1:8]", "TRIMSEC": "[1:8,1:8]"}, "[9:10,1:8]", "[1:8,1:8]"),
+    ({"BIASSEC": "[0,513:0,1536]", "DATASEC": "[513,513:1536,1536]"}, "none", "none"),
+    ({"DATASEC": "[2:9,3:7]"}, "none", "[2:9,3:7]"),
+])
+def test_header_sections_used_when_they_fit_the_image(write_fits, cards, overscan, trim):
+    path = write_fits("s.fits", IMAGETYP="DARK", EXPTIME=1.0, **cards)
+    notes = []
+    frame = read_frame(path, note=notes.append)
+    assert frame.preprocess.describe()["overscan"] == overscan
+    assert frame.preprocess.describe()["trim"] == trim
+    bad = [key for key in cards if key in notes[0][1]] if notes else []
+    assert (overscan, trim) != ("none", "none") or bad == ["BIASSEC"] or "DATASEC" in notes[1][1]
 
 
 def test_files_are_recognised_by_content(tmp_path, write_fits):
@@ -66,7 +101,7 @@ def test_same_file_twice_is_used_once(write_fits):
     ("notype.fits", None, {"EXPTIME": 1.0}, "no IMAGETYP keyword"),
     ("noexp.fits", None, {"IMAGETYP": "DARK"}, r"no exposure time \(EXPTIME or EXPOSURE\)"),
     ("strexp.fits", None, {"IMAGETYP": "DARK", "EXPTIME": "long"}, "EXPTIME = 'long' is not a number"),
-    ("nofilter.fits", None, {"IMAGETYP": "FLAT", "EXPTIME": 1.0}, "no FILTER keyword on a flat"),
+    ("nofilter.fits", None, {"IMAGETYP": "FLAT", "EXPTIME": 1.0}, r"no filter keyword \(FILTER, FILTNAME, INSFLNAM, FILTER1, FILT1\) on a flat"),
 ])
 def test_header_problems_name_the_file(write_fits, name, data, cards, message):
     path = write_fits(name, data, **cards)

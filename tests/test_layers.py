@@ -7,7 +7,8 @@ import pytest
 
 
 @pytest.mark.parametrize("module", ["ccdred", "ccdred.combine", "ccdred.calibrate",
-                                    "ccdred.reduce", "ccdred.cli"])
+                                    "ccdred.plan", "ccdred.steps", "ccdred.night",
+                                    "ccdred.pipeline", "ccdred.cli"])
 def test_core_modules_load_no_panel_holoviews_or_dask(module):
     code = (f"import sys, {module}; "
             "print(sorted(m for m in ('panel', 'holoviews', 'bokeh', 'dask', 'distributed') "

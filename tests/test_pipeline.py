@@ -3,8 +3,9 @@ import pytest
 
 from ccdred.errors import InputError
 from ccdred.parameters import ReductionParameters
-from ccdred.pipeline import MASTERS, RAW_FRAMES, Pipeline, resolve_under
-from ccdred.reduce import reduce_night
+from ccdred.pipeline import MASTERS, RAW_FRAMES, Pipeline
+from ccdred.serve import resolve_under
+from ccdred.night import reduce_night
 
 from .conftest import SMALL_SPEC
 
@@ -22,7 +23,7 @@ def counts():
 
 def test_selectors_follow_the_night(pipeline):
     assert pipeline.param.filter.objects == sorted(SMALL_SPEC.filters)
-    assert pipeline.exptime == min(SMALL_SPEC.dark_exptimes)
+    assert pipeline.calibration == "dark_%08d.fits" % (1000 * min(SMALL_SPEC.dark_exptimes))
     assert pipeline.object_frame.startswith("demo_")
 
 
@@ -71,7 +72,7 @@ def test_keyword_change_rescans(pipeline):
     scans = MASTERS.computed["scan"]
     pipeline.keyword_datatype_object = ["NOTHING"]
     assert MASTERS.computed["scan"] == scans + 1
-    assert pipeline.param.filter.objects == []
+    assert pipeline.param.object_frame.objects == []  # no objects: their filters need no flat
     assert pipeline.object_frame is None
 
 
@@ -113,7 +114,7 @@ def test_frame_levels_mark_rejected_flats(pipeline):
 
 def test_problems_are_input_errors(pipeline):
     pipeline.upper_limit = 10.0
-    with pytest.raises(InputError, match="flats pass the limits"):
+    with pytest.raises(InputError, match="too few flats of filter 'R' within the limits"):
         pipeline.master_flat()
     with pytest.raises(InputError, match="no object frame named 'nope'"):
         pipeline.calibrated("nope")

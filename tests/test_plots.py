@@ -7,13 +7,20 @@ from ccdred import plots
 hv.extension("bokeh", logo=False)
 
 
-def test_block_mean_averages_blocks_and_pads_edges():
+def test_block_max_keeps_the_largest_of_each_block_and_pads_edges():
     data = np.arange(30, dtype=float).reshape(5, 6)
-    binned = plots.block_mean(data, 2)
+    binned = plots.block_max(data, 2)
     assert binned.shape == (3, 3)
-    assert binned[0, 0] == np.mean([0, 1, 6, 7])
-    assert binned[2, 2] == np.mean([28, 29, 28, 29])  # last row repeated
-    np.testing.assert_array_equal(plots.block_mean(data, 1), data)
+    assert binned[0, 0] == 7
+    assert binned[2, 2] == 29  # last row repeated
+    np.testing.assert_array_equal(plots.block_max(data, 1), data)
+
+
+def test_a_single_rejected_pixel_stays_visible_in_a_binned_clip_map():
+    n_rejected = np.zeros((2048, 2048), dtype=np.int16)
+    n_rejected[1001, 77] = 1
+    element = plots.clip_map(n_rejected, 10, "dark")
+    assert element.data.max() == pytest.approx(0.1)
 
 
 def test_clip_map_is_binned_to_the_display_size():

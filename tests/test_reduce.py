@@ -5,7 +5,10 @@ from astropy.io import fits
 from ccdred.demo import NightSpec, make_night
 from ccdred.fitsio import read_image
 from ccdred.parameters import ReductionParameters
-from ccdred.reduce import reduce_night, row_blocks
+from ccdred.frames import scan
+from ccdred.night import reduce_night
+from ccdred.plan import plan_night
+from ccdred.steps import master_row_blocks
 
 from .conftest import assert_same_products, frame_files
 
@@ -21,7 +24,7 @@ def test_row_blocks_give_the_same_products(night_files, tmp_path, frame_clip):
     whole = reduce_night([folder], tmp_path / "whole", parameters)
     blocks = reduce_night([folder], tmp_path / "blocks", parameters, memory_budget=20_000,
                           threads=1)
-    assert len(row_blocks((48, 64), 5, 5, 20_000)) > 1
+    assert all(len(master_row_blocks(m, 20_000)) > 1 for m in whole.plan.masters.values())
     expected, actual = products(tmp_path / "whole"), products(tmp_path / "blocks")
     assert expected.keys() == actual.keys()
     for name in expected:
@@ -30,12 +33,16 @@ def test_row_blocks_give_the_same_products(night_files, tmp_path, frame_clip):
         np.testing.assert_array_equal(blocks.master_darks[exptime].n_used, master.n_used)
 
 
-def test_row_blocks_cover_every_row_once():
-    blocks = row_blocks((1000, 2048), 12, 4, 10 << 20)
-    assert blocks[0].start == 0 and blocks[-1].stop == 1000
-    assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:]))
-    assert all((b.stop - b.start) * 12 * 2048 * 4 <= 10 << 20 for b in blocks)
-    assert row_blocks((10, 10), 3, 4, 1) == [slice(i, i + 1) for i in range(10)]
+@pytest.mark.parametrize("budget", [1, 5_000, 40_000])
+def test_row_blocks_cover_every_row_once_within_the_budget(night_files, budget):
+    plan = plan_night(scan([night_files[0].parent]))
+    for master in plan.masters.values():
+        blocks = master_row_blocks(master, budget)
+        rows, cols = master.frames[0].shape
+        assert blocks[0].start == 0 and blocks[-1].stop == rows
+        assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:]))
+        per_row = len(master.frames) * cols * (2 + (master.kind != "flat"))  # uint16 + mask
+        assert all((b.stop - b.start) * per_row <= budget or b.stop - b.start == 1 for b in blocks)
 
 
 def test_float_raw_frames_in_big_endian(tmp_path):

@@ -1,0 +1,76 @@
+"""A reduction job: one "Reduce night" of the dashboard, as ``param`` state.
+
+The job runs the batch reduction (in process, or on the Dask cluster named
+by ``CCDRED_SCHEDULER``) in a background thread shared by every session,
+and reports its progress, status and output folder as parameters. No Panel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import param
+
+from .errors import InputError
+from .night import reduce_night
+from .parameters import ReductionParameters, names
+
+__all__ = ["ReductionJob", "reduce_one_night"]
+
+#: Reductions run here, off the server's event loop, shared by all sessions.
+_REDUCTIONS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccdred-reduce")
+
+
+class ReductionJob(param.Parameterized):
+    """Reduce a night into a new folder under the output root, in the background."""
+
+    running = param.Boolean(False, constant=True, doc="a reduction is under way")
+    done = param.Integer(0, doc="steps done")
+    total = param.Integer(1, doc="steps in all")
+    status = param.String("", doc="what happened last, for the user")
+    error = param.String("", doc="the problems that stopped the last reduction, one per line")
+    output = param.String(None, allow_None=True, doc="folder of the last reduction's products")
+    products = param.List([], doc="names of the products written")
+
+    def __init__(self, output_root, **params):
+        super().__init__(**params)
+        self._output_root = Path(output_root)
+
+    async def run(self, night, parameters: ReductionParameters) -> None:
+        """Reduce ``night`` with a copy of ``parameters``; progress and result as parameters."""
+        night = Path(night)
+        stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
+        out = self._output_root / f"{night.name}_{stamp}"
+        values = ReductionParameters(**{k: getattr(parameters, k) for k in names(ReductionParameters)})
+
+        def progress(step, total, _message):
+            self.done, self.total = step, total
+
+        with param.edit_constant(self):
+            self.running = True
+        self.param.update(done=0, total=1, error="", status=f"Reducing {night.name} ...")
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(
+                _REDUCTIONS, reduce_one_night, night, out, values, progress)
+            self.param.update(output=str(out), products=[p.name for p in result.products],
+                              status=f"Reduced {night.name}: {len(result.products)} products")
+        except InputError as err:
+            self.param.update(error=str(err), status=f"{night.name} was not reduced")
+        finally:
+            with param.edit_constant(self):
+                self.running = False
+
+
+def reduce_one_night(night: Path, out: Path, parameters, progress):
+    """Reduce here, or on the Dask cluster named by ``CCDRED_SCHEDULER``."""
+    scheduler = os.environ.get("CCDRED_SCHEDULER")
+    if not scheduler:
+        return reduce_night([night], out, parameters, progress=progress)
+    from .cluster import connect, reduce_nights_on_cluster
+
+    with connect(scheduler) as client:
+        return reduce_nights_on_cluster([([night], out)], client, parameters, progress=progress)[0]

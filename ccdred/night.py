@@ -1,0 +1,313 @@
+"""The in-process runner: a night's plan made into products on this machine.
+
+:func:`reduce_night` scans and plans a night (every problem reported at
+once), makes every master in memory with a thread pool (stacks larger than
+the memory budget in blocks of rows), so that a problem found in the data
+stops the run before anything is written, then writes the products with
+provenance, atomically. The product writers here serve the Dask runner too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import fitsio
+from ._version import __version__
+from .calibrate import calibration_steps
+from .errors import CalibrationWarning, InputError, InputProblem
+from .frames import Frame, scan
+from .parameters import ReductionParameters
+from .plan import DarkTerm, Master, NightPlan, ObjectStep, plan_night
+from .steps import make_master, report_master
+
+__all__ = [
+    "NightResult",
+    "calibrate_object",
+    "existing_policy",
+    "prepare_night",
+    "reduce_night",
+    "write_flat_intermediate",
+    "write_masters",
+]
+
+logger = logging.getLogger(__name__)
+
+_MB = 1 << 20
+
+
+@dataclass
+class NightResult:
+    """What a reduction made.
+
+    Attributes
+    ----------
+    output_dir : pathlib.Path
+    plan : NightPlan
+    masters : dict of str to CombineResult or MasterFlat
+        Every master, by product name.
+    products : list of pathlib.Path
+        Every file written, in order.
+    """
+
+    output_dir: Path
+    plan: NightPlan
+    masters: dict = field(default_factory=dict)
+    products: list = field(default_factory=list)
+
+    @property
+    def master_darks(self) -> dict:
+        """Exact master darks by exposure time."""
+        return {t: self.masters[m.name] for t, m in self.plan.darks.items() if m.name in self.masters}
+
+    @property
+    def master_flats(self) -> dict:
+        """Master flats by filter."""
+        return {f: self.masters[m.name] for f, m in self.plan.flats.items() if m.name in self.masters}
+
+    def images(self) -> dict:
+        """The masters' images, by product name."""
+        return {name: master.data for name, master in self.masters.items()}
+
+
+def reduce_night(paths, output_dir, parameters: ReductionParameters | None = None, *,
+                 overwrite: bool = False, resume: bool = False, progress=None,
+                 memory_budget: int = 1024 * _MB, threads: int = 2) -> NightResult:
+    """Reduce a night: masters, then calibrated object frames.
+
+    Parameters
+    ----------
+    paths : iterable of path-like
+        Raw files and folders of them.
+    output_dir : path-like
+        Where products go; created if missing.
+    parameters : ReductionParameters, optional
+        Keywords, calibration, clipping and limits; the course script's
+        defaults if omitted.
+    overwrite : bool, optional
+        Replace products already in ``output_dir``; otherwise they are an error.
+    resume : bool, optional
+        Keep the products already in ``output_dir`` that are intact and were
+        made from the same inputs and options (checked through their
+        checksums and provenance); make the rest. The result equals an
+        uninterrupted run.
+    progress : callable, optional
+        Called as ``progress(done, total, message)`` after each step.
+    memory_budget : int, optional
+        Bytes a stack may take; larger stacks are combined in blocks of rows.
+    threads : int, optional
+        Frames read, measured and calibrated at once.
+
+    Returns
+    -------
+    NightResult
+
+    Raises
+    ------
+    InputError
+        Every problem with the input, before any product is written.
+    """
+    parameters = parameters or ReductionParameters()
+    existing = existing_policy(overwrite, resume)
+    result = prepare_night(paths, output_dir, parameters, existing)
+    plan, options = result.plan, parameters.step_options()
+    steps = _Progress(progress, len(plan.masters) + len(plan.calibrations))
+    with _pool(threads) as pool:
+        problems = []
+        for name, master in plan.masters.items():
+            if any(need not in result.masters for need in master.needs):
+                continue  # a master it needs failed: its problem is reported
+            try:
+                result.masters[name] = make_master(master, options, result.images(),
+                                                   budget=memory_budget, map_frames=pool.map)
+                report_master(master, result.masters[name], options.limits)
+            except InputError as err:
+                problems += err.problems
+            steps.advance(master.label)
+        if problems:
+            raise InputError(problems)
+        _write_products(result, parameters, existing, steps, pool)
+    logger.info("wrote %d products to %s", len(result.products), output_dir)
+    return result
+
+
+@contextlib.contextmanager
+def _pool(threads: int):
+    """A thread pool whose queued tasks are dropped when the run fails or is interrupted."""
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ccdred") as pool:
+        try:
+            yield pool
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def existing_policy(overwrite: bool, resume: bool) -> str:
+    """What to do with products already in the output folder: refuse, overwrite or resume."""
+    return "resume" if resume else "overwrite" if overwrite else "refuse"
+
+
+def prepare_night(paths, output_dir, parameters: ReductionParameters,
+                  existing: str = "refuse") -> NightResult:
+    """Scan and plan a night and check its output folder; nothing computed or written yet.
+
+    Raises
+    ------
+    InputError
+        Every problem with the input or the output folder.
+    """
+    catalogue = scan(paths, parameters.keywords(), parameters.preprocessing())
+    plan = plan_night(catalogue, parameters.plan_options())
+    for note in (*catalogue.notes, *plan.notes):
+        warnings.warn(note, CalibrationWarning, stacklevel=2)
+    output_dir = Path(output_dir)
+    _check_output(output_dir, plan.product_names(parameters.intermediate), existing)
+    if existing == "resume":
+        for path in fitsio.remove_partial_products(output_dir):
+            logger.info("removed %s, left by an interrupted run", path)
+    _log_plan(plan)
+    return NightResult(output_dir, plan)
+
+
+class _Progress:
+    def __init__(self, callback, total):
+        self.callback, self.total, self.done = callback, total, 0
+
+    def advance(self, message):
+        self.done += 1
+        if self.callback:
+            self.callback(self.done, self.total, message)
+
+
+def _check_output(output_dir: Path, names, existing) -> None:
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output_dir).close()
+    except OSError as err:
+        msg = f"output folder is not writable ({err.strerror})"
+        raise InputError([InputProblem(output_dir, msg)]) from err
+    present = [name for name in names if (output_dir / name).exists()]
+    if present and existing == "refuse":
+        msg = (f"output folder already holds {len(present)} of this night's products "
+               f"(e.g. {present[0]}); use --resume to keep the intact ones or --overwrite "
+               f"to replace them")
+        raise InputError([InputProblem(output_dir, msg)])
+
+
+def _log_plan(plan: NightPlan) -> None:
+    logger.info("input files")
+    for frame in plan.catalogue.frames:
+        logger.info("  %s  type=%s exptime=%s filter=%s size=%dx%d", frame.path,
+                    frame.frame_type or frame.imagetyp, frame.exptime, frame.filter,
+                    frame.shape[1], frame.shape[0])
+    for master in plan.masters.values():
+        logger.info("%s from %d frames", master.label, len(master.frames))
+    models = ", ".join(f"{model} {count}" for model, count in sorted(plan.models().items()))
+    logger.info("dark model per frame: %s", models or "none needed")
+    for step in plan.calibrations:
+        logger.info("  %s: %s, %s", step.frame.path.name, step.term.describe(), step.flat)
+
+
+# -- products: written here by the in-process runner, and by Dask tasks ------------------
+
+
+def _write(out: Path, name, data, header, step, inputs, parameters, existing, history=(),
+           extra=None) -> Path:
+    """Write one product, unless resuming and an intact one made the same way is there."""
+    options = {**parameters.provenance(), **(extra or {})}
+    if existing == "resume":
+        digest = fitsio.product_digest(step, inputs, options, __version__)
+        if fitsio.is_current_product(out / name, digest):
+            logger.info("kept %s (current)", out / name)
+            return out / name
+    header = fitsio.add_provenance(header, step=step, inputs=inputs, options=options,
+                                   version=__version__, history=history)
+    path = fitsio.write_image(out / name, data, header, dtype=parameters.dtype,
+                              overwrite=existing != "refuse")
+    logger.info("wrote %s", path)
+    return path
+
+
+def _frame_options(frame: Frame, term: DarkTerm | None = None) -> dict:
+    """The per-frame calibration recorded in a product's header."""
+    return {**frame.preprocess.describe(), **({"dark_model": term.model} if term else {})}
+
+
+def write_masters(plan: NightPlan, masters, out, parameters, existing="refuse") -> list[Path]:
+    """Write every master of a night (``masters``: results by name); returns their paths.
+
+    ``existing`` says what to do with a product already there: 'refuse' (an
+    error), 'overwrite', or 'resume' (keep it if intact and made the same way).
+    """
+    return [write_master(master, masters[name], out, parameters, existing)
+            for name, master in plan.masters.items()]
+
+
+def write_master(master: Master, result, out, parameters, existing="refuse") -> Path:
+    """Write one master, its inputs and what was subtracted from them in its header."""
+    frames = master.frames
+    if master.kind == "flat":
+        frames = [f for f, ok in zip(frames, result.accepted, strict=True) if ok]
+    history = [f"subtracted {master.bias} from every frame"] if master.bias else []
+    history += sorted({f"subtracted {t.describe()}" for t in master.terms})
+    return _write(out, master.name, result.data, frames[0].header(), f"master_{master.kind}",
+                  [f.path for f in frames], parameters, existing, history,
+                  _frame_options(frames[0]))
+
+
+def write_flat_intermediate(frame: Frame, term: DarkTerm, masters, out, parameters,
+                            existing="refuse") -> Path:
+    """Write a flat's dark-subtracted '_d' file, as the course script does.
+
+    ``masters`` maps product names to master images.
+    """
+    subtracted, _ = calibration_steps(frame.read(), term.image(masters),
+                                      dtype=fitsio.storage_dtype(parameters.dtype))
+    return _write(out, f"{frame.name}_d.fits", subtracted, frame.header(), "dark_subtracted",
+                  [frame.path, *term.needs], parameters, existing, [term.describe()],
+                  _frame_options(frame, term))
+
+
+def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refuse") -> list[Path]:
+    """Dark-subtract and flat-field one object frame; write its '_d' (optional) and '_df' files.
+
+    When resuming and both products are intact and current, nothing is read or computed.
+    """
+    frame, term = step.frame, step.term
+    targets = ([(f"{frame.name}_d.fits", "dark_subtracted", [frame.path, *term.needs])]
+               if parameters.intermediate else [])
+    targets.append((f"{frame.name}_df.fits", "flat_fielded", [frame.path, *term.needs, step.flat]))
+    extra = _frame_options(frame, term)
+    if existing == "resume" and all(
+            fitsio.is_current_product(out / name, fitsio.product_digest(
+                kind, inputs, {**parameters.provenance(), **extra}, __version__))
+            for name, kind, inputs in targets):
+        logger.info("kept the products of %s (current)", frame.path)
+        return [out / name for name, _, _ in targets]
+    images = calibration_steps(frame.read(), term.image(masters), masters[step.flat],
+                               dtype=fitsio.storage_dtype(parameters.dtype))
+    header = frame.header()
+    return [_write(out, name, image, header, kind, inputs, parameters, existing,
+                   [term.describe()], extra)
+            for (name, kind, inputs), image in zip(targets, images[-len(targets):], strict=True)]
+
+
+def _write_products(result: NightResult, parameters, existing, steps, pool) -> None:
+    """Write every product through ``pool``; ``result.products`` keeps the plan's order."""
+    plan, out, images = result.plan, result.output_dir, result.images()
+    masters = pool.submit(write_masters, plan, result.masters, out, parameters, existing)
+    flats = [pool.submit(write_flat_intermediate, frame, plan.flat_terms[frame.path], images,
+                         out, parameters, existing)
+             for frame in (plan.all_flats if parameters.intermediate else [])]
+    objects = pool.map(lambda step: calibrate_object(step, images, out, parameters, existing),
+                       plan.calibrations)
+    result.products += masters.result()
+    result.products += [flat.result() for flat in flats]
+    for step, paths in zip(plan.calibrations, objects, strict=True):
+        result.products.extend(paths)
+        steps.advance(f"calibrated {step.frame.path.name}")

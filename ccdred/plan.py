@@ -1,0 +1,436 @@
+"""A night's plan, written once: which masters, from which frames, what each frame gets.
+
+:func:`build_plan` turns a :class:`~ccdred.frames.Catalogue` and the options
+into a :class:`NightPlan`, pure data: the masters in the order they can be
+made (bias, darks, dark current, flats), and for every flat and object frame
+its :class:`DarkTerm` (what is subtracted from it) and, for objects, its
+master flat. Every problem is collected; :func:`plan_night` raises them all
+at once. The runners (:mod:`ccdred.night`, :mod:`ccdred.cluster`,
+:mod:`ccdred.pipeline`) only decide how the masters are made, through the
+functions of :mod:`ccdred.steps`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InputError, InputProblem
+from .frames import Catalogue, Frame
+
+__all__ = [
+    "DARK_MODELS",
+    "DarkTerm",
+    "Master",
+    "NightPlan",
+    "ObjectStep",
+    "build_plan",
+    "dark_product_name",
+    "flat_product_name",
+    "plan_night",
+    "safe_filter_name",
+]
+
+#: The dark models: 'auto' picks per frame among the others.
+DARK_MODELS = ("auto", "exact", "scaled", "none")
+
+
+def dark_product_name(exptime: float, group: str = "") -> str:
+    """The course script's master dark name: exposure time in ms, truncated, 8 digits."""
+    return "dark_%08d%s.fits" % (exptime * 1000, group)
+
+
+def safe_filter_name(filter_name: str) -> str:
+    """A filter name fit for a file name: anything but letters, digits and ``._+-`` becomes ``_``."""
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", filter_name.strip())
+    return re.sub(r"^\.", "_", safe) or "_"
+
+
+def flat_product_name(filter_name: str) -> str:
+    """The course script's master flat name, with the filter name made safe."""
+    return f"flat_{safe_filter_name(filter_name)}.fits"
+
+
+@dataclass(frozen=True)
+class DarkTerm:
+    """What is subtracted from a frame of one exposure time before flat-fielding.
+
+    Attributes
+    ----------
+    model : {'exact', 'scaled', 'none'}
+        A master dark of the frame's own exposure time (which includes the
+        bias); the master bias plus the dark current times the exposure
+        time; or the master bias only.
+    exptime : float
+        The frame's exposure time (s).
+    dark, bias, current : str or None
+        Product names of the masters used.
+    """
+
+    model: str
+    exptime: float
+    dark: str | None = None
+    bias: str | None = None
+    current: str | None = None
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The masters this term is made of."""
+        return tuple(name for name in (self.dark, self.bias, self.current) if name)
+
+    def image(self, masters, rows=None) -> np.ndarray:
+        """The image to subtract, from the masters' images (``masters[name]``).
+
+        For an exact dark, the master dark itself (no copy); else float64.
+        """
+        rows = slice(None) if rows is None else rows
+        if self.model == "exact":
+            return masters[self.dark][rows]
+        image = np.array(masters[self.bias][rows], dtype=np.float64)
+        if self.model == "scaled":
+            image += self.exptime * masters[self.current][rows]
+        return image
+
+    def describe(self) -> str:
+        """The term in words, for logs and HISTORY."""
+        if self.model == "exact":
+            return f"exact dark {self.dark}"
+        if self.model == "scaled":
+            return f"scaled dark {self.bias} + {self.exptime:g} s x {self.current}"
+        return f"bias only {self.bias}"
+
+
+@dataclass(frozen=True)
+class Master:
+    """One master to make.
+
+    Attributes
+    ----------
+    kind : {'bias', 'dark', 'dark_current', 'flat'}
+    name : str
+        Product file name, which also names the master in the plan.
+    frames : tuple of Frame
+        The raw frames it is combined from.
+    exptime : float or None
+        Exposure time of a master dark.
+    filter : str or None
+        Filter of a master flat.
+    bias : str or None
+        The master bias subtracted from the frames first (dark current).
+    terms : tuple of DarkTerm
+        What is subtracted from each flat (master flats).
+    """
+
+    kind: str
+    name: str
+    frames: tuple[Frame, ...]
+    exptime: float | None = None
+    filter: str | None = None
+    bias: str | None = None
+    terms: tuple[DarkTerm, ...] = ()
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The masters that must be made first."""
+        names = [self.bias] if self.bias else []
+        for term in self.terms:
+            names += term.needs
+        return tuple(dict.fromkeys(names))
+
+    @property
+    def label(self) -> str:
+        """What it is, in words."""
+        if self.kind == "dark":
+            return f"master dark {self.exptime:g} s"
+        if self.kind == "flat":
+            return f"master flat {self.filter}"
+        return f"master {self.kind.replace('_', ' ')}"
+
+
+@dataclass(frozen=True)
+class ObjectStep:
+    """An object frame to calibrate: what is subtracted, and the master flat it is divided by."""
+
+    frame: Frame
+    term: DarkTerm
+    flat: str
+
+
+@dataclass(frozen=True)
+class NightPlan:
+    """Which frames make which products; pure data.
+
+    Attributes
+    ----------
+    catalogue : Catalogue
+        The scanned night.
+    masters : dict of str to Master
+        Every master, by product name, in an order in which each master's
+        needs come before it.
+    flat_terms : dict of Path to DarkTerm
+        What is subtracted from each flat (for its '_d' file).
+    calibrations : tuple of ObjectStep
+        Object frames to calibrate, with what each gets.
+    problems : tuple of InputProblem
+        Everything that stops the night being reduced.
+    notes : tuple of str
+        Warnings for the user (e.g. a frame far from its calibration's temperature).
+    """
+
+    catalogue: Catalogue
+    masters: dict
+    flat_terms: dict
+    calibrations: tuple[ObjectStep, ...]
+    problems: tuple[InputProblem, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def of_kind(self, kind: str) -> list[Master]:
+        """The masters of one kind, in plan order."""
+        return [m for m in self.masters.values() if m.kind == kind]
+
+    @property
+    def darks(self) -> dict:
+        """Exact master darks by exposure time (of the first temperature group)."""
+        return {m.exptime: m for m in reversed(self.of_kind("dark"))}
+
+    @property
+    def flats(self) -> dict:
+        """Master flats by filter."""
+        return {m.filter: m for m in self.of_kind("flat")}
+
+    @property
+    def objects(self) -> list[Frame]:
+        """The object frames to calibrate."""
+        return [step.frame for step in self.calibrations]
+
+    @property
+    def all_flats(self) -> list[Frame]:
+        """Every flat with a dark term (each gets a '_d' file)."""
+        return [f for f in self.catalogue.of_type("flat") if f.path in self.flat_terms]
+
+    def models(self) -> dict:
+        """How many flat and object frames got each dark model."""
+        counts = defaultdict(int)
+        for term in [*self.flat_terms.values(), *(o.term for o in self.calibrations)]:
+            counts[term.model] += 1
+        return dict(counts)
+
+    def product_names(self, intermediate: bool = True) -> list[str]:
+        """The names of every product, in the order they are written."""
+        names = list(self.masters)
+        if intermediate:
+            names += [f"{frame.name}_d.fits" for frame in self.all_flats]
+        for frame in self.objects:
+            names += [f"{frame.name}_d.fits"] if intermediate else []
+            names.append(f"{frame.name}_df.fits")
+        return names
+
+    def raise_problems(self) -> None:
+        """Raise :class:`~ccdred.errors.InputError` listing every problem, if any."""
+        if self.problems:
+            raise InputError(self.problems)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What decides the plan.
+
+    Parameters
+    ----------
+    dark_model : {'auto', 'exact', 'scaled', 'none'}
+        See :class:`DarkTerm`; 'auto' takes 'exact' for a frame whose
+        exposure time has two or more darks, else 'scaled' where biases and
+        darks exist, else 'none' (bias only).
+    temperature_tolerance : float
+        Biases and darks within this many degrees (CCD-TEMP, SET-TEMP) form
+        one group; each frame uses the nearest group.
+    """
+
+    dark_model: str = "auto"
+    temperature_tolerance: float = 1.0
+
+    def __post_init__(self):
+        if self.dark_model not in DARK_MODELS:
+            msg = f"dark model must be one of {DARK_MODELS}, got {self.dark_model!r}"
+            raise ValueError(msg)
+        if not self.temperature_tolerance >= 0:
+            msg = f"temperature tolerance must be >= 0, got {self.temperature_tolerance!r}"
+            raise ValueError(msg)
+
+
+def plan_night(catalogue: Catalogue, options: PlanOptions = PlanOptions()) -> NightPlan:
+    """The night's plan, or InputError listing every problem at once."""
+    plan = build_plan(catalogue, options)
+    plan.raise_problems()
+    return plan
+
+
+def build_plan(catalogue: Catalogue, options: PlanOptions = PlanOptions()) -> NightPlan:
+    """The night's plan, with the problems that stop it (see :class:`NightPlan`).
+
+    Masters that cannot be made are left out and their problem recorded, so
+    that an interactive view can still show the others.
+    """
+    builder = _Builder(catalogue, options)
+    return builder.plan()
+
+
+@dataclass
+class _Group:
+    """Biases and darks of one temperature."""
+
+    temperature: float | None
+    biases: list = field(default_factory=list)
+    darks: list = field(default_factory=list)
+    suffix: str = ""
+
+
+class _Builder:
+    """Builds a plan step by step, collecting problems."""
+
+    def __init__(self, catalogue: Catalogue, options: PlanOptions):
+        self.catalogue, self.options = catalogue, options
+        self.problems = list(catalogue.problems)
+        self.masters: dict[str, Master] = {}
+        self.groups = _temperature_groups(catalogue, options.temperature_tolerance)
+        self.notes: list[str] = []
+
+    def plan(self) -> NightPlan:
+        flats = self.catalogue.of_type("flat")
+        objects = self.catalogue.of_type("object")
+        terms = self._terms([*flats, *objects])
+        flat_masters = {}
+        for filter_name in sorted({*self.catalogue.filters, *(f.filter for f in flats)}):
+            master = self._flat(filter_name, terms)
+            if master is not None:
+                flat_masters[filter_name] = master
+        self.masters.update({m.name: m for m in flat_masters.values()})
+        steps = tuple(ObjectStep(f, terms[f.path], flat_masters[f.filter].name) for f in objects
+                      if f.path in terms and f.filter in flat_masters)
+        plan = NightPlan(self.catalogue, self._ordered(),
+                         {f.path: terms[f.path] for f in flats if f.path in terms}, steps)
+        self.problems += _clash_problems(plan)
+        return NightPlan(plan.catalogue, plan.masters, plan.flat_terms, plan.calibrations,
+                         tuple(self.problems), tuple(dict.fromkeys(self.notes)))
+
+    def _ordered(self) -> dict:
+        order = {"bias": 0, "dark": 1, "dark_current": 2, "flat": 3}
+        return dict(sorted(self.masters.items(), key=lambda item: order[item[1].kind]))
+
+    # -- dark terms -------------------------------------------------------------
+
+    def _terms(self, frames) -> dict:
+        """Each frame's DarkTerm; frames needing what is missing are problems, by exptime."""
+        terms, missing = {}, defaultdict(list)
+        for frame in frames:
+            group = self._nearest_group(frame)
+            term, problem = self._term(frame.exptime, group)
+            if term is None:
+                missing[(frame.exptime, problem)].append(frame)
+            else:
+                terms[frame.path] = term
+        for (exptime, problem), users in missing.items():
+            names = ", ".join(f.path.name for f in users[:5]) + (" ..." if len(users) > 5 else "")
+            self.problems.append(InputProblem(problem[0] or users[0].path,
+                                              f"{problem[1]} (needed by {names})"))
+        return terms
+
+    def _term(self, exptime, group: _Group):
+        model = self.options.dark_model
+        darks = [f for f in group.darks if f.exptime == exptime]
+        if model == "exact" or (model == "auto" and len(darks) >= 2) or (
+                model == "auto" and not group.biases):
+            if len(darks) >= 2:
+                return DarkTerm("exact", exptime, dark=self._dark(exptime, darks, group)), None
+            what = "no dark" if not darks else "only one dark"
+            hint = "" if model == "exact" else "; and no bias to scale darks or subtract alone"
+            return None, (darks[0].path if darks else None,
+                          f"{what} for exposure time {exptime:g} s{hint}")
+        if not group.biases:
+            return None, (None, f"no bias frames for the {model!r} dark model")
+        bias = self._bias(group)
+        scalable = [f for f in group.darks if f.exptime and f.exptime > 0]
+        if model == "none" or not scalable:
+            return DarkTerm("none", exptime, bias=bias), None
+        return DarkTerm("scaled", exptime, bias=bias,
+                        current=self._current(scalable, bias, group)), None
+
+    def _nearest_group(self, frame: Frame) -> _Group:
+        known = [g for g in self.groups if g.temperature is not None]
+        if frame.temperature is None or not known:
+            return max(self.groups, key=lambda g: len(g.biases) + len(g.darks))
+        group = min(known, key=lambda g: abs(g.temperature - frame.temperature))
+        if abs(group.temperature - frame.temperature) > self.options.temperature_tolerance:
+            self.notes.append(f"{frame.path}: taken at {frame.temperature:g} C, nearest "
+                                 f"calibration at {group.temperature:g} C")
+        return group
+
+    # -- masters ---------------------------------------------------------------
+
+    def _add(self, master: Master) -> str:
+        self.masters.setdefault(master.name, master)
+        return master.name
+
+    def _bias(self, group: _Group) -> str:
+        return self._add(Master("bias", f"bias{group.suffix}.fits", tuple(group.biases)))
+
+    def _dark(self, exptime, darks, group: _Group) -> str:
+        return self._add(Master("dark", dark_product_name(exptime, group.suffix), tuple(darks),
+                                exptime=exptime))
+
+    def _current(self, darks, bias, group: _Group) -> str:
+        return self._add(Master("dark_current", f"dark_current{group.suffix}.fits", tuple(darks),
+                                bias=bias))
+
+    def _flat(self, filter_name, terms) -> Master | None:
+        frames = [f for f in self.catalogue.flats(filter_name) if f.path in terms]
+        if not self.catalogue.flats(filter_name):
+            users = [f for f in self.catalogue.of_type("object") if f.filter == filter_name]
+            names = ", ".join(f.path.name for f in users[:5]) + (" ..." if len(users) > 5 else "")
+            self.problems.append(InputProblem(users[0].path, f"no flat for filter {filter_name!r} "
+                                                             f"(needed by {names})"))
+            return None
+        if not frames:
+            return None  # their dark terms are missing: already a problem
+        return Master("flat", flat_product_name(filter_name), tuple(frames), filter=filter_name,
+                      terms=tuple(terms[f.path] for f in frames))
+
+
+def _temperature_groups(catalogue: Catalogue, tolerance: float) -> list[_Group]:
+    """Biases and darks grouped by temperature (one group when none is recorded)."""
+    frames = [f for f in catalogue.frames if f.frame_type in ("bias", "dark")]
+    temperatures = sorted({f.temperature for f in frames if f.temperature is not None})
+    starts = []
+    for t in temperatures:
+        if not starts or t - starts[-1] > tolerance:
+            starts.append(t)
+    groups = [_Group(t, suffix=f"_{t:+.0f}C" if len(starts) > 1 else "") for t in starts]
+    groups = groups or [_Group(None)]
+    for frame in frames:
+        group = groups[0] if frame.temperature is None else min(
+            groups, key=lambda g: abs(g.temperature - frame.temperature))
+        (group.biases if frame.frame_type == "bias" else group.darks).append(frame)
+    for group in groups:
+        members = [f.temperature for f in (*group.biases, *group.darks) if f.temperature is not None]
+        if members:
+            group.temperature = float(np.mean(members))
+    return groups
+
+
+def _clash_problems(plan: NightPlan) -> list[InputProblem]:
+    owners: dict = {}
+    problems = []
+    for master in plan.of_kind("flat"):
+        other = owners.setdefault(master.name, master.filter)
+        if other != master.filter:
+            problems.append(InputProblem(None, f"filters {other!r} and {master.filter!r} both "
+                                               f"make {master.name}"))
+    for frame in [*plan.all_flats, *plan.objects]:
+        other = owners.setdefault(f"{frame.name}_d.fits", frame)
+        if other is not frame:
+            problems.append(InputProblem(frame.path, f"same file name as {other.path}; "
+                                                     f"both would write {frame.name}_d.fits"))
+    return problems

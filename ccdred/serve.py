@@ -1,0 +1,77 @@
+"""Serving the dashboard: its options, the nights under the data root, the path jail."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .errors import InputError, InputProblem
+
+__all__ = ["DEMO_SIZE", "app_options", "list_nights", "resolve_under"]
+
+#: Width and height of the demo night, the same for the dashboard, notebooks and ``ccdred demo``.
+DEMO_SIZE = 512
+
+
+def app_options(argv=None) -> argparse.Namespace:
+    """Options of ``panel serve app.py --args ...`` (environment variables as defaults).
+
+    Without a data root, the demo night is simulated (once) under the cache folder.
+    """
+    from .demo import NightSpec, demo_night
+
+    cache = Path(os.environ.get("CCDRED_CACHE", Path.home() / ".cache" / "ccdred"))
+    parser = argparse.ArgumentParser(prog="app.py")
+    parser.add_argument("--data-root", default=os.environ.get("CCDRED_DATA_ROOT"),
+                        help="folder whose sub-folders are nights (default: the demo night)")
+    parser.add_argument("--output-root", default=os.environ.get("CCDRED_OUTPUT_ROOT",
+                                                                cache / "products"),
+                        help="folder under which 'Reduce night' writes products")
+    parser.add_argument("--demo-size", type=int,
+                        default=int(os.environ.get("CCDRED_DEMO_SIZE", DEMO_SIZE)),
+                        help=f"width and height of the demo night's frames (default {DEMO_SIZE})")
+    parser.add_argument("--cache", default=cache, help="where the demo night is generated")
+    options = parser.parse_args(argv)
+    if options.data_root is None:
+        night = demo_night(Path(options.cache) / "nights",
+                           NightSpec(shape=(options.demo_size, options.demo_size)))
+        options.data_root = night.parent
+        options.night = night.name
+    else:
+        options.night = None
+    return options
+
+
+def list_nights(root, exclude=()) -> list[str]:
+    """Sub-folders of the data root (and the root itself, '.', if it holds files).
+
+    Folders in ``exclude`` (e.g. the output root, when it lies under the data
+    root) and hidden ones are not listed.
+    """
+    root = Path(root).resolve()
+    excluded = {Path(p).resolve() for p in exclude}
+    names = [p.name for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
+             and p.resolve() not in excluded]
+    loose_files = any(p.is_file() for p in root.iterdir())
+    return (["."] if loose_files else []) + names
+
+
+def resolve_under(root, path) -> Path:
+    """``path`` (relative to ``root``, or absolute) resolved, if it is a folder inside ``root``.
+
+    Symbolic links are followed before the check, so a link pointing out of
+    the root is refused too. Messages name paths relative to the root only.
+
+    Raises
+    ------
+    InputError
+        When the resolved path is outside ``root`` or is not an existing folder.
+    """
+    root = Path(root).resolve()
+    resolved = (root / Path(path)).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise InputError([InputProblem(Path(path), "outside the data root; refused")])
+    if not resolved.is_dir():
+        raise InputError([InputProblem(Path(path), "no such folder under the data root")])
+    return resolved

@@ -1,0 +1,200 @@
+"""How a planned master is made from files, in pieces every runner shares.
+
+A master of the plan (:class:`~ccdred.plan.Master`) is made by its combiner
+(:mod:`ccdred.calibrate`) in three kinds of piece: a statistic per frame
+(clipping bounds, or a flat's median less its dark term), the combination
+of a block of rows, and a finish. :func:`make_master` runs them in process;
+the Dask runner submits the same functions as tasks; the interactive
+pipeline feeds them its cached stacks. ``masters`` arguments map the
+product names of the masters already made to their 2-D images.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .calibrate import ClipOptions, FlatCombiner, FlatLimits, MasterFlat, StackCombiner
+from .combine import CombineResult
+from .errors import BadPixelWarning, RejectedFlatWarning, SingleFlatWarning
+from .frames import read_stack, stack_dtype
+from .plan import Master
+
+__all__ = [
+    "StepOptions",
+    "combine_block",
+    "frame_statistic",
+    "make_master",
+    "master_row_blocks",
+    "report_master",
+    "stack_statistics",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Bytes per sample when combining bias and darks: the raw value and its mask.
+_MASK_BYTES = 1
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """The options that decide the masters' values, and the combiner of each kind.
+
+    Parameters
+    ----------
+    clip : ClipOptions
+    frame_clip : bool
+        Sigma-clip each dark on its own first (darks and dark current).
+    limits : FlatLimits
+    """
+
+    clip: ClipOptions = field(default_factory=ClipOptions)
+    frame_clip: bool = True
+    limits: FlatLimits = field(default_factory=FlatLimits)
+
+    def combiner(self, kind: str) -> StackCombiner | FlatCombiner:
+        """The combiner of one kind of master."""
+        if kind == "flat":
+            return FlatCombiner(self.clip, self.limits)
+        return StackCombiner(self.clip, self.frame_clip and kind != "bias")
+
+    def provenance(self) -> dict:
+        """The options as flat ``name: value`` pairs, for product headers."""
+        return {**asdict(self.clip), "frame_clip": self.frame_clip,
+                "upper_limit": self.limits.upper, "lower_limit": self.limits.lower}
+
+
+def _offsets(master: Master, masters, rows=None):
+    """Images subtracted from each frame's samples, which each frame takes, and scales."""
+    if master.kind == "dark_current":
+        bias = np.asarray(masters[master.bias])[slice(None) if rows is None else rows]
+        scale = [1.0 / frame.exptime for frame in master.frames]
+        return bias[np.newaxis], None, scale
+    if master.kind == "flat":
+        distinct = list(dict.fromkeys(master.terms))
+        images = [np.asarray(term.image(masters, rows)) for term in distinct]
+        offsets = images[0][np.newaxis] if len(images) == 1 else np.stack(images)
+        return offsets, np.array([distinct.index(t) for t in master.terms], dtype=np.int64), None
+    return None, None, None
+
+
+def frame_statistic(master: Master, options: StepOptions, i: int, image, masters):
+    """The statistic of frame ``i`` of a master, from its whole (preprocessed) image."""
+    combiner = options.combiner(master.kind)
+    if master.kind == "flat":
+        return combiner.frame_statistics(image, np.asarray(master.terms[i].image(masters)))
+    return combiner.frame_statistics(image)
+
+
+def stack_statistics(master: Master, options: StepOptions, stack, masters, map_frames=map) -> list:
+    """Every frame's statistic, from a whole stack (``map_frames`` measures the frames)."""
+    return list(map_frames(lambda i: frame_statistic(master, options, i, stack[i], masters),
+                           range(len(stack))))
+
+
+def file_statistic(master: Master, options: StepOptions, i: int, masters):
+    """The statistic of frame ``i``, read from its file (a task of its own on a cluster)."""
+    return frame_statistic(master, options, i, master.frames[i].read(), masters)
+
+
+def accepted_flats(master: Master, options: StepOptions, medians) -> np.ndarray:
+    """The flats of a master flat within the limits (InputError naming each when none)."""
+    return options.limits.select(medians, [f.path for f in master.frames], master.filter)
+
+
+def combine_block(master: Master, options: StepOptions, stack, statistics, masters,
+                  rows=None) -> CombineResult:
+    """Combine a stack holding the master's frames (or a block of their ``rows``)."""
+    combiner = options.combiner(master.kind)
+    offsets, index, scale = _offsets(master, masters, rows)
+    if master.kind == "flat":
+        accepted = accepted_flats(master, options, statistics)
+        return combiner.combine(stack, statistics, accepted, offsets=offsets, offset_index=index)
+    return combiner.combine(stack, statistics, offsets=offsets, offset_index=index, scale=scale)
+
+
+def file_block(master: Master, options: StepOptions, rows, statistics, masters) -> CombineResult:
+    """Combine one block of rows, read from the files (a task of its own on a cluster)."""
+    if master.kind != "flat":
+        return combine_block(master, options, read_stack(master.frames, rows), statistics,
+                             masters, rows)
+    accepted = accepted_flats(master, options, statistics)
+    used = [frame for frame, ok in zip(master.frames, accepted, strict=True) if ok]
+    offsets, index, _ = _offsets(master, masters, rows)
+    return options.combiner("flat").combine(read_stack(used, rows),
+                                            np.asarray(statistics)[accepted],
+                                            np.ones(len(used), dtype=bool), offsets=offsets,
+                                            offset_index=index[accepted])
+
+
+def finish(master: Master, options: StepOptions, parts, statistics) -> CombineResult | MasterFlat:
+    """Join the row blocks into the master."""
+    combiner = options.combiner(master.kind)
+    if master.kind == "flat":
+        return combiner.finish(parts, statistics, accepted_flats(master, options, statistics))
+    return combiner.finish(parts)
+
+
+def master_row_blocks(master: Master, budget: int) -> list[slice]:
+    """Row blocks such that a block of the master's stack fits in ``budget`` bytes."""
+    rows, cols = master.frames[0].shape
+    per_sample = stack_dtype(master.frames).itemsize + (0 if master.kind == "flat" else _MASK_BYTES)
+    step = max(1, min(rows, budget // max(1, len(master.frames) * cols * per_sample)))
+    return [slice(start, min(rows, start + step)) for start in range(0, rows, step)]
+
+
+def make_master(master: Master, options: StepOptions, masters, *, budget: int = 1 << 30,
+                map_frames=map, stack=None, statistics=None) -> CombineResult | MasterFlat:
+    """Make one master in this process: whole when its stack fits ``budget``, else in row blocks.
+
+    Parameters
+    ----------
+    master : Master
+    options : StepOptions
+    masters : mapping of str to numpy.ndarray
+        Images of the masters it needs.
+    budget : int, optional
+        Bytes its stack may take.
+    map_frames : callable, optional
+        A ``map`` (e.g. a thread pool's) to read and measure frames with.
+    stack : numpy.ndarray, optional
+        The master's frames, already read.
+    statistics : list, optional
+        The frames' statistics, already measured (with ``stack``).
+    """
+    logger.info("making %s from %d frames", master.label, len(master.frames))
+    blocks = master_row_blocks(master, budget)
+    if stack is not None or len(blocks) == 1:
+        stack = read_stack(master.frames, map_frames=map_frames) if stack is None else stack
+        if statistics is None:
+            statistics = stack_statistics(master, options, stack, masters, map_frames)
+        parts = [combine_block(master, options, stack, statistics, masters)]
+    else:
+        statistics = list(map_frames(lambda i: file_statistic(master, options, i, masters),
+                                     range(len(master.frames))))
+        parts = [file_block(master, options, rows, statistics, masters) for rows in blocks]
+    return finish(master, options, parts, statistics)
+
+
+def report_master(master: Master, result, limits: FlatLimits) -> None:
+    """Log a master's inputs; warn about rejected flats and unusable pixels."""
+    if master.kind != "flat":
+        return
+    for frame, median, ok in zip(master.frames, result.medians, result.accepted, strict=True):
+        verdict = limits.verdict(median)
+        logger.info("  %s: median = %.1f%s", frame.path, median,
+                    "" if ok else f" (REJECTED: {verdict[len('rejected: '):]})")
+        if not ok:
+            warnings.warn(f"{frame.path}: flat median {median:.1f} outside the limits; not used "
+                          f"({verdict[len('rejected: '):]})", RejectedFlatWarning, stacklevel=3)
+    if result.accepted.sum() == 1:
+        warnings.warn(f"master flat {master.filter!r}: one flat only; it is normalised without "
+                      f"clipping",
+                      SingleFlatWarning, stacklevel=3)
+    if result.n_bad_pixels:
+        warnings.warn(f"master flat {master.filter!r}: {result.n_bad_pixels} pixels had no usable value (NaN, "
+                      f"zero or negative in every flat) and were set to 1.0",
+                      BadPixelWarning, stacklevel=3)
