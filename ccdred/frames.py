@@ -122,6 +122,12 @@ class Catalogue:
         """Filters that need a master flat: those of object frames."""
         return sorted({f.filter for f in self.of_type("object")})
 
+    def rows(self) -> list[dict]:
+        """One dict per frame, for tables."""
+        return [{"file": f.path.name, "type": f.frame_type or f"unknown ({f.imagetyp})",
+                 "exptime": f.exptime, "filter": f.filter, "shape": "x".join(map(str, f.shape)),
+                 "temperature": f.temperature, "date_obs": f.date_obs} for f in self.frames]
+
     def raise_problems(self) -> None:
         """Raise :class:`~ccdred.errors.InputError` if any file had a problem."""
         if self.problems:

@@ -204,6 +204,20 @@ class Pipeline(ReductionParameters):
         filter_name = self.filter if filter_name is None else filter_name
         return self._statistics(self._require_plan().flats[filter_name].name)
 
+    def flat_stack(self, filter_name=None) -> tuple[np.ndarray, np.ndarray]:
+        """Flats of a filter less their dark terms (a new float64 stack), and their medians.
+
+        For looking at them: :meth:`master_flat` subtracts the dark terms as it
+        combines the raw flats and makes no such stack.
+        """
+        filter_name = self.filter if filter_name is None else filter_name
+        master = self._master_of(self._require_plan().flats[filter_name].name)
+        images = self._images(master)
+        stack = np.array(self._stack(master), dtype=np.float64)
+        for flat, term in zip(stack, master.terms, strict=True):
+            flat -= term.image(images)
+        return stack, self.flat_medians(filter_name)
+
     def flat_frames(self, filter_name=None) -> list[Frame]:
         """The flats of a filter's master flat."""
         filter_name = self.filter if filter_name is None else filter_name

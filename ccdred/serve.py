@@ -34,8 +34,7 @@ def app_options(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache", default=cache, help="where the demo night is generated")
     options = parser.parse_args(argv)
     if options.data_root is None:
-        night = demo_night(Path(options.cache) / "nights",
-                           NightSpec(shape=(options.demo_size, options.demo_size)))
+        night = demo_night(options.cache, NightSpec(shape=(options.demo_size, options.demo_size)))
         options.data_root = night.parent
         options.night = night.name
     else:
