@@ -59,6 +59,11 @@ class MemoCache:
                 if self._key_locks.get(key) is key_lock and not key_lock.locked():
                     del self._key_locks[key]
 
+    def peek(self, key: tuple):
+        """The value for ``key`` if held now, else None (nothing is computed)."""
+        with self._lock:
+            return self._items.get(key)
+
     def _store(self, key, value) -> None:
         with self._lock:
             self.computed[key[0]] += 1

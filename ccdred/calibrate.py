@@ -155,8 +155,19 @@ class FlatLimits:
         lower = "off" if self.lower is None else f"{self.lower:g}"
         return f"upper {self.upper:g}, lower {lower}"
 
+    def statuses(self, medians) -> list[str]:
+        """Each flat's :meth:`verdict`, as :meth:`select` decides (a lone flat is used)."""
+        medians = np.asarray(medians, dtype=np.float64)
+        if _lone_usable(medians):
+            return ["used (the only flat; outside the limits)"
+                    if self.verdict(medians[0]) != "used" else "used"]
+        return [self.verdict(m) for m in medians]
+
     def select(self, medians, paths, filter_name) -> np.ndarray:
         """The accepted flats; InputError naming every flat and its median when none is.
+
+        The limits choose among flats: a filter's only flat (with a finite
+        median) is used even outside them, since there is no other to choose.
 
         Parameters
         ----------
@@ -167,13 +178,18 @@ class FlatLimits:
         filter_name : str
             Their filter, for the message.
         """
-        accepted = self.accepts(medians)
+        accepted = self.accepts(medians) | _lone_usable(medians)
         if not accepted.any():
             details = ", ".join(f"{_file_name(p)} {m:.0f}" for p, m in zip(paths, medians, strict=True))
             msg = (f"too few flats of filter {filter_name!r} within the limits "
                    f"({self.describe()}): {details}")
             raise InputError([InputProblem(paths[0] if _is_path(paths[0]) else None, msg)])
         return accepted
+
+
+def _lone_usable(medians) -> bool:
+    medians = np.asarray(medians, dtype=np.float64)
+    return medians.size == 1 and bool(np.isfinite(medians[0]))
 
 
 def _file_name(path) -> str:

@@ -55,6 +55,15 @@ class NightSpec:
         script's 38000 ADU limit) and of the last made under-exposed.
     imagetyp : dict
         IMAGETYP value written for each frame type.
+    overscan : int
+        Columns of overscan strip read out beside the image (BIASSEC and
+        TRIMSEC in the header); none by default, as in the course's nights.
+    bias_drift : float
+        Peak drift (ADU) of the electronic bias level from frame to frame,
+        with a slope along the rows; the overscan strip records it.
+    dark_times : tuple of float
+        Exposure times of the darks; by default the flats' and the objects'
+        (one master dark for each, the course's way).
     """
 
     shape: tuple[int, int] = (512, 512)
@@ -71,11 +80,22 @@ class NightSpec:
     faint_flats: int = 1
     imagetyp: dict = field(default_factory=lambda: {
         "bias": "BIAS", "dark": "DARK", "flat": "FLAT", "object": "LIGHT"})
+    overscan: int = 0
+    bias_drift: float = 0.0
+    dark_times: tuple[float, ...] = ()
+
+    @classmethod
+    def real(cls, **changes) -> NightSpec:
+        """A night shaped like real cameras': overscan, a drifting bias level, more
+        biases, and darks at fewer exposure times than the objects (to be scaled)."""
+        values = {"overscan": 24, "bias_drift": 15.0, "n_bias": 9, "dark_times": (10.0, 120.0),
+                  **changes}
+        return cls(**values)
 
     @property
     def dark_exptimes(self) -> tuple[float, ...]:
-        """Exposure times that get darks: the flats' and the objects'."""
-        return tuple(sorted({self.flat_exptime, *self.object_exptimes}))
+        """Exposure times that get darks."""
+        return tuple(sorted(self.dark_times or {self.flat_exptime, *self.object_exptimes}))
 
 
 @dataclass(frozen=True)
@@ -212,12 +232,31 @@ def make_night(folder, spec: NightSpec = NightSpec()) -> list[Path]:
                              _flat_frames(spec, truth, rng), _object_frames(spec, truth, rng))
     start = datetime.datetime(2021, 2, 14, 11, 0, 0)
     paths = []
+    readout = np.random.default_rng([spec.seed, 4])
     for number, (data, cards) in enumerate(frames, start=1):
         cards["DATE-OBS"] = (start + datetime.timedelta(minutes=2 * number)).isoformat()
+        if spec.overscan:
+            data, cards = _read_out(data, cards, bias_level_drift(spec, number), spec, readout)
         path = folder / f"demo_{number:04d}.fits"
         fitsio.write_raw_frame(path, data, cards)
         paths.append(path)
     return paths
+
+
+def bias_level_drift(spec: NightSpec, number: int) -> np.ndarray:
+    """The electronic bias level's drift (ADU) in frame ``number``: a column of one value per row."""
+    rows = np.linspace(-0.5, 0.5, spec.shape[0])[:, None]
+    return spec.bias_drift * (np.sin(number / 5.0) + 0.2 * np.cos(number / 3.0) * rows)
+
+
+def _read_out(data, cards, drift, spec, rng):
+    """The frame with the bias drift added and an overscan strip read beside it."""
+    rows, cols = data.shape
+    strip = BIAS_LEVEL + drift + rng.normal(0.0, READ_NOISE, (rows, spec.overscan))
+    image = np.hstack([data + drift, strip])
+    cards = {**cards, "BIASSEC": f"[{cols + 1}:{cols + spec.overscan},1:{rows}]",
+             "TRIMSEC": f"[1:{cols},1:{rows}]"}
+    return np.clip(np.round(image), 0, SATURATION).astype(np.uint16), cards
 
 
 def _cards(spec, kind, exptime, filter_name=None, target=None) -> dict:

@@ -139,17 +139,21 @@ def stack_dtype(frames) -> np.dtype:
     return np.result_type(*(frame.dtype for frame in frames))
 
 
-def read_stack(frames, rows=None, map_frames=map) -> np.ndarray:
+def read_stack(frames, rows=None, map_frames=map, read=None) -> np.ndarray:
     """Raw frames (or a block of their rows) as one stack, in :func:`stack_dtype`.
 
     Each image is read straight into its slot; ``map_frames`` (e.g. a thread
-    pool's ``map``) reads the frames.
+    pool's ``map``) reads the frames, and ``read(frame, out)``, when given,
+    stores a whole frame (e.g. from memory) instead of ``frame.read``.
     """
     height = frames[0].shape[0] if rows is None else len(range(frames[0].shape[0])[rows])
     stack = np.empty((len(frames), height, frames[0].shape[1]), dtype=stack_dtype(frames))
 
     def store(i):
-        frames[i].read(rows, out=stack[i])
+        if read is None:
+            frames[i].read(rows, out=stack[i])
+        else:
+            read(frames[i], stack[i])
 
     list(map_frames(store, range(len(frames))))
     return stack

@@ -36,7 +36,7 @@ from .parameters import (CalibrationParameters, ClipParameters, KeywordParameter
 from .plan import Master, NightPlan, build_plan
 from .steps import make_master, stack_statistics
 
-__all__ = ["MASTERS", "RAW_FRAMES", "Pipeline", "raw_median", "read_raw"]
+__all__ = ["MASTERS", "RAW_FRAMES", "Pipeline", "raw_median", "read_raw", "read_raw_stack"]
 
 _MB = 1 << 20
 
@@ -63,15 +63,59 @@ def _file_key(frame: Frame) -> tuple:
     return (str(frame.path), frame.hdu, stat.st_mtime_ns, stat.st_size, frame.preprocess)
 
 
+#: Where each raw frame's image is held: file key -> (cache key, index in that stack or None).
+_HELD: dict = {}
+
+
+def _held_image(frame: Frame) -> np.ndarray | None:
+    """A frame's image if the raw cache holds it (alone or in a stack), else None."""
+    place = _HELD.get(_file_key(frame))
+    if place is None:
+        return None
+    value = RAW_FRAMES.peek(place[0])
+    return None if value is None else value if place[1] is None else value[place[1]]
+
+
+def _copy_or_read(frame: Frame, out: np.ndarray) -> None:
+    held = _held_image(frame)
+    if held is None:
+        frame.read(out=out)
+    else:
+        np.copyto(out, held, casting="unsafe")
+
+
 def read_raw(frame: Frame) -> np.ndarray:
-    """The (preprocessed) image of a frame from the shared cache (read-only)."""
+    """The (preprocessed) image of a frame from the shared cache (read-only).
+
+    A frame already held in a cached stack is not read again.
+    """
+    held = _held_image(frame)
+    if held is not None:
+        return held
+    key = ("read", *_file_key(frame))
 
     def load():
         data = frame.read()
         data.flags.writeable = False
+        _HELD[_file_key(frame)] = (key, None)
         return data
 
-    return RAW_FRAMES.get(("read", *_file_key(frame)), load)
+    return RAW_FRAMES.get(key, load)
+
+
+def read_raw_stack(frames) -> np.ndarray:
+    """Frames as one stack from the shared cache (read-only); frames held already are copied
+    from memory, not read again."""
+    key = ("read", tuple(_file_key(f) for f in frames))
+
+    def load():
+        stack = read_stack(frames, map_frames=_FRAME_POOL.map, read=_copy_or_read)
+        stack.flags.writeable = False
+        for i, frame in enumerate(frames):
+            _HELD[_file_key(frame)] = (key, i)
+        return stack
+
+    return RAW_FRAMES.get(key, load)
 
 
 def raw_median(frame: Frame) -> float:
@@ -157,12 +201,7 @@ class Pipeline(ReductionParameters):
 
     def _stack(self, master: Master) -> np.ndarray:
         """A master's raw frames as one stack, read once per process (read-only)."""
-        def load():
-            stack = read_stack(master.frames, map_frames=_FRAME_POOL.map)
-            stack.flags.writeable = False
-            return stack
-
-        return RAW_FRAMES.get(("read", self._files(master)), load)
+        return read_raw_stack(master.frames)
 
     def _statistics(self, name) -> np.ndarray:
         """A master flat's medians (flats less their dark terms), memoised."""
@@ -273,12 +312,13 @@ class Pipeline(ReductionParameters):
         gets.update({path: term.describe() for path, term in plan.flat_terms.items()})
         flat_levels = {}
         for master in plan.of_kind("flat"):
-            flat_levels.update(zip(master.frames, self._statistics(master.name), strict=True))
+            medians = self._statistics(master.name)
+            flat_levels.update(zip(master.frames, zip(medians, limits.statuses(medians)),
+                                   strict=True))
         for frame in plan.catalogue.frames:
             if frame.frame_type is None:
                 continue
-            level = flat_levels.get(frame)
-            status = limits.verdict(level) if level is not None else "used"
+            level, status = flat_levels.get(frame, (None, "used"))
             rows.append({"file": frame.path.name, "type": frame.frame_type,
                          "filter": frame.filter or "", "exptime": frame.exptime,
                          "median": level if level is not None else raw_median(frame),

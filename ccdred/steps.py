@@ -183,10 +183,15 @@ def report_master(master: Master, result, limits: FlatLimits) -> None:
     """Log a master's inputs; warn about rejected flats and unusable pixels."""
     if master.kind != "flat":
         return
-    for frame, median, ok in zip(master.frames, result.medians, result.accepted, strict=True):
-        verdict = limits.verdict(median)
+    statuses = limits.statuses(result.medians)
+    for frame, median, ok, verdict in zip(master.frames, result.medians, result.accepted,
+                                          statuses, strict=True):
         logger.info("  %s: median = %.1f%s", frame.path, median,
                     "" if ok else f" (REJECTED: {verdict[len('rejected: '):]})")
+        if verdict.startswith("used ("):
+            warnings.warn(f"{frame.path}: flat median {median:.1f} outside the limits, but the "
+                          f"only flat of filter {master.filter!r}; used", RejectedFlatWarning,
+                          stacklevel=3)
         if not ok:
             warnings.warn(f"{frame.path}: flat median {median:.1f} outside the limits; not used "
                           f"({verdict[len('rejected: '):]})", RejectedFlatWarning, stacklevel=3)

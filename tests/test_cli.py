@@ -92,8 +92,6 @@ def keep_one(folder, imagetyp, **cards):
     (lambda d: drop(d, "DARK", EXPTIME=30.0), r"no dark for exposure time 30 s \(needed by demo_"),
     (lambda d: keep_one(d, "DARK", EXPTIME=60.0), "only one dark for exposure time 60 s"),
     (lambda d: drop(d, "FLAT", FILTER="R"), r"no flat for filter 'R' \(needed by demo_"),
-    (lambda d: keep_one(d, "FLAT", FILTER="V"),
-     r"too few flats of filter 'V' within the limits \(upper 38000, lower off\): demo_0019.fits 4"),
     (lambda d: (d / "demo_0001.fits").write_text("garbage"), "demo_0001.fits: not a FITS file"),
 ])
 def test_validation_problems_exit_2(night_copy, tmp_path, capsys, breakage, message):
@@ -106,6 +104,15 @@ def test_validation_problems_exit_2(night_copy, tmp_path, capsys, breakage, mess
     assert "Traceback" not in err
     assert [p.name for p in out.iterdir()] == ["ccdred.log"]
     assert "ERROR" in (out / "ccdred.log").read_text()
+
+
+def test_the_only_flat_of_a_filter_is_used_even_over_the_limit(night_copy, tmp_path, capsys):
+    kept = keep_one(night_copy, "FLAT", FILTER="V")  # the saturated one
+    status, err = run(["-d", tmp_path / "out", night_copy], capsys)
+    assert status == 0, err
+    assert f"{kept}: flat median 45" in err and "the only flat of filter 'V'; used" in err
+    assert "one flat only" in err
+    assert fits.getheader(tmp_path / "out" / "flat_V.fits")["IMCMB001"] == kept.name
 
 
 def test_all_flats_over_the_limit(night_copy, tmp_path, capsys):

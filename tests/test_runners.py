@@ -1,0 +1,102 @@
+"""The three runners over one plan: in process, Dask, and the interactive Pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from ccdred import fitsio
+from ccdred.demo import NightSpec, make_night
+from ccdred.night import reduce_night
+from ccdred.pipeline import MASTERS, RAW_FRAMES, Pipeline
+
+distributed = pytest.importorskip("distributed")
+
+#: A real-shaped night: overscan, drifting bias, darks to be scaled, and a course-shaped one.
+SPECS = {"real": NightSpec.real(shape=(40, 56), seed=41),
+         "course": NightSpec(shape=(40, 56), seed=42)}
+#: Whole stacks, and row blocks of a few rows.
+BUDGETS = {"whole": 1 << 30, "blocks": 6_000}
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runner-nights")
+    for name, spec in SPECS.items():
+        make_night(root / name, spec)
+    return root
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    with distributed.Client(cluster) as client:
+        yield client
+    cluster.close()
+
+
+def product_data(folder):
+    return {p.name: fits.getdata(p) for p in sorted(folder.glob("*.fits"))}
+
+
+@pytest.mark.parametrize("budget", BUDGETS.values(), ids=BUDGETS.keys())
+@pytest.mark.parametrize("night", SPECS)
+def test_three_runners_make_byte_equal_products(nights, client, tmp_path, night, budget):
+    from ccdred.cluster import reduce_nights_on_cluster
+
+    local = reduce_night([nights / night], tmp_path / "local", memory_budget=budget)
+    reduce_nights_on_cluster([([nights / night], tmp_path / "dask")], client, memory_budget=budget)
+    expected, actual = product_data(tmp_path / "local"), product_data(tmp_path / "dask")
+    assert expected.keys() == actual.keys() == set(local.plan.product_names())
+    for name in expected:
+        assert expected[name].tobytes() == actual[name].tobytes(), name
+    MASTERS.clear()
+    pipeline = Pipeline(night=str(nights / night))
+    for name, master in local.masters.items():
+        assert pipeline.master(name).data.tobytes() == master.data.tobytes(), name
+    step = local.plan.calibrations[0]
+    calibrated = fitsio.storage_dtype("float32").type(pipeline.calibrated(step.frame.path.name))
+    np.testing.assert_array_equal(calibrated, expected[f"{step.frame.name}_df.fits"])
+
+
+def test_row_blocks_change_no_master(nights, tmp_path):
+    whole = reduce_night([nights / "real"], tmp_path / "whole")
+    blocks = reduce_night([nights / "real"], tmp_path / "blocks", memory_budget=BUDGETS["blocks"])
+    for name, master in whole.masters.items():
+        np.testing.assert_array_equal(blocks.masters[name].data, master.data, err_msg=name)
+
+
+def test_the_real_night_gets_bias_scaled_darks_and_overscan(nights, tmp_path):
+    result = reduce_night([nights / "real"], tmp_path / "out")
+    assert set(result.masters) == {"bias.fits", "dark_current.fits", "flat_V.fits", "flat_R.fits"}
+    assert result.plan.models() == {"scaled": len(result.plan.all_flats) + len(result.plan.objects)}
+    header = fits.getheader(tmp_path / "out" / f"{result.plan.objects[0].name}_df.fits")
+    assert header["HIERARCH CCDRED DARK_MODEL"] == "scaled"
+    assert header["HIERARCH CCDRED OVERSCAN"] == "[57:80,1:40]"
+    assert header["HIERARCH CCDRED TRIM"] == "[1:56,1:40]"
+    assert "scaled dark bias.fits +" in str(header["HISTORY"])
+    assert fits.getdata(tmp_path / "out" / "bias.fits").shape == (40, 56)
+
+
+def test_each_raw_frame_is_read_once_per_process(nights, monkeypatch):
+    reads = []
+    original = fitsio.read_image
+
+    def counting(path, *args, **kwargs):
+        reads.append(str(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(fitsio, "read_image", counting)
+    MASTERS.clear()
+    RAW_FRAMES.clear()
+    first = Pipeline(night=str(nights / "real"))
+    for name in first.plan.masters:
+        first.master(name)
+    first.frame_levels()
+    second = Pipeline(night=str(nights / "real"), threshold=3.0)
+    for name in second.plan.masters:
+        second.master(name)
+    used = {str(f.path) for m in first.plan.masters.values() for f in m.frames}
+    assert sorted(reads) == sorted({*used, *(str(f.path) for f in first.plan.catalogue.frames)})
