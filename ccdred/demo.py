@@ -253,7 +253,9 @@ def _read_out(data, cards, drift, spec, rng):
     """The frame with the bias drift added and an overscan strip read beside it."""
     rows, cols = data.shape
     strip = BIAS_LEVEL + drift + rng.normal(0.0, READ_NOISE, (rows, spec.overscan))
-    image = np.hstack([data + drift, strip])
+    # The drift is analogue, added before the converter: the uniform term undoes the first
+    # rounding of ``data`` so that the image, like the strip, is quantised once, unbiased.
+    image = np.hstack([data + drift + rng.uniform(-0.5, 0.5, data.shape), strip])
     cards = {**cards, "BIASSEC": f"[{cols + 1}:{cols + spec.overscan},1:{rows}]",
              "TRIMSEC": f"[1:{cols},1:{rows}]"}
     return np.clip(np.round(image), 0, SATURATION).astype(np.uint16), cards
