@@ -68,7 +68,7 @@ def test_stl_normalised_master_flat_visible(stl):
     flat = fits.getdata(stl / "flat_Visible.fits")
     header = fits.getheader(stl / "flat_Visible.fits")
     assert header["NCOMBINE"] == 10 and flat.shape == (1024, 1024)
-    assert np.mean(flat, dtype=np.float64) == pytest.approx(1.0, abs=1e-6)
+    assert np.mean(flat, dtype=np.float64) == pytest.approx(1.0, abs=1e-5)  # 1 dead pixel set to 1
     assert 0.005 < np.std(flat) < 0.2  # vignetting and dust, not noise or a constant
     assert any("scaled dark bias_-5C.fits + 23 s x dark_current_-5C.fits" in str(line)
                for line in header["HISTORY"])
