@@ -7,6 +7,6 @@ import panel as pn
 from ccdred.dashboard import Dashboard
 
 hv.extension("bokeh", logo=False)
-pn.extension(notifications=True)
+pn.extension("tabulator")
 
 Dashboard.from_args().servable(title="ccdred")

@@ -10,11 +10,12 @@ from pathlib import Path
 def with_ccdred(files, output):
     from ccdred import fitsio
     from ccdred.frames import read_frame
-    from ccdred.reduce import _combine_darks
-    from ccdred.parameters import ReductionParameters
+    from ccdred.plan import Master
+    from ccdred.steps import StepOptions, make_master
 
-    frames = [read_frame(path) for path in files]
-    master = _combine_darks(frames, ReductionParameters(), budget=48 << 20)
+    frames = tuple(read_frame(path) for path in files)
+    dark = Master("dark", "dark.fits", frames, exptime=frames[0].exptime)
+    master = make_master(dark, StepOptions(), {}, budget=48 << 20)
     header = fitsio.add_provenance(frames[0].header(), step="master_dark", inputs=files,
                                    options={}, version="bench")
     fitsio.write_image(output, master.data, header, overwrite=True)

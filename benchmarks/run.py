@@ -42,6 +42,9 @@ def night_specs():
         "night57": NightSpec(shape=SIZE, seed=57, n_bias=3, n_darks=10, n_flats=8, n_objects=4),
         # seed-shaped: 10 bias + 4 x 20 darks + 3 filters x (20 flats + 128 objects) = 534
         # the interactive target's shape: 12 flats of one filter (one saturated), and their darks
+        # night57 as real cameras take it: overscan, drifting bias, darks scaled to the exposure
+        "night57real": NightSpec.real(shape=SIZE, seed=57, n_bias=3, n_darks=10, n_flats=8,
+                                      n_objects=4, dark_times=(10.0, 60.0, 120.0)),
         "flats12": NightSpec(shape=SIZE, seed=12, n_bias=0, n_darks=3, n_flats=12, n_objects=1,
                              filters=("R",), object_exptimes=(30.0,), faint_flats=0),
         "night534": NightSpec(shape=SIZE, seed=534, n_bias=10, n_darks=20, n_flats=20,
@@ -143,14 +146,19 @@ def _warm_master_dark(darks) -> tuple[float, float]:
     import tracemalloc
 
     from ccdred.frames import read_frame
-    from ccdred.parameters import ReductionParameters
-    from ccdred.reduce import _combine_darks
+    from ccdred.plan import Master
+    from ccdred.steps import StepOptions, make_master
 
-    frames = [read_frame(p) for p in darks]
-    _combine_darks(frames[:2], ReductionParameters(), 1 << 30)
-    seconds = _best(lambda: _combine_darks(frames, ReductionParameters(), 1 << 30))[1]
+    frames = tuple(read_frame(p) for p in darks)
+
+    def combine(chosen):
+        return make_master(Master("dark", "dark.fits", chosen, exptime=chosen[0].exptime),
+                           StepOptions(), {})
+
+    combine(frames[:2])
+    seconds = _best(lambda: combine(frames))[1]
     tracemalloc.start()
-    _combine_darks(frames, ReductionParameters(), 1 << 30)
+    combine(frames)
     peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     return seconds, peak_mb
@@ -187,6 +195,26 @@ def bench_night(name, files, with_reference, repeat=1) -> list[dict]:
             runs[label].append(timed(command, cwd=_mkdir(RESULTS)))
     return [_median_row(task, label, runs[label], "float64 products" if extra is None else
                         "float32 products, same files") for label, extra in tools]
+
+
+def bench_calibration(repeat=3) -> list[dict]:
+    """night57 (exact darks) against night57real (bias, overscan, scaled darks), interleaved."""
+    runs = {"night57": [], "night57real": []}
+    for _ in range(repeat):
+        for name in runs:
+            out = fresh(f"{name}-calibration")
+            os.sync()
+            runs[name].append(timed([sys.executable, "-m", "ccdred", "reduce", "-q", "-d", out,
+                                     "--dark-model", "exact" if name == "night57" else "scaled",
+                                     DATA / name], cwd=_mkdir(RESULTS)))
+    exact = float(np.median([m["seconds"] for m in runs["night57"]]))
+    rows = [_median_row("57 frames, exact darks", "`ccdred reduce --dark-model exact`",
+                        runs["night57"], "night57"),
+            _median_row("57 frames, bias + overscan + scaled darks",
+                        "`ccdred reduce --dark-model scaled`", runs["night57real"],
+                        "night57real (2072 columns with the overscan)")]
+    rows[-1]["note"] += f"; {rows[-1]['seconds'] / exact:.2f}x the exact-dark night"
+    return rows
 
 
 def _median_row(task, tool, measured, note) -> dict:
@@ -269,7 +297,7 @@ def markdown(rows) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="kernel,dark,night,interactive,seed,dask",
+    parser.add_argument("--parts", default="kernel,dark,night,calibration,interactive,seed,dask",
                         help="comma-separated parts to run (default: all)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each tool on night57, interleaved; medians (default 3)")
@@ -283,6 +311,9 @@ def main(argv=None) -> None:
     rows += bench_kernel() if "kernel" in parts else []
     rows += bench_master_dark(night57) if "dark" in parts else []
     rows += bench_night("night57", night57, True, args.repeat) if "night" in parts else []
+    if "calibration" in parts:
+        make("night57real")
+        rows += bench_calibration(args.repeat)
     rows += bench_interactive(make("flats12")) if "interactive" in parts else []
     rows += bench_night("night534", make("night534"), False) if "seed" in parts else []
     rows += bench_dask("night57", night57) if "dask" in parts else []

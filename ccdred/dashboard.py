@@ -10,15 +10,19 @@ Reads happen only under the data root and writes only under the output root.
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import holoviews as hv
+import pandas as pd
 import panel as pn
 import param
+from bokeh.models.widgets.tables import NumberFormatter
 
 from . import plots
 from .errors import InputError
 from .job import ReductionJob
+from .keywords import FRAME_TYPES
 from .parameters import CalibrationParameters, ClipParameters, KeywordParameters, names
 from .pipeline import Pipeline
 from .serve import app_options, list_nights, resolve_under
@@ -30,6 +34,7 @@ _CLIP_WIDGETS = {
     "upper_limit": pn.widgets.FloatInput,
     "lower_limit": pn.widgets.FloatInput,
 }
+_TABLE_COLUMNS = ["file", "type", "exptime", "filter", "median", "status", "gets"]
 _START_HERE = ("**Start here:** pick a night, look at the frames' levels, then move the "
                "threshold and watch the clipped pixels; *Reduce night* writes the products.")
 
@@ -112,7 +117,26 @@ class Dashboard(pn.viewable.Viewer):
     def _levels_view(self, levels):
         return pn.Column(
             plots.frame_levels_plot(levels, self.pipeline.upper_limit, self.pipeline.lower_limit),
-            plots.frame_table(levels), sizing_mode="stretch_width")
+            self._frame_table(levels), sizing_mode="stretch_width")
+
+    def _frame_table(self, levels):
+        """The frames, one per row; a frame's type can be changed, or the frame ignored."""
+        table = pn.widgets.Tabulator(
+            pd.DataFrame(levels, columns=_TABLE_COLUMNS), show_index=False, disabled=False,
+            editors={**{c: None for c in _TABLE_COLUMNS}, "type": {
+                "type": "list", "values": [*FRAME_TYPES, "ignore"]}},
+            formatters={"median": NumberFormatter(format="0.0"),
+                        "exptime": NumberFormatter(format="0.[000]")},
+            layout="fit_data_stretch", height=420, sizing_mode="stretch_width",
+            pagination=None)
+        table.on_edit(lambda event: self._retype(table, event))
+        return pn.Column("Change a frame's **type** here (or *ignore* it); the files are not "
+                         "touched.", table, sizing_mode="stretch_width")
+
+    def _retype(self, table, event) -> None:
+        if event.column == "type":
+            name = table.value.iloc[event.row]["file"]
+            self.pipeline.frame_types = {**self.pipeline.frame_types, glob.escape(name): event.value}
 
     def _before_after_view(self, shown):
         name, raw, calibrated = shown

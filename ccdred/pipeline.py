@@ -317,6 +317,10 @@ class Pipeline(ReductionParameters):
                                    strict=True))
         for frame in plan.catalogue.frames:
             if frame.frame_type is None:
+                rows.append({"file": frame.path.name, "type": "ignore", "filter": "",
+                             "exptime": frame.exptime, "median": None,
+                             "status": f"not used ({frame.imagetyp or 'no frame type'})",
+                             "gets": ""})
                 continue
             level, status = flat_levels.get(frame, (None, "used"))
             rows.append({"file": frame.path.name, "type": frame.frame_type,

@@ -18,7 +18,6 @@ __all__ = [
     "before_after",
     "clip_map",
     "frame_levels_plot",
-    "frame_table",
     "image",
     "master_preview",
     "rejected_per_frame",
@@ -148,37 +147,39 @@ def empty_bars(message: str):
 
 
 def frame_levels_plot(rows, upper_limit: float, lower_limit: float | None = None):
-    """Per-frame medians coloured by type and filter, limits as lines, rejected flats marked."""
-    if not rows:
-        return hv.Points([], kdims=["frame", "median"]).opts(title="no frames")
-    table = [{**row, "frame": i, "group": _group(row)} for i, row in enumerate(rows)]
+    """Per-frame medians coloured by type and filter, the limits as lines, rejected flats marked.
+
+    Rows without a median (frames not used) are left out.
+    """
+    table = [{**row, "frame": i, "group": _group(row)} for i, row in enumerate(rows)
+             if row.get("median") is not None and np.isfinite(row["median"])]
     vdims = ["file", "group", "exptime", "status"]
     points = hv.Points(table, kdims=["frame", "median"], vdims=vdims).opts(
         color="group", cmap="Category10", size=9, tools=["hover"], legend_position="right",
-        responsive=True, height=380, title="Per-frame median (flats dark-subtracted)",
+        responsive=True, height=380, title="Per-frame median (flats less their dark)",
         ylabel="median (ADU)", logy=True)
     rejected = [row for row in table if row["status"].startswith("rejected")]
     marks = hv.Points(rejected, kdims=["frame", "median"], vdims=vdims, label="rejected").opts(
-        marker="x", size=16, color="red", line_width=3, tools=["hover"])
-    overlay = points * marks * hv.HLine(upper_limit, label="upper limit").opts(
-        color="red", line_dash="dashed")
+        marker="x", size=16, color="black", line_width=3, tools=["hover"])
+    span = (-0.5, max(len(rows), 1) - 0.5)
+    overlay = points * marks * _level_line(upper_limit, span, "upper limit", "#444444")
     if lower_limit is not None:
-        overlay *= hv.HLine(lower_limit, label="lower limit").opts(color="orange",
-                                                                   line_dash="dashed")
+        overlay *= _level_line(lower_limit, span, "lower limit", "#999999")
     return overlay
+
+
+def _level_line(level, span, label, color):
+    """A horizontal line that the legend names (an HLine is not in legends)."""
+    return hv.Curve([(span[0], level), (span[1], level)], "frame", "median", label=label).opts(
+        color=color, line_dash="dashed", line_width=2)
 
 
 def _group(row) -> str:
     if row["type"] == "dark":
         return f"dark {row['exptime']:g} s"
-    return f"{row['type']} {row['filter']}"
-
-
-def frame_table(rows):
-    """The night's frames as a table."""
-    columns = ["file", "type", "exptime", "filter", "median", "status", "gets"]
-    data = [{key: row.get(key, "") for key in columns} for row in rows]
-    return hv.Table(data, kdims=columns[:1], vdims=columns[1:]).opts(height=400, width=1100)
+    if row["type"] in ("flat", "object"):
+        return f"{row['type']} {row['filter']}"
+    return row["type"]
 
 
 def master_preview(data, title: str, *, label="ADU"):
