@@ -156,12 +156,17 @@ class FlatLimits:
         return f"upper {self.upper:g}, lower {lower}"
 
     def statuses(self, medians) -> list[str]:
-        """Each flat's :meth:`verdict`, as :meth:`select` decides (a lone flat is used)."""
+        """Each flat's :meth:`verdict`, as :meth:`select` decides (a lone flat is used),
+        with used flats far from their filter's level marked suspect."""
         medians = np.asarray(medians, dtype=np.float64)
         if _lone_usable(medians):
             return ["used (the only flat; outside the limits)"
                     if self.verdict(medians[0]) != "used" else "used"]
-        return [self.verdict(m) for m in medians]
+        statuses = [self.verdict(m) for m in medians]
+        used = np.array([status == "used" for status in statuses])
+        for i in np.flatnonzero(suspect_levels(medians, used)):
+            statuses[i] = f"used, suspect: {suspect_reason(medians[i], medians[used])}"
+        return statuses
 
     def select(self, medians, paths, filter_name) -> np.ndarray:
         """The accepted flats; InputError naming every flat and its median when none is.
@@ -185,6 +190,34 @@ class FlatLimits:
                    f"({self.describe()}): {details}")
             raise InputError([InputProblem(paths[0] if _is_path(paths[0]) else None, msg)])
         return accepted
+
+
+#: A used flat whose level differs from its filter's median level by more than this
+#: factor is suspect (a robust rule: the median of the group is not moved by one outlier).
+SUSPECT_FACTOR = 10.0
+
+
+def suspect_levels(medians, used) -> np.ndarray:
+    """Bool per flat: used, and more than :data:`SUSPECT_FACTOR` from the used flats' median.
+
+    Flagging changes nothing in the combination (the course's products stay as
+    they are); it tells the user which flat to look at.
+    """
+    medians, used = np.asarray(medians, dtype=np.float64), np.asarray(used, dtype=bool)
+    if used.sum() < 3:
+        return np.zeros(medians.shape, dtype=bool)
+    level = np.median(medians[used])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.abs(np.log(medians / level))
+    return used & (ratio > np.log(SUSPECT_FACTOR))
+
+
+def suspect_reason(median, used_medians) -> str:
+    """Why a flat is suspect, in words."""
+    level = float(np.median(used_medians))
+    factor = level / median if median < level else median / level
+    return (f"median {median:.0f}, {factor:.0f}x {'below' if median < level else 'above'} the "
+            f"filter's {level:.0f}")
 
 
 def _lone_usable(medians) -> bool:

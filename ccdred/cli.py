@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import difflib
 import gc
 import logging
+import logging.handlers
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -116,9 +119,41 @@ def _calibration_options(parser, defaults: ReductionParameters) -> None:
                             "object or ignore), whatever their header says; repeatable")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, with the closest option or choice."""
+
+    def error(self, message):
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message}{_suggestion(self, message)}\n")
+
+
+def _option_strings(parser) -> list[str]:
+    strings = []
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public list of its options
+        strings += action.option_strings
+        for sub in getattr(action, "choices", None) or {}:
+            if isinstance(action.choices, dict):
+                strings += _option_strings(action.choices[sub])
+    return strings
+
+
+def _suggestion(parser, message: str) -> str:
+    """'; did you mean ...?' for a mistyped option or choice, else ''."""
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        wanted, options = choice.group(1), re.findall(r"[\w.-]+", choice.group(2))
+    elif message.startswith("unrecognized arguments:"):
+        words = message.split(":", 1)[1].split()
+        wanted = next((w.split("=")[0] for w in words if w.startswith("-")), "")
+        options = _option_strings(parser)
+    else:
+        return ""
+    close = difflib.get_close_matches(wanted, options, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ccdred`` argument parser, defaults taken from :class:`ReductionParameters`."""
-    parser = argparse.ArgumentParser(prog="ccdred", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="ccdred", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"ccdred {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     reduce = commands.add_parser(
@@ -151,25 +186,68 @@ def _parameters(args) -> ReductionParameters:
     return parameters
 
 
-def _setup_logging(logfile: Path) -> logging.Handler:
-    logfile.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(logfile, mode="w", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("# %(asctime)s %(levelname)s %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    return handler
+class _Log:
+    """The run's log: kept in memory until the input is accepted, then written to the file.
+
+    A refused input leaves no file behind (nor the output folder).
+    """
+
+    def __init__(self, logfile: Path):
+        self.logfile = logfile
+        self.buffer = logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1)
+        self.file = None
+        logger.addHandler(self.buffer)
+        logger.setLevel(logging.INFO)
+
+    def open(self) -> None:
+        """Start writing the file, beginning with what was logged so far."""
+        self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        self.file = logging.FileHandler(self.logfile, mode="w", encoding="utf-8")
+        self.file.setFormatter(logging.Formatter("# %(asctime)s %(levelname)s %(message)s"))
+        self.buffer.setTarget(self.file)
+        self.buffer.flush()
+        logger.removeHandler(self.buffer)
+        logger.addHandler(self.file)
+
+    def close(self) -> None:
+        for handler in (self.buffer, self.file):
+            if handler is not None:
+                logger.removeHandler(handler)
+                handler.close()
+
+
+class _Bar:
+    """The progress bar, made at the first step (when the number of steps is known);
+    warnings are printed above it."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.bar = quiet, None
+
+    def __call__(self, done, total, message):
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit="step", disable=self.quiet, file=sys.stderr,
+                            leave=False)
+        self.bar.total = total
+        self.bar.set_description_str(message[:40])
+        self.bar.update(done - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """Warnings for the user: one line on stderr, and the same line in the log."""
+    """Warnings for the user: one line on stderr (above the progress bar), and in the log."""
+    from tqdm import tqdm
+
     logger.warning("%s", message)
-    print(f"ccdred: warning: {message}", file=sys.stderr)
+    tqdm.write(f"ccdred: warning: {message}", file=sys.stderr)
 
 
 def _reduce(args) -> int:
-    from tqdm import tqdm
-
-    from .night import reduce_night
+    from .night import run_night
 
     try:
         parameters = _parameters(args)
@@ -177,28 +255,25 @@ def _reduce(args) -> int:
         print(f"ccdred: error: {err}", file=sys.stderr)
         return EXIT_INPUT
     out = Path(args.dir_reduced or _default_dir())
-    logfile = Path(args.logfile) if args.logfile else out / "ccdred.log"
-    handler = _setup_logging(logfile)
+    log = _Log(Path(args.logfile) if args.logfile else out / "ccdred.log")
     logger.info("ccdred %s: %s", __version__, " ".join(sys.argv))
-    bar = tqdm(total=None, unit="step", disable=args.quiet, file=sys.stderr, leave=False)
-
-    def progress(done, total, message):
-        bar.total = total
-        bar.set_description_str(message[:40])
-        bar.update(done - bar.n)
-
+    bar = _Bar(args.quiet)
+    existing = "resume" if args.resume else "overwrite" if args.overwrite else "refuse"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning
             nights = _nights(args.files, out)
-            options = {"overwrite": args.overwrite, "resume": args.resume, "progress": progress,
-                       "memory_budget": args.memory_budget << 20}
+            prepared = _prepare(nights, parameters, existing)
+            log.open()
+            options = {"progress": bar, "memory_budget": args.memory_budget << 20}
             if args.scheduler or args.workers:
-                results = _on_cluster(nights, parameters, args, options)
+                results = _on_cluster(nights, parameters, args,
+                                      {**options, "overwrite": args.overwrite,
+                                       "resume": args.resume})
             else:
-                results = [reduce_night(paths, night_out, parameters, threads=args.threads,
-                                        **options) for paths, night_out in nights]
+                results = [run_night(night, parameters, existing, threads=args.threads, **options)
+                           for night in prepared]
     except InputError as err:
         bar.close()
         for problem in err.problems:
@@ -207,11 +282,27 @@ def _reduce(args) -> int:
         return EXIT_INPUT
     finally:
         bar.close()
-        logger.removeHandler(handler)
-        handler.close()
+        log.close()
     for result in results:
-        print(f"ccdred: {len(result.products)} products in {result.output_dir}", file=sys.stderr)
+        models = ", ".join(f"{m} {n}" for m, n in sorted(result.plan.models().items()))
+        print(f"ccdred: {len(result.products)} products in {result.output_dir}"
+              f"{f' (dark model per frame: {models})' if models else ''}", file=sys.stderr)
     return 0
+
+
+def _prepare(nights, parameters, existing) -> list:
+    """Every night scanned, planned and its output folder checked; all problems at once."""
+    from .night import prepare_night
+
+    prepared, problems = [], []
+    for paths, night_out in nights:
+        try:
+            prepared.append(prepare_night(paths, night_out, parameters, existing))
+        except InputError as err:
+            problems += err.problems
+    if problems:
+        raise InputError(problems)
+    return prepared
 
 
 def _nights(files, out: Path) -> list[tuple[list, Path]]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["BadPixelWarning", "CalibrationWarning", "CcdredWarning", "InputError", "InputProblem",
-           "RejectedFlatWarning", "SingleFlatWarning"]
+           "RejectedFlatWarning", "SingleFlatWarning", "SuspectFlatWarning"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,10 @@ class CcdredWarning(UserWarning):
 
 class RejectedFlatWarning(CcdredWarning):
     """A flat frame was left out of its master because of its median level."""
+
+
+class SuspectFlatWarning(CcdredWarning):
+    """A flat within the limits whose level is far from its filter's: worth a look."""
 
 
 class SingleFlatWarning(CcdredWarning):

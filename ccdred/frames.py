@@ -172,6 +172,8 @@ def expand_paths(paths) -> tuple[list[Path], list[InputProblem]]:
             candidates = [p for p in sorted(path.iterdir())
                           if p.is_file() and not p.name.startswith(".")
                           and (fitsio.is_fits(p) or fitsio.product_stem(p) != p.name)]
+            if not candidates:
+                problems.append(InputProblem(path, "no FITS files in this folder"))
         elif path.exists():
             candidates = [path]
         else:

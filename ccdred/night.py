@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -29,9 +30,11 @@ from .steps import make_master, report_master
 __all__ = [
     "NightResult",
     "calibrate_object",
+    "create_output",
     "existing_policy",
     "prepare_night",
     "reduce_night",
+    "run_night",
     "write_flat_intermediate",
     "write_masters",
 ]
@@ -115,7 +118,20 @@ def reduce_night(paths, output_dir, parameters: ReductionParameters | None = Non
     parameters = parameters or ReductionParameters()
     existing = existing_policy(overwrite, resume)
     result = prepare_night(paths, output_dir, parameters, existing)
+    return run_night(result, parameters, existing, progress=progress,
+                     memory_budget=memory_budget, threads=threads)
+
+
+def run_night(result: NightResult, parameters: ReductionParameters, existing: str = "refuse", *,
+              progress=None, memory_budget: int = 1024 * _MB, threads: int = 2) -> NightResult:
+    """Make the masters and products of a prepared night (see :func:`prepare_night`).
+
+    The output folder is created here; a problem found in the data (e.g. no
+    flat of a filter within the limits) stops the run before any product is
+    written.
+    """
     plan, options = result.plan, parameters.step_options()
+    create_output(result.output_dir, existing)
     steps = _Progress(progress, len(plan.masters) + len(plan.calibrations))
     with _pool(threads) as pool:
         problems = []
@@ -132,7 +148,7 @@ def reduce_night(paths, output_dir, parameters: ReductionParameters | None = Non
         if problems:
             raise InputError(problems)
         _write_products(result, parameters, existing, steps, pool)
-    logger.info("wrote %d products to %s", len(result.products), output_dir)
+    logger.info("wrote %d products to %s", len(result.products), result.output_dir)
     return result
 
 
@@ -167,9 +183,6 @@ def prepare_night(paths, output_dir, parameters: ReductionParameters,
         warnings.warn(note, CalibrationWarning, stacklevel=2)
     output_dir = Path(output_dir)
     _check_output(output_dir, plan.product_names(parameters.intermediate), existing)
-    if existing == "resume":
-        for path in fitsio.remove_partial_products(output_dir):
-            logger.info("removed %s, left by an interrupted run", path)
     _log_plan(plan)
     return NightResult(output_dir, plan)
 
@@ -185,18 +198,34 @@ class _Progress:
 
 
 def _check_output(output_dir: Path, names, existing) -> None:
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=output_dir).close()
-    except OSError as err:
-        msg = f"output folder is not writable ({err.strerror})"
-        raise InputError([InputProblem(output_dir, msg)]) from err
+    """InputError unless ``output_dir`` is (or can be made as) a writable folder; nothing made."""
+    existing_part = next((p for p in (output_dir, *output_dir.parents) if p.exists()), Path("."))
+    if not existing_part.is_dir():
+        msg = "output folder is not writable (Not a directory)"
+        raise InputError([InputProblem(output_dir, msg)])
+    if not os.access(existing_part, os.W_OK | os.X_OK):
+        msg = f"output folder is not writable (Permission denied: {existing_part})"
+        raise InputError([InputProblem(output_dir, msg)])
     present = [name for name in names if (output_dir / name).exists()]
     if present and existing == "refuse":
         msg = (f"output folder already holds {len(present)} of this night's products "
                f"(e.g. {present[0]}); use --resume to keep the intact ones or --overwrite "
                f"to replace them")
         raise InputError([InputProblem(output_dir, msg)])
+
+
+def create_output(output_dir: Path, existing: str) -> None:
+    """Make the output folder (InputError if it cannot be written); when resuming, remove
+    the temporary files an interrupted run left there."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output_dir).close()
+    except OSError as err:
+        msg = f"output folder is not writable ({err.strerror})"
+        raise InputError([InputProblem(output_dir, msg)]) from err
+    if existing == "resume":
+        for path in fitsio.remove_partial_products(output_dir):
+            logger.info("removed %s, left by an interrupted run", path)
 
 
 def _log_plan(plan: NightPlan) -> None:
@@ -216,6 +245,11 @@ def _log_plan(plan: NightPlan) -> None:
 # -- products: written here by the in-process runner, and by Dask tasks ------------------
 
 
+#: Units of each product's data (BUNIT); normalised flats have none.
+_UNITS = {"master_bias": "ADU", "master_dark": "ADU", "master_dark_current": "ADU/s",
+          "dark_subtracted": "ADU", "flat_fielded": "ADU"}
+
+
 def _write(out: Path, name, data, header, step, inputs, parameters, existing, history=(),
            extra=None) -> Path:
     """Write one product, unless resuming and an intact one made the same way is there."""
@@ -227,6 +261,9 @@ def _write(out: Path, name, data, header, step, inputs, parameters, existing, hi
             return out / name
     header = fitsio.add_provenance(header, step=step, inputs=inputs, options=options,
                                    version=__version__, history=history)
+    header.remove("BUNIT", ignore_missing=True)
+    if step in _UNITS:
+        header["BUNIT"] = (_UNITS[step], "unit of the data")
     path = fitsio.write_image(out / name, data, header, dtype=parameters.dtype,
                               overwrite=existing != "refuse")
     logger.info("wrote %s", path)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .calibrate import ClipOptions, FlatCombiner, FlatLimits, MasterFlat, StackCombiner
 from .combine import CombineResult
-from .errors import BadPixelWarning, RejectedFlatWarning, SingleFlatWarning
+from .errors import BadPixelWarning, RejectedFlatWarning, SingleFlatWarning, SuspectFlatWarning
 from .frames import read_stack, stack_dtype
 from .plan import Master
 
@@ -188,6 +188,9 @@ def report_master(master: Master, result, limits: FlatLimits) -> None:
                                           statuses, strict=True):
         logger.info("  %s: median = %.1f%s", frame.path, median,
                     "" if ok else f" (REJECTED: {verdict[len('rejected: '):]})")
+        if verdict.startswith("used, suspect"):
+            warnings.warn(f"{frame.path}: flat {verdict[len('used, '):]}; used (check it, or "
+                          f"set a lower or upper limit)", SuspectFlatWarning, stacklevel=3)
         if verdict.startswith("used ("):
             warnings.warn(f"{frame.path}: flat median {median:.1f} outside the limits, but the "
                           f"only flat of filter {master.filter!r}; used", RejectedFlatWarning,

@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import sys
@@ -102,8 +103,7 @@ def test_validation_problems_exit_2(night_copy, tmp_path, capsys, breakage, mess
     assert any(line.startswith("ccdred: error: ") for line in err.splitlines())
     assert re.search(message, err), err
     assert "Traceback" not in err
-    assert [p.name for p in out.iterdir()] == ["ccdred.log"]
-    assert "ERROR" in (out / "ccdred.log").read_text()
+    assert not out.exists()  # a refused input writes nothing, not even the log
 
 
 def test_the_only_flat_of_a_filter_is_used_even_over_the_limit(night_copy, tmp_path, capsys):
@@ -152,3 +152,58 @@ def test_module_entry_point_and_demo(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "o" / "flat_V.fits").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--treshold", "3"], "unrecognized arguments: --treshold; did you mean --threshold?"),
+    (["-c", "medain"], "invalid choice: 'medain' (choose from 'median', 'mean'); did you mean median?"),
+    (["--dark-model", "scale"], "did you mean scaled?"),
+])
+def test_mistyped_options_are_one_line_with_a_suggestion(night_files, args, message):
+    done = subprocess.run([sys.executable, "-m", "ccdred", "reduce", *args,
+                           str(night_files[0].parent)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+def test_output_folder_under_a_file_is_one_line(night_files, tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    status, err = run(["-d", tmp_path / "afile" / "sub", night_files[0].parent], capsys)
+    assert status == 2
+    assert err == (f"ccdred: error: {tmp_path / 'afile' / 'sub'}: output folder is not writable "
+                   f"(Not a directory)\n")
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.mkdir(), "no FITS files in this folder"),
+    (lambda p: None, "no such file or folder"),
+])
+def test_no_frames_is_an_input_error_and_writes_nothing(tmp_path, capsys, make, message):
+    make(tmp_path / "night")
+    status, err = run(["-d", tmp_path / "out", tmp_path / "night"], capsys)
+    assert status == 2 and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_products_follow_the_umask_and_headers_say_what_they_are(night_files, tmp_path, capsys):
+    status, _ = run(["-d", tmp_path / "out", night_files[0].parent], capsys)
+    assert status == 0
+    out = tmp_path / "out"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert all((p.stat().st_mode & 0o777) == 0o666 & ~umask for p in out.glob("*.fits"))
+    light = frame_files(night_files, "LIGHT")[0]
+    calibrated = fits.getheader(out / light.name.replace(".fits", "_df.fits"))
+    assert "NCOMBINE" not in calibrated and calibrated["BUNIT"] == "ADU"
+    assert "HIERARCH CCDRED LOWER_LIMIT" not in calibrated  # unset options are left out
+    assert calibrated.comments["HIERARCH CCDRED THRESHOLD"] == "ccdred option"
+    flat = fits.getheader(out / "flat_V.fits")
+    assert flat["NCOMBINE"] == 6 and "BUNIT" not in flat
+    assert "subtracted exact dark dark_00005000.fits" in str(flat["HISTORY"])
+
+
+def test_the_faint_flat_is_flagged_suspect_but_still_used(night_files, tmp_path, capsys):
+    status, err = run(["-d", tmp_path / "out", night_files[0].parent], capsys)
+    assert status == 0
+    assert re.search(r"demo_0032.fits: flat suspect: median 30\d, \d+x below the filter's", err)
+    assert fits.getheader(tmp_path / "out" / "flat_R.fits")["NCOMBINE"] == 7
