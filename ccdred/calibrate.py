@@ -28,6 +28,7 @@ from .errors import InputError, InputProblem
 
 __all__ = [
     "ClipOptions",
+    "DarkCurrentCombiner",
     "FlatCombiner",
     "FlatLimits",
     "MasterFlat",
@@ -367,14 +368,22 @@ class Preprocess:
     def __bool__(self) -> bool:
         return self.overscan is not None or self.trim is not None
 
-    def __call__(self, raw) -> np.ndarray:
-        """The preprocessed image: float64 after an overscan, else a view of ``raw``."""
+    def __call__(self, raw, out=None) -> np.ndarray:
+        """The preprocessed image: float64 after an overscan, else a view of ``raw``.
+
+        With ``out``, the result is stored there (computed in float64, then cast
+        to ``out``'s type), which spares a temporary image.
+        """
         image = np.asarray(raw)
-        if self.overscan is not None:
-            image = np.subtract(image, self.overscan.level(image), dtype=np.float64)
-        if self.trim is not None:
-            image = image[self.trim.section.slices]
-        return image
+        rows, cols = (slice(None), slice(None)) if self.trim is None else self.trim.section.slices
+        if self.overscan is None:
+            if out is None:
+                return image[rows, cols]
+            np.copyto(out, image[rows, cols], casting="unsafe")
+            return out
+        level = self.overscan.level(image)
+        level = level[rows] if self.overscan.along_rows else level[:, cols]
+        return np.subtract(image[rows, cols], level, out=out, dtype=np.float64, casting="unsafe")
 
     def shape(self, raw_shape) -> tuple[int, int]:
         """Shape of a preprocessed image of a raw ``raw_shape``."""
@@ -436,19 +445,66 @@ class StackCombiner:
 
     def finish(self, parts) -> CombineResult:
         """Join row blocks; pixels where every sample was rejected take the master's mean."""
-        result = concatenate_rows(parts)
-        used = result.n_used > 0
-        if not used.all():
-            fill = np.mean(result.data, where=used) if used.any() else 0.0
-            result.data[~used] = fill
-        return result
-
+        return _fill_unused(concatenate_rows(parts))
     def __call__(self, stack, *, offsets=None, offset_index=None, scale=None,
                  map_frames=map) -> CombineResult:
         """The whole master from a whole stack (``map_frames`` measures the frames)."""
         statistics = list(map_frames(self.frame_statistics, stack))
         return self.finish([self.combine(stack, statistics, offsets=offsets,
                                          offset_index=offset_index, scale=scale)])
+
+
+@dataclass(frozen=True)
+class DarkCurrentCombiner:
+    """The dark current (ADU/s) per pixel, from darks of any exposure times less the bias.
+
+    The darks of each exposure time are sigma-clipped and averaged (less the
+    master bias, subtracted as they load); the dark current is then the
+    least-squares slope through zero of those levels against exposure time,
+    ``sum(n t D_t) / sum(n t^2)`` with ``n`` the samples each level averaged.
+    Darks of one exposure time share their noise, so clipping stays within
+    them; long darks, which measure the current best, weigh the most.
+
+    Parameters
+    ----------
+    clip : ClipOptions
+    """
+
+    clip: ClipOptions = field(default_factory=ClipOptions)
+
+    @staticmethod
+    def frame_statistics(image) -> None:
+        """Nothing per frame: darks are not clipped on their own for the dark current."""
+        return None
+
+    def combine(self, stack, exptimes, *, offsets=None) -> CombineResult:
+        """The dark current of (a block of rows of) a stack of darks; NaN where nothing is left.
+
+        ``exptimes`` gives each frame's exposure time (> 0); ``offsets`` holds
+        the master bias (one image, or a stack of one).
+        """
+        exptimes = np.asarray(exptimes, dtype=np.float64)
+        shape = np.shape(stack)[1:]
+        numerator, denominator = np.zeros(shape), np.zeros(shape)
+        n_used = np.zeros(shape, dtype=np.int16)
+        rejected = np.zeros(len(exptimes), dtype=np.int64)
+        for exptime in np.unique(exptimes):
+            frames = np.flatnonzero(exptimes == exptime)
+            level = sigma_clip_combine(stack, frames=frames, offsets=_as_offsets(offsets),
+                                       keep_mask=False, **self.clip.as_kwargs())
+            used = level.n_used > 0
+            weight = level.n_used * exptime
+            numerator += np.where(used, weight * level.data, 0.0)
+            denominator += weight * exptime
+            n_used += level.n_used
+            rejected[frames] = level.n_rejected_per_frame
+        with np.errstate(invalid="ignore", divide="ignore"):
+            current = numerator / denominator
+        return CombineResult(current, None, n_used, len(exptimes), rejected)
+
+    def finish(self, parts) -> CombineResult:
+        """Join row blocks; pixels where every sample was rejected take the image's mean."""
+        return _fill_unused(concatenate_rows(parts))
 
 
 @dataclass(frozen=True)
@@ -531,6 +587,14 @@ class FlatCombiner:
         accepted = self.limits.select(medians, paths, filter_name)
         part = self.combine(stack, medians, accepted, offsets=offsets, offset_index=index)
         return self.finish([part], medians, accepted)
+
+
+def _fill_unused(result: CombineResult) -> CombineResult:
+    """Pixels where every sample was rejected take the mean of the others (in place)."""
+    used = result.n_used > 0
+    if not used.all():
+        result.data[~used] = np.mean(result.data, where=used) if used.any() else 0.0
+    return result
 
 
 def _as_offsets(offsets) -> np.ndarray | None:

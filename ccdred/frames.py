@@ -54,8 +54,9 @@ class Frame:
     temperature : float or None
         CCD temperature (CCD-TEMP, else SET-TEMP), degrees C.
     preprocess : Preprocess
-        Overscan subtraction and trim applied whenever the image is read;
-        ``shape`` is the preprocessed image's.
+        Overscan subtraction and trim applied whenever the image is read
+        (in float64; stacks of such frames are float32); ``shape`` is the
+        preprocessed image's.
     """
 
     path: Path
@@ -83,8 +84,10 @@ class Frame:
         """The (preprocessed) image, or a block of its ``rows``; stored into ``out`` if given."""
         if not self.preprocess:
             return fitsio.read_image(self.path, self.hdu, rows=rows, out=out)
-        image = self.preprocess(fitsio.read_image(self.path, self.hdu))
-        image = image if rows is None else image[rows]
+        raw = fitsio.read_image(self.path, self.hdu)
+        if rows is None:
+            return self.preprocess(raw, out=out)
+        image = self.preprocess(raw)[rows]
         if out is None:
             return image
         np.copyto(out, image, casting="unsafe")
@@ -323,7 +326,9 @@ def read_frame(path, keywords: Keywords = Keywords(),
                                        lambda message: (note or _ignore)((path, message)))
     if problems:
         raise InputError(problems)
-    dtype = np.float64 if preprocess.overscan else fitsio.image_dtype(header)
+    # Overscan-corrected frames are computed in float64 and stacked in float32 (0.002 ADU
+    # steps at 30000 ADU), half the memory of float64 stacks.
+    dtype = np.float32 if preprocess.overscan else fitsio.image_dtype(header)
     return Frame(path, hdu, str(imagetyp).strip(), frame_type,
                  0.0 if frame_type == "bias" and exptime is None else exptime,
                  filter_name if frame_type in ("flat", "object") else None,

@@ -298,22 +298,27 @@ def write_master(master: Master, result, out, parameters, existing="refuse") -> 
 
 
 def write_flat_intermediate(frame: Frame, term: DarkTerm, masters, out, parameters,
-                            existing="refuse") -> Path:
+                            existing="refuse", dark=None) -> Path:
     """Write a flat's dark-subtracted '_d' file, as the course script does.
 
-    ``masters`` maps product names to master images.
+    ``masters`` maps product names to master images; ``dark`` is the image of
+    ``term``, when already made.
     """
-    subtracted, _ = calibration_steps(frame.read(), term.image(masters),
+    dark = term.image(masters) if dark is None else dark
+    subtracted, _ = calibration_steps(frame.read(), dark,
                                       dtype=fitsio.storage_dtype(parameters.dtype))
     return _write(out, f"{frame.name}_d.fits", subtracted, frame.header(), "dark_subtracted",
                   [frame.path, *term.needs], parameters, existing, [term.describe()],
                   _frame_options(frame, term))
 
 
-def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refuse") -> list[Path]:
+def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refuse",
+                     dark=None) -> list[Path]:
     """Dark-subtract and flat-field one object frame; write its '_d' (optional) and '_df' files.
 
-    When resuming and both products are intact and current, nothing is read or computed.
+    ``dark`` is the image of ``step.term``, when already made (frames of one
+    exposure time share it). When resuming and both products are intact and
+    current, nothing is read or computed.
     """
     frame, term = step.frame, step.term
     targets = ([(f"{frame.name}_d.fits", "dark_subtracted", [frame.path, *term.needs])]
@@ -326,7 +331,8 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
             for name, kind, inputs in targets):
         logger.info("kept the products of %s (current)", frame.path)
         return [out / name for name, _, _ in targets]
-    images = calibration_steps(frame.read(), term.image(masters), masters[step.flat],
+    dark = term.image(masters) if dark is None else dark
+    images = calibration_steps(frame.read(), dark, masters[step.flat],
                                dtype=fitsio.storage_dtype(parameters.dtype))
     header = frame.header()
     return [_write(out, name, image, header, kind, inputs, parameters, existing,
@@ -337,12 +343,16 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
 def _write_products(result: NightResult, parameters, existing, steps, pool) -> None:
     """Write every product through ``pool``; ``result.products`` keeps the plan's order."""
     plan, out, images = result.plan, result.output_dir, result.images()
+    terms = [plan.flat_terms[f.path] for f in plan.all_flats] if parameters.intermediate else []
+    # Frames of one exposure time share their dark's image (a few images at most).
+    distinct = set(terms) | {s.term for s in plan.calibrations}
+    darks = {term: term.image(images) for term in distinct} if len(distinct) <= 8 else {}
     masters = pool.submit(write_masters, plan, result.masters, out, parameters, existing)
     flats = [pool.submit(write_flat_intermediate, frame, plan.flat_terms[frame.path], images,
-                         out, parameters, existing)
+                         out, parameters, existing, darks.get(plan.flat_terms[frame.path]))
              for frame in (plan.all_flats if parameters.intermediate else [])]
-    objects = pool.map(lambda step: calibrate_object(step, images, out, parameters, existing),
-                       plan.calibrations)
+    objects = pool.map(lambda step: calibrate_object(step, images, out, parameters, existing,
+                                                     darks.get(step.term)), plan.calibrations)
     result.products += masters.result()
     result.products += [flat.result() for flat in flats]
     for step, paths in zip(plan.calibrations, objects, strict=True):

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .calibrate import ClipOptions, FlatCombiner, FlatLimits, MasterFlat, StackCombiner
+from .calibrate import (ClipOptions, DarkCurrentCombiner, FlatCombiner, FlatLimits, MasterFlat,
+                        StackCombiner)
 from .combine import CombineResult
 from .errors import BadPixelWarning, RejectedFlatWarning, SingleFlatWarning, SuspectFlatWarning
 from .frames import read_stack, stack_dtype
@@ -47,7 +48,10 @@ class StepOptions:
     ----------
     clip : ClipOptions
     frame_clip : bool
-        Sigma-clip each dark on its own first (darks and dark current).
+        Sigma-clip each dark on its own first, for exact master darks (the
+        course script's way: it hides hot pixels). The dark-current image is
+        not frame-clipped: the pixels whose current differs are what scaling
+        is for; the clipping across the darks still removes cosmic rays.
     limits : FlatLimits
     """
 
@@ -55,11 +59,13 @@ class StepOptions:
     frame_clip: bool = True
     limits: FlatLimits = field(default_factory=FlatLimits)
 
-    def combiner(self, kind: str) -> StackCombiner | FlatCombiner:
+    def combiner(self, kind: str) -> StackCombiner | DarkCurrentCombiner | FlatCombiner:
         """The combiner of one kind of master."""
         if kind == "flat":
             return FlatCombiner(self.clip, self.limits)
-        return StackCombiner(self.clip, self.frame_clip and kind != "bias")
+        if kind == "dark_current":
+            return DarkCurrentCombiner(self.clip)
+        return StackCombiner(self.clip, self.frame_clip and kind == "dark")
 
     def provenance(self) -> dict:
         """The options as flat ``name: value`` pairs, for product headers."""
@@ -68,17 +74,15 @@ class StepOptions:
 
 
 def _offsets(master: Master, masters, rows=None):
-    """Images subtracted from each frame's samples, which each frame takes, and scales."""
+    """Images subtracted from each frame's samples, and which image each frame takes."""
     if master.kind == "dark_current":
-        bias = np.asarray(masters[master.bias])[slice(None) if rows is None else rows]
-        scale = [1.0 / frame.exptime for frame in master.frames]
-        return bias[np.newaxis], None, scale
+        return np.asarray(masters[master.bias])[slice(None) if rows is None else rows], None
     if master.kind == "flat":
         distinct = list(dict.fromkeys(master.terms))
         images = [np.asarray(term.image(masters, rows)) for term in distinct]
         offsets = images[0][np.newaxis] if len(images) == 1 else np.stack(images)
-        return offsets, np.array([distinct.index(t) for t in master.terms], dtype=np.int64), None
-    return None, None, None
+        return offsets, np.array([distinct.index(t) for t in master.terms], dtype=np.int64)
+    return None, None
 
 
 def frame_statistic(master: Master, options: StepOptions, i: int, image, masters):
@@ -109,11 +113,13 @@ def combine_block(master: Master, options: StepOptions, stack, statistics, maste
                   rows=None) -> CombineResult:
     """Combine a stack holding the master's frames (or a block of their ``rows``)."""
     combiner = options.combiner(master.kind)
-    offsets, index, scale = _offsets(master, masters, rows)
+    offsets, index = _offsets(master, masters, rows)
     if master.kind == "flat":
         accepted = accepted_flats(master, options, statistics)
         return combiner.combine(stack, statistics, accepted, offsets=offsets, offset_index=index)
-    return combiner.combine(stack, statistics, offsets=offsets, offset_index=index, scale=scale)
+    if master.kind == "dark_current":
+        return combiner.combine(stack, [f.exptime for f in master.frames], offsets=offsets)
+    return combiner.combine(stack, statistics)
 
 
 def file_block(master: Master, options: StepOptions, rows, statistics, masters) -> CombineResult:
@@ -123,7 +129,7 @@ def file_block(master: Master, options: StepOptions, rows, statistics, masters) 
                              masters, rows)
     accepted = accepted_flats(master, options, statistics)
     used = [frame for frame, ok in zip(master.frames, accepted, strict=True) if ok]
-    offsets, index, _ = _offsets(master, masters, rows)
+    offsets, index = _offsets(master, masters, rows)
     return options.combiner("flat").combine(read_stack(used, rows),
                                             np.asarray(statistics)[accepted],
                                             np.ones(len(used), dtype=bool), offsets=offsets,

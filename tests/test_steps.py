@@ -9,7 +9,7 @@ import pytest
 from astropy.io import fits
 
 from ccdred.cache import MemoCache
-from ccdred.calibrate import (ClipOptions, FlatCombiner, FlatLimits, Overscan, Preprocess, Section,
+from ccdred.calibrate import (ClipOptions, DarkCurrentCombiner, FlatCombiner, FlatLimits, Overscan, Preprocess, Section,
                               StackCombiner, Trim, calibrate_frame)
 from ccdred.demo import BIAS_LEVEL, NightSpec, bias_level_drift, make_night, night_truth
 from ccdred.frames import scan
@@ -65,8 +65,8 @@ def test_flat_limits_judge_a_nan_median_rejected():
 STEPS = {
     "bias": lambda s: StackCombiner(frame_clip=False)(s),
     "dark": lambda s: StackCombiner()(s),
-    "dark current": lambda s: StackCombiner()(s, offsets=s[0][np.newaxis].astype(float),
-                                              scale=np.linspace(1, 2, len(s))),
+    "dark current": lambda s: DarkCurrentCombiner().combine(s, [1, 1, 2, 2, 2],
+                                                            offsets=s[0].astype(float)),
     "flat": lambda s: FlatCombiner()(s, offsets=s[0].astype(float) * 0.5),
     "overscan": lambda s: Preprocess(Overscan(Section.parse("[9:10,1:12]"), "legendre:2"),
                                      Trim(Section.parse("[1:8,1:12]")))(s[0]),
@@ -101,6 +101,28 @@ def test_overscan_per_row_matches_astropy_ccdproc(rng):
         theirs = ccdproc.trim_image(theirs, fits_section="[1:24,1:40]").data
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-9, err_msg=function)
         assert not np.allclose(ours, raw[:, :24] - 1000, atol=1)  # a per-row level was removed
+
+
+def test_dark_current_is_the_least_squares_slope_of_clipped_levels(rng):
+    """Oracle: astropy's sigma_clip per exposure time, then sum(n t D) / sum(n t^2)."""
+    from astropy.stats import sigma_clip
+
+    exptimes = np.array([10.0] * 3 + [60.0] * 8 + [300.0] * 2)  # 8: enough to clip one outlier
+    bias = rng.normal(1000, 3, (6, 7))
+    current = rng.uniform(0.1, 2.0, (6, 7))
+    darks = bias + exptimes[:, None, None] * current + rng.normal(0, 5, (13, 6, 7))
+    darks[4, 2, 3] += 900.0  # a cosmic ray
+    result = DarkCurrentCombiner().combine(darks, exptimes, offsets=bias)
+    numerator = denominator = 0.0
+    for t in np.unique(exptimes):
+        clipped = sigma_clip(darks[exptimes == t] - bias, sigma=2.5, maxiters=10,
+                             cenfunc="median", stdfunc="std", axis=0, masked=True)
+        n = clipped.count(axis=0)
+        numerator = numerator + n * t * clipped.mean(axis=0).filled(0.0)
+        denominator = denominator + n * t * t
+    np.testing.assert_allclose(result.data, numerator / denominator, rtol=1e-10)
+    assert result.n_rejected_per_frame[4] >= 1
+    assert np.abs(result.data - current).max() < 0.1  # ADU/s, against the injected current
 
 
 def test_bias_level_is_removed_by_the_overscan(real_night):
