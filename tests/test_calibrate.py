@@ -65,7 +65,7 @@ def test_flat_limits_reject_frames(rng):
                       for level in (20000, 40000, 21000, 300, 22000)])
     result = master_flat(flats, lower_limit=1000)
     assert result.accepted.tolist() == [True, False, True, False, True]
-    np.testing.assert_allclose(result.medians, frame_medians(flats))
+    np.testing.assert_allclose(result.medians, np.median(flats, axis=(1, 2)))
     assert result.combine.n_frames == 3
     assert flat_acceptance([5.0, 50.0], upper_limit=10).tolist() == [True, False]
 

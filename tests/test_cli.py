@@ -12,22 +12,12 @@ from ccdred.cli import main
 from ccdred.demo import NightSpec
 from ccdred.plan import flat_product_name, safe_filter_name
 
-from .conftest import SMALL_SPEC, frame_files
+from .conftest import SMALL_SPEC, expected_products, frame_files
 
 
 def run(args, capsys):
     status = main(["reduce", "-q", *map(str, args)])
     return status, capsys.readouterr().err
-
-
-def expected_products(spec: NightSpec, files, intermediate=True) -> set[str]:
-    names = {"dark_%08d.fits" % (t * 1000) for t in spec.dark_exptimes}
-    names |= {f"flat_{f}.fits" for f in spec.filters}
-    lights = frame_files(files, "LIGHT")
-    names |= {p.stem + "_df.fits" for p in lights}
-    if intermediate:
-        names |= {p.stem + "_d.fits" for p in lights + frame_files(files, "FLAT")}
-    return names | {"ccdred.log"}
 
 
 def test_reduce_writes_the_course_products(night_files, tmp_path, capsys):

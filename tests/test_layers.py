@@ -15,3 +15,17 @@ def test_core_modules_load_no_panel_holoviews_or_dask(module):
             "if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_the_kernels_load_neither_param_nor_fits_nor_start_threads():
+    code = ("import sys, threading, ccdred.combine; "
+            "print(sorted(m for m in ('param', 'astropy.io.fits', 'ccdred.frames') if m in sys.modules),"
+            " threading.active_count())")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[] 1"
+
+
+def test_the_version_is_known_without_the_package():
+    code = "import sys, ccdred._version as v; print(v.__version__, 'ccdred.calibrate' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.split()[1] == "False" and loaded.stdout.split()[0].count(".") == 2
