@@ -20,7 +20,8 @@ import logging
 
 from .errors import InputError, InputProblem
 from .fitsio import remove_partial_products
-from .night import (NightResult, calibrate_object, create_output, existing_policy, prepare_night,
+from .night import (NightResult, calibrate_object, create_output, existing_policy, log_plan,
+                    prepare_night,
                     write_flat_intermediate, write_masters)
 from .parameters import ReductionParameters
 from .steps import file_block, file_statistic, finish, make_master, master_row_blocks, report_master
@@ -84,6 +85,7 @@ def reduce_nights_on_cluster(nights, client, parameters: ReductionParameters | N
     results = _prepare(nights, parameters, existing_policy(overwrite, resume))
     for result in results:
         create_output(result.output_dir, existing_policy(overwrite, resume))
+        log_plan(result.plan)
     futures = [_submit_masters(result, client, parameters, memory_budget) for result in results]
     _check_masters(futures)
     client.replicate([f for night in futures for f in night.values()])

@@ -52,9 +52,9 @@ class Dashboard(pn.viewable.Viewer):
         self._data_root = Path(data_root).resolve()
         super().__init__(pipeline=Pipeline(), job=ReductionJob(output_root), **params)
         self.param.night.objects = list_nights(self._data_root, exclude=[output_root])
-        self._folder_input = pn.widgets.TextInput(name="or type a folder under the data root",
+        self.folder_input = pn.widgets.TextInput(name="or type a folder under the data root",
                                                   placeholder="night folder")
-        self._folder_input.param.watch(self._typed_folder, "value")
+        self.folder_input.param.watch(self._typed_folder, "value")
         self.night = night if night in self.param.night.objects else next(iter(self.param.night.objects), None)
 
     @classmethod
@@ -100,8 +100,8 @@ class Dashboard(pn.viewable.Viewer):
 
     @param.depends("job.status", "job.error", "job.output", "job.running", "job.done")
     def _job_view(self):
-        job = self.job
-        parts = []
+        """The last reduction: progress, then what it made, with the products to download."""
+        job, parts = self.job, []
         if job.running:
             parts.append(pn.indicators.Progress(value=job.done, max=max(job.total, 1),
                                                 sizing_mode="stretch_width"))
@@ -109,17 +109,28 @@ class Dashboard(pn.viewable.Viewer):
             parts.append(pn.pane.Alert(job.status, alert_type="danger" if job.error else "success",
                                        sizing_mode="stretch_width"))
         if job.error:
-            parts.append(pn.pane.Markdown("\n".join(f"- {line}" for line in job.error.splitlines())))
-        if job.output and not job.running:
-            parts.append(pn.pane.Markdown(f"Products in `{job.output}`", styles={"word-break": "break-all"}))
+            parts.append(pn.pane.Markdown("\n".join(f"- {self._public(line)}"
+                                                    for line in job.error.splitlines())))
+        if job.output and not job.running and not job.error:
+            folder = Path(job.output).name
+            parts += [pn.pane.Markdown("\n".join(["```", *job.summary, "```"])),
+                      pn.widgets.FileDownload(callback=job.archive, filename=f"{folder}.zip",
+                                              label=f"Download {folder}.zip (products and "
+                                                    f"ccdred.log)", button_type="success")]
         return pn.Column(*parts, sizing_mode="stretch_width")
 
     def _levels_view(self, levels):
-        return pn.Column(
-            plots.frame_levels_plot(levels, self.pipeline.upper_limit, self.pipeline.lower_limit),
-            self._frame_table(levels), sizing_mode="stretch_width")
+        problems = [self._public(str(p)) for p in self.pipeline.plan.problems]
+        alert = pn.pane.Alert("**This night cannot be reduced yet:**\n\n" + "\n".join(
+            f"- {p}" for p in problems), alert_type="warning") if problems else None
+        if not levels:
+            return alert
+        return pn.Column(*([alert] if alert else []),
+                         plots.frame_levels_plot(levels, self.pipeline.upper_limit,
+                                                 self.pipeline.lower_limit),
+                         self.frame_table(levels), sizing_mode="stretch_width")
 
-    def _frame_table(self, levels):
+    def frame_table(self, levels):
         """The frames, one per row; a frame's type can be changed, or the frame ignored."""
         table = pn.widgets.Tabulator(
             pd.DataFrame(levels, columns=_TABLE_COLUMNS), show_index=False, disabled=False,
@@ -129,14 +140,14 @@ class Dashboard(pn.viewable.Viewer):
                         "exptime": NumberFormatter(format="0.[000]")},
             layout="fit_data_stretch", height=420, sizing_mode="stretch_width",
             pagination=None)
-        table.on_edit(lambda event: self._retype(table, event))
+        table.on_edit(lambda event: event.column == "type" and self.retype(
+            table.value.iloc[event.row]["file"], event.value))
         return pn.Column("Change a frame's **type** here (or *ignore* it); the files are not "
                          "touched.", table, sizing_mode="stretch_width")
 
-    def _retype(self, table, event) -> None:
-        if event.column == "type":
-            name = table.value.iloc[event.row]["file"]
-            self.pipeline.frame_types = {**self.pipeline.frame_types, glob.escape(name): event.value}
+    def retype(self, file_name: str, frame_type: str) -> None:
+        """Treat one file as another frame type (or 'ignore' it); the file is not touched."""
+        self.pipeline.frame_types = {**self.pipeline.frame_types, glob.escape(file_name): frame_type}
 
     def _before_after_view(self, shown):
         name, raw, calibrated = shown
@@ -150,13 +161,13 @@ class Dashboard(pn.viewable.Viewer):
 
     def _clip_view(self):
         def dynamic(build, shown, empty):
-            plot = hv.DynamicMap(_reactive(build, shown, error=empty)).opts(framewise=True)
+            plot = hv.DynamicMap(self._reactive(build, shown, error=empty)).opts(framewise=True)
             return pn.pane.HoloViews(plot, linked_axes=False, sizing_mode="stretch_width")
 
         pipeline = self.pipeline
 
         return pn.Column(
-            pn.pane.Markdown(_reactive(plots.clip_summary, self.pipeline.shown_dark,
+            pn.pane.Markdown(self._reactive(plots.clip_summary, self.pipeline.shown_dark,
                                        self.pipeline.shown_flat, error=str)),
             pn.Row(dynamic(plots.dark_clip_map, pipeline.shown_dark, plots.empty_image),
                    dynamic(plots.flat_clip_map, pipeline.shown_flat, plots.empty_image)),
@@ -165,6 +176,31 @@ class Dashboard(pn.viewable.Viewer):
                    dynamic(lambda shown: plots.flat_rejections(shown, pipeline.flat_frames(shown[0])),
                            pipeline.shown_flat, plots.empty_bars)),
             sizing_mode="stretch_width")
+
+    def _reactive(self, build, *methods, error=None):
+        """A function of the parameters ``methods`` depend on, returning ``build(*their values)``.
+
+        The methods' own ``param.depends`` declarations say when to rebuild; an
+        input problem becomes ``error(message)`` (an alert by default), with no
+        notification and no status change.
+        """
+        def view(*_):
+            try:
+                return build(*(method() for method in methods))
+            except InputError as err:
+                message = self._public(str(err))
+                return error(message) if error else pn.pane.Alert(message, alert_type="warning")
+
+        dependencies = []
+        for method in methods:
+            owner = method.__self__
+            for info in owner.param.method_dependencies(method.__name__):
+                dependencies.append(info.inst.param[info.name])
+        return pn.bind(view, *dict.fromkeys(dependencies))
+
+    def _public(self, text: str) -> str:
+        """A message as users of a shared server see it: paths relative to the data root."""
+        return text.replace(f"{self._data_root}/", "").replace(str(self._data_root), ".")
 
     # -- layout -----------------------------------------------------------------------
 
@@ -176,7 +212,7 @@ class Dashboard(pn.viewable.Viewer):
         reduce_button = pn.widgets.Button(name="Reduce night", button_type="primary",
                                           disabled=self.job.param.running)
         reduce_button.on_click(self._reduce)
-        return [pn.widgets.Select.from_param(self.param.night, name="Night"), self._folder_input,
+        return [pn.widgets.Select.from_param(self.param.night, name="Night"), self.folder_input,
                 self._status_view, "### Combining",
                 pn.Param(self.pipeline, parameters=names(ClipParameters), widgets=_CLIP_WIDGETS,
                          show_name=False),
@@ -184,42 +220,24 @@ class Dashboard(pn.viewable.Viewer):
                                                                 "object_frame"], show_name=False),
                 card("Calibration", names(CalibrationParameters)),
                 card("Header keywords", names(KeywordParameters)),
-                reduce_button, self._job_view]
+                reduce_button]
 
-    def __panel__(self):
+    def tabs(self) -> pn.Tabs:
+        """The views, one tab each; a tab is computed when it is shown."""
         pipeline = self.pipeline
-        tabs = pn.Tabs(
-            ("Frames", pn.panel(_reactive(self._levels_view, pipeline.frame_levels),
+        return pn.Tabs(
+            ("Frames", pn.panel(self._reactive(self._levels_view, pipeline.frame_levels),
                                 loading_indicator=True)),
             ("Clipping", self._clip_view()),
-            ("Before / after", pn.panel(_reactive(self._before_after_view,
+            ("Before / after", pn.panel(self._reactive(self._before_after_view,
                                                   pipeline.shown_calibrated),
                                         loading_indicator=True)),
-            ("Masters", pn.panel(_reactive(self._masters_view, pipeline.shown_dark,
+            ("Masters", pn.panel(self._reactive(self._masters_view, pipeline.shown_dark,
                                            pipeline.shown_flat), loading_indicator=True)),
             dynamic=True, sizing_mode="stretch_width")
+
+    def __panel__(self):
         return pn.template.FastListTemplate(
             title="ccdred: CCD reduction", sidebar=self._sidebar(),
-            main=[pn.pane.Markdown(_START_HERE), tabs], sidebar_width=340, accent="#1f5f8b")
-
-
-def _reactive(build, *methods, error=None):
-    """A function of the parameters ``methods`` depend on, returning ``build(*their values)``.
-
-    The methods' own ``param.depends`` declarations say when to rebuild; an
-    input problem becomes ``error(message)`` (an alert by default), with no
-    notification and no status change.
-    """
-    def view(*_):
-        try:
-            return build(*(method() for method in methods))
-        except InputError as err:
-            message = str(err)
-            return error(message) if error else pn.pane.Alert(message, alert_type="warning")
-
-    dependencies = []
-    for method in methods:
-        owner = method.__self__
-        for info in owner.param.method_dependencies(method.__name__):
-            dependencies.append(info.inst.param[info.name])
-    return pn.bind(view, *dict.fromkeys(dependencies))
+            main=[pn.pane.Markdown(_START_HERE), self._job_view, self.tabs()], sidebar_width=340,
+            accent="#1f5f8b")

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import io
 import os
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import param
 
 from .errors import InputError
-from .night import reduce_night
+from .night import create_output, log_to, prepare_night, run_night, summary
 from .parameters import ReductionParameters, names
 
 __all__ = ["ReductionJob", "reduce_one_night"]
@@ -35,6 +37,7 @@ class ReductionJob(param.Parameterized):
     error = param.String("", doc="the problems that stopped the last reduction, one per line")
     output = param.String(None, allow_None=True, doc="folder of the last reduction's products")
     products = param.List([], doc="names of the products written")
+    summary = param.List([], doc="what the last reduction made: products, dark models, flats")
 
     def __init__(self, output_root, **params):
         super().__init__(**params)
@@ -57,7 +60,9 @@ class ReductionJob(param.Parameterized):
             result = await asyncio.get_running_loop().run_in_executor(
                 _REDUCTIONS, reduce_one_night, night, out, values, progress)
             self.param.update(output=str(out), products=[p.name for p in result.products],
-                              status=f"Reduced {night.name}: {len(result.products)} products")
+                              summary=summary(result, values.step_options().limits),
+                              status=f"Reduced {night.name}: {len(result.products)} products in "
+                                     f"{out.name}")
         except InputError as err:
             self.param.update(error=str(err), status=f"{night.name} was not reduced")
         finally:
@@ -65,12 +70,29 @@ class ReductionJob(param.Parameterized):
                 self.running = False
 
 
-def reduce_one_night(night: Path, out: Path, parameters, progress):
-    """Reduce here, or on the Dask cluster named by ``CCDRED_SCHEDULER``."""
-    scheduler = os.environ.get("CCDRED_SCHEDULER")
-    if not scheduler:
-        return reduce_night([night], out, parameters, progress=progress)
-    from .cluster import connect, reduce_nights_on_cluster
+    def archive(self) -> io.BytesIO:
+        """The last reduction's folder (products and ``ccdred.log``) as a zip file."""
+        buffer = io.BytesIO()
+        folder = Path(self.output)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and not path.name.startswith("."):
+                    archive.write(path, f"{folder.name}/{path.name}")
+        buffer.seek(0)
+        return buffer
 
-    with connect(scheduler) as client:
-        return reduce_nights_on_cluster([([night], out)], client, parameters, progress=progress)[0]
+
+def reduce_one_night(night: Path, out: Path, parameters, progress):
+    """Reduce here, or on the Dask cluster named by ``CCDRED_SCHEDULER``; logged to
+    ``ccdred.log`` in the output folder, which is made only once the input is accepted."""
+    prepared = prepare_night([night], out, parameters)
+    create_output(out, "refuse")
+    with log_to(out / "ccdred.log"):
+        scheduler = os.environ.get("CCDRED_SCHEDULER")
+        if not scheduler:
+            return run_night(prepared, parameters, progress=progress)
+        from .cluster import connect, reduce_nights_on_cluster
+
+        with connect(scheduler) as client:
+            return reduce_nights_on_cluster([([night], out)], client, parameters,
+                                            progress=progress)[0]

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,9 +33,12 @@ __all__ = [
     "calibrate_object",
     "create_output",
     "existing_policy",
+    "log_plan",
+    "log_to",
     "prepare_night",
     "reduce_night",
     "run_night",
+    "summary",
     "write_flat_intermediate",
     "write_masters",
 ]
@@ -132,6 +136,7 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
     """
     plan, options = result.plan, parameters.step_options()
     create_output(result.output_dir, existing)
+    log_plan(plan)
     steps = _Progress(progress, len(plan.masters) + len(plan.calibrations))
     with _pool(threads) as pool:
         problems = []
@@ -152,10 +157,48 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
     return result
 
 
+def summary(result: NightResult, limits) -> list[str]:
+    """What a reduction made, in a few lines: products, dark models, flats used and rejected."""
+    models = ", ".join(f"{m} {n}" for m, n in sorted(result.plan.models().items()))
+    lines = [f"{len(result.products)} products" + (f"; dark model per frame: {models}" if models else "")]
+    for name, master in result.plan.masters.items():
+        made = result.masters.get(name)
+        if master.kind != "flat" or made is None:
+            continue
+        statuses = limits.statuses(made.medians)
+        lines.append(f"{master.label}: {int(made.accepted.sum())} of {len(master.frames)} flats used")
+        lines += [f"  {frame.path.name}: {status}" for frame, status in
+                  zip(master.frames, statuses, strict=True) if status != "used"]
+    return lines
+
+
+@contextlib.contextmanager
+def log_to(path: Path):
+    """Log this thread's reduction (and its worker threads') to a file, e.g. ``ccdred.log``."""
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("# %(asctime)s %(levelname)s %(message)s"))
+    caller = threading.get_ident()
+    handler.addFilter(lambda record: record.thread == caller
+                      or record.threadName.startswith(_POOL_PREFIX))
+    root = logging.getLogger("ccdred")
+    root.addHandler(handler)
+    level, root.level = root.level, logging.INFO
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
+
+
+#: Names of the threads of a night's pool.
+_POOL_PREFIX = "ccdred-night"
+
+
 @contextlib.contextmanager
 def _pool(threads: int):
     """A thread pool whose queued tasks are dropped when the run fails or is interrupted."""
-    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ccdred") as pool:
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix=_POOL_PREFIX) as pool:
         try:
             yield pool
         except BaseException:
@@ -183,7 +226,6 @@ def prepare_night(paths, output_dir, parameters: ReductionParameters,
         warnings.warn(note, CalibrationWarning, stacklevel=2)
     output_dir = Path(output_dir)
     _check_output(output_dir, plan.product_names(parameters.intermediate), existing)
-    _log_plan(plan)
     return NightResult(output_dir, plan)
 
 
@@ -228,7 +270,8 @@ def create_output(output_dir: Path, existing: str) -> None:
             logger.info("removed %s, left by an interrupted run", path)
 
 
-def _log_plan(plan: NightPlan) -> None:
+def log_plan(plan: NightPlan) -> None:
+    """Log the night's frames, masters and what each object frame gets."""
     logger.info("input files")
     for frame in plan.catalogue.frames:
         logger.info("  %s  type=%s exptime=%s filter=%s size=%dx%d", frame.path,

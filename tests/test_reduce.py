@@ -3,7 +3,6 @@ import pytest
 from astropy.io import fits
 
 from ccdred.demo import NightSpec, make_night
-from ccdred.fitsio import read_image
 from ccdred.parameters import ReductionParameters
 from ccdred.frames import scan
 from ccdred.night import reduce_night
@@ -57,29 +56,6 @@ def test_float_raw_frames_in_big_endian(tmp_path):
     assert sorted(p.name for p in result.products) == sorted(result.plan.product_names())
     assert len(result.products) == len(expected_products(spec, sorted((tmp_path / "raw").iterdir()))) - 1
     assert np.isfinite(fits.getdata(tmp_path / "out" / "flat_V.fits")).all()
-
-
-def test_read_rows_from_plain_and_gzip_files(tmp_path):
-    data = np.arange(60, dtype=np.uint16).reshape(6, 10)
-    fits.PrimaryHDU(data).writeto(tmp_path / "a.fits")
-    fits.PrimaryHDU(data).writeto(tmp_path / "a.fits.gz")
-    for name in ("a.fits", "a.fits.gz"):
-        np.testing.assert_array_equal(read_image(tmp_path / name, rows=slice(2, 4)), data[2:4])
-
-
-@pytest.mark.parametrize("dtype,bzero", [(np.int16, 32768), (np.int16, 0), (np.int32, 0),
-                                         (np.float32, 0)])
-def test_read_image_equals_astropy(tmp_path, rng, dtype, bzero):
-    values = rng.integers(0, 30000, (6, 10))
-    hdu = fits.PrimaryHDU((values - bzero).astype(dtype))
-    if bzero:
-        hdu.header["BZERO"] = bzero
-    hdu.writeto(tmp_path / "a.fits")
-    expected = fits.getdata(tmp_path / "a.fits")
-    for rows in (None, slice(1, 3)):
-        actual = read_image(tmp_path / "a.fits", rows=rows)
-        np.testing.assert_array_equal(actual, expected if rows is None else expected[rows])
-        assert actual.dtype == expected.dtype.newbyteorder("=") and actual.dtype.isnative
 
 
 @pytest.mark.parametrize("memory_budget", [1 << 30, 20_000])

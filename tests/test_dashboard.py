@@ -1,0 +1,90 @@
+"""The dashboard's model, without a browser: night choice, errors that clear, the frame table, a job."""
+
+from __future__ import annotations
+
+import asyncio
+import zipfile
+from pathlib import Path
+
+import holoviews as hv
+import panel as pn
+import pytest
+
+from ccdred.dashboard import Dashboard
+from ccdred.demo import NightSpec, make_night
+from ccdred.pipeline import MASTERS
+
+hv.extension("bokeh", logo=False)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_night(root / "night1", NightSpec(shape=(24, 32), seed=8))
+    (root / "empty").mkdir()
+    return root
+
+
+@pytest.fixture
+def dashboard(data_root, tmp_path):
+    MASTERS.clear()
+    output_root = data_root / "products"  # the output root inside the data root
+    output_root.mkdir(exist_ok=True)
+    return Dashboard(data_root, output_root)
+
+
+def test_the_output_root_is_not_a_night(dashboard):
+    assert dashboard.param.night.objects == ["empty", "night1"]
+
+
+def test_a_mistyped_folder_is_refused_and_the_night_stays(dashboard):
+    dashboard.night = "night1"
+    assert dashboard.status == "Night: night1"
+    dashboard.folder_input.value = "night1-typo"
+    assert dashboard.status == "Error: night1-typo: no such folder under the data root"
+    assert dashboard.pipeline.night.endswith("night1")
+    assert dashboard.pipeline.plan.calibrations  # the loaded night still works
+    dashboard.folder_input.value = "night1"
+    assert dashboard.status == "Night: night1"  # the error is cleared by a good choice
+
+
+def test_paths_outside_the_root_are_refused_without_the_servers_paths(dashboard, data_root):
+    dashboard.folder_input.value = "../.."
+    assert dashboard.status == "Error: ../..: outside the data root; refused"
+    assert str(data_root) not in dashboard.status
+
+
+def test_a_folder_without_frames_says_so_in_the_views(dashboard):
+    dashboard.night = "empty"
+    frames = dashboard.tabs()[0].object()
+    assert isinstance(frames, pn.pane.Alert) and "no FITS files in this folder" in frames.object
+
+
+def test_changing_a_frames_type_in_the_table_reclassifies_it(dashboard):
+    dashboard.night = "night1"
+    levels = dashboard.pipeline.frame_levels()
+    table = dashboard.frame_table(levels)[1]
+    assert table.editors["type"]["values"] == ["bias", "dark", "flat", "object", "ignore"]
+    name = next(r["file"] for r in levels if r["type"] == "object")
+    dashboard.retype(name, "ignore")
+    assert dashboard.pipeline.frame_types == {name: "ignore"}
+    assert name not in [s.frame.path.name for s in dashboard.pipeline.plan.calibrations]
+    ignored = next(r for r in dashboard.pipeline.frame_levels() if r["file"] == name)
+    assert ignored["type"] == "ignore" and ignored["status"].startswith("not used")
+
+
+def test_reduce_night_reports_products_and_the_folder(dashboard):
+    dashboard.night = "night1"
+    asyncio.run(dashboard.job.run(dashboard.pipeline.night, dashboard.pipeline))
+    assert dashboard.job.error == ""
+    assert dashboard.job.status.startswith("Reduced night1: 31 products in night1_")
+    assert "flat_V.fits" in dashboard.job.products
+    assert dashboard.job.summary[1] == "master flat R: 7 of 7 flats used"
+    assert any("demo_0019.fits: rejected: above upper limit 38000" in line
+               for line in dashboard.job.summary)
+    with zipfile.ZipFile(dashboard.job.archive()) as archive:
+        names = archive.namelist()
+    folder = dashboard.job.output.rsplit("/", 1)[1]
+    assert f"{folder}/ccdred.log" in names and f"{folder}/flat_V.fits" in names
+    log = (Path(dashboard.job.output) / "ccdred.log").read_text()
+    assert "master flat V from 7 frames" in log and "wrote" in log
