@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=DEMO_SIZE,
                       help=f"image width and height (default {DEMO_SIZE})")
     demo.add_argument("--seed", type=int, default=2021, help="random seed (default 2021)")
+    demo.add_argument("--real", action="store_true",
+                      help="a night as real cameras take it: overscan strip, drifting bias, more "
+                           "biases, darks at fewer exposure times than the objects")
     return parser
 
 
@@ -334,7 +337,8 @@ def _on_cluster(nights, parameters, args, options):
 def _demo(args) -> int:
     from .demo import NightSpec, make_night
 
-    paths = make_night(args.dir, NightSpec(shape=(args.size, args.size), seed=args.seed))
+    spec = (NightSpec.real if args.real else NightSpec)(shape=(args.size, args.size), seed=args.seed)
+    paths = make_night(args.dir, spec)
     print(f"ccdred: wrote {len(paths)} raw frames to {args.dir}", file=sys.stderr)
     return 0
 

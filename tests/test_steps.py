@@ -125,6 +125,22 @@ def test_dark_current_is_the_least_squares_slope_of_clipped_levels(rng):
     assert np.abs(result.data - current).max() < 0.1  # ADU/s, against the injected current
 
 
+def test_bias_and_scaled_dark_subtraction_match_astropy_ccdproc(rng):
+    ccdproc = pytest.importorskip("ccdproc")
+    import astropy.units as u
+    from astropy.nddata import CCDData
+
+    raw, bias, current = (rng.normal(level, 5, (8, 9)) for level in (1500.0, 1000.0, 0.5))
+    term = DarkTerm("scaled", 45.0, bias="bias.fits", current="dark_current.fits")
+    ours = calibrate_frame(raw, term.image({"bias.fits": bias, "dark_current.fits": current}))
+    theirs = ccdproc.subtract_bias(CCDData(raw, unit="adu"), CCDData(bias, unit="adu"))
+    theirs = ccdproc.subtract_dark(theirs, CCDData(current, unit="adu"), dark_exposure=1 * u.s,
+                                   data_exposure=45 * u.s, scale=True)
+    np.testing.assert_allclose(ours, theirs.data, rtol=1e-12)
+    only_bias = DarkTerm("none", 45.0, bias="bias.fits").image({"bias.fits": bias})
+    np.testing.assert_allclose(calibrate_frame(raw, only_bias), raw - bias, rtol=1e-12)
+
+
 def test_bias_level_is_removed_by_the_overscan(real_night):
     """Each bias frame, overscan-corrected, has the injected pattern's level to < 0.1 ADU rms."""
     truth = night_truth(REAL)
