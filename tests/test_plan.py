@@ -54,6 +54,7 @@ def test_biases_and_darks_are_grouped_by_temperature(write_fits):
               ("cold-b2.fits", "BIAS", 0.0, {"CCD-TEMP": -9.9}),
               ("b1.fits", "BIAS", 0.0, {"CCD-TEMP": -5.1}), ("b2.fits", "BIAS", 0.0, {"CCD-TEMP": -4.9}),
               ("d1.fits", "DARK", 60.0, {"CCD-TEMP": -5.0}),
+              ("f1.fits", "FLAT", 20.0, {"CCD-TEMP": -5.3}),
               ("o1.fits", "LIGHT", 20.0, {"CCD-TEMP": -5.3})]
     plan = build_plan(night(write_fits, frames))
     assert [f.path.name for f in plan.masters["bias_-5C.fits"].frames] == ["b1.fits", "b2.fits"]
