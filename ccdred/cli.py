@@ -169,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     reduce.add_argument("files", nargs="+",
                         help="raw FITS files, or a folder of them; several folders are "
                              "several nights, each reduced into DIR_REDUCED/<folder name>")
+    prepare = commands.add_parser(
+        "prepare", help="the first-time work, once after install: compile the kernels and "
+                        "simulate the dashboard's demo night (about a minute)")
+    prepare.add_argument("--cache", help="where the demo night goes (default: CCDRED_CACHE, "
+                                         "else ~/.cache/ccdred)")
     demo = commands.add_parser("demo", help="write the simulated demo night")
     demo.add_argument("dir", help="folder to write the raw frames into")
     demo.add_argument("--size", type=int, default=DEMO_SIZE,
@@ -334,6 +339,13 @@ def _on_cluster(nights, parameters, args, options):
             cluster.close()
 
 
+def _prepare_install(args) -> int:
+    from .prepare import prepare
+
+    prepare(args.cache, report=lambda line: print(f"ccdred: {line}", file=sys.stderr, flush=True))
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import NightSpec, make_night
 
@@ -347,7 +359,7 @@ def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return {"reduce": _reduce, "demo": _demo}[args.command](args)
+        return {"reduce": _reduce, "demo": _demo, "prepare": _prepare_install}[args.command](args)
     except KeyboardInterrupt:
         print("ccdred: interrupted; products written so far are complete", file=sys.stderr)
         return 130

@@ -25,6 +25,7 @@ from .job import ReductionJob
 from .keywords import FRAME_TYPES
 from .parameters import CalibrationParameters, ClipParameters, KeywordParameters, names
 from .pipeline import Pipeline
+from .prepare import is_prepared, prepare_in_background
 from .serve import app_options, list_nights, resolve_under
 
 __all__ = ["Dashboard"]
@@ -35,6 +36,9 @@ _CLIP_WIDGETS = {
     "lower_limit": pn.widgets.FloatInput,
 }
 _TABLE_COLUMNS = ["file", "type", "exptime", "filter", "median", "status", "gets"]
+_PREPARING = ("**Preparing ccdred: first run only.** The kernels are being compiled "
+              "(about half a minute on a laptop); the views appear by themselves when they are "
+              "ready. `ccdred prepare` does this once after install.")
 _START_HERE = ("**Start here:** pick a night, look at the frames' levels, then move the "
                "threshold and watch the clipped pixels; *Reduce night* writes the products.")
 
@@ -48,7 +52,9 @@ class Dashboard(pn.viewable.Viewer):
                            doc="night folder under the data root")
     status = param.String(default="", doc="the night on show, or why a choice was refused")
 
-    def __init__(self, data_root, output_root, night=None, **params):
+    def __init__(self, data_root, output_root, night=None, ready=None, **params):
+        """``ready``: an event set once the first-time preparation is done (None: it is)."""
+        self._ready = ready
         self._data_root = Path(data_root).resolve()
         super().__init__(pipeline=Pipeline(), job=ReductionJob(output_root), **params)
         self.param.night.objects = list_nights(self._data_root, exclude=[output_root])
@@ -61,7 +67,9 @@ class Dashboard(pn.viewable.Viewer):
     def from_args(cls, argv=None) -> Dashboard:
         """A dashboard configured from ``panel serve app.py --args ...``."""
         options = app_options(argv)
-        return cls(options.data_root, options.output_root, night=options.night)
+        ready = None if is_prepared(options.cache) else prepare_in_background(
+            options.cache, report=lambda line: print(f"ccdred: {line}", flush=True))
+        return cls(options.data_root, options.output_root, night=options.night, ready=ready)
 
     # -- actions (they may set the status; views never do) ----------------------------
 
@@ -237,7 +245,22 @@ class Dashboard(pn.viewable.Viewer):
             dynamic=True, sizing_mode="stretch_width")
 
     def __panel__(self):
+        body = pn.Column(self._job_view, sizing_mode="stretch_width")
+        if self._ready is None or self._ready.is_set():
+            body.append(self.tabs())
+        else:
+            body.append(pn.pane.Alert(_PREPARING, alert_type="info"))
+            self._when_ready(lambda: body.__setitem__(-1, self.tabs()))
         return pn.template.FastListTemplate(
             title="ccdred: CCD reduction", sidebar=self._sidebar(),
-            main=[pn.pane.Markdown(_START_HERE), self._job_view, self.tabs()], sidebar_width=340,
-            accent="#1f5f8b")
+            main=[pn.pane.Markdown(_START_HERE), body], sidebar_width=340, accent="#1f5f8b")
+
+    def _when_ready(self, show) -> None:
+        """Call ``show`` (in this session) once the first-time preparation has finished."""
+        def check():
+            if self._ready.is_set():
+                self._waiting.stop()
+                show()
+
+        # Held here: a periodic callback nothing refers to may be collected before it fires.
+        self._waiting = pn.state.add_periodic_callback(check, period=1000)

@@ -20,8 +20,9 @@ def app_options(argv=None) -> argparse.Namespace:
     Without a data root, the demo night is simulated (once) under the cache folder.
     """
     from .demo import NightSpec, demo_night
+    from .prepare import cache_dir
 
-    cache = Path(os.environ.get("CCDRED_CACHE", Path.home() / ".cache" / "ccdred"))
+    cache = cache_dir()
     parser = argparse.ArgumentParser(prog="app.py")
     parser.add_argument("--data-root", default=os.environ.get("CCDRED_DATA_ROOT"),
                         help="folder whose sub-folders are nights (default: the demo night)")
@@ -31,7 +32,8 @@ def app_options(argv=None) -> argparse.Namespace:
     parser.add_argument("--demo-size", type=int,
                         default=int(os.environ.get("CCDRED_DEMO_SIZE", DEMO_SIZE)),
                         help=f"width and height of the demo night's frames (default {DEMO_SIZE})")
-    parser.add_argument("--cache", default=cache, help="where the demo night is generated")
+    parser.add_argument("--cache", default=cache, type=Path,
+                        help="where the demo night is generated")
     options = parser.parse_args(argv)
     if options.data_root is None:
         night = demo_night(options.cache, NightSpec(shape=(options.demo_size, options.demo_size)))
