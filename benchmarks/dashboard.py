@@ -10,40 +10,26 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.test_browser import (CHROMIUM, _free_port, _wait_for, clip_summary,  # noqa: E402
-                                rejected_counts, set_threshold)
+from ccdred.testing import (CHROMIUM, CHROMIUM_ARGS, clip_summary, rejected_counts, serve_app,
+                            set_threshold)
 
 
 def serve(size: int, *panel_options: str):
     """``panel serve app.py`` on the demo night of this size (simulated once into the cache)."""
     cache = Path(os.environ.get("CCDRED_CACHE", tempfile.gettempdir())) / "ccdred-bench"
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "panel", "serve", str(REPO / "app.py"), "--port", str(port),
-         "--address", "127.0.0.1", *panel_options, "--args", "--demo-size", str(size),
-         "--cache", str(cache)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/app"
-    _wait_for(url, process, timeout=600)
-    return process, url
+    return serve_app(["--demo-size", size, "--cache", cache], timeout=600,
+                     panel_options=panel_options)
 
 
 def measure(url: str, repeats: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         start = time.perf_counter()
         page.goto(url)

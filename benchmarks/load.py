@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from dashboard import serve  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
+from ccdred.testing import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 SUMMARY = re.compile(r"([\d,]+) of [\d,]+ samples rejected")
 
 
@@ -58,9 +58,7 @@ async def load(url, sessions, moves):
 
     latencies = []
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         await asyncio.gather(*(session(browser, url, i, moves, latencies) for i in range(sessions)))
         await browser.close()
     return sorted(latencies)

@@ -7,7 +7,6 @@ is the night: the frames that could be read, and an
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 from collections import Counter
 from dataclasses import dataclass, field

@@ -7,44 +7,22 @@ missing Chromium fails these tests instead of skipping them.
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from ccdred.demo import NightSpec, make_night
+from ccdred.testing import (CHROMIUM, CHROMIUM_ARGS, clip_summary, free_port, rejected_counts,
+                            set_threshold, threshold_field, wait_for)
 
 from .conftest import REPO
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
 pytestmark = pytest.mark.browser
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(url: str, process, timeout=90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"panel serve exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +32,7 @@ def server(tmp_path_factory):
     make_night(root / "night2", NightSpec(shape=(128, 128), seed=6, filters=("B", "V")))
     make_night(root / "zz-long", NightSpec(shape=(512, 512), seed=7, n_objects=30))
     output_root = tmp_path_factory.mktemp("output-root")
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "panel", "serve", str(REPO / "app.py"), "--port", str(port),
@@ -63,7 +41,7 @@ def server(tmp_path_factory):
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "CCDRED_CACHE": str(root.parent)})
     url = f"http://127.0.0.1:{port}/app"
     try:
-        _wait_for(url, process)
+        wait_for(url, process)
         yield {"url": url, "root": root, "output_root": output_root}
     finally:
         process.terminate()
@@ -84,8 +62,7 @@ def browser():
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
@@ -100,24 +77,6 @@ def open_page(browser, server):
 def screenshot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-
-
-def threshold_input(page):
-    return page.locator("input").nth(1)
-
-
-def set_threshold(page, value: float) -> None:
-    field = threshold_input(page)
-    field.fill(str(value))
-    field.press("Enter")
-
-
-def clip_summary(page) -> str:
-    return page.get_by_text("samples rejected").first.inner_text()
-
-
-def rejected_counts(text: str) -> list[int]:
-    return [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) of [\d,]+ samples", text)]
 
 
 def show_clipping(page) -> str:
@@ -142,7 +101,7 @@ def test_page_loads_with_widgets_and_plots(browser, server):
         assert page.get_by_text(label).count() >= 1, label
     page.wait_for_selector("canvas", timeout=30_000)
     page.wait_for_selector("text=demo_0004.fits", timeout=30_000)  # the frame table
-    assert threshold_input(page).input_value() == "2.5"
+    assert threshold_field(page).input_value() == "2.5"
     screenshot(page, "frames")
     page.close()
 
@@ -167,7 +126,7 @@ def test_sessions_do_not_share_parameters(browser, server):
     wait_for_change(first, first_before)
     time.sleep(1.0)
     assert clip_summary(second) == second_before
-    assert threshold_input(second).input_value() == "2.5"
+    assert threshold_field(second).input_value() == "2.5"
     first.close()
     second.close()
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from ccdred.calibrate import (calibrate_frame, darks_for_frames, flat_acceptance, frame_medians,
+from ccdred.calibrate import (calibrate_frame, darks_for_frames, flat_acceptance,
                               master_dark, master_flat, subtract_dark)
 from ccdred.errors import InputError
 from ccdred.demo import NightSpec, make_night, night_truth

@@ -9,7 +9,7 @@ import pytest
 from astropy.io import fits
 
 from ccdred.cli import main
-from ccdred.demo import NightSpec
+
 from ccdred.plan import flat_product_name, safe_filter_name
 
 from .conftest import SMALL_SPEC, expected_products, frame_files

@@ -1,0 +1,86 @@
+"""Driving the dashboard in a real browser, for the tests and the benchmarks.
+
+``panel serve app.py`` on a free local port, Debian's Chromium through
+Playwright (imported where used), and the few page actions both need.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "clip_summary", "free_port", "rejected_counts",
+           "serve_app", "set_threshold", "threshold_field", "wait_for"]
+
+#: Debian's Chromium (``apt-get install chromium``); Playwright's own download is not used.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+APP = Path(__file__).resolve().parents[1] / "app.py"
+_SUMMARY = re.compile(r"([\d,]+) of [\d,]+ samples")
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process, timeout=90.0) -> None:
+    """Wait until ``url`` answers 200; RuntimeError if ``process`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"panel serve exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def serve_app(app_args=(), *, env=None, log=subprocess.DEVNULL, timeout=90.0,
+              panel_options=()) -> tuple[subprocess.Popen, str]:
+    """``panel serve app.py --args APP_ARGS`` on a free port; the process and the app's URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "panel", "serve", str(APP), "--port", str(port),
+         "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
+         *panel_options, *(["--args", *map(str, app_args)] if app_args else [])],
+        stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/app"
+    try:
+        wait_for(url, process, timeout)
+    except BaseException:
+        process.terminate()
+        raise
+    return process, url
+
+
+def threshold_field(page):
+    """The sidebar's threshold field (the page's second input, after the folder field)."""
+    return page.locator("input").nth(1)
+
+
+def set_threshold(page, value: float) -> None:
+    """Type a threshold into the sidebar's threshold field."""
+    field = threshold_field(page)
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def clip_summary(page) -> str:
+    """The clipping tab's summary line(s): samples rejected per master."""
+    return page.get_by_text("samples rejected").first.inner_text()
+
+
+def rejected_counts(text: str) -> list[int]:
+    """The rejected-sample counts a clip summary states."""
+    return [int(n.replace(",", "")) for n in _SUMMARY.findall(text)]
