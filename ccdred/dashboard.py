@@ -86,7 +86,8 @@ class Dashboard(pn.viewable.Viewer):
         try:
             folder = resolve_under(self._data_root, relative)
         except InputError as err:
-            self.status = f"Error: {err}"
+            shown = self.status.removeprefix("Night: ") if self.status.startswith("Night: ") else ""
+            self.status = f"Error: {err}" + (f" (still showing {shown})" if shown else "")
             return
         self.pipeline.night = str(folder)
         name = folder.relative_to(self._data_root).as_posix()
@@ -106,26 +107,30 @@ class Dashboard(pn.viewable.Viewer):
         kind = "danger" if self.status.startswith("Error") else "info"
         return pn.pane.Alert(self.status, alert_type=kind, sizing_mode="stretch_width")
 
-    @param.depends("job.status", "job.error", "job.output", "job.running", "job.done")
     def _job_view(self):
-        """The last reduction: progress, then what it made, with the products to download."""
-        job, parts = self.job, []
-        if job.running:
-            parts.append(pn.indicators.Progress(value=job.done, max=max(job.total, 1),
-                                                sizing_mode="stretch_width"))
-        if job.status:
-            parts.append(pn.pane.Alert(job.status, alert_type="danger" if job.error else "success",
-                                       sizing_mode="stretch_width"))
-        if job.error:
-            parts.append(pn.pane.Markdown("\n".join(f"- {self._public(line)}"
-                                                    for line in job.error.splitlines())))
-        if job.output and not job.running and not job.error:
-            folder = Path(job.output).name
-            parts += [pn.pane.Markdown("\n".join(["```", *job.summary, "```"])),
-                      pn.widgets.FileDownload(callback=job.archive, filename=f"{folder}.zip",
-                                              label=f"Download {folder}.zip (products and "
-                                                    f"ccdred.log)", button_type="success")]
-        return pn.Column(*parts, sizing_mode="stretch_width")
+        """The last reduction: progress, then what it made, with the products to download.
+
+        Made once; its parts follow the job's parameters, so that progress
+        steps update a bar rather than rebuild the view.
+        """
+        job = self.job
+        finished = pn.bind(lambda output, running, error: bool(output) and not running
+                           and not error, job.param.output, job.param.running, job.param.error)
+        return pn.Column(
+            pn.indicators.Progress(value=job.param.done, max=job.param.total,
+                                   visible=job.param.running, sizing_mode="stretch_width"),
+            pn.pane.Alert(job.param.status, visible=pn.bind(bool, job.param.status),
+                          alert_type=pn.bind(lambda e: "danger" if e else "success",
+                                             job.param.error), sizing_mode="stretch_width"),
+            pn.pane.Markdown(pn.bind(lambda e: "\n".join(
+                f"- {self._public(line)}" for line in e.splitlines()), job.param.error)),
+            pn.pane.Markdown(pn.bind(lambda lines: "\n".join(["```text", *lines, "```"]) if lines
+                                     else "", job.param.summary), visible=finished),
+            pn.widgets.FileDownload(callback=job.archive, filename=pn.bind(
+                lambda output: f"{Path(output).name}.zip" if output else "products.zip",
+                job.param.output), label="Download the products and ccdred.log (zip)",
+                button_type="success", visible=finished),
+            sizing_mode="stretch_width")
 
     def _levels_view(self, levels):
         problems = [self._public(str(p)) for p in self.pipeline.plan.problems]
@@ -168,15 +173,16 @@ class Dashboard(pn.viewable.Viewer):
                          sizing_mode="stretch_width")
 
     def _clip_view(self):
+        """Clip maps and rejected samples per frame, as DynamicMaps: a change sends new data
+        to the plots on show instead of new plots; each plot has its own axes."""
         def dynamic(build, shown, empty):
             plot = hv.DynamicMap(self._reactive(build, shown, error=empty)).opts(framewise=True)
             return pn.pane.HoloViews(plot, linked_axes=False, sizing_mode="stretch_width")
 
         pipeline = self.pipeline
-
         return pn.Column(
-            pn.pane.Markdown(self._reactive(plots.clip_summary, self.pipeline.shown_dark,
-                                       self.pipeline.shown_flat, error=str)),
+            pn.panel(pn.bind(self._clip_summary, *_dependencies(pipeline.shown_dark,
+                                                                pipeline.shown_flat)), lazy=True),
             pn.Row(dynamic(plots.dark_clip_map, pipeline.shown_dark, plots.empty_image),
                    dynamic(plots.flat_clip_map, pipeline.shown_flat, plots.empty_image)),
             pn.Row(dynamic(lambda shown: plots.dark_rejections(shown, pipeline.frames_of(shown[0])),
@@ -199,12 +205,18 @@ class Dashboard(pn.viewable.Viewer):
                 message = self._public(str(err))
                 return error(message) if error else pn.pane.Alert(message, alert_type="warning")
 
-        dependencies = []
-        for method in methods:
-            owner = method.__self__
-            for info in owner.param.method_dependencies(method.__name__):
-                dependencies.append(info.inst.param[info.name])
-        return pn.bind(view, *dict.fromkeys(dependencies))
+        return pn.bind(view, *_dependencies(*methods))
+
+    def _clip_summary(self, *_) -> str:
+        """One line per master on show: its rejected samples, or its problem (one each)."""
+        lines = []
+        for shown, line in ((self.pipeline.shown_dark, plots.dark_summary),
+                            (self.pipeline.shown_flat, plots.flat_summary)):
+            try:
+                lines.append(line(shown()))
+            except InputError as err:
+                lines.append(self._public(str(err)))
+        return "  \n".join(lines)
 
     def _public(self, text: str) -> str:
         """A message as users of a shared server see it: paths relative to the data root."""
@@ -231,21 +243,23 @@ class Dashboard(pn.viewable.Viewer):
                 reduce_button]
 
     def tabs(self) -> pn.Tabs:
-        """The views, one tab each; a tab is computed when it is shown."""
+        """The views, one tab each; a tab is computed when it is shown (``lazy``), so a
+        parameter change recomputes only what the tab on show draws."""
         pipeline = self.pipeline
         return pn.Tabs(
             ("Frames", pn.panel(self._reactive(self._levels_view, pipeline.frame_levels),
-                                loading_indicator=True)),
+                                lazy=True, loading_indicator=True)),
             ("Clipping", self._clip_view()),
             ("Before / after", pn.panel(self._reactive(self._before_after_view,
                                                   pipeline.shown_calibrated),
-                                        loading_indicator=True)),
+                                        lazy=True, loading_indicator=True)),
             ("Masters", pn.panel(self._reactive(self._masters_view, pipeline.shown_dark,
-                                           pipeline.shown_flat), loading_indicator=True)),
+                                           pipeline.shown_flat), lazy=True,
+                                 loading_indicator=True)),
             dynamic=True, sizing_mode="stretch_width")
 
     def __panel__(self):
-        body = pn.Column(self._job_view, sizing_mode="stretch_width")
+        body = pn.Column(self._job_view(), sizing_mode="stretch_width")
         if self._ready is None or self._ready.is_set():
             body.append(self.tabs())
         else:
@@ -264,3 +278,13 @@ class Dashboard(pn.viewable.Viewer):
 
         # Held here: a periodic callback nothing refers to may be collected before it fires.
         self._waiting = pn.state.add_periodic_callback(check, period=1000)
+
+
+def _dependencies(*methods) -> list:
+    """The parameters that ``param.depends``-declared methods depend on, each once."""
+    dependencies = []
+    for method in methods:
+        owner = method.__self__
+        for info in owner.param.method_dependencies(method.__name__):
+            dependencies.append(info.inst.param[info.name])
+    return list(dict.fromkeys(dependencies))

@@ -182,12 +182,16 @@ def log_to(path: Path):
                       or record.threadName.startswith(_POOL_PREFIX))
     root = logging.getLogger("ccdred")
     root.addHandler(handler)
-    level, root.level = root.level, logging.INFO
+    # INFO goes to the file only, not to the application's console (a server's log).
+    level, propagate = root.level, root.propagate
+    root.setLevel(logging.INFO)
+    root.propagate = False
     try:
         yield
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
+        root.propagate = propagate
         handler.close()
 
 

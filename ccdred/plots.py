@@ -21,7 +21,8 @@ __all__ = [
     "image",
     "master_preview",
     "rejected_per_frame",
-    "dark_clip_map", "flat_clip_map", "dark_rejections", "flat_rejections", "clip_summary",
+    "dark_clip_map", "flat_clip_map", "dark_rejections", "flat_rejections", "dark_summary",
+    "flat_summary", "summary_line",
     "empty_image", "empty_bars",
     "zscale_limits",
 ]
@@ -89,12 +90,19 @@ def block_max(data, factor: int) -> np.ndarray:
 
 
 def rejected_per_frame(counts, names, title: str):
-    """Bars: how many samples of each frame the clipping rejected (``n_rejected_per_frame``)."""
+    """How many samples of each frame the clipping rejected (``n_rejected_per_frame``).
+
+    Drawn as spikes at the frames' positions, named on the axis and in the
+    hover: unlike ``hv.Bars``, they update in place when the number of
+    frames changes (a limit move), which Bokeh's categorical bars do not.
+    """
     counts = np.asarray(counts, dtype=np.int64)
-    return hv.Bars(list(zip(names, counts.tolist(), strict=True)), kdims=["frame"],
-                   vdims=[hv.Dimension("rejected", label="rejected samples")]).opts(
-        title=title, xrotation=60, tools=["hover"], responsive=True, height=300,
-        color="#d95f02", framewise=True)
+    return hv.Spikes([(i, int(n), name) for i, (n, name) in enumerate(zip(counts, names, strict=True))],
+                     kdims=["frame"],
+                     vdims=[hv.Dimension("rejected", label="rejected samples"), "file"]).opts(
+        title=title, xticks=list(enumerate(names)) or [(0, "")], xrotation=60, xlim=(-0.6, max(len(names), 1) - 0.4),
+        tools=["hover"], responsive=True, height=300, color="#d95f02", line_width=14,
+        framewise=True, xlabel="frame")
 
 
 def dark_clip_map(shown):
@@ -123,27 +131,37 @@ def flat_rejections(shown, frames):
     return rejected_per_frame(flat.combine.n_rejected_per_frame, used, f"flat {name}")
 
 
-def clip_summary(dark_shown, flat_shown) -> str:
-    """Markdown lines: rejected samples of the masters on show."""
-    return "  \n".join([_summary_line(dark_shown[1], dark_shown[0]),
-                        _summary_line(flat_shown[1].combine, f"flat {flat_shown[0]}")])
+def dark_summary(shown) -> str:
+    """Markdown: rejected samples of a bias, dark or dark-current master (name, result)."""
+    return summary_line(shown[1], shown[0])
 
 
-def _summary_line(result, title: str) -> str:
+def flat_summary(shown) -> str:
+    """Markdown: rejected samples of a master flat (filter, MasterFlat)."""
+    return summary_line(shown[1].combine, f"flat {shown[0]}")
+
+
+def summary_line(result, title: str) -> str:
+    """'**title**: N of M samples rejected (p %)'."""
     rejected = int(np.sum(result.n_rejected))
     total = result.n_frames * result.n_used.size
     return f"**{title}**: {rejected:,} of {total:,} samples rejected ({100 * rejected / total:.2f} %)"
 
 
-def empty_image(message: str):
-    """A blank image titled with why there is nothing to show (its own axes)."""
+#: The title of a plot with nothing to show; the reason is said once, above the plots.
+NOTHING_TO_SHOW = "nothing to show (see the message above)"
+
+
+def empty_image(_message: str = ""):
+    """A blank image, for a master that cannot be made."""
     return hv.Image(np.zeros((2, 2)), kdims=["x", "y"], vdims=["rejected fraction"]).opts(
-        **{**_IMAGE_OPTS, "cmap": "viridis", "title": message[:90], "colorbar": False})
+        **{**_IMAGE_OPTS, "cmap": "viridis", "title": NOTHING_TO_SHOW, "colorbar": False,
+           "alpha": 0.0})
 
 
-def empty_bars(message: str):
-    """Bars with none, titled with why there is nothing to show."""
-    return rejected_per_frame([], [], message[:90])
+def empty_bars(_message: str = ""):
+    """Bars with none, for a master that cannot be made."""
+    return rejected_per_frame([], [], NOTHING_TO_SHOW)
 
 
 def frame_levels_plot(rows, upper_limit: float, lower_limit: float | None = None):

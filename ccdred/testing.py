@@ -77,7 +77,7 @@ def set_threshold(page, value: float) -> None:
 
 
 def clip_summary(page) -> str:
-    """The clipping tab's summary line(s): samples rejected per master."""
+    """The clipping tab's summary: samples rejected per master, one line each."""
     return page.get_by_text("samples rejected").first.inner_text()
 
 

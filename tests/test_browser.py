@@ -174,3 +174,43 @@ def test_a_long_reduction_does_not_freeze_other_sessions(browser, server):
     screenshot(reducer, "long-reduction-done")
     reducer.close()
     other.close()
+
+
+def test_a_limit_round_trip_gives_one_message_and_no_page_errors(browser, server):
+    page = open_page(browser, server)
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    before = show_clipping(page)
+    limit = page.locator("input").nth(3)  # folder, threshold, frame clip, upper limit
+    assert limit.input_value() == "38000"
+    limit.fill("200")
+    limit.press("Enter")
+    page.wait_for_selector("text=too few flats", timeout=30_000)
+    time.sleep(2)  # every view has answered the change by now
+    screenshot(page, "limit-200")
+    assert page.get_by_text("too few flats").count() == 1  # one message for one problem
+    limit.fill("38000")
+    limit.press("Enter")
+    page.wait_for_selector("text=samples rejected", timeout=30_000)
+    time.sleep(2)
+    assert rejected_counts(clip_summary(page)) == rejected_counts(before)
+    screenshot(page, "limit-restored")
+    assert page.get_by_text("too few flats").count() == 0
+    assert errors == []
+    page.wait_for_load_state("networkidle")
+    page.close()
+
+
+def test_a_mistyped_folder_is_refused_and_the_page_recovers_without_a_reload(browser, server):
+    page = open_page(browser, server)
+    folder = page.locator("input").nth(0)
+    folder.fill("night1-typo")
+    folder.press("Enter")
+    page.wait_for_selector("text=no such folder under the data root", timeout=10_000)
+    assert page.get_by_text("Night: night1-typo").count() == 0
+    page.locator("select").first.select_option("night2")
+    page.wait_for_selector("text=Night: night2", timeout=10_000)
+    assert page.get_by_text("no such folder").count() == 0  # the error is gone with its cause
+    assert len(rejected_counts(show_clipping(page))) == 2
+    page.wait_for_load_state("networkidle")
+    page.close()

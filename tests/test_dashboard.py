@@ -41,7 +41,8 @@ def test_a_mistyped_folder_is_refused_and_the_night_stays(dashboard):
     dashboard.night = "night1"
     assert dashboard.status == "Night: night1"
     dashboard.folder_input.value = "night1-typo"
-    assert dashboard.status == "Error: night1-typo: no such folder under the data root"
+    assert dashboard.status == ("Error: night1-typo: no such folder under the data root "
+                                "(still showing night1)")
     assert dashboard.pipeline.night.endswith("night1")
     assert dashboard.pipeline.plan.calibrations  # the loaded night still works
     dashboard.folder_input.value = "night1"
@@ -50,7 +51,7 @@ def test_a_mistyped_folder_is_refused_and_the_night_stays(dashboard):
 
 def test_paths_outside_the_root_are_refused_without_the_servers_paths(dashboard, data_root):
     dashboard.folder_input.value = "../.."
-    assert dashboard.status == "Error: ../..: outside the data root; refused"
+    assert dashboard.status.startswith("Error: ../..: outside the data root; refused")
     assert str(data_root) not in dashboard.status
 
 
