@@ -255,7 +255,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def _reduce(args) -> int:
-    from .night import run_night
+    from .night import prepare_nights, run_night
 
     try:
         parameters = _parameters(args)
@@ -272,7 +272,7 @@ def _reduce(args) -> int:
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning
             nights = _nights(args.files, out)
-            prepared = _prepare(nights, parameters, existing)
+            prepared = prepare_nights(nights, parameters, existing)
             log.open()
             options = {"progress": bar, "memory_budget": args.memory_budget << 20}
             if args.scheduler or args.workers:
@@ -296,21 +296,6 @@ def _reduce(args) -> int:
         print(f"ccdred: {len(result.products)} products in {result.output_dir}"
               f"{f' (dark model per frame: {models})' if models else ''}", file=sys.stderr)
     return 0
-
-
-def _prepare(nights, parameters, existing) -> list:
-    """Every night scanned, planned and its output folder checked; all problems at once."""
-    from .night import prepare_night
-
-    prepared, problems = [], []
-    for paths, night_out in nights:
-        try:
-            prepared.append(prepare_night(paths, night_out, parameters, existing))
-        except InputError as err:
-            problems += err.problems
-    if problems:
-        raise InputError(problems)
-    return prepared
 
 
 def _nights(files, out: Path) -> list[tuple[list, Path]]:

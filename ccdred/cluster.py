@@ -21,7 +21,7 @@ import logging
 from .errors import InputError, InputProblem
 from .fitsio import remove_partial_products
 from .night import (NightResult, calibrate_object, create_output, existing_policy, log_plan,
-                    prepare_night,
+                    prepare_nights,
                     write_flat_intermediate, write_masters)
 from .parameters import ReductionParameters
 from .steps import file_block, file_statistic, finish, make_master, master_row_blocks, report_master
@@ -82,7 +82,7 @@ def reduce_nights_on_cluster(nights, client, parameters: ReductionParameters | N
         Every problem of every night, before any product is written.
     """
     parameters = parameters or ReductionParameters()
-    results = _prepare(nights, parameters, existing_policy(overwrite, resume))
+    results = prepare_nights(nights, parameters, existing_policy(overwrite, resume))
     for result in results:
         create_output(result.output_dir, existing_policy(overwrite, resume))
         log_plan(result.plan)
@@ -92,18 +92,6 @@ def reduce_nights_on_cluster(nights, client, parameters: ReductionParameters | N
     products = _submit_products(results, futures, client, parameters,
                                 existing_policy(True, resume))
     _collect(products, results, futures, parameters, progress)
-    return results
-
-
-def _prepare(nights, parameters, existing) -> list[NightResult]:
-    results, problems = [], []
-    for paths, output_dir in nights:
-        try:
-            results.append(prepare_night(paths, output_dir, parameters, existing))
-        except InputError as err:
-            problems += err.problems
-    if problems:
-        raise InputError(problems)
     return results
 
 

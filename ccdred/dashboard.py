@@ -209,13 +209,17 @@ class Dashboard(pn.viewable.Viewer):
 
     def _clip_summary(self, *_) -> str:
         """One line per master on show: its rejected samples, or its problem (one each)."""
-        lines = []
-        for shown, line in ((self.pipeline.shown_dark, plots.dark_summary),
-                            (self.pipeline.shown_flat, plots.flat_summary)):
+        lines, pipeline = [], self.pipeline
+        for shown, line in ((pipeline.shown_dark, plots.dark_summary),
+                            (pipeline.shown_flat, plots.flat_summary)):
             try:
-                lines.append(line(shown()))
+                value = shown()
             except InputError as err:
                 lines.append(self._public(str(err)))
+                continue
+            result = getattr(value[1], "combine", value[1])
+            lines.append(line(value) + plots.samuelson_note(result.n_frames, pipeline.threshold,
+                                                            pipeline.cenfunc))
         return "  \n".join(lines)
 
     def _public(self, text: str) -> str:

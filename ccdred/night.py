@@ -36,6 +36,7 @@ __all__ = [
     "log_plan",
     "log_to",
     "prepare_night",
+    "prepare_nights",
     "reduce_night",
     "run_night",
     "summary",
@@ -231,6 +232,20 @@ def prepare_night(paths, output_dir, parameters: ReductionParameters,
     output_dir = Path(output_dir)
     _check_output(output_dir, plan.product_names(parameters.intermediate), existing)
     return NightResult(output_dir, plan)
+
+
+def prepare_nights(nights, parameters: ReductionParameters, existing: str = "refuse") -> list:
+    """:func:`prepare_night` for each ``(paths, output_dir)``; InputError with every
+    problem of every night."""
+    prepared, problems = [], []
+    for paths, output_dir in nights:
+        try:
+            prepared.append(prepare_night(paths, output_dir, parameters, existing))
+        except InputError as err:
+            problems += err.problems
+    if problems:
+        raise InputError(problems)
+    return prepared
 
 
 class _Progress:

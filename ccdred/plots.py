@@ -131,6 +131,21 @@ def flat_rejections(shown, frames):
     return rejected_per_frame(flat.combine.n_rejected_per_frame, used, f"flat {name}")
 
 
+def samuelson_note(n_frames: int, threshold: float, cenfunc: str) -> str:
+    """Why a clipping around the mean of ``n_frames`` samples can reject nothing, or ''.
+
+    No sample lies more than sqrt(n - 1) standard deviations (the population
+    standard deviation, as the clipping uses) from the mean of n samples
+    (Samuelson's inequality; (n - 1) / sqrt(n) with the sample standard
+    deviation), so a threshold at or above that rejects nothing, whatever the data.
+    """
+    bound = np.sqrt(n_frames - 1) if n_frames else 0.0
+    if cenfunc != "mean" or threshold < bound:
+        return ""
+    return (f" — with {n_frames} frames no sample can lie more than {bound:.2f} σ from the "
+            f"mean (Samuelson's bound), so a threshold of {threshold:g} rejects nothing")
+
+
 def dark_summary(shown) -> str:
     """Markdown: rejected samples of a bias, dark or dark-current master (name, result)."""
     return summary_line(shown[1], shown[0])

@@ -55,6 +55,17 @@ def write_fits(tmp_path):
     return write
 
 
+@pytest.fixture(scope="session")
+def client():
+    """A local Dask cluster of two worker processes, shared by the session's tests."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    with distributed.Client(cluster) as client:
+        yield client
+    cluster.close()
+
+
 @pytest.fixture
 def reference_script() -> Path:
     if not REFERENCE_SCRIPT.exists():

@@ -31,15 +31,6 @@ def nights(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
-    with distributed.Client(cluster) as client:
-        yield client
-    cluster.close()
-
-
 def run_cli(*args, **kwargs):
     return subprocess.run([sys.executable, "-m", "ccdred", "reduce", "-q", *map(str, args)],
                           capture_output=True, text=True, **kwargs)

@@ -39,3 +39,23 @@ def test_images_keep_orientation_and_zscale():
     assert element[0, 0] == 100.0 and element[0, 3] == 0.0
     low, high = plots.zscale_limits(np.random.default_rng(0).normal(100, 5, (50, 50)))
     assert 80 < low < 100 < high < 120
+
+
+@pytest.mark.parametrize("n,threshold,cenfunc,said", [
+    (5, 2.0, "mean", True),    # sqrt(5 - 1) = 2
+    (5, 1.9, "mean", False),
+    (5, 2.0, "median", False),
+    (12, 2.5, "mean", False),  # 3.32
+])
+def test_samuelson_note_says_when_clipping_around_the_mean_cannot_reject(n, threshold, cenfunc,
+                                                                         said, rng):
+    note = plots.samuelson_note(n, threshold, cenfunc)
+    assert bool(note) == said
+    if said:  # the oracle: no sample of any data set lies beyond the bound
+        samples = rng.normal(size=(10_000, n))
+        z = np.abs(samples - samples.mean(axis=1, keepdims=True)) / samples.std(axis=1, keepdims=True)
+        assert z.max() <= np.sqrt(n - 1) + 1e-9 <= threshold + 1e-9
+        assert f"{np.sqrt(n - 1):.2f} σ" in note
+        stack = rng.normal(size=(n, 40, 30))
+        from ccdred.combine import sigma_clip_combine
+        assert sigma_clip_combine(stack, threshold=threshold, cenfunc="mean").n_used.min() == n

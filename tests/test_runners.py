@@ -28,15 +28,6 @@ def nights(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
-    with distributed.Client(cluster) as client:
-        yield client
-    cluster.close()
-
-
 def product_data(folder):
     return {p.name: fits.getdata(p) for p in sorted(folder.glob("*.fits"))}
 
