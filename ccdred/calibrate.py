@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .combine import (CENFUNCS, CombineResult, concatenate_rows, frame_clip_bounds, frame_median,
-                      sigma_clip_combine)
+from .combine import (ClipOptions, CombineResult, concatenate_rows, frame_clip_bounds,
+                      frame_median, sigma_clip_combine)
 from .errors import InputError, InputProblem
 
 __all__ = [
@@ -50,55 +50,6 @@ __all__ = [
 
 
 # -- options -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClipOptions:
-    """Sigma-clipping options, validated once.
-
-    Parameters
-    ----------
-    threshold : float
-        Clipping threshold in standard deviations, both sides (> 0).
-    cenfunc : {'median', 'mean'}
-        Centre of the clipping bounds.
-    maxiters : int
-        Most bound computations per pixel (>= 1).
-
-    Examples
-    --------
-    >>> ClipOptions(threshold=3).as_kwargs()
-    {'threshold': 3.0, 'cenfunc': 'median', 'maxiters': 10}
-    >>> ClipOptions(cenfunc="mode")
-    Traceback (most recent call last):
-    ...
-    ValueError: cenfunc must be one of ('median', 'mean'), got 'mode'
-    """
-
-    threshold: float = 2.5
-    cenfunc: str = "median"
-    maxiters: int = 10
-
-    def __post_init__(self):
-        try:
-            threshold = float(self.threshold)
-        except (TypeError, ValueError):
-            threshold = math.nan
-        if not math.isfinite(threshold) or threshold <= 0:
-            msg = f"threshold must be a positive number, got {self.threshold!r}"
-            raise ValueError(msg)
-        if self.cenfunc not in CENFUNCS:
-            msg = f"cenfunc must be one of {CENFUNCS}, got {self.cenfunc!r}"
-            raise ValueError(msg)
-        if isinstance(self.maxiters, bool) or int(self.maxiters) != self.maxiters or self.maxiters < 1:
-            msg = f"maxiters must be an integer >= 1, got {self.maxiters!r}"
-            raise ValueError(msg)
-        object.__setattr__(self, "threshold", threshold)
-        object.__setattr__(self, "maxiters", int(self.maxiters))
-
-    def as_kwargs(self) -> dict:
-        """The options as keyword arguments of the combine kernels."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,16 @@ readable); the tests hold them to each other and to astropy.
 from __future__ import annotations
 
 import functools
+import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numba
 import numpy as np
 
 __all__ = [
     "CENFUNCS",
+    "ClipOptions",
     "CombineResult",
     "concatenate_rows",
     "frame_clip_bounds",
@@ -38,6 +40,55 @@ __all__ = [
 
 CENFUNCS = ("median", "mean")
 _MAX_HISTOGRAM_BINS = 1 << 20
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    """Sigma-clipping options, validated once.
+
+    Parameters
+    ----------
+    threshold : float
+        Clipping threshold in standard deviations, both sides (> 0).
+    cenfunc : {'median', 'mean'}
+        Centre of the clipping bounds.
+    maxiters : int
+        Most bound computations per pixel (>= 1).
+
+    Examples
+    --------
+    >>> ClipOptions(threshold=3).as_kwargs()
+    {'threshold': 3.0, 'cenfunc': 'median', 'maxiters': 10}
+    >>> ClipOptions(cenfunc="mode")
+    Traceback (most recent call last):
+    ...
+    ValueError: cenfunc must be one of ('median', 'mean'), got 'mode'
+    """
+
+    threshold: float = 2.5
+    cenfunc: str = "median"
+    maxiters: int = 10
+
+    def __post_init__(self):
+        try:
+            threshold = float(self.threshold)
+        except (TypeError, ValueError):
+            threshold = math.nan
+        if not math.isfinite(threshold) or threshold <= 0:
+            msg = f"threshold must be a positive number, got {self.threshold!r}"
+            raise ValueError(msg)
+        if self.cenfunc not in CENFUNCS:
+            msg = f"cenfunc must be one of {CENFUNCS}, got {self.cenfunc!r}"
+            raise ValueError(msg)
+        if isinstance(self.maxiters, bool) or int(self.maxiters) != self.maxiters or self.maxiters < 1:
+            msg = f"maxiters must be an integer >= 1, got {self.maxiters!r}"
+            raise ValueError(msg)
+        object.__setattr__(self, "threshold", threshold)
+        object.__setattr__(self, "maxiters", int(self.maxiters))
+
+    def as_kwargs(self) -> dict:
+        """The options as keyword arguments of the combine kernels."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -144,9 +195,9 @@ def _frame_indices(frames, depth):
 def sigma_clip_combine(
     stack,
     *,
-    threshold: float = 2.5,
-    cenfunc: str = "median",
-    maxiters: int = 10,
+    threshold: float = ClipOptions.threshold,
+    cenfunc: str = ClipOptions.cenfunc,
+    maxiters: int = ClipOptions.maxiters,
     weights=None,
     mask=None,
     scale=None,
@@ -417,7 +468,8 @@ def _column_sums(ordered, col, lo, hi):  # pragma: no cover
     return mean, total
 
 
-def sigma_clip_combine_plain(stack, *, threshold=2.5, cenfunc="median", maxiters=10,
+def sigma_clip_combine_plain(stack, *, threshold=ClipOptions.threshold,
+                             cenfunc=ClipOptions.cenfunc, maxiters=ClipOptions.maxiters,
                              weights=None, mask=None, scale=None, valid_range=None,
                              frames=None, offsets=None, offset_index=None) -> CombineResult:
     """Plain numpy twin of :func:`sigma_clip_combine`, kept for testing and reading.
@@ -471,7 +523,8 @@ def _sum_in_order(values):
     return functools.reduce(np.add, np.where(np.isnan(values), 0.0, values))
 
 
-def frame_clip_mask(frame, *, threshold=2.5, cenfunc="median", maxiters=10) -> np.ndarray:
+def frame_clip_mask(frame, *, threshold=ClipOptions.threshold, cenfunc=ClipOptions.cenfunc,
+                    maxiters=ClipOptions.maxiters) -> np.ndarray:
     """Sigma-clip one whole frame (``axis=None``) and return True where rejected.
 
     This is the course script's per-frame clipping of darks, which masks hot
@@ -500,7 +553,8 @@ def outside_bounds(values, bounds) -> np.ndarray:
         return ~((values >= lower) & (values <= upper))
 
 
-def frame_clip_bounds(frame, *, threshold=2.5, cenfunc="median", maxiters=10) -> tuple[float, float]:
+def frame_clip_bounds(frame, *, threshold=ClipOptions.threshold, cenfunc=ClipOptions.cenfunc,
+                      maxiters=ClipOptions.maxiters) -> tuple[float, float]:
     """The final ``(lower, upper)`` bounds of sigma-clipping one whole frame.
 
     Integer frames (raw ADU) take a histogram path that is exact and linear in

@@ -207,7 +207,7 @@ class PreprocessOptions:
     """
 
     overscan: str = "auto"
-    overscan_function: str = "median"
+    overscan_function: str = Overscan.function
     trim: str = "auto"
 
     def __post_init__(self):
