@@ -428,30 +428,32 @@ class DarkCurrentCombiner:
         """Nothing per frame: darks are not clipped on their own for the dark current."""
         return None
 
-    def combine(self, stack, exptimes, *, offsets=None) -> CombineResult:
+    def combine(self, stack, exptimes, *, offsets=None, read=None) -> CombineResult:
         """The dark current of (a block of rows of) a stack of darks; NaN where nothing is left.
 
         ``exptimes`` gives each frame's exposure time (> 0); ``offsets`` holds
-        the master bias (one image, or a stack of one).
+        the master bias (one image, or a stack of one). With ``read``, a
+        function returning the stack of the frames whose indices it is given,
+        ``stack`` is not needed: the darks are then read one exposure time at
+        a time, so that only those are in memory.
         """
         exptimes = np.asarray(exptimes, dtype=np.float64)
-        shape = np.shape(stack)[1:]
-        numerator, denominator = np.zeros(shape), np.zeros(shape)
-        n_used = np.zeros(shape, dtype=np.int16)
+        numerator = denominator = n_used = 0
         rejected = np.zeros(len(exptimes), dtype=np.int64)
         for exptime in np.unique(exptimes):
             frames = np.flatnonzero(exptimes == exptime)
-            level = sigma_clip_combine(stack, frames=frames, offsets=_as_offsets(offsets),
-                                       keep_mask=False, **self.clip.as_kwargs())
-            used = level.n_used > 0
+            samples = {"frames": frames} if read is None else {}
+            level = sigma_clip_combine(stack if read is None else read(frames),
+                                       offsets=_as_offsets(offsets), keep_mask=False, **samples,
+                                       **self.clip.as_kwargs())
             weight = level.n_used * exptime
-            numerator += np.where(used, weight * level.data, 0.0)
-            denominator += weight * exptime
-            n_used += level.n_used
+            numerator = numerator + np.where(level.n_used > 0, weight * level.data, 0.0)
+            denominator = denominator + weight * exptime
+            n_used = n_used + level.n_used
             rejected[frames] = level.n_rejected_per_frame
         with np.errstate(invalid="ignore", divide="ignore"):
             current = numerator / denominator
-        return CombineResult(current, None, n_used, len(exptimes), rejected)
+        return CombineResult(current, None, n_used.astype(np.int16), len(exptimes), rejected)
 
     def finish(self, parts) -> CombineResult:
         """Join row blocks; pixels where every sample was rejected take the image's mean."""

@@ -167,9 +167,13 @@ class Dashboard(pn.viewable.Viewer):
         return plots.before_after(raw, calibrated, name)
 
     def _masters_view(self, dark, flat):
-        return pn.Column(plots.master_preview(dark[1].data, f"master {dark[0]}"),
-                         plots.master_preview(flat[1].data, f"master flat {flat[0]}",
-                                              label="relative response"),
+        """Each master beside its histogram; the two masters do not share axes."""
+        def own_axes(layout):
+            return pn.pane.HoloViews(layout, linked_axes=False)
+
+        return pn.Column(own_axes(plots.master_preview(dark[1].data, f"master {dark[0]}")),
+                         own_axes(plots.master_preview(flat[1].data, f"master flat {flat[0]}",
+                                                       label="relative response")),
                          sizing_mode="stretch_width")
 
     def _clip_view(self):

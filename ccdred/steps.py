@@ -173,6 +173,9 @@ def make_master(master: Master, options: StepOptions, masters, *, budget: int = 
     """
     logger.info("making %s from %d frames", master.label, len(master.frames))
     blocks = master_row_blocks(master, budget)
+    if master.kind == "dark_current" and stack is None and len(blocks) == 1:
+        return finish(master, options, [_current_by_exptime(master, options, masters, map_frames)],
+                      None)
     if stack is not None or len(blocks) == 1:
         stack = read_stack(master.frames, map_frames=map_frames) if stack is None else stack
         if statistics is None:
@@ -183,6 +186,14 @@ def make_master(master: Master, options: StepOptions, masters, *, budget: int = 
                                      range(len(master.frames))))
         parts = [file_block(master, options, rows, statistics, masters) for rows in blocks]
     return finish(master, options, parts, statistics)
+
+
+def _current_by_exptime(master: Master, options: StepOptions, masters, map_frames) -> CombineResult:
+    """The dark current with the darks read one exposure time at a time (less memory)."""
+    offsets, _ = _offsets(master, masters)
+    return options.combiner(master.kind).combine(
+        None, [f.exptime for f in master.frames], offsets=offsets,
+        read=lambda frames: read_stack([master.frames[i] for i in frames], map_frames=map_frames))
 
 
 def report_master(master: Master, result, limits: FlatLimits) -> None:
