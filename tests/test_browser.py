@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ccdred.demo import NightSpec, make_night
+from ccdred.prepare import prepare
 from ccdred.testing import (CHROMIUM, CHROMIUM_ARGS, clip_summary, free_port, rejected_counts,
                             set_threshold, threshold_field, wait_for)
 
@@ -32,6 +33,7 @@ def server(tmp_path_factory):
     make_night(root / "night2", NightSpec(shape=(128, 128), seed=6, filters=("B", "V")))
     make_night(root / "zz-long", NightSpec(shape=(512, 512), seed=7, n_objects=30))
     output_root = tmp_path_factory.mktemp("output-root")
+    prepare(root.parent)  # as after `ccdred prepare`: kernels compiled, the demo night there
     port = free_port()
     log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")
     process = subprocess.Popen(

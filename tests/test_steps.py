@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import ccdproc
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -86,7 +87,6 @@ def test_step_does_not_change_its_input(step, dtype, rng):
 
 
 def test_overscan_per_row_matches_astropy_ccdproc(rng):
-    ccdproc = pytest.importorskip("ccdproc")
     from astropy.modeling.models import Legendre1D
     from astropy.nddata import CCDData
 
@@ -126,7 +126,6 @@ def test_dark_current_is_the_least_squares_slope_of_clipped_levels(rng):
 
 
 def test_bias_and_scaled_dark_subtraction_match_astropy_ccdproc(rng):
-    ccdproc = pytest.importorskip("ccdproc")
     import astropy.units as u
     from astropy.nddata import CCDData
 
