@@ -31,6 +31,13 @@ def night_files(tmp_path_factory) -> list[Path]:
     return make_night(tmp_path_factory.mktemp("night"), SMALL_SPEC)
 
 
+def write_nights(root: Path, specs: dict) -> Path:
+    """Simulated nights, one folder per name under ``root``; returns ``root``."""
+    for name, spec in specs.items():
+        make_night(root / name, spec)
+    return root
+
+
 @pytest.fixture
 def night_copy(night_files, tmp_path) -> Path:
     """A private, writable copy of the small night's folder."""

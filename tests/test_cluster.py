@@ -15,7 +15,7 @@ from astropy.io import fits
 from ccdred.demo import NightSpec, make_night
 from ccdred.night import reduce_night
 
-from .conftest import assert_same_products
+from .conftest import assert_same_products, write_nights
 
 distributed = pytest.importorskip("distributed")
 
@@ -25,10 +25,7 @@ NIGHTS = {"night-a": NightSpec(shape=(40, 56), seed=31),
 
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nights")
-    for name, spec in NIGHTS.items():
-        make_night(root / name, spec)
-    return root
+    return write_nights(tmp_path_factory.mktemp("nights"), NIGHTS)
 
 
 def run_cli(*args, **kwargs):

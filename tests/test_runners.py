@@ -7,9 +7,11 @@ import pytest
 from astropy.io import fits
 
 from ccdred import fitsio
-from ccdred.demo import NightSpec, make_night
+from ccdred.demo import NightSpec
 from ccdred.night import reduce_night
 from ccdred.pipeline import MASTERS, RAW_FRAMES, Pipeline
+
+from .conftest import write_nights
 
 distributed = pytest.importorskip("distributed")
 
@@ -22,10 +24,7 @@ BUDGETS = {"whole": 1 << 30, "blocks": 6_000}
 
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runner-nights")
-    for name, spec in SPECS.items():
-        make_night(root / name, spec)
-    return root
+    return write_nights(tmp_path_factory.mktemp("runner-nights"), SPECS)
 
 
 def product_data(folder):
