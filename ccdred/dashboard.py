@@ -171,7 +171,8 @@ class Dashboard(pn.viewable.Viewer):
         def own_axes(layout):
             return pn.pane.HoloViews(layout, linked_axes=False)
 
-        return pn.Column(own_axes(plots.master_preview(dark[1].data, f"master {dark[0]}")),
+        label = self.pipeline.plan.masters[dark[0]].label
+        return pn.Column(own_axes(plots.master_preview(dark[1].data, f"{label} ({dark[0]})")),
                          own_axes(plots.master_preview(flat[1].data, f"master flat {flat[0]}",
                                                        label="relative response")),
                          sizing_mode="stretch_width")
