@@ -312,15 +312,19 @@ _UNITS = {"master_bias": "ADU", "master_dark": "ADU", "master_dark_current": "AD
           "dark_subtracted": "ADU", "flat_fielded": "ADU"}
 
 
+def _is_current(out: Path, name, step, inputs, options) -> bool:
+    """Whether ``out/name`` is intact and was made by this step, inputs, options and version."""
+    return fitsio.is_current_product(out / name,
+                                     fitsio.product_digest(step, inputs, options, __version__))
+
+
 def _write(out: Path, name, data, header, step, inputs, parameters, existing, history=(),
            extra=None) -> Path:
     """Write one product, unless resuming and an intact one made the same way is there."""
     options = {**parameters.provenance(), **(extra or {})}
-    if existing == "resume":
-        digest = fitsio.product_digest(step, inputs, options, __version__)
-        if fitsio.is_current_product(out / name, digest):
-            logger.info("kept %s (current)", out / name)
-            return out / name
+    if existing == "resume" and _is_current(out, name, step, inputs, options):
+        logger.info("kept %s (current)", out / name)
+        return out / name
     header = fitsio.add_provenance(header, step=step, inputs=inputs, options=options,
                                    version=__version__, history=history)
     header.remove("BUNIT", ignore_missing=True)
@@ -387,10 +391,9 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
                if parameters.intermediate else [])
     targets.append((f"{frame.name}_df.fits", "flat_fielded", [frame.path, *term.needs, step.flat]))
     extra = _frame_options(frame, term)
-    if existing == "resume" and all(
-            fitsio.is_current_product(out / name, fitsio.product_digest(
-                kind, inputs, {**parameters.provenance(), **extra}, __version__))
-            for name, kind, inputs in targets):
+    options = {**parameters.provenance(), **extra}
+    if existing == "resume" and all(_is_current(out, name, kind, inputs, options)
+                                    for name, kind, inputs in targets):
         logger.info("kept the products of %s (current)", frame.path)
         return [out / name for name, _, _ in targets]
     dark = term.image(masters) if dark is None else dark

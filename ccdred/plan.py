@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -312,9 +312,8 @@ class _Builder:
                       if f.path in terms and f.filter in flat_masters)
         plan = NightPlan(self.catalogue, self._ordered(),
                          {f.path: terms[f.path] for f in flats if f.path in terms}, steps)
-        self.problems += _clash_problems(plan)
-        return NightPlan(plan.catalogue, plan.masters, plan.flat_terms, plan.calibrations,
-                         tuple(self.problems), tuple(dict.fromkeys(self.notes)))
+        return replace(plan, problems=(*self.problems, *_clash_problems(plan)),
+                       notes=tuple(dict.fromkeys(self.notes)))
 
     def _ordered(self) -> dict:
         order = {"bias": 0, "dark": 1, "dark_current": 2, "flat": 3}
@@ -332,10 +331,9 @@ class _Builder:
                 missing[(frame.exptime, problem)].append(frame)
             else:
                 terms[frame.path] = term
-        for (exptime, problem), users in missing.items():
-            names = ", ".join(f.path.name for f in users[:5]) + (" ..." if len(users) > 5 else "")
-            self.problems.append(InputProblem(problem[0] or users[0].path,
-                                              f"{problem[1]} (needed by {names})"))
+        for (_, (path, message)), users in missing.items():
+            self.problems.append(InputProblem(path or users[0].path,
+                                              f"{message} (needed by {_names(users)})"))
         return terms
 
     def _term(self, exptime, group: _Group):
@@ -389,14 +387,18 @@ class _Builder:
         frames = [f for f in self.catalogue.flats(filter_name) if f.path in terms]
         if not self.catalogue.flats(filter_name):
             users = [f for f in self.catalogue.of_type("object") if f.filter == filter_name]
-            names = ", ".join(f.path.name for f in users[:5]) + (" ..." if len(users) > 5 else "")
             self.problems.append(InputProblem(users[0].path, f"no flat for filter {filter_name!r} "
-                                                             f"(needed by {names})"))
+                                                             f"(needed by {_names(users)})"))
             return None
         if not frames:
             return None  # their dark terms are missing: already a problem
         return Master("flat", flat_product_name(filter_name), tuple(frames), filter=filter_name,
                       terms=tuple(terms[f.path] for f in frames))
+
+
+def _names(frames, most: int = 5) -> str:
+    """The first file names of some frames, for messages: 'a.fits, b.fits ...'."""
+    return ", ".join(f.path.name for f in frames[:most]) + (" ..." if len(frames) > most else "")
 
 
 def _temperature_groups(catalogue: Catalogue, tolerance: float) -> list[_Group]:
