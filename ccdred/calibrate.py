@@ -376,7 +376,7 @@ class StackCombiner:
         """One whole frame's clipping bounds (None without frame clipping)."""
         if not self.frame_clip:
             return None
-        return frame_clip_bounds(image, **self.clip.as_kwargs())
+        return frame_clip_bounds(image, **self.clip.frame_kwargs())
 
     def combine(self, stack, statistics=None, *, offsets=None, offset_index=None,
                 scale=None) -> CombineResult:

@@ -27,6 +27,8 @@ import numpy as np
 
 __all__ = [
     "CENFUNCS",
+    "REJECTIONS",
+    "STDFUNCS",
     "ClipOptions",
     "CombineResult",
     "concatenate_rows",
@@ -34,31 +36,60 @@ __all__ = [
     "frame_clip_mask",
     "frame_median",
     "outside_bounds",
+    "RejectionTrace",
     "sigma_clip_combine",
     "sigma_clip_combine_plain",
+    "trace_rejection",
 ]
 
 CENFUNCS = ("median", "mean")
+REJECTIONS = ("sigclip", "minmax", "pclip")
+STDFUNCS = ("std", "mad_std")
 _MAX_HISTOGRAM_BINS = 1 << 20
+#: 1 / Phi^-1(3/4): the MAD of a normal distribution times this is its sigma (as astropy).
+MAD_TO_SIGMA = 1.482602218505602
 
 
 @dataclass(frozen=True)
 class ClipOptions:
-    """Sigma-clipping options, validated once.
+    """How the samples of a pixel are rejected before averaging, validated once.
 
     Parameters
     ----------
     threshold : float
-        Clipping threshold in standard deviations, both sides (> 0).
+        Sigma-clipping threshold in standard deviations, both sides (> 0);
+        also the threshold of the per-frame clipping of darks.
     cenfunc : {'median', 'mean'}
         Centre of the clipping bounds.
     maxiters : int
         Most bound computations per pixel (>= 1).
+    rejection : {'sigclip', 'minmax', 'pclip'}
+        ``'sigclip'``: iterative sigma clipping (the course script's, as
+        ``astropy.stats.sigma_clip``); ``'minmax'``: drop the ``nlow`` lowest
+        and ``nhigh`` highest samples (as IRAF's ``imcombine``; of tied
+        samples the earliest frames go first at the low end, the latest at the
+        high end); ``'pclip'``: keep the samples between the ``plow``-th and
+        ``phigh``-th percentiles (numpy's linear interpolation), once.
+    lsigma, hsigma : float or None
+        Separate low and high sigma-clipping thresholds (as IRAF's); None
+        takes ``threshold``.
+    stdfunc : {'std', 'mad_std'}
+        Spread of the sigma-clipping bounds: the standard deviation, or the
+        median absolute deviation about the median times 1.4826 (robust to the
+        outliers being clipped, as astropy's ``stdfunc='mad_std'``).
+    nlow, nhigh : int
+        Samples ``'minmax'`` drops at either end (>= 0). A pixel with no
+        more samples than ``nlow + nhigh`` keeps none.
+    plow, phigh : float
+        Percentiles ``'pclip'`` keeps between (0 <= plow < phigh <= 100).
 
     Examples
     --------
-    >>> ClipOptions(threshold=3).as_kwargs()
-    {'threshold': 3.0, 'cenfunc': 'median', 'maxiters': 10}
+    >>> ClipOptions(threshold=3).describe()
+    {'rejection': 'sigclip', 'threshold': 3.0, 'cenfunc': 'median', 'maxiters': 10, \
+'lsigma': 3.0, 'hsigma': 3.0, 'stdfunc': 'std'}
+    >>> ClipOptions(rejection="minmax", nhigh=2).describe()
+    {'rejection': 'minmax', 'nlow': 1, 'nhigh': 2}
     >>> ClipOptions(cenfunc="mode")
     Traceback (most recent call last):
     ...
@@ -68,27 +99,84 @@ class ClipOptions:
     threshold: float = 2.5
     cenfunc: str = "median"
     maxiters: int = 10
+    rejection: str = "sigclip"
+    lsigma: float | None = None
+    hsigma: float | None = None
+    stdfunc: str = "std"
+    nlow: int = 1
+    nhigh: int = 1
+    plow: float = 10.0
+    phigh: float = 90.0
 
     def __post_init__(self):
+        for name in ("threshold", "lsigma", "hsigma"):
+            value = getattr(self, name)
+            if value is not None or name == "threshold":
+                object.__setattr__(self, name, _positive(name, value))
+        for name, choices in (("cenfunc", CENFUNCS), ("rejection", REJECTIONS),
+                              ("stdfunc", STDFUNCS)):
+            if getattr(self, name) not in choices:
+                msg = f"{name} must be one of {choices}, got {getattr(self, name)!r}"
+                raise ValueError(msg)
+        object.__setattr__(self, "maxiters", _count("maxiters", self.maxiters, 1))
+        object.__setattr__(self, "nlow", _count("nlow", self.nlow, 0))
+        object.__setattr__(self, "nhigh", _count("nhigh", self.nhigh, 0))
         try:
-            threshold = float(self.threshold)
+            plow, phigh = float(self.plow), float(self.phigh)
         except (TypeError, ValueError):
-            threshold = math.nan
-        if not math.isfinite(threshold) or threshold <= 0:
-            msg = f"threshold must be a positive number, got {self.threshold!r}"
+            plow = phigh = math.nan
+        if not 0 <= plow < phigh <= 100:
+            msg = f"percentiles must satisfy 0 <= plow < phigh <= 100, got {self.plow!r}, {self.phigh!r}"
             raise ValueError(msg)
-        if self.cenfunc not in CENFUNCS:
-            msg = f"cenfunc must be one of {CENFUNCS}, got {self.cenfunc!r}"
-            raise ValueError(msg)
-        if isinstance(self.maxiters, bool) or int(self.maxiters) != self.maxiters or self.maxiters < 1:
-            msg = f"maxiters must be an integer >= 1, got {self.maxiters!r}"
-            raise ValueError(msg)
-        object.__setattr__(self, "threshold", threshold)
-        object.__setattr__(self, "maxiters", int(self.maxiters))
+        object.__setattr__(self, "plow", plow)
+        object.__setattr__(self, "phigh", phigh)
+
+    @property
+    def sigma_lower(self) -> float:
+        """The low sigma-clipping threshold (``lsigma``, else ``threshold``)."""
+        return self.threshold if self.lsigma is None else self.lsigma
+
+    @property
+    def sigma_upper(self) -> float:
+        """The high sigma-clipping threshold (``hsigma``, else ``threshold``)."""
+        return self.threshold if self.hsigma is None else self.hsigma
 
     def as_kwargs(self) -> dict:
         """The options as keyword arguments of the combine kernels."""
         return asdict(self)
+
+    def frame_kwargs(self) -> dict:
+        """The options of the per-frame clipping of darks (:func:`frame_clip_bounds`)."""
+        return {"threshold": self.threshold, "cenfunc": self.cenfunc, "maxiters": self.maxiters}
+
+    def describe(self) -> dict:
+        """The options the rejection method uses, for provenance and plot titles."""
+        if self.rejection == "minmax":
+            return {"rejection": "minmax", "nlow": self.nlow, "nhigh": self.nhigh}
+        if self.rejection == "pclip":
+            return {"rejection": "pclip", "plow": self.plow, "phigh": self.phigh}
+        return {"rejection": "sigclip", "threshold": self.threshold, "cenfunc": self.cenfunc,
+                "maxiters": self.maxiters, "lsigma": self.sigma_lower,
+                "hsigma": self.sigma_upper, "stdfunc": self.stdfunc}
+
+
+def _positive(name, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        msg = f"{name} must be a positive number, got {value!r}"
+        raise ValueError(msg)
+    return number
+
+
+def _count(name, value, least) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer) \
+            or int(value) != value or value < least:
+        msg = f"{name} must be an integer >= {least}, got {value!r}"
+        raise ValueError(msg)
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -131,8 +219,8 @@ def _per_frame(values, n, name):
     return values
 
 
-def _check_arguments(stack, threshold, cenfunc, maxiters, weights, mask, scale=None,
-                     valid_range=None, frames=None, offsets=None, offset_index=None):
+def _check_arguments(stack, clip, weights, mask, scale=None, valid_range=None, frames=None,
+                     offsets=None, offset_index=None):
     stack = np.asarray(stack)
     if stack.ndim != 3:
         msg = f"stack must be 3-D (frame, row, column), got shape {stack.shape}"
@@ -140,15 +228,7 @@ def _check_arguments(stack, threshold, cenfunc, maxiters, weights, mask, scale=N
     if not (np.issubdtype(stack.dtype, np.floating) or np.issubdtype(stack.dtype, np.integer)):
         msg = f"stack must hold integers or floats, got dtype {stack.dtype}"
         raise ValueError(msg)
-    if not np.isfinite(threshold) or threshold <= 0:
-        msg = f"threshold must be a positive number, got {threshold!r}"
-        raise ValueError(msg)
-    if cenfunc not in CENFUNCS:
-        msg = f"cenfunc must be one of {CENFUNCS}, got {cenfunc!r}"
-        raise ValueError(msg)
-    if int(maxiters) != maxiters or maxiters < 1:
-        msg = f"maxiters must be an integer >= 1, got {maxiters!r}"
-        raise ValueError(msg)
+    options = ClipOptions(**clip)
     frames = _frame_indices(frames, stack.shape[0])
     n = len(frames)
     weights = _per_frame(weights, n, "weights")
@@ -161,8 +241,8 @@ def _check_arguments(stack, threshold, cenfunc, maxiters, weights, mask, scale=N
     lower, upper = (np.full(n, -np.inf), np.full(n, np.inf)) if valid_range is None else (
         np.broadcast_to(np.asarray(bound, dtype=np.float64), (n,)) for bound in valid_range)
     offsets, offset_index = _offsets(offsets, offset_index, n, stack.shape[1:])
-    return (stack, weights, mask, scale, (np.ascontiguousarray(lower), np.ascontiguousarray(upper)),
-            frames, offsets, offset_index)
+    return (stack, options, weights, mask, scale,
+            (np.ascontiguousarray(lower), np.ascontiguousarray(upper)), frames, offsets, offset_index)
 
 
 def _offsets(offsets, offset_index, n, shape):
@@ -192,34 +272,16 @@ def _frame_indices(frames, depth):
     return indices.astype(np.int64)
 
 
-def sigma_clip_combine(
-    stack,
-    *,
-    threshold: float = ClipOptions.threshold,
-    cenfunc: str = ClipOptions.cenfunc,
-    maxiters: int = ClipOptions.maxiters,
-    weights=None,
-    mask=None,
-    scale=None,
-    valid_range=None,
-    frames=None,
-    offsets=None,
-    offset_index=None,
-    keep_mask: bool = True,
-) -> CombineResult:
-    """Sigma-clip a stack along its first axis and average what is kept.
+def sigma_clip_combine(stack, *, weights=None, mask=None, scale=None, valid_range=None,
+                       frames=None, offsets=None, offset_index=None, keep_mask: bool = True,
+                       **clip) -> CombineResult:
+    """Reject samples of a stack along its first axis and average what is kept.
 
     Parameters
     ----------
     stack : array_like, shape (n_frames, n_rows, n_columns)
         The frames to combine; any float dtype (float32 saves memory, the
         statistics are computed in float64 either way).
-    threshold : float, optional
-        Clipping threshold in standard deviations, both sides.
-    cenfunc : {'median', 'mean'}, optional
-        Centre of the clipping bounds.
-    maxiters : int, optional
-        Most bound computations per pixel (>= 1).
     weights : array_like, shape (n_frames,), optional
         Weight of each frame in the average; equal weights by default.
     mask : array_like of bool, same shape as ``stack``, optional
@@ -243,6 +305,9 @@ def sigma_clip_combine(
         Which of ``offsets`` each frame takes; the first for all by default.
     keep_mask : bool, optional
         Return the 3-D ``clip_mask``; False saves one byte per sample.
+    **clip
+        The rejection: :class:`ClipOptions` (``threshold``, ``cenfunc``,
+        ``maxiters``, ``rejection``, ...); sigma clipping at 2.5 by default.
 
     Returns
     -------
@@ -256,10 +321,12 @@ def sigma_clip_combine(
     >>> result = sigma_clip_combine(stack, threshold=1.5)
     >>> float(result.data[0, 0]), result.clip_mask[:, 0, 0].tolist()
     (1.0, [False, False, False, False, True])
+    >>> sigma_clip_combine(stack, rejection="minmax").clip_mask[:, 0, 0].tolist()
+    [False, False, True, False, True]
     """
-    stack, weights, mask, scale, (valid_low, valid_high), frames, offsets, offset_index = (
-        _check_arguments(stack, threshold, cenfunc, maxiters, weights, mask, scale, valid_range,
-                         frames, offsets, offset_index))
+    stack, options, weights, mask, scale, (valid_low, valid_high), frames, offsets, offset_index = (
+        _check_arguments(stack, clip, weights, mask, scale, valid_range, frames, offsets,
+                         offset_index))
     n, (rows, cols) = len(frames), stack.shape[1:]
     data = np.empty((rows, cols))
     n_used = np.empty((rows, cols), dtype=np.int16)
@@ -268,11 +335,17 @@ def sigma_clip_combine(
     used_per_task = np.empty((rows * ((cols + _BLOCK - 1) // _BLOCK), n), dtype=np.int64)
     _combine_kernel(
         stack, frames, premask, valid_low, valid_high, offsets, offset_index, weights, scale,
-        float(threshold), cenfunc == "median", int(maxiters), sorting_network(n), data, n_used,
-        clip_mask, used_per_task,
+        _rejection_arguments(options), sorting_network(n), data, n_used, clip_mask, used_per_task,
     )
     return CombineResult(data, clip_mask if keep_mask else None, n_used, n,
                          rows * cols - used_per_task.sum(axis=0))
+
+
+def _rejection_arguments(options: ClipOptions) -> tuple:
+    """The options as the kernel takes them: one tuple of numbers."""
+    return (REJECTIONS.index(options.rejection), options.sigma_lower, options.sigma_upper,
+            options.cenfunc == "median", options.stdfunc == "mad_std", options.maxiters,
+            options.nlow, options.nhigh, options.plow, options.phigh)
 
 
 # Frames of a stack lie a power of two apart (2048x2048 float32: 16 MiB), so
@@ -306,8 +379,8 @@ def sorting_network(n: int) -> np.ndarray:
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _combine_kernel(stack, frames, premask, valid_low, valid_high, offsets, offset_index, weights,
-                    scale, threshold, use_median, maxiters, network, data, n_used,
-                    clip_mask, used_per_task):  # pragma: no cover - compiled
+                    scale, rejection, network, data, n_used, clip_mask,
+                    used_per_task):  # pragma: no cover - compiled
     n, rows, cols = frames.shape[0], stack.shape[1], stack.shape[2]
     n_blocks = (cols + _BLOCK - 1) // _BLOCK
     for task in numba.prange(rows * n_blocks):
@@ -318,9 +391,9 @@ def _combine_kernel(stack, frames, premask, valid_low, valid_high, offsets, offs
         _load_block(stack, frames, premask, valid_low, valid_high, offsets, offset_index, scale,
                     row, start, stop, samples, ordered)
         _sort_block(ordered, network, stop - start)
-        lower, upper = _block_bounds(ordered, stop - start, threshold, use_median, maxiters)
-        _average_block(samples, lower, upper, weights, row, start, stop, data, n_used, clip_mask,
-                       used_per_task[task])
+        lower, upper, low_ties, high_keep = _block_bounds(ordered, stop - start, rejection)
+        _average_block(samples, lower, upper, low_ties, high_keep, weights, row, start, stop,
+                       data, n_used, clip_mask, used_per_task[task])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -356,23 +429,33 @@ def _sort_block(ordered, network, width):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _average_block(samples, lower, upper, weights, row, start, stop, data, n_used, clip_mask,
-                   frame_used):  # pragma: no cover
+def _average_block(samples, lower, upper, low_ties, high_keep, weights, row, start, stop, data,
+                   n_used, clip_mask, frame_used):  # pragma: no cover
     """Weighted means of a block's samples within their bounds, in frame order; records the
     mask and how many samples of each frame were used.
 
+    Of the samples equal to a column's lower bound the first ``low_ties``
+    (in frame order) are rejected, and of those equal to its upper bound all
+    after the first ``high_keep``: how ``minmax`` drops one of tied values.
     Frame by frame across the block's columns, so the loop vectorises.
     """
     width = stop - start
     total = np.zeros(width)
     weight_sum = np.zeros(width)
     used = np.zeros(width, dtype=np.int64)
+    seen_low = np.zeros(width, dtype=np.int64)
+    seen_high = np.zeros(width, dtype=np.int64)
     for k in range(samples.shape[0]):
         weight = weights[k]
         count = 0
         for col in range(width):
             value = samples[k, col]
-            inside = (value >= lower[col]) & (value <= upper[col])  # False for NaN
+            at_low, at_high = value == lower[col], value == upper[col]
+            inside = ((value >= lower[col]) & (value <= upper[col])  # False for NaN
+                      & ~(at_low & (seen_low[col] < low_ties[col]))
+                      & ~(at_high & (seen_high[col] >= high_keep[col])))
+            seen_low[col] += at_low
+            seen_high[col] += at_high
             total[col] += weight * value if inside else 0.0
             weight_sum[col] += weight if inside else 0.0
             used[col] += inside
@@ -387,22 +470,90 @@ def _average_block(samples, lower, upper, weights, row, start, stop, data, n_use
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _block_bounds(ordered, width, threshold, use_median, maxiters):  # pragma: no cover
-    """Final clipping bounds of every column of a sorted block.
+def _block_bounds(ordered, width, rejection):  # pragma: no cover
+    """Each column's final bounds and tie quotas (see :func:`_average_block`), by method."""
+    method, lsigma, hsigma, use_median, use_mad, maxiters, nlow, nhigh, plow, phigh = rejection
+    n = ordered.shape[0]
+    count = np.zeros(width, dtype=np.int64)
+    for k in range(n):
+        for col in range(width):
+            count[col] += ordered[k, col] != np.inf
+    low_ties = np.zeros(width, dtype=np.int64)
+    high_keep = np.full(width, n, dtype=np.int64)
+    if method == 1:
+        lower, upper = _minmax_bounds(ordered, count, nlow, nhigh, low_ties, high_keep)
+    elif method == 2:
+        lower, upper = _percentile_bounds(ordered, count, plow, phigh)
+    else:
+        lower, upper = _sigma_bounds(ordered, count, lsigma, hsigma, use_median, use_mad,
+                                     maxiters)
+    return lower, upper, low_ties, high_keep
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _minmax_bounds(ordered, count, nlow, nhigh, low_ties, high_keep):  # pragma: no cover
+    """Bounds at the first and last kept ranks; tie quotas so that exactly ``nlow`` and
+    ``nhigh`` samples go."""
+    width = count.shape[0]
+    lower = np.full(width, np.nan)
+    upper = np.full(width, np.nan)
+    for col in range(width):
+        last = count[col] - nhigh - 1
+        if last < nlow:
+            continue
+        lower[col], upper[col] = ordered[nlow, col], ordered[last, col]
+        equal_high = dropped_high = 0
+        for k in range(count[col]):
+            low_ties[col] += k < nlow and ordered[k, col] == lower[col]
+            equal_high += ordered[k, col] == upper[col]
+            dropped_high += k > last and ordered[k, col] == upper[col]
+        high_keep[col] = equal_high - dropped_high
+    return lower, upper
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _percentile_bounds(ordered, count, plow, phigh):  # pragma: no cover
+    """The ``plow``-th and ``phigh``-th percentiles of each column's samples."""
+    width = count.shape[0]
+    lower = np.full(width, np.nan)
+    upper = np.full(width, np.nan)
+    for col in range(width):
+        if count[col]:
+            lower[col] = _percentile(ordered, col, count[col], plow)
+            upper[col] = _percentile(ordered, col, count[col], phigh)
+    return lower, upper
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _percentile(ordered, col, n, percent):  # pragma: no cover
+    """numpy's linear-interpolation percentile of sorted ``ordered[:n, col]``, to the bit."""
+    quantile = percent / 100.0
+    virtual = n * quantile + (1.0 + quantile * -1.0) - 1.0
+    if virtual >= n - 1:
+        return ordered[n - 1, col]
+    previous = max(int(np.floor(virtual)), 0)
+    gamma = virtual - np.floor(virtual) if virtual >= 0 else 0.0
+    a, b = ordered[previous, col], ordered[previous + 1, col]
+    difference = b - a
+    return b - difference * (1.0 - gamma) if gamma >= 0.5 else a + difference * gamma
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sigma_bounds(ordered, count, lsigma, hsigma, use_median, use_mad,
+                  maxiters):  # pragma: no cover
+    """Final sigma-clipping bounds of every column of a sorted block.
 
     The kept samples of a column are always a contiguous run ``lo:hi`` of its
     sorted values, so an iteration only moves two indices. While many columns
     are still clipping, the sums run over all rows with the others masked out
     (this vectorises across columns and adds exactly what a loop over
     ``lo:hi`` would: adding 0.0 changes no sum); the few columns left after
-    that are finished one by one, over their kept samples only.
+    that, and every column with ``use_mad``, are done one by one, over their
+    kept samples only.
     """
-    n = ordered.shape[0]
+    n, width = ordered.shape[0], count.shape[0]
     lo = np.zeros(width, dtype=np.int64)
-    hi = np.zeros(width, dtype=np.int64)
-    for k in range(n):
-        for col in range(width):
-            hi[col] += ordered[k, col] != np.inf
+    hi = count.copy()
     active = hi > 0
     lower = np.full(width, np.nan)
     upper = np.full(width, np.nan)
@@ -410,7 +561,8 @@ def _block_bounds(ordered, width, threshold, use_median, maxiters):  # pragma: n
     mean = np.empty(width)
     n_active = width
     for _ in range(maxiters):
-        if 4 * n_active >= width:
+        whole_block = not use_mad and 4 * n_active >= width
+        if whole_block:
             total[:] = 0.0
             for k in range(n):
                 for col in range(width):
@@ -422,23 +574,18 @@ def _block_bounds(ordered, width, threshold, use_median, maxiters):  # pragma: n
                 for col in range(width):
                     deviation = ordered[k, col] - mean[col]
                     total[col] += deviation * deviation if lo[col] <= k < hi[col] else 0.0
-        else:
-            for col in range(width):
-                if active[col]:
-                    mean[col], total[col] = _column_sums(ordered, col, lo[col], hi[col])
         n_active = 0
         for col in range(width):
             if not active[col]:
                 continue
             kept = hi[col] - lo[col]
-            std = np.sqrt(total[col] / kept)
-            centre = mean[col]
-            if use_median:
-                mid = lo[col] + kept // 2
-                centre = (ordered[mid, col] if kept % 2
-                          else 0.5 * (ordered[mid, col] + ordered[mid - 1, col]))
-            lower[col] = centre - threshold * std
-            upper[col] = centre + threshold * std
+            if not whole_block:
+                mean[col], total[col] = _column_sums(ordered, col, lo[col], hi[col])
+            std = (MAD_TO_SIGMA * _column_mad(ordered, col, lo[col], hi[col]) if use_mad
+                   else np.sqrt(total[col] / kept))
+            centre = _column_median(ordered, col, lo[col], hi[col]) if use_median else mean[col]
+            lower[col] = centre - lsigma * std
+            upper[col] = centre + hsigma * std
             new_lo, new_hi = lo[col], hi[col]
             while new_lo < new_hi and ordered[new_lo, col] < lower[col]:
                 new_lo += 1
@@ -455,6 +602,42 @@ def _block_bounds(ordered, width, threshold, use_median, maxiters):  # pragma: n
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _column_median(ordered, col, lo, hi):  # pragma: no cover
+    """Median of the sorted run ``ordered[lo:hi, col]``: the mean of the middle pair when even."""
+    kept = hi - lo
+    mid = lo + kept // 2
+    return ordered[mid, col] if kept % 2 else 0.5 * (ordered[mid, col] + ordered[mid - 1, col])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _column_mad(ordered, col, lo, hi):  # pragma: no cover
+    """Median absolute deviation about the median of the sorted run ``ordered[lo:hi, col]``.
+
+    The deviations below the median, walked downwards, and those above it,
+    walked upwards, are each ascending: merging the two finds the middle ranks
+    in one pass, without sorting.
+    """
+    median = _column_median(ordered, col, lo, hi)
+    kept = hi - lo
+    below = lo
+    while below < hi and ordered[below, col] < median:
+        below += 1
+    down, up = below - 1, below
+    first = second = 0.0
+    for rank in range(kept // 2 + 1):
+        if up >= hi or (down >= lo and median - ordered[down, col] <= ordered[up, col] - median):
+            deviation = abs(ordered[down, col] - median)
+            down -= 1
+        else:
+            deviation = abs(ordered[up, col] - median)
+            up += 1
+        if rank == (kept - 1) // 2:
+            first = deviation
+        second = deviation
+    return first if kept % 2 else 0.5 * (first + second)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _column_sums(ordered, col, lo, hi):  # pragma: no cover
     """Mean and sum of squared deviations of one column's kept samples, in row order."""
     total = 0.0
@@ -468,18 +651,69 @@ def _column_sums(ordered, col, lo, hi):  # pragma: no cover
     return mean, total
 
 
-def sigma_clip_combine_plain(stack, *, threshold=ClipOptions.threshold,
-                             cenfunc=ClipOptions.cenfunc, maxiters=ClipOptions.maxiters,
-                             weights=None, mask=None, scale=None, valid_range=None,
-                             frames=None, offsets=None, offset_index=None) -> CombineResult:
+def sigma_clip_combine_plain(stack, *, weights=None, mask=None, scale=None, valid_range=None,
+                             frames=None, offsets=None, offset_index=None,
+                             **clip) -> CombineResult:
     """Plain numpy twin of :func:`sigma_clip_combine`, kept for testing and reading.
 
     Same parameters and result; whole-array numpy operations, float64
     throughout, several times the memory and time of the fast kernel.
     """
-    stack, weights, mask, scale, (low, high), frames, offsets, offset_index = _check_arguments(
-        stack, threshold, cenfunc, maxiters, weights, mask, scale, valid_range, frames, offsets,
-        offset_index)
+    trace = trace_rejection(stack, weights=weights, mask=mask, scale=scale,
+                            valid_range=valid_range, frames=frames, offsets=offsets,
+                            offset_index=offset_index, **clip)
+    used, values = ~trace.rejected, trace.values
+    frame_weights = trace.weights[:, None, None] * used
+    weight_sum = frame_weights.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        data = (np.where(used, values, 0.0) * frame_weights).sum(axis=0) / weight_sum
+    data[used.sum(axis=0) == 0] = np.nan
+    return CombineResult(data, ~used, used.sum(axis=0).astype(np.int16), len(values),
+                         np.sum(~used, axis=(1, 2)))
+
+
+@dataclass(frozen=True)
+class RejectionTrace:
+    """What the rejection did to every sample of a (small) stack, iteration by iteration.
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        3-D float64, each sample as combined (less its offset, scaled).
+    premasked : numpy.ndarray
+        3-D bool, left out before rejection: not finite, masked, or outside
+        its frame's valid range (e.g. the per-frame clipping of darks).
+    rejected : numpy.ndarray
+        3-D bool, not used in the average (pre-masked or rejected).
+    iteration : numpy.ndarray
+        3-D int, the iteration (from 1) that rejected the sample; 0 when it is
+        used or was pre-masked.
+    bounds : numpy.ndarray
+        Shape (n_iterations, 3, n_rows, n_columns): each iteration's lower
+        bound, centre and upper bound (NaN where nothing was left);
+        ``minmax`` and ``pclip`` take one iteration, whose centre is the median.
+    weights : numpy.ndarray
+        1-D, each frame's weight in the average.
+    """
+
+    values: np.ndarray
+    premasked: np.ndarray
+    rejected: np.ndarray
+    iteration: np.ndarray
+    bounds: np.ndarray
+    weights: np.ndarray
+
+
+def trace_rejection(stack, *, weights=None, mask=None, scale=None, valid_range=None, frames=None,
+                    offsets=None, offset_index=None, **clip) -> RejectionTrace:
+    """Reject as :func:`sigma_clip_combine` does, keeping every iteration's bounds and decisions.
+
+    Plain numpy, for a few pixels (e.g. to show why a pixel's sample was
+    rejected) and as the readable twin of the kernel; same parameters.
+    """
+    stack, options, weights, mask, scale, (low, high), frames, offsets, offset_index = (
+        _check_arguments(stack, clip, weights, mask, scale, valid_range, frames, offsets,
+                         offset_index))
     stored = stack[frames].astype(np.float64)
     values = stored - offsets[offset_index] if len(offsets) else stored
     values = values * scale[:, None, None]
@@ -488,34 +722,77 @@ def sigma_clip_combine_plain(stack, *, threshold=ClipOptions.threshold,
                  & (stored <= high[:, None, None]))
     if mask is not None:
         valid &= ~mask
+    if options.rejection == "sigclip":
+        used, iteration, bounds = _sigma_clip_trace(values, valid, options)
+    else:
+        used, bounds = (_minmax_plain if options.rejection == "minmax" else _pclip_plain)(
+            values, valid, options)
+        iteration = (valid & ~used).astype(np.int64)
+        bounds = bounds[np.newaxis]
+    return RejectionTrace(values, ~valid, ~used, iteration, bounds, weights)
+
+
+def _sigma_clip_trace(values, valid, options):
     kept = np.where(valid, values, np.nan)
+    iteration = np.zeros(values.shape, dtype=np.int64)
     lower = np.full(values.shape[1:], np.nan)
     upper = np.full(values.shape[1:], np.nan)
-    for _ in range(maxiters):
+    history = []
+    for step in range(1, options.maxiters + 1):
         ordered = np.sort(kept, axis=0)  # NaN last; the sums add in this order, as the kernel does
         count = np.sum(~np.isnan(ordered), axis=0)
         live = count > 0
         with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = _sum_in_order(ordered) / count
-            std = np.sqrt(_sum_in_order((ordered - mean) ** 2) / count)
-            centre = np.nanmedian(kept, axis=0) if cenfunc == "median" else mean
-        lower = np.where(live, centre - threshold * std, lower)
-        upper = np.where(live, centre + threshold * std, upper)
+            median = np.nanmedian(kept, axis=0)
+            std = (MAD_TO_SIGMA * np.nanmedian(np.abs(kept - median), axis=0)
+                   if options.stdfunc == "mad_std"
+                   else np.sqrt(_sum_in_order((ordered - mean) ** 2) / count))
+        centre = median if options.cenfunc == "median" else mean
+        lower = np.where(live, centre - options.sigma_lower * std, lower)
+        upper = np.where(live, centre + options.sigma_upper * std, upper)
+        history.append(np.where(live, [lower, centre, upper], np.nan))
         with np.errstate(invalid="ignore"):
             clipped = (kept < lower) | (kept > upper)
         if not clipped.any():
             break
+        iteration[clipped] = step
         kept[clipped] = np.nan
     with np.errstate(invalid="ignore"):
         used = valid & (values >= lower) & (values <= upper)
-    frame_weights = weights[:, None, None] * used
-    weight_sum = frame_weights.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        data = (np.where(used, values, 0.0) * frame_weights).sum(axis=0) / weight_sum
-    data[used.sum(axis=0) == 0] = np.nan
-    return CombineResult(data, ~used, used.sum(axis=0).astype(np.int16), len(weights),
-                         np.sum(~used, axis=(1, 2)))
+    return used, np.where(used | ~valid, 0, iteration), np.array(history)
+
+
+def _minmax_plain(values, valid, options):
+    """Drop the ``nlow`` lowest and ``nhigh`` highest valid samples (stable order)."""
+    order = np.argsort(np.where(valid, values, np.inf), axis=0, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(len(values)).reshape(-1, 1, 1), axis=0)
+    count = valid.sum(axis=0)
+    used = valid & (rank >= options.nlow) & (rank < count - options.nhigh)
+    return used, _used_bounds(values, valid, used)
+
+
+def _pclip_plain(values, valid, options):
+    """Keep the samples between the two percentiles of each pixel's valid samples."""
+    kept = np.where(valid, values, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lower, upper = np.nanpercentile(kept, [options.plow, options.phigh], axis=0)
+        median = np.nanmedian(kept, axis=0)
+    with np.errstate(invalid="ignore"):
+        used = valid & (values >= lower) & (values <= upper)
+    return used, np.array([lower, median, upper])
+
+
+def _used_bounds(values, valid, used):
+    """Lowest used value, median of the valid ones, highest used value (NaN if none)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.array([np.nanmin(np.where(used, values, np.nan), axis=0),
+                         np.nanmedian(np.where(valid, values, np.nan), axis=0),
+                         np.nanmax(np.where(used, values, np.nan), axis=0)])
 
 
 def _sum_in_order(values):
@@ -562,7 +839,8 @@ def frame_clip_bounds(frame, *, threshold=ClipOptions.threshold, cenfunc=ClipOpt
     can be masked piece by piece (see :func:`outside_bounds`).
     """
     frame = np.asarray(frame)
-    _check_arguments(frame.reshape(1, 1, -1), threshold, cenfunc, maxiters, None, None)
+    _check_arguments(frame.reshape(1, 1, -1),
+                     {"threshold": threshold, "cenfunc": cenfunc, "maxiters": maxiters}, None, None)
     if np.issubdtype(frame.dtype, np.integer) and frame.size:
         offset, top = int(frame.min()), int(frame.max())
         if top - offset < _MAX_HISTOGRAM_BINS:
