@@ -391,7 +391,7 @@ def _combine_kernel(stack, frames, premask, valid_low, valid_high, offsets, offs
         _load_block(stack, frames, premask, valid_low, valid_high, offsets, offset_index, scale,
                     row, start, stop, samples, ordered)
         _sort_block(ordered, network, stop - start)
-        lower, upper, low_ties, high_keep = _block_bounds(ordered, stop - start, rejection)
+        lower, upper, low_ties, high_keep = _block_bounds(ordered, stop - start, rejection, network)
         _average_block(samples, lower, upper, low_ties, high_keep, weights, row, start, stop,
                        data, n_used, clip_mask, used_per_task[task])
 
@@ -434,9 +434,10 @@ def _average_block(samples, lower, upper, low_ties, high_keep, weights, row, sta
     """Weighted means of a block's samples within their bounds, in frame order; records the
     mask and how many samples of each frame were used.
 
-    Of the samples equal to a column's lower bound the first ``low_ties``
-    (in frame order) are rejected, and of those equal to its upper bound all
-    after the first ``high_keep``: how ``minmax`` drops one of tied values.
+    With tie quotas (``minmax``; empty otherwise), of the samples equal to a
+    column's lower bound the first ``low_ties`` (in frame order) are
+    rejected, and of those equal to its upper bound all after the first
+    ``high_keep``: so exactly the samples a stable sort puts at the ends go.
     Frame by frame across the block's columns, so the loop vectorises.
     """
     width = stop - start
@@ -445,17 +446,19 @@ def _average_block(samples, lower, upper, low_ties, high_keep, weights, row, sta
     used = np.zeros(width, dtype=np.int64)
     seen_low = np.zeros(width, dtype=np.int64)
     seen_high = np.zeros(width, dtype=np.int64)
+    ties = low_ties.size > 0
     for k in range(samples.shape[0]):
         weight = weights[k]
         count = 0
         for col in range(width):
             value = samples[k, col]
-            at_low, at_high = value == lower[col], value == upper[col]
-            inside = ((value >= lower[col]) & (value <= upper[col])  # False for NaN
-                      & ~(at_low & (seen_low[col] < low_ties[col]))
-                      & ~(at_high & (seen_high[col] >= high_keep[col])))
-            seen_low[col] += at_low
-            seen_high[col] += at_high
+            inside = (value >= lower[col]) & (value <= upper[col])  # False for NaN
+            if ties:
+                at_low, at_high = value == lower[col], value == upper[col]
+                inside &= (~(at_low & (seen_low[col] < low_ties[col]))
+                           & ~(at_high & (seen_high[col] >= high_keep[col])))
+                seen_low[col] += at_low
+                seen_high[col] += at_high
             total[col] += weight * value if inside else 0.0
             weight_sum[col] += weight if inside else 0.0
             used[col] += inside
@@ -470,7 +473,7 @@ def _average_block(samples, lower, upper, low_ties, high_keep, weights, row, sta
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _block_bounds(ordered, width, rejection):  # pragma: no cover
+def _block_bounds(ordered, width, rejection, network):  # pragma: no cover
     """Each column's final bounds and tie quotas (see :func:`_average_block`), by method."""
     method, lsigma, hsigma, use_median, use_mad, maxiters, nlow, nhigh, plow, phigh = rejection
     n = ordered.shape[0]
@@ -478,15 +481,15 @@ def _block_bounds(ordered, width, rejection):  # pragma: no cover
     for k in range(n):
         for col in range(width):
             count[col] += ordered[k, col] != np.inf
-    low_ties = np.zeros(width, dtype=np.int64)
-    high_keep = np.full(width, n, dtype=np.int64)
+    low_ties = np.zeros(width if method == 1 else 0, dtype=np.int64)
+    high_keep = np.full(width if method == 1 else 0, n, dtype=np.int64)
     if method == 1:
         lower, upper = _minmax_bounds(ordered, count, nlow, nhigh, low_ties, high_keep)
     elif method == 2:
         lower, upper = _percentile_bounds(ordered, count, plow, phigh)
     else:
         lower, upper = _sigma_bounds(ordered, count, lsigma, hsigma, use_median, use_mad,
-                                     maxiters)
+                                     maxiters, network)
     return lower, upper, low_ties, high_keep
 
 
@@ -539,17 +542,15 @@ def _percentile(ordered, col, n, percent):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _sigma_bounds(ordered, count, lsigma, hsigma, use_median, use_mad,
-                  maxiters):  # pragma: no cover
+def _sigma_bounds(ordered, count, lsigma, hsigma, use_median, use_mad, maxiters,
+                  network):  # pragma: no cover
     """Final sigma-clipping bounds of every column of a sorted block.
 
     The kept samples of a column are always a contiguous run ``lo:hi`` of its
     sorted values, so an iteration only moves two indices. While many columns
     are still clipping, the sums run over all rows with the others masked out
-    (this vectorises across columns and adds exactly what a loop over
-    ``lo:hi`` would: adding 0.0 changes no sum); the few columns left after
-    that, and every column with ``use_mad``, are done one by one, over their
-    kept samples only.
+    (:func:`_block_sums`, :func:`_block_mad`); the few columns left after
+    that are done one by one, over their kept samples only.
     """
     n, width = ordered.shape[0], count.shape[0]
     lo = np.zeros(width, dtype=np.int64)
@@ -559,30 +560,25 @@ def _sigma_bounds(ordered, count, lsigma, hsigma, use_median, use_mad,
     upper = np.full(width, np.nan)
     total = np.empty(width)
     mean = np.empty(width)
+    mad = np.empty(width)
+    deviations = np.empty((n if use_mad else 0, width))
     n_active = width
     for _ in range(maxiters):
-        whole_block = not use_mad and 4 * n_active >= width
-        if whole_block:
-            total[:] = 0.0
-            for k in range(n):
-                for col in range(width):
-                    total[col] += ordered[k, col] if lo[col] <= k < hi[col] else 0.0
-            for col in range(width):
-                mean[col] = total[col] / max(hi[col] - lo[col], 1)
-            total[:] = 0.0
-            for k in range(n):
-                for col in range(width):
-                    deviation = ordered[k, col] - mean[col]
-                    total[col] += deviation * deviation if lo[col] <= k < hi[col] else 0.0
+        whole_block = 4 * n_active >= width
+        if whole_block and use_mad:
+            _block_mad(ordered, lo, hi, network, deviations, mad)
+        if whole_block and not (use_mad and use_median):
+            _block_sums(ordered, lo, hi, mean, total)
         n_active = 0
         for col in range(width):
             if not active[col]:
                 continue
             kept = hi[col] - lo[col]
-            if not whole_block:
+            if not whole_block and not (use_mad and use_median):
                 mean[col], total[col] = _column_sums(ordered, col, lo[col], hi[col])
-            std = (MAD_TO_SIGMA * _column_mad(ordered, col, lo[col], hi[col]) if use_mad
-                   else np.sqrt(total[col] / kept))
+            if not whole_block and use_mad:
+                mad[col] = _column_mad(ordered, col, lo[col], hi[col])
+            std = MAD_TO_SIGMA * mad[col] if use_mad else np.sqrt(total[col] / kept)
             centre = _column_median(ordered, col, lo[col], hi[col]) if use_median else mean[col]
             lower[col] = centre - lsigma * std
             upper[col] = centre + hsigma * std
@@ -599,6 +595,45 @@ def _sigma_bounds(ordered, count, lsigma, hsigma, use_median, use_mad,
         if n_active == 0:
             break
     return lower, upper
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _block_sums(ordered, lo, hi, mean, total):  # pragma: no cover
+    """Every column's mean and sum of squared deviations over its kept run ``lo:hi``.
+
+    The sums run over all rows with the others masked out: this vectorises
+    across columns and adds exactly what a loop over ``lo:hi`` would.
+    """
+    n, width = ordered.shape[0], lo.shape[0]
+    total[:] = 0.0
+    for k in range(n):
+        for col in range(width):
+            total[col] += ordered[k, col] if lo[col] <= k < hi[col] else 0.0
+    for col in range(width):
+        mean[col] = total[col] / max(hi[col] - lo[col], 1)
+    total[:] = 0.0
+    for k in range(n):
+        for col in range(width):
+            deviation = ordered[k, col] - mean[col]
+            total[col] += deviation * deviation if lo[col] <= k < hi[col] else 0.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _block_mad(ordered, lo, hi, network, deviations, mad):  # pragma: no cover
+    """Every column's median absolute deviation over its kept run, by sorting the
+    deviations of all columns at once with the comparator network."""
+    n, width = ordered.shape[0], lo.shape[0]
+    for col in range(width):
+        mad[col] = _column_median(ordered, col, lo[col], hi[col]) if hi[col] > lo[col] else 0.0
+    for k in range(n):
+        for col in range(width):
+            deviation = abs(ordered[k, col] - mad[col])
+            deviations[k, col] = deviation if lo[col] <= k < hi[col] else np.inf
+    _sort_block(deviations, network, width)
+    for col in range(width):
+        kept = hi[col] - lo[col]
+        first, second = deviations[max(kept - 1, 0) // 2, col], deviations[kept // 2, col]
+        mad[col] = first if kept % 2 else 0.5 * (first + second)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
