@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .combine import (ClipOptions, CombineResult, concatenate_rows, frame_clip_bounds,
-                      frame_median, sigma_clip_combine)
+from .combine import (ClipOptions, CombineResult, RejectionTrace, concatenate_rows,
+                      frame_clip_bounds, frame_median, sigma_clip_combine, trace_rejection)
 from .errors import InputError, InputProblem
 
 __all__ = [
@@ -387,12 +387,20 @@ class StackCombiner:
         frame, e.g. 1 / exposure time) are as for
         :func:`~ccdred.combine.sigma_clip_combine`.
         """
+        return sigma_clip_combine(stack, keep_mask=False, **self._arguments(
+            statistics, offsets, offset_index, scale))
+
+    def trace(self, stack, statistics=None, *, offsets=None, offset_index=None,
+              scale=None) -> RejectionTrace:
+        """What :meth:`combine` does to each sample of a few pixels, iteration by iteration."""
+        return trace_rejection(stack, **self._arguments(statistics, offsets, offset_index, scale))
+
+    def _arguments(self, statistics, offsets, offset_index, scale) -> dict:
         valid_range = None
         if self.frame_clip:
             valid_range = np.array(statistics, dtype=np.float64).T
-        return sigma_clip_combine(stack, valid_range=valid_range, offsets=offsets,
-                                  offset_index=offset_index, scale=scale, keep_mask=False,
-                                  **self.clip.as_kwargs())
+        return {"valid_range": valid_range, "offsets": offsets, "offset_index": offset_index,
+                "scale": scale, **self.clip.as_kwargs()}
 
     def finish(self, parts) -> CombineResult:
         """Join row blocks; pixels where every sample was rejected take the master's mean."""
@@ -515,12 +523,20 @@ class FlatCombiner:
         ``stack`` holds every flat; ``medians`` and ``accepted`` describe them
         all, ``offset_index`` (which of ``offsets`` each flat takes) too.
         """
+        return sigma_clip_combine(stack, keep_mask=False, **self._arguments(
+            medians, accepted, offsets, offset_index))
+
+    def trace(self, stack, medians, accepted, *, offsets=None, offset_index=None) -> RejectionTrace:
+        """What :meth:`combine` does to each sample of a few pixels, iteration by iteration
+        (of the accepted flats only)."""
+        return trace_rejection(stack, **self._arguments(medians, accepted, offsets, offset_index))
+
+    def _arguments(self, medians, accepted, offsets, offset_index) -> dict:
         accepted = np.asarray(accepted, dtype=bool)
         used = np.asarray(medians, dtype=np.float64)[accepted]
         index = None if offset_index is None else np.asarray(offset_index)[accepted]
-        return sigma_clip_combine(stack, weights=used, scale=used[0] / used,
-                                  frames=np.flatnonzero(accepted), offsets=offsets,
-                                  offset_index=index, keep_mask=False, **self.clip.as_kwargs())
+        return {"weights": used, "scale": used[0] / used, "frames": np.flatnonzero(accepted),
+                "offsets": offsets, "offset_index": index, **self.clip.as_kwargs()}
 
     def finish(self, parts, medians, accepted) -> MasterFlat:
         """Join the row blocks and normalise."""

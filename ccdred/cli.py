@@ -64,6 +64,7 @@ def _clip_options(parser, defaults: ReductionParameters) -> None:
                        help=f"{doc.maxiters.doc} (default: {defaults.maxiters})")
     group.add_argument("-u", "--upperlimit", type=float, default=defaults.upper_limit,
                        help=f"{doc.upper_limit.doc} (default: {defaults.upper_limit:g})")
+    _rejection_options(parser, defaults)
     extra = parser.add_argument_group("beyond nimccdred.py")
     extra.add_argument("--lowerlimit", type=float, default=defaults.lower_limit,
                        help=doc.lower_limit.doc)
@@ -91,6 +92,20 @@ def _clip_options(parser, defaults: ReductionParameters) -> None:
                        help="run on this dask.distributed scheduler (e.g. tcp://host:8786)")
     scale.add_argument("--workers", type=int, metavar="N",
                        help="run on a new local Dask cluster of N worker processes")
+
+
+def _rejection_options(parser, defaults: ReductionParameters) -> None:
+    doc = defaults.param
+    group = parser.add_argument_group("rejection methods (beyond nimccdred.py)")
+    group.add_argument("--rejection", choices=doc.rejection.objects, default=defaults.rejection,
+                       help=f"{doc.rejection.doc} (default: {defaults.rejection})")
+    for name, kind in (("lsigma", float), ("hsigma", float), ("stdfunc", str), ("nlow", int),
+                       ("nhigh", int), ("plow", float), ("phigh", float)):
+        default = getattr(defaults, name)
+        group.add_argument(f"--{name}", type=kind, default=default,
+                           choices=getattr(doc[name], "objects", None),
+                           help=doc[name].doc + ("" if default is None else f" (default: {default:g})"
+                                                 if kind is not str else f" (default: {default})"))
 
 
 def _frame_type(text: str) -> tuple[str, str]:
@@ -191,6 +206,7 @@ def _parameters(args) -> ReductionParameters:
     values["frame_types"] = dict(args.frame_types)
     parameters = ReductionParameters(**values)
     parameters.keywords(), parameters.preprocessing(), parameters.plan_options()  # check them
+    parameters.step_options()
     return parameters
 
 

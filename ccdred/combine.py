@@ -28,6 +28,7 @@ import numpy as np
 __all__ = [
     "CENFUNCS",
     "REJECTIONS",
+    "REJECTION_OPTIONS",
     "STDFUNCS",
     "ClipOptions",
     "CombineResult",
@@ -44,6 +45,10 @@ __all__ = [
 
 CENFUNCS = ("median", "mean")
 REJECTIONS = ("sigclip", "minmax", "pclip")
+#: The options each rejection method reads, beyond ``rejection`` itself (``threshold``,
+#: ``cenfunc`` and ``maxiters`` also set the per-frame clipping of darks, whatever the method).
+REJECTION_OPTIONS = {"sigclip": ("threshold", "cenfunc", "maxiters", "lsigma", "hsigma", "stdfunc"),
+                     "minmax": ("nlow", "nhigh"), "pclip": ("plow", "phigh")}
 STDFUNCS = ("std", "mad_std")
 _MAX_HISTOGRAM_BINS = 1 << 20
 #: 1 / Phi^-1(3/4): the MAD of a normal distribution times this is its sigma (as astropy).
@@ -151,13 +156,12 @@ class ClipOptions:
 
     def describe(self) -> dict:
         """The options the rejection method uses, for provenance and plot titles."""
-        if self.rejection == "minmax":
-            return {"rejection": "minmax", "nlow": self.nlow, "nhigh": self.nhigh}
-        if self.rejection == "pclip":
-            return {"rejection": "pclip", "plow": self.plow, "phigh": self.phigh}
-        return {"rejection": "sigclip", "threshold": self.threshold, "cenfunc": self.cenfunc,
-                "maxiters": self.maxiters, "lsigma": self.sigma_lower,
-                "hsigma": self.sigma_upper, "stdfunc": self.stdfunc}
+        described = {"rejection": self.rejection}
+        for name in REJECTION_OPTIONS[self.rejection]:
+            described[name] = getattr(self, name)
+        if self.rejection == "sigclip":
+            described.update(lsigma=self.sigma_lower, hsigma=self.sigma_upper)
+        return described
 
 
 def _positive(name, value) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import param
 
 from .calibrate import ClipOptions, FlatLimits
-from .combine import CENFUNCS
+from .combine import CENFUNCS, REJECTION_OPTIONS, REJECTIONS, STDFUNCS
 from .frames import PreprocessOptions
 from .keywords import Keywords
 from .plan import DARK_MODELS, PlanOptions
@@ -90,8 +90,12 @@ class CalibrationParameters(param.Parameterized):
 
 
 class ClipParameters(param.Parameterized):
-    """How masters are combined."""
+    """How masters are combined: the rejection of samples, and which flats are used."""
 
+    rejection = param.Selector(default=ClipOptions.rejection, objects=list(REJECTIONS),
+                               doc="how samples are rejected: sigclip (sigma clipping, as the "
+                                   "course script), minmax (drop the nlow lowest and nhigh "
+                                   "highest), pclip (keep those between two percentiles)")
     threshold = param.Number(ClipOptions.threshold, bounds=(0, None), inclusive_bounds=(False, True),
                              softbounds=(1.0, 5.0), step=0.1,
                              doc="sigma-clipping threshold, in standard deviations")
@@ -99,6 +103,23 @@ class ClipParameters(param.Parameterized):
                              doc="centre of the clipping bounds")
     maxiters = param.Integer(ClipOptions.maxiters, bounds=(1, None), softbounds=(1, 20),
                              doc="maximum number of clipping iterations")
+    lsigma = param.Number(ClipOptions.lsigma, allow_None=True, bounds=(0, None),
+                          inclusive_bounds=(False, True), step=0.1,
+                          doc="low sigma-clipping threshold (as IRAF's); the threshold when unset")
+    hsigma = param.Number(ClipOptions.hsigma, allow_None=True, bounds=(0, None),
+                          inclusive_bounds=(False, True), step=0.1,
+                          doc="high sigma-clipping threshold (as IRAF's); the threshold when unset")
+    stdfunc = param.Selector(default=ClipOptions.stdfunc, objects=list(STDFUNCS),
+                             doc="spread of the clipping bounds: std, or mad_std (1.4826 x the "
+                                 "median absolute deviation: robust to the outliers)")
+    nlow = param.Integer(ClipOptions.nlow, bounds=(0, None), softbounds=(0, 5),
+                         doc="minmax: lowest samples dropped per pixel")
+    nhigh = param.Integer(ClipOptions.nhigh, bounds=(0, None), softbounds=(0, 5),
+                          doc="minmax: highest samples dropped per pixel")
+    plow = param.Number(ClipOptions.plow, bounds=(0, 100), step=1,
+                        doc="pclip: percentile below which samples are rejected")
+    phigh = param.Number(ClipOptions.phigh, bounds=(0, 100), step=1,
+                         doc="pclip: percentile above which samples are rejected")
     frame_clip = param.Boolean(StepOptions.frame_clip,
                                doc="sigma-clip each dark on its own first (masks hot pixels, "
                                    "as the course script does)")
@@ -108,8 +129,10 @@ class ClipParameters(param.Parameterized):
                                doc="reject flats whose median is below this (ADU); off by default")
 
     def clip(self) -> ClipOptions:
-        """Threshold, cenfunc and maxiters."""
-        return ClipOptions(self.threshold, self.cenfunc, self.maxiters)
+        """The rejection, with only the options its method reads (and the per-frame clipping's),
+        so that an option the method ignores decides nothing."""
+        names = {"threshold", "cenfunc", "maxiters", *REJECTION_OPTIONS[self.rejection]}
+        return ClipOptions(rejection=self.rejection, **{name: getattr(self, name) for name in names})
 
     def step_options(self) -> StepOptions:
         """Everything that decides the masters' values."""

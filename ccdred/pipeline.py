@@ -34,9 +34,9 @@ from .frames import Catalogue, Frame, read_stack, scan
 from .parameters import (CalibrationParameters, ClipParameters, KeywordParameters,
                          ReductionParameters, names)
 from .plan import Master, NightPlan, build_plan
-from .steps import make_master, stack_statistics
+from .steps import PixelStack, make_master, pixel_stack, stack_statistics, threshold_sweep
 
-__all__ = ["MASTERS", "RAW_FRAMES", "Pipeline", "raw_median", "read_raw", "read_raw_stack"]
+__all__ = ["MASTERS", "RAW_FRAMES", "SWEEP_SAMPLES", "Pipeline", "raw_median", "read_raw", "read_raw_stack"]
 
 _MB = 1 << 20
 
@@ -52,6 +52,9 @@ MASTERS = MemoCache(_budget("CCDRED_MASTER_CACHE_MB", 2048))
 #: Threads that prepare the frames of a stack side by side, shared by every session.
 _FRAME_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
                                  thread_name_prefix="ccdred-frames")
+
+#: Most samples a threshold sweep combines at once; a larger stack is swept on every n-th row.
+SWEEP_SAMPLES = 1 << 24
 
 _SCAN = ("night", *names(KeywordParameters), "overscan", "overscan_function", "trim")
 _PLAN = ("plan",)
@@ -203,22 +206,47 @@ class Pipeline(ReductionParameters):
         """A master's raw frames as one stack, read once per process (read-only)."""
         return read_raw_stack(master.frames)
 
-    def _statistics(self, name) -> np.ndarray:
-        """A master flat's medians (flats less their dark terms), memoised."""
+    def _statistics(self, name) -> np.ndarray | list:
+        """A master's per-frame statistics, memoised: a master flat's medians (flats less their
+        dark terms), a frame-clipped dark's clipping bounds of each frame."""
         master = self._master_of(name)
-        key = ("flat_medians", self._files(master), master.terms,
-               tuple(self._key(need) for need in master.needs))
-        return MASTERS.get(key, lambda: np.array(stack_statistics(
+        combiner = self.step_options().combiner(master.kind)
+        decided_by = ((master.terms, tuple(self._key(need) for need in master.needs))
+                      if master.kind == "flat" else (tuple(combiner.clip.frame_kwargs().items()),
+                                                     getattr(combiner, "frame_clip", False)))
+        key = ("statistics", master.kind, self._files(master), *decided_by)
+        return MASTERS.get(key, lambda: stack_statistics(
             master, self.step_options(), self._stack(master), self._images(master),
-            _FRAME_POOL.map)))
+            _FRAME_POOL.map))
 
     def master(self, name) -> CombineResult | MasterFlat:
         """A master of the plan, by product name (e.g. ``'bias.fits'``, ``'flat_V.fits'``)."""
         master, key = self._master_of(name), self._key(name)
-        statistics = self._statistics(name) if master.kind == "flat" else None
         return MASTERS.get(key, lambda: make_master(
             master, self.step_options(), self._images(master), map_frames=_FRAME_POOL.map,
-            stack=self._stack(master), statistics=statistics))
+            stack=self._stack(master), statistics=self._statistics(name)))
+
+    def pixel_stack(self, master, x: int, y: int) -> PixelStack:
+        """One pixel's samples across a master's frames, and why each was used or rejected.
+
+        Parameters
+        ----------
+        master : str
+            ``'dark'`` (the selected calibration master), ``'flat'`` (the
+            selected filter's master flat), or a product name.
+        x, y : int
+            Column and row, 0-based, as the images show them.
+
+        Returns
+        -------
+        PixelStack
+            The kernel's decisions for that pixel, with each iteration's bounds.
+        """
+        name = self._name(master)
+        plan_master = self._master_of(name)
+        return pixel_stack(plan_master, self.step_options(), self._stack(plan_master),
+                           self._statistics(name), self._images(plan_master), self.master(name),
+                           int(x), int(y))
 
     def master_dark(self, exptime=None) -> CombineResult:
         """Master dark of an exposure time; the selected calibration master by default."""
@@ -229,19 +257,56 @@ class Pipeline(ReductionParameters):
             raise InputError([InputProblem(None, f"no master dark for exposure time {exptime:g} s")])
         return self.master(darks[exptime].name)
 
-    def master_flat(self, filter_name=None) -> MasterFlat:
-        """Master flat of a filter (the selected one by default)."""
+    def threshold_sweep(self, master, thresholds=None) -> dict:
+        """How a master depends on the sigma-clipping threshold (see
+        :func:`~ccdred.steps.threshold_sweep`), memoised.
+
+        Parameters
+        ----------
+        master : str
+            ``'dark'``, ``'flat'`` or a product name, as for :meth:`pixel_stack`.
+        thresholds : sequence of float, optional
+            20 values from 1 to 5 by default.
+
+        Returns
+        -------
+        dict
+            Equal-length arrays ``threshold``, ``rejected_fraction``, ``noise``,
+            ``change``, and ``row_step``: the sweep combines every
+            ``row_step``-th row (1 unless the stack holds more than
+            :data:`SWEEP_SAMPLES` samples).
+        """
+        name = self._name(master)
+        plan_master = self._master_of(name)
+        thresholds = tuple(np.linspace(1.0, 5.0, 20) if thresholds is None else thresholds)
+        frames, (rows, cols) = len(plan_master.frames), plan_master.frames[0].shape
+        step = max(1, -(-frames * rows * cols // SWEEP_SAMPLES))
+        key = ("sweep", self._key(name), thresholds, step)
+        return MASTERS.get(key, lambda: threshold_sweep(
+            plan_master, self.step_options(), self._stack(plan_master), self._statistics(name),
+            self._images(plan_master), thresholds, slice(None, None, step)) | {"row_step": step})
+
+    def _name(self, master) -> str:
+        """A product name from 'dark' (the selected calibration master), 'flat' (the selected
+        filter's master flat), or a product name."""
+        return {"dark": self.calibration, "flat": self._flat_name()}.get(master, master) \
+            if master in ("dark", "flat") else master
+
+    def _flat_name(self, filter_name=None) -> str:
         filter_name = self.filter if filter_name is None else filter_name
         flats = self._require_plan().flats
         if filter_name not in flats:
             raise InputError(self.plan.problems or [InputProblem(
                 None, f"no master flat for filter {filter_name!r}")])
-        return self.master(flats[filter_name].name)
+        return flats[filter_name].name
+
+    def master_flat(self, filter_name=None) -> MasterFlat:
+        """Master flat of a filter (the selected one by default)."""
+        return self.master(self._flat_name(filter_name))
 
     def flat_medians(self, filter_name=None) -> np.ndarray:
         """Medians of the flats of a filter less their dark terms, as the limits see them."""
-        filter_name = self.filter if filter_name is None else filter_name
-        return self._statistics(self._require_plan().flats[filter_name].name)
+        return np.asarray(self._statistics(self._flat_name(filter_name)), dtype=np.float64)
 
     def flat_stack(self, filter_name=None) -> tuple[np.ndarray, np.ndarray]:
         """Flats of a filter less their dark terms (a new float64 stack), and their medians.

@@ -13,25 +13,29 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .calibrate import (ClipOptions, DarkCurrentCombiner, FlatCombiner, FlatLimits, MasterFlat,
                         StackCombiner)
-from .combine import CombineResult
+from .combine import MAD_TO_SIGMA, CombineResult, frame_median
 from .errors import BadPixelWarning, RejectedFlatWarning, SingleFlatWarning, SuspectFlatWarning
 from .frames import read_stack, stack_dtype
 from .plan import Master
 
 __all__ = [
+    "PixelStack",
     "StepOptions",
     "combine_block",
     "frame_statistic",
     "make_master",
     "master_row_blocks",
+    "pixel_stack",
     "report_master",
+    "pixel_noise",
     "stack_statistics",
+    "threshold_sweep",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,7 +73,7 @@ class StepOptions:
 
     def provenance(self) -> dict:
         """The options as flat ``name: value`` pairs, for product headers."""
-        return {**asdict(self.clip), "frame_clip": self.frame_clip,
+        return {**self.clip.frame_kwargs(), **self.clip.describe(), "frame_clip": self.frame_clip,
                 "upper_limit": self.limits.upper, "lower_limit": self.limits.lower}
 
 
@@ -194,6 +198,162 @@ def _current_by_exptime(master: Master, options: StepOptions, masters, map_frame
     return options.combiner(master.kind).combine(
         None, [f.exptime for f in master.frames], offsets=offsets,
         read=lambda frames: read_stack([master.frames[i] for i in frames], map_frames=map_frames))
+
+
+@dataclass(frozen=True)
+class PixelStack:
+    """One pixel of a master: its samples across the frames and what the rejection did to them.
+
+    Attributes
+    ----------
+    master : str
+        The master's product name.
+    x, y : int
+        Column and row (0-based, as the images show them).
+    frames : tuple of str
+        File names of the frames combined (flats outside the limits are not).
+    values : numpy.ndarray
+        Each frame's sample as combined: less its offset (bias, dark), scaled
+        (flats: to the first accepted flat's level).
+    premasked : numpy.ndarray
+        Bool per frame: left out before the rejection (not finite, or outside
+        the frame's own clipping bounds when darks are frame-clipped).
+    rejected : numpy.ndarray
+        Bool per frame: not used, the kernel's own decision.
+    iteration : numpy.ndarray
+        Int per frame: the iteration (from 1) that rejected the sample; 0 if
+        used or pre-masked.
+    bounds : tuple of (float, float, float)
+        ``(low, centre, high)`` of each iteration.
+    combined : float
+        The weighted mean of the used samples, in the samples' units.
+    value : float
+        The master's value at the pixel (a master flat's is normalised).
+    """
+
+    master: str
+    x: int
+    y: int
+    frames: tuple
+    values: np.ndarray
+    premasked: np.ndarray
+    rejected: np.ndarray
+    iteration: np.ndarray
+    bounds: tuple
+    combined: float
+    value: float
+
+
+def pixel_stack(master: Master, options: StepOptions, stack, statistics, masters, result,
+                x: int, y: int) -> PixelStack:
+    """The samples of one pixel of a master and the rejection's decisions on them.
+
+    Parameters
+    ----------
+    master : Master
+    options : StepOptions
+    stack : numpy.ndarray
+        The master's frames (whole; only the pixel is read from it).
+    statistics : list
+        The frames' statistics, as the master was made with.
+    masters : mapping of str to numpy.ndarray
+        Images of the masters it needs.
+    result : CombineResult or MasterFlat
+        The master itself (for its value at the pixel).
+    x, y : int
+        Column and row, 0-based.
+    """
+    if master.kind == "dark_current":
+        msg = (f"{master.name} is fitted across exposure times; look at the samples of a "
+               f"bias, a master dark or a master flat")
+        raise ValueError(msg)
+    rows, cols = np.shape(stack)[1:]
+    if not (0 <= x < cols and 0 <= y < rows):
+        msg = f"pixel (x={x}, y={y}) lies outside {master.name} ({cols} x {rows})"
+        raise ValueError(msg)
+    where = (slice(y, y + 1), slice(x, x + 1))
+    pixel = np.asarray(stack)[(slice(None), *where)]
+    decided = combine_block(master, options, pixel, statistics, masters, where)
+    offsets, index = _offsets(master, masters, where)
+    combiner, frames = options.combiner(master.kind), list(master.frames)
+    if master.kind == "flat":
+        accepted = accepted_flats(master, options, statistics)
+        trace = combiner.trace(pixel, statistics, accepted, offsets=offsets, offset_index=index)
+        frames = [frame for frame, ok in zip(frames, accepted, strict=True) if ok]
+    else:
+        trace = combiner.trace(pixel, statistics)
+    rejected = decided.n_rejected_per_frame > 0
+    bounds = [tuple(map(float, step[:, 0, 0])) for step in trace.bounds]
+    return PixelStack(
+        master.name, x, y, tuple(f.path.name for f in frames), trace.values[:, 0, 0],
+        trace.premasked[:, 0, 0], rejected, np.where(rejected, trace.iteration[:, 0, 0], 0),
+        tuple(b for b in bounds if not np.isnan(b).all()), float(decided.data[0, 0]),
+        float(result.data[y, x]))
+
+
+def threshold_sweep(master: Master, options: StepOptions, stack, statistics, masters, thresholds,
+                    rows=None) -> dict:
+    """How a master depends on the sigma-clipping threshold of its combination.
+
+    Each threshold combines the master anew with symmetric sigma clipping
+    (``rejection='sigclip'``, no ``lsigma``/``hsigma``); what the master is
+    made from stays as ``options`` make it (the per-frame clipping of darks,
+    the darks subtracted from flats), so the curve shows the combination's
+    own choice.
+
+    Parameters
+    ----------
+    master, options, stack, statistics, masters
+        As for :func:`pixel_stack`.
+    thresholds : sequence of float
+    rows : slice, optional
+        Only these rows of the master (e.g. every 4th, to be quick).
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        ``threshold``; ``rejected_fraction`` of the samples that entered the
+        rejection (not pre-masked); ``noise``, the master's pixel-to-pixel
+        noise (:func:`pixel_noise`, MAD-based); ``change``, the mean absolute difference
+        from the master ``options`` make. Masters flats are compared
+        normalised.
+    """
+    rows = slice(None) if rows is None else rows
+    block = np.ascontiguousarray(np.asarray(stack)[:, rows])
+
+    def combined(clip):
+        result = combine_block(master, replace(options, clip=clip), block, statistics, masters,
+                               rows)
+        image = result.data / np.nanmean(result.data) if master.kind == "flat" else result.data
+        return image, int(result.n_rejected_per_frame.sum())
+
+    current, _ = combined(options.clip)
+    _, premasked = combined(ClipOptions(threshold=1e300))
+    entered = block.shape[1] * block.shape[2] * _depth(master, options, statistics) - premasked
+    sweep = {"threshold": np.asarray(thresholds, dtype=np.float64)}
+    columns = {"rejected_fraction": [], "noise": [], "change": []}
+    for threshold in sweep["threshold"]:
+        image, rejected = combined(replace(options.clip, rejection="sigclip", threshold=threshold,
+                                           lsigma=None, hsigma=None))
+        columns["rejected_fraction"].append((rejected - premasked) / max(entered, 1))
+        columns["noise"].append(pixel_noise(image))
+        columns["change"].append(float(np.nanmean(np.abs(image - current))))
+    return sweep | {name: np.array(values) for name, values in columns.items()}
+
+
+def _depth(master: Master, options: StepOptions, statistics) -> int:
+    """How many frames a master combines (a master flat: those within the limits)."""
+    if master.kind == "flat":
+        return int(accepted_flats(master, options, statistics).sum())
+    return len(master.frames)
+
+
+def pixel_noise(image) -> float:
+    """The pixel-to-pixel noise of an image: a robust sigma of the differences of neighbouring
+    pixels along rows, over sqrt(2) (gradients and vignetting cancel; NaN ignored)."""
+    differences = np.diff(np.asarray(image, dtype=np.float64), axis=1)
+    median = frame_median(differences)
+    return MAD_TO_SIGMA * frame_median(np.abs(differences - median)) / np.sqrt(2.0)
 
 
 def report_master(master: Master, result, limits: FlatLimits) -> None:
