@@ -23,6 +23,7 @@ from . import plots
 from .errors import InputError
 from .job import ReductionJob
 from .keywords import FRAME_TYPES
+from .combine import REJECTION_OPTIONS
 from .parameters import CalibrationParameters, ClipParameters, KeywordParameters, names
 from .pipeline import Pipeline
 from .prepare import is_prepared, prepare_in_background
@@ -31,10 +32,17 @@ from .serve import app_options, list_nights, resolve_under
 __all__ = ["Dashboard"]
 
 _CLIP_WIDGETS = {
-    "threshold": {"type": pn.widgets.EditableFloatSlider, "fixed_start": 0.1},
+    "threshold": {"type": pn.widgets.EditableFloatSlider, "fixed_start": 0.1,
+                  "css_classes": ["ccdred-threshold"]},
     "upper_limit": pn.widgets.FloatInput,
     "lower_limit": pn.widgets.FloatInput,
+    "lsigma": {"type": pn.widgets.FloatInput, "placeholder": "as threshold"},
+    "hsigma": {"type": pn.widgets.FloatInput, "placeholder": "as threshold"},
 }
+#: Combining parameters shown whatever the rejection method (the per-frame clipping of
+#: darks reads threshold, cenfunc and maxiters too); the others only with their method.
+_ALWAYS_SHOWN = ("rejection", "threshold", "cenfunc", "maxiters", "frame_clip", "upper_limit",
+                 "lower_limit")
 _TABLE_COLUMNS = ["file", "type", "exptime", "filter", "median", "status", "gets"]
 _PREPARING = ("**Preparing ccdred: first run only.** The kernels are being compiled "
               "(about half a minute on a laptop); the views appear by themselves when they are "
@@ -164,17 +172,31 @@ class Dashboard(pn.viewable.Viewer):
 
     def _before_after_view(self, shown):
         name, raw, calibrated = shown
-        return plots.before_after(raw, calibrated, name)
+        layout = plots.before_after(raw, calibrated, name)
+        for element in layout:
+            self._tap_image(element, "flat")
+        return pn.Column(_panes(layout, linked_axes=True),
+                         "Click a pixel to see the samples of the master flat there.",
+                         self._pixel_view(), sizing_mode="stretch_width")
+
+    def _tap_image(self, element, inspect) -> None:
+        """A tap on this image inspects that pixel of the ``inspect`` master."""
+        hv.streams.Tap(source=element).add_subscriber(
+            lambda x=None, y=None: self.inspect(inspect, x, y))
 
     def _masters_view(self, dark, flat):
         """Each master beside its histogram; the two masters do not share axes."""
         def own_axes(layout):
-            return pn.pane.HoloViews(layout, linked_axes=False)
+            return _panes(layout, linked_axes=False)
 
         label = self.pipeline.plan.masters[dark[0]].label
-        return pn.Column(own_axes(plots.master_preview(dark[1].data, f"{label} ({dark[0]})")),
-                         own_axes(plots.master_preview(flat[1].data, f"master flat {flat[0]}",
-                                                       label="relative response")),
+        dark_preview = plots.master_preview(dark[1].data, f"{label} ({dark[0]})")
+        flat_preview = plots.master_preview(flat[1].data, f"master flat {flat[0]}",
+                                            label="relative response")
+        self._tap_image(next(iter(dark_preview)), "dark")
+        self._tap_image(next(iter(flat_preview)), "flat")
+        return pn.Column("Click a pixel of a master to see its samples below.",
+                         own_axes(dark_preview), own_axes(flat_preview), self._pixel_view(),
                          sizing_mode="stretch_width")
 
     def _clip_view(self):
@@ -188,12 +210,75 @@ class Dashboard(pn.viewable.Viewer):
         return pn.Column(
             pn.panel(pn.bind(self._clip_summary, *_dependencies(pipeline.shown_dark,
                                                                 pipeline.shown_flat)), lazy=True),
-            pn.Row(dynamic(plots.dark_clip_map, pipeline.shown_dark, plots.empty_image),
-                   dynamic(plots.flat_clip_map, pipeline.shown_flat, plots.empty_image)),
+            "Click a pixel of a map to see its samples below.",
+            pn.Row(self._tappable(dynamic(plots.dark_clip_map, pipeline.shown_dark,
+                                          plots.empty_image), "dark"),
+                   self._tappable(dynamic(plots.flat_clip_map, pipeline.shown_flat,
+                                          plots.empty_image), "flat")),
+            self._pixel_view(),
             pn.Row(dynamic(lambda shown: plots.dark_rejections(shown, pipeline.frames_of(shown[0])),
                            pipeline.shown_dark, plots.empty_bars),
                    dynamic(lambda shown: plots.flat_rejections(shown, pipeline.flat_frames(shown[0])),
                            pipeline.shown_flat, plots.empty_bars)),
+            sizing_mode="stretch_width")
+
+    def _pixel_view(self):
+        """The inspected pixel's samples, following the parameters and the taps."""
+        plot = hv.DynamicMap(self._reactive(plots.pixel_samples, self.pipeline.shown_pixel,
+                                            error=plots.empty_samples))
+        return pn.Column(pn.panel(self._reactive(plots.pixel_summary, self.pipeline.shown_pixel)),
+                         pn.pane.HoloViews(plot, linked_axes=False))
+
+    def _tappable(self, pane, inspect):
+        """``pane`` (a HoloViews pane) with a tap on its plot that inspects that pixel of the
+        ``inspect`` ('dark' or 'flat') master."""
+        hv.streams.Tap(source=pane.object).add_subscriber(
+            lambda x=None, y=None: self.inspect(inspect, x, y))
+        return pane
+
+    def inspect(self, master: str, x, y) -> None:
+        """Show the samples of pixel (x, y) of the 'dark' or 'flat' master on show."""
+        if x is not None and y is not None:
+            self.pipeline.param.update(inspect=master, pixel_x=max(0, round(x)),
+                                       pixel_y=max(0, round(y)))
+
+    def _explore_view(self):
+        """The threshold sweep of the inspected master (a click sets the threshold), the
+        inspected pixel, and A/B: the masters' change since the parameters were pinned."""
+        def sweep(quantity):
+            plot = hv.DynamicMap(self._reactive(
+                lambda shown: plots.threshold_sweep_plot(shown, quantity),
+                self.pipeline.shown_sweep, error=plots.empty_curve))
+            tap = hv.streams.Tap(source=plot)
+            tap.add_subscriber(lambda x=None, y=None: self.set_threshold(x))
+            return pn.pane.HoloViews(plot, linked_axes=False, sizing_mode="stretch_width")
+
+        pin = pn.widgets.Button(name="Pin the current parameters as A", button_type="primary")
+        pin.on_click(lambda _event: self.pipeline.pin())
+        return pn.Column(
+            "### Threshold sweep\nThe inspected master (*inspect* in the sidebar) combined with "
+            "sigma clipping at thresholds from 1 to 5.75; click a point to set the threshold.",
+            pn.panel(self._reactive(plots.sweep_summary, self.pipeline.shown_sweep)),
+            pn.Row(*(sweep(quantity) for quantity in plots.SWEEP_QUANTITIES),
+                   sizing_mode="stretch_width"),
+            "### The inspected pixel", self._pixel_view(),
+            "### A/B\nPin the parameters as A, change them, and see what changed (B − A).",
+            pin, pn.panel(self._reactive(self._differences_view,
+                                         self.pipeline.shown_differences), lazy=True),
+            sizing_mode="stretch_width")
+
+    def set_threshold(self, x) -> None:
+        """Set the threshold from a click on the sweep (nothing when the click missed)."""
+        if x is not None:
+            self.pipeline.threshold = max(0.1, round(float(x), 2))
+
+    @staticmethod
+    def _differences_view(differences):
+        return pn.Column(
+            pn.pane.Markdown("  \n".join(plots.difference_summary(name, difference)
+                                         for name, difference in differences)),
+            _panes([plots.difference_image(name, difference) for name, difference in differences],
+                   linked_axes=False),
             sizing_mode="stretch_width")
 
     def _reactive(self, build, *methods, error=None):
@@ -241,12 +326,21 @@ class Dashboard(pn.viewable.Viewer):
         reduce_button = pn.widgets.Button(name="Reduce night", button_type="primary",
                                           disabled=self.job.param.running)
         reduce_button.on_click(self._reduce)
+        def combining(parameters):
+            return pn.Param(self.pipeline, parameters=parameters, widgets=_CLIP_WIDGETS,
+                            show_name=False)
+
+        method_options = [name for name in names(ClipParameters) if name not in _ALWAYS_SHOWN]
         return [pn.widgets.Select.from_param(self.param.night, name="Night"), self.folder_input,
                 self._status_view, "### Combining",
-                pn.Param(self.pipeline, parameters=names(ClipParameters), widgets=_CLIP_WIDGETS,
-                         show_name=False),
+                combining(["rejection", "threshold", "cenfunc", "maxiters"]),
+                pn.panel(pn.bind(lambda rejection: combining(
+                    [n for n in REJECTION_OPTIONS[rejection] if n in method_options]),
+                    self.pipeline.param.rejection)),
+                combining(["frame_clip", "upper_limit", "lower_limit"]),
                 "### Show", pn.Param(self.pipeline, parameters=["calibration", "filter",
-                                                                "object_frame"], show_name=False),
+                                                                "object_frame", "inspect"],
+                                     show_name=False),
                 card("Calibration", names(CalibrationParameters)),
                 card("Header keywords", names(KeywordParameters)),
                 reduce_button]
@@ -265,6 +359,7 @@ class Dashboard(pn.viewable.Viewer):
             ("Masters", pn.panel(self._reactive(self._masters_view, pipeline.shown_dark,
                                            pipeline.shown_flat), lazy=True,
                                  loading_indicator=True)),
+            ("Explore", self._explore_view()),
             dynamic=True, sizing_mode="stretch_width")
 
     def __panel__(self):
@@ -297,3 +392,9 @@ def _dependencies(*methods) -> list:
         for info in owner.param.method_dependencies(method.__name__):
             dependencies.append(info.inst.param[info.name])
     return list(dict.fromkeys(dependencies))
+
+
+def _panes(elements, linked_axes: bool) -> pn.Row:
+    """Plots side by side, one pane each: a HoloViews layout (a Bokeh grid) beside other plots
+    in a tab that is not the first one renders empty (Panel 1.9, Bokeh 3.9)."""
+    return pn.Row(*(pn.pane.HoloViews(element, linked_axes=linked_axes) for element in elements))

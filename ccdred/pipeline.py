@@ -34,7 +34,7 @@ from .frames import Catalogue, Frame, read_stack, scan
 from .parameters import (CalibrationParameters, ClipParameters, KeywordParameters,
                          ReductionParameters, names)
 from .plan import Master, NightPlan, build_plan
-from .steps import PixelStack, make_master, pixel_stack, stack_statistics, threshold_sweep
+from .steps import PixelStack, StepOptions, make_master, pixel_stack, stack_statistics, threshold_sweep
 
 __all__ = ["MASTERS", "RAW_FRAMES", "SWEEP_SAMPLES", "Pipeline", "raw_median", "read_raw", "read_raw_stack"]
 
@@ -140,6 +140,16 @@ class Pipeline(ReductionParameters):
                             doc="filter of the master flat to show")
     object_frame = param.Selector(default=None, objects=[], allow_None=True, check_on_set=True,
                                   doc="object frame to calibrate and show")
+    inspect = param.Selector(default="flat", objects=["flat", "dark"],
+                             doc="master whose pixel is inspected: the master flat on show, or "
+                                 "the calibration master on show")
+    pixel_x = param.Integer(default=None, allow_None=True, bounds=(0, None),
+                            doc="column of the inspected pixel; unset: the pixel with the most "
+                                "rejected samples")
+    pixel_y = param.Integer(default=None, allow_None=True, bounds=(0, None),
+                            doc="row of the inspected pixel; unset: as pixel_x")
+    pinned = param.ClassSelector(class_=StepOptions, default=None, allow_None=True, precedence=-1,
+                                 doc="the combining parameters pinned as 'A' (see pin)")
     catalogue = param.ClassSelector(class_=Catalogue, default=None, allow_None=True,
                                     precedence=-1, doc="the scanned night (output)")
     plan = param.ClassSelector(class_=NightPlan, default=None, allow_None=True, precedence=-1,
@@ -182,16 +192,16 @@ class Pipeline(ReductionParameters):
             raise InputError(problems)
         return plan.masters[name]
 
-    def _key(self, name) -> tuple:
+    def _key(self, name, options: StepOptions) -> tuple:
         """What decides a master: its kind, files, combiner, and the keys of its needs."""
         master = self._master_of(name)
-        combiner = self.step_options().combiner(master.kind)
-        needs = tuple(self._key(need) for need in master.needs)
+        combiner = options.combiner(master.kind)
+        needs = tuple(self._key(need, options) for need in master.needs)
         if master.kind != "flat":
             return (f"master_{master.kind}", self._files(master), combiner, needs)
         # The limits matter only through which flats they accept: a slider move that
         # accepts the same flats finds the master already made.
-        accepted = combiner.limits.accepts(self._statistics(name))
+        accepted = combiner.limits.accepts(self._statistics(name, options))
         return ("master_flat", self._files(master), master.terms, needs, combiner.clip,
                 tuple(accepted.tolist()))
 
@@ -199,32 +209,36 @@ class Pipeline(ReductionParameters):
     def _files(master: Master) -> tuple:
         return tuple(_file_key(f) for f in master.frames)
 
-    def _images(self, master: Master) -> dict:
-        return {need: self.master(need).data for need in master.needs}
+    def _images(self, master: Master, options: StepOptions) -> dict:
+        return {need: self.master(need, options).data for need in master.needs}
 
     def _stack(self, master: Master) -> np.ndarray:
         """A master's raw frames as one stack, read once per process (read-only)."""
         return read_raw_stack(master.frames)
 
-    def _statistics(self, name) -> np.ndarray | list:
+    def _statistics(self, name, options: StepOptions) -> np.ndarray | list:
         """A master's per-frame statistics, memoised: a master flat's medians (flats less their
         dark terms), a frame-clipped dark's clipping bounds of each frame."""
         master = self._master_of(name)
-        combiner = self.step_options().combiner(master.kind)
-        decided_by = ((master.terms, tuple(self._key(need) for need in master.needs))
+        combiner = options.combiner(master.kind)
+        decided_by = ((master.terms, tuple(self._key(need, options) for need in master.needs))
                       if master.kind == "flat" else (tuple(combiner.clip.frame_kwargs().items()),
                                                      getattr(combiner, "frame_clip", False)))
         key = ("statistics", master.kind, self._files(master), *decided_by)
         return MASTERS.get(key, lambda: stack_statistics(
-            master, self.step_options(), self._stack(master), self._images(master),
-            _FRAME_POOL.map))
+            master, options, self._stack(master), self._images(master, options), _FRAME_POOL.map))
 
-    def master(self, name) -> CombineResult | MasterFlat:
-        """A master of the plan, by product name (e.g. ``'bias.fits'``, ``'flat_V.fits'``)."""
-        master, key = self._master_of(name), self._key(name)
+    def master(self, name, options: StepOptions | None = None) -> CombineResult | MasterFlat:
+        """A master of the plan, by product name (e.g. ``'bias.fits'``, ``'flat_V.fits'``).
+
+        ``options`` (:class:`~ccdred.steps.StepOptions`) make it otherwise than the
+        current parameters do, e.g. the parameters pinned for an A/B comparison.
+        """
+        options = self.step_options() if options is None else options
+        master, key = self._master_of(name), self._key(name, options)
         return MASTERS.get(key, lambda: make_master(
-            master, self.step_options(), self._images(master), map_frames=_FRAME_POOL.map,
-            stack=self._stack(master), statistics=self._statistics(name)))
+            master, options, self._images(master, options), map_frames=_FRAME_POOL.map,
+            stack=self._stack(master), statistics=self._statistics(name, options)))
 
     def pixel_stack(self, master, x: int, y: int) -> PixelStack:
         """One pixel's samples across a master's frames, and why each was used or rejected.
@@ -242,11 +256,14 @@ class Pipeline(ReductionParameters):
         PixelStack
             The kernel's decisions for that pixel, with each iteration's bounds.
         """
-        name = self._name(master)
+        name, options = self._name(master), self.step_options()
         plan_master = self._master_of(name)
-        return pixel_stack(plan_master, self.step_options(), self._stack(plan_master),
-                           self._statistics(name), self._images(plan_master), self.master(name),
-                           int(x), int(y))
+        try:
+            return pixel_stack(plan_master, options, self._stack(plan_master),
+                               self._statistics(name, options), self._images(plan_master, options),
+                               self.master(name, options), int(x), int(y))
+        except ValueError as err:
+            raise InputError([InputProblem(None, str(err))]) from err
 
     def master_dark(self, exptime=None) -> CombineResult:
         """Master dark of an exposure time; the selected calibration master by default."""
@@ -266,7 +283,8 @@ class Pipeline(ReductionParameters):
         master : str
             ``'dark'``, ``'flat'`` or a product name, as for :meth:`pixel_stack`.
         thresholds : sequence of float, optional
-            20 values from 1 to 5 by default.
+            1 to 5.75 in steps of 0.25 by default (below 1 sigma, clipping a few samples
+            degenerates), and the current threshold.
 
         Returns
         -------
@@ -276,15 +294,18 @@ class Pipeline(ReductionParameters):
             ``row_step``-th row (1 unless the stack holds more than
             :data:`SWEEP_SAMPLES` samples).
         """
-        name = self._name(master)
+        name, options = self._name(master), self.step_options()
         plan_master = self._master_of(name)
-        thresholds = tuple(np.linspace(1.0, 5.0, 20) if thresholds is None else thresholds)
+        if thresholds is None:
+            thresholds = sorted({*(1.0 + 0.25 * np.arange(20)).tolist(), self.threshold})
+        thresholds = tuple(thresholds)
         frames, (rows, cols) = len(plan_master.frames), plan_master.frames[0].shape
         step = max(1, -(-frames * rows * cols // SWEEP_SAMPLES))
-        key = ("sweep", self._key(name), thresholds, step)
+        key = ("sweep", self._key(name, options), thresholds, step)
         return MASTERS.get(key, lambda: threshold_sweep(
-            plan_master, self.step_options(), self._stack(plan_master), self._statistics(name),
-            self._images(plan_master), thresholds, slice(None, None, step)) | {"row_step": step})
+            plan_master, options, self._stack(plan_master), self._statistics(name, options),
+            self._images(plan_master, options), thresholds, slice(None, None, step))
+            | {"row_step": step})
 
     def _name(self, master) -> str:
         """A product name from 'dark' (the selected calibration master), 'flat' (the selected
@@ -306,7 +327,8 @@ class Pipeline(ReductionParameters):
 
     def flat_medians(self, filter_name=None) -> np.ndarray:
         """Medians of the flats of a filter less their dark terms, as the limits see them."""
-        return np.asarray(self._statistics(self._flat_name(filter_name)), dtype=np.float64)
+        return np.asarray(self._statistics(self._flat_name(filter_name), self.step_options()),
+                          dtype=np.float64)
 
     def flat_stack(self, filter_name=None) -> tuple[np.ndarray, np.ndarray]:
         """Flats of a filter less their dark terms (a new float64 stack), and their medians.
@@ -316,7 +338,7 @@ class Pipeline(ReductionParameters):
         """
         filter_name = self.filter if filter_name is None else filter_name
         master = self._master_of(self._require_plan().flats[filter_name].name)
-        images = self._images(master)
+        images = self._images(master, self.step_options())
         stack = np.array(self._stack(master), dtype=np.float64)
         for flat, term in zip(stack, master.terms, strict=True):
             flat -= term.image(images)
@@ -351,7 +373,40 @@ class Pipeline(ReductionParameters):
         MASTERS.computed["calibrate"] += 1
         return calibrate_frame(read_raw(step.frame), step.term.image(images), images[step.flat])
 
+    def pin(self) -> None:
+        """Pin the current combining parameters as 'A', to compare masters made otherwise with."""
+        self.pinned = self.step_options()
+
+    def difference(self, master) -> np.ndarray:
+        """The master made with the current parameters less the one made with the pinned ones
+        (B - A); master flats normalised, as they are."""
+        if self.pinned is None:
+            raise InputError([InputProblem(None, "nothing pinned yet: pin the parameters as A")])
+        name = self._name(master)
+        return self.master(name).data - self.master(name, self.pinned).data
+
     # -- what the views show, with their dependencies -----------------------------------
+
+    @param.depends(*_COMBINE, "calibration", "filter", "inspect", "pixel_x", "pixel_y")
+    def shown_pixel(self) -> PixelStack:
+        """The inspected pixel's samples; the pixel with most rejected samples when none is set."""
+        x, y = self.pixel_x, self.pixel_y
+        if x is None or y is None:
+            rejected = self.master(self._name(self.inspect))
+            rejected = getattr(rejected, "combine", rejected).n_rejected
+            y, x = np.unravel_index(np.argmax(rejected), rejected.shape)
+        return self.pixel_stack(self.inspect, x, y)
+
+    @param.depends(*_COMBINE, "calibration", "filter", "inspect")
+    def shown_sweep(self) -> tuple[str, dict, float]:
+        """The inspected master's name, its threshold sweep, and the current threshold."""
+        return self._name(self.inspect), self.threshold_sweep(self.inspect), self.threshold
+
+    @param.depends(*_COMBINE, "calibration", "filter", "pinned")
+    def shown_differences(self) -> list[tuple[str, np.ndarray]]:
+        """(name, B - A) of the calibration master and the master flat on show."""
+        return [(self._name(master), self.difference(master)) for master in ("dark", "flat")]
+
 
     @param.depends(*_COMBINE, "calibration")
     def shown_dark(self) -> tuple[str, CombineResult]:
@@ -377,7 +432,7 @@ class Pipeline(ReductionParameters):
         gets.update({path: term.describe() for path, term in plan.flat_terms.items()})
         flat_levels = {}
         for master in plan.of_kind("flat"):
-            medians = self._statistics(master.name)
+            medians = self._statistics(master.name, self.step_options())
             flat_levels.update(zip(master.frames, zip(medians, limits.statuses(medians)),
                                    strict=True))
         for frame in plan.catalogue.frames:

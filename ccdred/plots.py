@@ -25,6 +25,8 @@ __all__ = [
     "flat_summary", "summary_line",
     "empty_image", "empty_bars",
     "zscale_limits",
+    "pixel_samples", "threshold_sweep_plot", "difference_image", "difference_summary",
+    "empty_curve", "empty_samples", "SWEEP_QUANTITIES", "pixel_summary", "sweep_summary",
 ]
 
 _IMAGE_OPTS = {"cmap": "gray", "colorbar": True, "tools": ["hover"], "data_aspect": 1,
@@ -223,3 +225,144 @@ def master_preview(data, title: str, *, label="ADU"):
     histogram = hv.Histogram((edges, counts), kdims=[label], vdims=["pixels"]).opts(
         title=f"{title}: histogram", width=380, height=300, tools=["hover"])
     return image(data, title, label=label) + histogram
+
+
+# -- exploring the rejection ---------------------------------------------------------------
+
+
+def pixel_samples(pixel):
+    """One pixel's samples across the frames (a :class:`~ccdred.steps.PixelStack`): used ones,
+    rejected ones coloured by the iteration that rejected them, pre-masked ones; each
+    iteration's bounds and centre, the last drawn strongest; the combined value."""
+    n = len(pixel.frames)
+    rows = [{"frame": i, "value": float(v), "file": name, "iteration": int(it),
+             "status": _sample_status(masked, rejected, it)}
+            for i, (v, name, masked, rejected, it) in enumerate(zip(
+                pixel.values, pixel.frames, pixel.premasked, pixel.rejected, pixel.iteration,
+                strict=True))]
+    vdims = ["file", "status", "iteration"]
+    span = (-0.5, max(n, 1) - 0.5)
+    overlay = hv.Overlay([_bound_lines(pixel.bounds, span)])
+    for status, style in _SAMPLE_STYLES.items():
+        chosen = [row for row in rows if row["status"].startswith(status)]
+        overlay *= hv.Scatter(chosen, "frame", ["value", *vdims], label=status).opts(
+            tools=["hover"], **style)
+    overlay *= hv.Curve([(span[0], pixel.combined), (span[1], pixel.combined)], "frame", "value",
+                        label="combined").opts(color="#1b9e77", line_width=2)
+    used = int(np.count_nonzero(~pixel.rejected))
+    return overlay.opts(
+        title=f"{pixel.master} pixel (x={pixel.x}, y={pixel.y}): {used} of {n} samples used, "
+              f"combined {pixel.combined:.6g}", width=900, height=380,
+        xticks=list(enumerate(pixel.frames)) or [(0, "")], xrotation=60, xlim=span,
+        ylabel="sample as combined", legend_position="right", framewise=True)
+
+
+def pixel_summary(pixel) -> str:
+    """Markdown: the inspected pixel in words (which samples were rejected, and when)."""
+    used = int(np.count_nonzero(~pixel.rejected))
+    lines = [f"**{pixel.master} pixel (x={pixel.x}, y={pixel.y})**: {used} of "
+             f"{len(pixel.frames)} samples used, combined {pixel.combined:.6g}"
+             f"{'' if np.isfinite(pixel.combined) else ' (none left: the master takes its mean)'}"]
+    for name, value, status in zip(pixel.frames, pixel.values, (
+            _sample_status(m, r, i) for m, r, i in zip(pixel.premasked, pixel.rejected,
+                                                        pixel.iteration, strict=True)),
+            strict=True):
+        if status != "used":
+            lines.append(f"- {name}: {value:.6g}, {status}")
+    return "\n".join(lines)
+
+
+def sweep_summary(shown) -> str:
+    """Markdown: the sweep at the threshold nearest the current one (the current one, as
+    :meth:`~ccdred.pipeline.Pipeline.threshold_sweep` sweeps by default)."""
+    name, sweep, threshold = shown
+    nearest = int(np.argmin(np.abs(np.asarray(sweep["threshold"]) - threshold)))
+    return (f"**{name}**: at threshold {sweep['threshold'][nearest]:.3g}, "
+            f"{100 * sweep['rejected_fraction'][nearest]:.2f} % of the samples rejected, pixel "
+            f"noise {sweep['noise'][nearest]:.4g}")
+
+
+_SAMPLE_STYLES = {
+    "used": {"color": "#1f78b4", "size": 10, "marker": "circle"},
+    "rejected": {"color": "#e31a1c", "size": 14, "marker": "x", "line_width": 3},
+    "pre-masked": {"color": "#999999", "size": 12, "marker": "triangle"},
+}
+
+
+def empty_samples(_message: str = ""):
+    """A blank samples plot, for a pixel that cannot be shown."""
+    return hv.Scatter([], "frame", "value").opts(title=NOTHING_TO_SHOW, width=900, height=380)
+
+
+def _sample_status(premasked, rejected, iteration) -> str:
+    if premasked:
+        return "pre-masked (not finite, or clipped in its own frame)"
+    if rejected:
+        return f"rejected in iteration {iteration}"
+    return "used"
+
+
+def _bound_lines(bounds, span):
+    """Each iteration's low and high bounds, darker as the iterations go, and the last
+    iteration's centre (dotted)."""
+    segments = []
+    for i, (low, _centre, high) in enumerate(bounds, start=1):
+        segments += [(span[0], low, span[1], low, i, "low bound"),
+                     (span[0], high, span[1], high, i, "high bound")]
+    if bounds:
+        centre = bounds[-1][1]
+        segments.append((span[0], centre, span[1], centre, len(bounds), "centre"))
+    kdims = ["frame", "value", "frame_end", "value_end"]
+    return hv.Segments(segments, kdims, ["iteration", "line"], label="bounds by iteration").opts(
+        color="iteration", cmap="Oranges", clim=(0, max(len(bounds), 1)), line_width=2,
+        line_dash="dashed", tools=["hover"], colorbar=False)
+
+
+#: What a threshold sweep plot can show: (axis label, title, colour).
+SWEEP_QUANTITIES = {
+    "rejected_fraction": ("rejected (%)", "rejected samples", "#d95f02"),
+    "noise": ("pixel noise", "pixel-to-pixel noise", "#7570b3"),
+    "change": ("mean |Δ|", "change from the master on show", "#1b9e77"),
+}
+
+
+def threshold_sweep_plot(shown, quantity: str = "rejected_fraction"):
+    """One quantity of a threshold sweep against the threshold, the current threshold marked.
+
+    ``shown`` is (master name, sweep, current threshold), as
+    :meth:`~ccdred.pipeline.Pipeline.shown_sweep` gives it.
+    """
+    name, sweep, threshold = shown
+    label, title, color = SWEEP_QUANTITIES[quantity]
+    values = np.asarray(sweep[quantity]) * (100 if quantity == "rejected_fraction" else 1)
+    step = int(sweep.get("row_step", 1))
+    rows_note = f", every {step}th row" if step > 1 else ""
+    curve = hv.Curve((sweep["threshold"], values), "threshold", label).opts(
+        color=color, line_width=2)
+    points = hv.Scatter(curve).opts(color=color, size=7, tools=["hover", "tap"])
+    return (curve * points * hv.VLine(threshold).opts(color="black", line_dash="dashed")).opts(
+        title=(f"{name}: " if quantity == "rejected_fraction" else "") + title + rows_note,
+        responsive=True, height=230,
+        xlabel="threshold (σ)", framewise=True)
+
+
+def empty_curve(_message: str = ""):
+    """A blank curve, for a master that cannot be made."""
+    return hv.Curve([], "threshold", "value").opts(title=NOTHING_TO_SHOW, responsive=True,
+                                                   height=230)
+
+
+def difference_image(name: str, difference):
+    """B - A of a master, on a diverging scale centred on zero."""
+    finite = np.asarray(difference)[np.isfinite(difference)]
+    extent = float(np.max(np.abs(finite))) if finite.size else 0.0
+    return image(difference, f"{name}: B − A", clim=(-extent or -1e-12, extent or 1e-12),
+                 cmap="RdBu_r", label="B − A")
+
+
+def difference_summary(name: str, difference) -> str:
+    """Markdown: how much a master changed between A and B."""
+    difference = np.asarray(difference, dtype=np.float64)
+    changed = np.count_nonzero(difference)
+    return (f"**{name}**: {changed:,} of {difference.size:,} pixels changed; "
+            f"mean {np.nanmean(difference):.4g}, max |B − A| {np.nanmax(np.abs(difference)):.4g}")

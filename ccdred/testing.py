@@ -64,9 +64,14 @@ def serve_app(app_args=(), *, env=None, log=subprocess.DEVNULL, timeout=90.0,
     return process, url
 
 
+def sidebar_field(page, label: str):
+    """The text field of the sidebar widget labelled ``label`` (e.g. 'Upper limit')."""
+    return page.locator(".bk-input-group", has_text=label).locator("input").first
+
+
 def threshold_field(page):
-    """The sidebar's threshold field (the page's second input, after the folder field)."""
-    return page.locator("input").nth(1)
+    """The sidebar's threshold field."""
+    return page.locator(".ccdred-threshold input").first
 
 
 def set_threshold(page, value: float) -> None:

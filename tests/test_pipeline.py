@@ -35,7 +35,7 @@ def test_upper_limit_recombines_flats_not_darks(pipeline):
     after, reads_after = counts()
     assert after["master_flat"] == before["master_flat"] + 1
     assert after["master_dark"] == before["master_dark"]
-    assert after["flat_medians"] == before["flat_medians"]
+    assert after["statistics"] == before["statistics"]
     assert reads_after == reads
 
 

@@ -1,0 +1,183 @@
+"""Exploring the rejection from Python: a pixel's stack, the threshold sweep, A/B masters.
+
+The pixel's samples are read here from the FITS files with astropy and its
+decisions are held to ``astropy.stats.sigma_clip`` (and to plain loops for
+minmax and pclip), and to the master itself.
+"""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.stats import sigma_clip
+
+from ccdred import plots
+from ccdred.combine import outside_bounds
+from ccdred.errors import InputError
+from ccdred.pipeline import MASTERS, Pipeline
+
+METHODS = [
+    {},
+    {"threshold": 1.5, "cenfunc": "mean"},
+    {"lsigma": 1.5, "hsigma": 3.0, "stdfunc": "mad_std"},
+    {"rejection": "minmax", "nlow": 1, "nhigh": 2},
+    {"rejection": "pclip", "plow": 20.0, "phigh": 80.0},
+]
+
+
+@pytest.fixture
+def pipeline(night_files):
+    MASTERS.clear()
+    return Pipeline(night=str(night_files[0].parent))
+
+
+def raw_samples(frames, x, y):
+    return np.array([fits.getdata(frame.path)[y, x] for frame in frames], dtype=np.float64)
+
+
+def expected_rejection(values, options) -> tuple[np.ndarray, tuple | None]:
+    """The oracle's mask of ``values`` (all usable) and, for sigma clipping, its final bounds."""
+    if options.rejection == "sigclip":
+        clipped, low, high = sigma_clip(
+            values, sigma_lower=options.sigma_lower, sigma_upper=options.sigma_upper,
+            cenfunc=options.cenfunc, stdfunc=options.stdfunc, maxiters=options.maxiters,
+            masked=True, return_bounds=True)
+        return np.ma.getmaskarray(clipped), (low, high)
+    if options.rejection == "minmax":
+        order = np.argsort(values, kind="stable")
+        mask = np.ones(values.size, dtype=bool)
+        mask[order[options.nlow:values.size - options.nhigh]] = False
+        return mask, None
+    low, high = np.percentile(values, [options.plow, options.phigh])
+    return (values < low) | (values > high), None
+
+
+def pixels_with_rejections(result, n=3):
+    """A few pixels where the combination rejected something (the interesting ones)."""
+    rows, cols = np.nonzero(result.n_rejected > 0)
+    return list(zip(cols[:n].tolist(), rows[:n].tolist(), strict=True))
+
+
+@pytest.mark.parametrize("options", METHODS)
+@pytest.mark.parametrize("frame_clip", [True, False])
+def test_dark_pixel_stack_agrees_with_astropy_and_the_master(pipeline, options, frame_clip):
+    pipeline.param.update(frame_clip=frame_clip, **options)
+    clip = pipeline.step_options().clip
+    master = pipeline.master_dark()
+    for x, y in [*pixels_with_rejections(master), (0, 0)]:
+        pixel = pipeline.pixel_stack("dark", x, y)
+        frames = pipeline.frames_of(pipeline.calibration)
+        values = raw_samples(frames, x, y)
+        np.testing.assert_array_equal(pixel.values, values)
+        premasked = np.zeros(values.size, dtype=bool)
+        if frame_clip:  # each dark's own clipping bounds, from the whole frame
+            for i, frame in enumerate(frames):
+                data = fits.getdata(frame.path)
+                bounds = sigma_clip(data, sigma=clip.threshold, cenfunc=clip.cenfunc,
+                                    maxiters=clip.maxiters, return_bounds=True)[1:]
+                premasked[i] = outside_bounds(data[y, x], bounds)
+        np.testing.assert_array_equal(pixel.premasked, premasked)
+        mask, bounds = expected_rejection(values[~premasked], clip)
+        expected = premasked.copy()
+        expected[~premasked] = mask
+        np.testing.assert_array_equal(pixel.rejected, expected)
+        if bounds is not None and (~premasked).any():
+            np.testing.assert_allclose(pixel.bounds[-1][::2], bounds, rtol=1e-12)
+        assert pixel.value == master.data[y, x]
+        if not pixel.rejected.all():
+            np.testing.assert_allclose(pixel.combined, values[~pixel.rejected].mean(),
+                                       rtol=1e-12)
+            assert pixel.combined == master.data[y, x]
+
+
+@pytest.mark.parametrize("options", METHODS)
+def test_flat_pixel_stack_agrees_with_astropy_and_the_master(pipeline, options):
+    pipeline.param.update(**options)
+    clip = pipeline.step_options().clip
+    flat = pipeline.master_flat()
+    used = [f for f, ok in zip(pipeline.flat_frames(), flat.accepted, strict=True) if ok]
+    medians = flat.medians[flat.accepted]
+    dark = pipeline.master_dark(used[0].exptime).data
+    for x, y in pixels_with_rejections(flat.combine):
+        pixel = pipeline.pixel_stack("flat", x, y)
+        assert pixel.frames == tuple(f.path.name for f in used)
+        values = (raw_samples(used, x, y) - dark[y, x]) * (medians[0] / medians)
+        np.testing.assert_allclose(pixel.values, values, rtol=1e-12)
+        mask, bounds = expected_rejection(pixel.values, clip)
+        np.testing.assert_array_equal(pixel.rejected, mask)
+        if bounds is not None:
+            np.testing.assert_allclose(pixel.bounds[-1][::2], bounds, rtol=1e-12)
+        kept = ~pixel.rejected
+        np.testing.assert_allclose(pixel.combined, np.average(values[kept], weights=medians[kept]),
+                                   rtol=1e-12)
+        assert pixel.combined == flat.combine.data[y, x]
+        assert pixel.value == flat.data[y, x]
+
+
+def test_iterations_say_when_each_sample_went(pipeline):
+    pipeline.threshold = 1.2
+    pixel = pipeline.shown_pixel()
+    clipped = pixel.rejected & ~pixel.premasked
+    assert clipped.any()
+    assert (pixel.iteration[clipped] >= 1).all() and (pixel.iteration[~clipped] == 0).all()
+    for sample, step in zip(pixel.values[clipped], pixel.iteration[clipped], strict=True):
+        low, _, high = pixel.bounds[step - 1]  # outside the bounds of the iteration that took it
+        assert sample < low or sample > high
+
+
+def test_shown_pixel_defaults_to_the_most_rejected_one(pipeline):
+    flat = pipeline.master_flat()
+    pixel = pipeline.shown_pixel()
+    assert int(np.count_nonzero(pixel.rejected)) == flat.combine.n_rejected.max()
+
+
+def test_a_pixel_outside_the_master_is_refused(pipeline):
+    with pytest.raises(InputError, match=r"pixel \(x=64, y=0\) lies outside"):
+        pipeline.pixel_stack("flat", 64, 0)
+
+
+@pytest.mark.parametrize("master", ["dark", "flat"])
+def test_sweep_rejects_less_as_the_threshold_grows(pipeline, master):
+    sweep = pipeline.threshold_sweep(master)
+    assert len(sweep["threshold"]) == len(sweep["rejected_fraction"]) == len(sweep["noise"]) == 20
+    assert np.all(np.diff(sweep["rejected_fraction"]) <= 0)
+    assert sweep["rejected_fraction"][0] > sweep["rejected_fraction"][-1]
+    current = list(sweep["threshold"]).index(pipeline.threshold)
+    assert sweep["change"][current] == 0.0
+
+
+def test_sweep_at_the_current_threshold_is_the_clipping_summary(pipeline):
+    flat = pipeline.master_flat().combine
+    sweep = pipeline.threshold_sweep("flat")
+    at = list(sweep["threshold"]).index(pipeline.threshold)
+    summary = plots.flat_summary((pipeline.filter, pipeline.master_flat()))
+    assert f"({100 * sweep['rejected_fraction'][at]:.2f} %)" in summary
+    assert sweep["rejected_fraction"][at] == flat.n_rejected.sum() / (flat.n_frames * flat.data.size)
+
+
+def test_sweep_of_a_frame_clipped_dark_counts_only_what_entered(pipeline):
+    dark = pipeline.master_dark()
+    frames = pipeline.frames_of(pipeline.calibration)
+    premasked = 0
+    for frame in frames:
+        data = fits.getdata(frame.path)
+        premasked += int(outside_bounds(data, sigma_clip(data, sigma=2.5, maxiters=10,
+                                                         return_bounds=True)[1:]).sum())
+    sweep = pipeline.threshold_sweep("dark")
+    at = list(sweep["threshold"]).index(2.5)
+    expected = (dark.n_rejected.sum() - premasked) / (dark.n_frames * dark.data.size - premasked)
+    assert sweep["rejected_fraction"][at] == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_and_b_differ_only_after_a_change(pipeline):
+    pipeline.pin()
+    assert all(not np.any(difference) for _, difference in pipeline.shown_differences())
+    pipeline.rejection = "minmax"
+    dark, flat = pipeline.shown_differences()
+    assert np.any(dark[1]) and np.any(flat[1])
+    a = pipeline.master(flat[0], pipeline.pinned).data
+    np.testing.assert_array_equal(flat[1], pipeline.master_flat().data - a)
+
+
+def test_nothing_pinned_is_said(pipeline):
+    with pytest.raises(InputError, match="nothing pinned yet"):
+        pipeline.shown_differences()
