@@ -47,6 +47,7 @@ def night_specs():
                                       n_objects=4, dark_times=(10.0, 60.0, 120.0)),
         "flats12": NightSpec(shape=SIZE, seed=12, n_bias=0, n_darks=3, n_flats=12, n_objects=1,
                              filters=("R",), object_exptimes=(30.0,), faint_flats=0),
+        "demo2048": NightSpec(shape=SIZE, seed=2021),
         "night534": NightSpec(shape=SIZE, seed=534, n_bias=10, n_darks=20, n_flats=20,
                               n_objects=128, filters=("g", "r", "i"),
                               object_exptimes=(60.0, 30.0, 20.0)),
@@ -95,8 +96,21 @@ def bench_kernel() -> list[dict]:
         stack, sigma=2.5, maxiters=10, cenfunc="median", axis=0, masked=True))))
     difference = float(np.max(np.abs(ours.data - theirs.data.astype(np.float64)) / 1000.0))
     note = f"masks identical: {same_mask}; max relative difference {difference:.1e}"
-    return [_row("kernel 12x2048x2048 float32", "ccdred sigma_clip_combine", fast, None, note),
+    rows = [_row("kernel 12x2048x2048 float32", "ccdred sigma_clip_combine", fast, None, note),
             _row("kernel 12x2048x2048 float32", "astropy sigma_clip + ma.average", slow, None, "")]
+    for label, options in (("lsigma 2, hsigma 3", {"lsigma": 2.0, "hsigma": 3.0}),
+                           ("stdfunc mad_std", {"stdfunc": "mad_std"}),
+                           ("stdfunc mad_std, maxiters 1", {"stdfunc": "mad_std", "maxiters": 1}),
+                           ("sigclip, maxiters 1", {"maxiters": 1}),
+                           ("minmax 1, 1", {"rejection": "minmax"}),
+                           ("pclip 10-90", {"rejection": "pclip"})):
+        result, seconds = _best(lambda options=options: sigma_clip_combine(
+            stack, keep_mask=False, **options))
+        rejected = result.n_rejected_per_frame.sum() / stack.size
+        rows.append(_row("kernel 12x2048x2048 float32", f"ccdred, {label}", seconds, None,
+                         f"{seconds / fast:.2f}x sigclip; {100 * rejected:.1f} % of samples "
+                         f"rejected"))
+    return rows
 
 
 def _best(function, repeats=3):
@@ -273,6 +287,33 @@ def _move(pipeline, name, value):
     return time.perf_counter() - started, master
 
 
+def bench_explore(files) -> list[dict]:
+    """The dashboard's exploration on a 2048x2048 demo night: a tapped pixel's samples, and
+    the threshold sweep, in the process that has the masters already."""
+    from ccdred import plots
+    from ccdred.pipeline import Pipeline
+
+    pipeline = Pipeline(night=str(files[0].parent))
+    task = "explore: 2048x2048 demo night, masters made"
+    rows = []
+    for master in ("dark", "flat"):
+        pipeline.inspect = master
+        pipeline.shown_pixel()  # the master, its stack and statistics: made once
+        taps = []
+        for x, y in ((100, 200), (1024, 1024), (2000, 37), (512, 1800), (1500, 1500)):
+            started = time.perf_counter()
+            pipeline.param.update(pixel_x=x, pixel_y=y)
+            plots.pixel_samples(pipeline.shown_pixel())
+            taps.append(time.perf_counter() - started)
+        rows.append(_spread_row(task, f"tap -> {master} pixel's samples plotted (5 taps)", taps))
+        started = time.perf_counter()
+        sweep = pipeline.threshold_sweep(master)
+        rows.append(_row(task, f"threshold sweep of the {master}", time.perf_counter() - started,
+                         None, f"{len(sweep['threshold'])} thresholds, every "
+                               f"{sweep['row_step']}th row"))
+    return rows
+
+
 def bench_dask(name, files) -> list[dict]:
     """The same night on one machine (threads) and on local Dask clusters of 1 and 2 workers."""
     task = f"{name}: {len(files)} frames, Dask"
@@ -297,7 +338,8 @@ def markdown(rows) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="kernel,dark,night,calibration,interactive,seed,dask",
+    parser.add_argument("--parts",
+                        default="kernel,dark,night,calibration,interactive,seed,dask,explore",
                         help="comma-separated parts to run (default: all)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each tool on night57, interleaved; medians (default 3)")
@@ -317,6 +359,7 @@ def main(argv=None) -> None:
     rows += bench_interactive(make("flats12")) if "interactive" in parts else []
     rows += bench_night("night534", make("night534"), False) if "seed" in parts else []
     rows += bench_dask("night57", night57) if "dask" in parts else []
+    rows += bench_explore(make("demo2048")) if "explore" in parts else []
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"results-{'-'.join(sorted(parts))}.json").write_text(json.dumps(rows, indent=1))
     print(markdown(rows))

@@ -16,6 +16,7 @@ from ._version import __version__
 #: Public name -> the module that defines it.
 _PUBLIC = {
     "CombineResult": "combine", "frame_clip_mask": "combine", "sigma_clip_combine": "combine",
+    "RejectionTrace": "combine", "trace_rejection": "combine",
     "ClipOptions": "calibrate", "FlatLimits": "calibrate", "FlatCombiner": "calibrate",
     "MasterFlat": "calibrate", "StackCombiner": "calibrate", "Section": "calibrate",
     "calibrate_frame": "calibrate", "master_bias": "calibrate", "master_dark": "calibrate",
@@ -25,7 +26,7 @@ _PUBLIC = {
     "Catalogue": "frames", "Frame": "frames", "PreprocessOptions": "frames", "scan": "frames",
     "Keywords": "keywords",
     "NightPlan": "plan", "PlanOptions": "plan", "build_plan": "plan", "plan_night": "plan",
-    "StepOptions": "steps", "make_master": "steps",
+    "StepOptions": "steps", "make_master": "steps", "PixelStack": "steps",
     "ReductionParameters": "parameters",
     "NightResult": "night", "reduce_night": "night",
     "Pipeline": "pipeline",

@@ -1,0 +1,349 @@
+"""For the teaching notebooks: their one-line start, and the exercises' checks.
+
+``teaching.start()`` loads the plotting extensions with their code inline (an
+exported notebook then shows its plots offline) and returns the night to study:
+the demo night, simulated once into the cache folder, or a folder of the
+user's own raw frames. ``teaching.check(name, answer, ...)`` tells a student
+whether an exercise's answer is right, and gives a hint when it is not.
+``teaching.workspace()`` is a temporary folder that the notebook removes at its end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .demo import NightSpec, NightTruth, demo_night, night_truth
+
+__all__ = ["EXERCISES", "Exercise", "Night", "Verdict", "check", "start", "workspace"]
+
+
+@dataclass(frozen=True)
+class Night:
+    """The night a notebook studies.
+
+    Attributes
+    ----------
+    folder : pathlib.Path
+        The raw frames.
+    truth : NightTruth or None
+        What the demo night was simulated from (None for a night of your own).
+    """
+
+    folder: Path
+    truth: NightTruth | None
+
+
+def start(folder=None, *, real: bool = False) -> Night:
+    """Set up a notebook: plots that work offline, and the night to study.
+
+    Parameters
+    ----------
+    folder : path-like, optional
+        A folder of your own raw frames. By default ``CCDRED_NIGHT``, else the
+        demo night (``CCDRED_DEMO_SIZE`` pixels a side, 512 by default),
+        simulated once into ``CCDRED_CACHE`` (``~/.cache/ccdred``).
+    real : bool, optional
+        The demo night as real cameras take it (overscan, drifting bias,
+        biases, darks at two exposure times only).
+    """
+    import holoviews as hv
+    import panel as pn
+
+    hv.extension("bokeh", inline=True)
+    pn.extension(inline=True)
+    folder = folder or os.environ.get("CCDRED_NIGHT")
+    if folder:
+        return Night(Path(folder), None)
+    size = int(os.environ.get("CCDRED_DEMO_SIZE", 512))
+    spec = (NightSpec.real if real else NightSpec)(shape=(size, size))
+    cache = Path(os.environ.get("CCDRED_CACHE", Path.home() / ".cache" / "ccdred"))
+    return Night(demo_night(cache / ("real" if real else ""), spec), night_truth(spec))
+
+
+def workspace() -> tempfile.TemporaryDirectory:
+    """A temporary folder for a notebook's products (``.name``); ``.cleanup()`` removes it,
+    and so does the end of the kernel."""
+    return tempfile.TemporaryDirectory(prefix="ccdred-notebook-")
+
+
+# -- exercises --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """A question with a checkable answer.
+
+    Attributes
+    ----------
+    question : str
+    hint : str
+        Said when the answer is wrong.
+    expected : callable
+        The right answer, from the check's context (the notebook's objects).
+    tolerance : float
+        Numbers within this (absolute) of the right answer are right.
+    """
+
+    question: str
+    hint: str
+    expected: Callable
+    tolerance: float = 0.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What :func:`check` says: right (True), wrong (False) or not answered (None)."""
+
+    name: str
+    correct: bool | None
+    message: str
+
+    def __bool__(self) -> bool:
+        return bool(self.correct)
+
+    def _repr_markdown_(self) -> str:
+        return self.message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def check(name: str, answer, **context) -> Verdict:
+    """Whether ``answer`` to exercise ``name`` is right, with a hint when it is not.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`EXERCISES`.
+    answer
+        The student's answer; None while it is not given.
+    **context
+        The objects the right answer is computed from (named in the exercise).
+
+    Examples
+    --------
+    >>> bool(check("gaussian-2sigma", 0.0455))
+    True
+    >>> print(check("gaussian-2sigma", 0.32))
+    ❌ **gaussian-2sigma: not yet.** Hint: ...
+    """
+    if name not in EXERCISES:
+        msg = f"no exercise named {name!r}; the exercises are {sorted(EXERCISES)}"
+        raise ValueError(msg)
+    exercise = EXERCISES[name]
+    if answer is None:
+        return Verdict(name, None, f"✏️ **{name}**: not answered yet. {exercise.question}")
+    expected = exercise.expected(**context)
+    if _same(answer, expected, exercise.tolerance):
+        return Verdict(name, True, f"✅ **{name}: right** ({_shown(expected)}).")
+    return Verdict(name, False, f"❌ **{name}: not yet.** Hint: {exercise.hint}")
+
+
+def _same(answer, expected, tolerance) -> bool:
+    if isinstance(expected, float | int) and not isinstance(expected, bool):
+        try:
+            return math.isclose(float(answer), expected, rel_tol=0.0, abs_tol=tolerance) \
+                or float(answer) == expected
+        except (TypeError, ValueError):
+            return False
+    if isinstance(expected, str):
+        return str(answer).strip().lower() == expected.lower()
+    return answer == expected
+
+
+def _shown(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else repr(value)
+
+
+def _frame_counts(catalogue) -> dict:
+    return dict(Counter(frame.frame_type for frame in catalogue.frames))
+
+
+def _faint_flat(pipeline) -> str:
+    flats = [row for row in pipeline.frame_levels() if row["type"] == "flat"]
+    return min(flats, key=lambda row: row["median"])["file"]
+
+
+def _samuelson(n_frames) -> float:
+    return float(np.sqrt(n_frames - 1))
+
+
+def _emptied_pixels(darks) -> int:
+    from .calibrate import master_dark
+
+    return int(np.count_nonzero(master_dark(darks, frame_clip=True).n_used == 0))
+
+
+def _flats_used(pipeline, filter_name) -> int:
+    return int(pipeline.master_flat(filter_name).accepted.sum())
+
+
+def _calibrated_pixel(pipeline, x, y) -> float:
+    return float(pipeline.calibrated()[y, x])
+
+
+def _sky_level(pipeline) -> float:
+    return float(np.median(pipeline.calibrated()))
+
+
+def _products(folder) -> int:
+    return len(list(Path(folder).glob("*.fits")))
+
+
+def _bias_drift(biases) -> float:
+    levels = [float(np.median(frame.preprocess.overscan.level(_raw(frame)))) for frame in biases]
+    return levels[-1] - levels[0]
+
+
+def _raw(frame) -> np.ndarray:
+    from . import fitsio
+
+    return fitsio.read_image(frame.path, frame.hdu)
+
+
+def _dark_current(pipeline) -> float:
+    current = next(m for m in pipeline.plan.masters.values() if m.kind == "dark_current")
+    return float(np.median(pipeline.master(current.name).data))
+
+
+def _surviving_threshold(pipeline, master, x, y) -> float:
+    """The lowest threshold (to 0.1) at which the pixel's highest sample is used."""
+    kept = pipeline.threshold
+    try:
+        for threshold in np.round(np.arange(1.0, 8.01, 0.1), 1):
+            pipeline.threshold = float(threshold)
+            pixel = pipeline.pixel_stack(master, x, y)
+            if not pixel.rejected[np.argmax(pixel.values)]:
+                return float(threshold)
+        return math.inf
+    finally:
+        pipeline.threshold = kept
+
+
+def _quietest_method(pipeline) -> str:
+    from .steps import pixel_noise
+
+    kept = pipeline.rejection
+    try:
+        noise = {}
+        for method in ("sigclip", "minmax", "pclip"):
+            pipeline.rejection = method
+            noise[method] = pixel_noise(pipeline.master_dark().data)
+        return min(noise, key=noise.get)
+    finally:
+        pipeline.rejection = kept
+
+
+#: Every exercise of the notebooks, by name.
+EXERCISES = {
+    "frame-counts": Exercise(
+        "How many frames of each type does the night have? Answer a dict, e.g. "
+        "`{'dark': 10, 'flat': 14, 'object': 6}`.",
+        "count `frame.frame_type` over `catalogue.frames` (collections.Counter helps).",
+        lambda catalogue: _frame_counts(catalogue)),
+    "faint-flat": Exercise(
+        "Which flat should not be used, although the course script keeps it? Answer its "
+        "file name.",
+        "look at the flats' medians in `pipeline.frame_levels()`: which one is far below the "
+        "others?",
+        lambda pipeline: _faint_flat(pipeline)),
+    "gaussian-2sigma": Exercise(
+        "What fraction of the samples of a Gaussian lies more than 2 standard deviations "
+        "from its centre? Answer a number between 0 and 1.",
+        "it is 2 x (1 - Φ(2)), where Φ is the normal distribution's CDF; about 1 in 22.",
+        lambda: math.erfc(2 / math.sqrt(2)), tolerance=0.002),
+    "samuelson": Exercise(
+        "With the darks of this exposure time and `cenfunc='mean'`, above which threshold "
+        "can clipping reject nothing at all? (Clipping uses the population standard "
+        "deviation.)",
+        "one sample far out, all the others equal: how many σ is it from the mean? Try it "
+        "for n = 2 first.",
+        lambda n_frames: _samuelson(n_frames), tolerance=0.01),
+    "emptied-pixels": Exercise(
+        "With `frame_clip=True`, in how many pixels of the master dark was every sample "
+        "rejected (so that they took the master's mean)?",
+        "`master_dark(darks, frame_clip=True).n_used` counts the samples used per pixel.",
+        lambda darks: _emptied_pixels(darks)),
+    "lower-limit": Exercise(
+        "Choose a `lower_limit` (ADU) that leaves out the faint flat but keeps every other "
+        "flat within the upper limit.",
+        "it must lie above the faint flat's median and below every other flat's.",
+        lambda medians, upper_limit: _LowerLimit(np.asarray(medians, dtype=float), upper_limit)),
+    "flats-used": Exercise(
+        "How many flats does this filter's master flat combine, with the default limits?",
+        "`pipeline.master_flat(name).accepted` says which flats are used.",
+        lambda pipeline, filter_name: _flats_used(pipeline, filter_name)),
+    "calibrate-by-hand": Exercise(
+        "Calibrate the pixel (x, y) of the raw object frame by hand: what is (raw - dark) / flat "
+        "there?",
+        "use `raw[y, x]` (row first!), the master dark of the frame's exposure time and the "
+        "master flat of its filter.",
+        lambda pipeline, x, y: _calibrated_pixel(pipeline, x, y), tolerance=1e-3),
+    "sky-level": Exercise(
+        "What is the sky level of the calibrated frame (ADU)? The median of the whole frame "
+        "is a good measure: the stars cover few pixels.",
+        "`np.median(calibrated)`.",
+        lambda pipeline: _sky_level(pipeline), tolerance=1.0),
+    "products": Exercise(
+        "How many FITS files did `ccdred reduce` write for this night?",
+        "count `*.fits` in the output folder: masters, `_d` and `_df` files.",
+        lambda folder: _products(folder)),
+    "resume-option": Exercise(
+        "Which option of `ccdred reduce` keeps the intact products of an interrupted run and "
+        "makes only the rest?",
+        "see `ccdred reduce --help`; it is one word.",
+        lambda: "--resume"),
+    "bias-drift": Exercise(
+        "By how many ADU does the overscan level change from the first bias to the last "
+        "(last minus first)?",
+        "the median of each bias's overscan strip (`frame.preprocess.overscan.level(raw)`).",
+        lambda biases: _bias_drift(biases), tolerance=0.5),
+    "dark-current": Exercise(
+        "What is this camera's typical dark current, in ADU per second (the median of the "
+        "dark-current image)?",
+        "the plan has a master of kind `dark_current`; `pipeline.master(name).data` is in ADU/s.",
+        lambda pipeline: _dark_current(pipeline), tolerance=0.002),
+    "surviving-threshold": Exercise(
+        "From which threshold on (to 0.1) is the highest sample of the pixel used?",
+        "raise `pipeline.threshold` step by step and look at `pipeline.pixel_stack(...)"
+        ".rejected` of the highest value.",
+        lambda pipeline, master, x, y: _surviving_threshold(pipeline, master, x, y),
+        tolerance=0.051),
+    "quietest-method": Exercise(
+        "Which rejection method gives the master dark with the least pixel-to-pixel noise: "
+        "sigclip, minmax or pclip?",
+        "set `pipeline.rejection` to each and compare `ccdred.steps.pixel_noise` of "
+        "`pipeline.master_dark().data`.",
+        lambda pipeline: _quietest_method(pipeline)),
+}
+
+
+@dataclass(frozen=True)
+class _LowerLimit:
+    """The right answers to 'lower-limit': any limit that keeps exactly the right flats."""
+
+    medians: np.ndarray
+    upper_limit: float
+
+    def __eq__(self, answer) -> bool:
+        from .calibrate import FlatLimits
+
+        try:
+            limits = FlatLimits(self.upper_limit, float(answer))
+        except (TypeError, ValueError):
+            return False
+        wanted = (self.medians <= self.upper_limit) & (self.medians > self.medians.min())
+        return bool(np.array_equal(limits.accepts(self.medians), wanted))
+
+    def __repr__(self) -> str:
+        faint = self.medians.min()
+        above = self.medians[self.medians > faint].min()
+        return f"between {faint:.0f} and {above:.0f} ADU"
