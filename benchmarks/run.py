@@ -290,6 +290,8 @@ def _move(pipeline, name, value):
 def bench_explore(files) -> list[dict]:
     """The dashboard's exploration on a 2048x2048 demo night: a tapped pixel's samples, and
     the threshold sweep, in the process that has the masters already."""
+    import holoviews.plotting.bokeh  # noqa: F401  (the plots' options need a backend)
+
     from ccdred import plots
     from ccdred.pipeline import Pipeline
 
@@ -309,8 +311,8 @@ def bench_explore(files) -> list[dict]:
         started = time.perf_counter()
         sweep = pipeline.threshold_sweep(master)
         rows.append(_row(task, f"threshold sweep of the {master}", time.perf_counter() - started,
-                         None, f"{len(sweep['threshold'])} thresholds, every "
-                               f"{sweep['row_step']}th row"))
+                         None, f"{len(sweep['threshold'])} thresholds, on 1 row in "
+                               f"{sweep['row_step']}"))
     return rows
 
 

@@ -336,7 +336,7 @@ def threshold_sweep_plot(shown, quantity: str = "rejected_fraction"):
     label, title, color = SWEEP_QUANTITIES[quantity]
     values = np.asarray(sweep[quantity]) * (100 if quantity == "rejected_fraction" else 1)
     step = int(sweep.get("row_step", 1))
-    rows_note = f", every {step}th row" if step > 1 else ""
+    rows_note = f", on 1 row in {step}" if step > 1 else ""
     curve = hv.Curve((sweep["threshold"], values), "threshold", label).opts(
         color=color, line_width=2)
     points = hv.Scatter(curve).opts(color=color, size=7, tools=["hover", "tap"])

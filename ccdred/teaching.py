@@ -261,7 +261,7 @@ EXERCISES = {
         "it is 2 x (1 - Φ(2)), where Φ is the normal distribution's CDF; about 1 in 22.",
         lambda: math.erfc(2 / math.sqrt(2)), tolerance=0.002),
     "samuelson": Exercise(
-        "With the darks of this exposure time and `cenfunc='mean'`, above which threshold "
+        "With the darks of this exposure time and `cenfunc='mean'`, from which threshold on "
         "can clipping reject nothing at all? (Clipping uses the population standard "
         "deviation.)",
         "one sample far out, all the others equal: how many σ is it from the mean? Try it "
