@@ -197,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--real", action="store_true",
                       help="a night as real cameras take it: overscan strip, drifting bias, more "
                            "biases, darks at fewer exposure times than the objects")
+    export = commands.add_parser(
+        "export", help="run a notebook and write it as one HTML file that shows its plots "
+                       "offline (for students)")
+    export.add_argument("notebook", help="the .ipynb file")
+    export.add_argument("-o", "--output", help="the HTML file (default: beside the notebook)")
+    export.add_argument("--solutions", action="store_true",
+                        help="keep the exercises' solutions (left out by default)")
     return parser
 
 
@@ -356,11 +363,24 @@ def _demo(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from .teaching import export_html
+
+    notebook = Path(args.notebook)
+    if not notebook.is_file():
+        print(f"ccdred: error: {notebook}: no such notebook", file=sys.stderr)
+        return 2
+    written = export_html(notebook, args.output, solutions=args.solutions)
+    print(f"ccdred: wrote {written}", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return {"reduce": _reduce, "demo": _demo, "prepare": _prepare_install}[args.command](args)
+        return {"reduce": _reduce, "demo": _demo, "prepare": _prepare_install,
+                "export": _export}[args.command](args)
     except KeyboardInterrupt:
         print("ccdred: interrupted; products written so far are complete", file=sys.stderr)
         return 130

@@ -5,7 +5,8 @@ exported notebook then shows its plots offline) and returns the night to study:
 the demo night, simulated once into the cache folder, or a folder of the
 user's own raw frames. ``teaching.check(name, answer, ...)`` tells a student
 whether an exercise's answer is right, and gives a hint when it is not.
-``teaching.workspace()`` is a temporary folder that the notebook removes at its end.
+``teaching.workspace()`` is a temporary folder that the notebook removes at its end, and
+``teaching.export_html(notebook)`` writes a notebook for students as one offline HTML file.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import numpy as np
 
 from .demo import NightSpec, NightTruth, demo_night, night_truth
 
-__all__ = ["EXERCISES", "Exercise", "Night", "Verdict", "check", "start", "workspace"]
+__all__ = ["EXERCISES", "Exercise", "Night", "Verdict", "check", "export_html", "start",
+           "workspace"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,54 @@ def workspace() -> tempfile.TemporaryDirectory:
     """A temporary folder for a notebook's products (``.name``); ``.cleanup()`` removes it,
     and so does the end of the kernel."""
     return tempfile.TemporaryDirectory(prefix="ccdred-notebook-")
+
+
+#: The lab template without the scripts it would fetch from the network (require.js,
+#: MathJax, mermaid): the plots' own code is inline (see :func:`start`).
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
+def export_html(notebook, html=None, *, execute: bool = True, solutions: bool = False,
+                timeout: int = 600) -> Path:
+    """Run a notebook and write it as one HTML file that shows its plots offline.
+
+    Parameters
+    ----------
+    notebook : path-like
+        The ``.ipynb`` file.
+    html : path-like, optional
+        Where to write; beside the notebook, with ``.html``, by default.
+    execute : bool, optional
+        Run it first (in its own folder), as a student would see it.
+    solutions : bool, optional
+        Keep the exercises' solutions (left out by default: the handout is for students).
+    timeout : int, optional
+        Seconds a cell may take.
+    """
+    import jinja2
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    notebook = Path(notebook)
+    node = nbformat.read(notebook, as_version=4)
+    if execute:
+        NotebookClient(node, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    if not solutions:
+        node.cells = [cell for cell in node.cells
+                      if "solution" not in cell.metadata.get("tags", [])]
+    exporter = HTMLExporter(template_name="lab", template_file="ccdred-offline.html.j2",
+                            extra_loaders=[jinja2.DictLoader(
+                                {"ccdred-offline.html.j2": _OFFLINE_TEMPLATE})])
+    body, _ = exporter.from_notebook_node(node, resources={"metadata": {"name": notebook.stem}})
+    html = notebook.with_suffix(".html") if html is None else Path(html)
+    html.write_text(body, encoding="utf-8")
+    return html
 
 
 # -- exercises --------------------------------------------------------------------------
@@ -133,18 +183,18 @@ def check(name: str, answer, **context) -> Verdict:
     >>> bool(check("gaussian-2sigma", 0.0455))
     True
     >>> print(check("gaussian-2sigma", 0.32))
-    ❌ **gaussian-2sigma: not yet.** Hint: ...
+    ✘ **gaussian-2sigma: not yet.** Hint: ...
     """
     if name not in EXERCISES:
         msg = f"no exercise named {name!r}; the exercises are {sorted(EXERCISES)}"
         raise ValueError(msg)
     exercise = EXERCISES[name]
     if answer is None:
-        return Verdict(name, None, f"✏️ **{name}**: not answered yet. {exercise.question}")
+        return Verdict(name, None, f"✎ **{name}**: not answered yet. {exercise.question}")
     expected = exercise.expected(**context)
     if _same(answer, expected, exercise.tolerance):
-        return Verdict(name, True, f"✅ **{name}: right** ({_shown(expected)}).")
-    return Verdict(name, False, f"❌ **{name}: not yet.** Hint: {exercise.hint}")
+        return Verdict(name, True, f"✔ **{name}: right** ({_shown(expected)}).")
+    return Verdict(name, False, f"✘ **{name}: not yet.** Hint: {exercise.hint}")
 
 
 def _same(answer, expected, tolerance) -> bool:

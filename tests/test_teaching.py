@@ -1,0 +1,127 @@
+"""Each exercise's check accepts the right answer and refuses a wrong one."""
+
+import math
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.stats import sigma_clip
+
+from ccdred import teaching
+from ccdred.demo import NightSpec, make_night
+from ccdred.frames import scan
+from ccdred.pipeline import Pipeline
+from ccdred.teaching import EXERCISES, check
+
+
+@pytest.fixture(scope="module")
+def pipeline(night_files):
+    return Pipeline(night=str(night_files[0].parent))
+
+
+@pytest.fixture(scope="module")
+def real_pipeline(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("real-night")
+    make_night(folder, NightSpec.real(shape=(40, 48), seed=3))
+    return Pipeline(night=str(folder))
+
+
+def flats_of(pipeline):
+    return np.asarray(pipeline.flat_medians(), dtype=float)
+
+
+def cases(pipeline, real_pipeline, tmp_path):
+    """name -> (context, a right answer, a wrong answer), right answers found independently."""
+    catalogue = pipeline.catalogue
+    flats = [(row["file"], row["median"]) for row in pipeline.frame_levels() if row["type"] == "flat"]
+    darks = np.stack([f.read() for f in pipeline.frames_of(pipeline.calibration)])
+    medians = flats_of(pipeline)
+    faint, others = medians.min(), np.sort(medians)[1]
+    calibrated = pipeline.calibrated()
+    (tmp_path / "a.fits").write_bytes(b"")
+    (tmp_path / "b.fits").write_bytes(b"")
+    biases = real_pipeline.catalogue.of_type("bias")
+    overscan = [float(np.median(fits.getdata(b.path)[:, -24:])) for b in biases]
+    current = next(m for m in real_pipeline.plan.masters.values() if m.kind == "dark_current")
+    pixel = pipeline.shown_pixel()
+    return {
+        "frame-counts": ({"catalogue": catalogue},
+                         {kind: sum(f.frame_type == kind for f in catalogue.frames)
+                          for kind in ("bias", "dark", "flat", "object")},
+                         {"dark": 1}),
+        "faint-flat": ({"pipeline": pipeline}, min(flats, key=lambda f: f[1])[0], flats[0][0]),
+        "gaussian-2sigma": ({}, 0.0455, 0.05),
+        "samuelson": ({"n_frames": 5}, 2.0, (5 - 1) / math.sqrt(5)),
+        "emptied-pixels": ({"darks": darks},
+                           int(np.all([sigma_clip(d, sigma=2.5, maxiters=10).mask for d in darks],
+                                      axis=0).sum()), -1),
+        "lower-limit": ({"medians": medians, "upper_limit": 38000.0}, (faint + others) / 2,
+                        faint / 2),
+        "flats-used": ({"pipeline": pipeline, "filter_name": pipeline.filter},
+                       int(pipeline.master_flat().accepted.sum()), len(medians) + 1),
+        "calibrate-by-hand": ({"pipeline": pipeline, "x": 3, "y": 4}, float(calibrated[4, 3]),
+                              float(calibrated[3, 4]) + 1.0),
+        "sky-level": ({"pipeline": pipeline}, float(np.median(calibrated)),
+                      float(np.median(calibrated)) + 5.0),
+        "products": ({"folder": tmp_path}, 2, 3),
+        "resume-option": ({}, "--resume", "--overwrite"),
+        "bias-drift": ({"biases": biases}, overscan[-1] - overscan[0], overscan[0] - overscan[-1]),
+        "dark-current": ({"pipeline": real_pipeline},
+                         float(np.median(real_pipeline.master(current.name).data)), 0.5),
+        "surviving-threshold": ({"pipeline": pipeline, "master": "flat", "x": pixel.x,
+                                 "y": pixel.y}, None, 0.5),
+        "quietest-method": ({"pipeline": pipeline}, None, "no such method"),
+    }
+
+
+def test_every_exercise_is_covered(pipeline, real_pipeline, tmp_path):
+    assert set(cases(pipeline, real_pipeline, tmp_path)) == set(EXERCISES)
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_check_accepts_the_right_answer_and_refuses_a_wrong_one(name, pipeline, real_pipeline,
+                                                                tmp_path):
+    context, right, wrong = cases(pipeline, real_pipeline, tmp_path)[name]
+    if right is None:  # found by search: the check's own answer, confirmed below
+        right = EXERCISES[name].expected(**context)
+    verdict = check(name, right, **context)
+    assert verdict and "right" in verdict.message
+    verdict = check(name, wrong, **context)
+    assert verdict.correct is False and EXERCISES[name].hint in verdict.message
+    unanswered = check(name, None, **context)
+    assert unanswered.correct is None and "not answered yet" in unanswered.message
+
+
+def test_the_surviving_threshold_is_where_the_highest_sample_comes_back(pipeline):
+    pixel = pipeline.shown_pixel()
+    found = EXERCISES["surviving-threshold"].expected(pipeline=pipeline, master="flat",
+                                                     x=pixel.x, y=pixel.y)
+    assert pipeline.threshold == 2.5  # the search leaves the pipeline as it was
+    pipeline.threshold = found
+    assert not pipeline.pixel_stack("flat", pixel.x, pixel.y).rejected[np.argmax(pixel.values)]
+    pipeline.threshold = round(found - 0.1, 1)
+    below = pipeline.pixel_stack("flat", pixel.x, pixel.y)
+    assert below.rejected[np.argmax(below.values)]
+    pipeline.threshold = 2.5
+
+
+def test_the_quietest_method_is_the_quietest(pipeline):
+    from ccdred.steps import pixel_noise
+
+    noise = {}
+    for method in ("sigclip", "minmax", "pclip"):
+        trial = Pipeline(night=pipeline.night, rejection=method)
+        noise[method] = pixel_noise(trial.master_dark().data)
+    assert EXERCISES["quietest-method"].expected(pipeline=pipeline) == min(noise, key=noise.get)
+    assert pipeline.rejection == "sigclip"
+
+
+def test_start_uses_a_given_folder_and_the_demo_otherwise(tmp_path, monkeypatch):
+    monkeypatch.delenv("CCDRED_NIGHT", raising=False)
+    monkeypatch.setenv("CCDRED_CACHE", str(tmp_path))
+    monkeypatch.setenv("CCDRED_DEMO_SIZE", "32")
+    demo = teaching.start()
+    assert demo.folder.parent == tmp_path and demo.truth is not None
+    assert len(scan([demo.folder]).frames) > 10
+    own = teaching.start(tmp_path / "mine")
+    assert own.folder == tmp_path / "mine" and own.truth is None
