@@ -226,7 +226,8 @@ class Dashboard(pn.viewable.Viewer):
         """The inspected pixel's samples, following the parameters and the taps."""
         plot = hv.DynamicMap(self._reactive(plots.pixel_samples, self.pipeline.shown_pixel,
                                             error=plots.empty_samples))
-        return pn.Column(pn.panel(self._reactive(plots.pixel_summary, self.pipeline.shown_pixel)),
+        return pn.Column(pn.panel(self._reactive(plots.pixel_summary, self.pipeline.shown_pixel,
+                                                 error=_said_elsewhere)),
                          pn.pane.HoloViews(plot, linked_axes=False))
 
     def _tappable(self, pane, inspect):
@@ -246,11 +247,15 @@ class Dashboard(pn.viewable.Viewer):
         """The threshold sweep of the inspected master (a click sets the threshold), the
         inspected pixel, and A/B: the masters' change since the parameters were pinned."""
         def sweep(quantity):
-            plot = hv.DynamicMap(self._reactive(
-                lambda shown: plots.threshold_sweep_plot(shown, quantity),
-                self.pipeline.shown_sweep, error=plots.empty_curve))
-            tap = hv.streams.Tap(source=plot)
+            # A tap on a DynamicMap of overlays reaches the server only as one of the map's
+            # own streams (HoloViews 1.23), beside the pipeline's parameters it follows.
+            tap = hv.streams.Tap()
             tap.add_subscriber(lambda x=None, y=None: self.set_threshold(x))
+            view = self._reactive(lambda shown: plots.threshold_sweep_plot(shown, quantity),
+                                  self.pipeline.shown_sweep, error=plots.empty_curve)
+            followed = [p.name for p in _dependencies(self.pipeline.shown_sweep)]
+            plot = hv.DynamicMap(lambda x=None, y=None, **_: view(),
+                                 streams=[tap, hv.streams.Params(self.pipeline, followed)])
             return pn.pane.HoloViews(plot, linked_axes=False, sizing_mode="stretch_width")
 
         pin = pn.widgets.Button(name="Pin the current parameters as A", button_type="primary")
@@ -258,7 +263,8 @@ class Dashboard(pn.viewable.Viewer):
         return pn.Column(
             "### Threshold sweep\nThe inspected master (*inspect* in the sidebar) combined with "
             "sigma clipping at thresholds from 1 to 5.75; click a point to set the threshold.",
-            pn.panel(self._reactive(plots.sweep_summary, self.pipeline.shown_sweep)),
+            pn.panel(self._reactive(plots.sweep_summary, self.pipeline.shown_sweep,
+                                    error=_said_elsewhere)),
             pn.Row(*(sweep(quantity) for quantity in plots.SWEEP_QUANTITIES),
                    sizing_mode="stretch_width"),
             "### The inspected pixel", self._pixel_view(),
@@ -268,9 +274,10 @@ class Dashboard(pn.viewable.Viewer):
             sizing_mode="stretch_width")
 
     def set_threshold(self, x) -> None:
-        """Set the threshold from a click on the sweep (nothing when the click missed)."""
+        """Set the threshold from a click on the sweep, to the nearest 0.05 (nothing when the
+        click missed)."""
         if x is not None:
-            self.pipeline.threshold = max(0.1, round(float(x), 2))
+            self.pipeline.threshold = max(0.1, round(20 * float(x)) / 20)
 
     @staticmethod
     def _differences_view(differences):
@@ -392,6 +399,11 @@ def _dependencies(*methods) -> list:
         for info in owner.param.method_dependencies(method.__name__):
             dependencies.append(info.inst.param[info.name])
     return list(dict.fromkeys(dependencies))
+
+
+def _said_elsewhere(_message: str) -> str:
+    """Nothing: the problem is said once, by the tab's main view."""
+    return ""
 
 
 def _panes(elements, linked_axes: bool) -> pn.Row:

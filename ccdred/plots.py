@@ -291,7 +291,9 @@ _SAMPLE_STYLES = {
 
 def empty_samples(_message: str = ""):
     """A blank samples plot, for a pixel that cannot be shown."""
-    return hv.Scatter([], "frame", "value").opts(title=NOTHING_TO_SHOW, width=900, height=380)
+    # an Overlay, as pixel_samples gives: a DynamicMap keeps one type of element
+    return hv.Overlay([hv.Scatter([], "frame", "value")]).opts(title=NOTHING_TO_SHOW, width=900,
+                                                               height=380)
 
 
 def _sample_status(premasked, rejected, iteration) -> str:
@@ -348,8 +350,9 @@ def threshold_sweep_plot(shown, quantity: str = "rejected_fraction"):
 
 def empty_curve(_message: str = ""):
     """A blank curve, for a master that cannot be made."""
-    return hv.Curve([], "threshold", "value").opts(title=NOTHING_TO_SHOW, responsive=True,
-                                                   height=230)
+    # an Overlay, as threshold_sweep_plot gives: a DynamicMap keeps one type of element
+    return hv.Overlay([hv.Curve([], "threshold", "value")]).opts(title=NOTHING_TO_SHOW,
+                                                                 responsive=True, height=230)
 
 
 def difference_image(name: str, difference):

@@ -300,8 +300,17 @@ def test_the_sweep_is_drawn_and_agrees_with_the_clipping_summary(browser, server
     swept = re.search(r"at threshold 2.5, ([\d.]+) % of the samples rejected", line.inner_text())
     assert flat_percent and swept, (summary, line.inner_text())
     assert swept[1] == flat_percent[1]
-    assert len(plot_boxes(page)) == 4  # three sweep plots and the pixel's samples
+    boxes = plot_boxes(page)
+    assert len(boxes) == 4  # three sweep plots and the pixel's samples
     screenshot(page, "explore")
+    rejected = boxes[0]  # a click on the sweep sets the threshold there
+    page.mouse.click(rejected["x"] + 0.75 * rejected["width"],
+                     rejected["y"] + 0.5 * rejected["height"])
+    moved = wait_for_text_change(lambda: line.inner_text(), line.inner_text())
+    threshold = float(re.search(r"at threshold ([\d.]+),", moved)[1])
+    assert 3.0 < threshold < 5.75
+    field = threshold_field(page)
+    assert wait_for_text_change(field.input_value, "2.5") == f"{threshold:g}"
     page.close()
 
 

@@ -29,3 +29,15 @@ def test_the_version_is_known_without_the_package():
     code = "import sys, ccdred._version as v; print(v.__version__, 'ccdred.calibrate' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.split()[1] == "False" and loaded.stdout.split()[0].count(".") == 2
+
+
+def test_a_whole_reduction_from_the_command_line_loads_no_dashboard_or_dask(night_files, tmp_path):
+    """The CLI's path, in a fresh interpreter: a night reduced, then what it imported."""
+    code = ("import sys; from ccdred.cli import main; "
+            f"status = main(['reduce', '-q', '-d', {str(tmp_path / 'out')!r}, "
+            f"{str(night_files[0].parent)!r}]); "
+            "print(status, sorted({m.split('.')[0] for m in sys.modules} & {'panel', 'holoviews', "
+            "'bokeh', 'datashader', 'dask', 'distributed', 'pandas'}))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "0 []", loaded.stdout + loaded.stderr
+    assert len(list((tmp_path / "out").glob("*.fits"))) > 10

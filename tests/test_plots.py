@@ -59,3 +59,33 @@ def test_samuelson_note_says_when_clipping_around_the_mean_cannot_reject(n, thre
         stack = rng.normal(size=(n, 40, 30))
         from ccdred.combine import sigma_clip_combine
         assert sigma_clip_combine(stack, threshold=threshold, cenfunc="mean").n_used.min() == n
+
+
+def test_each_empty_plot_has_the_type_of_the_plot_it_stands_in_for():
+    """A DynamicMap keeps one type of element: a master that cannot be made (an empty plot)
+    and then one that can must not change it."""
+    from ccdred.steps import PixelStack
+
+    pixel = PixelStack("flat_V.fits", 1, 2, ("a.fits", "b.fits", "c.fits"), np.array([1.0, 2.0, 9.0]),
+                       np.zeros(3, bool), np.array([False, False, True]), np.array([0, 0, 1]),
+                       ((0.0, 2.0, 4.0),), 1.5, 1.02)
+    sweep = {"threshold": np.array([1.0, 2.0]), "rejected_fraction": np.array([0.2, 0.1]),
+             "noise": np.array([1.0, 0.9]), "change": np.array([0.1, 0.0]), "row_step": 1}
+    pairs = [(plots.pixel_samples(pixel), plots.empty_samples()),
+             (plots.threshold_sweep_plot(("flat_V.fits", sweep, 2.0)), plots.empty_curve()),
+             (plots.clip_map(np.zeros((4, 4)), 3, "dark"), plots.empty_image()),
+             (plots.rejected_per_frame([1, 2], ["a", "b"], "dark"), plots.empty_bars())]
+    for plot, empty in pairs:
+        assert type(plot) is type(empty)
+
+
+def test_pixel_summary_names_each_rejected_sample_and_its_iteration():
+    from ccdred.steps import PixelStack
+
+    pixel = PixelStack("flat_V.fits", 1, 2, ("a.fits", "b.fits", "c.fits"), np.array([1.0, 2.0, 9.0]),
+                       np.array([True, False, False]), np.array([True, False, True]),
+                       np.array([0, 0, 2]), ((0.0, 2.0, 4.0), (1.5, 2.0, 2.5)), 2.0, 1.02)
+    lines = plots.pixel_summary(pixel).splitlines()
+    assert lines[0] == "**flat_V.fits pixel (x=1, y=2)**: 1 of 3 samples used, combined 2"
+    assert lines[1].startswith("- a.fits: 1, pre-masked")
+    assert lines[2] == "- c.fits: 9, rejected in iteration 2"
