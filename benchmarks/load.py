@@ -1,11 +1,19 @@
 """Load test: N concurrent dashboard sessions moving the threshold on the demo night.
 
-Usage: python benchmarks/load.py [--sessions 8] [--moves 6] [--size 512]
+Usage::
 
-Starts ``panel serve app.py`` on a free local port, opens N pages in one
-headless Chromium, and has every session change the threshold ``moves`` times
-at once. Reports latency percentiles (threshold entered -> new clipped-pixel
-summary shown) and the server's memory (resident set) before and after.
+    python benchmarks/load.py --client protocol --sessions 8 [--same] [--active N] [--size 2048]
+    python benchmarks/load.py --client browser --sessions 2 --size 512
+
+Starts ``panel serve app.py`` on a free local port. ``--client protocol`` (the
+default) opens N sessions that speak the Bokeh server protocol without
+rendering (:mod:`ccdred.loadclient`), so the numbers are the server's; each
+active session moves the threshold every ``--period`` seconds, to values no
+other session asks for (``--same``: all to the same values), and a move's
+latency runs from the change sent to the new clip summary and clip-map data
+received. ``--client browser`` drives pages of one headless Chromium instead
+(a check for one or two sessions: the browsers' own work shares the 2 cores).
+Ends with one line: ``sessions N: p50 X s, p95 Y s, max Z s, rss N MB``.
 """
 
 from __future__ import annotations
@@ -53,6 +61,42 @@ async def session(browser, url, index, moves, latencies):
     return page
 
 
+def threshold_for(index: int, move: int, same: bool) -> float:
+    """The threshold a session asks for at a move: distinct across sessions unless ``same``,
+    never the 2.5 a session starts at, different from its previous one."""
+    step = move * 3 if same else index * 7 + move * 3
+    return round(1.05 + 0.1 * (step % 20), 2)
+
+
+async def protocol_session(url, index, moves, same, period, latencies, opened, go):
+    from ccdred.loadclient import ProtocolSession
+
+    session = ProtocolSession(url)
+    await session.open()
+    await session.show_tab("Clipping")
+    opened.release()
+    await go.wait()
+    for move in range(moves):
+        started = time.perf_counter()
+        latencies.append(await session.set_threshold(threshold_for(index, move, same)))
+        await asyncio.sleep(max(0.0, period - (time.perf_counter() - started)))
+    return session
+
+
+async def protocol_load(url, sessions, active, moves, same, period):
+    """Open every session, then let the active ones move together; the sessions stay open."""
+    latencies, opened, go = [], asyncio.Semaphore(0), asyncio.Event()
+    idle = [asyncio.ensure_future(protocol_session(url, i, 0, same, period, [], opened, go))
+            for i in range(active, sessions)]
+    movers = [asyncio.ensure_future(protocol_session(url, i, moves, same, period, latencies,
+                                                     opened, go)) for i in range(active)]
+    for _ in range(sessions):
+        await opened.acquire()
+    go.set()
+    opened_sessions = await asyncio.gather(*idle, *movers)
+    return sorted(latencies), opened_sessions
+
+
 async def load(url, sessions, moves):
     from playwright.async_api import async_playwright
 
@@ -70,28 +114,39 @@ def percentile(values, q):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--client", choices=["protocol", "browser"], default="protocol")
     parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--active", type=int, help="sessions that move (default: all)")
     parser.add_argument("--moves", type=int, default=6)
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--period", type=float, default=3.0,
+                        help="seconds between a session's moves (protocol client)")
+    parser.add_argument("--same", action="store_true", help="every session asks for the same values")
+    parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--num-threads", type=int, default=0,
                         help="panel serve --num-threads (0: callbacks on the event loop)")
     args = parser.parse_args(argv)
     process, url = serve(args.size, "--num-threads", str(args.num_threads))
     try:
         idle = rss_mb(process.pid)
-        latencies = asyncio.run(load(url, args.sessions, args.moves))
-        loaded = rss_mb(process.pid)
-        again = asyncio.run(load(url, args.sessions, args.moves))
-        after = rss_mb(process.pid)
+        if args.client == "protocol":
+            latencies, rss = asyncio.run(_protocol_round(url, args, process.pid))
+        else:
+            latencies = asyncio.run(load(url, args.sessions, args.moves))
+            rss = rss_mb(process.pid)
     finally:
         process.terminate()
-    print(f"| {args.sessions} sessions x {args.moves} threshold moves, demo {args.size}x{args.size} "
-          "| p50 (s) | p90 (s) | max (s) |\n| --- | ---: | ---: | ---: |")
-    for label, values in (("first round", latencies), ("second round", again)):
-        print(f"| {label} | {percentile(values, 0.5):.2f} | {percentile(values, 0.9):.2f} | "
-              f"{values[-1]:.2f} |")
-    print(f"\nserver RSS: {idle:.0f} MB idle, {loaded:.0f} MB after the first round, "
-          f"{after:.0f} MB after the second")
+    print(f"server RSS {idle:.0f} MB idle; {len(latencies)} moves")
+    print(f"sessions {args.sessions}: p50 {percentile(latencies, 0.5):.2f} s, "
+          f"p95 {percentile(latencies, 0.95):.2f} s, max {latencies[-1]:.2f} s, rss {rss:.0f} MB")
+
+
+async def _protocol_round(url, args, pid):
+    latencies, sessions = await protocol_load(url, args.sessions, args.active or args.sessions,
+                                              args.moves, args.same, args.period)
+    rss = rss_mb(pid)  # while every session is still open
+    for session in sessions:
+        await session.close()
+    return latencies, rss
 
 
 if __name__ == "__main__":

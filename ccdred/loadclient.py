@@ -1,0 +1,163 @@
+"""A dashboard user without a browser: a client that speaks the Bokeh server protocol.
+
+It opens a session of ``panel serve app.py`` over the websocket as a browser
+would (a session token, ``PULL-DOC-REQ``, the ``document_ready`` event), shows the
+Clipping tab, sets the
+threshold widget (``PATCH-DOC``) and waits for what a browser would wait for:
+the server's patches with the new clip summary and new clip-map data. It
+renders nothing and builds no Bokeh models (the document stays JSON), so
+tens of such users cost the machine little and a load test measures the
+server. Used by ``benchmarks/load.py --client protocol``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+
+from bokeh.util.token import generate_jwt_token, generate_session_id
+from tornado.websocket import websocket_connect
+
+__all__ = ["ProtocolSession"]
+
+_IDS = itertools.count()
+
+
+class ProtocolSession:
+    """One dashboard session over the Bokeh websocket protocol.
+
+    Parameters
+    ----------
+    url : str
+        The app's URL, e.g. ``http://127.0.0.1:5006/app``.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self._socket = None
+        self._models: dict = {}  # id -> JSON representation, for the ones we look for
+        self._image_sources: set = set()
+        self._patches: asyncio.Queue = asyncio.Queue()
+        self._reader = None
+
+    async def open(self) -> None:
+        """Connect, pull the document and start reading the server's patches."""
+        session_id = generate_session_id()
+        token = generate_jwt_token(session_id)
+        ws_url = "ws" + self.url.removeprefix("http") + "/ws"
+        self._socket = await websocket_connect(
+            ws_url, subprotocols=["bokeh", token], max_message_size=1 << 30)
+        await self._read_message()  # ACK
+        await self._send("PULL-DOC-REQ", {})
+        _, content = await self._read_message()
+        self._index(content)
+        self._reader = asyncio.ensure_future(self._read_patches())
+        # What a browser says once the page is drawn; Panel renders the rest after it.
+        ready = {"type": "event", "name": "document_ready", "values": {"type": "map", "entries": []}}
+        await self._send("PATCH-DOC", {"events": [
+            {"kind": "MessageSent", "msg_type": "bokeh_event", "msg_data": ready}]})
+
+    async def close(self) -> None:
+        """Close the websocket (the server then discards the session after its lifetime)."""
+        if self._reader:
+            self._reader.cancel()
+        if self._socket:
+            self._socket.close()
+
+    async def show_tab(self, title: str, timeout: float = 120.0) -> None:
+        """Make the tab titled ``title`` active and wait until its clip summary has arrived."""
+        tabs = next(model for model in self._models.values() if model["type"] == "Tabs"
+                    and title in model["titles"])
+        await self._change(tabs["id"], "active", tabs["titles"].index(title))
+        await self._wait(lambda seen: seen["summary"], timeout)
+
+    async def set_threshold(self, value: float, timeout: float = 120.0) -> float:
+        """Type ``value`` into the threshold field; seconds until the new clip summary and
+        clip-map data have come back."""
+        field = next(model for model in self._models.values() if model["type"] == "Spinner"
+                     and model.get("threshold"))
+        started = time.perf_counter()
+        await self._change(field["id"], "value", float(value))
+        await self._wait(lambda seen: seen["summary"] and seen["image_data"], timeout)
+        return time.perf_counter() - started
+
+    # -- the protocol ---------------------------------------------------------------
+
+    async def _send(self, msgtype: str, content: dict) -> None:
+        header = {"msgid": str(next(_IDS)), "msgtype": msgtype}
+        for part in (header, {}, content):
+            await self._socket.write_message(json.dumps(part))
+
+    async def _read_message(self) -> tuple[dict, dict]:
+        """One message: header, metadata, content, and its binary buffers (skipped)."""
+        header = json.loads(await self._socket.read_message())
+        await self._socket.read_message()  # metadata
+        content = json.loads(await self._socket.read_message())
+        for _ in range(header.get("num_buffers", 0)):
+            await self._socket.read_message()  # the buffer's header
+            await self._socket.read_message()  # its bytes
+        return header, content
+
+    async def _change(self, model_id: str, attr: str, new) -> None:
+        while not self._patches.empty():  # what came before the change does not answer it
+            self._patches.get_nowait()
+        event = {"kind": "ModelChanged", "model": {"id": model_id}, "attr": attr, "new": new}
+        await self._send("PATCH-DOC", {"events": [event]})
+
+    async def _read_patches(self) -> None:
+        while True:
+            header, content = await self._read_message()
+            if header["msgtype"] == "PATCH-DOC":
+                self._index(content)
+                await self._patches.put(self._what_changed(content))
+
+    async def _wait(self, done, timeout: float) -> None:
+        seen = {"summary": False, "image_data": False}
+        deadline = time.perf_counter() + timeout
+        while not done(seen):
+            changed = await asyncio.wait_for(self._patches.get(), deadline - time.perf_counter())
+            for key in seen:
+                seen[key] = seen[key] or changed[key]
+
+    def _what_changed(self, content: dict) -> dict:
+        summary = image_data = False
+        for event in content.get("events", []):
+            new = json.dumps(event.get("new", event.get("data", "")))
+            target = (event.get("model") or {}).get("id") or event.get("column_source", {}).get("id")
+            summary |= "samples rejected" in new  # the summary's text, or the tab that has it
+            image_data |= target in self._image_sources and event.get("kind") in (
+                "ModelChanged", "ColumnDataChanged", "ColumnsStreamed", "ColumnsPatched")
+        return {"summary": summary, "image_data": image_data}
+
+    def _index(self, content) -> None:
+        """Note the models we look for: tabs, the threshold field, clip maps' data sources."""
+        for rep in _objects(content):
+            name, attributes = rep.get("name", ""), rep.get("attributes", {})
+            if name.endswith("Tabs"):
+                titles = [(panel.get("attributes") or {}).get("title")
+                          for panel in attributes.get("tabs", []) if isinstance(panel, dict)]
+                if all(titles):
+                    self._models[rep["id"]] = {"type": "Tabs", "id": rep["id"], "titles": titles}
+            if "ccdred-threshold" in attributes.get("css_classes", []):
+                for inner in _objects(attributes):
+                    if inner.get("name", "").endswith("Spinner"):
+                        self._models[inner["id"]] = {"type": "Spinner", "id": inner["id"],
+                                                     "threshold": True}
+            glyph = attributes.get("glyph")
+            if name.endswith("GlyphRenderer") and isinstance(glyph, dict) \
+                    and glyph.get("name", "").endswith("Image"):
+                self._image_sources.add(attributes["data_source"]["id"])
+
+
+def _objects(value):
+    """Every Bokeh object representation (a dict with 'type': 'object') inside ``value``."""
+    if isinstance(value, dict):
+        if value.get("type") == "object" and "id" in value:
+            yield value
+        for item in value.values():
+            yield from _objects(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _objects(item)
