@@ -1043,8 +1043,11 @@ def _histogram_median_float(values, offset):  # pragma: no cover - compiled
 
 
 def concatenate_rows(results) -> CombineResult:
-    """Join the results of combining consecutive row blocks of one stack."""
+    """Join the results of combining consecutive row blocks of one stack (one block: itself,
+    not a copy)."""
     results = list(results)
+    if len(results) == 1:
+        return results[0]
     masks = [r.clip_mask for r in results]
     return CombineResult(
         np.concatenate([r.data for r in results]),
