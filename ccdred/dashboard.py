@@ -32,7 +32,9 @@ from .serve import app_options, list_nights, resolve_under
 __all__ = ["Dashboard"]
 
 _CLIP_WIDGETS = {
-    "threshold": {"type": pn.widgets.EditableFloatSlider, "fixed_start": 0.1,
+    # throttled: a dragged slider sets the threshold once, where it is let go, instead of
+    # queueing a recomputation for every position it passes
+    "threshold": {"type": pn.widgets.EditableFloatSlider, "fixed_start": 0.1, "throttled": True,
                   "css_classes": ["ccdred-threshold"]},
     "upper_limit": pn.widgets.FloatInput,
     "lower_limit": pn.widgets.FloatInput,

@@ -329,3 +329,24 @@ def test_pinning_shows_no_difference_until_the_parameters_change(browser, server
     assert all(count != "0" for count in changed_counts.split()), changed_counts
     screenshot(page, "a-b")
     page.close()
+
+
+def test_a_dragged_threshold_is_computed_once_where_it_is_let_go(browser, server):
+    """A drag passes many thresholds; only the one it ends on is computed (no queue)."""
+    page = open_page(browser, server)
+    before = show_clipping(page)
+    handle = page.locator(".ccdred-threshold .noUi-handle").first.bounding_box()
+    x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    changes_while_dragging = 0
+    for step in range(1, 16):
+        page.mouse.move(x - 6 * step, y)
+        time.sleep(0.1)
+        changes_while_dragging += clip_summary(page) != before
+    page.mouse.up()
+    after = wait_for_change(page, before)
+    assert changes_while_dragging == 0
+    assert float(threshold_field(page).input_value()) < 2.5
+    assert rejected_counts(after)[0] > rejected_counts(before)[0]  # a lower threshold
+    page.close()
