@@ -128,3 +128,26 @@ def test_resolve_under_refuses_escapes(tmp_path):
     for bad in ["..", "../..", "/etc", "night1/../../x", "link"]:
         with pytest.raises(InputError, match="outside the data root"):
             resolve_under(root, bad)
+
+
+def test_sessions_asking_at_once_for_the_same_master_share_one_computation(night_files):
+    """Eight sessions set the same new threshold at the same moment: the master flat (and the
+    master dark and medians it needs) is computed once, and all get that one object."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    MASTERS.clear()
+    sessions = [Pipeline(night=str(night_files[0].parent)) for _ in range(8)]
+    sessions[0].master_flat()  # the night's frames read, the default masters made
+    before = dict(MASTERS.computed)
+
+    def move(pipeline):
+        pipeline.threshold = 1.9
+        return pipeline.master_flat()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        flats = list(pool.map(move, sessions))
+    assert all(flat is flats[0] for flat in flats)
+    computed = {kind: MASTERS.computed[kind] - before.get(kind, 0)
+                for kind in ("master_flat", "master_dark", "statistics")}
+    # statistics: the darks' own clipping bounds at 1.9 and the flats' medians less that dark
+    assert computed == {"master_flat": 1, "master_dark": 1, "statistics": 2}
