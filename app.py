@@ -7,6 +7,8 @@ import panel as pn
 from ccdred.dashboard import Dashboard
 
 hv.extension("bokeh", logo=False)
-pn.extension("tabulator")
+# Sessions' updates run in a thread pool, not on the server's event loop: one user's
+# recomputation then never holds up another's page (the kernels release the GIL).
+pn.extension("tabulator", nthreads=2)
 
 Dashboard.from_args().servable(title="ccdred")

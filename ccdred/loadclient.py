@@ -40,6 +40,8 @@ class ProtocolSession:
         self._models: dict = {}  # id -> JSON representation, for the ones we look for
         self._image_sources: set = set()
         self._patches: asyncio.Queue = asyncio.Queue()
+        self._sent: dict = {}  # message id of a change -> when it was sent
+        self._acks: dict = {}  # message id -> when the server's OK for it came
         self._reader = None
 
     async def open(self) -> None:
@@ -67,28 +69,44 @@ class ProtocolSession:
             self._socket.close()
 
     async def show_tab(self, title: str, timeout: float = 120.0) -> None:
-        """Make the tab titled ``title`` active and wait until its clip summary has arrived."""
-        tabs = next(model for model in self._models.values() if model["type"] == "Tabs"
-                    and title in model["titles"])
-        await self._change(tabs["id"], "active", tabs["titles"].index(title))
+        """Make the tab titled ``title`` active and wait until its clip summary has arrived
+        (and first for the tabs, which a server still preparing shows only when ready)."""
+        deadline = time.perf_counter() + timeout
+        while not (tabs := [model for model in self._models.values()
+                            if model["type"] == "Tabs" and title in model["titles"]]):
+            await asyncio.wait_for(self._patches.get(), deadline - time.perf_counter())
+        await self._change(tabs[0]["id"], "active", tabs[0]["titles"].index(title))
         await self._wait(lambda seen: seen["summary"], timeout)
 
     async def set_threshold(self, value: float, timeout: float = 120.0) -> float:
         """Type ``value`` into the threshold field; seconds until the new clip summary and
-        clip-map data have come back."""
-        field = next(model for model in self._models.values() if model["type"] == "Spinner"
-                     and model.get("threshold"))
-        started = time.perf_counter()
-        await self._change(field["id"], "value", float(value))
+        clip-map data have come back (:attr:`acknowledged` says when the server took it)."""
+        started = await self.send_threshold(value)
         await self._wait(lambda seen: seen["summary"] and seen["image_data"], timeout)
         return time.perf_counter() - started
 
+    async def send_threshold(self, value: float) -> float:
+        """Send a threshold change without waiting for its result; the moment it was sent."""
+        field = next(model for model in self._models.values() if model["type"] == "Spinner"
+                     and model.get("threshold"))
+        started = time.perf_counter()
+        # typed and entered: a spinner's value and its throttled value change together
+        self._sent[await self._change(field["id"], "value", float(value), "value_throttled")] = started
+        return started
+
+    @property
+    def acknowledged(self) -> list[float]:
+        """Seconds from each change sent to the server's OK for it, in order."""
+        return [self._acks[msgid] - sent for msgid, sent in self._sent.items()
+                if msgid in self._acks]
+
     # -- the protocol ---------------------------------------------------------------
 
-    async def _send(self, msgtype: str, content: dict) -> None:
+    async def _send(self, msgtype: str, content: dict) -> str:
         header = {"msgid": str(next(_IDS)), "msgtype": msgtype}
         for part in (header, {}, content):
             await self._socket.write_message(json.dumps(part))
+        return header["msgid"]
 
     async def _read_message(self) -> tuple[dict, dict]:
         """One message: header, metadata, content, and its binary buffers (skipped)."""
@@ -100,15 +118,19 @@ class ProtocolSession:
             await self._socket.read_message()  # its bytes
         return header, content
 
-    async def _change(self, model_id: str, attr: str, new) -> None:
+    async def _change(self, model_id: str, attr: str, new, *also: str) -> str:
+        """Set ``attr`` (and the attributes ``also``) of a model to ``new``, as the page would."""
         while not self._patches.empty():  # what came before the change does not answer it
             self._patches.get_nowait()
-        event = {"kind": "ModelChanged", "model": {"id": model_id}, "attr": attr, "new": new}
-        await self._send("PATCH-DOC", {"events": [event]})
+        events = [{"kind": "ModelChanged", "model": {"id": model_id}, "attr": name, "new": new}
+                  for name in (attr, *also)]
+        return await self._send("PATCH-DOC", {"events": events})
 
     async def _read_patches(self) -> None:
         while True:
             header, content = await self._read_message()
+            if header["msgtype"] == "OK":
+                self._acks[header.get("reqid")] = time.perf_counter()
             if header["msgtype"] == "PATCH-DOC":
                 self._index(content)
                 await self._patches.put(self._what_changed(content))

@@ -15,7 +15,7 @@ from ccdred.testing import serve_app
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("data-root")
-    make_night(root / "night1", NightSpec(shape=(96, 96), seed=5))
+    make_night(root / "night1", NightSpec(shape=(384, 384), seed=5))
     prepare(root.parent)
     process, url = serve_app(["--data-root", root, "--output-root",
                               tmp_path_factory.mktemp("out")],
@@ -53,3 +53,28 @@ def test_a_move_that_changes_nothing_is_not_awaited_forever(app_url):
 
     with pytest.raises(TimeoutError):
         asyncio.run(same_value())
+
+
+def test_a_second_sessions_change_is_taken_while_the_first_computes(app_url):
+    """One session's recomputation does not hold up another's page: the server takes (OKs)
+    the second session's change before the first session's new clip maps have come back."""
+    async def overlapping_moves():
+        first, second = ProtocolSession(app_url), ProtocolSession(app_url)
+        for session in (first, second):
+            await session.open()
+            await session.show_tab("Clipping")
+        results = []
+        for value in (1.7, 2.2, 3.1):
+            moving = asyncio.ensure_future(first.set_threshold(value))
+            await asyncio.sleep(0.01)
+            sent = await second.send_threshold(value + 0.35)
+            while len(second.acknowledged) < len(results) + 1:
+                await asyncio.sleep(0.005)
+            taken = second.acknowledged[-1]
+            results.append((taken, sent, await moving))
+        for session in (first, second):
+            await session.close()
+        return results
+
+    for taken, _sent, first_move in asyncio.run(overlapping_moves()):
+        assert taken < first_move, (taken, first_move)
