@@ -102,10 +102,10 @@ def _rejection_options(parser, defaults: ReductionParameters) -> None:
     for name, kind in (("lsigma", float), ("hsigma", float), ("stdfunc", str), ("nlow", int),
                        ("nhigh", int), ("plow", float), ("phigh", float)):
         default = getattr(defaults, name)
+        shown = "" if default is None else f" (default: {default:g})" if kind is not str \
+            else f" (default: {default})"
         group.add_argument(f"--{name}", type=kind, default=default,
-                           choices=getattr(doc[name], "objects", None),
-                           help=doc[name].doc + ("" if default is None else f" (default: {default:g})"
-                                                 if kind is not str else f" (default: {default})"))
+                           choices=getattr(doc[name], "objects", None), help=doc[name].doc + shown)
 
 
 def _frame_type(text: str) -> tuple[str, str]:

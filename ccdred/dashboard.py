@@ -176,14 +176,15 @@ class Dashboard(pn.viewable.Viewer):
         name, raw, calibrated = shown
         layout = plots.before_after(raw, calibrated, name)
         for element in layout:
-            self._tap_image(element, "flat")
+            self._inspect_on_tap(element, "flat")
         return pn.Column(_panes(layout, linked_axes=True),
                          "Click a pixel to see the samples of the master flat there.",
                          self._pixel_view(), sizing_mode="stretch_width")
 
-    def _tap_image(self, element, inspect) -> None:
-        """A tap on this image inspects that pixel of the ``inspect`` master."""
-        hv.streams.Tap(source=element).add_subscriber(
+    def _inspect_on_tap(self, source, inspect) -> None:
+        """A tap on this image (an element or a DynamicMap of images) inspects that pixel of
+        the ``inspect`` ('dark' or 'flat') master."""
+        hv.streams.Tap(source=source).add_subscriber(
             lambda x=None, y=None: self.inspect(inspect, x, y))
 
     def _masters_view(self, dark, flat):
@@ -195,8 +196,8 @@ class Dashboard(pn.viewable.Viewer):
         dark_preview = plots.master_preview(dark[1].data, f"{label} ({dark[0]})")
         flat_preview = plots.master_preview(flat[1].data, f"master flat {flat[0]}",
                                             label="relative response")
-        self._tap_image(next(iter(dark_preview)), "dark")
-        self._tap_image(next(iter(flat_preview)), "flat")
+        self._inspect_on_tap(next(iter(dark_preview)), "dark")
+        self._inspect_on_tap(next(iter(flat_preview)), "flat")
         return pn.Column("Click a pixel of a master to see its samples below.",
                          own_axes(dark_preview), own_axes(flat_preview), self._pixel_view(),
                          sizing_mode="stretch_width")
@@ -233,10 +234,8 @@ class Dashboard(pn.viewable.Viewer):
                          pn.pane.HoloViews(plot, linked_axes=False))
 
     def _tappable(self, pane, inspect):
-        """``pane`` (a HoloViews pane) with a tap on its plot that inspects that pixel of the
-        ``inspect`` ('dark' or 'flat') master."""
-        hv.streams.Tap(source=pane.object).add_subscriber(
-            lambda x=None, y=None: self.inspect(inspect, x, y))
+        """``pane`` (a HoloViews pane), its plot inspecting the pixel tapped."""
+        self._inspect_on_tap(pane.object, inspect)
         return pane
 
     def inspect(self, master: str, x, y) -> None:

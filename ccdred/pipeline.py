@@ -310,8 +310,9 @@ class Pipeline(ReductionParameters):
     def _name(self, master) -> str:
         """A product name from 'dark' (the selected calibration master), 'flat' (the selected
         filter's master flat), or a product name."""
-        return {"dark": self.calibration, "flat": self._flat_name()}.get(master, master) \
-            if master in ("dark", "flat") else master
+        if master == "dark":
+            return self.calibration
+        return self._flat_name() if master == "flat" else master
 
     def _flat_name(self, filter_name=None) -> str:
         filter_name = self.filter if filter_name is None else filter_name
@@ -392,9 +393,9 @@ class Pipeline(ReductionParameters):
         """The inspected pixel's samples; the pixel with most rejected samples when none is set."""
         x, y = self.pixel_x, self.pixel_y
         if x is None or y is None:
-            rejected = self.master(self._name(self.inspect))
-            rejected = getattr(rejected, "combine", rejected).n_rejected
-            y, x = np.unravel_index(np.argmax(rejected), rejected.shape)
+            master = self.master(self._name(self.inspect))
+            n_rejected = getattr(master, "combine", master).n_rejected  # a MasterFlat's combine
+            y, x = np.unravel_index(np.argmax(n_rejected), n_rejected.shape)
         return self.pixel_stack(self.inspect, x, y)
 
     @param.depends(*_COMBINE, "calibration", "filter", "inspect")

@@ -181,3 +181,13 @@ def test_a_and_b_differ_only_after_a_change(pipeline):
 def test_nothing_pinned_is_said(pipeline):
     with pytest.raises(InputError, match="nothing pinned yet"):
         pipeline.shown_differences()
+
+
+def test_a_darks_pixel_needs_no_master_flat(night_files):
+    """A night whose flats are all ignored still shows its darks' pixels."""
+    pipeline = Pipeline(night=str(night_files[0].parent))
+    pipeline.frame_types = {f.path.name: "ignore" for f in pipeline.catalogue.frames
+                            if f.frame_type == "flat"}
+    assert not pipeline.plan.flats
+    pixel = pipeline.pixel_stack("dark", 1, 2)
+    assert (pixel.x, pixel.y) == (1, 2) and len(pixel.frames) >= 2
