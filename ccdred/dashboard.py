@@ -264,14 +264,14 @@ class Dashboard(pn.viewable.Viewer):
         return pn.Column(
             "### Threshold sweep\nThe inspected master (*inspect* in the sidebar) combined with "
             "sigma clipping at thresholds from 1 to 5.75; click a point to set the threshold.",
-            pn.panel(self._reactive(plots.sweep_summary, self.pipeline.shown_sweep,
-                                    error=_said_elsewhere)),
+            pn.panel(self._reactive(plots.sweep_summary, self.pipeline.shown_sweep)),
             pn.Row(*(sweep(quantity) for quantity in plots.SWEEP_QUANTITIES),
                    sizing_mode="stretch_width"),
             "### The inspected pixel", self._pixel_view(),
             "### A/B\nPin the parameters as A, change them, and see what changed (B − A).",
             pin, pn.panel(self._reactive(self._differences_view,
-                                         self.pipeline.shown_differences), lazy=True),
+                                         self.pipeline.shown_differences,
+                                         error=_said_elsewhere), lazy=True),
             sizing_mode="stretch_width")
 
     def set_threshold(self, x) -> None:
@@ -282,6 +282,9 @@ class Dashboard(pn.viewable.Viewer):
 
     @staticmethod
     def _differences_view(differences):
+        if not differences:
+            return pn.pane.Markdown("Nothing pinned yet: pin the parameters as A, then change "
+                                    "them.")
         return pn.Column(
             pn.pane.Markdown("  \n".join(plots.difference_summary(name, difference)
                                          for name, difference in differences)),
@@ -403,7 +406,7 @@ def _dependencies(*methods) -> list:
 
 
 def _said_elsewhere(_message: str) -> str:
-    """Nothing: the problem is said once, by the tab's main view."""
+    """Nothing: the problem is said once, by the tab's first view."""
     return ""
 
 

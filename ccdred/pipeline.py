@@ -405,7 +405,10 @@ class Pipeline(ReductionParameters):
 
     @param.depends(*_COMBINE, "calibration", "filter", "pinned")
     def shown_differences(self) -> list[tuple[str, np.ndarray]]:
-        """(name, B - A) of the calibration master and the master flat on show."""
+        """(name, B - A) of the calibration master and the master flat on show; none while
+        nothing is pinned."""
+        if self.pinned is None:
+            return []
         return [(self._name(master), self.difference(master)) for master in ("dark", "flat")]
 
 

@@ -314,10 +314,28 @@ def test_the_sweep_is_drawn_and_agrees_with_the_clipping_summary(browser, server
     page.close()
 
 
+def test_the_explore_tab_says_a_problem_once_and_recovers(browser, server):
+    page = open_page(browser, server)
+    page.get_by_text("Explore", exact=True).first.click()
+    summary = page.get_by_text("% of the samples rejected").first
+    summary.wait_for(timeout=60_000)
+    limit = sidebar_field(page, "Upper limit")
+    limit.fill("200")
+    limit.press("Enter")
+    page.wait_for_selector("text=too few flats", timeout=30_000)
+    time.sleep(2)  # every view has answered the change by now
+    assert page.get_by_text("too few flats").count() == 1
+    limit.fill("38000")
+    limit.press("Enter")
+    page.get_by_text("% of the samples rejected").first.wait_for(timeout=30_000)
+    assert page.get_by_text("too few flats").count() == 0
+    page.close()
+
+
 def test_pinning_shows_no_difference_until_the_parameters_change(browser, server):
     page = open_page(browser, server)
     page.get_by_text("Explore", exact=True).first.click()
-    page.get_by_text("nothing pinned yet").first.wait_for(timeout=60_000)
+    page.get_by_text("Nothing pinned yet").first.wait_for(timeout=60_000)
     page.get_by_text("Pin the current parameters as A").first.click()
     changed = page.get_by_text("pixels changed").first
     changed.wait_for(timeout=60_000)

@@ -179,8 +179,9 @@ def test_a_and_b_differ_only_after_a_change(pipeline):
 
 
 def test_nothing_pinned_is_said(pipeline):
+    assert pipeline.shown_differences() == []
     with pytest.raises(InputError, match="nothing pinned yet"):
-        pipeline.shown_differences()
+        pipeline.difference("flat")
 
 
 def test_a_darks_pixel_needs_no_master_flat(night_files):
