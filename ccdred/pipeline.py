@@ -337,8 +337,7 @@ class Pipeline(ReductionParameters):
         For looking at them: :meth:`master_flat` subtracts the dark terms as it
         combines the raw flats and makes no such stack.
         """
-        filter_name = self.filter if filter_name is None else filter_name
-        master = self._master_of(self._require_plan().flats[filter_name].name)
+        master = self._master_of(self._flat_name(filter_name))
         images = self._images(master, self.step_options())
         stack = np.array(self._stack(master), dtype=np.float64)
         for flat, term in zip(stack, master.terms, strict=True):
@@ -347,8 +346,7 @@ class Pipeline(ReductionParameters):
 
     def flat_frames(self, filter_name=None) -> list[Frame]:
         """The flats of a filter's master flat."""
-        filter_name = self.filter if filter_name is None else filter_name
-        return list(self._require_plan().flats[filter_name].frames)
+        return list(self._master_of(self._flat_name(filter_name)).frames)
 
     def frames_of(self, name) -> list[Frame]:
         """The frames a master is combined from."""
@@ -410,7 +408,6 @@ class Pipeline(ReductionParameters):
         if self.pinned is None:
             return []
         return [(self._name(master), self.difference(master)) for master in ("dark", "flat")]
-
 
     @param.depends(*_COMBINE, "calibration")
     def shown_dark(self) -> tuple[str, CombineResult]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .calibrate import (ClipOptions, DarkCurrentCombiner, FlatCombiner, FlatLimits, MasterFlat,
-                        StackCombiner)
+                        StackCombiner, normalise_flat)
 from .combine import MAD_TO_SIGMA, CombineResult, frame_median
 from .errors import BadPixelWarning, RejectedFlatWarning, SingleFlatWarning, SuspectFlatWarning
 from .frames import read_stack, stack_dtype
@@ -31,9 +31,9 @@ __all__ = [
     "frame_statistic",
     "make_master",
     "master_row_blocks",
+    "pixel_noise",
     "pixel_stack",
     "report_master",
-    "pixel_noise",
     "stack_statistics",
     "threshold_sweep",
 ]
@@ -314,9 +314,9 @@ def threshold_sweep(master: Master, options: StepOptions, stack, statistics, mas
     dict of numpy.ndarray
         ``threshold``; ``rejected_fraction`` of the samples that entered the
         rejection (not pre-masked); ``noise``, the master's pixel-to-pixel
-        noise (:func:`pixel_noise`, MAD-based); ``change``, the mean absolute difference
-        from the master ``options`` make. Masters flats are compared
-        normalised.
+        noise (:func:`pixel_noise`, MAD-based); ``change``, the mean absolute
+        difference from the master ``options`` make. Master flats are compared
+        normalised, as they are written.
     """
     rows = slice(None) if rows is None else rows
     block = np.ascontiguousarray(np.asarray(stack)[:, rows])
@@ -324,28 +324,22 @@ def threshold_sweep(master: Master, options: StepOptions, stack, statistics, mas
     def combined(clip):
         result = combine_block(master, replace(options, clip=clip), block, statistics, masters,
                                rows)
-        image = result.data / np.nanmean(result.data) if master.kind == "flat" else result.data
-        return image, int(result.n_rejected_per_frame.sum())
+        image = normalise_flat(result.data)[0] if master.kind == "flat" else result.data
+        return image, int(result.n_rejected_per_frame.sum()), result.n_frames
 
-    current, _ = combined(options.clip)
-    _, premasked = combined(ClipOptions(threshold=1e300))
-    entered = block.shape[1] * block.shape[2] * _depth(master, options, statistics) - premasked
+    current, _, _ = combined(options.clip)
+    # a threshold that clips nothing: what it leaves out was pre-masked
+    _, premasked, depth = combined(ClipOptions(threshold=1e300))
+    entered = block.shape[1] * block.shape[2] * depth - premasked
     sweep = {"threshold": np.asarray(thresholds, dtype=np.float64)}
     columns = {"rejected_fraction": [], "noise": [], "change": []}
     for threshold in sweep["threshold"]:
-        image, rejected = combined(replace(options.clip, rejection="sigclip", threshold=threshold,
+        image, rejected, _ = combined(replace(options.clip, rejection="sigclip", threshold=threshold,
                                            lsigma=None, hsigma=None))
         columns["rejected_fraction"].append((rejected - premasked) / max(entered, 1))
         columns["noise"].append(pixel_noise(image))
         columns["change"].append(float(np.nanmean(np.abs(image - current))))
     return sweep | {name: np.array(values) for name, values in columns.items()}
-
-
-def _depth(master: Master, options: StepOptions, statistics) -> int:
-    """How many frames a master combines (a master flat: those within the limits)."""
-    if master.kind == "flat":
-        return int(accepted_flats(master, options, statistics).sum())
-    return len(master.frames)
 
 
 def pixel_noise(image) -> float:
