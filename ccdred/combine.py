@@ -1,6 +1,7 @@
 """Stack-combining kernels: sigma-clipped (weighted) averages of image stacks.
 
-Pure numpy/numba: nothing here knows about files, headers or widgets.
+Pure numpy: nothing here knows about files, headers or widgets. The compiled
+kernels live in :mod:`ccdred.kernels`, imported where they are first called.
 
 The semantics follow ``astropy.stats.sigma_clip(stack, axis=0, masked=True)``
 followed by ``numpy.ma.average(..., weights=weights, axis=0)``: per pixel the
@@ -22,7 +23,6 @@ import math
 import warnings
 from dataclasses import asdict, dataclass
 
-import numba
 import numpy as np
 
 __all__ = [
@@ -331,13 +331,15 @@ def sigma_clip_combine(stack, *, weights=None, mask=None, scale=None, valid_rang
     stack, options, weights, mask, scale, (valid_low, valid_high), frames, offsets, offset_index = (
         _check_arguments(stack, clip, weights, mask, scale, valid_range, frames, offsets,
                          offset_index))
+    from .kernels import BLOCK, combine_rows
+
     n, (rows, cols) = len(frames), stack.shape[1:]
     data = np.empty((rows, cols))
     n_used = np.empty((rows, cols), dtype=np.int16)
     clip_mask = np.empty((n, rows, cols) if keep_mask else (0, 0, 0), dtype=bool)
     premask = mask if mask is not None else np.zeros((0, 0, 0), dtype=bool)
-    used_per_task = np.empty((rows * ((cols + _BLOCK - 1) // _BLOCK), n), dtype=np.int64)
-    _combine_kernel(
+    used_per_task = np.empty((rows * ((cols + BLOCK - 1) // BLOCK), n), dtype=np.int64)
+    combine_rows(
         stack, frames, premask, valid_low, valid_high, offsets, offset_index, weights, scale,
         _rejection_arguments(options), sorting_network(n), data, n_used, clip_mask, used_per_task,
     )
@@ -352,12 +354,6 @@ def _rejection_arguments(options: ClipOptions) -> tuple:
             options.nlow, options.nhigh, options.plow, options.phigh)
 
 
-# Frames of a stack lie a power of two apart (2048x2048 float32: 16 MiB), so
-# walking down the stack pixel by pixel hits the same cache sets and thrashes.
-# The kernel therefore works on blocks of one row: each frame's stretch is
-# copied into small buffers (original order for the average, and a copy that a
-# branch-free sorting network sorts for all the block's pixels at once).
-_BLOCK = 256
 
 
 def sorting_network(n: int) -> np.ndarray:
@@ -379,315 +375,6 @@ def sorting_network(n: int) -> np.ndarray:
             k //= 2
         p *= 2
     return np.array(pairs, dtype=np.int64).reshape(-1, 2)
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _combine_kernel(stack, frames, premask, valid_low, valid_high, offsets, offset_index, weights,
-                    scale, rejection, network, data, n_used, clip_mask,
-                    used_per_task):  # pragma: no cover - compiled
-    n, rows, cols = frames.shape[0], stack.shape[1], stack.shape[2]
-    n_blocks = (cols + _BLOCK - 1) // _BLOCK
-    for task in numba.prange(rows * n_blocks):
-        row, start = task // n_blocks, (task % n_blocks) * _BLOCK
-        stop = min(cols, start + _BLOCK)
-        samples = np.empty((n, _BLOCK))
-        ordered = np.empty((n, _BLOCK))
-        _load_block(stack, frames, premask, valid_low, valid_high, offsets, offset_index, scale,
-                    row, start, stop, samples, ordered)
-        _sort_block(ordered, network, stop - start)
-        lower, upper, low_ties, high_keep = _block_bounds(ordered, stop - start, rejection, network)
-        _average_block(samples, lower, upper, low_ties, high_keep, weights, row, start, stop,
-                       data, n_used, clip_mask, used_per_task[task])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _load_block(stack, frames, premask, valid_low, valid_high, offsets, offset_index, scale, row,
-                start, stop, samples, ordered):  # pragma: no cover
-    """Copy a row stretch of every chosen frame, less its offset, scaled; NaN (+inf in
-    ``ordered``) marks unusable samples."""
-    has_premask = premask.shape[0] == frames.shape[0]
-    shift = np.zeros(stop - start)  # subtracting 0.0 changes no value
-    for k in range(frames.shape[0]):
-        low, high, factor, frame = valid_low[k], valid_high[k], scale[k], frames[k]
-        if offsets.shape[0]:
-            shift[:] = offsets[offset_index[k], row, start:stop]
-        for col in range(start, stop):
-            stored = np.float64(stack[frame, row, col])
-            value = (stored - shift[col - start]) * factor
-            usable = np.isfinite(value) & (stored >= low) & (stored <= high)
-            if has_premask:
-                usable &= not premask[k, row, col]
-            samples[k, col - start] = value if usable else np.nan
-            ordered[k, col - start] = value if usable else np.inf
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _sort_block(ordered, network, width):  # pragma: no cover
-    """Sort every column of ``ordered`` with the comparator network (vectorises over columns)."""
-    for pair in range(network.shape[0]):
-        low, high = ordered[network[pair, 0]], ordered[network[pair, 1]]
-        for col in range(width):
-            a, b = low[col], high[col]
-            low[col] = min(a, b)
-            high[col] = max(a, b)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _average_block(samples, lower, upper, low_ties, high_keep, weights, row, start, stop, data,
-                   n_used, clip_mask, frame_used):  # pragma: no cover
-    """Weighted means of a block's samples within their bounds, in frame order; records the
-    mask and how many samples of each frame were used.
-
-    With tie quotas (``minmax``; empty otherwise), of the samples equal to a
-    column's lower bound the first ``low_ties`` (in frame order) are
-    rejected, and of those equal to its upper bound all after the first
-    ``high_keep``: so exactly the samples a stable sort puts at the ends go.
-    Frame by frame across the block's columns, so the loop vectorises.
-    """
-    width = stop - start
-    total = np.zeros(width)
-    weight_sum = np.zeros(width)
-    used = np.zeros(width, dtype=np.int64)
-    seen_low = np.zeros(width, dtype=np.int64)
-    seen_high = np.zeros(width, dtype=np.int64)
-    ties = low_ties.size > 0
-    for k in range(samples.shape[0]):
-        weight = weights[k]
-        count = 0
-        for col in range(width):
-            value = samples[k, col]
-            inside = (value >= lower[col]) & (value <= upper[col])  # False for NaN
-            if ties:
-                at_low, at_high = value == lower[col], value == upper[col]
-                inside &= (~(at_low & (seen_low[col] < low_ties[col]))
-                           & ~(at_high & (seen_high[col] >= high_keep[col])))
-                seen_low[col] += at_low
-                seen_high[col] += at_high
-            total[col] += weight * value if inside else 0.0
-            weight_sum[col] += weight if inside else 0.0
-            used[col] += inside
-            count += inside
-            if clip_mask.shape[0]:
-                clip_mask[k, row, start + col] = not inside
-        frame_used[k] = count
-    for col in range(width):
-        n_used[row, start + col] = used[col]
-        data[row, start + col] = (total[col] / weight_sum[col]
-                                  if used[col] > 0 and weight_sum[col] > 0 else np.nan)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _block_bounds(ordered, width, rejection, network):  # pragma: no cover
-    """Each column's final bounds and tie quotas (see :func:`_average_block`), by method."""
-    method, lsigma, hsigma, use_median, use_mad, maxiters, nlow, nhigh, plow, phigh = rejection
-    n = ordered.shape[0]
-    count = np.zeros(width, dtype=np.int64)
-    for k in range(n):
-        for col in range(width):
-            count[col] += ordered[k, col] != np.inf
-    low_ties = np.zeros(width if method == 1 else 0, dtype=np.int64)
-    high_keep = np.full(width if method == 1 else 0, n, dtype=np.int64)
-    if method == 1:
-        lower, upper = _minmax_bounds(ordered, count, nlow, nhigh, low_ties, high_keep)
-    elif method == 2:
-        lower, upper = _percentile_bounds(ordered, count, plow, phigh)
-    else:
-        lower, upper = _sigma_bounds(ordered, count, lsigma, hsigma, use_median, use_mad,
-                                     maxiters, network)
-    return lower, upper, low_ties, high_keep
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _minmax_bounds(ordered, count, nlow, nhigh, low_ties, high_keep):  # pragma: no cover
-    """Bounds at the first and last kept ranks; tie quotas so that exactly ``nlow`` and
-    ``nhigh`` samples go."""
-    width = count.shape[0]
-    lower = np.full(width, np.nan)
-    upper = np.full(width, np.nan)
-    for col in range(width):
-        last = count[col] - nhigh - 1
-        if last < nlow:
-            continue
-        lower[col], upper[col] = ordered[nlow, col], ordered[last, col]
-        equal_high = dropped_high = 0
-        for k in range(count[col]):
-            low_ties[col] += k < nlow and ordered[k, col] == lower[col]
-            equal_high += ordered[k, col] == upper[col]
-            dropped_high += k > last and ordered[k, col] == upper[col]
-        high_keep[col] = equal_high - dropped_high
-    return lower, upper
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _percentile_bounds(ordered, count, plow, phigh):  # pragma: no cover
-    """The ``plow``-th and ``phigh``-th percentiles of each column's samples."""
-    width = count.shape[0]
-    lower = np.full(width, np.nan)
-    upper = np.full(width, np.nan)
-    for col in range(width):
-        if count[col]:
-            lower[col] = _percentile(ordered, col, count[col], plow)
-            upper[col] = _percentile(ordered, col, count[col], phigh)
-    return lower, upper
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _percentile(ordered, col, n, percent):  # pragma: no cover
-    """numpy's linear-interpolation percentile of sorted ``ordered[:n, col]``, to the bit."""
-    quantile = percent / 100.0
-    virtual = n * quantile + (1.0 + quantile * -1.0) - 1.0
-    if virtual >= n - 1:
-        return ordered[n - 1, col]
-    previous = max(int(np.floor(virtual)), 0)
-    gamma = virtual - np.floor(virtual) if virtual >= 0 else 0.0
-    a, b = ordered[previous, col], ordered[previous + 1, col]
-    difference = b - a
-    return b - difference * (1.0 - gamma) if gamma >= 0.5 else a + difference * gamma
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _sigma_bounds(ordered, count, lsigma, hsigma, use_median, use_mad, maxiters,
-                  network):  # pragma: no cover
-    """Final sigma-clipping bounds of every column of a sorted block.
-
-    The kept samples of a column are always a contiguous run ``lo:hi`` of its
-    sorted values, so an iteration only moves two indices. While many columns
-    are still clipping, the sums run over all rows with the others masked out
-    (:func:`_block_sums`, :func:`_block_mad`); the few columns left after
-    that are done one by one, over their kept samples only.
-    """
-    n, width = ordered.shape[0], count.shape[0]
-    lo = np.zeros(width, dtype=np.int64)
-    hi = count.copy()
-    active = hi > 0
-    lower = np.full(width, np.nan)
-    upper = np.full(width, np.nan)
-    total = np.empty(width)
-    mean = np.empty(width)
-    mad = np.empty(width)
-    deviations = np.empty((n if use_mad else 0, width))
-    n_active = width
-    for _ in range(maxiters):
-        whole_block = 4 * n_active >= width
-        if whole_block and use_mad:
-            _block_mad(ordered, lo, hi, network, deviations, mad)
-        if whole_block and not (use_mad and use_median):
-            _block_sums(ordered, lo, hi, mean, total)
-        n_active = 0
-        for col in range(width):
-            if not active[col]:
-                continue
-            kept = hi[col] - lo[col]
-            if not whole_block and not (use_mad and use_median):
-                mean[col], total[col] = _column_sums(ordered, col, lo[col], hi[col])
-            if not whole_block and use_mad:
-                mad[col] = _column_mad(ordered, col, lo[col], hi[col])
-            std = MAD_TO_SIGMA * mad[col] if use_mad else np.sqrt(total[col] / kept)
-            centre = _column_median(ordered, col, lo[col], hi[col]) if use_median else mean[col]
-            lower[col] = centre - lsigma * std
-            upper[col] = centre + hsigma * std
-            new_lo, new_hi = lo[col], hi[col]
-            while new_lo < new_hi and ordered[new_lo, col] < lower[col]:
-                new_lo += 1
-            while new_hi > new_lo and ordered[new_hi - 1, col] > upper[col]:
-                new_hi -= 1
-            if (new_lo == lo[col] and new_hi == hi[col]) or new_lo == new_hi:
-                active[col] = False
-            else:
-                lo[col], hi[col] = new_lo, new_hi
-                n_active += 1
-        if n_active == 0:
-            break
-    return lower, upper
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _block_sums(ordered, lo, hi, mean, total):  # pragma: no cover
-    """Every column's mean and sum of squared deviations over its kept run ``lo:hi``.
-
-    The sums run over all rows with the others masked out: this vectorises
-    across columns and adds exactly what a loop over ``lo:hi`` would.
-    """
-    n, width = ordered.shape[0], lo.shape[0]
-    total[:] = 0.0
-    for k in range(n):
-        for col in range(width):
-            total[col] += ordered[k, col] if lo[col] <= k < hi[col] else 0.0
-    for col in range(width):
-        mean[col] = total[col] / max(hi[col] - lo[col], 1)
-    total[:] = 0.0
-    for k in range(n):
-        for col in range(width):
-            deviation = ordered[k, col] - mean[col]
-            total[col] += deviation * deviation if lo[col] <= k < hi[col] else 0.0
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _block_mad(ordered, lo, hi, network, deviations, mad):  # pragma: no cover
-    """Every column's median absolute deviation over its kept run, by sorting the
-    deviations of all columns at once with the comparator network."""
-    n, width = ordered.shape[0], lo.shape[0]
-    for col in range(width):
-        mad[col] = _column_median(ordered, col, lo[col], hi[col]) if hi[col] > lo[col] else 0.0
-    for k in range(n):
-        for col in range(width):
-            deviation = abs(ordered[k, col] - mad[col])
-            deviations[k, col] = deviation if lo[col] <= k < hi[col] else np.inf
-    _sort_block(deviations, network, width)
-    for col in range(width):
-        kept = hi[col] - lo[col]
-        first, second = deviations[max(kept - 1, 0) // 2, col], deviations[kept // 2, col]
-        mad[col] = first if kept % 2 else 0.5 * (first + second)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _column_median(ordered, col, lo, hi):  # pragma: no cover
-    """Median of the sorted run ``ordered[lo:hi, col]``: the mean of the middle pair when even."""
-    kept = hi - lo
-    mid = lo + kept // 2
-    return ordered[mid, col] if kept % 2 else 0.5 * (ordered[mid, col] + ordered[mid - 1, col])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _column_mad(ordered, col, lo, hi):  # pragma: no cover
-    """Median absolute deviation about the median of the sorted run ``ordered[lo:hi, col]``.
-
-    The deviations below the median, walked downwards, and those above it,
-    walked upwards, are each ascending: merging the two finds the middle ranks
-    in one pass, without sorting.
-    """
-    median = _column_median(ordered, col, lo, hi)
-    kept = hi - lo
-    below = lo
-    while below < hi and ordered[below, col] < median:
-        below += 1
-    down, up = below - 1, below
-    first = second = 0.0
-    for rank in range(kept // 2 + 1):
-        if up >= hi or (down >= lo and median - ordered[down, col] <= ordered[up, col] - median):
-            deviation = abs(ordered[down, col] - median)
-            down -= 1
-        else:
-            deviation = abs(ordered[up, col] - median)
-            up += 1
-        if rank == (kept - 1) // 2:
-            first = deviation
-        second = deviation
-    return first if kept % 2 else 0.5 * (first + second)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _column_sums(ordered, col, lo, hi):  # pragma: no cover
-    """Mean and sum of squared deviations of one column's kept samples, in row order."""
-    total = 0.0
-    for k in range(lo, hi):
-        total += ordered[k, col]
-    mean = total / (hi - lo)
-    total = 0.0
-    for k in range(lo, hi):
-        deviation = ordered[k, col] - mean
-        total += deviation * deviation
-    return mean, total
 
 
 def sigma_clip_combine_plain(stack, *, weights=None, mask=None, scale=None, valid_range=None,
@@ -883,8 +570,10 @@ def frame_clip_bounds(frame, *, threshold=ClipOptions.threshold, cenfunc=ClipOpt
     if np.issubdtype(frame.dtype, np.integer) and frame.size:
         offset, top = int(frame.min()), int(frame.max())
         if top - offset < _MAX_HISTOGRAM_BINS:
-            counts = _histogram(frame.ravel(), offset, top - offset + 1)
-            lower, upper = _histogram_bounds(counts, float(threshold), cenfunc == "median",
+            from .kernels import histogram, histogram_bounds
+
+            counts = histogram(frame.ravel(), offset, top - offset + 1)
+            lower, upper = histogram_bounds(counts, float(threshold), cenfunc == "median",
                                              int(maxiters))
             return lower + offset, upper + offset
     return _frame_clip_bounds_plain(frame, threshold, cenfunc, maxiters)
@@ -925,121 +614,15 @@ def frame_median(frame, offset=None) -> float:
         An image of the same shape subtracted (in float64) from ``frame``
         first, e.g. the master dark from a raw flat, without making that copy.
     """
+    from .kernels import sampled_median
+
     values = np.ascontiguousarray(frame).ravel()
     if offset is None:
-        return _sampled_median(values, np.zeros(0))
+        return sampled_median(values, np.zeros(0))
     if np.shape(offset) != np.shape(frame):
         msg = f"offset shape {np.shape(offset)} differs from the frame's {np.shape(frame)}"
         raise ValueError(msg)
-    return _sampled_median(values, np.ascontiguousarray(offset, dtype=np.float64).ravel())
-
-
-#: Values sampled to place the median's window (in runs of consecutive pixels,
-#: which cost one cache miss a run); the window spans this many standard errors
-#: of the sample median's rank either side of it.
-_MEDIAN_SAMPLE, _MEDIAN_RUN, _MEDIAN_MARGIN = 1 << 14, 32, 4.0
-
-
-@numba.njit(cache=True, nogil=True)
-def _sampled_median(values, offset):  # pragma: no cover - compiled
-    runs = _MEDIAN_SAMPLE // _MEDIAN_RUN
-    if values.size < 4 * _MEDIAN_SAMPLE:
-        return _histogram_median_float(values, offset)
-    sample = np.empty(_MEDIAN_SAMPLE)
-    m = 0
-    for run in range(runs):  # golden-ratio steps: spread over rows and columns alike
-        start = int((run * 0.6180339887498949) % 1.0 * (values.size - _MEDIAN_RUN))
-        for i in range(start, start + _MEDIAN_RUN):
-            v = _value_at(values, offset, i)
-            if not np.isnan(v):
-                sample[m] = v
-                m += 1
-    if m < _MEDIAN_SAMPLE // 2:
-        return _histogram_median_float(values, offset)
-    margin = _MEDIAN_MARGIN * 0.5 / np.sqrt(m)
-    low_rank = max(0, int((0.5 - margin) * (m - 1)))
-    high_rank = min(m - 1, int(np.ceil((0.5 + margin) * (m - 1))))
-    sample = np.partition(sample[:m], (low_rank, high_rank))
-    low, high = sample[low_rank], sample[high_rank]
-    window = np.empty(int(4 * margin * values.size) + 1024)
-    chunk = np.empty(1024)
-    below, above, inside = 0, 0, 0
-    for begin in range(0, values.size, chunk.size):
-        width = min(chunk.size, values.size - begin)
-        for j in range(width):  # these two loops vectorise; NaN fails every comparison
-            chunk[j] = _value_at(values, offset, begin + j)
-        for j in range(width):
-            below += chunk[j] < low
-            above += chunk[j] > high
-        for j in range(width):  # the window holds a few per cent: a branch rarely taken
-            if low <= chunk[j] <= high:
-                if inside < window.size:
-                    window[inside] = chunk[j]
-                inside += 1
-    n = below + inside + above
-    first, second = (n - 1) // 2 - below, n // 2 - below
-    if inside > window.size or first < 0 or second >= inside:
-        return _histogram_median_float(values, offset)
-    window = np.partition(window[:inside], (first, second))
-    return 0.5 * (window[first] + window[second])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _value_at(values, offset, i):  # pragma: no cover - compiled
-    """``values[i]`` in float64, less ``offset[i]`` when an offset is given."""
-    value = np.float64(values[i])
-    return value - offset[i] if offset.size else value
-
-
-@numba.njit(cache=True, nogil=True)
-def _histogram_median_float(values, offset):  # pragma: no cover - compiled
-    n, low, high = 0, np.inf, -np.inf
-    for i in range(values.size):
-        v = _value_at(values, offset, i)
-        if not np.isnan(v):
-            n += 1
-            low = min(low, v)
-            high = max(high, v)
-    if n == 0:
-        return np.nan
-    if low == high:
-        return low
-    n_bins = 4096
-    scale = (n_bins - 1) / (high - low)
-    if not np.isfinite(scale) or scale <= 0:  # infinities, or a subnormal spread
-        kept = np.empty(n)
-        m = 0
-        for i in range(values.size):
-            v = _value_at(values, offset, i)
-            if not np.isnan(v):
-                kept[m] = v
-                m += 1
-        return np.median(kept)
-    counts = np.zeros(n_bins, dtype=np.int64)
-    for i in range(values.size):
-        v = _value_at(values, offset, i)
-        if not np.isnan(v):
-            counts[int((v - low) * scale)] += 1
-    first_rank, second_rank = (n - 1) // 2, n // 2
-    below, first_bin = 0, 0
-    while below + counts[first_bin] <= first_rank:
-        below += counts[first_bin]
-        first_bin += 1
-    last_bin, through = first_bin, below + counts[first_bin]
-    while through <= second_rank:
-        last_bin += 1
-        through += counts[last_bin]
-    middle = np.empty(through - below)
-    m = 0
-    for i in range(values.size):
-        v = _value_at(values, offset, i)
-        if not np.isnan(v):
-            b = int((v - low) * scale)
-            if first_bin <= b <= last_bin:
-                middle[m] = v
-                m += 1
-    middle.sort()
-    return 0.5 * (middle[first_rank - below] + middle[second_rank - below])
+    return sampled_median(values, np.ascontiguousarray(offset, dtype=np.float64).ravel())
 
 
 def concatenate_rows(results) -> CombineResult:
@@ -1056,62 +639,3 @@ def concatenate_rows(results) -> CombineResult:
         results[0].n_frames,
         sum(r.n_rejected_per_frame for r in results),
     )
-
-
-@numba.njit(cache=True, nogil=True)
-def _histogram(values, offset, n_bins):  # pragma: no cover - compiled
-    """Counts of each integer value, ``offset`` .. ``offset + n_bins - 1``."""
-    counts = np.zeros(n_bins, dtype=np.int64)
-    for value in values:
-        counts[value - offset] += 1
-    return counts
-
-
-@numba.njit(cache=True, nogil=True)
-def _histogram_bounds(counts, threshold, use_median, maxiters):  # pragma: no cover
-    """Clipping bounds of integer samples given as counts per value 0..len-1."""
-    lo, hi = 0, counts.size
-    lower, upper = np.nan, np.nan
-    for _ in range(maxiters):
-        kept = 0
-        total = 0.0
-        for v in range(lo, hi):
-            kept += counts[v]
-            total += counts[v] * np.float64(v)
-        if kept == 0:
-            break
-        mean = total / kept
-        var = 0.0
-        for v in range(lo, hi):
-            var += counts[v] * (v - mean) * (v - mean)
-        std = np.sqrt(var / kept)
-        centre = _histogram_median(counts, lo, hi, kept) if use_median else mean
-        lower = centre - threshold * std
-        upper = centre + threshold * std
-        new_lo = max(lo, int(np.ceil(lower)))
-        new_hi = min(hi, int(np.floor(upper)) + 1)
-        changed = False
-        for v in range(lo, new_lo):
-            changed = changed or counts[v] > 0
-        for v in range(new_hi, hi):
-            changed = changed or counts[v] > 0
-        if not changed:
-            break
-        lo, hi = new_lo, max(new_lo, new_hi)
-    return lower, upper
-
-
-@numba.njit(cache=True, nogil=True)
-def _histogram_median(counts, lo, hi, kept):  # pragma: no cover
-    """Median of the samples with values in [lo, hi): mean of the middle pair when even."""
-    want_low = (kept - 1) // 2
-    want_high = kept // 2
-    seen = 0
-    low_value = -1
-    for v in range(lo, hi):
-        seen += counts[v]
-        if low_value < 0 and seen > want_low:
-            low_value = v
-        if seen > want_high:
-            return 0.5 * (low_value + v)
-    return np.nan

@@ -16,11 +16,14 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.io import fits
 
 from .errors import InputError, InputProblem
+
+if TYPE_CHECKING:  # astropy is imported where it is used: ``import ccdred`` stays light
+    from astropy.io import fits
 
 __all__ = [
     "FITS_SUFFIXES",
@@ -83,6 +86,8 @@ def find_image_hdu(path) -> tuple[int, fits.Header]:
         When the file is not FITS, cannot be parsed, holds no image, or is
         shorter than its header says (truncated).
     """
+    from astropy.io import fits
+
     if not is_fits(path):
         raise InputError([InputProblem(Path(path), "not a FITS file")])
     try:
@@ -143,6 +148,8 @@ def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None,
     InputError
         When the data cannot be read (truncated or corrupt file).
     """
+    from astropy.io import fits
+
     try:
         with fits.open(path, mode="readonly", memmap=False, do_not_scale_image_data=True) as hdus:
             image = hdus[hdu]
@@ -170,6 +177,8 @@ def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None,
 
 def _readable_into(image, out) -> bool:
     """Whether an uncompressed image can be read byte for byte into ``out``."""
+    from astropy.io import fits
+
     info = image.fileinfo()
     return (out is not None and out.dtype == np.uint16 and out.flags.c_contiguous
             and out.shape == image.shape and isinstance(image, (fits.PrimaryHDU, fits.ImageHDU))
@@ -221,6 +230,8 @@ def product_digest(step: str, inputs, options: dict, version: str) -> str:
 
 def is_current_product(path, digest: str) -> bool:
     """True when ``path`` is an intact product (FITS checksums verify) made to ``digest``."""
+    from astropy.io import fits
+
     try:
         with fits.open(path, mode="readonly", memmap=False) as hdus:
             hdu = hdus[0]
@@ -271,6 +282,8 @@ def add_provenance(header: fits.Header, *, step: str, inputs, options: dict, ver
 
 def _set(header: fits.Header, key: str, value, comment: str) -> None:
     """Set a card, with its comment where the card has room for it."""
+    from astropy.io import fits
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fits.verify.VerifyWarning)
         fits_in = fits.Card(key, value, comment).image.rstrip().endswith(f"/ {comment}")
@@ -302,6 +315,8 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
     pathlib.Path
         The written product.
     """
+    from astropy.io import fits
+
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError([InputProblem(path, "exists; refusing to overwrite it")])
@@ -330,6 +345,8 @@ def write_raw_frame(path, data, cards: dict) -> Path:
 
     For simulated nights; unsigned 16-bit data is stored with BZERO = 32768.
     """
+    from astropy.io import fits
+
     header = fits.Header()
     for key, value in cards.items():
         header[key] = value

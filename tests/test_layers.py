@@ -18,11 +18,20 @@ def test_core_modules_load_no_panel_holoviews_or_dask(module):
 
 
 def test_the_kernels_load_neither_param_nor_fits_nor_start_threads():
-    code = ("import sys, threading, ccdred.combine; "
+    code = ("import sys, threading, ccdred.kernels; "
             "print(sorted(m for m in ('param', 'astropy.io.fits', 'ccdred.frames') if m in sys.modules),"
             " threading.active_count())")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[] 1"
+
+
+def test_the_help_loads_neither_numba_nor_astropy():
+    """``ccdred --help`` and the catalogue's modules answer without the compiled kernels or FITS."""
+    code = ("import sys, ccdred.cli, ccdred.plan, ccdred.steps; "
+            "ccdred.cli.build_parser().format_help(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'numba', 'llvmlite', 'astropy'}))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
 
 
 def test_the_version_is_known_without_the_package():
