@@ -66,12 +66,13 @@ def make(name) -> list[Path]:
 
 
 def timed(command, **kwargs) -> dict:
-    """Run a command under GNU time; wall seconds and peak RSS in MB."""
+    """Run a command under GNU time; wall and CPU (user + system) seconds, peak RSS in MB."""
     with tempfile.NamedTemporaryFile("r") as report:
-        subprocess.run(["/usr/bin/time", "-o", report.name, "-f", "%e %M", *map(str, command)],
+        subprocess.run(["/usr/bin/time", "-o", report.name, "-f", "%e %U %S %M",
+                        *map(str, command)],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
-        wall, rss_kb = report.read().split()[-2:]
-    return {"seconds": float(wall), "rss_mb": int(rss_kb) / 1024}
+        wall, user, system, rss_kb = report.read().split()[-4:]
+    return {"seconds": float(wall), "cpu": float(user) + float(system), "rss_mb": int(rss_kb) / 1024}
 
 
 def fresh(name) -> Path:

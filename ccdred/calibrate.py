@@ -477,8 +477,9 @@ class MasterFlat:
     data : numpy.ndarray
         The normalised master flat (mean 1); 1.0 where no sample survived
         and where the combination was not positive and finite.
-    combine : CombineResult
-        The clipped combination of the accepted, scaled flats.
+    combine : CombineResult or None
+        The clipped combination of the accepted, scaled flats; None once a
+        night's runner has released it (see :func:`ccdred.steps.written_part`).
     medians : numpy.ndarray
         Median of every input flat.
     accepted : numpy.ndarray
@@ -488,7 +489,7 @@ class MasterFlat:
     """
 
     data: np.ndarray
-    combine: CombineResult
+    combine: CombineResult | None
     medians: np.ndarray
     accepted: np.ndarray
     n_bad_pixels: int
@@ -729,24 +730,31 @@ def calibrate_frame(raw, master_dark, master_flat=None) -> np.ndarray:
 _CALIBRATION_ROWS = 128
 
 
-def calibration_steps(raw, master_dark, master_flat=None, *,
-                      dtype=np.float64) -> tuple[np.ndarray, np.ndarray | None]:
+def calibration_steps(raw, master_dark, master_flat=None, *, dtype=np.float64,
+                      keep_subtracted: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Both steps of calibrating a frame: dark-subtracted, then flat-fielded.
 
     The arithmetic is float64 (as :func:`calibrate_frame`), done a block of
     rows at a time, and the results are stored in ``dtype``: storing in the
     products' type directly spares a float64 copy of the whole frame.
 
+    Parameters
+    ----------
+    keep_subtracted : bool, optional
+        Store the dark-subtracted image; False (with a flat) spares that image
+        when only the flat-fielded one is written.
+
     Returns
     -------
-    dark_subtracted : numpy.ndarray
-        ``raw - master_dark``.
+    dark_subtracted : numpy.ndarray or None
+        ``raw - master_dark``; None when not kept.
     flat_fielded : numpy.ndarray or None
         ``(raw - master_dark) / master_flat``; None without a flat.
     """
     raw = np.asarray(raw)
     master_dark = np.broadcast_to(master_dark, raw.shape)
-    subtracted = np.empty(raw.shape, dtype)
+    keep_subtracted = keep_subtracted or master_flat is None
+    subtracted = np.empty(raw.shape, dtype) if keep_subtracted else None
     flat_fielded = None
     if master_flat is not None:
         master_flat = np.broadcast_to(master_flat, raw.shape)
@@ -754,9 +762,10 @@ def calibration_steps(raw, master_dark, master_flat=None, *,
     work = np.empty((min(_CALIBRATION_ROWS, len(raw)), *raw.shape[1:]))
     for start in range(0, len(raw), _CALIBRATION_ROWS):
         rows = slice(start, start + _CALIBRATION_ROWS)
-        block = work[: len(subtracted[rows])]
+        block = work[: len(raw[rows])]
         subtract_dark(raw[rows], master_dark[rows], out=block)
-        subtracted[rows] = block
+        if subtracted is not None:
+            subtracted[rows] = block
         if flat_fielded is not None:
             np.divide(block, master_flat[rows], out=block)
             flat_fielded[rows] = block

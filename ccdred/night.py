@@ -26,7 +26,7 @@ from .errors import CalibrationWarning, InputError, InputProblem
 from .frames import Frame, scan
 from .parameters import ReductionParameters
 from .plan import DarkTerm, Master, NightPlan, ObjectStep, plan_night
-from .steps import make_master, report_master
+from .steps import make_master, report_master, written_part
 
 __all__ = [
     "NightResult",
@@ -145,9 +145,10 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
             if any(need not in result.masters for need in master.needs):
                 continue  # a master it needs failed: its problem is reported
             try:
-                result.masters[name] = make_master(master, options, result.images(),
-                                                   budget=memory_budget, map_frames=pool.map)
-                report_master(master, result.masters[name], options.limits)
+                made = make_master(master, options, result.images(), budget=memory_budget,
+                                   map_frames=pool.map)
+                report_master(master, made, options.limits)
+                result.masters[name] = written_part(made)
             except InputError as err:
                 problems += err.problems
             steps.advance(master.label)
@@ -398,7 +399,8 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
         return [out / name for name, _, _ in targets]
     dark = term.image(masters) if dark is None else dark
     images = calibration_steps(frame.read(), dark, masters[step.flat],
-                               dtype=fitsio.storage_dtype(parameters.dtype))
+                               dtype=fitsio.storage_dtype(parameters.dtype),
+                               keep_subtracted=parameters.intermediate)
     header = frame.header()
     return [_write(out, name, image, header, kind, inputs, parameters, existing,
                    [term.describe()], extra)

@@ -36,6 +36,7 @@ __all__ = [
     "report_master",
     "stack_statistics",
     "threshold_sweep",
+    "written_part",
 ]
 
 logger = logging.getLogger(__name__)
@@ -348,6 +349,14 @@ def pixel_noise(image) -> float:
     differences = np.diff(np.asarray(image, dtype=np.float64), axis=1)
     median = frame_median(differences)
     return MAD_TO_SIGMA * frame_median(np.abs(differences - median)) / np.sqrt(2.0)
+
+
+def written_part(result: CombineResult | MasterFlat) -> CombineResult | MasterFlat:
+    """What a night keeps of a master once made: its image (and a flat's medians and choices),
+    not the flat's un-normalised combination (a float64 image) nor the clip mask."""
+    if isinstance(result, MasterFlat):
+        return replace(result, combine=None)
+    return replace(result, clip_mask=None)
 
 
 def report_master(master: Master, result, limits: FlatLimits) -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from ccdred.calibrate import (calibrate_frame, darks_for_frames, flat_acceptance,
+from ccdred.calibrate import (calibrate_frame, calibration_steps, darks_for_frames, flat_acceptance,
                               master_dark, master_flat, subtract_dark)
 from ccdred.errors import InputError
 from ccdred.demo import NightSpec, make_night, night_truth
@@ -115,6 +115,17 @@ def test_calibrate_frame_arithmetic():
     np.testing.assert_allclose(out, [[200.0, 100.0]])
     assert out.dtype == np.float64
     np.testing.assert_allclose(subtract_dark(raw, np.array([[10.0, 10.0]])), [[100.0, 200.0]])
+
+
+def test_the_dark_subtracted_image_is_stored_only_when_kept(rng):
+    raw = rng.integers(1000, 3000, size=(300, 40)).astype(np.uint16)  # several row blocks
+    dark, flat = rng.normal(100, 5, raw.shape), rng.uniform(0.8, 1.2, raw.shape)
+    subtracted, flat_fielded = calibration_steps(raw, dark, flat, dtype=np.float32,
+                                                 keep_subtracted=False)
+    assert subtracted is None
+    np.testing.assert_array_equal(flat_fielded, ((raw - dark) / flat).astype(np.float32))
+    kept, _ = calibration_steps(raw, dark, dtype=np.float32, keep_subtracted=False)
+    np.testing.assert_array_equal(kept, (raw - dark).astype(np.float32))  # no flat: kept anyway
 
 
 def test_steps_do_not_change_their_inputs(night_files):

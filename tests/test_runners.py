@@ -61,6 +61,8 @@ def test_row_blocks_change_no_master(nights, tmp_path):
 def test_the_real_night_gets_bias_scaled_darks_and_overscan(nights, tmp_path):
     result = reduce_night([nights / "real"], tmp_path / "out")
     assert set(result.masters) == {"bias.fits", "dark_current.fits", "flat_V.fits", "flat_R.fits"}
+    # a night keeps of its flats what it writes and calibrates with, not their combinations
+    assert [result.masters[f].combine for f in ("flat_V.fits", "flat_R.fits")] == [None, None]
     assert result.plan.models() == {"scaled": len(result.plan.all_flats) + len(result.plan.objects)}
     header = fits.getheader(tmp_path / "out" / f"{result.plan.objects[0].name}_df.fits")
     assert header["HIERARCH CCDRED DARK_MODEL"] == "scaled"
