@@ -113,9 +113,10 @@ def iraf_job(folder: Path, chosen: dict) -> list[str]:
                                 scale="median"),
                   f'imstatistics ("{name}_sum.fits", fields="midpt", format-) | scan (med)',
                   f'imarith ("{name}_sum.fits", "/", med, "{name}.fits", pixtype="real")',
-                  # else ccdproc, seeing an unprocessed flat, would subtract a dark from it again
-                  f'hedit ("{name}.fits", "DARKCOR,CCDPROC", "done", add+, verify-, show-, '
-                  'update+)']
+                  # else ccdproc takes the flat for an unprocessed frame and calibrates it
+                  # with itself (all ones)
+                  *(f'hedit ("{name}.fits", "{key}", "done", add+, verify-, show-, update+)'
+                    for key in ("DARKCOR", "FLATCOR", "CCDPROC"))]
     for filter_name, (exptime, objects) in chosen["objects"].items():
         _write_list(folder / f"obj{filter_name}.lis", objects)
         _write_list(folder / f"obj{filter_name}_df.lis",

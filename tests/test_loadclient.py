@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,39 @@ def test_a_second_sessions_change_is_taken_while_the_first_computes(app_url):
 
     for taken, _sent, first_move in asyncio.run(overlapping_moves()):
         assert taken < first_move, (taken, first_move)
+
+
+def test_sessions_are_served_by_several_processes_with_num_procs(tmp_path):
+    """``panel serve --num-procs 2`` (README, 'serving a class'): two server processes, and
+    sessions opened on either move their threshold and get their own clip maps back."""
+    root = tmp_path / "data-root"
+    make_night(root / "night1", NightSpec(shape=(256, 256), seed=6))
+    prepare(tmp_path)
+    process, url = serve_app(["--data-root", root, "--output-root", tmp_path / "out"],
+                             panel_options=["--num-procs", "2"])
+    try:
+        servers = _children(process.pid)
+
+        async def sessions():
+            opened = [ProtocolSession(url) for _ in range(4)]
+            for session in opened:
+                await session.open()
+                await session.show_tab("Clipping")
+            moves = [await session.set_threshold(1.6 + 0.35 * i)  # never the default 2.5
+                     for i, session in enumerate(opened)]
+            for session in opened:
+                await session.close()
+            return moves
+
+        moves = asyncio.run(sessions())
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert len(servers) == 2, servers
+    assert all(0 < seconds < 60 for seconds in moves), moves
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux's /proc)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children]
