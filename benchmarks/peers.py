@@ -46,6 +46,8 @@ from pathlib import Path
 import numpy as np
 from run import HERE, RESULTS, _mkdir, fresh, make, timed
 
+from ccdred.plan import dark_product_name, flat_product_name
+
 PEERS = RESULTS / "peers"
 CLIP = 2.5
 UPPER_LIMIT = 38000.0
@@ -193,7 +195,7 @@ def run_ccdred(folder: Path, chosen: dict) -> dict:
     if not chosen["flats"]:  # darks alone: `ccdred reduce` makes only the masters frames need
         ((exptime, darks),) = chosen["darks"].items()
         return timed([sys.executable, HERE / "master_dark.py", "ccdred",
-                      folder / f"dark_{exptime * 1000:08.0f}.fits", *darks], cwd=folder)
+                      folder / dark_product_name(exptime), *darks], cwd=folder)
     return timed([sys.executable, "-m", "ccdred", "reduce", "-q", "--no-intermediate",
                   "-d", folder, *frames(chosen)], cwd=folder)
 
@@ -233,12 +235,10 @@ def agreement(night: dict, parts: list[str]) -> list[str]:
 
 
 def _products(tool: str, part: str, chosen: dict) -> list[tuple[Path, Path]]:
-    """(ccdred's, the peer's) for the last master made and the first calibrated object."""
+    """(ccdred's, the peer's) for every master and the first calibrated object."""
     ours, theirs = PEERS / f"ccdred-{part}", PEERS / f"{tool}-{part}"
-    exptime = next(iter(chosen["darks"]))
-    pairs = [(ours / f"dark_{exptime * 1000:08.0f}.fits", theirs / f"dark{exptime:g}.fits")]
-    for filter_name in chosen["flats"]:
-        pairs = [(ours / f"flat_{filter_name}.fits", theirs / f"flat{filter_name}.fits")]
+    pairs = [(ours / dark_product_name(t), theirs / f"dark{t:g}.fits") for t in chosen["darks"]]
+    pairs += [(ours / flat_product_name(f), theirs / f"flat{f}.fits") for f in chosen["flats"]]
     for filter_name, (_, objects) in list(chosen["objects"].items())[:1]:
         mine = ours / f"{objects[0].stem}_df.fits"
         pairs.append((mine, theirs / mine.name if tool == "IRAF" else
