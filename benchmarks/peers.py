@@ -46,11 +46,12 @@ from pathlib import Path
 import numpy as np
 from run import HERE, RESULTS, _mkdir, fresh, make, timed
 
+from ccdred.calibrate import FlatLimits
 from ccdred.plan import dark_product_name, flat_product_name
 
 PEERS = RESULTS / "peers"
 CLIP = 2.5
-UPPER_LIMIT = 38000.0
+UPPER_LIMIT = FlatLimits.upper  # the course's 38000 ADU
 
 
 def night_groups(files) -> dict:

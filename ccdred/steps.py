@@ -352,11 +352,10 @@ def pixel_noise(image) -> float:
 
 
 def written_part(result: CombineResult | MasterFlat) -> CombineResult | MasterFlat:
-    """What a night keeps of a master once made: its image (and a flat's medians and choices),
-    not the flat's un-normalised combination (a float64 image) nor the clip mask."""
-    if isinstance(result, MasterFlat):
-        return replace(result, combine=None)
-    return replace(result, clip_mask=None)
+    """What a night keeps of a master once made: all of a bias or dark (their combinations
+    keep no clip mask), of a flat its image, medians and choices but not its un-normalised
+    combination (a float64 image)."""
+    return replace(result, combine=None) if isinstance(result, MasterFlat) else result
 
 
 def report_master(master: Master, result, limits: FlatLimits) -> None:
