@@ -49,6 +49,8 @@ _TABLE_COLUMNS = ["file", "type", "exptime", "filter", "median", "status", "gets
 _PREPARING = ("**Preparing ccdred: first run only.** The kernels are being compiled "
               "(about half a minute on a laptop); the views appear by themselves when they are "
               "ready. `ccdred prepare` does this once after install.")
+#: The tabs, in order; a view is computed only while its tab is on show
+_TABS = ("Frames", "Clipping", "Before / after", "Masters", "Explore")
 _START_HERE = ("**Start here:** pick a night, look at the frames' levels, then move the "
                "threshold and watch the clipped pixels; *Reduce night* writes the products.")
 
@@ -61,6 +63,7 @@ class Dashboard(pn.viewable.Viewer):
     night = param.Selector(default=None, objects=[], allow_None=True, check_on_set=True,
                            doc="night folder under the data root")
     status = param.String(default="", doc="the night on show, or why a choice was refused")
+    tab = param.Selector(default=_TABS[0], objects=list(_TABS), doc="the tab on show")
 
     def __init__(self, data_root, output_root, night=None, ready=None, **params):
         """``ready``: an event set once the first-time preparation is done (None: it is)."""
@@ -179,7 +182,7 @@ class Dashboard(pn.viewable.Viewer):
             self._inspect_on_tap(element, "flat")
         return pn.Column(_panes(layout, linked_axes=True),
                          "Click a pixel to see the samples of the master flat there.",
-                         self._pixel_view(), sizing_mode="stretch_width")
+                         sizing_mode="stretch_width")
 
     def _inspect_on_tap(self, source, inspect) -> None:
         """A tap on this image (an element or a DynamicMap of images) inspects that pixel of
@@ -199,38 +202,39 @@ class Dashboard(pn.viewable.Viewer):
         self._inspect_on_tap(next(iter(dark_preview)), "dark")
         self._inspect_on_tap(next(iter(flat_preview)), "flat")
         return pn.Column("Click a pixel of a master to see its samples below.",
-                         own_axes(dark_preview), own_axes(flat_preview), self._pixel_view(),
+                         own_axes(dark_preview), own_axes(flat_preview),
                          sizing_mode="stretch_width")
 
     def _clip_view(self):
         """Clip maps and rejected samples per frame, as DynamicMaps: a change sends new data
         to the plots on show instead of new plots; each plot has its own axes."""
         def dynamic(build, shown, empty):
-            plot = hv.DynamicMap(self._reactive(build, shown, error=empty)).opts(framewise=True)
+            plot = hv.DynamicMap(self._reactive(build, shown, tab="Clipping",
+                                                error=empty)).opts(framewise=True)
             return pn.pane.HoloViews(plot, linked_axes=False, sizing_mode="stretch_width")
 
         pipeline = self.pipeline
         return pn.Column(
-            pn.panel(pn.bind(self._clip_summary, *_dependencies(pipeline.shown_dark,
-                                                                pipeline.shown_flat)), lazy=True),
+            pn.panel(self._reactive(lambda *_: self._clip_summary(), pipeline.shown_dark,
+                                    pipeline.shown_flat, tab="Clipping"), lazy=True),
             "Click a pixel of a map to see its samples below.",
             pn.Row(self._tappable(dynamic(plots.dark_clip_map, pipeline.shown_dark,
                                           plots.empty_image), "dark"),
                    self._tappable(dynamic(plots.flat_clip_map, pipeline.shown_flat,
                                           plots.empty_image), "flat")),
-            self._pixel_view(),
+            self._pixel_view("Clipping"),
             pn.Row(dynamic(lambda shown: plots.dark_rejections(shown, pipeline.frames_of(shown[0])),
                            pipeline.shown_dark, plots.empty_bars),
                    dynamic(lambda shown: plots.flat_rejections(shown, pipeline.flat_frames(shown[0])),
                            pipeline.shown_flat, plots.empty_bars)),
             sizing_mode="stretch_width")
 
-    def _pixel_view(self):
-        """The inspected pixel's samples, following the parameters and the taps."""
+    def _pixel_view(self, tab: str):
+        """The inspected pixel's samples, following the parameters and the taps, on ``tab``."""
         plot = hv.DynamicMap(self._reactive(plots.pixel_samples, self.pipeline.shown_pixel,
-                                            error=plots.empty_samples))
+                                            tab=tab, error=plots.empty_samples))
         return pn.Column(pn.panel(self._reactive(plots.pixel_summary, self.pipeline.shown_pixel,
-                                                 error=_said_elsewhere)),
+                                                 tab=tab, error=_said_elsewhere), lazy=True),
                          pn.pane.HoloViews(plot, linked_axes=False))
 
     def _tappable(self, pane, inspect):
@@ -252,11 +256,11 @@ class Dashboard(pn.viewable.Viewer):
             # own streams (HoloViews 1.23), beside the pipeline's parameters it follows.
             tap = hv.streams.Tap()
             tap.add_subscriber(lambda x=None, y=None: self.set_threshold(x))
-            view = self._reactive(lambda shown: plots.threshold_sweep_plot(shown, quantity),
-                                  self.pipeline.shown_sweep, error=plots.empty_curve)
-            followed = [p.name for p in _dependencies(self.pipeline.shown_sweep)]
-            plot = hv.DynamicMap(lambda x=None, y=None, **_: view(),
-                                 streams=[tap, hv.streams.Params(self.pipeline, followed)])
+            view = self._view(lambda shown: plots.threshold_sweep_plot(shown, quantity),
+                              [self.pipeline.shown_sweep], plots.empty_curve)
+            drawn = hv.streams.Params(parameters=[self._redraws("Explore",
+                                                                [self.pipeline.shown_sweep])])
+            plot = hv.DynamicMap(lambda x=None, y=None, **_: view(), streams=[tap, drawn])
             return pn.pane.HoloViews(plot, linked_axes=False, sizing_mode="stretch_width")
 
         pin = pn.widgets.Button(name="Pin the current parameters as A", button_type="primary")
@@ -264,14 +268,15 @@ class Dashboard(pn.viewable.Viewer):
         return pn.Column(
             "### Threshold sweep\nThe inspected master (*inspect* in the sidebar) combined with "
             "sigma clipping at thresholds from 1 to 5.75; click a point to set the threshold.",
-            pn.panel(self._reactive(plots.sweep_summary, self.pipeline.shown_sweep)),
+            pn.panel(self._reactive(plots.sweep_summary, self.pipeline.shown_sweep,
+                                    tab="Explore"), lazy=True),
             pn.Row(*(sweep(quantity) for quantity in plots.SWEEP_QUANTITIES),
                    sizing_mode="stretch_width"),
-            "### The inspected pixel", self._pixel_view(),
+            "### The inspected pixel", self._pixel_view("Explore"),
             "### A/B\nPin the parameters as A, change them, and see what changed (B − A).",
             pin, pn.panel(self._reactive(self._differences_view,
                                          self.pipeline.shown_differences,
-                                         error=_said_elsewhere), lazy=True),
+                                         tab="Explore", error=_said_elsewhere), lazy=True),
             sizing_mode="stretch_width")
 
     def set_threshold(self, x) -> None:
@@ -292,13 +297,14 @@ class Dashboard(pn.viewable.Viewer):
                    linked_axes=False),
             sizing_mode="stretch_width")
 
-    def _reactive(self, build, *methods, error=None):
-        """A function of the parameters ``methods`` depend on, returning ``build(*their values)``.
-
-        The methods' own ``param.depends`` declarations say when to rebuild; an
-        input problem becomes ``error(message)`` (an alert by default), with no
-        notification and no status change.
+    def _reactive(self, build, *methods, tab: str, error=None):
+        """``build(*the values of methods)``, as a function bound to when a view on ``tab``
+        has to be drawn again (see :meth:`_redraws`); an input problem becomes
+        ``error(message)`` (an alert by default), with no notification and no status change.
         """
+        return pn.bind(self._view(build, methods, error), self._redraws(tab, methods))
+
+    def _view(self, build, methods, error):
         def view(*_):
             try:
                 return build(*(method() for method in methods))
@@ -306,9 +312,18 @@ class Dashboard(pn.viewable.Viewer):
                 message = self._public(str(err))
                 return error(message) if error else pn.pane.Alert(message, alert_type="warning")
 
-        return pn.bind(view, *_dependencies(*methods))
+        return view
 
-    def _clip_summary(self, *_) -> str:
+    def _redraws(self, tab: str, methods) -> param.Parameter:
+        """A parameter that changes when a view of ``methods`` on ``tab`` has to be drawn: when
+        a parameter they depend on (their ``param.depends``) changes while the tab is on show,
+        and once when the tab is shown again after such a change. So a tab not on show
+        computes nothing."""
+        if tab not in _TABS:
+            raise ValueError(f"no tab {tab!r}: the tabs are {', '.join(_TABS)}")
+        return _Redraws(self, tab, _dependencies(*methods)).param.count
+
+    def _clip_summary(self) -> str:
         """One line per master on show: its rejected samples, or its problem (one each)."""
         lines, pipeline = [], self.pipeline
         for shown, line in ((pipeline.shown_dark, plots.dark_summary),
@@ -357,21 +372,29 @@ class Dashboard(pn.viewable.Viewer):
                 reduce_button]
 
     def tabs(self) -> pn.Tabs:
-        """The views, one tab each; a tab is computed when it is shown (``lazy``), so a
-        parameter change recomputes only what the tab on show draws."""
+        """The views, one tab each. Only the tab on show computes (see :meth:`_reactive`),
+        so a parameter change recomputes only what it draws; a tab shown again catches up."""
         pipeline = self.pipeline
-        return pn.Tabs(
-            ("Frames", pn.panel(self._reactive(self._levels_view, pipeline.frame_levels),
-                                lazy=True, loading_indicator=True)),
-            ("Clipping", self._clip_view()),
-            ("Before / after", pn.panel(self._reactive(self._before_after_view,
-                                                  pipeline.shown_calibrated),
-                                        lazy=True, loading_indicator=True)),
-            ("Masters", pn.panel(self._reactive(self._masters_view, pipeline.shown_dark,
-                                           pipeline.shown_flat), lazy=True,
-                                 loading_indicator=True)),
-            ("Explore", self._explore_view()),
-            dynamic=True, sizing_mode="stretch_width")
+
+        def pane(tab, build, *methods):
+            return pn.panel(self._reactive(build, *methods, tab=tab), lazy=True,
+                            loading_indicator=True)
+
+        def with_pixel(tab, build, *methods):
+            return pn.Column(pane(tab, build, *methods), self._pixel_view(tab),
+                             sizing_mode="stretch_width")
+
+        views = {"Frames": pane("Frames", self._levels_view, pipeline.frame_levels),
+                 "Clipping": self._clip_view(),
+                 "Before / after": with_pixel("Before / after", self._before_after_view,
+                                              pipeline.shown_calibrated),
+                 "Masters": with_pixel("Masters", self._masters_view, pipeline.shown_dark,
+                                       pipeline.shown_flat),
+                 "Explore": self._explore_view()}
+        tabs = pn.Tabs(*views.items(), active=_TABS.index(self.tab), dynamic=True,
+                       sizing_mode="stretch_width")
+        tabs.param.watch(lambda event: setattr(self, "tab", _TABS[event.new]), "active")
+        return tabs
 
     def __panel__(self):
         body = pn.Column(self._job_view(), sizing_mode="stretch_width")
@@ -393,6 +416,33 @@ class Dashboard(pn.viewable.Viewer):
 
         # Held here: a periodic callback nothing refers to may be collected before it fires.
         self._waiting = pn.state.add_periodic_callback(check, period=1000)
+
+
+class _Redraws(param.Parameterized):
+    """Counts the times a view on a tab has to be drawn (see :meth:`Dashboard._redraws`)."""
+
+    count = param.Integer(default=0)
+
+    def __init__(self, dashboard: Dashboard, tab: str, dependencies: list):
+        super().__init__()
+        self._dashboard, self._tab, self._missed = dashboard, tab, False
+        owners = {}
+        for dependency in dependencies:
+            owners.setdefault(id(dependency.owner), (dependency.owner, []))[1].append(dependency.name)
+        for owner, names in owners.values():
+            owner.param.watch(self._changed, names)
+        dashboard.param.watch(self._shown, "tab")
+
+    def _changed(self, *_events) -> None:
+        if self._dashboard.tab == self._tab:
+            self.count += 1
+        else:
+            self._missed = True
+
+    def _shown(self, event) -> None:
+        if event.new == self._tab and self._missed:
+            self._missed = False
+            self.count += 1
 
 
 def _dependencies(*methods) -> list:

@@ -23,6 +23,8 @@ from tornado.websocket import websocket_connect
 __all__ = ["ProtocolSession"]
 
 _IDS = itertools.count()
+#: The Clipping tab's summary says this (as the Explore tab's does)
+_SUMMARY = "samples rejected"
 
 
 class ProtocolSession:
@@ -68,21 +70,27 @@ class ProtocolSession:
         if self._socket:
             self._socket.close()
 
-    async def show_tab(self, title: str, timeout: float = 120.0) -> None:
-        """Make the tab titled ``title`` active and wait until its clip summary has arrived
-        (and first for the tabs, which a server still preparing shows only when ready)."""
+    async def show_tab(self, title: str, timeout: float = 120.0,
+                       shows: str = _SUMMARY) -> None:
+        """Make the tab titled ``title`` active and wait until a patch with the text ``shows``
+        has arrived (the Clipping tab's summary by default), and first for the tabs, which a
+        server still preparing shows only when ready."""
         deadline = time.perf_counter() + timeout
         while not (tabs := [model for model in self._models.values()
                             if model["type"] == "Tabs" and title in model["titles"]]):
             await asyncio.wait_for(self._patches.get(), deadline - time.perf_counter())
         await self._change(tabs[0]["id"], "active", tabs[0]["titles"].index(title))
-        await self._wait(lambda seen: seen["summary"], timeout)
+        await self.wait_for_text(shows, timeout)
+
+    async def wait_for_text(self, text: str, timeout: float = 120.0) -> None:
+        """Wait until a patch from now on has brought ``text`` (in any new value)."""
+        await self._wait(lambda seen: text in seen["text"], timeout)
 
     async def set_threshold(self, value: float, timeout: float = 120.0) -> float:
         """Type ``value`` into the threshold field; seconds until the new clip summary and
         clip-map data have come back (:attr:`acknowledged` says when the server took it)."""
         started = await self.send_threshold(value)
-        await self._wait(lambda seen: seen["summary"] and seen["image_data"], timeout)
+        await self._wait(lambda seen: _SUMMARY in seen["text"] and seen["image_data"], timeout)
         return time.perf_counter() - started
 
     async def send_threshold(self, value: float) -> float:
@@ -136,22 +144,22 @@ class ProtocolSession:
                 await self._patches.put(self._what_changed(content))
 
     async def _wait(self, done, timeout: float) -> None:
-        seen = {"summary": False, "image_data": False}
+        seen = {"text": "", "image_data": False}
         deadline = time.perf_counter() + timeout
         while not done(seen):
             changed = await asyncio.wait_for(self._patches.get(), deadline - time.perf_counter())
-            for key in seen:
-                seen[key] = seen[key] or changed[key]
+            seen = {"text": seen["text"] + changed["text"],
+                    "image_data": seen["image_data"] or changed["image_data"]}
 
     def _what_changed(self, content: dict) -> dict:
-        summary = image_data = False
+        """A patch's new values as JSON text, and whether it brings a clip map's data."""
+        texts, image_data = [], False
         for event in content.get("events", []):
-            new = json.dumps(event.get("new", event.get("data", "")))
+            texts.append(json.dumps(event.get("new", event.get("data", ""))))
             target = (event.get("model") or {}).get("id") or event.get("column_source", {}).get("id")
-            summary |= "samples rejected" in new  # the summary's text, or the tab that has it
             image_data |= target in self._image_sources and event.get("kind") in (
                 "ModelChanged", "ColumnDataChanged", "ColumnsStreamed", "ColumnsPatched")
-        return {"summary": summary, "image_data": image_data}
+        return {"text": "".join(texts), "image_data": image_data}
 
     def _index(self, content) -> None:
         """Note the models we look for: tabs, the threshold field, clip maps' data sources."""

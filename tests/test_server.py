@@ -1,0 +1,119 @@
+"""What a served session computes: a real Panel server in this process, driven over the
+Bokeh protocol (:class:`ccdred.loadclient.ProtocolSession`), with the plot builders counted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections import Counter
+
+import holoviews as hv
+import panel as pn
+import pytest
+
+from ccdred import pipeline as pipeline_module
+from ccdred import plots
+from ccdred.dashboard import Dashboard
+from ccdred.demo import NightSpec, make_night
+from ccdred.loadclient import ProtocolSession
+from ccdred.pipeline import MASTERS
+from ccdred.testing import free_port
+
+hv.extension("bokeh", logo=False)
+
+#: What the tabs draw, by the function that builds it
+COUNTED = {"frame levels": (plots, "frame_levels_plot"), "clip map": (plots, "dark_clip_map"),
+           "sweep": (pipeline_module, "threshold_sweep")}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_night(root / "night1", NightSpec(shape=(128, 128), seed=12))
+    return root
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """How often each of :data:`COUNTED` has been called since the test began."""
+    counts = Counter()
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            counts[name] += 1
+            return function(*args, **kwargs)
+        return call
+
+    for name, (module, attribute) in COUNTED.items():
+        monkeypatch.setattr(module, attribute, counted(name, getattr(module, attribute)))
+    return counts
+
+
+@pytest.fixture
+def app_url(data_root, tmp_path, calls):
+    """The dashboard served in this process (so its calls are counted) on a free port."""
+    MASTERS.clear()
+    port = free_port()
+    server = pn.serve({"app": lambda: Dashboard(data_root, tmp_path)}, port=port,
+                      address="127.0.0.1", websocket_origin=f"127.0.0.1:{port}", show=False,
+                      threaded=True)
+    url = f"http://127.0.0.1:{port}/app"
+    _wait_until_served(url)
+    yield url
+    server.stop()
+
+
+def _wait_until_served(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=30):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_only_the_tab_on_show_computes_and_a_tab_shown_again_is_up_to_date(app_url, calls):
+    async def visit():
+        session = ProtocolSession(app_url)
+        await session.open()  # on the Frames tab
+        await session.show_tab("Clipping")
+        await session.show_tab("Explore")
+        await session.show_tab("Clipping")
+        visited = calls.copy()
+        await session.set_threshold(1.7)
+        await session.set_threshold(2.2)
+        moved = calls.copy()
+        await session.show_tab("Explore", shows="at threshold 2.2")  # its sweep caught up
+        explored = calls.copy()
+        await session.send_threshold(3.0)
+        await session.wait_for_text("at threshold 3,")
+        explored_moved = calls.copy()
+        await session.show_tab("Frames", shows=".fits")
+        await _settled(calls)
+        await session.close()
+        return visited, moved, explored, explored_moved, calls.copy()
+
+    visited, moved, explored, explored_moved, back = asyncio.run(visit())
+    assert visited["frame levels"] >= 1 and visited["sweep"] >= 1  # the counters count
+    # two moves on the Clipping tab: new clip maps, nothing for the tabs not on show
+    assert moved["clip map"] >= visited["clip map"] + 2
+    assert moved["frame levels"] == visited["frame levels"]
+    assert moved["sweep"] == visited["sweep"]
+    # shown again, a tab catches up with the parameters, once
+    assert explored["sweep"] == moved["sweep"] + 1
+    # a move on the Explore tab: a new sweep, no clip map for the hidden Clipping tab
+    assert explored_moved["sweep"] == explored["sweep"] + 1
+    assert explored_moved["clip map"] == explored["clip map"]
+    assert back["frame levels"] == moved["frame levels"] + 1
+
+
+async def _settled(calls: Counter, quiet: float = 1.0, timeout: float = 30.0) -> None:
+    """Wait until the counted calls have not changed for ``quiet`` seconds."""
+    deadline, seen = time.monotonic() + timeout, None
+    while seen != calls and time.monotonic() < deadline:
+        seen = calls.copy()
+        await asyncio.sleep(quiet)
