@@ -18,6 +18,7 @@ import pandas as pd
 import panel as pn
 import param
 from bokeh.models.widgets.tables import NumberFormatter
+from panel.links import Link
 
 from . import plots
 from .errors import InputError
@@ -403,8 +404,11 @@ class Dashboard(pn.viewable.Viewer):
         else:
             body.append(pn.pane.Alert(_PREPARING, alert_type="info"))
             self._when_ready(lambda: body.__setitem__(-1, self.tabs()))
+        sidebar = pn.Column(*self._sidebar(), sizing_mode="stretch_width")
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            pn.state.on_session_destroyed(lambda _context: _forget_links(sidebar))
         return pn.template.FastListTemplate(
-            title="ccdred: CCD reduction", sidebar=self._sidebar(),
+            title="ccdred: CCD reduction", sidebar=[sidebar],
             main=[pn.pane.Markdown(_START_HERE), body], sidebar_width=340, accent="#1f5f8b")
 
     def _when_ready(self, show) -> None:
@@ -443,6 +447,19 @@ class _Redraws(param.Parameterized):
         if event.new == self._tab and self._missed:
             self._missed = False
             self.count += 1
+
+
+def _forget_links(layout) -> None:
+    """Drop the JavaScript links of ``layout``'s widgets from Panel's class-wide registry.
+
+    A widget's link holds the widgets it links to, and the threshold's
+    editable slider links its own text field: so the registry's weak key is
+    never released, and with it the session's widgets, pipeline and dashboard
+    stayed alive after the session closed (Panel 1.9).
+    """
+    widgets = {id(widget) for widget in layout.select(pn.widgets.Widget)}
+    for source in [source for source in Link.registry if id(source) in widgets]:
+        del Link.registry[source]
 
 
 def _dependencies(*methods) -> list:

@@ -4,8 +4,10 @@ Bokeh protocol (:class:`ccdred.loadclient.ProtocolSession`), with the plot build
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import urllib.request
+import weakref
 from collections import Counter
 
 import holoviews as hv
@@ -51,13 +53,27 @@ def calls(monkeypatch):
 
 
 @pytest.fixture
-def app_url(data_root, tmp_path, calls):
-    """The dashboard served in this process (so its calls are counted) on a free port."""
+def dashboards() -> weakref.WeakSet:
+    """The dashboards the server has made and that are still alive."""
+    return weakref.WeakSet()
+
+
+@pytest.fixture
+def app_url(data_root, tmp_path, calls, dashboards):
+    """The dashboard served in this process (so its calls are counted) on a free port; a
+    closed session is dropped 0.5 s after it was last used."""
     MASTERS.clear()
+
+    def session():
+        dashboard = Dashboard(data_root, tmp_path)
+        dashboards.add(dashboard)
+        return dashboard
+
     port = free_port()
-    server = pn.serve({"app": lambda: Dashboard(data_root, tmp_path)}, port=port,
-                      address="127.0.0.1", websocket_origin=f"127.0.0.1:{port}", show=False,
-                      threaded=True)
+    server = pn.serve({"app": session}, port=port, address="127.0.0.1",
+                      websocket_origin=f"127.0.0.1:{port}", show=False, threaded=True,
+                      unused_session_lifetime_milliseconds=500,
+                      check_unused_sessions_milliseconds=250)
     url = f"http://127.0.0.1:{port}/app"
     _wait_until_served(url)
     yield url
@@ -117,3 +133,30 @@ async def _settled(calls: Counter, quiet: float = 1.0, timeout: float = 30.0) ->
     while seen != calls and time.monotonic() < deadline:
         seen = calls.copy()
         await asyncio.sleep(quiet)
+
+
+def test_closed_sessions_leave_nothing_of_theirs_behind(app_url, dashboards):
+    """Four sessions that moved their threshold on the Clipping tab, then closed: once the
+    server has dropped them, no dashboard (nor its pipeline, plots, streams) is left."""
+    async def open_move_close():
+        sessions = [ProtocolSession(app_url) for _ in range(4)]
+        for index, session in enumerate(sessions):
+            await session.open()
+            await session.show_tab("Clipping")
+            await session.set_threshold(1.5 + 0.4 * index)
+        opened = _alive(dashboards)  # (and maybe the page fetched to see the server is up)
+        for session in sessions:
+            await session.close()
+        deadline = time.monotonic() + 30
+        while _alive(dashboards) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        return opened
+
+    opened = asyncio.run(open_move_close())
+    assert opened >= 4
+    assert _alive(dashboards) == 0
+
+
+def _alive(dashboards: weakref.WeakSet) -> int:
+    gc.collect()
+    return len(dashboards)
