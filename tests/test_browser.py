@@ -368,3 +368,27 @@ def test_a_dragged_threshold_is_computed_once_where_it_is_let_go(browser, server
     assert float(threshold_field(page).input_value()) < 2.5
     assert rejected_counts(after)[0] > rejected_counts(before)[0]  # a lower threshold
     page.close()
+
+
+def test_a_tab_shown_again_draws_what_changed_while_it_was_hidden(browser, server):
+    """Only the tab on show computes: the Masters and Before / after tabs, shown after the
+    threshold moved on the Clipping tab, draw their images and the inspected pixel for the
+    new threshold."""
+    page = open_page(browser, server)
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    for tab in ("Masters", "Before / after"):
+        page.get_by_text(tab, exact=True).first.click()
+        page.wait_for_selector("text=samples used", timeout=60_000)
+    before = show_clipping(page)
+    set_threshold(page, 1.9)
+    wait_for_change(page, before)
+    for tab, name in (("Masters", "masters-after-move"), ("Before / after", "before-after-move")):
+        page.get_by_text(tab, exact=True).first.click()
+        page.wait_for_selector("text=Click a pixel", timeout=60_000)
+        page.wait_for_selector("canvas", timeout=60_000)  # the tab's images drawn
+        pixel = page.get_by_text("samples used").first.inner_text()
+        assert "samples used" in pixel
+        screenshot(page, name)
+    assert not errors, errors
+    page.close()
