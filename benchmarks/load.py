@@ -122,10 +122,13 @@ def main(argv=None) -> None:
                         help="seconds between a session's moves (protocol client)")
     parser.add_argument("--same", action="store_true", help="every session asks for the same values")
     parser.add_argument("--size", type=int, default=2048)
-    parser.add_argument("--num-threads", type=int, default=0,
-                        help="panel serve --num-threads (0: callbacks on the event loop)")
+    parser.add_argument("--num-threads", type=int,
+                        help="panel serve --num-threads (default: as app.py sets it, 2 threads)")
     args = parser.parse_args(argv)
-    process, url = serve(args.size, "--num-threads", str(args.num_threads))
+    # closed sessions are dropped 2 s after their last use, so that "after close" is quick
+    threads = [] if args.num_threads is None else ["--num-threads", str(args.num_threads)]
+    process, url = serve(args.size, *threads,
+                         "--unused-session-lifetime", "2000", "--check-unused-sessions", "1000")
     try:
         idle = rss_mb(process.pid)
         if args.client == "protocol":
@@ -133,9 +136,12 @@ def main(argv=None) -> None:
         else:
             latencies = asyncio.run(load(url, args.sessions, args.moves))
             rss = rss_mb(process.pid)
+        time.sleep(5)
+        closed = rss_mb(process.pid)
     finally:
         process.terminate()
-    print(f"server RSS {idle:.0f} MB idle; {len(latencies)} moves")
+    print(f"server RSS {idle:.0f} MB idle, {closed:.0f} MB 5 s after the sessions closed; "
+          f"{len(latencies)} moves")
     print(f"sessions {args.sessions}: p50 {percentile(latencies, 0.5):.2f} s, "
           f"p95 {percentile(latencies, 0.95):.2f} s, max {latencies[-1]:.2f} s, rss {rss:.0f} MB")
 
