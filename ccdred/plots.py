@@ -70,10 +70,11 @@ def clip_map(n_rejected, n_frames: int, title: str, max_pixels: int = 512):
     rejected pixel (a cosmic ray, a hot pixel) stays visible. A static image
     (no server round trip on zoom), so that it follows the sliders quickly.
     """
-    fraction = np.asarray(n_rejected, dtype=np.float32) / max(n_frames, 1)
-    rows, cols = fraction.shape
+    n_rejected = np.asarray(n_rejected)
+    rows, cols = n_rejected.shape
     factor = max(1, -(-max(rows, cols) // max_pixels))
-    binned = block_max(fraction, factor)
+    # the counts' block maximum, then the fraction: half the time of the other way round
+    binned = block_max(n_rejected, factor).astype(np.float32) / max(n_frames, 1)
     element = hv.Image(np.flipud(binned), bounds=(-0.5, -0.5, cols - 0.5, rows - 0.5),
                        kdims=["x", "y"], vdims=["rejected fraction"], label=title)
     limit = max(float(binned.max()), 1e-3)
