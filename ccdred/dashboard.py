@@ -11,6 +11,7 @@ Reads happen only under the data root and writes only under the output root.
 from __future__ import annotations
 
 import glob
+import threading
 from pathlib import Path
 
 import holoviews as hv
@@ -69,6 +70,7 @@ class Dashboard(pn.viewable.Viewer):
     def __init__(self, data_root, output_root, night=None, ready=None, **params):
         """``ready``: an event set once the first-time preparation is done (None: it is)."""
         self._ready = ready
+        self._computing = threading.RLock()  # one view of this session computed at a time
         self._data_root = Path(data_root).resolve()
         super().__init__(pipeline=Pipeline(), job=ReductionJob(output_root), **params)
         self.param.night.objects = list_nights(self._data_root, exclude=[output_root])
@@ -257,11 +259,10 @@ class Dashboard(pn.viewable.Viewer):
             # own streams (HoloViews 1.23), beside the pipeline's parameters it follows.
             tap = hv.streams.Tap()
             tap.add_subscriber(lambda x=None, y=None: self.set_threshold(x))
-            view = self._view(lambda shown: plots.threshold_sweep_plot(shown, quantity),
-                              [self.pipeline.shown_sweep], plots.empty_curve)
-            drawn = hv.streams.Params(parameters=[self._redraws("Explore",
-                                                                [self.pipeline.shown_sweep])])
-            plot = hv.DynamicMap(lambda x=None, y=None, **_: view(), streams=[tap, drawn])
+            redraws = self._redraws("Explore", [self.pipeline.shown_sweep])
+            view = self._latest(self._view(lambda shown: plots.threshold_sweep_plot(shown, quantity),
+                                           [self.pipeline.shown_sweep], plots.empty_curve), redraws)
+            plot = hv.DynamicMap(view, streams=[tap, hv.streams.Params(redraws, ["count"])])
             return pn.pane.HoloViews(plot, linked_axes=False, sizing_mode="stretch_width")
 
         pin = pn.widgets.Button(name="Pin the current parameters as A", button_type="primary")
@@ -300,13 +301,16 @@ class Dashboard(pn.viewable.Viewer):
 
     def _reactive(self, build, *methods, tab: str, error=None):
         """``build(*the values of methods)``, as a function bound to when a view on ``tab``
-        has to be drawn again (see :meth:`_redraws`); an input problem becomes
-        ``error(message)`` (an alert by default), with no notification and no status change.
+        has to be drawn again (see :meth:`_redraws`), drawn for the latest change only (see
+        :meth:`_latest`); an input problem becomes ``error(message)`` (an alert by default),
+        with no notification and no status change.
         """
-        return pn.bind(self._view(build, methods, error), self._redraws(tab, methods))
+        redraws = self._redraws(tab, methods)
+        return pn.bind(self._latest(self._view(build, methods, error), redraws),
+                       redraws.param.count)
 
     def _view(self, build, methods, error):
-        def view(*_):
+        def view():
             try:
                 return build(*(method() for method in methods))
             except InputError as err:
@@ -315,14 +319,38 @@ class Dashboard(pn.viewable.Viewer):
 
         return view
 
-    def _redraws(self, tab: str, methods) -> param.Parameter:
-        """A parameter that changes when a view of ``methods`` on ``tab`` has to be drawn: when
-        a parameter they depend on (their ``param.depends``) changes while the tab is on show,
-        and once when the tab is shown again after such a change. So a tab not on show
-        computes nothing."""
+    def _latest(self, view, redraws: _Redraws):
+        """``view`` as a function of the redraw it answers, drawn for the latest one only.
+
+        A session's views are computed one at a time (Panel's threads would
+        otherwise run two changes of one session at once, and the older could
+        be drawn last). A redraw that a newer one has overtaken, before or
+        while it computes, gives what is on show already: the newer one is
+        waiting to draw, and nothing computed from parameters that changed
+        half-way is shown.
+        """
+        drawn = []
+
+        def latest(count=None, **_):
+            with self._computing:
+                if drawn and count != redraws.count:
+                    return drawn[-1]
+                result = view()
+                if drawn and count != redraws.count:
+                    return drawn[-1]
+                drawn[:] = [result]
+                return result
+
+        return latest
+
+    def _redraws(self, tab: str, methods) -> _Redraws:
+        """What counts the redraws of a view of ``methods`` on ``tab``: one when a parameter
+        they depend on (their ``param.depends``) changes while the tab is on show, and one
+        when the tab is shown again after such a change. So a tab not on show computes
+        nothing."""
         if tab not in _TABS:
             raise ValueError(f"no tab {tab!r}: the tabs are {', '.join(_TABS)}")
-        return _Redraws(self, tab, _dependencies(*methods)).param.count
+        return _Redraws(self, tab, _dependencies(*methods))
 
     def _clip_summary(self) -> str:
         """One line per master on show: its rejected samples, or its problem (one each)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -89,3 +91,42 @@ def test_reduce_night_reports_products_and_the_folder(dashboard):
     assert f"{folder}/ccdred.log" in names and f"{folder}/flat_V.fits" in names
     log = (Path(dashboard.job.output) / "ccdred.log").read_text()
     assert "master flat V from 7 frames" in log and "wrote" in log
+
+
+def test_a_view_draws_only_the_latest_of_changes_that_overtook_it(dashboard):
+    """While a session's view computes, two newer threshold moves arrive (in Panel's other
+    threads): the first view shows what was on show instead of its overtaken value, the
+    middle move computes nothing, and the last is computed and drawn."""
+    dashboard.night, dashboard.tab = "night1", "Clipping"
+    pipeline, computing, release, built = dashboard.pipeline, threading.Event(), threading.Event(), []
+
+    def build(_shown):
+        built.append(pipeline.threshold)
+        if pipeline.threshold == 1.7:
+            computing.set()
+            release.wait(30)
+        return built[-1]
+
+    view = dashboard._reactive(build, pipeline.shown_dark, tab="Clipping")
+    assert view() == 2.5  # on show
+    drawn = {}
+
+    def move(value):
+        pipeline.threshold = value
+        drawn[value] = view()
+
+    first = threading.Thread(target=move, args=(1.7,))
+    first.start()
+    assert computing.wait(30)
+    later = [threading.Thread(target=move, args=(value,)) for value in (3.1, 3.3)]
+    for thread in later:
+        thread.start()
+        while pipeline.threshold != thread._args[0]:  # its change made (and counted)
+            time.sleep(0.01)
+    release.set()
+    for thread in (first, *later):
+        thread.join(30)
+    assert built == [2.5, 1.7, 3.3]
+    assert drawn[1.7] == 2.5  # overtaken while computing: what was on show, not 1.7
+    assert drawn[3.3] == 3.3
+    assert drawn[3.1] in (2.5, 3.3)  # overtaken before it began: nothing computed
