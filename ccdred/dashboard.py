@@ -333,10 +333,10 @@ class Dashboard(pn.viewable.Viewer):
 
         def latest(count=None, **_):
             with self._computing:
-                if drawn and count != redraws.count:
+                if drawn and count != redraws.requested:
                     return drawn[-1]
                 result = view()
-                if drawn and count != redraws.count:
+                if drawn and count != redraws.requested:
                     return drawn[-1]
                 drawn[:] = [result]
                 return result
@@ -451,13 +451,19 @@ class Dashboard(pn.viewable.Viewer):
 
 
 class _Redraws(param.Parameterized):
-    """Counts the times a view on a tab has to be drawn (see :meth:`Dashboard._redraws`)."""
+    """Counts the times a view on a tab has to be drawn (see :meth:`Dashboard._redraws`).
+
+    ``requested`` is the number of the latest redraw asked for; ``count``, set to it
+    (which draws), may lag behind while another thread draws, so a redraw numbered
+    below ``requested`` has been overtaken.
+    """
 
     count = param.Integer(default=0)
 
     def __init__(self, dashboard: Dashboard, tab: str, dependencies: list):
         super().__init__()
         self._dashboard, self._tab, self._missed = dashboard, tab, False
+        self.requested, self._numbering = 0, threading.Lock()
         owners = {}
         for dependency in dependencies:
             owners.setdefault(id(dependency.owner), (dependency.owner, []))[1].append(dependency.name)
@@ -467,14 +473,20 @@ class _Redraws(param.Parameterized):
 
     def _changed(self, *_events) -> None:
         if self._dashboard.tab == self._tab:
-            self.count += 1
+            self._redraw()
         else:
             self._missed = True
 
     def _shown(self, event) -> None:
         if event.new == self._tab and self._missed:
             self._missed = False
-            self.count += 1
+            self._redraw()
+
+    def _redraw(self) -> None:
+        with self._numbering:  # two threads' changes get two numbers
+            self.requested += 1
+            number = self.requested
+        self.count = number  # draws, in this thread
 
 
 def _forget_links(layout) -> None:
