@@ -217,9 +217,11 @@ class Dashboard(pn.viewable.Viewer):
             return pn.pane.HoloViews(plot, linked_axes=False, sizing_mode="stretch_width")
 
         pipeline = self.pipeline
+        # the summary asks each master itself, to say each one's problem on its own line
+        summary = self._redraws("Clipping", [pipeline.shown_dark, pipeline.shown_flat])
         return pn.Column(
-            pn.panel(self._reactive(lambda *_: self._clip_summary(), pipeline.shown_dark,
-                                    pipeline.shown_flat, tab="Clipping"), lazy=True),
+            pn.panel(pn.bind(self._latest(self._clip_summary, summary), summary.param.count),
+                     lazy=True),
             "Click a pixel of a map to see its samples below.",
             pn.Row(self._tappable(dynamic(plots.dark_clip_map, pipeline.shown_dark,
                                           plots.empty_image), "dark"),
