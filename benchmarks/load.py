@@ -125,8 +125,8 @@ def main(argv=None) -> None:
     parser.add_argument("--num-threads", type=int,
                         help="panel serve --num-threads (default: as app.py sets it, 2 threads)")
     args = parser.parse_args(argv)
-    # closed sessions are dropped 2 s after their last use, so that "after close" is quick
     threads = [] if args.num_threads is None else ["--num-threads", str(args.num_threads)]
+    # closed sessions are dropped 2 s after their last use, so that "after close" is quick
     process, url = serve(args.size, *threads,
                          "--unused-session-lifetime", "2000", "--check-unused-sessions", "1000")
     try:

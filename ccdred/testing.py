@@ -31,11 +31,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(url: str, process, timeout=90.0) -> None:
-    """Wait until ``url`` answers 200; RuntimeError if ``process`` exits first."""
+def wait_for(url: str, process=None, timeout=90.0) -> None:
+    """Wait until ``url`` answers 200; RuntimeError if ``process`` (a server run as a
+    subprocess; None for one in this process) exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             raise RuntimeError(f"panel serve exited with {process.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=30) as response:

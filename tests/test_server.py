@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-import urllib.request
 import weakref
 from collections import Counter
 
@@ -20,7 +19,7 @@ from ccdred.dashboard import Dashboard
 from ccdred.demo import NightSpec, make_night
 from ccdred.loadclient import ProtocolSession
 from ccdred.pipeline import MASTERS
-from ccdred.testing import free_port
+from ccdred.testing import free_port, wait_for
 
 hv.extension("bokeh", logo=False)
 
@@ -75,21 +74,9 @@ def app_url(data_root, tmp_path, calls, dashboards):
                       unused_session_lifetime_milliseconds=500,
                       check_unused_sessions_milliseconds=250)
     url = f"http://127.0.0.1:{port}/app"
-    _wait_until_served(url)
+    wait_for(url)
     yield url
     server.stop()
-
-
-def _wait_until_served(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=30):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def test_only_the_tab_on_show_computes_and_a_tab_shown_again_is_up_to_date(app_url, calls):
