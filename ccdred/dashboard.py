@@ -53,6 +53,10 @@ _PREPARING = ("**Preparing ccdred: first run only.** The kernels are being compi
               "ready. `ccdred prepare` does this once after install.")
 #: The tabs, in order; a view is computed only while its tab is on show
 _TABS = ("Frames", "Clipping", "Before / after", "Masters", "Explore")
+#: A view not drawn yet (a drawing may be None)
+_NOT_DRAWN = object()
+#: The precedence of the watcher that shows a change's drawings, after the views' own
+_AFTER_VIEWS = 10
 _START_HERE = ("**Start here:** pick a night, look at the frames' levels, then move the "
                "threshold and watch the clipped pixels; *Reduce night* writes the products.")
 
@@ -70,9 +74,12 @@ class Dashboard(pn.viewable.Viewer):
     def __init__(self, data_root, output_root, night=None, ready=None, **params):
         """``ready``: an event set once the first-time preparation is done (None: it is)."""
         self._ready = ready
-        self._computing = threading.RLock()  # one view of this session computed at a time
+        self._computing = threading.RLock()  # one view of this session drawn at a time
+        self._outbox, self._outbox_lock, self._flush_pending = {}, threading.Lock(), False
+        self._page = None  # the page's Bokeh document, once served
         self._data_root = Path(data_root).resolve()
         super().__init__(pipeline=Pipeline(), job=ReductionJob(output_root), **params)
+        self.param.watch(self._flush, "tab", precedence=_AFTER_VIEWS)
         self.param.night.objects = list_nights(self._data_root, exclude=[output_root])
         self.folder_input = pn.widgets.TextInput(name="or type a folder under the data root",
                                                   placeholder="night folder")
@@ -218,10 +225,10 @@ class Dashboard(pn.viewable.Viewer):
 
         pipeline = self.pipeline
         # the summary asks each master itself, to say each one's problem on its own line
-        summary = self._redraws("Clipping", [pipeline.shown_dark, pipeline.shown_flat])
+        summary = _View(self, "Clipping", self._clip_summary,
+                        _dependencies(pipeline.shown_dark, pipeline.shown_flat))
         return pn.Column(
-            pn.panel(pn.bind(self._latest(self._clip_summary, summary), summary.param.count),
-                     lazy=True),
+            pn.panel(pn.bind(summary.drawn, summary.param.count), lazy=True),
             "Click a pixel of a map to see its samples below.",
             pn.Row(self._tappable(dynamic(plots.dark_clip_map, pipeline.shown_dark,
                                           plots.empty_image), "dark"),
@@ -261,10 +268,9 @@ class Dashboard(pn.viewable.Viewer):
             # own streams (HoloViews 1.23), beside the pipeline's parameters it follows.
             tap = hv.streams.Tap()
             tap.add_subscriber(lambda x=None, y=None: self.set_threshold(x))
-            redraws = self._redraws("Explore", [self.pipeline.shown_sweep])
-            view = self._latest(self._view(lambda shown: plots.threshold_sweep_plot(shown, quantity),
-                                           [self.pipeline.shown_sweep], plots.empty_curve), redraws)
-            plot = hv.DynamicMap(view, streams=[tap, hv.streams.Params(redraws, ["count"])])
+            view = self._view(lambda shown: plots.threshold_sweep_plot(shown, quantity),
+                              self.pipeline.shown_sweep, tab="Explore", error=plots.empty_curve)
+            plot = hv.DynamicMap(view.drawn, streams=[tap, hv.streams.Params(view, ["count"])])
             return pn.pane.HoloViews(plot, linked_axes=False, sizing_mode="stretch_width")
 
         pin = pn.widgets.Button(name="Pin the current parameters as A", button_type="primary")
@@ -302,57 +308,50 @@ class Dashboard(pn.viewable.Viewer):
             sizing_mode="stretch_width")
 
     def _reactive(self, build, *methods, tab: str, error=None):
-        """``build(*the values of methods)``, as a function bound to when a view on ``tab``
-        has to be drawn again (see :meth:`_redraws`), drawn for the latest change only (see
-        :meth:`_latest`); an input problem becomes ``error(message)`` (an alert by default),
-        with no notification and no status change.
+        """``build(*the values of methods)``, as a function bound to the view's drawings (see
+        :class:`_View`): drawn again only when its tab is on show, in the session's thread,
+        for the latest change only, and shown with the change's other views in one update.
+        An input problem becomes ``error(message)`` (an alert by default), with no
+        notification and no status change.
         """
-        redraws = self._redraws(tab, methods)
-        return pn.bind(self._latest(self._view(build, methods, error), redraws),
-                       redraws.param.count)
+        view = self._view(build, *methods, tab=tab, error=error)
+        return pn.bind(view.drawn, view.param.count)
 
-    def _view(self, build, methods, error):
-        def view():
+    def _view(self, build, *methods, tab: str, error=None) -> _View:
+        """The :class:`_View` of ``build(*the values of methods)`` on ``tab``."""
+        def draw():
             try:
                 return build(*(method() for method in methods))
             except InputError as err:
                 message = self._public(str(err))
                 return error(message) if error else pn.pane.Alert(message, alert_type="warning")
 
-        return view
+        return _View(self, tab, draw, _dependencies(*methods))
 
-    def _latest(self, view, redraws: _Redraws):
-        """``view`` as a function of the redraw it answers, drawn for the latest one only.
+    def _deliver(self, view: _View, number: int, drawing) -> None:
+        """Keep a view's new drawing until the change that asked for it has been handled."""
+        with self._outbox_lock:
+            self._outbox[view] = (number, drawing)
 
-        A session's views are computed one at a time (Panel's threads would
-        otherwise run two changes of one session at once, and the older could
-        be drawn last). A redraw that a newer one has overtaken, before or
-        while it computes, gives what is on show already: the newer one is
-        waiting to draw, and nothing computed from parameters that changed
-        half-way is shown.
-        """
-        drawn = []
+    def _flush(self, *_events) -> None:
+        """After a change's views were drawn (a watcher that runs after theirs): show the
+        drawings on the server's event loop, all in one update of the page."""
+        with self._outbox_lock:
+            if not self._outbox or self._flush_pending:
+                return
+            self._flush_pending = True
+        if self._page is None:  # a notebook, or no page
+            self._show_drawings()
+        else:
+            self._page.add_next_tick_callback(self._show_drawings)
 
-        def latest(count=None, **_):
-            with self._computing:
-                if drawn and count != redraws.requested:
-                    return drawn[-1]
-                result = view()
-                if drawn and count != redraws.requested:
-                    return drawn[-1]
-                drawn[:] = [result]
-                return result
-
-        return latest
-
-    def _redraws(self, tab: str, methods) -> _Redraws:
-        """What counts the redraws of a view of ``methods`` on ``tab``: one when a parameter
-        they depend on (their ``param.depends``) changes while the tab is on show, and one
-        when the tab is shown again after such a change. So a tab not on show computes
-        nothing."""
-        if tab not in _TABS:
-            raise ValueError(f"no tab {tab!r}: the tabs are {', '.join(_TABS)}")
-        return _Redraws(self, tab, _dependencies(*methods))
+    def _show_drawings(self) -> None:
+        with self._outbox_lock:
+            outbox, self._outbox, self._flush_pending = self._outbox, {}, False
+        # one recomputation of the page's models and one message, whatever the views
+        with pn.io.hold(self._page, freeze=True):
+            for view, (number, drawing) in outbox.items():
+                view.show(number, drawing)
 
     def _clip_summary(self) -> str:
         """One line per master on show: its rejected samples, or its problem (one each)."""
@@ -436,6 +435,7 @@ class Dashboard(pn.viewable.Viewer):
             self._when_ready(lambda: body.__setitem__(-1, self.tabs()))
         sidebar = pn.Column(*self._sidebar(), sizing_mode="stretch_width")
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            self._page = pn.state.curdoc
             pn.state.on_session_destroyed(lambda _context: _forget_links(sidebar))
         return pn.template.FastListTemplate(
             title="ccdred: CCD reduction", sidebar=[sidebar],
@@ -452,26 +452,51 @@ class Dashboard(pn.viewable.Viewer):
         self._waiting = pn.state.add_periodic_callback(check, period=1000)
 
 
-class _Redraws(param.Parameterized):
-    """Counts the times a view on a tab has to be drawn (see :meth:`Dashboard._redraws`).
+class _View(param.Parameterized):
+    """One view of a dashboard tab, and when it is drawn.
 
-    ``requested`` is the number of the latest redraw asked for; ``count``, set to it
-    (which draws), may lag behind while another thread draws, so a redraw numbered
-    below ``requested`` has been overtaken.
+    Drawn when first shown; afterwards, when a parameter it depends on
+    (``dependencies``) changes while its tab is on show, and once when its tab is
+    shown again after such a change: so a tab not on show computes nothing. A
+    drawing is computed in the thread that made the change (one of Panel's, not
+    the server's event loop), one at a time per session, and only for the latest
+    change: a drawing overtaken by a newer change, before or while it is
+    computed, is dropped. It is shown on the event loop, with the other views
+    drawn for the same change, in one update of the page (see
+    :meth:`Dashboard._flush`).
+
+    ``count`` numbers the drawings shown; ``requested`` the latest asked for.
     """
 
     count = param.Integer(default=0)
 
-    def __init__(self, dashboard: Dashboard, tab: str, dependencies: list):
+    def __init__(self, dashboard: Dashboard, tab: str, draw, dependencies: list):
+        if tab not in _TABS:
+            raise ValueError(f"no tab {tab!r}: the tabs are {', '.join(_TABS)}")
         super().__init__()
-        self._dashboard, self._tab, self._missed = dashboard, tab, False
+        self._dashboard, self._tab, self._draw, self._missed = dashboard, tab, draw, False
+        self._shown = _NOT_DRAWN
         self.requested, self._numbering = 0, threading.Lock()
         owners = {}
         for dependency in dependencies:
             owners.setdefault(id(dependency.owner), (dependency.owner, []))[1].append(dependency.name)
         for owner, names in owners.values():
             owner.param.watch(self._changed, names)
-        dashboard.param.watch(self._shown, "tab")
+            owner.param.watch(dashboard._flush, names, precedence=_AFTER_VIEWS)
+        dashboard.param.watch(self._shown_again, "tab")
+
+    def drawn(self, *_streams, **_values):
+        """What is on show: the last drawing shown, or the first one, drawn now."""
+        if self._shown is _NOT_DRAWN:
+            with self._dashboard._computing:
+                if self._shown is _NOT_DRAWN:
+                    self._shown = self._draw()
+        return self._shown
+
+    def show(self, number: int, drawing) -> None:
+        """Show a drawing (on the page's event loop)."""
+        self._shown = drawing
+        self.count = number
 
     def _changed(self, *_events) -> None:
         if self._dashboard.tab == self._tab:
@@ -479,7 +504,7 @@ class _Redraws(param.Parameterized):
         else:
             self._missed = True
 
-    def _shown(self, event) -> None:
+    def _shown_again(self, event) -> None:
         if event.new == self._tab and self._missed:
             self._missed = False
             self._redraw()
@@ -488,7 +513,12 @@ class _Redraws(param.Parameterized):
         with self._numbering:  # two threads' changes get two numbers
             self.requested += 1
             number = self.requested
-        self.count = number  # draws, in this thread
+        with self._dashboard._computing:
+            if number != self.requested:
+                return  # overtaken before it began
+            drawing = self._draw()
+            if number == self.requested:  # not overtaken while drawn
+                self._dashboard._deliver(self, number, drawing)
 
 
 def _forget_links(layout) -> None:

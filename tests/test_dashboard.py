@@ -95,8 +95,8 @@ def test_reduce_night_reports_products_and_the_folder(dashboard):
 
 def test_a_view_draws_only_the_latest_of_changes_that_overtook_it(dashboard):
     """While a session's view computes, two newer threshold moves arrive (in Panel's other
-    threads): the first view shows what was on show instead of its overtaken value, the
-    middle move computes nothing, and the last is computed and drawn."""
+    threads): the overtaken drawing is not shown, the middle move computes nothing, and
+    the last is computed and shown."""
     dashboard.night, dashboard.tab = "night1", "Clipping"
     pipeline, computing, release, built = dashboard.pipeline, threading.Event(), threading.Event(), []
 
@@ -107,26 +107,21 @@ def test_a_view_draws_only_the_latest_of_changes_that_overtook_it(dashboard):
             release.wait(30)
         return built[-1]
 
-    view = dashboard._reactive(build, pipeline.shown_dark, tab="Clipping")
-    assert view() == 2.5  # on show
-    drawn = {}
-
-    def move(value):
-        pipeline.threshold = value
-        drawn[value] = view()
-
-    first = threading.Thread(target=move, args=(1.7,))
+    view = dashboard._view(build, pipeline.shown_dark, tab="Clipping")
+    assert view.drawn() == 2.5  # on show
+    shown = []
+    view.param.watch(lambda _event: shown.append(view.drawn()), "count")
+    first = threading.Thread(target=setattr, args=(pipeline, "threshold", 1.7))
     first.start()
     assert computing.wait(30)
-    later = [threading.Thread(target=move, args=(value,)) for value in (3.1, 3.3)]
+    later = [threading.Thread(target=setattr, args=(pipeline, "threshold", value))
+             for value in (3.1, 3.3)]
     for thread in later:
         thread.start()
-        while pipeline.threshold != thread._args[0]:  # its change made (and counted)
+        while pipeline.threshold != thread._args[2]:  # its change made (and counted)
             time.sleep(0.01)
     release.set()
     for thread in (first, *later):
         thread.join(30)
-    assert built == [2.5, 1.7, 3.3]
-    assert drawn[1.7] == 2.5  # overtaken while computing: what was on show, not 1.7
-    assert drawn[3.3] == 3.3
-    assert drawn[3.1] in (2.5, 3.3)  # overtaken before it began: nothing computed
+    assert built == [2.5, 1.7, 3.3]  # 3.1, overtaken before it began, computed nothing
+    assert shown == [3.3]  # 1.7, overtaken while computed, never shown

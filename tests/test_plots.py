@@ -16,6 +16,16 @@ def test_block_max_keeps_the_largest_of_each_block_and_pads_edges():
     np.testing.assert_array_equal(plots.block_max(data, 1), data)
 
 
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_block_max_equals_the_maximum_of_each_block_found_one_by_one(factor):
+    data = np.random.default_rng(factor).integers(0, 1000, (37, 53))
+    rows, cols = -(-37 // factor), -(-53 // factor)
+    edge = np.pad(data, ((0, rows * factor - 37), (0, cols * factor - 53)), mode="edge")
+    expected = [[edge[r * factor:(r + 1) * factor, c * factor:(c + 1) * factor].max()
+                 for c in range(cols)] for r in range(rows)]
+    np.testing.assert_array_equal(plots.block_max(data, factor), expected)
+
+
 def test_a_single_rejected_pixel_stays_visible_in_a_binned_clip_map():
     n_rejected = np.zeros((2048, 2048), dtype=np.int16)
     n_rejected[1001, 77] = 1
