@@ -44,6 +44,8 @@ class ProtocolSession:
         self._patches: asyncio.Queue = asyncio.Queue()
         self._sent: dict = {}  # message id of a change -> when it was sent
         self._acks: dict = {}  # message id -> when the server's OK for it came
+        #: what each patch from the server changed, as "kind attribute" per event, in order
+        self.patches: list[list[str]] = []
         self._reader = None
 
     async def open(self) -> None:
@@ -140,6 +142,8 @@ class ProtocolSession:
             if header["msgtype"] == "OK":
                 self._acks[header.get("reqid")] = time.perf_counter()
             if header["msgtype"] == "PATCH-DOC":
+                self.patches.append([f"{event.get('kind')} {event.get('attr', '')}".strip()
+                                     for event in content.get("events", [])])
                 self._index(content)
                 await self._patches.put(self._what_changed(content))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 import weakref
 from collections import Counter
@@ -37,12 +38,15 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """How often each of :data:`COUNTED` has been called since the test began."""
+    """How often each of :data:`COUNTED` has been called since the test began (and in
+    ``threads``, each call's thread, in order)."""
     counts = Counter()
+    counts.threads = []
 
     def counted(name, function):
         def call(*args, **kwargs):
             counts[name] += 1
+            counts.threads.append((name, threading.current_thread().name))
             return function(*args, **kwargs)
         return call
 
@@ -59,9 +63,11 @@ def dashboards() -> weakref.WeakSet:
 
 @pytest.fixture
 def app_url(data_root, tmp_path, calls, dashboards):
-    """The dashboard served in this process (so its calls are counted) on a free port; a
-    closed session is dropped 0.5 s after it was last used."""
+    """The dashboard served in this process (so its calls are counted) on a free port,
+    with Panel's two threads as app.py sets them; a closed session is dropped 0.5 s after
+    it was last used."""
     MASTERS.clear()
+    pn.config.nthreads = 2
 
     def session():
         dashboard = Dashboard(data_root, tmp_path)
@@ -77,6 +83,7 @@ def app_url(data_root, tmp_path, calls, dashboards):
     wait_for(url)
     yield url
     server.stop()
+    pn.config.nthreads = None
 
 
 def test_only_the_tab_on_show_computes_and_a_tab_shown_again_is_up_to_date(app_url, calls):
@@ -116,6 +123,32 @@ def test_only_the_tab_on_show_computes_and_a_tab_shown_again_is_up_to_date(app_u
     assert explored_moved["sweep"] == explored["sweep"] + 1
     assert explored_moved["clip map"] == explored["clip map"]
     assert back["frame levels"] == moved["frame levels"] + 1
+
+
+def test_a_move_reaches_the_page_in_one_update(app_url, calls):
+    """The Clipping tab's summary, clip maps, rejected-sample bars and pixel view, redrawn
+    for one threshold move, come to the page in one patch (drawn in Panel's threads, then
+    shown together on the server's loop), not one per view."""
+    async def move():
+        session = ProtocolSession(app_url)
+        await session.open()
+        await session.show_tab("Clipping")
+        await _settled(calls)
+        before, built_before = len(session.patches), len(calls.threads)
+        await session.set_threshold(1.7)
+        await _settled(calls)
+        await asyncio.sleep(1.0)  # and anything the server sends after the counted builds
+        await session.close()
+        return session.patches[before:], calls.threads[built_before:]
+
+    patches, built = asyncio.run(move())
+    # drawn in Panel's threads: HoloViews would run a DynamicMap's drawing on the event loop
+    assert [name for name, _ in built] == ["clip map"]
+    assert built[0][1].startswith("ThreadPoolExecutor")
+    with_views = [patch for patch in patches
+                  if any(event in ("ColumnDataChanged data", "ModelChanged text") for event in patch)]
+    assert len(with_views) == 1
+    assert with_views[0].count("ColumnDataChanged data") >= 5  # every plot's data
 
 
 async def _settled(calls: Counter, quiet: float = 1.0, timeout: float = 30.0) -> None:
