@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/load.py --client protocol --sessions 8 [--same] [--active N] [--size 2048]
+        [--num-procs N]
     python benchmarks/load.py --client browser --sessions 2 --size 512
 
 Starts ``panel serve app.py`` on a free local port. ``--client protocol`` (the
@@ -35,8 +36,12 @@ SUMMARY = re.compile(r"([\d,]+) of [\d,]+ samples rejected")
 
 
 def rss_mb(pid: int) -> float:
+    """The RSS of a process and its children (``--num-procs``: forked processes share
+    pages, so the sum is an upper bound)."""
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+    own = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+    children = " ".join(path.read_text() for path in Path(f"/proc/{pid}/task").glob("*/children"))
+    return own + sum(rss_mb(int(child)) for child in children.split())
 
 
 async def session(browser, url, index, moves, latencies):
@@ -124,8 +129,11 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--num-threads", type=int,
                         help="panel serve --num-threads (default: as app.py sets it, 2 threads)")
+    parser.add_argument("--num-procs", type=int, default=1,
+                        help="panel serve --num-procs (server processes, each with its caches)")
     args = parser.parse_args(argv)
     threads = [] if args.num_threads is None else ["--num-threads", str(args.num_threads)]
+    threads += ["--num-procs", str(args.num_procs)]
     # closed sessions are dropped 2 s after their last use, so that "after close" is quick
     process, url = serve(args.size, *threads,
                          "--unused-session-lifetime", "2000", "--check-unused-sessions", "1000")
