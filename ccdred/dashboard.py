@@ -11,6 +11,7 @@ Reads happen only under the data root and writes only under the output root.
 from __future__ import annotations
 
 import glob
+import logging
 import threading
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from .prepare import is_prepared, prepare_in_background
 from .serve import app_options, list_nights, resolve_under
 
 __all__ = ["Dashboard"]
+
+_LOG = logging.getLogger(__name__)
 
 _CLIP_WIDGETS = {
     # throttled: a dragged slider sets the threshold once, where it is let go, instead of
@@ -516,7 +519,11 @@ class _View(param.Parameterized):
         with self._dashboard._computing:
             if number != self.requested:
                 return  # overtaken before it began
-            drawing = self._draw()
+            try:
+                drawing = self._draw()
+            except Exception:  # a failing view keeps its drawing; the change's others show
+                _LOG.exception("ccdred: a view of the %s tab could not be drawn", self._tab)
+                return
             if number == self.requested:  # not overtaken while drawn
                 self._dashboard._deliver(self, number, drawing)
 

@@ -125,3 +125,23 @@ def test_a_view_draws_only_the_latest_of_changes_that_overtook_it(dashboard):
         thread.join(30)
     assert built == [2.5, 1.7, 3.3]  # 3.1, overtaken before it began, computed nothing
     assert shown == [3.3]  # 1.7, overtaken while computed, never shown
+
+
+def test_a_view_that_fails_keeps_its_drawing_and_the_others_are_shown(dashboard, caplog):
+    """A bug in one view (not an input problem) is logged with its traceback; the other
+    views of the same change are still drawn and shown."""
+    dashboard.night, dashboard.tab = "night1", "Clipping"
+    pipeline = dashboard.pipeline
+
+    def failing(_shown):
+        if pipeline.threshold != 2.5:
+            raise RuntimeError("a bug")
+        return "first"
+
+    broken = dashboard._view(failing, pipeline.shown_dark, tab="Clipping")
+    working = dashboard._view(lambda shown: pipeline.threshold, pipeline.shown_dark,
+                              tab="Clipping")
+    assert (broken.drawn(), working.drawn()) == ("first", 2.5)
+    pipeline.threshold = 3.0
+    assert (broken.drawn(), working.drawn()) == ("first", 3.0)
+    assert "could not be drawn" in caplog.text and "RuntimeError: a bug" in caplog.text
