@@ -145,10 +145,8 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
             if any(need not in result.masters for need in master.needs):
                 continue  # a master it needs failed: its problem is reported
             try:
-                made = make_master(master, options, result.images(), budget=memory_budget,
-                                   map_frames=pool.map)
-                report_master(master, made, options.limits)
-                result.masters[name] = written_part(made)
+                result.masters[name] = _made(master, options, result.images(), memory_budget,
+                                             pool.map)
             except InputError as err:
                 problems += err.problems
             steps.advance(master.label)
@@ -157,6 +155,14 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
         _write_products(result, parameters, existing, steps, pool)
     logger.info("wrote %d products to %s", len(result.products), result.output_dir)
     return result
+
+
+def _made(master, options, images, budget: int, map_frames):
+    """Make a master, report it, and return what the night keeps of it (what it drops is
+    freed before the next master is made)."""
+    made = make_master(master, options, images, budget=budget, map_frames=map_frames)
+    report_master(master, made, options.limits)
+    return written_part(made)
 
 
 def summary(result: NightResult, limits) -> list[str]:

@@ -186,6 +186,7 @@ def make_master(master: Master, options: StepOptions, masters, *, budget: int = 
         if statistics is None:
             statistics = stack_statistics(master, options, stack, masters, map_frames)
         parts = [combine_block(master, options, stack, statistics, masters)]
+        del stack  # (this reference) before finishing, which makes a flat's normalised image
     else:
         statistics = list(map_frames(lambda i: file_statistic(master, options, i, masters),
                                      range(len(master.frames))))

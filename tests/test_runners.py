@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 from astropy.io import fits
 
-from ccdred import fitsio
+from ccdred import fitsio, steps
+from ccdred import night as night_module
 from ccdred.demo import NightSpec
 from ccdred.night import reduce_night
 from ccdred.pipeline import MASTERS, RAW_FRAMES, Pipeline
@@ -92,3 +96,36 @@ def test_each_raw_frame_is_read_once_per_process(nights, monkeypatch):
         second.master(name)
     used = {str(f.path) for m in first.plan.masters.values() for f in m.frames}
     assert sorted(reads) == sorted({*used, *(str(f.path) for f in first.plan.catalogue.frames)})
+
+
+def test_a_night_drops_what_it_does_not_keep_before_making_more(nights, tmp_path, monkeypatch):
+    """A night's peak memory: a flat's stack is freed before its normalised image is made,
+    and a flat's un-normalised combination before the next master is made."""
+    stacks, combinations, alive = [], [], {"stack at finish": [], "combination at next": []}
+
+    def read_stack(*args, **kwargs):
+        stack = real_read_stack(*args, **kwargs)
+        stacks.append(weakref.ref(stack))
+        return stack
+
+    def finish(master, *args, **kwargs):
+        gc.collect()
+        alive["stack at finish"].append(stacks[-1]() is not None)
+        return real_finish(master, *args, **kwargs)
+
+    def make_master(master, *args, **kwargs):
+        gc.collect()
+        alive["combination at next"] += [ref() is not None for ref in combinations]
+        made = real_make_master(master, *args, **kwargs)
+        if getattr(made, "combine", None) is not None:
+            combinations.append(weakref.ref(made.combine.data))
+        return made
+
+    real_read_stack, real_finish, real_make_master = steps.read_stack, steps.finish, steps.make_master
+    monkeypatch.setattr(steps, "read_stack", read_stack)
+    monkeypatch.setattr(steps, "finish", finish)
+    monkeypatch.setattr(night_module, "make_master", make_master)
+    reduce_night([nights / "course"], tmp_path / "out")
+    assert len(stacks) == len(alive["stack at finish"]) >= 4  # darks and flats, whole stacks
+    assert alive["stack at finish"] == [False] * len(stacks)
+    assert len(combinations) == 2 and alive["combination at next"] == [False]
