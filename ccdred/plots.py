@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 _IMAGE_OPTS = {"cmap": "gray", "colorbar": True, "tools": ["hover"], "data_aspect": 1,
-               "frame_height": 320, "xlabel": "column", "ylabel": "row"}
+               "frame_height": 300, "xlabel": "column", "ylabel": "row"}
 
 #: Images with more pixels than this are rasterized with datashader.
 RASTERIZE_ABOVE = 512 * 512
@@ -245,13 +245,14 @@ def pixel_samples(pixel):
                 strict=True))]
     vdims = ["file", "status", "iteration"]
     span = (-0.5, max(n, 1) - 0.5)
+    # framewise on each element: an overlay's own option does not reach its elements' ranges
     overlay = hv.Overlay([_bound_lines(pixel.bounds, span)])
     for status, style in _SAMPLE_STYLES.items():
         chosen = [row for row in rows if row["status"].startswith(status)]
         overlay *= hv.Scatter(chosen, "frame", ["value", *vdims], label=status).opts(
-            tools=["hover"], **style)
+            tools=["hover"], framewise=True, **style)
     overlay *= hv.Curve([(span[0], pixel.combined), (span[1], pixel.combined)], "frame", "value",
-                        label="combined").opts(color="#1b9e77", line_width=2)
+                        label="combined").opts(color="#1b9e77", line_width=2, framewise=True)
     used = int(np.count_nonzero(~pixel.rejected))
     return overlay.opts(
         title=f"{pixel.master} pixel (x={pixel.x}, y={pixel.y}): {used} of {n} samples used, "
@@ -320,7 +321,7 @@ def _bound_lines(bounds, span):
     kdims = ["frame", "value", "frame_end", "value_end"]
     return hv.Segments(segments, kdims, ["iteration", "line"], label="bounds by iteration").opts(
         color="iteration", cmap="Oranges", clim=(0, max(len(bounds), 1)), line_width=2,
-        line_dash="dashed", tools=["hover"], colorbar=False)
+        line_dash="dashed", tools=["hover"], colorbar=False, framewise=True)
 
 
 #: What a threshold sweep plot can show: (axis label, title, colour).
@@ -342,9 +343,10 @@ def threshold_sweep_plot(shown, quantity: str = "rejected_fraction"):
     values = np.asarray(sweep[quantity]) * (100 if quantity == "rejected_fraction" else 1)
     step = int(sweep.get("row_step", 1))
     rows_note = f", on 1 row in {step}" if step > 1 else ""
+    # framewise on each element: an overlay's own option does not reach its elements' ranges
     curve = hv.Curve((sweep["threshold"], values), "threshold", label).opts(
-        color=color, line_width=2)
-    points = hv.Scatter(curve).opts(color=color, size=7, tools=["hover", "tap"])
+        color=color, line_width=2, framewise=True)
+    points = hv.Scatter(curve).opts(color=color, size=7, tools=["hover", "tap"], framewise=True)
     return (curve * points * hv.VLine(threshold).opts(color="black", line_dash="dashed")).opts(
         title=(f"{name}: " if quantity == "rejected_fraction" else "") + title + rows_note,
         responsive=True, height=230,

@@ -126,6 +126,8 @@ def test_threshold_moves_the_clipped_pixel_map(browser, server):
     screenshot(page, "clipping-1.5")
     assert all(b > a for a, b in zip(rejected_counts(before), rejected_counts(after),
                                      strict=True)), (before, after)
+    time.sleep(1)  # the plots' update came with the summary's; let the page draw it
+    assert hidden_data(page) == []  # bars and the inspected pixel followed the move
     page.close()
 
 
@@ -245,6 +247,42 @@ def wait_for_text_change(read, old: str, timeout=30.0) -> str:
     raise AssertionError(f"did not change from {old!r}")
 
 
+def pixel_plot_view(page) -> dict:
+    """The pixel plot's title and the value range its y axis shows."""
+    return page.evaluate("""() => {
+        for (const doc of Bokeh.documents)
+            for (const model of doc.all_models)
+                if (model.title && model.title.text && model.title.text.includes("pixel (x=")
+                        && model.y_range)
+                    return {title: model.title.text, y: [model.y_range.start, model.y_range.end]};
+        return null;
+    }""")
+
+
+def hidden_data(page) -> list[str]:
+    """The plots on the page with a point (a glyph's ``y``) outside the range their y axis
+    shows: a plot that kept the range of what it showed before."""
+    return page.evaluate("""() => {
+        const hidden = [];
+        for (const doc of Bokeh.documents)
+            for (const plot of doc.all_models) {
+                if (!plot.renderers || !plot.y_range || plot.y_range.start === undefined) continue;
+                const [low, high] = [plot.y_range.start, plot.y_range.end].sort((a, b) => a - b);
+                for (const renderer of plot.renderers) {
+                    const field = renderer.glyph && renderer.glyph.y && renderer.glyph.y.field;
+                    const data = field && renderer.data_source && renderer.data_source.data[field];
+                    if (!data) continue;
+                    for (const y of data)
+                        if (Number.isFinite(y) && (y < low || y > high)) {
+                            hidden.push((plot.title && plot.title.text) || "untitled");
+                            break;
+                        }
+                }
+            }
+        return hidden;
+    }""")
+
+
 def plot_boxes(page) -> list[dict]:
     """Where each plot is on the page, in page order (a Bokeh plot draws on stacked canvases)."""
     boxes = []
@@ -311,6 +349,8 @@ def test_the_sweep_is_drawn_and_agrees_with_the_clipping_summary(browser, server
     assert 3.0 < threshold < 5.75
     field = threshold_field(page)
     assert wait_for_text_change(field.input_value, "2.5") == f"{threshold:g}"
+    time.sleep(1)  # the plots' update came with the summary's; let the page draw it
+    assert hidden_data(page) == []
     page.close()
 
 
@@ -346,6 +386,13 @@ def test_pinning_shows_no_difference_until_the_parameters_change(browser, server
         r": ([\d,]+) of [\d,]+ pixels changed", changed.inner_text())), "0 0")
     assert all(count != "0" for count in changed_counts.split()), changed_counts
     screenshot(page, "a-b")
+    # the inspected pixel (the one with most rejected samples) changed with the threshold:
+    # its plot shows its samples, not the range of the pixel shown before
+    pixel = pixel_plot_view(page)
+    combined = float(re.search(r"combined ([\d.]+)", pixel_line(page))[1])
+    assert f"combined {combined:g}" in pixel["title"].replace(",", ""), pixel
+    assert pixel["y"][0] < combined < pixel["y"][1], pixel
+    assert hidden_data(page) == []
     page.close()
 
 
