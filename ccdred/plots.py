@@ -88,7 +88,8 @@ def block_max(data, factor: int) -> np.ndarray:
     if factor == 1:
         return np.asarray(data)
     rows, cols = data.shape
-    padded = np.pad(data, ((0, -rows % factor), (0, -cols % factor)), mode="edge")
+    padded = np.pad(data, ((0, -rows % factor), (0, -cols % factor)), mode="edge") \
+        if rows % factor or cols % factor else data
     # the maximum of strided views, rows then columns: 9x faster than a reshaped max
     by_rows = np.maximum.reduce([padded[offset::factor] for offset in range(factor)])
     return np.maximum.reduce([by_rows[:, offset::factor] for offset in range(factor)])
