@@ -312,8 +312,9 @@ class Dashboard(pn.viewable.Viewer):
 
     def _reactive(self, build, *methods, tab: str, error=None):
         """``build(*the values of methods)``, as a function bound to the view's drawings (see
-        :class:`_View`): drawn again only when its tab is on show, in the session's thread,
-        for the latest change only, and shown with the change's other views in one update.
+        :class:`_View`): drawn again only when its tab is on show, in the thread that made
+        the change, for the latest change only, and shown with the change's other views in
+        one update.
         An input problem becomes ``error(message)`` (an alert by default), with no
         notification and no status change.
         """

@@ -259,7 +259,7 @@ def pixel_samples(pixel):
         title=f"{pixel.master} pixel (x={pixel.x}, y={pixel.y}): {used} of {n} samples used, "
               f"combined {pixel.combined:.6g}", width=900, height=380,
         xticks=list(enumerate(pixel.frames)) or [(0, "")], xrotation=60, xlim=span,
-        ylabel="sample as combined", legend_position="right", framewise=True)
+        ylabel="sample as combined", legend_position="right")
 
 
 def pixel_summary(pixel) -> str:
@@ -350,8 +350,7 @@ def threshold_sweep_plot(shown, quantity: str = "rejected_fraction"):
     points = hv.Scatter(curve).opts(color=color, size=7, tools=["hover", "tap"], framewise=True)
     return (curve * points * hv.VLine(threshold).opts(color="black", line_dash="dashed")).opts(
         title=(f"{name}: " if quantity == "rejected_fraction" else "") + title + rows_note,
-        responsive=True, height=230,
-        xlabel="threshold (σ)", framewise=True)
+        responsive=True, height=230, xlabel="threshold (σ)")
 
 
 def empty_curve(_message: str = ""):

@@ -32,7 +32,7 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("data-root")
     make_night(root / "night1", NightSpec(shape=(128, 128), seed=5))
     make_night(root / "night2", NightSpec(shape=(128, 128), seed=6, filters=("B", "V")))
-    make_night(root / "zz-long", NightSpec(shape=(512, 512), seed=7, n_objects=30))
+    make_night(root / "zz-long", NightSpec(shape=(512, 512), seed=7, n_objects=90))
     output_root = tmp_path_factory.mktemp("output-root")
     prepare(root.parent)  # as after `ccdred prepare`: kernels compiled, the demo night there
     port = free_port()
