@@ -436,6 +436,8 @@ def test_a_tab_shown_again_draws_what_changed_while_it_was_hidden(browser, serve
         page.wait_for_selector("canvas", timeout=60_000)  # the tab's images drawn
         pixel = page.get_by_text("samples used").first.inner_text()
         assert "samples used" in pixel
+        time.sleep(1)  # the pixel's plot caught up with its text; let the page draw it
+        assert hidden_data(page) == [], tab
         screenshot(page, name)
     assert not errors, errors
     page.close()
