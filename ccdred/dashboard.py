@@ -82,7 +82,9 @@ class Dashboard(pn.viewable.Viewer):
         self._page = None  # the page's Bokeh document, once served
         self._data_root = Path(data_root).resolve()
         super().__init__(pipeline=Pipeline(), job=ReductionJob(output_root), **params)
+        # after the views' own watchers: the views are drawn from the pipeline's parameters
         self.param.watch(self._flush, "tab", precedence=_AFTER_VIEWS)
+        self.pipeline.param.watch(self._flush, list(self.pipeline.param), precedence=_AFTER_VIEWS)
         self.param.night.objects = list_nights(self._data_root, exclude=[output_root])
         self.folder_input = pn.widgets.TextInput(name="or type a folder under the data root",
                                                   placeholder="night folder")
@@ -467,7 +469,8 @@ class _View(param.Parameterized):
     change: a drawing overtaken by a newer change, before or while it is
     computed, is dropped. It is shown on the event loop, with the other views
     drawn for the same change, in one update of the page (see
-    :meth:`Dashboard._flush`).
+    :meth:`Dashboard._flush`, which follows the pipeline's parameters: the
+    ``dependencies`` are of the pipeline's methods).
 
     ``count`` numbers the drawings shown; ``requested`` the latest asked for.
     """
@@ -486,7 +489,6 @@ class _View(param.Parameterized):
             owners.setdefault(id(dependency.owner), (dependency.owner, []))[1].append(dependency.name)
         for owner, names in owners.values():
             owner.param.watch(self._changed, names)
-            owner.param.watch(dashboard._flush, names, precedence=_AFTER_VIEWS)
         dashboard.param.watch(self._shown_again, "tab")
 
     def drawn(self, *_streams, **_values):
