@@ -760,13 +760,24 @@ def calibration_steps(raw, master_dark, master_flat=None, *, dtype=np.float64,
         master_flat = np.broadcast_to(master_flat, raw.shape)
         flat_fielded = np.empty(raw.shape, dtype)
     work = np.empty((min(_CALIBRATION_ROWS, len(raw)), *raw.shape[1:]))
+    master_rows = np.empty_like(work)
     for start in range(0, len(raw), _CALIBRATION_ROWS):
         rows = slice(start, start + _CALIBRATION_ROWS)
         block = work[: len(raw[rows])]
-        subtract_dark(raw[rows], master_dark[rows], out=block)
+        subtract_dark(raw[rows], _as_float64(master_dark[rows], master_rows), out=block)
         if subtracted is not None:
             subtracted[rows] = block
         if flat_fielded is not None:
-            np.divide(block, master_flat[rows], out=block)
+            np.divide(block, _as_float64(master_flat[rows], master_rows), out=block)
             flat_fielded[rows] = block
     return subtracted, flat_fielded
+
+
+def _as_float64(rows: np.ndarray, buffer: np.ndarray) -> np.ndarray:
+    """``rows`` of a master as float64: themselves, or copied into ``buffer`` (a float32
+    master's rows cast by one copy cost less than by the arithmetic's own casting)."""
+    if rows.dtype == np.float64:
+        return rows
+    converted = buffer[: len(rows)]
+    np.copyto(converted, rows)
+    return converted

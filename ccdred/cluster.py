@@ -24,7 +24,8 @@ from .night import (NightResult, calibrate_object, create_output, existing_polic
                     prepare_nights,
                     write_flat_intermediate, write_masters)
 from .parameters import ReductionParameters
-from .steps import file_block, file_statistic, finish, make_master, master_row_blocks, report_master
+from .steps import (as_written, file_block, file_statistic, finish, make_master, master_row_blocks,
+                    report_master, written_part)
 
 __all__ = ["connect", "reduce_nights_on_cluster"]
 
@@ -99,7 +100,8 @@ def _submit_masters(result: NightResult, client, parameters, budget) -> dict:
     """A future per master of a night, each depending on the masters it needs."""
     options, futures = parameters.step_options(), {}
     for name, master in result.plan.masters.items():
-        images = {need: client.submit(_image, futures[need], **_SUBMIT) for need in master.needs}
+        images = {need: client.submit(_written_image, futures[need], parameters.dtype, **_SUBMIT)
+                  for need in master.needs}
         blocks = master_row_blocks(master, budget)
         if len(blocks) == 1:
             futures[name] = client.submit(make_master, master, options, images, budget=budget,
@@ -113,8 +115,9 @@ def _submit_masters(result: NightResult, client, parameters, budget) -> dict:
     return futures
 
 
-def _image(master):
-    return master.data
+def _written_image(master, dtype):
+    """A master's image as its product holds it (see :func:`ccdred.steps.as_written`)."""
+    return as_written(master.data, dtype)
 
 
 def _check_masters(futures) -> None:
@@ -141,7 +144,8 @@ def _submit_products(results, futures, client, parameters, existing) -> list:
     tasks = []
     for i, (result, masters) in enumerate(zip(results, futures, strict=True)):
         plan, out = result.plan, result.output_dir
-        images = {name: client.submit(_image, future, **_SUBMIT) for name, future in masters.items()}
+        images = {name: client.submit(_written_image, future, parameters.dtype, **_SUBMIT)
+                  for name, future in masters.items()}
         tasks.append((i, client.submit(write_masters, plan, masters, out, parameters, existing,
                                        **_SUBMIT)))
         if parameters.intermediate:
@@ -168,7 +172,8 @@ def _collect(tasks, results, futures, parameters, progress) -> None:
     for result, masters in zip(results, futures, strict=True):
         for path in remove_partial_products(result.output_dir):
             logger.info("removed %s, left by a worker that died", path)
-        result.masters = {name: future.result() for name, future in masters.items()}
+        result.masters = {name: written_part(future.result(), parameters.dtype)
+                          for name, future in masters.items()}
         for name, master in result.plan.masters.items():
             report_master(master, result.masters[name], limits)
         logger.info("wrote %d products to %s", len(result.products), result.output_dir)

@@ -250,10 +250,11 @@ def _check_arguments(stack, clip, weights, mask, scale=None, valid_range=None, f
 
 
 def _offsets(offsets, offset_index, n, shape):
-    """Offset images as float64 (empty when none) and each combined frame's index into them."""
+    """Offset images (see :func:`_kernel_offset`; empty when none) and each combined frame's
+    index into them."""
     if offsets is None:
-        return np.zeros((0, 0, 0)), np.zeros(n, dtype=np.int64)
-    offsets = np.ascontiguousarray(offsets, dtype=np.float64)
+        return _kernel_offset(np.zeros((0, 0, 0))), np.zeros(n, dtype=np.int64)
+    offsets = _kernel_offset(offsets)
     if offsets.ndim != 3 or offsets.shape[1:] != shape:
         msg = f"offsets must be images of shape (n_offsets, {shape[0]}, {shape[1]}), got {offsets.shape}"
         raise ValueError(msg)
@@ -263,6 +264,15 @@ def _offsets(offsets, offset_index, n, shape):
         msg = f"offset_index must be {n} indices into the {len(offsets)} offsets, got {offset_index!r}"
         raise ValueError(msg)
     return offsets, index.astype(np.int64)
+
+
+def _kernel_offset(offset) -> np.ndarray:
+    """An image the kernels subtract (in float64), contiguous: a float32 one (a night's
+    masters as written) as it is, not copied; any other as float64. No offset is float32
+    too, so that a float32 night loads one compiled version of each kernel."""
+    offset = np.asarray(offset)
+    as_float32 = offset.size == 0 or offset.dtype == np.float32
+    return np.ascontiguousarray(offset, dtype=np.float32 if as_float32 else np.float64)
 
 
 def _frame_indices(frames, depth):
@@ -618,11 +628,11 @@ def frame_median(frame, offset=None) -> float:
 
     values = np.ascontiguousarray(frame).ravel()
     if offset is None:
-        return sampled_median(values, np.zeros(0))
+        return sampled_median(values, _kernel_offset(np.zeros(0)))
     if np.shape(offset) != np.shape(frame):
         msg = f"offset shape {np.shape(offset)} differs from the frame's {np.shape(frame)}"
         raise ValueError(msg)
-    return sampled_median(values, np.ascontiguousarray(offset, dtype=np.float64).ravel())
+    return sampled_median(values, _kernel_offset(offset).ravel())
 
 
 def concatenate_rows(results) -> CombineResult:

@@ -58,7 +58,8 @@ class NightResult:
     output_dir : pathlib.Path
     plan : NightPlan
     masters : dict of str to CombineResult or MasterFlat
-        Every master, by product name.
+        Every master, by product name, its image as written (in the products'
+        dtype, which the night calibrated with; see :func:`ccdred.steps.as_written`).
     products : list of pathlib.Path
         Every file written, in order.
     """
@@ -146,7 +147,7 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
                 continue  # a master it needs failed: its problem is reported
             try:
                 result.masters[name] = _made(master, options, result.images(), memory_budget,
-                                             pool.map)
+                                             pool.map, parameters.dtype)
             except InputError as err:
                 problems += err.problems
             steps.advance(master.label)
@@ -157,12 +158,12 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
     return result
 
 
-def _made(master, options, images, budget: int, map_frames):
-    """Make a master, report it, and return what the night keeps of it (what it drops is
-    freed before the next master is made)."""
+def _made(master, options, images, budget: int, map_frames, dtype):
+    """Make a master, report it, and return what the night keeps of it, its image as written
+    (what it drops is freed before the next master is made)."""
     made = make_master(master, options, images, budget=budget, map_frames=map_frames)
     report_master(master, made, options.limits)
-    return written_part(made)
+    return written_part(made, dtype)
 
 
 def summary(result: NightResult, limits) -> list[str]:

@@ -34,7 +34,8 @@ from .frames import Catalogue, Frame, read_stack, scan
 from .parameters import (CalibrationParameters, ClipParameters, KeywordParameters,
                          ReductionParameters, names)
 from .plan import Master, NightPlan, build_plan
-from .steps import PixelStack, StepOptions, make_master, pixel_stack, stack_statistics, threshold_sweep
+from .steps import (PixelStack, StepOptions, as_written, make_master, pixel_stack, stack_statistics,
+                    threshold_sweep)
 
 __all__ = ["MASTERS", "RAW_FRAMES", "SWEEP_SAMPLES", "Pipeline", "raw_median", "read_raw", "read_raw_stack"]
 
@@ -196,7 +197,7 @@ class Pipeline(ReductionParameters):
         """What decides a master: its kind, files, combiner, and the keys of its needs."""
         master = self._master_of(name)
         combiner = options.combiner(master.kind)
-        needs = tuple(self._key(need, options) for need in master.needs)
+        needs = self._needs_key(master, options)
         if master.kind != "flat":
             return (f"master_{master.kind}", self._files(master), combiner, needs)
         # The limits matter only through which flats they accept: a slider move that
@@ -209,8 +210,16 @@ class Pipeline(ReductionParameters):
     def _files(master: Master) -> tuple:
         return tuple(_file_key(f) for f in master.frames)
 
+    def _needs_key(self, master: Master, options: StepOptions) -> tuple:
+        """What decides the images a master is made with: its needs, and the type they are
+        applied in (see :func:`~ccdred.steps.as_written`)."""
+        needs = tuple(self._key(need, options) for need in master.needs)
+        return (self.dtype, *needs) if needs else ()
+
     def _images(self, master: Master, options: StepOptions) -> dict:
-        return {need: self.master(need, options).data for need in master.needs}
+        """The images of the masters ``master`` needs, as the night's products hold them."""
+        return {need: as_written(self.master(need, options).data, self.dtype)
+                for need in master.needs}
 
     def _stack(self, master: Master) -> np.ndarray:
         """A master's raw frames as one stack, read once per process (read-only)."""
@@ -221,7 +230,7 @@ class Pipeline(ReductionParameters):
         dark terms), a frame-clipped dark's clipping bounds of each frame."""
         master = self._master_of(name)
         combiner = options.combiner(master.kind)
-        decided_by = ((master.terms, tuple(self._key(need, options) for need in master.needs))
+        decided_by = ((master.terms, self._needs_key(master, options))
                       if master.kind == "flat" else (tuple(combiner.clip.frame_kwargs().items()),
                                                      getattr(combiner, "frame_clip", False)))
         key = ("statistics", master.kind, self._files(master), *decided_by)
@@ -366,9 +375,11 @@ class Pipeline(ReductionParameters):
         return read_raw(self._object(name).frame)
 
     def calibrated(self, name=None) -> np.ndarray:
-        """An object frame, calibrated: less its dark term, divided by its master flat."""
+        """An object frame, calibrated: less its dark term, divided by its master flat (the
+        masters as the night's products hold them)."""
         step = self._object(name)
-        images = {need: self.master(need).data for need in (*step.term.needs, step.flat)}
+        images = {need: as_written(self.master(need).data, self.dtype)
+                  for need in (*step.term.needs, step.flat)}
         MASTERS.computed["calibrate"] += 1
         return calibrate_frame(read_raw(step.frame), step.term.image(images), images[step.flat])
 

@@ -91,7 +91,7 @@ class DarkTerm:
             return masters[self.dark][rows]
         image = np.array(masters[self.bias][rows], dtype=np.float64)
         if self.model == "scaled":
-            image += self.exptime * masters[self.current][rows]
+            image += np.float64(self.exptime) * masters[self.current][rows]  # float64 for any image
         return image
 
     def describe(self) -> str:

@@ -98,7 +98,8 @@ def _exercise(dtype) -> None:
     from .calibrate import DarkCurrentCombiner, FlatCombiner, StackCombiner
 
     stack = (np.arange(2 * 4 * 600) % 97 + 1000).reshape(2, 4, 600).astype(dtype)
-    offset = np.ones(stack.shape[1:])
+    # offsets are masters as the products hold them (float32 by default; see as_written)
+    offset = np.ones(stack.shape[1:], dtype=np.float32)
     StackCombiner()(stack)
     DarkCurrentCombiner().combine(stack, [1.0, 2.0], offsets=offset)
     FlatCombiner()(stack, offsets=offset)

@@ -27,6 +27,7 @@ from .plan import Master
 __all__ = [
     "PixelStack",
     "StepOptions",
+    "as_written",
     "combine_block",
     "frame_statistic",
     "make_master",
@@ -352,11 +353,25 @@ def pixel_noise(image) -> float:
     return MAD_TO_SIGMA * frame_median(np.abs(differences - median)) / np.sqrt(2.0)
 
 
-def written_part(result: CombineResult | MasterFlat) -> CombineResult | MasterFlat:
-    """What a night keeps of a master once made: all of a bias or dark (their combinations
-    keep no clip mask), of a flat its image, medians and choices but not its un-normalised
-    combination (a float64 image)."""
-    return replace(result, combine=None) if isinstance(result, MasterFlat) else result
+def written_part(result: CombineResult | MasterFlat, dtype="float64") -> CombineResult | MasterFlat:
+    """What a night keeps of a master once made: its image as written (see
+    :func:`as_written`), a bias's or dark's counts, a flat's medians and choices; not a
+    flat's un-normalised combination (a float64 image)."""
+    data = as_written(result.data, dtype)
+    if isinstance(result, MasterFlat):
+        return replace(result, data=data, combine=None)
+    return replace(result, data=data)
+
+
+def as_written(image, dtype) -> np.ndarray:
+    """A master's image as its product holds it, in ``dtype`` (native byte order; no copy
+    when it already is).
+
+    The later steps of a night apply their masters so, as IRAF and the course
+    script apply the files they wrote: every runner's flats and objects are
+    calibrated with exactly the masters a user finds on disk.
+    """
+    return np.asarray(image, dtype=np.dtype(dtype))
 
 
 def report_master(master: Master, result, limits: FlatLimits) -> None:

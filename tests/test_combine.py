@@ -280,11 +280,12 @@ def test_frame_median_of_large_frames_equals_numpy(name, rng):
     assert frame_median(values) == np.nanmedian(values.astype(np.float64))
 
 
+@pytest.mark.parametrize("dark_dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", [(7, 9), (400, 300)])
-def test_frame_median_subtracts_the_offset_exactly(shape, rng):
+def test_frame_median_subtracts_the_offset_exactly(shape, dark_dtype, rng):
     raw = rng.integers(20_000, 30_000, shape).astype(np.uint16)
-    dark = rng.normal(100.0, 5.0, shape)
-    assert frame_median(raw, dark) == np.median(raw - dark)
+    dark = rng.normal(100.0, 5.0, shape).astype(dark_dtype)  # float32: a master as written
+    assert frame_median(raw, dark) == np.median(raw - dark.astype(np.float64))
     assert frame_median(raw, dark) != frame_median(raw)
 
 
@@ -295,9 +296,11 @@ def test_frame_median_rejects_an_offset_of_another_shape(rng):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("frames", [None, [0, 2, 3, 5]])
-def test_offsets_equal_subtracting_them_first(kernel, frames, rng):
+@pytest.mark.parametrize("dark_dtype", [np.float64, np.float32])
+def test_offsets_equal_subtracting_them_first(kernel, frames, dark_dtype, rng):
+    """Offsets are subtracted in float64, float32 ones (masters as written) too."""
     raw = outlier_stack(rng, 6, dtype=np.float64) + 1000.0
-    darks = rng.normal(100.0, 5.0, (2, *raw.shape[1:]))
+    darks = rng.normal(100.0, 5.0, (2, *raw.shape[1:])).astype(dark_dtype)
     index = np.array([0, 1, 0, 1, 1, 0])
     chosen = index if frames is None else index[frames]
     scale = rng.uniform(0.9, 1.1, len(chosen))
