@@ -218,8 +218,16 @@ class Pipeline(ReductionParameters):
 
     def _images(self, master: Master, options: StepOptions) -> dict:
         """The images of the masters ``master`` needs, as the night's products hold them."""
-        return {need: as_written(self.master(need, options).data, self.dtype)
-                for need in master.needs}
+        return {need: self._written(need, options) for need in master.needs}
+
+    def _written(self, name, options: StepOptions) -> np.ndarray:
+        """A master's image as its product holds it (see :func:`~ccdred.steps.as_written`),
+        converted once: a threshold move makes the flats with it several times."""
+        image = self.master(name, options).data
+        if image.dtype == np.dtype(self.dtype):
+            return image
+        key = ("as_written", self.dtype, self._key(name, options))
+        return MASTERS.get(key, lambda: as_written(image, self.dtype))
 
     def _stack(self, master: Master) -> np.ndarray:
         """A master's raw frames as one stack, read once per process (read-only)."""
@@ -378,8 +386,8 @@ class Pipeline(ReductionParameters):
         """An object frame, calibrated: less its dark term, divided by its master flat (the
         masters as the night's products hold them)."""
         step = self._object(name)
-        images = {need: as_written(self.master(need).data, self.dtype)
-                  for need in (*step.term.needs, step.flat)}
+        options = self.step_options()
+        images = {need: self._written(need, options) for need in (*step.term.needs, step.flat)}
         MASTERS.computed["calibrate"] += 1
         return calibrate_frame(read_raw(step.frame), step.term.image(images), images[step.flat])
 
