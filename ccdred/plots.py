@@ -235,23 +235,25 @@ def master_preview(data, title: str, *, label="ADU"):
 
 
 def pixel_samples(pixel):
-    """One pixel's samples across the frames (a :class:`~ccdred.steps.PixelStack`): used ones,
-    rejected ones coloured by the iteration that rejected them, pre-masked ones; each
-    iteration's bounds and centre, the last drawn strongest; the combined value."""
+    """One pixel's samples across the frames (a :class:`~ccdred.steps.PixelStack`): used,
+    rejected and pre-masked ones told apart by colour and marker (the hover says in which
+    iteration a sample went); each iteration's bounds and centre, the last drawn strongest;
+    the combined value."""
     n = len(pixel.frames)
-    rows = [{"frame": i, "value": float(v), "file": name, "iteration": int(it),
-             "status": _sample_status(masked, rejected, it)}
-            for i, (v, name, masked, rejected, it) in enumerate(zip(
-                pixel.values, pixel.frames, pixel.premasked, pixel.rejected, pixel.iteration,
-                strict=True))]
-    vdims = ["file", "status", "iteration"]
+    statuses = [_sample_status(masked, rejected, it) for masked, rejected, it in
+                zip(pixel.premasked, pixel.rejected, pixel.iteration, strict=True)]
+    samples = {"frame": np.arange(n), "value": np.asarray(pixel.values, dtype=np.float64),
+               "file": list(pixel.frames), "status": statuses,
+               "kind": [status.split(" ")[0] for status in statuses],
+               "iteration": np.asarray(pixel.iteration)}
     span = (-0.5, max(n, 1) - 0.5)
-    # framewise on each element: an overlay's own option does not reach its elements' ranges
-    overlay = hv.Overlay([_bound_lines(pixel.bounds, span)])
-    for status, style in _SAMPLE_STYLES.items():
-        chosen = [row for row in rows if row["status"].startswith(status)]
-        overlay *= hv.Scatter(chosen, "frame", ["value", *vdims], label=status).opts(
-            tools=["hover"], framewise=True, **style)
+    # One element for all samples (each element costs the server an update per move);
+    # framewise on each element: an overlay's own option does not reach its elements' ranges.
+    overlay = _bound_lines(pixel.bounds, span) * hv.Scatter(
+        samples, "frame", ["value", "file", "status", "kind", "iteration"]).opts(
+        tools=["hover"], framewise=True, color="kind", cmap=_SAMPLE_COLOURS, legend_position="right",
+        marker=hv.dim("kind").categorize(_SAMPLE_MARKERS),
+        size=hv.dim("kind").categorize(_SAMPLE_SIZES), line_width=2)
     overlay *= hv.Curve([(span[0], pixel.combined), (span[1], pixel.combined)], "frame", "value",
                         label="combined").opts(color="#1b9e77", line_width=2, framewise=True)
     used = int(np.count_nonzero(~pixel.rejected))
@@ -287,11 +289,10 @@ def sweep_summary(shown) -> str:
             f"noise {sweep['noise'][nearest]:.4g}")
 
 
-_SAMPLE_STYLES = {
-    "used": {"color": "#1f78b4", "size": 10, "marker": "circle"},
-    "rejected": {"color": "#e31a1c", "size": 14, "marker": "x", "line_width": 3},
-    "pre-masked": {"color": "#999999", "size": 12, "marker": "triangle"},
-}
+#: How each kind of sample is drawn (the first word of its status).
+_SAMPLE_COLOURS = {"used": "#1f78b4", "rejected": "#e31a1c", "pre-masked": "#999999"}
+_SAMPLE_MARKERS = {"used": "circle", "rejected": "x", "pre-masked": "triangle"}
+_SAMPLE_SIZES = {"used": 10, "rejected": 14, "pre-masked": 12}
 
 
 def empty_samples(_message: str = ""):
