@@ -268,8 +268,9 @@ def _offsets(offsets, offset_index, n, shape):
 
 def _kernel_offset(offset) -> np.ndarray:
     """An image the kernels subtract (in float64), contiguous: a float32 one (a night's
-    masters as written) as it is, not copied; any other as float64. No offset is float32
-    too, so that a float32 night loads one compiled version of each kernel."""
+    masters as written) as it is, not copied; any other as float64. The empty one (no
+    offset) is float32 too, so that a float32 night loads one compiled version of each
+    kernel."""
     offset = np.asarray(offset)
     as_float32 = offset.size == 0 or offset.dtype == np.float32
     return np.ascontiguousarray(offset, dtype=np.float32 if as_float32 else np.float64)

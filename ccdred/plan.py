@@ -91,7 +91,7 @@ class DarkTerm:
             return masters[self.dark][rows]
         image = np.array(masters[self.bias][rows], dtype=np.float64)
         if self.model == "scaled":
-            image += np.float64(self.exptime) * masters[self.current][rows]  # float64 for any image
+            image += np.float64(self.exptime) * masters[self.current][rows]  # float64, a float32 image too
         return image
 
     def describe(self) -> str:

@@ -251,7 +251,7 @@ def pixel_samples(pixel):
     # framewise on each element: an overlay's own option does not reach its elements' ranges.
     overlay = _bound_lines(pixel.bounds, span) * hv.Scatter(
         samples, "frame", ["value", "file", "status", "kind", "iteration"]).opts(
-        tools=["hover"], framewise=True, color="kind", cmap=_SAMPLE_COLOURS, legend_position="right",
+        tools=["hover"], framewise=True, color="kind", cmap=_SAMPLE_COLOURS,
         marker=hv.dim("kind").categorize(_SAMPLE_MARKERS),
         size=hv.dim("kind").categorize(_SAMPLE_SIZES), line_width=2)
     overlay *= hv.Curve([(span[0], pixel.combined), (span[1], pixel.combined)], "frame", "value",

@@ -353,7 +353,7 @@ def pixel_noise(image) -> float:
     return MAD_TO_SIGMA * frame_median(np.abs(differences - median)) / np.sqrt(2.0)
 
 
-def written_part(result: CombineResult | MasterFlat, dtype="float64") -> CombineResult | MasterFlat:
+def written_part(result: CombineResult | MasterFlat, dtype) -> CombineResult | MasterFlat:
     """What a night keeps of a master once made: its image as written (see
     :func:`as_written`), a bias's or dark's counts, a flat's medians and choices; not a
     flat's un-normalised combination (a float64 image)."""
