@@ -13,6 +13,7 @@ import holoviews as hv
 import numpy as np
 from astropy.visualization import ZScaleInterval
 from holoviews.operation.datashader import rasterize
+from holoviews.plotting.util import process_cmap
 
 __all__ = [
     "before_after",
@@ -261,7 +262,14 @@ def pixel_samples(pixel):
         title=f"{pixel.master} pixel (x={pixel.x}, y={pixel.y}): {used} of {n} samples used, "
               f"combined {pixel.combined:.6g}", width=900, height=380,
         xticks=list(enumerate(pixel.frames)) or [(0, "")], xrotation=60, xlim=span,
-        ylabel="sample as combined", legend_position="right")
+        ylabel="sample as combined", padding=(0.05, (0.05, 0.25)), **_INNER_LEGEND)
+
+
+# A legend inside the plot, in one row above the samples (the top padding keeps them
+# clear of it): HoloViews takes one outside the plot off and puts it back at every
+# update, which makes Bokeh walk the page's whole model graph again.
+_INNER_LEGEND = {"legend_position": "top_left",
+                 "legend_opts": {"orientation": "horizontal", "background_fill_alpha": 0.8}}
 
 
 def pixel_summary(pixel) -> str:
@@ -313,17 +321,22 @@ def _sample_status(premasked, rejected, iteration) -> str:
 def _bound_lines(bounds, span):
     """Each iteration's low and high bounds, darker as the iterations go, and the last
     iteration's centre (dotted)."""
+    # the colours themselves, not a colour mapper: a mapper is a Bokeh model, and changing
+    # which one a glyph uses makes Bokeh walk the page's whole model graph again
+    palette = process_cmap("Oranges", 256)
+    shade = [palette[round(255 * i / len(bounds))] for i in range(1, len(bounds) + 1)]
     segments = []
     for i, (low, _centre, high) in enumerate(bounds, start=1):
-        segments += [(span[0], low, span[1], low, i, "low bound"),
-                     (span[0], high, span[1], high, i, "high bound")]
+        segments += [(span[0], low, span[1], low, i, "low bound", shade[i - 1]),
+                     (span[0], high, span[1], high, i, "high bound", shade[i - 1])]
     if bounds:
         centre = bounds[-1][1]
-        segments.append((span[0], centre, span[1], centre, len(bounds), "centre"))
+        segments.append((span[0], centre, span[1], centre, len(bounds), "centre", shade[-1]))
     kdims = ["frame", "value", "frame_end", "value_end"]
-    return hv.Segments(segments, kdims, ["iteration", "line"], label="bounds by iteration").opts(
-        color="iteration", cmap="Oranges", clim=(0, max(len(bounds), 1)), line_width=2,
-        line_dash="dashed", tools=["hover"], colorbar=False, framewise=True)
+    return hv.Segments(segments, kdims, ["iteration", "line", "colour"],
+                       label="bounds by iteration").opts(
+        color="colour", line_width=2, line_dash="dashed", framewise=True, tools=["hover"],
+        hover_tooltips=["line", "iteration", "value"])
 
 
 #: What a threshold sweep plot can show: (axis label, title, colour).

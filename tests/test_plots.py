@@ -99,3 +99,34 @@ def test_pixel_summary_names_each_rejected_sample_and_its_iteration():
     assert lines[0] == "**flat_V.fits pixel (x=1, y=2)**: 1 of 3 samples used, combined 2"
     assert lines[1].startswith("- a.fits: 1, pre-masked")
     assert lines[2] == "- c.fits: 9, rejected in iteration 2"
+
+
+def test_a_new_pixel_changes_no_bokeh_model_of_its_plot(monkeypatch):
+    """Moving to another pixel (other iterations, other kinds of sample) updates the plot's
+    data in place: no Bokeh model is added or taken away, each of which makes Bokeh walk a
+    served page's whole model graph again (a legend outside the plot is taken off and put
+    back at every update; a colour mapper per update would be another model)."""
+    from bokeh.document import Document
+
+    from ccdred.steps import PixelStack
+
+    names = ("a.fits", "b.fits", "c.fits", "d.fits")
+    pixels = [
+        PixelStack("flat_V.fits", 1, 2, names, np.array([1.0, 2.0, 1.5, 1.2]), np.zeros(4, bool),
+                   np.zeros(4, bool), np.zeros(4, int), ((0.0, 1.4, 3.0),), 1.4, 1.0),
+        PixelStack("flat_V.fits", 3, 4, names, np.array([1.0, 2.0, 9.0, np.nan]),
+                   np.array([False, False, False, True]), np.array([False, False, True, True]),
+                   np.array([0, 0, 2, 0]), ((0.0, 2.0, 4.0), (1.0, 1.5, 2.0), (1.2, 1.5, 1.8)),
+                   1.5, 1.02),
+    ]
+    pick = hv.streams.Stream.define("Pick", index=0)()
+    plot_map = hv.DynamicMap(lambda index: plots.pixel_samples(pixels[index]), streams=[pick])
+    document = Document()
+    plot = hv.renderer("bokeh").get_plot(plot_map, doc=document)
+    document.add_root(plot.state)
+    changes = []
+    monkeypatch.setattr(document.models, "invalidate", lambda: changes.append(1))
+    for index in (1, 0, 1):
+        pick.event(index=index)
+    assert plot.state.title.text.startswith("flat_V.fits pixel (x=3, y=4)")  # it did update
+    assert changes == []
