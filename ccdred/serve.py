@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import InputError, InputProblem
 
-__all__ = ["DEMO_SIZE", "app_options", "list_nights", "resolve_under"]
+__all__ = ["DEMO_SIZE", "app_options", "list_nights", "resolve_under", "use_small_pages"]
 
 #: Width and height of the demo night, the same for the dashboard, notebooks and ``ccdred demo``.
 DEMO_SIZE = 512
@@ -42,6 +42,31 @@ def app_options(argv=None) -> argparse.Namespace:
     else:
         options.night = None
     return options
+
+
+def use_small_pages() -> bool:
+    """Stop numpy asking Linux for transparent huge pages in this (server) process, unless
+    the ``NUMPY_MADVISE_HUGEPAGE`` environment variable decides; True if it was stopped.
+
+    numpy marks every array of 4 MB or more for huge pages, and reads
+    ``NUMPY_MADVISE_HUGEPAGE`` only when it is imported, which ``panel serve`` does
+    before ``app.py`` runs: so this turns it off through numpy's own switch. A
+    threshold move makes about 120 MB of new arrays (masters, counts, the normalised
+    flat); on the 2-core benchmark machine, faulting them in as huge pages made every
+    other stretch of moves 1.7x slower and tripled the kernel's time spent on memory
+    (``benchmarks/README.md``: one session's moves p50 0.73-0.76 s with huge pages,
+    0.58-0.59 s without).
+    """
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        return False
+    import numpy as np
+
+    multiarray = getattr(np, "_core", None) or np.core  # numpy 2, numpy 1
+    switch = getattr(multiarray.multiarray, "_set_madvise_hugepage", None)
+    if switch is None:
+        return False
+    switch(False)
+    return True
 
 
 def list_nights(root, exclude=()) -> list[str]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,3 +118,21 @@ def _children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (Linux's /proc)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [int(child) for child in children]
+
+
+@pytest.mark.parametrize(("setting", "huge_pages_before", "stopped", "huge_pages_after"),
+                         [(None, True, True, False), ("1", True, False, True),
+                          ("0", False, False, False)])
+def test_the_server_stops_numpy_asking_for_huge_pages_unless_told(setting, huge_pages_before,
+                                                                 stopped, huge_pages_after):
+    """``app.py`` calls :func:`ccdred.serve.use_small_pages` after ``panel serve`` imported
+    numpy; a ``NUMPY_MADVISE_HUGEPAGE`` the user set is left to decide."""
+    code = ("import numpy as np; from ccdred.serve import use_small_pages; "
+            "before = np._core.multiarray._get_madvise_hugepage(); stopped = use_small_pages(); "
+            "print(before, stopped, np._core.multiarray._get_madvise_hugepage())")
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    if setting is not None:
+        env["NUMPY_MADVISE_HUGEPAGE"] = setting
+    said = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.split()
+    assert said == [str(huge_pages_before), str(stopped), str(huge_pages_after)]
