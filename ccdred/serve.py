@@ -53,7 +53,7 @@ def use_small_pages() -> bool:
     before ``app.py`` runs: so this turns it off through numpy's own switch. A
     threshold move makes about 120 MB of new arrays (masters, counts, the normalised
     flat); on the 2-core benchmark machine, faulting them in as huge pages made every
-    other stretch of moves 1.7x slower and tripled the kernel's time spent on memory
+    other stretch of moves 1.7x slower, with three times the operating system's time
     (``benchmarks/README.md``: one session's moves p50 0.73-0.76 s with huge pages,
     0.58-0.59 s without).
     """
@@ -61,8 +61,8 @@ def use_small_pages() -> bool:
         return False
     import numpy as np
 
-    multiarray = getattr(np, "_core", None) or np.core  # numpy 2, numpy 1
-    switch = getattr(multiarray.multiarray, "_set_madvise_hugepage", None)
+    core = getattr(np, "_core", None) or np.core  # numpy 2, numpy 1
+    switch = getattr(core.multiarray, "_set_madvise_hugepage", None)
     if switch is None:
         return False
     switch(False)
