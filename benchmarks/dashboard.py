@@ -55,12 +55,9 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    process, url = serve(args.size)
-    try:
+    with serve(args.size) as (_process, url):
         measure(url, 1)  # warm the shared caches, as the second user of the night would find them
         result = measure(url, args.repeats)
-    finally:
-        process.terminate()
     latencies = sorted(result["threshold"])
     print("| dashboard, demo night %dx%d | seconds |\n| --- | ---: |" % (args.size, args.size))
     print(f"| first page load (to first plot) | {result['first_load']:.2f} |")

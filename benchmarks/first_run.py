@@ -35,8 +35,7 @@ def dashboard(cache: Path) -> dict:
 
     forget_kernels()
     started = time.perf_counter()
-    process, url = serve_app(env={**os.environ, "CCDRED_CACHE": str(cache)}, timeout=300)
-    try:
+    with serve_app(env={**os.environ, "CCDRED_CACHE": str(cache)}, timeout=300) as (_process, url):
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -46,9 +45,6 @@ def dashboard(cache: Path) -> dict:
             page.wait_for_selector("text=Change a frame", timeout=300_000)
             views = time.perf_counter() - started
             browser.close()
-    finally:
-        process.terminate()
-        process.wait()
     return {"widgets": widgets, "views": views}
 
 

@@ -135,9 +135,8 @@ def main(argv=None) -> None:
     threads = [] if args.num_threads is None else ["--num-threads", str(args.num_threads)]
     threads += ["--num-procs", str(args.num_procs)]
     # closed sessions are dropped 2 s after their last use, so that "after close" is quick
-    process, url = serve(args.size, *threads,
-                         "--unused-session-lifetime", "2000", "--check-unused-sessions", "1000")
-    try:
+    with serve(args.size, *threads, "--unused-session-lifetime", "2000",
+               "--check-unused-sessions", "1000") as (process, url):
         idle = rss_mb(process.pid)
         if args.client == "protocol":
             latencies, rss = asyncio.run(_protocol_round(url, args, process.pid))
@@ -146,8 +145,6 @@ def main(argv=None) -> None:
             rss = rss_mb(process.pid)
         time.sleep(5)
         closed = rss_mb(process.pid)
-    finally:
-        process.terminate()
     print(f"server RSS {idle:.0f} MB idle, {closed:.0f} MB 5 s after the sessions closed; "
           f"{len(latencies)} moves")
     print(f"sessions {args.sessions}: p50 {percentile(latencies, 0.5):.2f} s, "

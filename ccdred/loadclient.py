@@ -77,12 +77,17 @@ class ProtocolSession:
         """Make the tab titled ``title`` active and wait until a patch with the text ``shows``
         has arrived (the Clipping tab's summary by default), and first for the tabs, which a
         server still preparing shows only when ready."""
-        deadline = time.perf_counter() + timeout
-        while not (tabs := [model for model in self._models.values()
-                            if model["type"] == "Tabs" and title in model["titles"]]):
-            await asyncio.wait_for(self._patches.get(), deadline - time.perf_counter())
-        await self._change(tabs[0]["id"], "active", tabs[0]["titles"].index(title))
+        tabs = await self._model(lambda model: model["type"] == "Tabs"
+                                 and title in model["titles"], timeout)
+        await self._change(tabs["id"], "active", tabs["titles"].index(title))
         await self.wait_for_text(shows, timeout)
+
+    async def _model(self, wanted, timeout: float = 120.0) -> dict:
+        """The first model for which ``wanted(model)`` is true, once a patch has brought it."""
+        deadline = time.perf_counter() + timeout
+        while not (found := [model for model in self._models.values() if wanted(model)]):
+            await asyncio.wait_for(self._patches.get(), deadline - time.perf_counter())
+        return found[0]
 
     async def wait_for_text(self, text: str, timeout: float = 120.0) -> None:
         """Wait until a patch from now on has brought ``text`` (in any new value)."""
@@ -97,8 +102,8 @@ class ProtocolSession:
 
     async def send_threshold(self, value: float) -> float:
         """Send a threshold change without waiting for its result; the moment it was sent."""
-        field = next(model for model in self._models.values() if model["type"] == "Spinner"
-                     and model.get("threshold"))
+        field = await self._model(lambda model: model["type"] == "Spinner"
+                                  and model.get("threshold"))
         started = time.perf_counter()
         # typed and entered: a spinner's value and its throttled value change together
         self._sent[await self._change(field["id"], "value", float(value), "value_throttled")] = started

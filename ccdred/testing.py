@@ -6,16 +6,20 @@ Playwright (imported where used), and the few page actions both need.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["CHROMIUM", "CHROMIUM_ARGS", "clip_summary", "free_port", "rejected_counts",
-           "serve_app", "set_threshold", "threshold_field", "wait_for"]
+           "serve_app", "set_threshold", "stop_server", "threshold_field", "wait_for"]
 
 #: Debian's Chromium (``apt-get install chromium``); Playwright's own download is not used.
 CHROMIUM = "/usr/bin/chromium"
@@ -47,22 +51,62 @@ def wait_for(url: str, process=None, timeout=90.0) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
+@contextlib.contextmanager
 def serve_app(app_args=(), *, env=None, log=subprocess.DEVNULL, timeout=90.0,
-              panel_options=()) -> tuple[subprocess.Popen, str]:
-    """``panel serve app.py --args APP_ARGS`` on a free port; the process and the app's URL."""
+              panel_options=()) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``panel serve app.py --args APP_ARGS`` on a free port, as a context: the process and
+    the app's URL inside it; on leaving, the server is stopped with every process it started.
+
+    The server runs in a process group of its own (``--num-procs`` forks worker processes
+    into it), and :func:`stop_server` ends the whole group, also when the body raised.
+    """
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "panel", "serve", str(APP), "--port", str(port),
          "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
          *panel_options, *(["--args", *map(str, app_args)] if app_args else [])],
-        stdout=log, stderr=subprocess.STDOUT, env=env)
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}/app"
     try:
         wait_for(url, process, timeout)
-    except BaseException:
-        process.terminate()
-        raise
-    return process, url
+        yield process, url
+    finally:
+        stop_server(process)
+
+
+def stop_server(process: subprocess.Popen, grace: float = 30.0) -> None:
+    """Stop a server started by :func:`serve_app` and every process of its group: SIGTERM,
+    then SIGKILL for whatever is still there after ``grace`` seconds."""
+    group = process.pid  # start_new_session: the server leads its own group
+    _signal_group(group, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + grace
+    while _group_alive(group) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _signal_group(group, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a process of the group is still running (not merely waiting to be reaped)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":  # fields: state, ppid, pgrp
+            return True
+    return False
 
 
 def sidebar_field(page, label: str):

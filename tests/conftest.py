@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,53 @@ REFERENCE_SCRIPT = SHARED / "reference" / "nimccdred.py"
 
 #: Small and not square, so that a swapped row/column shows.
 SMALL_SPEC = NightSpec(shape=(48, 64), seed=7)
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+#: Processes of this interpreter's multiprocessing (Dask's local clusters start them): they
+#: end when the test run's interpreter does, not before.
+_INTERPRETER_HELPERS = ("from multiprocessing.resource_tracker import main",
+                        "from multiprocessing.forkserver import main")
+
+
+def pytest_sessionstart(session):
+    """Adopt orphans: a process whose parent a test stopped (a server's forked worker, say)
+    becomes this run's child, so the session-end check below still sees it."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a process started by the tests outlives them (and stop it)."""
+    left = _running_descendants(os.getpid())
+    if not left:
+        return
+    for pid, command in left:
+        print(f"\nleft running by the tests: pid {pid}: {command}", file=sys.stderr)
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _running_descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every running (not zombie) descendant of ``pid`` (Linux)."""
+    found, queue = [], [pid]
+    while queue:
+        parent = queue.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            for child in map(int, task.read_text().split()):
+                queue.append(child)
+                proc = Path(f"/proc/{child}")
+                try:
+                    state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                    command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                if state != "Z" and not any(helper in command for helper in _INTERPRETER_HELPERS):
+                    found.append((child, command.strip()))
+    return found
 
 
 @pytest.fixture
@@ -73,10 +122,19 @@ def client():
     cluster.close()
 
 
+def unavailable(message: str, required_by: str):
+    """Skip a test whose tool or data is missing, or fail it where the environment variable
+    ``required_by`` is set (CI sets each: there, a missing piece is an error, not a skip)."""
+    if os.environ.get(required_by):
+        pytest.fail(f"{message} ({required_by} is set)")
+    pytest.skip(message)
+
+
 @pytest.fixture
 def reference_script() -> Path:
     if not REFERENCE_SCRIPT.exists():
-        pytest.skip(f"reference script not found at {REFERENCE_SCRIPT} (../shared is absent)")
+        unavailable(f"reference script not found at {REFERENCE_SCRIPT} (../shared is absent)",
+                    "CCDRED_REQUIRE_REFERENCE")
     return REFERENCE_SCRIPT
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,10 +16,10 @@ import pytest
 
 from ccdred.demo import NightSpec, make_night
 from ccdred.prepare import prepare
-from ccdred.testing import (CHROMIUM, CHROMIUM_ARGS, clip_summary, free_port, rejected_counts,
-                            set_threshold, sidebar_field, threshold_field, wait_for)
+from ccdred.testing import (CHROMIUM, CHROMIUM_ARGS, clip_summary, rejected_counts, serve_app,
+                            set_threshold, sidebar_field, threshold_field)
 
-from .conftest import REPO
+from .conftest import REPO, unavailable
 
 ARTIFACTS = REPO / "test-artifacts"
 pytestmark = pytest.mark.browser
@@ -35,20 +33,12 @@ def server(tmp_path_factory):
     make_night(root / "zz-long", NightSpec(shape=(512, 512), seed=7, n_objects=90))
     output_root = tmp_path_factory.mktemp("output-root")
     prepare(root.parent)  # as after `ccdred prepare`: kernels compiled, the demo night there
-    port = free_port()
     log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "panel", "serve", str(REPO / "app.py"), "--port", str(port),
-         "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
-         "--args", "--data-root", str(root), "--output-root", str(output_root)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "CCDRED_CACHE": str(root.parent)})
-    url = f"http://127.0.0.1:{port}/app"
     try:
-        wait_for(url, process)
-        yield {"url": url, "root": root, "output_root": output_root}
+        with serve_app(["--data-root", root, "--output-root", output_root], log=log,
+                       env={**os.environ, "CCDRED_CACHE": str(root.parent)}) as (_process, url):
+            yield {"url": url, "root": root, "output_root": output_root}
     finally:
-        process.terminate()
-        process.wait(timeout=30)
         log.seek(0)
         text = log.read()
         assert "Traceback" not in _without_closed_sockets(text), text[-3000:]
@@ -65,10 +55,8 @@ def _without_closed_sockets(log: str) -> str:
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)"
-        if os.environ.get("CCDRED_REQUIRE_BROWSER"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)",
+                    "CCDRED_REQUIRE_BROWSER")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

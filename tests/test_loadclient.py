@@ -21,12 +21,9 @@ def app_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("data-root")
     make_night(root / "night1", NightSpec(shape=(384, 384), seed=5))
     prepare(root.parent)
-    process, url = serve_app(["--data-root", root, "--output-root",
-                              tmp_path_factory.mktemp("out")],
-                             env=None)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    with serve_app(["--data-root", root, "--output-root", tmp_path_factory.mktemp("out")]) as (
+            _process, url):
+        yield url
 
 
 def test_sessions_over_the_protocol_see_their_own_threshold_moves(app_url):
@@ -90,9 +87,8 @@ def test_sessions_are_served_by_several_processes_with_num_procs(tmp_path):
     root = tmp_path / "data-root"
     make_night(root / "night1", NightSpec(shape=(256, 256), seed=6))
     prepare(tmp_path)
-    process, url = serve_app(["--data-root", root, "--output-root", tmp_path / "out"],
-                             panel_options=["--num-procs", "2"])
-    try:
+    with serve_app(["--data-root", root, "--output-root", tmp_path / "out"],
+                   panel_options=["--num-procs", "2"]) as (process, url):
         servers = _children(process.pid)
 
         async def sessions():
@@ -107,11 +103,17 @@ def test_sessions_are_served_by_several_processes_with_num_procs(tmp_path):
             return moves
 
         moves = asyncio.run(sessions())
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     assert len(servers) == 2, servers
+    assert not [pid for pid in servers if _running(pid)], "a server process outlived its test"
     assert all(0 < seconds < 60 for seconds in moves), moves
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _children(pid: int) -> list[int]:

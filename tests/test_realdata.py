@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -11,7 +9,7 @@ from astropy.stats import mad_std
 
 from ccdred.cli import main
 
-from .conftest import SHARED
+from .conftest import SHARED, unavailable
 
 REALDATA = SHARED / "realdata"
 STL, CAFOS = REALDATA / "stl1001-lab", REALDATA / "cafos-ngc2420"
@@ -20,9 +18,7 @@ STL, CAFOS = REALDATA / "stl1001-lab", REALDATA / "cafos-ngc2420"
 @pytest.fixture(scope="module", autouse=True)
 def _realdata_present():
     if not REALDATA.is_dir():
-        if os.environ.get("CCDRED_REQUIRE_REALDATA"):
-            pytest.fail(f"real data not found at {REALDATA}")
-        pytest.skip(f"real data not found at {REALDATA}")
+        unavailable(f"real data not found at {REALDATA}", "CCDRED_REQUIRE_REALDATA")
 
 
 @pytest.fixture(scope="module")
