@@ -141,6 +141,13 @@ class FlatLimits:
             msg = (f"too few flats of filter {filter_name!r} within the limits "
                    f"({self.describe()}): {details}")
             raise InputError([InputProblem(paths[0] if _is_path(paths[0]) else None, msg)])
+        dark = [InputProblem(p if _is_path(p) else None,
+                             f"flat of filter {filter_name!r} has median {m:.1f} ADU less its "
+                             "dark term (not positive), so it cannot be scaled or weighted: "
+                             "is it a flat, and are the bias and darks right?")
+                for p, m, used in zip(paths, medians, accepted, strict=True) if used and m <= 0]
+        if dark:
+            raise InputError(dark)
         return accepted
 
 

@@ -207,11 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: A parameter as param's messages name it ("Number parameter 'ClipParameters.threshold'")
+_PARAMETER = re.compile(r"\w+ parameter '\w+\.(\w+)'")
+#: The options named otherwise than their parameters (the course script's names)
+_OPTIONS = {"upper_limit": "--upperlimit", "lower_limit": "--lowerlimit"}
+
+
 def _parameters(args) -> ReductionParameters:
     values = {name: getattr(args, name) for name in names(ReductionParameters) if hasattr(args, name)}
     values["upper_limit"], values["lower_limit"] = args.upperlimit, args.lowerlimit
     values["frame_types"] = dict(args.frame_types)
-    parameters = ReductionParameters(**values)
+    try:
+        parameters = ReductionParameters(**values)
+    except ValueError as err:  # param names its class and attribute: say the option instead
+        raise ValueError(_PARAMETER.sub(lambda m: _OPTIONS.get(m[1], "--" + m[1].replace(
+            "_", "-")), str(err))) from err
     parameters.keywords(), parameters.preprocessing(), parameters.plan_options()  # check them
     parameters.step_options()
     return parameters

@@ -80,6 +80,7 @@ class Dashboard(pn.viewable.Viewer):
         self._computing = threading.RLock()  # one view of this session drawn at a time
         self._outbox, self._outbox_lock, self._flush_pending = {}, threading.Lock(), False
         self._page = None  # the page's Bokeh document, once served
+        self.views: list[_View] = []  # every view of the page, as the tabs made them
         self._data_root = Path(data_root).resolve()
         super().__init__(pipeline=Pipeline(), job=ReductionJob(output_root), **params)
         # after the views' own watchers: the views are drawn from the pipeline's parameters
@@ -472,7 +473,9 @@ class _View(param.Parameterized):
     :meth:`Dashboard._flush`, which follows the pipeline's parameters: the
     ``dependencies`` are of the pipeline's methods).
 
-    ``count`` numbers the drawings shown; ``requested`` the latest asked for.
+    ``count`` numbers the drawings shown; ``requested`` the latest asked for; ``tab``
+    is the view's tab and ``draw()`` draws it now (what :meth:`drawn` shows once a change
+    has been handled).
     """
 
     count = param.Integer(default=0)
@@ -481,7 +484,7 @@ class _View(param.Parameterized):
         if tab not in _TABS:
             raise ValueError(f"no tab {tab!r}: the tabs are {', '.join(_TABS)}")
         super().__init__()
-        self._dashboard, self._tab, self._draw, self._missed = dashboard, tab, draw, False
+        self._dashboard, self.tab, self.draw, self._missed = dashboard, tab, draw, False
         self._shown = _NOT_DRAWN
         self.requested, self._numbering = 0, threading.Lock()
         owners = {}
@@ -490,13 +493,14 @@ class _View(param.Parameterized):
         for owner, names in owners.values():
             owner.param.watch(self._changed, names)
         dashboard.param.watch(self._shown_again, "tab")
+        dashboard.views.append(self)
 
     def drawn(self, *_streams, **_values):
         """What is on show: the last drawing shown, or the first one, drawn now."""
         if self._shown is _NOT_DRAWN:
             with self._dashboard._computing:
                 if self._shown is _NOT_DRAWN:
-                    self._shown = self._draw()
+                    self._shown = self.draw()
         return self._shown
 
     def show(self, number: int, drawing) -> None:
@@ -505,13 +509,13 @@ class _View(param.Parameterized):
         self.count = number
 
     def _changed(self, *_events) -> None:
-        if self._dashboard.tab == self._tab:
+        if self._dashboard.tab == self.tab:
             self._redraw()
         else:
             self._missed = True
 
     def _shown_again(self, event) -> None:
-        if event.new == self._tab and self._missed:
+        if event.new == self.tab and self._missed:
             self._missed = False
             self._redraw()
 
@@ -523,9 +527,9 @@ class _View(param.Parameterized):
             if number != self.requested:
                 return  # overtaken before it began
             try:
-                drawing = self._draw()
+                drawing = self.draw()
             except Exception:  # a failing view keeps its drawing; the change's others show
-                _LOG.exception("ccdred: a view of the %s tab could not be drawn", self._tab)
+                _LOG.exception("ccdred: a view of the %s tab could not be drawn", self.tab)
                 return
             if number == self.requested:  # not overtaken while drawn
                 self._dashboard._deliver(self, number, drawing)

@@ -19,8 +19,8 @@ from .calibrate import Overscan, Preprocess, Section, Trim
 from .errors import InputError, InputProblem
 from .keywords import FRAME_TYPES, Keywords
 
-__all__ = ["Catalogue", "Frame", "PreprocessOptions", "expand_paths", "read_frame", "read_stack",
-           "scan", "stack_dtype"]
+__all__ = ["Catalogue", "Frame", "PreprocessOptions", "expand_paths", "fits_files", "read_frame",
+           "read_stack", "scan", "stack_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +161,14 @@ def read_stack(frames, rows=None, map_frames=map, read=None) -> np.ndarray:
     return stack
 
 
+def fits_files(folder) -> list[Path]:
+    """The files of a folder that are FITS by content or claim to be by their suffix
+    (hidden files left out), sorted."""
+    return [p for p in sorted(Path(folder).iterdir())
+            if p.is_file() and not p.name.startswith(".")
+            and (fitsio.is_fits(p) or fitsio.product_stem(p) != p.name)]
+
+
 def expand_paths(paths) -> tuple[list[Path], list[InputProblem]]:
     """Files named directly, plus the FITS files inside named folders.
 
@@ -171,9 +179,7 @@ def expand_paths(paths) -> tuple[list[Path], list[InputProblem]]:
     files, problems, seen = [], [], set()
     for path in map(Path, paths):
         if path.is_dir():
-            candidates = [p for p in sorted(path.iterdir())
-                          if p.is_file() and not p.name.startswith(".")
-                          and (fitsio.is_fits(p) or fitsio.product_stem(p) != p.name)]
+            candidates = fits_files(path)
             if not candidates:
                 problems.append(InputProblem(path, "no FITS files in this folder"))
         elif path.exists():
@@ -276,7 +282,7 @@ def scan(paths, keywords: Keywords = Keywords(),
             problems.extend(err.problems)
     problems.extend(_shape_problems(frames))
     for frame in frames:
-        if frame.frame_type is None:
+        if frame.frame_type is None and keywords.override(frame.path.name) != "ignore":
             logger.warning("%s: %s = %r is not a known frame type; frame not used",
                            frame.path, keywords.imagetyp, frame.imagetyp)
     return Catalogue(tuple(frames), tuple(problems), keywords, _summarise(notes))

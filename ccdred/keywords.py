@@ -105,10 +105,18 @@ class Keywords:
 
         Returns None for an unknown or ignored frame.
         """
+        kind = self.override(file_name)
+        if kind is not None:
+            return None if kind == "ignore" else kind
+        return None if imagetyp is None else self.frame_type(imagetyp)
+
+    def override(self, file_name: str) -> str | None:
+        """The frame type a file-name rule gives a file (a type, or 'ignore'); None if no
+        rule matches its name."""
         for glob, kind in self.frame_types:
             if fnmatch.fnmatch(file_name, glob):
-                return None if kind == "ignore" else kind
-        return None if imagetyp is None else self.frame_type(imagetyp)
+                return kind
+        return None
 
     def filter_keywords(self) -> tuple[str, ...]:
         """The filter keywords to try, in order: the configured one first."""

@@ -15,6 +15,7 @@ import param
 
 from .calibrate import ClipOptions, FlatLimits
 from .combine import CENFUNCS, REJECTION_OPTIONS, REJECTIONS, STDFUNCS
+from .errors import InputError, InputProblem
 from .frames import PreprocessOptions
 from .keywords import Keywords
 from .plan import DARK_MODELS, PlanOptions
@@ -135,9 +136,13 @@ class ClipParameters(param.Parameterized):
         return ClipOptions(rejection=self.rejection, **{name: getattr(self, name) for name in names})
 
     def step_options(self) -> StepOptions:
-        """Everything that decides the masters' values."""
-        return StepOptions(self.clip(), self.frame_clip,
-                           FlatLimits(self.upper_limit, self.lower_limit))
+        """Everything that decides the masters' values; an InputError saying which value is
+        wrong when they cannot go together (``plow`` above ``phigh``, an infinite sigma)."""
+        try:
+            return StepOptions(self.clip(), self.frame_clip,
+                               FlatLimits(self.upper_limit, self.lower_limit))
+        except ValueError as err:
+            raise InputError([InputProblem(None, str(err))]) from err
 
 
 class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParameters):

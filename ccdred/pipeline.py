@@ -59,7 +59,9 @@ SWEEP_SAMPLES = 1 << 24
 
 _SCAN = ("night", *names(KeywordParameters), "overscan", "overscan_function", "trim")
 _PLAN = ("plan",)
-_COMBINE = (*_PLAN, *names(ClipParameters))
+#: What decides the masters once the plan is made: the combining, and the type the masters
+#: are applied in (flats and objects are calibrated with the masters as written)
+_COMBINE = (*_PLAN, *names(ClipParameters), "dtype")
 
 
 def _file_key(frame: Frame) -> tuple:
@@ -457,9 +459,11 @@ class Pipeline(ReductionParameters):
                                    strict=True))
         for frame in plan.catalogue.frames:
             if frame.frame_type is None:
+                ignored = plan.catalogue.keywords.override(frame.path.name) == "ignore"
+                unknown = f"not used: unknown type {frame.imagetyp or '(none)'}"
                 rows.append({"file": frame.path.name, "type": "ignore", "filter": "",
                              "exptime": frame.exptime, "median": None,
-                             "status": f"not used ({frame.imagetyp or 'no frame type'})",
+                             "status": "ignored (its type set to ignore)" if ignored else unknown,
                              "gets": ""})
                 continue
             level, status = flat_levels.get(frame, (None, "used"))

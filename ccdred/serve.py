@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from .errors import InputError, InputProblem
+from .frames import fits_files
 
 __all__ = ["DEMO_SIZE", "app_options", "list_nights", "resolve_under", "use_small_pages"]
 
@@ -70,7 +71,7 @@ def use_small_pages() -> bool:
 
 
 def list_nights(root, exclude=()) -> list[str]:
-    """Sub-folders of the data root (and the root itself, '.', if it holds files).
+    """Sub-folders of the data root (and the root itself, '.', if it holds FITS files).
 
     Folders in ``exclude`` (e.g. the output root, when it lies under the data
     root) and hidden ones are not listed.
@@ -79,8 +80,7 @@ def list_nights(root, exclude=()) -> list[str]:
     excluded = {Path(p).resolve() for p in exclude}
     names = [p.name for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
              and p.resolve() not in excluded]
-    loose_files = any(p.is_file() for p in root.iterdir())
-    return (["."] if loose_files else []) + names
+    return (["."] if fits_files(root) else []) + names
 
 
 def resolve_under(root, path) -> Path:

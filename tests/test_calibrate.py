@@ -92,6 +92,15 @@ def test_no_flat_within_limits_names_each_flat_and_its_median():
         master_flat(flats)
 
 
+def test_a_flat_darker_than_its_dark_is_an_input_problem_naming_it():
+    """A dark taken for a flat (or a flat less a wrong dark term) has a level of zero or
+    below: it can be neither scaled nor weighted, and the message says so."""
+    flats = np.stack([np.full((4, 4), 20000.0), np.full((4, 4), -4482.6)])
+    with pytest.raises(InputError, match=r"flat of filter .. has median -4482.6 ADU less "
+                                         r"its dark term \(not positive\)"):
+        master_flat(flats)
+
+
 def test_one_flat_is_enough_and_is_only_normalised(rng):
     flats = np.stack([np.full((4, 4), 50000.0), rng.uniform(19000, 21000, (4, 4))])
     result = master_flat(flats)

@@ -63,7 +63,7 @@ def test_a_folder_without_frames_says_so_in_the_views(dashboard):
     assert isinstance(frames, pn.pane.Alert) and "no FITS files in this folder" in frames.object
 
 
-def test_changing_a_frames_type_in_the_table_reclassifies_it(dashboard):
+def test_changing_a_frames_type_in_the_table_reclassifies_it(dashboard, caplog):
     dashboard.night = "night1"
     levels = dashboard.pipeline.frame_levels()
     table = dashboard.frame_table(levels)[1]
@@ -73,7 +73,11 @@ def test_changing_a_frames_type_in_the_table_reclassifies_it(dashboard):
     assert dashboard.pipeline.frame_types == {name: "ignore"}
     assert name not in [s.frame.path.name for s in dashboard.pipeline.plan.calibrations]
     ignored = next(r for r in dashboard.pipeline.frame_levels() if r["file"] == name)
-    assert ignored["type"] == "ignore" and ignored["status"].startswith("not used")
+    assert ignored["type"] == "ignore" and ignored["status"] == "ignored (its type set to ignore)"
+    dashboard.pipeline.threshold = 3.0  # a later change: the ignored frame is not warned about
+    dashboard.pipeline.keyword_datatype_object = [*dashboard.pipeline.keyword_datatype_object,
+                                                  "SCIENCE2"]  # a rescan
+    assert "is not a known frame type" not in caplog.text
 
 
 def test_reduce_night_reports_products_and_the_folder(dashboard):
@@ -145,3 +149,14 @@ def test_a_view_that_fails_keeps_its_drawing_and_the_others_are_shown(dashboard,
     pipeline.threshold = 3.0
     assert (broken.drawn(), working.drawn()) == ("first", 3.0)
     assert "could not be drawn" in caplog.text and "RuntimeError: a bug" in caplog.text
+
+
+def test_the_frames_view_follows_the_products_dtype(dashboard):
+    """The flats' levels are taken less their dark terms as the products hold them, so the
+    products' type decides them too (found by the state machine, tests/test_states.py)."""
+    dashboard.night, dashboard.tab = "night1", "Frames"
+    dashboard.tabs()
+    frames = next(view for view in dashboard.views if view.tab == "Frames")
+    frames.drawn()
+    dashboard.pipeline.dtype = "float64"
+    assert frames.count == 1  # drawn again, with the float64 dark terms

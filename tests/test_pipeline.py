@@ -154,3 +154,14 @@ def test_sessions_asking_at_once_for_the_same_master_share_one_computation(night
                 for kind in ("master_flat", "master_dark", "statistics")}
     # statistics: the darks' own clipping bounds at 1.9 and the flats' medians less that dark
     assert computed == {"master_flat": 1, "master_dark": 1, "statistics": 2}
+
+
+def test_combining_values_that_cannot_go_together_are_one_input_problem(night_files):
+    """Each value is accepted alone, but ClipOptions refuses them: every view says why."""
+    pipeline = Pipeline(night=str(night_files[0].parent))
+    pipeline.param.update(rejection="pclip", plow=95)
+    with pytest.raises(InputError, match=r"plow < phigh"):
+        pipeline.shown_dark()
+    pipeline.param.update(rejection="sigclip", hsigma=float("inf"))
+    with pytest.raises(InputError, match=r"hsigma must be a positive number, got inf"):
+        pipeline.frame_levels()

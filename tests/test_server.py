@@ -184,3 +184,13 @@ def test_closed_sessions_leave_nothing_of_theirs_behind(app_url, dashboards):
 def _alive(dashboards: weakref.WeakSet) -> int:
     gc.collect()
     return len(dashboards)
+
+
+def test_the_data_root_is_a_night_only_when_it_holds_fits_files(tmp_path):
+    from ccdred.serve import list_nights
+
+    make_night(tmp_path / "night1", NightSpec(shape=(16, 16), seed=3))
+    (tmp_path / "prepared").write_text("a marker file, not a frame")
+    assert list_nights(tmp_path) == ["night1"]
+    (tmp_path / "loose.fits").write_bytes((tmp_path / "night1" / "demo_0001.fits").read_bytes())
+    assert list_nights(tmp_path) == [".", "night1"]
