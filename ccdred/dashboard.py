@@ -275,7 +275,8 @@ class Dashboard(pn.viewable.Viewer):
             tap = hv.streams.Tap()
             tap.add_subscriber(lambda x=None, y=None: self.set_threshold(x))
             view = self._view(lambda shown: plots.threshold_sweep_plot(shown, quantity),
-                              self.pipeline.shown_sweep, tab="Explore", error=plots.empty_curve)
+                              self.pipeline.shown_sweep, tab="Explore",
+                              error=lambda _message: plots.empty_sweep(quantity))
             plot = hv.DynamicMap(view.drawn, streams=[tap, hv.streams.Params(view, ["count"])])
             return pn.pane.HoloViews(plot, linked_axes=False, sizing_mode="stretch_width")
 

@@ -15,6 +15,8 @@ from astropy.visualization import ZScaleInterval
 from holoviews.operation.datashader import rasterize
 from holoviews.plotting.util import process_cmap
 
+from .steps import PixelStack
+
 __all__ = [
     "before_after",
     "clip_map",
@@ -27,7 +29,7 @@ __all__ = [
     "empty_image", "empty_bars",
     "zscale_limits",
     "pixel_samples", "threshold_sweep_plot", "difference_image", "difference_summary",
-    "empty_curve", "empty_samples", "SWEEP_QUANTITIES", "pixel_summary", "sweep_summary",
+    "empty_sweep", "empty_samples", "SWEEP_QUANTITIES", "pixel_summary", "sweep_summary",
 ]
 
 _IMAGE_OPTS = {"cmap": "gray", "colorbar": True, "tools": ["hover"], "data_aspect": 1,
@@ -76,12 +78,18 @@ def clip_map(n_rejected, n_frames: int, title: str, max_pixels: int = 512):
     factor = max(1, -(-max(rows, cols) // max_pixels))
     # the counts' block maximum, then the fraction: half the time of the other way round
     binned = block_max(n_rejected, factor).astype(np.float32) / max(n_frames, 1)
+    return _fraction_image(binned, (rows, cols), title, blocks=factor > 1)
+
+
+def _fraction_image(binned, shape, title: str, blocks: bool):
+    """A clip map's image: ``binned`` fractions over a master of ``shape`` (NaN: no data)."""
+    rows, cols = shape
     element = hv.Image(np.flipud(binned), bounds=(-0.5, -0.5, cols - 0.5, rows - 0.5),
                        kdims=["x", "y"], vdims=["rejected fraction"], label=title)
-    limit = max(float(binned.max()), 1e-3)
+    limit = max(float(np.nanmax(binned)) if np.isfinite(binned).any() else 0.0, 1e-3)
     return element.opts(**{**_IMAGE_OPTS, "cmap": "viridis", "clim": (0.0, limit), "title": title,
                            "colorbar_opts": {"title": "rejected fraction (block maximum)"
-                                             if factor > 1 else "rejected fraction"}})
+                                             if blocks else "rejected fraction"}})
 
 
 def block_max(data, factor: int) -> np.ndarray:
@@ -175,10 +183,14 @@ NOTHING_TO_SHOW = "nothing to show (see the message above)"
 
 
 def empty_image(_message: str = ""):
-    """A blank image, for a master that cannot be made."""
-    return hv.Image(np.zeros((2, 2)), kdims=["x", "y"], vdims=["rejected fraction"]).opts(
-        **{**_IMAGE_OPTS, "cmap": "viridis", "title": NOTHING_TO_SHOW, "colorbar": False,
-           "alpha": 0.0})
+    """A clip map with no data, for a master that cannot be made.
+
+    The same plot as :func:`clip_map`'s, every pixel NaN (drawn transparent): a
+    DynamicMap keeps the options and structure of what it showed, so an empty map
+    drawn otherwise stayed blank once the master could be made again.
+    """
+    return _fraction_image(np.full((1, 1), np.nan, np.float32), (1, 1), NOTHING_TO_SHOW,
+                           blocks=False)
 
 
 def empty_bars(_message: str = ""):
@@ -235,11 +247,11 @@ def master_preview(data, title: str, *, label="ADU"):
 # -- exploring the rejection ---------------------------------------------------------------
 
 
-def pixel_samples(pixel):
+def pixel_samples(pixel, title: str | None = None):
     """One pixel's samples across the frames (a :class:`~ccdred.steps.PixelStack`): used,
     rejected and pre-masked ones told apart by colour and marker (the hover says in which
     iteration a sample went); each iteration's bounds and centre, the last drawn strongest;
-    the combined value."""
+    the combined value. ``title``: the pixel in words by default."""
     n = len(pixel.frames)
     statuses = [_sample_status(masked, rejected, it) for masked, rejected, it in
                 zip(pixel.premasked, pixel.rejected, pixel.iteration, strict=True)]
@@ -258,9 +270,10 @@ def pixel_samples(pixel):
     overlay *= hv.Curve([(span[0], pixel.combined), (span[1], pixel.combined)], "frame", "value",
                         label="combined").opts(color="#1b9e77", line_width=2, framewise=True)
     used = int(np.count_nonzero(~pixel.rejected))
+    title = title or (f"{pixel.master} pixel (x={pixel.x}, y={pixel.y}): {used} of {n} samples "
+                      f"used, combined {pixel.combined:.6g}")
     return overlay.opts(
-        title=f"{pixel.master} pixel (x={pixel.x}, y={pixel.y}): {used} of {n} samples used, "
-              f"combined {pixel.combined:.6g}", width=900, height=380,
+        title=title, width=900, height=380,
         xticks=list(enumerate(pixel.frames)) or [(0, "")], xrotation=60, xlim=span,
         ylabel="sample as combined", padding=(0.05, (0.05, 0.25)), **_INNER_LEGEND)
 
@@ -304,10 +317,12 @@ _SAMPLE_SIZES = {"used": 10, "rejected": 14, "pre-masked": 12}
 
 
 def empty_samples(_message: str = ""):
-    """A blank samples plot, for a pixel that cannot be shown."""
-    # an Overlay, as pixel_samples gives: a DynamicMap keeps one type of element
-    return hv.Overlay([hv.Scatter([], "frame", "value")]).opts(title=NOTHING_TO_SHOW, width=900,
-                                                               height=380)
+    """A samples plot with no samples, for a pixel that cannot be shown: the same plot as
+    :func:`pixel_samples`' (a DynamicMap keeps the layers and legend of what it showed)."""
+    nothing = np.zeros(0)
+    return pixel_samples(PixelStack("", 0, 0, (), nothing, nothing.astype(bool),
+                                    nothing.astype(bool), nothing.astype(int), (), np.nan, np.nan),
+                         title=NOTHING_TO_SHOW)
 
 
 def _sample_status(premasked, rejected, iteration) -> str:
@@ -367,11 +382,11 @@ def threshold_sweep_plot(shown, quantity: str = "rejected_fraction"):
         responsive=True, height=230, xlabel="threshold (σ)")
 
 
-def empty_curve(_message: str = ""):
-    """A blank curve, for a master that cannot be made."""
-    # an Overlay, as threshold_sweep_plot gives: a DynamicMap keeps one type of element
-    return hv.Overlay([hv.Curve([], "threshold", "value")]).opts(title=NOTHING_TO_SHOW,
-                                                                 responsive=True, height=230)
+def empty_sweep(quantity: str = "rejected_fraction"):
+    """A sweep plot with no points, for a master that cannot be made: the same plot as
+    :func:`threshold_sweep_plot`'s (a DynamicMap keeps the layers of what it showed)."""
+    nothing = {"threshold": np.zeros(0), quantity: np.zeros(0)}
+    return threshold_sweep_plot(("", nothing, np.nan), quantity).opts(title=NOTHING_TO_SHOW)
 
 
 def difference_image(name: str, difference):

@@ -71,9 +71,26 @@ def test_samuelson_note_says_when_clipping_around_the_mean_cannot_reject(n, thre
         assert sigma_clip_combine(stack, threshold=threshold, cenfunc="mean").n_used.min() == n
 
 
-def test_each_empty_plot_has_the_type_of_the_plot_it_stands_in_for():
-    """A DynamicMap keeps one type of element: a master that cannot be made (an empty plot)
-    and then one that can must not change it."""
+#: Options that follow the data a plot shows, not its structure.
+_DATA_OPTIONS = {"title", "clim", "xticks", "xlim"}
+
+
+def _structure(plot) -> list:
+    """Each layer's type, label (an overlay's layers: their legend entries) and options (but
+    those that follow the data), as repr."""
+    overlay = isinstance(plot, hv.Overlay)
+    layers = [plot, *plot] if overlay else [plot]
+    return [(type(layer).__name__, layer.label if overlay else "", {
+        name: repr(value) for kind in ("plot", "style")
+        for name, value in hv.Store.lookup_options("bokeh", layer, kind).kwargs.items()
+        if name not in _DATA_OPTIONS}) for layer in layers]
+
+
+def test_each_empty_plot_is_the_plot_it_stands_in_for_with_no_data():
+    """A DynamicMap keeps the layers, legend and options of the first thing it showed: an
+    empty plot (a master that cannot be made, e.g. every flat outside the limits) drawn
+    otherwise than the real one left the flat's clip map transparent and the pixel plot
+    without its legend once the master could be made again, until a reload."""
     from ccdred.steps import PixelStack
 
     pixel = PixelStack("flat_V.fits", 1, 2, ("a.fits", "b.fits", "c.fits"), np.array([1.0, 2.0, 9.0]),
@@ -82,11 +99,15 @@ def test_each_empty_plot_has_the_type_of_the_plot_it_stands_in_for():
     sweep = {"threshold": np.array([1.0, 2.0]), "rejected_fraction": np.array([0.2, 0.1]),
              "noise": np.array([1.0, 0.9]), "change": np.array([0.1, 0.0]), "row_step": 1}
     pairs = [(plots.pixel_samples(pixel), plots.empty_samples()),
-             (plots.threshold_sweep_plot(("flat_V.fits", sweep, 2.0)), plots.empty_curve()),
+             (plots.threshold_sweep_plot(("flat_V.fits", sweep, 2.0)), plots.empty_sweep()),
+             (plots.threshold_sweep_plot(("flat_V.fits", sweep, 2.0), "noise"),
+              plots.empty_sweep("noise")),
              (plots.clip_map(np.zeros((4, 4)), 3, "dark"), plots.empty_image()),
              (plots.rejected_per_frame([1, 2], ["a", "b"], "dark"), plots.empty_bars())]
     for plot, empty in pairs:
-        assert type(plot) is type(empty)
+        assert _structure(empty) == _structure(plot)
+        assert plots.NOTHING_TO_SHOW in hv.Store.lookup_options("bokeh", empty, "plot").kwargs[
+            "title"]
 
 
 def test_pixel_summary_names_each_rejected_sample_and_its_iteration():
