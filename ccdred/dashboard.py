@@ -120,8 +120,11 @@ class Dashboard(pn.viewable.Viewer):
             return
         self.pipeline.night = str(folder)
         name = folder.relative_to(self._data_root).as_posix()
-        if name in self.param.night.objects and self.night != name:
-            self.night = name
+        # a typed folder that the list does not hold leaves the list empty, not showing
+        # the night before (choosing that one again then opens it)
+        listed = name if name in self.param.night.objects else None
+        if self.night != listed:
+            self.night = listed
         self.status = f"Night: {name}"
 
     async def _reduce(self, _event) -> None:

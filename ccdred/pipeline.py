@@ -163,7 +163,12 @@ class Pipeline(ReductionParameters):
         if self.night is None:
             return
         MASTERS.computed["scan"] += 1
-        self.catalogue = scan([self.night], self.keywords(), self.preprocessing())
+        try:
+            keywords, preprocessing = self.keywords(), self.preprocessing()
+        except ValueError as err:  # e.g. a trim section typed half: every view says so
+            self.catalogue = Catalogue((), (InputProblem(None, str(err)),))
+            return
+        self.catalogue = scan([self.night], keywords, preprocessing)
 
     @param.depends("catalogue", *names(CalibrationParameters), watch=True, on_init=True)
     def _plan(self) -> None:

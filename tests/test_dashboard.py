@@ -160,3 +160,13 @@ def test_the_frames_view_follows_the_products_dtype(dashboard):
     frames.drawn()
     dashboard.pipeline.dtype = "float64"
     assert frames.count == 1  # drawn again, with the float64 dark terms
+
+
+def test_a_typed_folder_not_in_the_list_empties_the_list_so_the_list_opens_again(dashboard):
+    """Typing a folder the list does not hold ('.') left the list showing the night before,
+    so choosing that night in the list changed nothing (found by tests/test_states.py)."""
+    dashboard.night = "night1"
+    dashboard.folder_input.value = "."
+    assert dashboard.night is None and dashboard.status == "Night: ."
+    dashboard.night = "night1"
+    assert dashboard.pipeline.night.endswith("night1") and dashboard.status == "Night: night1"

@@ -165,3 +165,14 @@ def test_combining_values_that_cannot_go_together_are_one_input_problem(night_fi
     pipeline.param.update(rejection="sigclip", hsigma=float("inf"))
     with pytest.raises(InputError, match=r"hsigma must be a positive number, got inf"):
         pipeline.frame_levels()
+
+
+def test_a_section_typed_half_is_one_input_problem_until_corrected(night_files):
+    """A trim typed half ('[bad') stopped the scan with a ValueError in the server's log
+    (found by the browser walk, tests/test_walk.py); now every view says why."""
+    pipeline = Pipeline(night=str(night_files[0].parent))
+    pipeline.trim = "[bad"
+    with pytest.raises(InputError, match=r"'\[bad'"):
+        pipeline.shown_dark()
+    pipeline.trim = "auto"
+    assert pipeline.shown_dark()[1].data.shape == SMALL_SPEC.shape

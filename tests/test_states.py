@@ -64,6 +64,12 @@ CHOICES = {
     "frame_clip": [True, False],
     "dark_model": ["auto", "exact", "scaled", "none"],
     "dtype": ["float32", "float64"],
+    "trim": ["auto", "none", "[1:10,1:12]", "[bad", ""],
+    "overscan": ["auto", "none", "[1:2,1:20]", "[0:3,1:2]"],
+    "overscan_function": ["median", "mean", "legendre:2", "cubic"],
+    "keyword_exptime": ["EXPTIME", "EXPOSURE", "NOPE", ""],
+    "keyword_datatype": ["IMAGETYP", "OBSTYPE", ""],
+    "keyword_filter": ["FILTER", "FILTNAME", ""],
 }
 #: The pipeline's views, as the dashboard's tabs draw them.
 VIEWS = ("frame_levels", "shown_dark", "shown_flat", "shown_calibrated", "shown_pixel",
@@ -261,5 +267,5 @@ def _content(drawing):
 def test_any_sequence_of_a_class_s_actions(data_root):
     DashboardMachine.data_root, DashboardMachine.output_root = data_root
     run_state_machine_as_test(DashboardMachine, settings=settings(
-        max_examples=40, stateful_step_count=12, deadline=None, derandomize=True,
+        max_examples=25, stateful_step_count=10, deadline=None, derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]))

@@ -1,0 +1,213 @@
+"""A seeded random walk of the served dashboard in headless Chromium, as a class pokes at it.
+
+Each step types a value (good, boundary, empty or bad) into a field, picks an
+option, switches tab, clicks a map or opens another night. After every step:
+no error on the page, no traceback in the server's log. At the end everything
+is set back, and the page shows what a fresh page shows: the clip summary, the
+clip maps' and bar charts' data and the frames' levels. A failure prints the
+steps taken, to replay them (``WALK_STEPS`` steps per seed, ``WALK_SEEDS``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import pytest
+
+from ccdred.demo import NightSpec, make_night
+from ccdred.prepare import prepare
+from ccdred.testing import CHROMIUM, CHROMIUM_ARGS, clip_summary, serve_app, sidebar_field
+
+from .conftest import unavailable
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+WALK_SEEDS = (1, 2)
+WALK_STEPS = 45
+#: The sidebar's fields and what a student types into them; the first value is the default.
+FIELDS = {
+    "Threshold": ["2.5", "1.7", "3.3", "0.05", "-3", "", "abc", "25"],
+    "Lsigma": ["", "2", "4", "0", "-1", "x"],
+    "Hsigma": ["", "2", "4", "0", "-1"],
+    "Upper limit": ["38000", "100", "40000", "", "-5", "1e9"],
+    "Lower limit": ["", "100", "40000", "0", "-1"],
+    "Keyword exptime": ["EXPTIME", "EXPOSURE", "NOPE", ""],
+    "Keyword datatype": ["IMAGETYP", "OBSTYPE", ""],
+    "Trim": ["auto", "none", "[1:64,1:64]", "[bad"],
+    "Overscan": ["auto", "none", "[1:2,1:128]"],
+}
+#: The sidebar's selections; the first option is the default.
+SELECTS = {
+    "Rejection": ["sigclip", "minmax", "pclip"],
+    "Cenfunc": ["median", "mean"],
+    "Stdfunc": ["std", "mad_std"],
+    "Dark model": ["auto", "exact", "scaled", "none"],
+    "Inspect": ["flat", "dark"],
+}
+NIGHTS = ["night1", "night2", "empty"]
+TABS = ["Frames", "Clipping", "Before / after", "Masters", "Explore"]
+#: The columns that identify the plots compared at the end (clip maps, bar charts, levels).
+COMPARED_COLUMNS = ("image", "rejected", "median")
+
+
+@pytest.fixture(scope="module")
+def walk_server(tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        unavailable(f"{CHROMIUM} not found: install Debian's chromium", "CCDRED_REQUIRE_BROWSER")
+    root = tmp_path_factory.mktemp("walk-root")
+    make_night(root / "night1", NightSpec(shape=(96, 96), seed=5))
+    make_night(root / "night2", NightSpec(shape=(64, 80), seed=6, filters=("B", "V")))
+    (root / "empty").mkdir()
+    prepare(root.parent)
+    log_path = tmp_path_factory.mktemp("walk-log") / "serve.log"
+    with open(log_path, "w+") as log, serve_app(
+            ["--data-root", root, "--output-root", tmp_path_factory.mktemp("walk-out")],
+            log=log, env={**os.environ, "CCDRED_CACHE": str(root.parent)}) as (_process, url):
+        yield url, log_path
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A served page and what went wrong on it (page errors, console errors)."""
+
+    def __init__(self, browser, url):
+        self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        self.errors: list[str] = []
+        self.outside: set[str] = set()  # other hosts the page asked for (reported elsewhere)
+        self.page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
+        self.page.on("console", self._console)
+        self.page.on("requestfailed", lambda request: self.outside.add(request.url)
+                     if "127.0.0.1" not in request.url else None)
+        self.page.goto(url)
+        self.page.wait_for_selector("text=Reduce night", timeout=120_000)
+        for card in ("Calibration", "Header keywords"):  # open the collapsed cards
+            self.page.locator(".card-header", has_text=card).first.click()
+
+    def _console(self, message):
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            self.errors.append(f"console: {message.text}")
+
+    def type(self, label, value):
+        field = sidebar_field(self.page, label) if label != "Threshold" else \
+            self.page.locator(".ccdred-threshold input").first
+        field.fill(value)
+        field.press("Enter")
+
+    def select(self, label, option):
+        box = self.page.locator(".bk-input-group", has_text=label).locator("select").first
+        if option in box.locator("option").all_inner_texts():
+            box.select_option(option)
+
+    def tab(self, name):
+        self.page.get_by_text(name, exact=True).first.click()
+
+    def click_a_map(self, rng):
+        canvases = [c for c in self.page.locator("canvas").all() if c.is_visible()]
+        if canvases:
+            box = rng.choice(canvases).bounding_box()
+            if box and box["width"] > 10:
+                self.page.mouse.click(box["x"] + rng.uniform(0.1, 0.9) * box["width"],
+                                      box["y"] + rng.uniform(0.1, 0.9) * box["height"])
+
+    def settle(self, seconds=0.8):
+        time.sleep(seconds)
+
+    def plots(self) -> list:
+        """The data of the compared plots: each source's columns, lengths and sums, sorted."""
+        return sorted(self.page.evaluate("""(wanted) => {
+            const out = [];
+            for (const doc of Bokeh.documents)
+                for (const model of doc.all_models) {
+                    if (!model.data || !model.selected) continue;
+                    const data = model.data instanceof Map ? Object.fromEntries(model.data)
+                                                           : model.data;
+                    const names = Object.keys(data).sort();
+                    if (!names.some(name => wanted.includes(name))) continue;
+                    out.push(names.map(name => {
+                        const column = Array.from(data[name]).flat(Infinity);
+                        const numbers = column.filter(v => typeof v === "number" && isFinite(v));
+                        const sum = numbers.reduce((a, b) => a + b, 0);
+                        return `${name}:${column.length}:${sum.toPrecision(8)}`;
+                    }).join(" "));
+                }
+            return out;
+        }""", list(COMPARED_COLUMNS)))
+
+
+def _step(page: Page, rng: random.Random) -> str:
+    """One random action; its description."""
+    kind = rng.choice(["type", "type", "type", "select", "tab", "click", "night"])
+    if kind == "type":
+        label = rng.choice(sorted(FIELDS))
+        value = rng.choice(FIELDS[label])
+        page.type(label, value)
+        return f"type {value!r} into {label}"
+    if kind == "select":
+        label = rng.choice(sorted(SELECTS))
+        option = rng.choice(SELECTS[label])
+        page.select(label, option)
+        return f"select {option!r} in {label}"
+    if kind == "tab":
+        name = rng.choice(TABS)
+        page.tab(name)
+        return f"tab {name}"
+    if kind == "click":
+        page.click_a_map(rng)
+        return "click a map"
+    night = rng.choice(NIGHTS)
+    page.select("Night", night)
+    return f"night {night}"
+
+
+def _set_back(page: Page) -> None:
+    """Everything as a fresh page has it, as a student would set it back."""
+    page.select("Night", "night1")
+    page.settle()
+    for label, values in FIELDS.items():
+        page.type(label, values[0])
+    for label, options in SELECTS.items():
+        page.select(label, options[0])
+    page.settle(1.5)
+
+
+def _look_at(page: Page) -> dict:
+    """The Frames and Clipping tabs as the page shows them."""
+    shown = {}
+    for tab in ("Frames", "Clipping"):
+        page.tab(tab)
+        page.settle(2.0)
+        shown[tab] = page.plots()
+    page.page.wait_for_selector("text=samples rejected", timeout=60_000)
+    shown["summary"] = clip_summary(page.page)
+    return shown
+
+
+@pytest.mark.parametrize("seed", WALK_SEEDS)
+def test_a_random_walk_leaves_no_error_and_sets_back_to_a_fresh_page(walk_server, chromium, seed):
+    url, log_path = walk_server
+    rng, page, steps = random.Random(seed), Page(chromium, url), []
+    logged = log_path.read_text()
+    for _ in range(WALK_STEPS):
+        steps.append(_step(page, rng))
+        page.settle()
+        new_log, logged = log_path.read_text()[len(logged):], log_path.read_text()
+        replay = f"seed {seed}, steps:\n  " + "\n  ".join(steps)
+        assert not page.errors, f"{page.errors[0]}\n{replay}"
+        assert "Traceback" not in new_log and "ERROR" not in new_log, f"{new_log}\n{replay}"
+    _set_back(page)
+    walked = _look_at(page)
+    fresh = Page(chromium, url)
+    assert _look_at(fresh) == walked, f"seed {seed}, steps:\n  " + "\n  ".join(steps)
+    for opened in (page, fresh):
+        opened.page.close()
