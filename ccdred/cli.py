@@ -21,7 +21,7 @@ from pathlib import Path
 from ._version import __version__
 from .errors import InputError, InputProblem
 from .serve import DEMO_SIZE
-from .parameters import ReductionParameters, names
+from .parameters import ReductionParameters, names, refusal
 
 __all__ = ["main"]
 
@@ -207,8 +207,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: A parameter as param's messages name it ("Number parameter 'ClipParameters.threshold'")
-_PARAMETER = re.compile(r"\w+ parameter '\w+\.(\w+)'")
 #: The options named otherwise than their parameters (the course script's names)
 _OPTIONS = {"upper_limit": "--upperlimit", "lower_limit": "--lowerlimit"}
 
@@ -220,8 +218,8 @@ def _parameters(args) -> ReductionParameters:
     try:
         parameters = ReductionParameters(**values)
     except ValueError as err:  # param names its class and attribute: say the option instead
-        raise ValueError(_PARAMETER.sub(lambda m: _OPTIONS.get(m[1], "--" + m[1].replace(
-            "_", "-")), str(err))) from err
+        raise ValueError(refusal(err, lambda name: _OPTIONS.get(
+            name, "--" + name.replace("_", "-")))) from err
     parameters.keywords(), parameters.preprocessing(), parameters.plan_options()  # check them
     parameters.step_options()
     return parameters

@@ -24,6 +24,7 @@ from panel.links import Link
 
 from . import plots
 from .errors import InputError
+from .fields import fields
 from .job import ReductionJob
 from .keywords import FRAME_TYPES
 from .combine import REJECTION_OPTIONS
@@ -38,13 +39,13 @@ _LOG = logging.getLogger(__name__)
 
 _CLIP_WIDGETS = {
     # throttled: a dragged slider sets the threshold once, where it is let go, instead of
-    # queueing a recomputation for every position it passes
-    "threshold": {"type": pn.widgets.EditableFloatSlider, "fixed_start": 0.1, "throttled": True,
-                  "css_classes": ["ccdred-threshold"]},
-    "upper_limit": pn.widgets.FloatInput,
-    "lower_limit": pn.widgets.FloatInput,
-    "lsigma": {"type": pn.widgets.FloatInput, "placeholder": "as threshold"},
-    "hsigma": {"type": pn.widgets.FloatInput, "placeholder": "as threshold"},
+    # queueing a recomputation for every position it passes; no fixed start: the
+    # parameter alone refuses a value, in words (see ccdred.fields)
+    "threshold": {"type": pn.widgets.EditableFloatSlider, "start": 0.5, "end": 5.0, "step": 0.1,
+                  "throttled": True, "css_classes": ["ccdred-threshold"]},
+    "lsigma": {"placeholder": "as threshold"},
+    "hsigma": {"placeholder": "as threshold"},
+    "lower_limit": {"placeholder": "off"},
 }
 #: Combining parameters shown whatever the rejection method (the per-frame clipping of
 #: darks reads threshold, cenfunc and maxiters too); the others only with their method.
@@ -386,16 +387,15 @@ class Dashboard(pn.viewable.Viewer):
     # -- layout -----------------------------------------------------------------------
 
     def _sidebar(self) -> list:
-        def card(title, parameters, collapsed=True, widgets=None):
-            return pn.Card(pn.Param(self.pipeline, parameters=parameters, widgets=widgets or {},
-                                    show_name=False), title=title, collapsed=collapsed)
+        def card(title, parameters, collapsed=True):
+            return pn.Card(*fields(self.pipeline, parameters), title=title, collapsed=collapsed)
 
         reduce_button = pn.widgets.Button(name="Reduce night", button_type="primary",
                                           disabled=self.job.param.running)
         reduce_button.on_click(self._reduce)
         def combining(parameters):
-            return pn.Param(self.pipeline, parameters=parameters, widgets=_CLIP_WIDGETS,
-                            show_name=False)
+            return pn.Column(*fields(self.pipeline, parameters, _CLIP_WIDGETS), margin=0,
+                             sizing_mode="stretch_width")
 
         method_options = [name for name in names(ClipParameters) if name not in _ALWAYS_SHOWN]
         return [pn.widgets.Select.from_param(self.param.night, name="Night"), self.folder_input,

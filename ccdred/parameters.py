@@ -11,6 +11,8 @@ place; they equal the course script's.
 
 from __future__ import annotations
 
+import re
+
 import param
 
 from .calibrate import ClipOptions, FlatLimits
@@ -22,7 +24,30 @@ from .plan import DARK_MODELS, PlanOptions
 from .steps import StepOptions
 
 __all__ = ["CalibrationParameters", "ClipParameters", "KeywordParameters", "ReductionParameters",
-           "names"]
+           "names", "refusal"]
+
+
+#: A parameter as param's messages name it ("Number parameter 'ClipParameters.threshold'")
+_PARAMETER = re.compile(r"\w+ parameter '\w+\.(\w+)'")
+
+
+def refusal(err: Exception, name_for) -> str:
+    """Why param refused a value, with the parameter named as its user knows it.
+
+    Parameters
+    ----------
+    err : Exception
+        param's error (``Number parameter 'Pipeline.threshold' must be ...``).
+    name_for : callable
+        The name to say for a parameter's attribute name (an option, a label).
+
+    Examples
+    --------
+    >>> refusal(ValueError("Number parameter 'P.threshold' must be greater than 0, not -1."),
+    ...         lambda name: "--" + name)
+    '--threshold must be greater than 0, not -1.'
+    """
+    return _PARAMETER.sub(lambda match: name_for(match[1]), str(err))
 
 
 def names(parameters: type[param.Parameterized]) -> list[str]:

