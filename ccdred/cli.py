@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--real", action="store_true",
                       help="a night as real cameras take it: overscan strip, drifting bias, more "
                            "biases, darks at fewer exposure times than the objects")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="write into a folder that already holds files (refused by default)")
     export = commands.add_parser(
         "export", help="run a notebook and write it as one HTML file that shows its plots "
                        "offline (for students)")
@@ -365,6 +367,11 @@ def _prepare_install(args) -> int:
 def _demo(args) -> int:
     from .demo import NightSpec, make_night
 
+    folder = Path(args.dir)
+    if folder.is_dir() and any(folder.iterdir()) and not args.overwrite:
+        print(f"ccdred: error: {folder}: folder already holds files; use --overwrite to write "
+              "the demo night into it anyway", file=sys.stderr)
+        return EXIT_INPUT
     spec = (NightSpec.real if args.real else NightSpec)(shape=(args.size, args.size), seed=args.seed)
     paths = make_night(args.dir, spec)
     print(f"ccdred: wrote {len(paths)} raw frames to {args.dir}", file=sys.stderr)

@@ -376,9 +376,9 @@ class Dashboard(pn.viewable.Viewer):
                 lines.append(self._public(str(err)))
                 continue
             result = getattr(value[1], "combine", value[1])
-            lines.append(line(value) + plots.samuelson_note(result.n_frames, pipeline.threshold,
-                                                            pipeline.cenfunc))
-        return "  \n".join(lines)
+            lines.append(line(value) + plots.samuelson_note(
+                result.n_frames, pipeline.clip(), int(result.n_rejected_per_frame.sum())))
+        return "  \n".join(dict.fromkeys(lines))  # a problem of both masters, said once
 
     def _public(self, text: str) -> str:
         """A message as users of a shared server see it: paths relative to the data root."""

@@ -15,6 +15,7 @@ import os
 import tempfile
 import threading
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,8 +239,24 @@ def prepare_night(paths, output_dir, parameters: ReductionParameters,
     for note in (*catalogue.notes, *plan.notes):
         warnings.warn(note, CalibrationWarning, stacklevel=2)
     output_dir = Path(output_dir)
-    _check_output(output_dir, plan.product_names(parameters.intermediate), existing)
+    names = plan.product_names(parameters.intermediate)
+    if not names:
+        raise InputError([_nothing_to_make(catalogue, paths)])
+    _check_output(output_dir, names, existing)
     return NightResult(output_dir, plan)
+
+
+def _nothing_to_make(catalogue, paths) -> InputProblem:
+    """The problem of a night that yields no product: what it holds, and how to map it."""
+    keyword = catalogue.keywords.imagetyp
+    found = Counter(frame.frame_type or f"unknown {keyword} = {frame.imagetyp!r}"
+                    for frame in catalogue.frames)
+    held = ", ".join(f"{count} {kind}" for kind, count in sorted(found.items())) or "no frames"
+    where = Path(paths[0]) if len(paths) == 1 else None
+    return InputProblem(where, f"nothing to make: the night holds {held}; it needs flats or "
+                               "object frames. Map other values with --keyword-datatype-flat "
+                               "or --keyword-datatype-object VALUE, or files by name with "
+                               "--frame-type 'GLOB=TYPE'")
 
 
 def prepare_nights(nights, parameters: ReductionParameters, existing: str = "refuse") -> list:

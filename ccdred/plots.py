@@ -146,19 +146,25 @@ def flat_rejections(shown, frames):
     return rejected_per_frame(flat.combine.n_rejected_per_frame, used, f"flat {name}")
 
 
-def samuelson_note(n_frames: int, threshold: float, cenfunc: str) -> str:
-    """Why a clipping around the mean of ``n_frames`` samples can reject nothing, or ''.
+def samuelson_note(n_frames: int, clip, rejected: int = 0) -> str:
+    """Why sigma clipping around the mean of ``n_frames`` samples can reject nothing, or ''.
 
     No sample lies more than sqrt(n - 1) standard deviations (the population
     standard deviation, as the clipping uses) from the mean of n samples
     (Samuelson's inequality; (n - 1) / sqrt(n) with the sample standard
-    deviation), so a threshold at or above that rejects nothing, whatever the data.
+    deviation), so thresholds at or above that reject nothing, whatever the data.
+    Said only where it applies: sigma clipping (``clip``, a
+    :class:`~ccdred.combine.ClipOptions`) around the mean; with ``rejected``
+    samples counted all the same, it says where those come from.
     """
     bound = np.sqrt(n_frames - 1) if n_frames else 0.0
-    if cenfunc != "mean" or threshold < bound:
+    threshold = min(clip.sigma_lower, clip.sigma_upper)
+    if clip.rejection != "sigclip" or clip.cenfunc != "mean" or threshold < bound:
         return ""
+    source = (" in the combination; the samples counted as rejected were clipped in their own "
+              "frame first (the per-frame clipping of darks)" if rejected else "")
     return (f" — with {n_frames} frames no sample can lie more than {bound:.2f} σ from the "
-            f"mean (Samuelson's bound), so a threshold of {threshold:g} rejects nothing")
+            f"mean (Samuelson's bound), so a threshold of {threshold:g} rejects nothing{source}")
 
 
 def dark_summary(shown) -> str:

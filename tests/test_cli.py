@@ -175,6 +175,31 @@ def test_no_frames_is_an_input_error_and_writes_nothing(tmp_path, capsys, make, 
     assert not (tmp_path / "out").exists()
 
 
+def test_a_night_that_makes_nothing_is_an_input_error_listing_what_it_holds(night_files, tmp_path,
+                                                                            capsys, write_fits):
+    """Only a bias, or frames of an unknown type: nothing to make, exit 2, nothing written."""
+    dark = frame_files(night_files, "DARK")[0]
+    status, err = run(["-d", tmp_path / "out", dark], capsys)
+    assert status == 2 and "nothing to make: the night holds 1 dark; it needs flats" in err
+    lamp = tmp_path / "lamp"
+    lamp.mkdir()
+    for i in range(3):
+        write_fits(f"f{i}.fits", folder=lamp, IMAGETYP="LAMPFLAT", EXPTIME=1.0)
+    status, err = run(["-d", tmp_path / "out", lamp], capsys)
+    assert status == 2 and "the night holds 3 unknown IMAGETYP = 'LAMPFLAT'" in err
+    assert "--keyword-datatype-flat" in err and "--frame-type" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_refuses_a_folder_that_holds_files_unless_told(tmp_path, capsys):
+    (tmp_path / "n").mkdir()
+    (tmp_path / "n" / "notes.txt").write_text("mine")
+    assert main(["demo", str(tmp_path / "n"), "--size", "16"]) == 2
+    assert "folder already holds files; use --overwrite" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "n").iterdir()] == ["notes.txt"]
+    assert main(["demo", str(tmp_path / "n"), "--size", "16", "--overwrite"]) == 0
+
+
 def test_products_follow_the_umask_and_headers_say_what_they_are(night_files, tmp_path, capsys):
     status, _ = run(["-d", tmp_path / "out", night_files[0].parent], capsys)
     assert status == 0

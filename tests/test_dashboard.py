@@ -170,3 +170,8 @@ def test_a_typed_folder_not_in_the_list_empties_the_list_so_the_list_opens_again
     assert dashboard.night is None and dashboard.status == "Night: ."
     dashboard.night = "night1"
     assert dashboard.pipeline.night.endswith("night1") and dashboard.status == "Night: night1"
+
+
+def test_a_problem_of_both_masters_is_said_once(dashboard):
+    dashboard.night = "empty"
+    assert dashboard._clip_summary() == "empty: no FITS files in this folder"

@@ -51,16 +51,24 @@ def test_images_keep_orientation_and_zscale():
     assert 80 < low < 100 < high < 120
 
 
-@pytest.mark.parametrize("n,threshold,cenfunc,said", [
-    (5, 2.0, "mean", True),    # sqrt(5 - 1) = 2
-    (5, 1.9, "mean", False),
-    (5, 2.0, "median", False),
-    (12, 2.5, "mean", False),  # 3.32
+@pytest.mark.parametrize("n,threshold,cenfunc,rejection,said", [
+    (5, 2.0, "mean", "sigclip", True),    # sqrt(5 - 1) = 2
+    (5, 1.9, "mean", "sigclip", False),
+    (5, 2.0, "median", "sigclip", False),
+    (12, 2.5, "mean", "sigclip", False),  # 3.32
+    (5, 2.0, "mean", "minmax", False),    # no sigma clipping: the bound says nothing
+    (5, 2.0, "mean", "pclip", False),
 ])
 def test_samuelson_note_says_when_clipping_around_the_mean_cannot_reject(n, threshold, cenfunc,
-                                                                         said, rng):
-    note = plots.samuelson_note(n, threshold, cenfunc)
+                                                                         rejection, said, rng):
+    from ccdred.combine import ClipOptions
+
+    clip = ClipOptions(threshold=threshold, cenfunc=cenfunc, rejection=rejection)
+    note = plots.samuelson_note(n, clip)
     assert bool(note) == said
+    if said:  # with samples counted as rejected, it says they come from the frame clipping
+        assert "clipped in their own frame" in plots.samuelson_note(n, clip, rejected=3)
+        assert "clipped in their own frame" not in note
     if said:  # the oracle: no sample of any data set lies beyond the bound
         samples = rng.normal(size=(10_000, n))
         z = np.abs(samples - samples.mean(axis=1, keepdims=True)) / samples.std(axis=1, keepdims=True)
