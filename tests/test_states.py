@@ -267,5 +267,5 @@ def _content(drawing):
 def test_any_sequence_of_a_class_s_actions(data_root):
     DashboardMachine.data_root, DashboardMachine.output_root = data_root
     run_state_machine_as_test(DashboardMachine, settings=settings(
-        max_examples=25, stateful_step_count=10, deadline=None, derandomize=True,
+        max_examples=20, stateful_step_count=10, deadline=None, derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]))
