@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["CHROMIUM", "CHROMIUM_ARGS", "clip_summary", "free_port", "rejected_counts",
-           "serve_app", "set_threshold", "stop_server", "threshold_field", "wait_for"]
+           "is_running", "process_status", "serve_app", "set_threshold", "stop_server", "threshold_field", "wait_for"]
 
 #: Debian's Chromium (``apt-get install chromium``); Playwright's own download is not used.
 CHROMIUM = "/usr/bin/chromium"
@@ -99,14 +99,26 @@ def _signal_group(group: int, signum: int) -> None:
 
 def _group_alive(group: int) -> bool:
     """Whether a process of the group is still running (not merely waiting to be reaped)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == group and fields[0] != "Z":  # fields: state, ppid, pgrp
+    for folder in Path("/proc").glob("[0-9]*"):
+        fields = process_status(int(folder.name))
+        if fields and int(fields[2]) == group and fields[0] != "Z":
             return True
     return False
+
+
+def process_status(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, parent, group, ...);
+    None when there is no such process (Linux)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def is_running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie waiting to be reaped."""
+    fields = process_status(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def sidebar_field(page, label: str):

@@ -13,6 +13,7 @@ import pytest
 from astropy.io import fits
 
 from ccdred.demo import NightSpec, make_night
+from ccdred.testing import is_running
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CCDRED_SHARED", REPO.parent / "shared"))
@@ -58,14 +59,13 @@ def _running_descendants(pid: int) -> list[tuple[int, str]]:
         for task in Path(f"/proc/{parent}/task").glob("*/children"):
             for child in map(int, task.read_text().split()):
                 queue.append(child)
-                proc = Path(f"/proc/{child}")
                 try:
-                    state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                    command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
                 except OSError:
                     continue
-                if state != "Z" and not any(helper in command for helper in _INTERPRETER_HELPERS):
-                    found.append((child, command.strip()))
+                command = command.decode().strip()
+                if is_running(child) and not any(h in command for h in _INTERPRETER_HELPERS):
+                    found.append((child, command))
     return found
 
 

@@ -13,7 +13,7 @@ import pytest
 from ccdred.demo import NightSpec, make_night
 from ccdred.loadclient import ProtocolSession
 from ccdred.prepare import prepare
-from ccdred.testing import serve_app
+from ccdred.testing import is_running, serve_app
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +104,8 @@ def test_sessions_are_served_by_several_processes_with_num_procs(tmp_path):
 
         moves = asyncio.run(sessions())
     assert len(servers) == 2, servers
-    assert not [pid for pid in servers if _running(pid)], "a server process outlived its test"
+    assert not [pid for pid in servers if is_running(pid)], "a server process outlived its test"
     assert all(0 < seconds < 60 for seconds in moves), moves
-
-
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _children(pid: int) -> list[int]:
