@@ -17,14 +17,15 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 
 from .demo import NightSpec, NightTruth, demo_night, night_truth
 
-__all__ = ["EXERCISES", "Exercise", "Night", "Verdict", "check", "export_html", "start",
-           "workspace"]
+__all__ = ["EXERCISES", "Exercise", "Night", "Verdict", "check", "export_html", "near_miss",
+           "start", "workspace"]
 
 
 @dataclass(frozen=True)
@@ -140,12 +141,16 @@ class Exercise:
         The right answer, from the check's context (the notebook's objects).
     tolerance : float
         Numbers within this (absolute) of the right answer are right.
+    fraction : bool
+        The answer is a fraction between 0 and 1: a percentage of the right
+        answer is told so (see :func:`near_miss`).
     """
 
     question: str
     hint: str
     expected: Callable
     tolerance: float = 0.0
+    fraction: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,8 @@ def check(name: str, answer, **context) -> Verdict:
     True
     >>> print(check("gaussian-2sigma", 0.32))
     ✘ **gaussian-2sigma: not yet.** Hint: ...
+    >>> print(check("gaussian-2sigma", 4.55))
+    ✘ **gaussian-2sigma: not yet.** 4.55 looks like a percentage: answer a fraction ...
     """
     if name not in EXERCISES:
         msg = f"no exercise named {name!r}; the exercises are {sorted(EXERCISES)}"
@@ -194,7 +201,52 @@ def check(name: str, answer, **context) -> Verdict:
     expected = exercise.expected(**context)
     if _same(answer, expected, exercise.tolerance):
         return Verdict(name, True, f"✔ **{name}: right** ({_shown(expected)}).")
-    return Verdict(name, False, f"✘ **{name}: not yet.** Hint: {exercise.hint}")
+    miss = near_miss(exercise, answer, expected)
+    return Verdict(name, False, f"✘ **{name}: not yet.** {miss + ' ' if miss else ''}"
+                                f"Hint: {exercise.hint}")
+
+
+def near_miss(exercise: Exercise, answer, expected) -> str | None:
+    """What is wrong with a wrong number that is nearly right, or None.
+
+    Said before the exercise's hint: a fraction given as a percentage (when
+    ``exercise.fraction``), or the right number rounded to too few digits
+    (when the exercise has a tolerance).
+
+    Examples
+    --------
+    >>> near_miss(EXERCISES["gaussian-2sigma"], 0.05, 0.0455)
+    '0.05 is the right answer rounded: give it to within ±0.002.'
+    >>> near_miss(EXERCISES["gaussian-2sigma"], 0.32, 0.0455) is None
+    True
+    """
+    number = _number(answer)
+    if number is None or exercise.tolerance <= 0 or not isinstance(expected, float | int):
+        return None
+    if exercise.fraction and (_same(number / 100, expected, exercise.tolerance)
+                              or _rounded(number / 100, expected)):
+        return f"{number:g} looks like a percentage: answer a fraction between 0 and 1 (50 % is 0.5)."
+    if _rounded(number, expected):
+        return f"{number:g} is the right answer rounded: give it to within ±{exercise.tolerance:g}."
+    return None
+
+
+def _number(answer) -> float | None:
+    """The answer as a finite float, or None (a bool is no number here)."""
+    if isinstance(answer, bool):
+        return None
+    try:
+        number = float(answer)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _rounded(number: float, expected: float) -> bool:
+    """Whether ``number`` is ``expected`` rounded to the digits ``number`` is written with
+    (its shortest repr: 0.05 has two decimals, 1200 is rounded to hundreds)."""
+    places = -Decimal(repr(number)).normalize().as_tuple().exponent
+    return number != expected and float(round(Decimal(repr(float(expected))), places)) == number
 
 
 def _same(answer, expected, tolerance) -> bool:
@@ -306,10 +358,10 @@ EXERCISES = {
         "others?",
         lambda pipeline: _faint_flat(pipeline)),
     "gaussian-2sigma": Exercise(
-        "What fraction of the samples of a Gaussian lies more than 2 standard deviations "
-        "from its centre? Answer a number between 0 and 1.",
+        "What fraction of the samples of a Gaussian lies more than 2 of its standard "
+        "deviations from its centre? Answer a fraction between 0 and 1, not a percentage.",
         "it is 2 x (1 - Φ(2)), where Φ is the normal distribution's CDF; about 1 in 22.",
-        lambda: math.erfc(2 / math.sqrt(2)), tolerance=0.002),
+        lambda: math.erfc(2 / math.sqrt(2)), tolerance=0.002, fraction=True),
     "samuelson": Exercise(
         "With the darks of this exposure time and `cenfunc='mean'`, from which threshold on "
         "can clipping reject nothing at all? (Clipping uses the population standard "

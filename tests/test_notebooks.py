@@ -8,12 +8,14 @@ an exported notebook carries its plotting code (it shows its plots offline).
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
 import sys
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
 
@@ -83,9 +85,40 @@ def text_of(cell) -> str:
                      for output in cell.get("outputs", []))
 
 
+@pytest.fixture(scope="module")
+def executed(demo_cache, tmp_path_factory):
+    """Each notebook run once (see :func:`execute`), for every test that reads its outputs."""
+    runs = {}
+
+    def run(path):
+        if path not in runs:
+            with pytest.MonkeyPatch.context() as monkeypatch:
+                runs[path] = execute(path, demo_cache, tmp_path_factory.mktemp(path.stem),
+                                     monkeypatch)
+        return runs[path]
+
+    return run
+
+
+def notebook_numbered(number):
+    return next(p for p in NOTEBOOKS if p.name.startswith(f"0{number}-"))
+
+
+def cell_showing(notebook, code):
+    """The index of the code cell whose source holds ``code``."""
+    return next(i for i, cell in enumerate(notebook.cells)
+                if cell.cell_type == "code" and code in cell.source)
+
+
+def percentages(text, label) -> list[float]:
+    """The percentages printed on the lines that hold ``label``."""
+    return [float(re.search(r"(-?[\d.]+) %", line)[1]) for line in text.splitlines()
+            if label in line]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_with_its_solutions(path, demo_cache, tmp_path, monkeypatch):
-    notebook, scratch = execute(path, demo_cache, tmp_path, monkeypatch)
+def test_notebook_runs_with_its_solutions(path, executed):
+    notebook, scratch = executed(path)
     for cell in notebook.cells:
         tags = cell.metadata.get("tags", [])
         if "exercise" in tags:
@@ -97,6 +130,42 @@ def test_notebook_runs_with_its_solutions(path, demo_cache, tmp_path, monkeypatc
     assert shown & {"application/vnd.holoviews_load.v0+json", "text/html",
                     "application/vnd.holoviews_exec.v0+json"}, f"{path.name} showed no plot"
     assert [p.name for p in scratch.iterdir()] == [], "the notebook left temporary files behind"
+
+
+def test_notebook_3_prints_the_identity_its_text_claims(executed):
+    notebook, _ = executed(notebook_numbered(3))
+    index = cell_showing(notebook, "identical master")
+    assert "same to the last bit" in notebook.cells[index - 1].source
+    printed = text_of(notebook.cells[index])
+    assert "identical master: True" in printed and "dashboard's: True" in printed, printed
+    difference = float(re.search(r"relative difference (\S+)", printed)[1])
+    assert 0 < difference < np.finfo(np.float32).eps  # "only in the last digits"
+
+
+GAUSSIAN_2SIGMA = 100 * (1 - math.erf(2 / math.sqrt(2)))  # 2 (1 - Phi(2)) = 4.550 %
+
+
+def test_notebook_2_measures_the_fraction_its_exercise_asks_for(executed):
+    notebook, _ = executed(notebook_numbered(2))
+    index = cell_showing(notebook, "beyond 2 sigma of the true centre")
+    assert "gaussian-2sigma" in notebook.cells[index - 3].source
+    [measured] = percentages(text_of(notebook.cells[index]), "beyond 2 sigma")
+    assert measured == pytest.approx(GAUSSIAN_2SIGMA, abs=0.1)  # 1e6 samples: +-0.02 % (1 sigma)
+
+
+def test_notebook_2_says_what_iterative_clipping_rejects_as_it_prints_it(executed):
+    notebook, _ = executed(notebook_numbered(2))
+    printed = text_of(notebook.cells[cell_showing(notebook, "sigma_clip(samples")])
+    one, two, ten = percentages(printed, "all at once")
+    median, mean = percentages(printed, "in stacks of")
+    assert one == pytest.approx(GAUSSIAN_2SIGMA, abs=0.1)
+    assert one < two < ten and mean == 0.0 < GAUSSIAN_2SIGMA < median
+    sweep = text_of(notebook.cells[cell_showing(notebook, "for threshold in")])
+    [darks_median] = percentages(sweep, "threshold 2.0 median")
+    explained = next(c.source for c in notebook.cells if "Iterating" in c.source)
+    said = [float(n) for n in re.findall(r"about (\d+) %", explained)]
+    assert said == pytest.approx([two, ten, median, darks_median], abs=1.0)
+    assert "4.55 %" in explained and "nothing is rejected" in " ".join(explained.split())
 
 
 def test_an_exported_notebook_loads_nothing_from_the_network(demo_cache, tmp_path, monkeypatch):
