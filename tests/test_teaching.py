@@ -125,3 +125,49 @@ def test_start_uses_a_given_folder_and_the_demo_otherwise(tmp_path, monkeypatch)
     assert len(scan([demo.folder]).frames) > 10
     own = teaching.start(tmp_path / "mine")
     assert own.folder == tmp_path / "mine" and own.truth is None
+
+
+# -- what a nearly right answer is told ---------------------------------------------------
+
+#: 2 (1 - Phi(2)), the fraction of a Gaussian beyond 2 sigma, from the error function.
+BEYOND_2SIGMA = 1 - math.erf(2 / math.sqrt(2))
+
+
+@pytest.mark.parametrize("answer", [BEYOND_2SIGMA, round(BEYOND_2SIGMA, 3), 0.0455])
+def test_the_gaussian_fraction_is_right_as_a_fraction(answer):
+    assert check("gaussian-2sigma", answer)
+
+
+@pytest.mark.parametrize("answer", [100 * BEYOND_2SIGMA, round(100 * BEYOND_2SIGMA, 2), 5])
+def test_the_gaussian_fraction_as_a_percentage_is_told_to_give_a_fraction(answer):
+    verdict = check("gaussian-2sigma", answer)
+    assert verdict.correct is False
+    assert "looks like a percentage: answer a fraction" in verdict.message
+    assert EXERCISES["gaussian-2sigma"].hint in verdict.message
+
+
+def test_the_gaussian_fraction_rounded_too_far_is_told_so():
+    rounded = round(BEYOND_2SIGMA, 2)
+    assert abs(rounded - BEYOND_2SIGMA) > EXERCISES["gaussian-2sigma"].tolerance
+    verdict = check("gaussian-2sigma", rounded)
+    assert verdict.correct is False
+    assert "0.05 is the right answer rounded: give it to within ±0.002" in verdict.message
+
+
+def test_rounded_and_percentage_answers_are_told_apart():
+    messages = {check("gaussian-2sigma", answer).message for answer in (0.05, 4.55, 0.32)}
+    assert len(messages) == 3
+
+
+@pytest.mark.parametrize("answer", [0.32, 0.04, 45.5, "two", float("nan"), True])
+def test_a_wrong_answer_not_nearly_right_gets_only_the_hint(answer):
+    verdict = check("gaussian-2sigma", answer)
+    assert verdict.message == ("✘ **gaussian-2sigma: not yet.** Hint: "
+                               + EXERCISES["gaussian-2sigma"].hint)
+
+
+def test_only_a_fraction_is_told_it_looks_like_a_percentage():
+    right = math.sqrt(6 - 1)  # Samuelson's bound for 6 frames, about 2.236
+    assert check("samuelson", round(right, 3), n_frames=6)
+    assert "is the right answer rounded" in check("samuelson", round(right, 1), n_frames=6).message
+    assert "percentage" not in check("samuelson", 100 * right, n_frames=6).message
