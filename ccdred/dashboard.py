@@ -31,7 +31,7 @@ from .combine import REJECTION_OPTIONS
 from .parameters import CalibrationParameters, ClipParameters, KeywordParameters, names
 from .pipeline import Pipeline
 from .prepare import is_prepared, prepare_in_background
-from .serve import app_options, list_nights, resolve_under
+from .serve import app_options, list_nights, page_design, resolve_under
 
 __all__ = ["Dashboard"]
 
@@ -448,9 +448,12 @@ class Dashboard(pn.viewable.Viewer):
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             self._page = pn.state.curdoc
             pn.state.on_session_destroyed(lambda _context: _forget_links(sidebar))
+        main = [pn.pane.Markdown(_START_HERE), body]
+        if self._page is None:  # a notebook: a template's page would load its files from a server
+            return pn.Row(pn.Column(sidebar, width=340), pn.Column(*main, sizing_mode="stretch_width"))
         return pn.template.FastListTemplate(
-            title="ccdred: CCD reduction", sidebar=[sidebar],
-            main=[pn.pane.Markdown(_START_HERE), body], sidebar_width=340, accent="#1f5f8b")
+            title="ccdred: CCD reduction", sidebar=[sidebar], main=main, sidebar_width=340,
+            accent="#1f5f8b", design=page_design())
 
     def _when_ready(self, show) -> None:
         """Call ``show`` (in this session) once the first-time preparation has finished."""

@@ -1,18 +1,23 @@
-"""Serving the dashboard: its options, the nights under the data root, the path jail."""
+"""Serving the dashboard: its options, the nights under the data root, the path jail, and
+its plotting libraries loaded so that a page asks no host but the server for anything."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from pathlib import Path
 
 from .errors import InputError, InputProblem
 from .frames import fits_files
 
-__all__ = ["DEMO_SIZE", "app_options", "list_nights", "resolve_under", "use_small_pages"]
+__all__ = ["DEMO_SIZE", "PANEL_EXTENSIONS", "app_options", "list_nights", "load_extensions",
+           "page_design", "resolve_under", "use_small_pages"]
 
 #: Width and height of the demo night, the same for the dashboard, notebooks and ``ccdred demo``.
 DEMO_SIZE = 512
+#: Panel's extensions the dashboard's widgets need, loaded before a dashboard is made.
+PANEL_EXTENSIONS = ("tabulator",)
 
 
 def app_options(argv=None) -> argparse.Namespace:
@@ -101,3 +106,72 @@ def resolve_under(root, path) -> Path:
     if not resolved.is_dir():
         raise InputError([InputProblem(Path(path), "no such folder under the data root")])
     return resolved
+
+
+# -- nothing from another host -------------------------------------------------------------
+# A classroom server may have no internet, and every request to another host tells that host
+# who is in the class: the served page and an exported notebook load every file from the
+# server, or carry it inline.
+
+
+def load_extensions(*, notebook: bool = False, **options) -> None:
+    """Load HoloViews' Bokeh backend and Panel with the dashboard's extensions (before a
+    dashboard or a plot is made), so that a page asks no other host for anything.
+
+    Served (``panel serve app.py``), Bokeh and Panel send their own code and stylesheets. In a
+    notebook (``notebook=True``) these are put into the notebook itself, the stylesheets of
+    HoloViews' plots too, so that a notebook exported to HTML shows its plots with no network.
+    The dashboard's page design leaves out its web font: see :func:`page_design`.
+
+    Parameters
+    ----------
+    notebook : bool, optional
+        For a Jupyter kernel rather than a server.
+    **options
+        Panel's other settings (``pn.extension``), e.g. ``nthreads=2``.
+    """
+    import holoviews as hv
+    import panel as pn
+
+    hv.extension("bokeh", logo=False, inline=notebook)
+    pn.extension(*PANEL_EXTENSIONS, inline=notebook, **options)
+    if notebook:
+        from panel.viewable import Viewable
+
+        # Viewable._preprocessing_hooks: Panel 1.9.4's own list of the steps run on every
+        # model tree it renders (links, axes); no public way to add one.
+        if _inline_stylesheets not in Viewable._preprocessing_hooks:
+            Viewable._preprocessing_hooks.append(_inline_stylesheets)
+
+
+def _inline_stylesheets(_viewable, root) -> None:
+    """Panel's stylesheets of a rendered model tree put inline, when Panel's resources are.
+
+    Panel 1.9.4 does this itself for what it shows in a notebook, but HoloViews 1.23's
+    renderer shows a plot through Panel's models without it: each plot then asks
+    cdn.holoviz.org for four stylesheets (loading, listpanel, default and native theme).
+    """
+    import panel as pn
+    from bokeh.models import UIElement
+    from panel.io.notebook import patch_inline_stylesheets
+
+    if pn.config.inline:
+        for model in root.select({"type": UIElement}):
+            patch_inline_stylesheets(model)
+
+
+@functools.cache
+def page_design():
+    """Panel's Fast design (the dashboard template's) without its web font.
+
+    Fast asks fonts.googleapis.com for Open Sans on every page; without it, the page keeps
+    the font's name first (a browser that has Open Sans uses it) and falls back to the
+    browser's sans-serif.
+    """
+    from panel.theme import Fast
+
+    # Design._resources: in Panel 1.9.4 the only place the font's URL is named (the template
+    # and Panel's page head each add its 'font' entries); no parameter leaves it out. Named
+    # Fast too: Panel finds a design's own files under its class's name (bundled/fast/).
+    resources = {kind: entries for kind, entries in Fast._resources.items() if kind != "font"}
+    return type("Fast", (Fast,), {"_resources": resources, "__doc__": page_design.__doc__})
