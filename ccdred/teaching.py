@@ -57,11 +57,9 @@ def start(folder=None, *, real: bool = False) -> Night:
         The demo night as real cameras take it (overscan, drifting bias,
         biases, darks at two exposure times only).
     """
-    import holoviews as hv
-    import panel as pn
+    from .serve import load_extensions
 
-    hv.extension("bokeh", inline=True)
-    pn.extension(inline=True)
+    load_extensions(notebook=True)  # plots and the dashboard with their code and styles inline
     folder = folder or os.environ.get("CCDRED_NIGHT")
     if folder:
         return Night(Path(folder), None)
