@@ -223,9 +223,11 @@ def near_miss(exercise: Exercise, answer, expected) -> str | None:
         return None
     if exercise.fraction and (_same(number / 100, expected, exercise.tolerance)
                               or _rounded(number / 100, expected)):
-        return f"{number:g} looks like a percentage: answer a fraction between 0 and 1 (50 % is 0.5)."
+        return (f"{number:g} looks like a percentage: answer a fraction between 0 and 1 "
+                "(50 % is 0.5).")
     if _rounded(number, expected):
-        return f"{number:g} is the right answer rounded: give it to within ±{exercise.tolerance:g}."
+        return (f"{number:g} is the right answer rounded: give it to within "
+                f"±{exercise.tolerance:g}.")
     return None
 
 
