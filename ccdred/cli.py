@@ -258,8 +258,9 @@ class _Log:
 
 
 class _Bar:
-    """The progress bar, made at the first step (when the number of steps is known);
-    warnings are printed above it."""
+    """The progress bar, made at the first step (when the number of steps is known), on a
+    terminal only: redrawn in place there, with warnings printed above it; written to a file
+    or a pipe, its redraws would share the warnings' lines."""
 
     def __init__(self, quiet: bool):
         self.quiet, self.bar = quiet, None
@@ -268,8 +269,8 @@ class _Bar:
         from tqdm import tqdm
 
         if self.bar is None:
-            self.bar = tqdm(total=total, unit="step", disable=self.quiet, file=sys.stderr,
-                            leave=False)
+            self.bar = tqdm(total=total, unit="step", disable=True if self.quiet else None,
+                            file=sys.stderr, leave=False)  # None: off unless a terminal
         self.bar.total = total
         self.bar.set_description_str(message[:40])
         self.bar.update(done - self.bar.n)

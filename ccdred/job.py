@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import io
+import logging
 import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -17,11 +18,16 @@ from pathlib import Path
 
 import param
 
-from .errors import InputError
-from .night import create_output, log_to, prepare_night, run_night, summary
+from .errors import InputError, RejectedFlatWarning, SuspectFlatWarning
+from .night import create_output, log_to, prepare_night, run_night, summary, warnings_to
 from .parameters import ReductionParameters, names
 
 __all__ = ["ReductionJob", "reduce_one_night"]
+
+logger = logging.getLogger(__name__)
+
+#: Warnings the summary says already (as each flat's status).
+_IN_SUMMARY = (RejectedFlatWarning, SuspectFlatWarning)
 
 #: Reductions run here, off the server's event loop, shared by all sessions.
 _REDUCTIONS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccdred-reduce")
@@ -56,11 +62,14 @@ class ReductionJob(param.Parameterized):
         with param.edit_constant(self):
             self.running = True
         self.param.update(done=0, total=1, error="", status=f"Reducing {night.name} ...")
+        notes = []
         try:
             result = await asyncio.get_running_loop().run_in_executor(
-                _REDUCTIONS, reduce_one_night, night, out, values, progress)
+                _REDUCTIONS, reduce_one_night, night, out, values, progress, notes)
+            said = [f"warning: {note.replace(f'{night}/', '')}" for note, category in notes
+                    if not issubclass(category, _IN_SUMMARY)]
             self.param.update(output=str(out), products=[p.name for p in result.products],
-                              summary=summary(result, values.step_options().limits),
+                              summary=summary(result, values.step_options().limits) + said,
                               status=f"Reduced {night.name}: {len(result.products)} products in "
                                      f"{out.name}")
         except InputError as err:
@@ -82,12 +91,20 @@ class ReductionJob(param.Parameterized):
         return buffer
 
 
-def reduce_one_night(night: Path, out: Path, parameters, progress):
+def reduce_one_night(night: Path, out: Path, parameters, progress, notes=None):
     """Reduce here, or on the Dask cluster named by ``CCDRED_SCHEDULER``; logged to
-    ``ccdred.log`` in the output folder, which is made only once the input is accepted."""
-    prepared = prepare_night([night], out, parameters)
+    ``ccdred.log`` in the output folder, which is made only once the input is accepted.
+
+    The reduction's warnings are logged as WARNING lines and added to ``notes`` as
+    ``(message, category)``, once each; none is printed to the server's log.
+    """
+    notes = [] if notes is None else notes
+    with warnings_to(lambda *note: notes.append(note)):
+        prepared = prepare_night([night], out, parameters)
     create_output(out, "refuse")
-    with log_to(out / "ccdred.log"):
+    with log_to(out / "ccdred.log"), warnings_to(lambda *note: _noted(note, notes)):
+        for message, _ in notes:
+            logger.warning("%s", message)
         scheduler = os.environ.get("CCDRED_SCHEDULER")
         if not scheduler:
             return run_night(prepared, parameters, progress=progress)
@@ -96,3 +113,10 @@ def reduce_one_night(night: Path, out: Path, parameters, progress):
         with connect(scheduler) as client:
             return reduce_nights_on_cluster([([night], out)], client, parameters,
                                             progress=progress)[0]
+
+
+def _noted(note: tuple, notes: list) -> None:
+    """Keep and log a warning of the reduction, unless it was said already."""
+    if note not in notes:
+        notes.append(note)
+        logger.warning("%s", note[0])

@@ -10,6 +10,7 @@ provenance, atomically. The product writers here serve the Dask runner too.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import tempfile
@@ -23,7 +24,7 @@ from pathlib import Path
 from . import fitsio
 from ._version import __version__
 from .calibrate import calibration_steps
-from .errors import CalibrationWarning, InputError, InputProblem
+from .errors import CalibrationWarning, CcdredWarning, InputError, InputProblem
 from .frames import Frame, scan
 from .parameters import ReductionParameters
 from .plan import DarkTerm, Master, NightPlan, ObjectStep, plan_night
@@ -41,6 +42,7 @@ __all__ = [
     "reduce_night",
     "run_night",
     "summary",
+    "warnings_to",
     "write_flat_intermediate",
     "write_masters",
 ]
@@ -210,6 +212,61 @@ _POOL_PREFIX = "ccdred-night"
 
 
 @contextlib.contextmanager
+def warnings_to(note):
+    """Hand the warnings raised in this thread to ``note(message, category)`` instead of
+    showing them.
+
+    For front ends that say ccdred's warnings themselves (a reduction's log and page):
+    every warning this thread raises (a rejected flat, a header section not used) reaches
+    ``note`` as its message and class, each time it is raised, and none is printed. Other
+    threads' warnings are shown as before, so a server's sessions are left alone (unlike
+    :class:`warnings.catch_warnings`, which swaps the hook for every thread).
+
+    Examples
+    --------
+    >>> said = []
+    >>> with warnings_to(lambda message, category: said.append((message, category.__name__))):
+    ...     warnings.warn("flat suspect", CalibrationWarning)
+    >>> said
+    [('flat suspect', 'CalibrationWarning')]
+    """
+    _route_warnings()
+    thread = threading.get_ident()
+    before = _NOTES.get(thread)
+    _NOTES[thread] = note
+    try:
+        yield
+    finally:
+        if before is None:
+            del _NOTES[thread]
+        else:
+            _NOTES[thread] = before
+
+
+#: Where each thread's warnings go, by thread id (see :func:`warnings_to`).
+_NOTES: dict = {}
+
+
+def _route_warnings() -> None:
+    """Put :func:`_show_or_note` in as Python's warning hook (once; again if someone
+    restored the hook they had), and let ccdred's warnings through each time."""
+    warnings.filterwarnings("always", category=CcdredWarning)
+    if warnings.showwarning is not _show_or_note:
+        _show_or_note.shown = warnings.showwarning
+        warnings.showwarning = _show_or_note
+
+
+def _show_or_note(message, category, filename, lineno, file=None, line=None):
+    """The warning hook: a thread's warnings to its note (see :func:`warnings_to`), other
+    threads' shown by the hook this one replaced."""
+    note = _NOTES.get(threading.get_ident())
+    if note is None:
+        _show_or_note.shown(message, category, filename, lineno, file, line)
+    else:
+        note(str(message), category)
+
+
+@contextlib.contextmanager
 def _pool(threads: int):
     """A thread pool whose queued tasks are dropped when the run fails or is interrupted."""
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix=_POOL_PREFIX) as pool:
@@ -332,9 +389,19 @@ def log_plan(plan: NightPlan) -> None:
 # -- products: written here by the in-process runner, and by Dask tasks ------------------
 
 
-#: Units of each product's data (BUNIT); normalised flats have none.
-_UNITS = {"master_bias": "ADU", "master_dark": "ADU", "master_dark_current": "ADU/s",
-          "dark_subtracted": "ADU", "flat_fielded": "ADU"}
+#: Unit of each product's data (BUNIT) and its comment, each one astropy reads
+#: (``CCDData.read``). A rate takes the FITS standard's 'adu' ('ADU' is read alone, not in
+#: 'ADU/s'). A normalised flat is dimensionless: '' is the FITS unit string of a pure number
+#: (astropy writes and reads dimensionless so; ``CCDData.read`` refuses a file with no BUNIT).
+_UNITS = {"master_bias": ("ADU", "unit of the data"), "master_dark": ("ADU", "unit of the data"),
+          "master_dark_current": ("adu/s", "ADU per second of exposure"),
+          "master_flat": ("", "dimensionless: normalised to mean 1"),
+          "dark_subtracted": ("ADU", "unit of the data"), "flat_fielded": ("ADU", "unit of the data")}
+
+#: Each master's frame type (its value under the night's frame-type keyword) and what it is.
+_MASTER_TYPES = {"bias": ("bias", "master bias"), "dark": ("dark", "master dark"),
+                 "dark_current": ("dark", "master dark current (ADU/s)"),
+                 "flat": ("flat", "master flat, normalised")}
 
 
 def _is_current(out: Path, name, step, inputs, options) -> bool:
@@ -346,7 +413,7 @@ def _is_current(out: Path, name, step, inputs, options) -> bool:
 def _write(out: Path, name, data, header, step, inputs, parameters, existing, history=(),
            extra=None) -> Path:
     """Write one product, unless resuming and an intact one made the same way is there."""
-    options = {**parameters.provenance(), **(extra or {})}
+    options = _options(parameters, extra)
     if existing == "resume" and _is_current(out, name, step, inputs, options):
         logger.info("kept %s (current)", out / name)
         return out / name
@@ -354,11 +421,20 @@ def _write(out: Path, name, data, header, step, inputs, parameters, existing, hi
                                    version=__version__, history=history)
     header.remove("BUNIT", ignore_missing=True)
     if step in _UNITS:
-        header["BUNIT"] = (_UNITS[step], "unit of the data")
+        header["BUNIT"] = _UNITS[step]
     path = fitsio.write_image(out / name, data, header, dtype=parameters.dtype,
                               overwrite=existing != "refuse")
     logger.info("wrote %s", path)
     return path
+
+
+def _options(parameters, extra=None) -> dict:
+    """The options a product's header records: those that decide its values, the frame-type
+    rules that chose its inputs (when there are any, as JSON: glob -> type, first match
+    wins), and ``extra`` (the frame's own)."""
+    rules = ({"frame_types": json.dumps(parameters.frame_types)} if parameters.frame_types
+             else {})
+    return {**parameters.provenance(), **rules, **(extra or {})}
 
 
 def _frame_options(frame: Frame, term: DarkTerm | None = None) -> dict:
@@ -383,9 +459,40 @@ def write_master(master: Master, result, out, parameters, existing="refuse") -> 
         frames = [f for f, ok in zip(frames, result.accepted, strict=True) if ok]
     history = [f"subtracted {master.bias} from every frame"] if master.bias else []
     history += sorted({f"subtracted {t.describe()}" for t in master.terms})
-    return _write(out, master.name, result.data, frames[0].header(), f"master_{master.kind}",
+    header = _master_header(master.kind, frames[0].header(), parameters.keywords())
+    return _write(out, master.name, result.data, header, f"master_{master.kind}",
                   [f.path for f in frames], parameters, existing, history,
                   _frame_options(frames[0]))
+
+
+def _master_header(kind: str, header, keywords):
+    """The first input's header, made to say what the master is.
+
+    The night's frame-type keyword (IMAGETYP) gets the first value the night gives that
+    type ('BIAS', 'DARK', 'FLAT' by default, as the course script's masters copy from their
+    inputs), whatever the inputs said (flats taken as 'Light Frame', say); a dark current is
+    a rate, so its exposure-time cards are dropped.
+    """
+    frame_type, what = _MASTER_TYPES[kind]
+    header[keywords.imagetyp] = (getattr(keywords, frame_type)[0], what)
+    if kind == "dark_current":
+        for key in (keywords.exptime, *keywords.exptime_fallbacks):
+            header.remove(key, ignore_missing=True, remove_all=True)
+        header.add_comment("Dark current in ADU per second of exposure: no exposure time. "
+                           "A frame's dark is the bias + its exposure time x this.")
+    return header
+
+
+def _frame_header(frame: Frame, parameters):
+    """The frame's header; its frame-type keyword names the type the night took it for
+    when a file-name rule (``--frame-type``) overrode what the header said."""
+    header, keywords = frame.header(), parameters.keywords()
+    if keywords.frame_type(frame.imagetyp) != frame.frame_type:
+        header[keywords.imagetyp] = (getattr(keywords, frame.frame_type)[0],
+                                     "set by a --frame-type rule")
+        header.add_history(f"{keywords.imagetyp} was {frame.imagetyp!r}; a --frame-type rule "
+                           f"took the file for {frame.frame_type}")
+    return header
 
 
 def write_flat_intermediate(frame: Frame, term: DarkTerm, masters, out, parameters,
@@ -398,9 +505,9 @@ def write_flat_intermediate(frame: Frame, term: DarkTerm, masters, out, paramete
     dark = term.image(masters) if dark is None else dark
     subtracted, _ = calibration_steps(frame.read(), dark,
                                       dtype=fitsio.storage_dtype(parameters.dtype))
-    return _write(out, f"{frame.name}_d.fits", subtracted, frame.header(), "dark_subtracted",
-                  [frame.path, *term.needs], parameters, existing, [term.describe()],
-                  _frame_options(frame, term))
+    return _write(out, f"{frame.name}_d.fits", subtracted, _frame_header(frame, parameters),
+                  "dark_subtracted", [frame.path, *term.needs], parameters, existing,
+                  [term.describe()], _frame_options(frame, term))
 
 
 def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refuse",
@@ -416,7 +523,7 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
                if parameters.intermediate else [])
     targets.append((f"{frame.name}_df.fits", "flat_fielded", [frame.path, *term.needs, step.flat]))
     extra = _frame_options(frame, term)
-    options = {**parameters.provenance(), **extra}
+    options = _options(parameters, extra)
     if existing == "resume" and all(_is_current(out, name, kind, inputs, options)
                                     for name, kind, inputs in targets):
         logger.info("kept the products of %s (current)", frame.path)
@@ -425,7 +532,7 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
     images = calibration_steps(frame.read(), dark, masters[step.flat],
                                dtype=fitsio.storage_dtype(parameters.dtype),
                                keep_subtracted=parameters.intermediate)
-    header = frame.header()
+    header = _frame_header(frame, parameters)
     return [_write(out, name, image, header, kind, inputs, parameters, existing,
                    [term.describe()], extra)
             for (name, kind, inputs), image in zip(targets, images[-len(targets):], strict=True)]

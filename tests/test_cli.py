@@ -213,7 +213,7 @@ def test_products_follow_the_umask_and_headers_say_what_they_are(night_files, tm
     assert "HIERARCH CCDRED LOWER_LIMIT" not in calibrated  # unset options are left out
     assert calibrated.comments["HIERARCH CCDRED THRESHOLD"] == "ccdred option"
     flat = fits.getheader(out / "flat_V.fits")
-    assert flat["NCOMBINE"] == 6 and "BUNIT" not in flat
+    assert flat["NCOMBINE"] == 6 and flat["BUNIT"] == ""  # dimensionless (issue 27, defect 12)
     assert "subtracted exact dark dark_00005000.fits" in str(flat["HISTORY"])
 
 
