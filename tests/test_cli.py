@@ -222,3 +222,96 @@ def test_the_faint_flat_is_flagged_suspect_but_still_used(night_files, tmp_path,
     assert status == 0
     assert re.search(r"demo_0032.fits: flat suspect: median 30\d, \d+x below the filter's", err)
     assert fits.getheader(tmp_path / "out" / "flat_R.fits")["NCOMBINE"] == 7
+
+
+# -- warnings and the progress bar (issue 27, defect 8) ---------------------------------
+
+#: The small night's two flat warnings, as the demo makes them (a faint flat used, a
+#: saturated one left out)
+FLAT_WARNINGS = (r"ccdred: warning: \S*demo_0032\.fits: flat suspect: median \d+, \d+x below "
+                 r"the filter's \d+; used \(check it, or set a lower or upper limit\)",
+                 r"ccdred: warning: \S*demo_\d{4}\.fits: flat median \d+\.\d outside the "
+                 r"limits; not used \(above upper limit 38000\)")
+
+
+def reduce_in_a_terminal(args, cwd) -> str:
+    """``ccdred reduce ARGS`` with stderr on a pseudo-terminal (as a user runs it): what it
+    wrote there."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 250, 0, 0))  # rows, columns
+    console_script = Path(sys.executable).parent / "ccdred"
+    process = subprocess.Popen([console_script, "reduce", *map(str, args)], cwd=cwd,
+                               stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    written = bytearray()
+    while True:
+        try:
+            chunk = os.read(leader, 1 << 16)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        written += chunk
+    os.close(leader)
+    assert process.wait(timeout=300) == 0, written.decode()
+    return written.decode()
+
+
+def screen(text: str) -> list[str]:
+    """The lines a terminal shows for ``text``: a carriage return goes back to the line's
+    start, later characters overwrite earlier ones."""
+    assert "\x1b" not in text  # no escape sequences to interpret
+    lines, column = [[]], 0
+    for char in text:
+        if char == "\r":
+            column = 0
+        elif char == "\n":
+            lines.append([])
+            column = 0
+        else:
+            line = lines[-1]
+            line[column:column + 1] = [char]
+            column += 1
+    return ["".join(line).rstrip() for line in lines]
+
+
+def warning_lines(lines) -> list[str]:
+    return [line for line in lines if "warning:" in line]
+
+
+def assert_each_warning_once_and_whole(lines) -> None:
+    warned = warning_lines(lines)
+    assert len(warned) == len(FLAT_WARNINGS), warned
+    for pattern in FLAT_WARNINGS:
+        assert len([line for line in warned if re.fullmatch(pattern, line)]) == 1, (pattern, warned)
+
+
+def test_warnings_in_a_terminal_are_whole_lines_above_the_progress_bar(night_files, tmp_path):
+    night = night_files[0].parent
+    written = reduce_in_a_terminal(["-d", tmp_path / "out", night.name], night.parent)
+    assert "step/s" in written  # the bar was drawn, and redrawn in place
+    shown = screen(written)
+    assert_each_warning_once_and_whole(shown)
+    assert not any("step/s" in line or "%|" in line for line in shown)  # the bar is gone
+    assert shown[-2].startswith("ccdred: 31 products in ")
+    logged = [line.split(" WARNING ", 1)[1] for line in
+              (tmp_path / "out" / "ccdred.log").read_text().splitlines() if " WARNING " in line]
+    assert [f"ccdred: warning: {line}" for line in logged] == warning_lines(shown)
+
+
+def test_warnings_into_a_pipe_are_whole_lines_with_no_progress_bar(night_files, tmp_path):
+    """Written to a pipe or a file, a redrawn bar would share the warnings' lines: no bar."""
+    console_script = Path(sys.executable).parent / "ccdred"
+    done = subprocess.run([console_script, "reduce", "-d", str(tmp_path / "out"),
+                           str(night_files[0].parent)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr and "step/s" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert_each_warning_once_and_whole(lines)
+    assert len(lines) == 3 and lines[-1].startswith("ccdred: 31 products in ")

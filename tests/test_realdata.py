@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -94,3 +96,39 @@ def test_cafos_calibrated_sky_is_flatter_than_the_raw_sky(cafos):
         before = unevenness(fits.getdata(raw) - bias)
         after = unevenness(fits.getdata(cafos / f"{name}_df.fits"))
         assert after < 0.6 * before, (name, before, after)
+
+
+# -- what the lab's products say they are (issue 27, defect 12) --------------------------
+
+def test_stl_masters_say_what_they_are_though_the_flats_say_light_frame(stl):
+    raw_flat = fits.getheader(next(STL.glob("flat-*")))
+    assert raw_flat["IMAGETYP"] == "Light Frame"
+    types = {name: fits.getheader(stl / name)["IMAGETYP"]
+             for name in ("bias_-5C.fits", "dark_current_-5C.fits", "flat_Visible.fits")}
+    assert types == {"bias_-5C.fits": "BIAS", "dark_current_-5C.fits": "DARK",
+                     "flat_Visible.fits": "FLAT"}
+
+
+def test_stl_master_flat_is_dimensionless(stl):
+    from astropy import units as u
+    from astropy.nddata import CCDData
+
+    assert fits.getheader(stl / "flat_Visible.fits")["BUNIT"] == ""
+    assert CCDData.read(stl / "flat_Visible.fits").unit == u.dimensionless_unscaled
+    assert CCDData.read(stl / "dark_current_-5C.fits").unit == u.adu / u.s
+
+
+def test_stl_dark_current_has_no_exposure_time(stl):
+    raw = fits.getheader(next(STL.glob("darks-expos300s-Neg5-*")))
+    assert raw["EXPTIME"] == raw["EXPOSURE"] == 300  # the camera writes both
+    header = fits.getheader(stl / "dark_current_-5C.fits")
+    assert "EXPTIME" not in header and "EXPOSURE" not in header
+    assert "ADU per second of exposure" in str(header["COMMENT"])
+
+
+def test_stl_frame_type_rule_is_an_option_card_of_every_product(stl):
+    products = sorted(stl.glob("*.fits"))
+    assert len(products) == 13
+    for path in products:
+        assert json.loads(fits.getheader(path)["HIERARCH CCDRED FRAME_TYPES"]) == {
+            "flat-*": "flat"}, path.name
