@@ -396,7 +396,8 @@ def log_plan(plan: NightPlan) -> None:
 _UNITS = {"master_bias": ("ADU", "unit of the data"), "master_dark": ("ADU", "unit of the data"),
           "master_dark_current": ("adu/s", "ADU per second of exposure"),
           "master_flat": ("", "dimensionless: normalised to mean 1"),
-          "dark_subtracted": ("ADU", "unit of the data"), "flat_fielded": ("ADU", "unit of the data")}
+          "dark_subtracted": ("ADU", "unit of the data"),
+          "flat_fielded": ("ADU", "unit of the data")}
 
 #: Each master's frame type (its value under the night's frame-type keyword) and what it is.
 _MASTER_TYPES = {"bias": ("bias", "master bias"), "dark": ("dark", "master dark"),
