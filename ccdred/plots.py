@@ -13,7 +13,6 @@ import holoviews as hv
 import numpy as np
 from astropy.visualization import ZScaleInterval
 from holoviews.operation.datashader import rasterize
-from holoviews.plotting.util import process_cmap
 
 from .steps import PixelStack
 
@@ -256,23 +255,22 @@ def master_preview(data, title: str, *, label="ADU"):
 def pixel_samples(pixel, title: str | None = None):
     """One pixel's samples across the frames (a :class:`~ccdred.steps.PixelStack`): used,
     rejected and pre-masked ones told apart by colour and marker (the hover says in which
-    iteration a sample went); each iteration's bounds and centre, the last drawn strongest;
-    the combined value. ``title``: the pixel in words by default."""
+    iteration a sample went); the last iteration's bounds and centre, the earlier bounds
+    fainter; the combined value. ``title``: the pixel in words by default."""
     n = len(pixel.frames)
     statuses = [_sample_status(masked, rejected, it) for masked, rejected, it in
                 zip(pixel.premasked, pixel.rejected, pixel.iteration, strict=True)]
-    samples = {"frame": np.arange(n), "value": np.asarray(pixel.values, dtype=np.float64),
-               "file": list(pixel.frames), "status": statuses,
-               "kind": [status.split(" ")[0] for status in statuses],
-               "iteration": np.asarray(pixel.iteration)}
+    rows = list(zip(range(n), np.asarray(pixel.values, dtype=np.float64), pixel.frames, statuses,
+                    np.asarray(pixel.iteration), strict=True))
     span = (-0.5, max(n, 1) - 0.5)
-    # One element for all samples (each element costs the server an update per move);
-    # framewise on each element: an overlay's own option does not reach its elements' ranges.
-    overlay = _bound_lines(pixel.bounds, span) * hv.Scatter(
-        samples, "frame", ["value", "file", "status", "kind", "iteration"]).opts(
-        tools=["hover"], framewise=True, color="kind", cmap=_SAMPLE_COLOURS,
-        marker=hv.dim("kind").categorize(_SAMPLE_MARKERS),
-        size=hv.dim("kind").categorize(_SAMPLE_SIZES), line_width=2)
+    # framewise on each element: an overlay's own option does not reach its elements' ranges
+    overlay = _bound_lines(pixel.bounds, span)
+    for kind, (colour, marker, size) in _SAMPLE_STYLES.items():
+        overlay *= hv.Scatter(
+            _columns([row for row in rows if row[3].startswith(kind)], _SAMPLE_COLUMNS,
+                     text=("file", "status")), "frame", _SAMPLE_COLUMNS[1:], label=kind).opts(
+            tools=["hover"], framewise=True, color=colour, marker=marker, size=size,
+            line_width=2)
     overlay *= hv.Curve([(span[0], pixel.combined), (span[1], pixel.combined)], "frame", "value",
                         label="combined").opts(color="#1b9e77", line_width=2, framewise=True)
     used = int(np.count_nonzero(~pixel.rejected))
@@ -282,6 +280,15 @@ def pixel_samples(pixel, title: str | None = None):
         title=title, width=900, height=380,
         xticks=list(enumerate(pixel.frames)) or [(0, "")], xrotation=60, xlim=span,
         ylabel="sample as combined", padding=(0.05, (0.05, 0.25)), **_INNER_LEGEND)
+
+
+#: Each kind of sample: (colour, marker, size). One element per kind, each of one colour,
+#: marker and size: a colour per sample (a vector) can be read by the legend before Bokeh
+#: has it for new samples ("Offset is outside the bounds of the DataView" in the browser,
+#: and the rest of that update is lost: seen when a tab is shown again, Bokeh 3.9).
+_SAMPLE_STYLES = {"used": ("#1f78b4", "circle", 10), "rejected": ("#e31a1c", "x", 14),
+                  "pre-masked": ("#999999", "triangle", 12)}
+_SAMPLE_COLUMNS = ["frame", "value", "file", "status", "iteration"]
 
 
 # A legend inside the plot, in one row above the samples (the top padding keeps them
@@ -317,10 +324,6 @@ def sweep_summary(shown) -> str:
 
 
 #: How each kind of sample is drawn (the first word of its status).
-_SAMPLE_COLOURS = {"used": "#1f78b4", "rejected": "#e31a1c", "pre-masked": "#999999"}
-_SAMPLE_MARKERS = {"used": "circle", "rejected": "x", "pre-masked": "triangle"}
-_SAMPLE_SIZES = {"used": 10, "rejected": 14, "pre-masked": 12}
-
 
 def empty_samples(_message: str = ""):
     """A samples plot with no samples, for a pixel that cannot be shown: the same plot as
@@ -329,6 +332,15 @@ def empty_samples(_message: str = ""):
     return pixel_samples(PixelStack("", 0, 0, (), nothing, nothing.astype(bool),
                                     nothing.astype(bool), nothing.astype(int), (), np.nan, np.nan),
                          title=NOTHING_TO_SHOW)
+
+
+def _columns(rows, names, text=()) -> dict:
+    """``rows`` as named columns; the ``text`` ones are arrays of text even when there are no
+    rows (an empty column is otherwise numbers, which Bokeh refuses as colours: "invalid color
+    array" in the browser, and the rest of that update is lost)."""
+    columns = dict(zip(names, map(list, zip(*rows)), strict=True)) if rows else dict.fromkeys(names, [])
+    return {name: np.array(column, dtype=str) if name in text else np.asarray(column)
+            for name, column in columns.items()}
 
 
 def _sample_status(premasked, rejected, iteration) -> str:
@@ -340,24 +352,28 @@ def _sample_status(premasked, rejected, iteration) -> str:
 
 
 def _bound_lines(bounds, span):
-    """Each iteration's low and high bounds, darker as the iterations go, and the last
-    iteration's centre (dotted)."""
-    # the colours themselves, not a colour mapper: a mapper is a Bokeh model, and changing
-    # which one a glyph uses makes Bokeh walk the page's whole model graph again
-    palette = process_cmap("Oranges", 256)
-    shade = [palette[round(255 * i / len(bounds))] for i in range(1, len(bounds) + 1)]
-    segments = []
-    for i, (low, _centre, high) in enumerate(bounds, start=1):
-        segments += [(span[0], low, span[1], low, i, "low bound", shade[i - 1]),
-                     (span[0], high, span[1], high, i, "high bound", shade[i - 1])]
-    if bounds:
-        centre = bounds[-1][1]
-        segments.append((span[0], centre, span[1], centre, len(bounds), "centre", shade[-1]))
-    kdims = ["frame", "value", "frame_end", "value_end"]
-    return hv.Segments(segments, kdims, ["iteration", "line", "colour"],
-                       label="bounds by iteration").opts(
-        color="colour", line_width=2, line_dash="dashed", framewise=True, tools=["hover"],
-        hover_tooltips=["line", "iteration", "value"])
+    """The last iteration's low and high bounds (dashed) and centre (dotted); the earlier
+    iterations' bounds fainter. Each line of one colour (see ``_SAMPLE_STYLES``)."""
+    last = len(bounds)
+    def lines(rows, label, colour, dash, width=2):
+        return hv.Segments(_columns(rows, _SEGMENT_COLUMNS, text=("line",)), _SEGMENT_COLUMNS[:4],
+                           _SEGMENT_COLUMNS[4:], label=label).opts(
+            color=colour, line_width=width, line_dash=dash, framewise=True, tools=["hover"],
+            hover_tooltips=["line", "iteration", "value"])
+
+    def bound(i, value, line):
+        return (span[0], value, span[1], value, i, line)
+
+    earlier = [bound(i, value, line) for i, (low, _centre, high) in enumerate(bounds[:-1], start=1)
+               for value, line in ((low, "low bound"), (high, "high bound"))]
+    final = [bound(last, value, line) for value, line in
+             ((bounds[-1][0], "low bound"), (bounds[-1][2], "high bound"))] if bounds else []
+    centre = [bound(last, bounds[-1][1], "centre")] if bounds else []
+    return (lines(earlier, "earlier bounds", "#fdae6b", "dashed", width=1)
+            * lines(final, "bounds", "#d94801", "dashed") * lines(centre, "centre", "#7f2704", "dotted"))
+
+
+_SEGMENT_COLUMNS = ["frame", "value", "frame_end", "value_end", "iteration", "line"]
 
 
 #: What a threshold sweep plot can show: (axis label, title, colour).

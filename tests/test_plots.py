@@ -159,3 +159,26 @@ def test_a_new_pixel_changes_no_bokeh_model_of_its_plot(monkeypatch):
         pick.event(index=index)
     assert plot.state.title.text.startswith("flat_V.fits pixel (x=3, y=4)")  # it did update
     assert changes == []
+
+
+@pytest.mark.parametrize("pixel", ["empty", "real"])
+def test_the_pixel_plot_colours_no_glyph_per_sample(pixel):
+    """Every glyph of the pixel plot has one colour, marker and size: a colour per sample is
+    read by the browser's legend before the new samples' colours arrive ("Offset is outside
+    the bounds of the DataView", and the rest of that update lost), and an empty column of
+    colours is numbers, which Bokeh refuses ("invalid color array")."""
+    from bokeh.core.property.vectorization import Field
+    from bokeh.models import GlyphRenderer
+
+    from ccdred.steps import PixelStack
+
+    shown = plots.empty_samples() if pixel == "empty" else plots.pixel_samples(PixelStack(
+        "flat_V.fits", 3, 4, ("a.fits", "b.fits", "c.fits"), np.array([1.0, 9.0, np.nan]),
+        np.array([False, False, True]), np.array([False, True, True]), np.array([0, 2, 0]),
+        ((0.0, 2.0, 4.0), (1.0, 1.5, 2.0)), 1.0, 1.0))
+    glyphs = [renderer.glyph for renderer in hv.render(shown).select(GlyphRenderer)]
+    visuals = {f"{type(glyph).__name__}.{name}": getattr(glyph, name) for glyph in glyphs
+               for name in ("line_color", "fill_color", "marker", "size")
+               if name in glyph.properties()}
+    assert len(glyphs) == 7  # three kinds of sample, three kinds of line, the combined value
+    assert not [name for name, value in visuals.items() if isinstance(value, Field)], visuals
