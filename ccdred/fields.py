@@ -5,6 +5,8 @@ negative threshold) to ``param``, whose ``ValueError`` ends in the server's log
 while the box snaps back without a word; a widget with bounds refuses in the
 browser, silently. A :class:`Field` has no bounds of its own: the parameter
 alone decides, and a refusal is said beside the field, with the value kept.
+A number that may be left empty ("off", "as threshold") is typed as text:
+Panel's number box shows an empty value as "NaN" (Panel 1.9).
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ class Field(pn.viewable.Viewer):
         self._event = "value_throttled" if options.pop("throttled", False) else "value"
         if "description" in widget_type.param:  # the "?" beside the label
             options.setdefault("description", parameter.doc)
-        self.widget = widget_type(name=parameter.label, value=getattr(owner, name), **options)
+        self._as_text = widget_type is pn.widgets.TextInput and isinstance(parameter, param.Number)
+        self.widget = widget_type(label=parameter.label, value=self._shown(getattr(owner, name)),
+                                  **options)
         self.message = pn.pane.Alert("", alert_type="warning", visible=False, margin=(0, 10),
                                      css_classes=["ccdred-refused"])
         self.widget.param.watch(self._typed, self._event)
@@ -53,27 +57,41 @@ class Field(pn.viewable.Viewer):
             return
         value = None if _empty(event.new) else event.new
         try:
-            self._owner.param.update({self._name: value})
+            self._owner.param.update({self._name: self._number(value) if self._as_text else value})
         except ValueError as err:
-            kept, label = getattr(self._owner, self._name), self.widget.name
+            kept, label = getattr(self._owner, self._name), self.widget.label
             why = (f"{label} cannot be empty." if value is None
                    else refusal(err, lambda _name: label))
-            self.message.object = f"{why} Kept: {'empty' if kept in (None, '') else kept}."
+            self.message.object = f"{why} Kept: {_in_words(kept)}."
             self.message.visible = True
             self._show(kept)
         else:
             self.message.visible = False
-            if value is not event.new:  # an emptied number box says NaN: show it empty
-                self._show(value)
+            if value is not event.new or self._as_text:  # as the parameter took it
+                self._show(getattr(self._owner, self._name))
 
     def _show(self, value) -> None:
         """Show the parameter's value in the widget without setting the parameter again."""
         self._showing = True
         try:
             with param.parameterized.edit_constant(self.widget):
-                self.widget.param.update(dict.fromkeys({"value", self._event}, value))
+                self.widget.param.update(dict.fromkeys({"value", self._event}, self._shown(value)))
         finally:
             self._showing = False
+
+    def _shown(self, value):
+        """The widget's value for a parameter's value."""
+        return ("" if value is None else _in_words(value)) if self._as_text else value
+
+    def _number(self, text: str | None) -> float | None:
+        """The number typed as text (None: empty); ValueError saying what was typed."""
+        if text is None:
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            msg = f"{self.widget.label} must be a number, not {text.strip()!r}."
+            raise ValueError(msg) from None
 
     def __panel__(self):
         return pn.Column(self.widget, self.message, margin=0, sizing_mode="stretch_width")
@@ -96,12 +114,21 @@ def fields(owner: param.Parameterized, names, widgets=None) -> list:
     return shown
 
 
+def _in_words(value) -> str:
+    """A parameter's value as a field says it: numbers in full, with no trailing '.0'."""
+    if value in (None, ""):
+        return "empty"
+    return f"{value:.12g}" if isinstance(value, float) else str(value)
+
+
 def _empty(value) -> bool:
     """An emptied box: no value, empty text, or the NaN an emptied number box sends."""
     return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
 def _widget_type(parameter):
+    if isinstance(parameter, param.Number) and parameter.allow_None:
+        return pn.widgets.TextInput
     if isinstance(parameter, param.Integer):
         return pn.widgets.IntInput
     if isinstance(parameter, param.Number):

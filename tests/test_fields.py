@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import panel as pn
 import param
 import pytest
@@ -41,13 +39,35 @@ def test_a_good_value_is_taken_and_clears_the_message(pipeline):
 
 
 def test_an_emptied_optional_number_means_off_and_shows_empty(pipeline):
-    """An emptied number box sends NaN: for a parameter that may be unset, that is 'off'."""
+    """A number that may be unset is typed as text (Panel's number box shows an empty value
+    as "NaN"): emptied, it is 'off', and the box shows it empty, not "NaN"."""
     field = fields(pipeline, ["lower_limit"], _CLIP_WIDGETS)[0]
-    field.widget.value = 500.0
-    assert pipeline.lower_limit == 500
-    field.widget.value = math.nan
-    assert pipeline.lower_limit is None and field.widget.value is None
-    assert not field.message.visible
+    field.widget.value = "500"
+    assert pipeline.lower_limit == 500 and field.widget.value == "500"
+    field.widget.value = ""
+    assert pipeline.lower_limit is None and field.widget.value == ""
+    assert not field.message.visible and field.widget.placeholder == "off"
+
+
+@pytest.mark.parametrize(("name", "typed", "said"), [
+    ("lsigma", "x", "Lsigma must be a number, not 'x'. Kept: 2."),
+    ("lsigma", "-1", "Lsigma must be greater than 0, not -1.0. Kept: 2."),
+    ("lower_limit", "1e400x", "Lower limit must be a number, not '1e400x'. Kept: 2."),
+])
+def test_a_refused_optional_number_is_said_and_shown_as_kept(pipeline, name, typed, said):
+    pipeline.param.update({name: 2.0})
+    field = Field(pipeline, name)
+    field.widget.value = typed
+    assert getattr(pipeline, name) == 2.0 and field.widget.value == "2"
+    assert field.message.visible and field.message.object == said
+
+
+def test_an_optional_number_set_elsewhere_is_shown_in_full(pipeline):
+    field = Field(pipeline, "lower_limit")
+    pipeline.lower_limit = 123456789.0
+    assert field.widget.value == "123456789"
+    pipeline.lower_limit = None
+    assert field.widget.value == ""
 
 
 def test_the_field_follows_the_parameter_set_elsewhere(pipeline):
