@@ -261,3 +261,26 @@ def test_the_bar_charts_follow_a_night_chosen_on_another_tab(walk_server, chromi
     # new samples before Bokeh had them, and the rest of that update was lost.
     assert not page.errors, page.errors
     assert len(bars) == 2 and not any(source.startswith("file:0:") for source in bars), bars
+
+
+def test_an_emptied_number_field_shows_its_placeholder_not_nan(walk_server, chromium):
+    """Emptied by hand, a number that may be unset shows 'off' / 'as threshold' (Panel's
+    number box showed "NaN"); a word typed in it is refused beside it."""
+    url, _log = walk_server
+    page = Page(chromium, url)
+    shown = {}
+    for label in ("Lsigma", "Hsigma", "Lower limit"):
+        page.type(label, "2")
+        page.settle(1.0)
+        page.type(label, "")
+        page.settle(1.0)
+        field = sidebar_field(page.page, label)
+        shown[label] = (field.input_value(), field.get_attribute("placeholder"))
+    page.type("Lsigma", "x")
+    page.settle(1.0)
+    refused = page.page.get_by_text("Lsigma must be a number").all_inner_texts()
+    page.page.close()
+    assert shown == {"Lsigma": ("", "as threshold"), "Hsigma": ("", "as threshold"),
+                     "Lower limit": ("", "off")}
+    assert refused == ["Lsigma must be a number, not 'x'. Kept: empty."], refused
+    assert not page.errors, page.errors
