@@ -21,7 +21,7 @@ from pathlib import Path
 from ._version import __version__
 from .errors import InputError, InputProblem
 from .serve import DEMO_SIZE
-from .parameters import ReductionParameters, names, refusal
+from .parameters import ReductionParameters, names, option, refusal
 
 __all__ = ["main"]
 
@@ -209,10 +209,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: The options named otherwise than their parameters (the course script's names)
-_OPTIONS = {"upper_limit": "--upperlimit", "lower_limit": "--lowerlimit"}
-
-
 def _parameters(args) -> ReductionParameters:
     values = {name: getattr(args, name) for name in names(ReductionParameters) if hasattr(args, name)}
     values["upper_limit"], values["lower_limit"] = args.upperlimit, args.lowerlimit
@@ -220,8 +216,7 @@ def _parameters(args) -> ReductionParameters:
     try:
         parameters = ReductionParameters(**values)
     except ValueError as err:  # param names its class and attribute: say the option instead
-        raise ValueError(refusal(err, lambda name: _OPTIONS.get(
-            name, "--" + name.replace("_", "-")))) from err
+        raise ValueError(refusal(err, option)) from err
     parameters.keywords(), parameters.preprocessing(), parameters.plan_options()  # check them
     parameters.step_options()
     return parameters

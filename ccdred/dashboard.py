@@ -28,7 +28,8 @@ from .fields import fields
 from .job import ReductionJob
 from .keywords import FRAME_TYPES
 from .combine import REJECTION_OPTIONS
-from .parameters import CalibrationParameters, ClipParameters, KeywordParameters, names
+from .parameters import (CalibrationParameters, ClipParameters, KeywordParameters,
+                         ReductionParameters, names)
 from .pipeline import Pipeline
 from .prepare import is_prepared, prepare_in_background
 from .serve import app_options, list_nights, page_design, resolve_under
@@ -410,7 +411,26 @@ class Dashboard(pn.viewable.Viewer):
                                      show_name=False),
                 card("Calibration", names(CalibrationParameters)),
                 card("Header keywords", names(KeywordParameters)),
-                reduce_button]
+                reduce_button, pn.Card(self._same_elsewhere(), title="The same outside the page",
+                                       collapsed=True)]
+
+    def _same_elsewhere(self) -> pn.pane.Markdown:
+        """The command and the Python call that make the masters on show (frame-type edits
+        included), to copy; they follow the parameters."""
+        pane = pn.pane.Markdown(sizing_mode="stretch_width")
+
+        def show(*_events):
+            if self.pipeline.night is None:
+                pane.object = "Choose a night first."
+                return
+            night = self._public(self.pipeline.night)
+            pane.object = (f"In the data folder, on the command line:\n```bash\n"
+                           f"{self.pipeline.command(night)}\n```\nIn Python:\n```python\n"
+                           f"{self.pipeline.call(night)}\n```")
+
+        self.pipeline.param.watch(show, ["night", *names(ReductionParameters)])
+        show()
+        return pane
 
     def tabs(self) -> pn.Tabs:
         """The views, one tab each. Only the tab on show computes (see :meth:`_reactive`),

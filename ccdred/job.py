@@ -103,6 +103,7 @@ def reduce_one_night(night: Path, out: Path, parameters, progress, notes=None):
         prepared = prepare_night([night], out, parameters)
     create_output(out, "refuse")
     with log_to(out / "ccdred.log"), warnings_to(lambda *note: _noted(note, notes)):
+        logger.info("the same on the command line: %s", parameters.command(night))
         for message, _ in notes:
             logger.warning("%s", message)
         scheduler = os.environ.get("CCDRED_SCHEDULER")

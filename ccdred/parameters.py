@@ -12,6 +12,7 @@ place; they equal the course script's.
 from __future__ import annotations
 
 import re
+import shlex
 
 import param
 
@@ -24,11 +25,26 @@ from .plan import DARK_MODELS, PlanOptions
 from .steps import StepOptions
 
 __all__ = ["CalibrationParameters", "ClipParameters", "KeywordParameters", "ReductionParameters",
-           "names", "refusal"]
+           "names", "option", "refusal"]
 
 
 #: A parameter as param's messages name it ("Number parameter 'ClipParameters.threshold'")
 _PARAMETER = re.compile(r"\w+ parameter '\w+\.(\w+)'")
+#: The command line's options named otherwise than their parameters (the course script's
+#: names, and one ``--frame-type GLOB=TYPE`` per rule)
+_OPTIONS = {"upper_limit": "--upperlimit", "lower_limit": "--lowerlimit",
+            "frame_types": "--frame-type"}
+
+
+def option(name: str) -> str:
+    """The ``ccdred reduce`` option of a parameter.
+
+    Examples
+    --------
+    >>> option("dark_model"), option("upper_limit")
+    ('--dark-model', '--upperlimit')
+    """
+    return _OPTIONS.get(name, "--" + name.replace("_", "-"))
 
 
 def refusal(err: Exception, name_for) -> str:
@@ -176,6 +192,57 @@ class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParamete
     dtype = param.Selector(default="float32", objects=["float32", "float64"],
                            doc="data type of the products")
     intermediate = param.Boolean(True, doc="write the dark-subtracted '_d' files")
+
+    def changed(self) -> dict:
+        """The parameters whose values are not the defaults, by name."""
+        defaults = ReductionParameters()
+        return {name: getattr(self, name) for name in names(ReductionParameters)
+                if getattr(self, name) != getattr(defaults, name)}
+
+    def command_options(self) -> list[str]:
+        """The ``ccdred reduce`` options that set these parameters (the defaults left out).
+
+        Examples
+        --------
+        >>> ReductionParameters(threshold=3.0, frame_clip=False,
+        ...                     frame_types={"flat*.fits": "ignore"}).command_options()
+        ['--threshold=3.0', '--no-frame-clip', '--frame-type=flat*.fits=ignore']
+        """
+        options = []
+        for name, value in self.changed().items():
+            if name == "frame_types":
+                options += [f"{option(name)}={glob}={kind}" for glob, kind in value.items()]
+            elif isinstance(value, bool):  # the switches are on by default
+                options.append(option(name).replace("--", "--no-", 1))
+            elif isinstance(value, list):
+                options.append(f"{option(name)}={','.join(value)}")
+            else:
+                options.append(f"{option(name)}={value}")
+        return options
+
+    def command(self, night) -> str:
+        """The ``ccdred reduce`` command that makes the products of folder ``night`` with
+        these parameters, as a shell line.
+
+        Examples
+        --------
+        >>> ReductionParameters(cenfunc="mean").command("nights/2024-03-01")
+        'ccdred reduce nights/2024-03-01 --cenfunc=mean'
+        """
+        return shlex.join(["ccdred", "reduce", str(night), *self.command_options()])
+
+    def call(self, night) -> str:
+        """The Python call of a :class:`~ccdred.pipeline.Pipeline` of folder ``night`` with
+        these parameters.
+
+        Examples
+        --------
+        >>> ReductionParameters(threshold=3.0).call("night1")
+        "ccdred.Pipeline(night='night1', threshold=3.0)"
+        """
+        arguments = [f"night={str(night)!r}",
+                     *(f"{name}={value!r}" for name, value in self.changed().items())]
+        return f"ccdred.Pipeline({', '.join(arguments)})"
 
     def provenance(self) -> dict:
         """The options that decide product values, for product headers."""

@@ -315,3 +315,45 @@ def test_warnings_into_a_pipe_are_whole_lines_with_no_progress_bar(night_files, 
     lines = done.stderr.splitlines()
     assert_each_warning_once_and_whole(lines)
     assert len(lines) == 3 and lines[-1].startswith("ccdred: 31 products in ")
+
+
+#: Valid values other than the defaults, for parameters whose other values are not
+#: generic ("X" is no overscan section)
+_OTHER_VALUES = {"overscan": "none", "trim": "[1:10,1:12]", "overscan_function": "legendre:2",
+                 "frame_types": {"dark-*.fits": "ignore", "a b.fits": "flat"},
+                 "keyword_datatype_flat": ["Flat Field", "SKYFLAT"]}
+
+
+def _other_value(parameter, default):
+    import param
+
+    if isinstance(parameter, param.Selector):
+        return next(value for value in parameter.objects if value != default)
+    if isinstance(parameter, param.Boolean):
+        return not default
+    if isinstance(parameter, param.Number):
+        return 3 if isinstance(parameter, param.Integer) else 1.25
+    if isinstance(parameter, param.List):
+        return ["VALUE", "Other value"]
+    return "KEYWORD"
+
+
+def test_every_parameter_set_back_from_its_command_options():
+    """``command_options`` read back by the command line's own parser gives the same
+    parameters, for every parameter set to a value other than its default."""
+    import shlex
+
+    from ccdred.cli import _parameters, build_parser
+    from ccdred.parameters import ReductionParameters, names
+
+    defaults = ReductionParameters()
+    for name in names(ReductionParameters):
+        value = _OTHER_VALUES.get(name, _other_value(defaults.param[name], getattr(defaults, name)))
+        parameters = ReductionParameters(**{name: value})
+        line = parameters.command("night 1")
+        args = build_parser().parse_args(shlex.split(line)[1:])
+        assert args.files == ["night 1"]
+        read_back = _parameters(args)
+        assert {n: getattr(read_back, n) for n in names(ReductionParameters)} == \
+            {n: getattr(parameters, n) for n in names(ReductionParameters)}, line
+        assert parameters.changed() == {name: value}, name

@@ -175,3 +175,57 @@ def test_a_typed_folder_not_in_the_list_empties_the_list_so_the_list_opens_again
 def test_a_problem_of_both_masters_is_said_once(dashboard):
     dashboard.night = "empty"
     assert dashboard._clip_summary() == "empty: no FITS files in this folder"
+
+
+def test_the_command_shown_makes_the_masters_on_show(dashboard, data_root, tmp_path,
+                                                       monkeypatch):
+    """The command the page shows, run on the command line, writes the masters the page
+    shows, bit for bit as written (float32), frame-type edits included; the Python call
+    shown makes the same masters."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    import numpy as np
+    from astropy.io import fits
+
+    import ccdred
+
+    dashboard.night = "night1"
+    pipeline = dashboard.pipeline
+    pipeline.param.update(threshold=2.1, cenfunc="mean", lsigma=3.0, upper_limit=30000.0)
+    dashboard.retype("demo_0005.fits", "ignore")  # a dark of the first exposure time
+    shown = _same_elsewhere_pane(dashboard).object
+    command = re.search(r"```bash\n(.*)\n```", shown)[1]
+    call = re.search(r"```python\n(.*)\n```", shown)[1]
+    assert command == ("ccdred reduce night1 --threshold=2.1 --cenfunc=mean --lsigma=3.0 "
+                       "--upperlimit=30000.0 --frame-type=demo_0005.fits=ignore")
+    arguments = shlex.split(command)
+    assert arguments[:2] == ["ccdred", "reduce"]
+    run = subprocess.run([sys.executable, "-m", "ccdred", *arguments[1:], "-d", str(tmp_path / "out"),
+                          "-q"], cwd=data_root, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    monkeypatch.chdir(data_root)
+    from_call = eval(call, {"ccdred": ccdred})  # noqa: S307 - the text the page shows
+    for name in pipeline.plan.masters:
+        on_show = pipeline.master(name).data.astype(np.float32)
+        np.testing.assert_array_equal(fits.getdata(tmp_path / "out" / name), on_show, err_msg=name)
+        np.testing.assert_array_equal(from_call.master(name).data.astype(np.float32), on_show)
+    assert "ignored" in {row["file"]: row["status"] for row in pipeline.frame_levels()}[
+        "demo_0005.fits"]
+
+
+def test_reduce_night_logs_the_command_the_page_shows(dashboard, data_root):
+    dashboard.night = "night1"
+    dashboard.pipeline.threshold = 2.9
+    asyncio.run(dashboard.job.run(dashboard.pipeline.night, dashboard.pipeline))
+    log = (Path(dashboard.job.output) / "ccdred.log").read_text()
+    assert f"the same on the command line: ccdred reduce {data_root / 'night1'} --threshold=2.9" in log
+
+
+def _same_elsewhere_pane(dashboard):
+    """The sidebar's "The same outside the page" text."""
+    card = next(item for item in dashboard._sidebar()
+                if isinstance(item, pn.Card) and item.title == "The same outside the page")
+    return card.objects[0]
