@@ -425,7 +425,7 @@ class Dashboard(pn.viewable.Viewer):
                 return
             night = self._public(self.pipeline.night)
             pane.object = (f"In the data folder, on the command line:\n```bash\n"
-                           f"{self.pipeline.command(night)}\n```\nIn Python:\n```python\n"
+                           f"{self.pipeline.command(night)}\n```\nIn Python:\n```python\nimport ccdred\n"
                            f"{self.pipeline.call(night)}\n```")
 
         self.pipeline.param.watch(show, ["night", *names(ReductionParameters)])

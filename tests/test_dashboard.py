@@ -198,7 +198,8 @@ def test_the_command_shown_makes_the_masters_on_show(dashboard, data_root, tmp_p
     dashboard.retype("demo_0005.fits", "ignore")  # a dark of the first exposure time
     shown = _same_elsewhere_pane(dashboard).object
     command = re.search(r"```bash\n(.*)\n```", shown)[1]
-    call = re.search(r"```python\n(.*)\n```", shown)[1]
+    imports, call = re.search(r"```python\n(.*)\n(.*)\n```", shown).groups()
+    assert imports == "import ccdred"
     assert command == ("ccdred reduce night1 --threshold=2.1 --cenfunc=mean --lsigma=3.0 "
                        "--upperlimit=30000.0 --frame-type=demo_0005.fits=ignore")
     arguments = shlex.split(command)
