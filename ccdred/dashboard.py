@@ -240,7 +240,8 @@ class Dashboard(pn.viewable.Viewer):
                         _dependencies(pipeline.shown_dark, pipeline.shown_flat))
         return pn.Column(
             pn.panel(pn.bind(summary.drawn, summary.param.count), lazy=True),
-            "Click a pixel of a map to see its samples below.",
+            "The maps and bars count the samples not used: left out before the combination, or "
+            "rejected by it. Click a pixel of a map to see its samples below.",
             pn.Row(self._tappable(dynamic(plots.dark_clip_map, pipeline.shown_dark,
                                           plots.empty_image), "dark"),
                    self._tappable(dynamic(plots.flat_clip_map, pipeline.shown_flat,
@@ -367,18 +368,18 @@ class Dashboard(pn.viewable.Viewer):
                 view.show(number, drawing)
 
     def _clip_summary(self) -> str:
-        """One line per master on show: its rejected samples, or its problem (one each)."""
+        """One line per master on show: what became of its samples, or its problem (one each)."""
         lines, pipeline = [], self.pipeline
-        for shown, line in ((pipeline.shown_dark, plots.dark_summary),
-                            (pipeline.shown_flat, plots.flat_summary)):
+        for master, shown, line in (("dark", pipeline.shown_dark, plots.dark_summary),
+                                    ("flat", pipeline.shown_flat, plots.flat_summary)):
             try:
-                value = shown()
+                value, counts = shown(), pipeline.sample_counts(master)
             except InputError as err:
                 lines.append(self._public(str(err)))
                 continue
             result = getattr(value[1], "combine", value[1])
-            lines.append(line(value) + plots.samuelson_note(
-                result.n_frames, pipeline.clip(), int(result.n_rejected_per_frame.sum())))
+            lines.append(line(value, counts) + plots.samuelson_note(result.n_frames,
+                                                                    pipeline.clip()))
         return "  \n".join(dict.fromkeys(lines))  # a problem of both masters, said once
 
     def _public(self, text: str) -> str:

@@ -34,8 +34,8 @@ from .frames import Catalogue, Frame, read_stack, scan
 from .parameters import (CalibrationParameters, ClipParameters, KeywordParameters,
                          ReductionParameters, names)
 from .plan import Master, NightPlan, build_plan
-from .steps import (PixelStack, StepOptions, as_written, make_master, pixel_stack, stack_statistics,
-                    threshold_sweep)
+from .steps import (PixelStack, SampleCounts, StepOptions, as_written, left_out, make_master,
+                    pixel_stack, sample_counts, stack_statistics, threshold_sweep)
 
 __all__ = ["MASTERS", "RAW_FRAMES", "SWEEP_SAMPLES", "Pipeline", "raw_median", "read_raw", "read_raw_stack"]
 
@@ -314,7 +314,8 @@ class Pipeline(ReductionParameters):
         -------
         dict
             Equal-length arrays ``threshold``, ``rejected_fraction``, ``noise``,
-            ``change``, and ``row_step``: the sweep combines every
+            ``change``; ``left_out_fraction`` (see
+            :class:`~ccdred.steps.SampleCounts`), and ``row_step``: the sweep combines every
             ``row_step``-th row (1 unless the stack holds more than
             :data:`SWEEP_SAMPLES` samples).
         """
@@ -330,6 +331,19 @@ class Pipeline(ReductionParameters):
             plan_master, options, self._stack(plan_master), self._statistics(name, options),
             self._images(plan_master, options), thresholds, slice(None, None, step))
             | {"row_step": step})
+
+    def sample_counts(self, master) -> SampleCounts:
+        """How many of a master's samples were left out before its combination, and how many
+        the combination rejected (:class:`~ccdred.steps.SampleCounts`), memoised.
+
+        ``master``: ``'dark'``, ``'flat'`` or a product name, as for :meth:`pixel_stack`.
+        """
+        name, options = self._name(master), self.step_options()
+        made, plan_master = self.master(name, options), self._master_of(name)
+        kept = MASTERS.get(("left_out", self._key(name, options)), lambda: left_out(
+            plan_master, options, self._stack(plan_master), self._statistics(name, options),
+            self._images(plan_master, options)))
+        return sample_counts(getattr(made, "combine", made), kept)  # a MasterFlat's combine
 
     def _name(self, master) -> str:
         """A product name from 'dark' (the selected calibration master), 'flat' (the selected

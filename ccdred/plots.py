@@ -29,6 +29,7 @@ __all__ = [
     "zscale_limits",
     "pixel_samples", "threshold_sweep_plot", "difference_image", "difference_summary",
     "empty_sweep", "empty_samples", "SWEEP_QUANTITIES", "pixel_summary", "sweep_summary",
+    "REJECTED", "LEFT_OUT", "WHY_LEFT_OUT",
 ]
 
 _IMAGE_OPTS = {"cmap": "gray", "colorbar": True, "tools": ["hover"], "data_aspect": 1,
@@ -66,7 +67,9 @@ def before_after(raw, calibrated, name: str):
 
 
 def clip_map(n_rejected, n_frames: int, title: str, max_pixels: int = 512):
-    """Fraction of samples rejected per pixel of a master, at most ``max_pixels`` a side.
+    """Fraction of samples not used per pixel of a master (``n_rejected``: left out before the
+    combination, or rejected by it; see :class:`~ccdred.steps.SampleCounts`), at most
+    ``max_pixels`` a side.
 
     A larger map is reduced by the maximum over each block, so that a single
     rejected pixel (a cosmic ray, a hot pixel) stays visible. A static image
@@ -84,11 +87,16 @@ def _fraction_image(binned, shape, title: str, blocks: bool):
     """A clip map's image: ``binned`` fractions over a master of ``shape`` (NaN: no data)."""
     rows, cols = shape
     element = hv.Image(np.flipud(binned), bounds=(-0.5, -0.5, cols - 0.5, rows - 0.5),
-                       kdims=["x", "y"], vdims=["rejected fraction"], label=title)
+                       kdims=["x", "y"], vdims=[hv.Dimension("not_used", label=_NOT_USED)],
+                       label=title)
     limit = max(float(np.nanmax(binned)) if np.isfinite(binned).any() else 0.0, 1e-3)
     return element.opts(**{**_IMAGE_OPTS, "cmap": "viridis", "clim": (0.0, limit), "title": title,
-                           "colorbar_opts": {"title": "rejected fraction (block maximum)"
-                                             if blocks else "rejected fraction"}})
+                           "colorbar_opts": {"title": f"{_NOT_USED} (block maximum)"
+                                             if blocks else _NOT_USED}})
+
+
+#: What a clip map shows: samples left out before the combination or rejected by it.
+_NOT_USED = "fraction not used"
 
 
 def block_max(data, factor: int) -> np.ndarray:
@@ -104,7 +112,8 @@ def block_max(data, factor: int) -> np.ndarray:
 
 
 def rejected_per_frame(counts, names, title: str):
-    """How many samples of each frame the clipping rejected (``n_rejected_per_frame``).
+    """How many samples of each frame were not used (``n_rejected_per_frame``: left out
+    before the combination, or rejected by it).
 
     Drawn as spikes at the frames' positions, named on the axis and in the
     hover: unlike ``hv.Bars``, they update in place when the number of
@@ -113,7 +122,7 @@ def rejected_per_frame(counts, names, title: str):
     counts = np.asarray(counts, dtype=np.int64)
     return hv.Spikes([(i, int(n), name) for i, (n, name) in enumerate(zip(counts, names, strict=True))],
                      kdims=["frame"],
-                     vdims=[hv.Dimension("rejected", label="rejected samples"), "file"]).opts(
+                     vdims=[hv.Dimension("rejected", label="samples not used"), "file"]).opts(
         title=title, xticks=list(enumerate(names)) or [(0, "")], xrotation=60, xlim=(-0.6, max(len(names), 1) - 0.4),
         tools=["hover"], responsive=True, height=300, color="#d95f02", line_width=14,
         framewise=True, xlabel="frame")
@@ -122,30 +131,30 @@ def rejected_per_frame(counts, names, title: str):
 def dark_clip_map(shown):
     """Clip map of a bias, dark or dark-current master: ``shown`` is (name, CombineResult)."""
     name, result = shown
-    return clip_map(result.n_rejected, result.n_frames, f"{name}: rejected fraction")
+    return clip_map(result.n_rejected, result.n_frames, f"{name}: samples not used")
 
 
 def flat_clip_map(shown):
     """Clip map of a master flat: ``shown`` is (filter, MasterFlat)."""
     name, flat = shown
     return clip_map(flat.combine.n_rejected, flat.combine.n_frames,
-                    f"flat {name}: rejected fraction")
+                    f"flat {name}: samples not used")
 
 
 def dark_rejections(shown, frames):
-    """Rejected samples per frame of a bias, dark or dark-current master."""
+    """Samples not used per frame of a bias, dark or dark-current master."""
     name, result = shown
     return rejected_per_frame(result.n_rejected_per_frame, [f.path.name for f in frames], name)
 
 
 def flat_rejections(shown, frames):
-    """Rejected samples per accepted flat of a master flat."""
+    """Samples not used per accepted flat of a master flat."""
     name, flat = shown
     used = [f.path.name for f, ok in zip(frames, flat.accepted, strict=True) if ok]
     return rejected_per_frame(flat.combine.n_rejected_per_frame, used, f"flat {name}")
 
 
-def samuelson_note(n_frames: int, clip, rejected: int = 0) -> str:
+def samuelson_note(n_frames: int, clip) -> str:
     """Why sigma clipping around the mean of ``n_frames`` samples can reject nothing, or ''.
 
     No sample lies more than sqrt(n - 1) standard deviations (the population
@@ -153,38 +162,56 @@ def samuelson_note(n_frames: int, clip, rejected: int = 0) -> str:
     (Samuelson's inequality; (n - 1) / sqrt(n) with the sample standard
     deviation), so thresholds at or above that reject nothing, whatever the data.
     Said only where it applies: sigma clipping (``clip``, a
-    :class:`~ccdred.combine.ClipOptions`) around the mean; with ``rejected``
-    samples counted all the same, it says where those come from.
+    :class:`~ccdred.combine.ClipOptions`) around the mean. It speaks of the
+    combination: samples left out before it (:data:`LEFT_OUT`) are not its doing.
     """
     bound = np.sqrt(n_frames - 1) if n_frames else 0.0
     threshold = min(clip.sigma_lower, clip.sigma_upper)
     if clip.rejection != "sigclip" or clip.cenfunc != "mean" or threshold < bound:
         return ""
-    source = (" in the combination; the samples counted as rejected were clipped in their own "
-              "frame first (the per-frame clipping of darks)" if rejected else "")
     return (f" — with {n_frames} frames no sample can lie more than {bound:.2f} σ from the "
-            f"mean (Samuelson's bound), so a threshold of {threshold:g} rejects nothing{source}")
+            f"mean (Samuelson's bound), so at a threshold of {threshold:g} the combination "
+            f"rejects nothing")
 
 
-def dark_summary(shown) -> str:
-    """Markdown: rejected samples of a bias, dark or dark-current master (name, result)."""
-    return summary_line(shown[1], shown[0])
+def dark_summary(shown, counts) -> str:
+    """Markdown: what became of the samples of a bias, dark or dark-current master; ``shown``
+    is (name, result), ``counts`` its :class:`~ccdred.steps.SampleCounts`."""
+    return summary_line(counts, shown[0])
 
 
-def flat_summary(shown) -> str:
-    """Markdown: rejected samples of a master flat (filter, MasterFlat)."""
-    return summary_line(shown[1].combine, f"flat {shown[0]}")
+def flat_summary(shown, counts) -> str:
+    """Markdown: what became of the samples of a master flat; ``shown`` is (filter,
+    MasterFlat), ``counts`` its :class:`~ccdred.steps.SampleCounts`."""
+    return summary_line(counts, f"flat {shown[0]}")
 
 
-def summary_line(result, title: str) -> str:
-    """'**title**: N of M samples rejected (p %)'."""
-    rejected = int(np.sum(result.n_rejected))
-    total = result.n_frames * result.n_used.size
-    return f"**{title}**: {rejected:,} of {total:,} samples rejected ({100 * rejected / total:.2f} %)"
+def summary_line(counts, title: str) -> str:
+    """'**title**: N of M samples rejected by the combination (p %)', and the samples left
+    out before it, when there are any (``counts``: :class:`~ccdred.steps.SampleCounts`).
+
+    Examples
+    --------
+    >>> from ccdred.steps import SampleCounts
+    >>> summary_line(SampleCounts(samples=1000, left_out=20, rejected=49), "dark.fits")
+    '**dark.fits**: 49 of 980 samples rejected by the combination (5.00 %); 20 (2.00 % of all \
+1,000) left out before it (not finite, or clipped in their own frame)'
+    """
+    return (f"**{title}**: {counts.rejected:,} of {counts.entered:,} {REJECTED} "
+            f"({100 * counts.rejected_fraction:.2f} %)" + (
+                f"; {counts.left_out:,} ({100 * counts.left_out_fraction:.2f} % of all "
+                f"{counts.samples:,}) {LEFT_OUT} ({WHY_LEFT_OUT})" if counts.left_out else ""))
+
+
+#: The two counts of :class:`~ccdred.steps.SampleCounts`, named alike wherever they are shown
+#: (:func:`summary_line`, :func:`sweep_summary`, the sweep's axis, the pixel's samples).
+REJECTED = "samples rejected by the combination"
+LEFT_OUT = "left out before it"
+WHY_LEFT_OUT = "not finite, or clipped in their own frame"
 
 
 #: The title of a plot with nothing to show; the reason is said once, above the plots.
-NOTHING_TO_SHOW = "nothing to show (see the message above)"
+NOTHING_TO_SHOW = "nothing to show (see above)"
 
 
 def empty_image(_message: str = ""):
@@ -254,7 +281,7 @@ def master_preview(data, title: str, *, label="ADU"):
 
 def pixel_samples(pixel, title: str | None = None):
     """One pixel's samples across the frames (a :class:`~ccdred.steps.PixelStack`): used,
-    rejected and pre-masked ones told apart by colour and marker (the hover says in which
+    rejected by the combination and left out before it told apart by colour and marker (the hover says in which
     iteration a sample went); the last iteration's bounds and centre, the earlier bounds
     fainter; the combined value. ``title``: the pixel in words by default."""
     n = len(pixel.frames)
@@ -287,7 +314,7 @@ def pixel_samples(pixel, title: str | None = None):
 #: has it for new samples ("Offset is outside the bounds of the DataView" in the browser,
 #: and the rest of that update is lost: seen when a tab is shown again, Bokeh 3.9).
 _SAMPLE_STYLES = {"used": ("#1f78b4", "circle", 10), "rejected": ("#e31a1c", "x", 14),
-                  "pre-masked": ("#999999", "triangle", 12)}
+                  "left out": ("#999999", "triangle", 12)}
 _SAMPLE_COLUMNS = ["frame", "value", "file", "status", "iteration"]
 
 
@@ -315,12 +342,18 @@ def pixel_summary(pixel) -> str:
 
 def sweep_summary(shown) -> str:
     """Markdown: the sweep at the threshold nearest the current one (the current one, as
-    :meth:`~ccdred.pipeline.Pipeline.threshold_sweep` sweeps by default)."""
+    :meth:`~ccdred.pipeline.Pipeline.threshold_sweep` sweeps by default), its numbers named
+    as :func:`summary_line` names them."""
     name, sweep, threshold = shown
     nearest = int(np.argmin(np.abs(np.asarray(sweep["threshold"]) - threshold)))
-    return (f"**{name}**: at threshold {sweep['threshold'][nearest]:.3g}, "
-            f"{100 * sweep['rejected_fraction'][nearest]:.2f} % of the samples rejected, pixel "
-            f"noise {sweep['noise'][nearest]:.4g}")
+    step = int(sweep.get("row_step", 1))
+    left_out = sweep.get("left_out_fraction", 0.0)
+    rows = f", on 1 row in {step}" if step > 1 else ""
+    return (f"**{name}** at threshold {sweep['threshold'][nearest]:.3g}: {REJECTED} "
+            f"{100 * sweep['rejected_fraction'][nearest]:.2f} % (of those that entered it{rows}), "
+            f"pixel noise {sweep['noise'][nearest]:.4g}" + (
+                f"; {LEFT_OUT} {100 * left_out:.2f} % (of all samples: {WHY_LEFT_OUT})"
+                if left_out else ""))
 
 
 #: How each kind of sample is drawn (the first word of its status).
@@ -345,9 +378,9 @@ def _columns(rows, names, text=()) -> dict:
 
 def _sample_status(premasked, rejected, iteration) -> str:
     if premasked:
-        return "pre-masked (not finite, or clipped in its own frame)"
+        return "left out before the combination (not finite, or clipped in its own frame)"
     if rejected:
-        return f"rejected in iteration {iteration}"
+        return f"rejected by the combination, in iteration {iteration}"
     return "used"
 
 
@@ -378,9 +411,9 @@ _SEGMENT_COLUMNS = ["frame", "value", "frame_end", "value_end", "iteration", "li
 
 #: What a threshold sweep plot can show: (axis label, title, colour).
 SWEEP_QUANTITIES = {
-    "rejected_fraction": ("rejected (%)", "rejected samples", "#d95f02"),
+    "rejected_fraction": ("rejected (%)", "rejected by the combination", "#d95f02"),
     "noise": ("pixel noise", "pixel-to-pixel noise", "#7570b3"),
-    "change": ("mean |Δ|", "change from the master on show", "#1b9e77"),
+    "change": ("mean |Δ|", "change from the current master", "#1b9e77"),
 }
 
 
@@ -390,7 +423,7 @@ def threshold_sweep_plot(shown, quantity: str = "rejected_fraction"):
     ``shown`` is (master name, sweep, current threshold), as
     :meth:`~ccdred.pipeline.Pipeline.shown_sweep` gives it.
     """
-    name, sweep, threshold = shown
+    _name, sweep, threshold = shown  # the name is in the sweep's summary, above the plots
     label, title, color = SWEEP_QUANTITIES[quantity]
     values = np.asarray(sweep[quantity]) * (100 if quantity == "rejected_fraction" else 1)
     step = int(sweep.get("row_step", 1))
@@ -400,7 +433,7 @@ def threshold_sweep_plot(shown, quantity: str = "rejected_fraction"):
         color=color, line_width=2, framewise=True)
     points = hv.Scatter(curve).opts(color=color, size=7, tools=["hover", "tap"], framewise=True)
     return (curve * points * hv.VLine(threshold).opts(color="black", line_dash="dashed")).opts(
-        title=(f"{name}: " if quantity == "rejected_fraction" else "") + title + rows_note,
+        title=title + rows_note,
         responsive=True, height=230, xlabel="threshold (σ)")
 
 

@@ -26,15 +26,18 @@ from .plan import Master
 
 __all__ = [
     "PixelStack",
+    "SampleCounts",
     "StepOptions",
     "as_written",
     "combine_block",
     "frame_statistic",
+    "left_out",
     "make_master",
     "master_row_blocks",
     "pixel_noise",
     "pixel_stack",
     "report_master",
+    "sample_counts",
     "stack_statistics",
     "threshold_sweep",
     "written_part",
@@ -219,13 +222,15 @@ class PixelStack:
         Each frame's sample as combined: less its offset (bias, dark), scaled
         (flats: to the first accepted flat's level).
     premasked : numpy.ndarray
-        Bool per frame: left out before the rejection (not finite, or outside
-        the frame's own clipping bounds when darks are frame-clipped).
+        Bool per frame: left out before the combination (not finite, or
+        outside the frame's own clipping bounds when darks are frame-clipped;
+        see :class:`SampleCounts`).
     rejected : numpy.ndarray
-        Bool per frame: not used, the kernel's own decision.
+        Bool per frame: not used (left out, or rejected by the combination),
+        the kernel's own decision.
     iteration : numpy.ndarray
-        Int per frame: the iteration (from 1) that rejected the sample; 0 if
-        used or pre-masked.
+        Int per frame: the iteration (from 1) whose bounds rejected the
+        sample; 0 if used or left out.
     bounds : tuple of (float, float, float)
         ``(low, centre, high)`` of each iteration.
     combined : float
@@ -314,35 +319,110 @@ def threshold_sweep(master: Master, options: StepOptions, stack, statistics, mas
 
     Returns
     -------
-    dict of numpy.ndarray
-        ``threshold``; ``rejected_fraction`` of the samples that entered the
-        rejection (not pre-masked); ``noise``, the master's pixel-to-pixel
-        noise (:func:`pixel_noise`, MAD-based); ``change``, the mean absolute
-        difference from the master ``options`` make. Master flats are compared
-        normalised, as they are written.
+    dict
+        Arrays, one value per threshold: ``threshold``; ``rejected_fraction``,
+        the samples rejected by the combination, as a fraction of those that
+        entered it (:attr:`SampleCounts.rejected_fraction`); ``noise``, the
+        master's pixel-to-pixel noise (:func:`pixel_noise`, MAD-based);
+        ``change``, the mean absolute difference from the master ``options``
+        make (master flats compared normalised, as they are written). And
+        ``left_out_fraction``, a float: the samples left out before the
+        combination, whatever its threshold (:attr:`SampleCounts.left_out_fraction`).
     """
     rows = slice(None) if rows is None else rows
     block = np.ascontiguousarray(np.asarray(stack)[:, rows])
+    kept = left_out(master, options, block, statistics, masters, rows)
 
     def combined(clip):
         result = combine_block(master, replace(options, clip=clip), block, statistics, masters,
                                rows)
         image = normalise_flat(result.data)[0] if master.kind == "flat" else result.data
-        return image, int(result.n_rejected_per_frame.sum()), result.n_frames
+        return image, sample_counts(result, kept)
 
-    current, _, _ = combined(options.clip)
-    # a threshold that clips nothing: what it leaves out was pre-masked
-    _, premasked, depth = combined(ClipOptions(threshold=1e300))
-    entered = block.shape[1] * block.shape[2] * depth - premasked
+    current, counts = combined(options.clip)
     sweep = {"threshold": np.asarray(thresholds, dtype=np.float64)}
     columns = {"rejected_fraction": [], "noise": [], "change": []}
     for threshold in sweep["threshold"]:
-        image, rejected, _ = combined(replace(options.clip, rejection="sigclip", threshold=threshold,
-                                           lsigma=None, hsigma=None))
-        columns["rejected_fraction"].append((rejected - premasked) / max(entered, 1))
+        image, counts = combined(replace(options.clip, rejection="sigclip", threshold=threshold,
+                                         lsigma=None, hsigma=None))
+        columns["rejected_fraction"].append(counts.rejected_fraction)
         columns["noise"].append(pixel_noise(image))
         columns["change"].append(float(np.nanmean(np.abs(image - current))))
-    return sweep | {name: np.array(values) for name, values in columns.items()}
+    return (sweep | {name: np.array(values) for name, values in columns.items()}
+            | {"left_out_fraction": counts.left_out_fraction})
+
+
+@dataclass(frozen=True)
+class SampleCounts:
+    """What became of a master's samples, in two counts that are never mixed.
+
+    A sample is *left out before the combination* when it is not finite or,
+    for darks clipped frame by frame (the course script's way), outside its
+    own frame's clipping bounds; the others enter the
+    combination, whose rejection (sigma clipping, minmax or pclip across the
+    frames) *rejects* some of them. A clip map shows the two together: the
+    samples *not used*.
+
+    Attributes
+    ----------
+    samples : int
+        Every sample of the frames combined (frames x pixels).
+    left_out : int
+        Samples left out before the combination.
+    rejected : int
+        Samples rejected by the combination, of the ``samples - left_out``
+        that entered it.
+
+    Examples
+    --------
+    >>> counts = SampleCounts(samples=1000, left_out=20, rejected=49)
+    >>> counts.entered, f"{counts.rejected_fraction:.1%}", f"{counts.left_out_fraction:.1%}"
+    (980, '5.0%', '2.0%')
+    """
+
+    samples: int
+    left_out: int
+    rejected: int
+
+    @property
+    def entered(self) -> int:
+        """Samples that entered the combination."""
+        return self.samples - self.left_out
+
+    @property
+    def rejected_fraction(self) -> float:
+        """Samples rejected by the combination, as a fraction of those that entered it."""
+        return self.rejected / max(self.entered, 1)
+
+    @property
+    def left_out_fraction(self) -> float:
+        """Samples left out before the combination, as a fraction of all samples."""
+        return self.left_out / max(self.samples, 1)
+
+
+#: Clipping that rejects no sample: what a combination with it does not use was left out
+#: before the combination.
+_REJECTS_NOTHING = ClipOptions(threshold=1e300)
+
+
+def left_out(master: Master, options: StepOptions, stack, statistics, masters, rows=None) -> int:
+    """How many samples of a master (or of its ``rows``) are left out before the combination.
+
+    Counted by the combination itself, with a clipping that rejects nothing:
+    a sample it does not use was not finite, or was outside its frame's own
+    clipping bounds (the per-frame clipping of darks, from ``statistics``).
+    Arguments as for :func:`combine_block`.
+    """
+    result = combine_block(master, replace(options, clip=_REJECTS_NOTHING), stack, statistics,
+                           masters, rows)
+    return int(result.n_rejected_per_frame.sum())
+
+
+def sample_counts(result: CombineResult, left_out_samples: int) -> SampleCounts:
+    """A master's :class:`SampleCounts`, from its combination and its :func:`left_out` count."""
+    not_used = int(result.n_rejected_per_frame.sum())
+    return SampleCounts(result.n_frames * result.n_used.size, left_out_samples,
+                        not_used - left_out_samples)
 
 
 def pixel_noise(image) -> float:

@@ -22,6 +22,8 @@ from ccdred.testing import (CHROMIUM, CHROMIUM_ARGS, clip_summary, rejected_coun
 from .conftest import REPO, unavailable
 
 ARTIFACTS = REPO / "test-artifacts"
+#: What the Explore tab's sweep summary says (and the Clipping tab's does not)
+SWEEP_SUMMARY = "(of those that entered it"
 pytestmark = pytest.mark.browser
 
 
@@ -319,11 +321,12 @@ def test_the_sweep_is_drawn_and_agrees_with_the_clipping_summary(browser, server
     page = open_page(browser, server)
     summary = show_clipping(page)
     page.get_by_text("Explore", exact=True).first.click()
-    line = page.get_by_text("% of the samples rejected").first
+    line = page.get_by_text(SWEEP_SUMMARY).first
     line.wait_for(timeout=60_000)
-    flat_percent = re.search(r"flat \S+\*?\*?: [\d,]+ of [\d,]+ samples rejected \(([\d.]+) %\)",
-                             summary)
-    swept = re.search(r"at threshold 2.5, ([\d.]+) % of the samples rejected", line.inner_text())
+    flat_percent = re.search(r"flat \S+\*?\*?: [\d,]+ of [\d,]+ samples rejected by the "
+                             r"combination \(([\d.]+) %\)", summary)
+    swept = re.search(r"at threshold 2.5: samples rejected by the combination ([\d.]+) %",
+                      line.inner_text())
     assert flat_percent and swept, (summary, line.inner_text())
     assert swept[1] == flat_percent[1]
     boxes = plot_boxes(page)
@@ -333,7 +336,7 @@ def test_the_sweep_is_drawn_and_agrees_with_the_clipping_summary(browser, server
     page.mouse.click(rejected["x"] + 0.75 * rejected["width"],
                      rejected["y"] + 0.5 * rejected["height"])
     moved = wait_for_text_change(lambda: line.inner_text(), line.inner_text())
-    threshold = float(re.search(r"at threshold ([\d.]+),", moved)[1])
+    threshold = float(re.search(r"at threshold ([\d.]+):", moved)[1])
     assert 3.0 < threshold < 5.75
     field = threshold_field(page)
     assert wait_for_text_change(field.input_value, "2.5") == f"{threshold:g}"
@@ -345,7 +348,7 @@ def test_the_sweep_is_drawn_and_agrees_with_the_clipping_summary(browser, server
 def test_the_explore_tab_says_a_problem_once_and_recovers(browser, server):
     page = open_page(browser, server)
     page.get_by_text("Explore", exact=True).first.click()
-    summary = page.get_by_text("% of the samples rejected").first
+    summary = page.get_by_text(SWEEP_SUMMARY).first
     summary.wait_for(timeout=60_000)
     limit = sidebar_field(page, "Upper limit")
     limit.fill("200")
@@ -355,7 +358,7 @@ def test_the_explore_tab_says_a_problem_once_and_recovers(browser, server):
     assert page.get_by_text("too few flats").count() == 1
     limit.fill("38000")
     limit.press("Enter")
-    page.get_by_text("% of the samples rejected").first.wait_for(timeout=30_000)
+    page.get_by_text(SWEEP_SUMMARY).first.wait_for(timeout=30_000)
     assert page.get_by_text("too few flats").count() == 0
     page.close()
 

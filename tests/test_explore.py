@@ -5,6 +5,7 @@ decisions are held to ``astropy.stats.sigma_clip`` (and to plain loops for
 minmax and pclip), and to the master itself.
 """
 
+import holoviews as hv
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -14,6 +15,8 @@ from ccdred import plots
 from ccdred.combine import outside_bounds
 from ccdred.errors import InputError
 from ccdred.pipeline import MASTERS, Pipeline
+
+hv.extension("bokeh", logo=False)
 
 METHODS = [
     {},
@@ -150,23 +153,70 @@ def test_sweep_at_the_current_threshold_is_the_clipping_summary(pipeline):
     flat = pipeline.master_flat().combine
     sweep = pipeline.threshold_sweep("flat")
     at = list(sweep["threshold"]).index(pipeline.threshold)
-    summary = plots.flat_summary((pipeline.filter, pipeline.master_flat()))
+    summary = plots.flat_summary((pipeline.filter, pipeline.master_flat()),
+                                 pipeline.sample_counts("flat"))
     assert f"({100 * sweep['rejected_fraction'][at]:.2f} %)" in summary
     assert sweep["rejected_fraction"][at] == flat.n_rejected.sum() / (flat.n_frames * flat.data.size)
+    assert sweep["left_out_fraction"] == 0.0 and "left out" not in summary  # none to name
 
 
-def test_sweep_of_a_frame_clipped_dark_counts_only_what_entered(pipeline):
-    dark = pipeline.master_dark()
-    frames = pipeline.frames_of(pipeline.calibration)
-    premasked = 0
-    for frame in frames:
-        data = fits.getdata(frame.path)
-        premasked += int(outside_bounds(data, sigma_clip(data, sigma=2.5, maxiters=10,
-                                                         return_bounds=True)[1:]).sum())
-    sweep = pipeline.threshold_sweep("dark")
-    at = list(sweep["threshold"]).index(2.5)
-    expected = (dark.n_rejected.sum() - premasked) / (dark.n_frames * dark.data.size - premasked)
-    assert sweep["rejected_fraction"][at] == pytest.approx(expected, rel=1e-12)
+def astropy_counts(frames, threshold=2.5) -> tuple[int, int, int]:
+    """Samples of frame-clipped darks counted with astropy, from the files: left out before the
+    combination (outside their own frame's sigma_clip bounds), rejected by the combination
+    (sigma_clip across the frames of what is left), and all of them."""
+    stack = np.array([fits.getdata(frame.path) for frame in frames], dtype=np.float64)
+    left_out = np.array([outside_bounds(data, sigma_clip(data, sigma=threshold, maxiters=10,
+                                                         return_bounds=True)[1:])
+                         for data in stack])
+    clipped = sigma_clip(np.ma.masked_array(stack, left_out), sigma=threshold, maxiters=10, axis=0)
+    n_left_out = int(left_out.sum())
+    return n_left_out, int(np.ma.getmaskarray(clipped).sum()) - n_left_out, stack.size
+
+
+@pytest.fixture
+def dashboard(night_files, tmp_path):
+    from ccdred.dashboard import Dashboard
+
+    MASTERS.clear()
+    night = night_files[0].parent
+    return Dashboard(night.parent, tmp_path, night=night.name)
+
+
+def test_a_dark_s_two_counts_are_each_one_number_under_one_name(dashboard):
+    """Issue 27, defect 3: the Clipping summary said 2.30 % rejected (samples left out by the
+    frame clipping and rejected by the combination together) where the sweep said 0.15 %
+    (rejected by the combination only). Each count now has its name, and the Clipping and
+    Explore tabs give the same number under it: the number astropy counts."""
+    pipeline = dashboard.pipeline
+    pipeline.inspect = "dark"
+    left_out, rejected, samples = astropy_counts(pipeline.frames_of(pipeline.calibration))
+    rejected_percent = f"{100 * rejected / (samples - left_out):.2f} %"
+    left_out_percent = f"{100 * left_out / samples:.2f} %"
+    mixed_percent = f"{100 * (left_out + rejected) / samples:.2f} %"  # what Clipping said
+    assert len({rejected_percent, left_out_percent, mixed_percent}) == 3  # told apart here
+    clipping = dashboard._clip_summary().splitlines()[0]
+    explore = plots.sweep_summary(pipeline.shown_sweep())
+    assert (f"{rejected:,} of {samples - left_out:,} samples rejected by the combination "
+            f"({rejected_percent})") in clipping
+    assert f"samples rejected by the combination {rejected_percent} (of those that" in explore
+    assert f"{left_out:,} ({left_out_percent} of all {samples:,}) left out before it" in clipping
+    assert f"left out before it {left_out_percent} (of all samples" in explore
+    assert mixed_percent not in clipping + explore
+
+
+def test_the_sweep_s_plot_and_the_pixel_name_the_counts_as_the_summaries_do(pipeline):
+    pipeline.inspect = "dark"
+    title = hv.Store.lookup_options("bokeh", plots.threshold_sweep_plot(pipeline.shown_sweep()),
+                                    "plot").kwargs["title"]
+    assert title == "rejected by the combination"
+    for inspect in ("dark", "flat"):  # the pixels with most samples not used
+        pipeline.inspect = inspect
+        pixel = pipeline.shown_pixel()
+        left_out, rejected = pixel.premasked, pixel.rejected & ~pixel.premasked
+        listed = plots.pixel_summary(pixel)
+        assert listed.count("left out before the combination") == left_out.sum()
+        assert listed.count("rejected by the combination") == rejected.sum()
+        assert left_out.any() if inspect == "dark" else rejected.any()
 
 
 def test_a_and_b_differ_only_after_a_change(pipeline):

@@ -66,9 +66,8 @@ def test_samuelson_note_says_when_clipping_around_the_mean_cannot_reject(n, thre
     clip = ClipOptions(threshold=threshold, cenfunc=cenfunc, rejection=rejection)
     note = plots.samuelson_note(n, clip)
     assert bool(note) == said
-    if said:  # with samples counted as rejected, it says they come from the frame clipping
-        assert "clipped in their own frame" in plots.samuelson_note(n, clip, rejected=3)
-        assert "clipped in their own frame" not in note
+    if said:  # it speaks of the combination, as the summary beside it names its count
+        assert "the combination rejects nothing" in note
     if said:  # the oracle: no sample of any data set lies beyond the bound
         samples = rng.normal(size=(10_000, n))
         z = np.abs(samples - samples.mean(axis=1, keepdims=True)) / samples.std(axis=1, keepdims=True)
@@ -126,8 +125,8 @@ def test_pixel_summary_names_each_rejected_sample_and_its_iteration():
                        np.array([0, 0, 2]), ((0.0, 2.0, 4.0), (1.5, 2.0, 2.5)), 2.0, 1.02)
     lines = plots.pixel_summary(pixel).splitlines()
     assert lines[0] == "**flat_V.fits pixel (x=1, y=2)**: 1 of 3 samples used, combined 2"
-    assert lines[1].startswith("- a.fits: 1, pre-masked")
-    assert lines[2] == "- c.fits: 9, rejected in iteration 2"
+    assert lines[1].startswith("- a.fits: 1, left out before the combination")
+    assert lines[2] == "- c.fits: 9, rejected by the combination, in iteration 2"
 
 
 def test_a_new_pixel_changes_no_bokeh_model_of_its_plot(monkeypatch):
