@@ -290,7 +290,8 @@ class Dashboard(pn.viewable.Viewer):
         pin.on_click(lambda _event: self.pipeline.pin())
         return pn.Column(
             "### Threshold sweep\nThe inspected master (*inspect* in the sidebar) combined with "
-            "sigma clipping at thresholds from 1 to 5.75; click a point to set the threshold.",
+            "sigma clipping at thresholds from 1 to 5.75 (its change is from the master on show); "
+            "click a point to set the threshold.",
             pn.panel(self._reactive(plots.sweep_summary, self.pipeline.shown_sweep,
                                     tab="Explore"), lazy=True),
             pn.Row(*(sweep(quantity) for quantity in plots.SWEEP_QUANTITIES),

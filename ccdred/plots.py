@@ -12,6 +12,7 @@ from __future__ import annotations
 import holoviews as hv
 import numpy as np
 from astropy.visualization import ZScaleInterval
+from bokeh.models import BasicTickFormatter
 from holoviews.operation.datashader import rasterize
 
 from .steps import PixelStack
@@ -26,7 +27,7 @@ __all__ = [
     "dark_clip_map", "flat_clip_map", "dark_rejections", "flat_rejections", "dark_summary",
     "flat_summary", "summary_line",
     "empty_image", "empty_bars",
-    "zscale_limits",
+    "zscale_limits", "decades_around", "plain_numbers",
     "pixel_samples", "threshold_sweep_plot", "difference_image", "difference_summary",
     "empty_sweep", "empty_samples", "SWEEP_QUANTITIES", "pixel_summary", "sweep_summary",
     "REJECTED", "LEFT_OUT", "WHY_LEFT_OUT",
@@ -37,6 +38,17 @@ _IMAGE_OPTS = {"cmap": "gray", "colorbar": True, "tools": ["hover"], "data_aspec
 
 #: Images with more pixels than this are rasterized with datashader.
 RASTERIZE_ABOVE = 512 * 512
+
+
+def plain_numbers(*axes: str) -> dict:
+    """Options that label ``axes`` ('x', 'y'; 'c': the colour bar) with plain numbers.
+
+    Bokeh's default labels turn to scientific notation at 1e5 and below 1e-3
+    ('1.500e+5' rejected samples, '2.500e-3' of change), which a colour bar
+    also cuts. A new formatter each time: a Bokeh model belongs to one page,
+    and an update only copies its settings onto the one already shown.
+    """
+    return {f"{axis}formatter": BasicTickFormatter(use_scientific=False) for axis in axes}
 
 
 def zscale_limits(data) -> tuple[float, float]:
@@ -54,7 +66,8 @@ def image(data, title: str, *, clim=None, label="ADU", cmap="gray"):
     rows, cols = data.shape
     element = hv.Image(np.flipud(data), bounds=(-0.5, -0.5, cols - 0.5, rows - 0.5),
                        kdims=["x", "y"], vdims=[label], label=title)
-    options = {**_IMAGE_OPTS, "cmap": cmap, "clim": clim or zscale_limits(data), "title": title}
+    options = {**_IMAGE_OPTS, **plain_numbers("x", "y", "c"), "cmap": cmap,
+               "clim": clim or zscale_limits(data), "title": title}
     if data.size > RASTERIZE_ABOVE:
         return rasterize(element, precompute=True).opts(**options)
     return element.opts(**options)
@@ -90,7 +103,8 @@ def _fraction_image(binned, shape, title: str, blocks: bool):
                        kdims=["x", "y"], vdims=[hv.Dimension("not_used", label=_NOT_USED)],
                        label=title)
     limit = max(float(np.nanmax(binned)) if np.isfinite(binned).any() else 0.0, 1e-3)
-    return element.opts(**{**_IMAGE_OPTS, "cmap": "viridis", "clim": (0.0, limit), "title": title,
+    return element.opts(**{**_IMAGE_OPTS, **plain_numbers("x", "y", "c"), "cmap": "viridis",
+                           "clim": (0.0, limit), "title": title,
                            "colorbar_opts": {"title": f"{_NOT_USED} (block maximum)"
                                              if blocks else _NOT_USED}})
 
@@ -125,7 +139,7 @@ def rejected_per_frame(counts, names, title: str):
                      vdims=[hv.Dimension("rejected", label="samples not used"), "file"]).opts(
         title=title, xticks=list(enumerate(names)) or [(0, "")], xrotation=60, xlim=(-0.6, max(len(names), 1) - 0.4),
         tools=["hover"], responsive=True, height=300, color="#d95f02", line_width=14,
-        framewise=True, xlabel="frame")
+        framewise=True, xlabel="frame", **plain_numbers("y"))
 
 
 def dark_clip_map(shown):
@@ -249,7 +263,28 @@ def frame_levels_plot(rows, upper_limit: float, lower_limit: float | None = None
     overlay = points * marks * _level_line(upper_limit, span, "upper limit", "#444444")
     if lower_limit is not None:
         overlay *= _level_line(lower_limit, span, "lower limit", "#999999")
-    return overlay
+    levels = [row["median"] for row in table] + [upper_limit, lower_limit]
+    return overlay.opts(ylim=decades_around(levels), **plain_numbers("x"))
+
+
+def decades_around(values, margin: float = 0.15) -> tuple[float, float]:
+    """A log axis' range around the positive ``values``, ``margin`` decades wider on each side
+    and two decades at least.
+
+    Bokeh ticks a log axis of less than two decades as a linear one, whose ticks may all lie
+    far from the data: after a low flat was ignored, frames at 1,000 to 26,000 ADU had their
+    axis labelled 10000 to 60000 only. Over two decades, every power of ten is a candidate
+    tick, and the data lie within a decade of one.
+    """
+    positive = [v for v in values if v is not None and np.isfinite(v) and v > 0]
+    low, high = (np.log10(min(positive)), np.log10(max(positive))) if positive else (0.0, 0.0)
+    widen = margin + max(0.0, _LOG_TICKS_FROM - (high - low + 2 * margin)) / 2
+    return float(10 ** (low - widen)), float(10 ** (high + widen))
+
+
+#: Decades a log axis spans at least for Bokeh's LogTicker to tick it in powers of ten (and a
+#: little more, for rounding).
+_LOG_TICKS_FROM = 2.02
 
 
 def _level_line(level, span, label, color):
@@ -267,12 +302,17 @@ def _group(row) -> str:
 
 
 def master_preview(data, title: str, *, label="ADU"):
-    """A master image beside the histogram of its pixel values (within zscale-ish range)."""
+    """A master image beside the histogram of its pixel values (within zscale-ish range).
+
+    The image's title names the master; the histogram's is short, to fit its plot (Bokeh
+    cuts a title at the plot's edge: '...(dark_00005000.fits): histog'; a title of two
+    lines pushed the image's frame down to align with it, and cut the image's axis label).
+    """
     finite = np.asarray(data)[np.isfinite(data)]
     low, high = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
     counts, edges = np.histogram(finite, bins=80, range=(low, high if high > low else low + 1))
     histogram = hv.Histogram((edges, counts), kdims=[label], vdims=["pixels"]).opts(
-        title=f"{title}: histogram", width=380, height=300, tools=["hover"])
+        title="histogram", width=380, height=300, tools=["hover"], **plain_numbers("x", "y"))
     return image(data, title, label=label) + histogram
 
 
@@ -306,7 +346,8 @@ def pixel_samples(pixel, title: str | None = None):
     return overlay.opts(
         title=title, width=900, height=380,
         xticks=list(enumerate(pixel.frames)) or [(0, "")], xrotation=60, xlim=span,
-        ylabel="sample as combined", padding=(0.05, (0.05, 0.25)), **_INNER_LEGEND)
+        ylabel="sample as combined", padding=(0.05, (0.05, 0.25)), **_INNER_LEGEND,
+        **plain_numbers("y"))
 
 
 #: Each kind of sample: (colour, marker, size). One element per kind, each of one colour,
@@ -409,11 +450,12 @@ def _bound_lines(bounds, span):
 _SEGMENT_COLUMNS = ["frame", "value", "frame_end", "value_end", "iteration", "line"]
 
 
-#: What a threshold sweep plot can show: (axis label, title, colour).
+#: What a threshold sweep plot can show: (axis label, title, colour). The titles fit a third of
+#: the page (Bokeh cuts a title at the plot's edge); the change is from the master on show.
 SWEEP_QUANTITIES = {
     "rejected_fraction": ("rejected (%)", "rejected by the combination", "#d95f02"),
     "noise": ("pixel noise", "pixel-to-pixel noise", "#7570b3"),
-    "change": ("mean |Δ|", "change from the current master", "#1b9e77"),
+    "change": ("mean |Δ|", "change from the master", "#1b9e77"),
 }
 
 
@@ -434,7 +476,7 @@ def threshold_sweep_plot(shown, quantity: str = "rejected_fraction"):
     points = hv.Scatter(curve).opts(color=color, size=7, tools=["hover", "tap"], framewise=True)
     return (curve * points * hv.VLine(threshold).opts(color="black", line_dash="dashed")).opts(
         title=title + rows_note,
-        responsive=True, height=230, xlabel="threshold (σ)")
+        responsive=True, height=230, xlabel="threshold (σ)", **plain_numbers("x", "y"))
 
 
 def empty_sweep(quantity: str = "rejected_fraction"):

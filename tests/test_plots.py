@@ -1,6 +1,7 @@
 import holoviews as hv
 import numpy as np
 import pytest
+from bokeh.model import Model
 
 from ccdred import plots
 
@@ -78,6 +79,13 @@ def test_samuelson_note_says_when_clipping_around_the_mean_cannot_reject(n, thre
         assert sigma_clip_combine(stack, threshold=threshold, cenfunc="mean").n_used.min() == n
 
 
+def _described(value) -> str:
+    """An option's value as repr; a Bokeh model (a formatter) as its type and settings."""
+    if isinstance(value, Model):
+        return repr((type(value).__name__, value.properties_with_values(include_defaults=False)))
+    return repr(value)
+
+
 #: Options that follow the data a plot shows, not its structure.
 _DATA_OPTIONS = {"title", "clim", "xticks", "xlim"}
 
@@ -88,7 +96,7 @@ def _structure(plot) -> list:
     overlay = isinstance(plot, hv.Overlay)
     layers = [plot, *plot] if overlay else [plot]
     return [(type(layer).__name__, layer.label if overlay else "", {
-        name: repr(value) for kind in ("plot", "style")
+        name: _described(value) for kind in ("plot", "style")
         for name, value in hv.Store.lookup_options("bokeh", layer, kind).kwargs.items()
         if name not in _DATA_OPTIONS}) for layer in layers]
 
@@ -181,3 +189,114 @@ def test_the_pixel_plot_colours_no_glyph_per_sample(pixel):
                if name in glyph.properties()}
     assert len(glyphs) == 7  # three kinds of sample, three kinds of line, the combined value
     assert not [name for name, value in visuals.items() if isinstance(value, Field)], visuals
+
+
+# -- issue 27, defect 7: plot details -------------------------------------------------------
+
+
+def _numeric_axes(figure) -> list:
+    """A rendered plot's axes and colour bars that label numbers with a formatter (not a log
+    axis, not one whose ticks are named, e.g. frames by file)."""
+    from bokeh.models import ColorBar, FixedTicker, LogAxis
+
+    axes = [axis for axis in (*figure.xaxis, *figure.yaxis)
+            if not isinstance(axis, LogAxis) and not isinstance(axis.ticker, FixedTicker)]
+    return axes + list(figure.select(ColorBar))
+
+
+def _some_plots() -> dict:
+    from ccdred.steps import PixelStack
+
+    sweep = {"threshold": np.array([1.0, 2.5, 4.0]), "rejected_fraction": np.array([0.2, 0.1, 0.0]),
+             "noise": np.array([0.0106, 0.0102, 0.0102]), "change": np.array([0.0025, 0.0, 1e-4]),
+             "row_step": 1}
+    pixel = PixelStack("flat_V.fits", 1, 2, ("a.fits", "b.fits"), np.array([150_000.0, 151_000.0]),
+                       np.zeros(2, bool), np.zeros(2, bool), np.zeros(2, int),
+                       ((149_000.0, 150_500.0, 152_000.0),), 150_500.0, 1.0)
+    histogram = plots.master_preview(np.random.default_rng(1).normal(1e6, 1e3, (400, 400)), "dark")
+    return {
+        "clip map": plots.clip_map(np.zeros((40, 40), int), 7, "flat V: samples not used"),
+        "empty clip map": plots.empty_image(),
+        "difference": plots.difference_image("flat_V.fits", np.full((8, 8), 2.5e-3)),
+        "bars": plots.rejected_per_frame([150_000, 0], ["a.fits", "b.fits"], "flat V"),
+        "master": histogram[0], "histogram": histogram[1],
+        "pixel": plots.pixel_samples(pixel),
+        **{f"sweep {q}": plots.threshold_sweep_plot(("flat_V.fits", sweep, 2.5), q)
+           for q in plots.SWEEP_QUANTITIES},
+        "levels": plots.frame_levels_plot([{"file": "a.fits", "type": "flat", "filter": "V",
+                                            "exptime": 5.0, "median": 150_000.0,
+                                            "status": "used"}], 200_000.0),
+    }
+
+
+@pytest.mark.parametrize("name", list(_some_plots()))
+def test_numbers_on_axes_and_colour_bars_are_plain(name):
+    """Bokeh's default labels turn to scientific notation at 1e5 and below 1e-3: '1.500e+5'
+    rejected samples, '2.500e-3' of change, and a clip map's colour bar cut at '1.000e-'."""
+    from bokeh.models import BasicTickFormatter
+
+    axes = _numeric_axes(hv.render(_some_plots()[name]))
+    assert axes
+    for axis in axes:
+        assert isinstance(axis.formatter, BasicTickFormatter), (name, axis)
+        assert not axis.formatter.use_scientific, (name, axis)
+
+
+#: The widest a character of a title is drawn, in pixels (bold 12 px sans-serif, measured on
+#: the page: 'change from the master on s' took 205 px), and a plot's width beside its frame.
+TITLE_CHARACTER_PX, BESIDE_FRAME_PX = 7.5, 80
+#: The width a responsive plot of the Explore tab's three gets on a 1400 px wide page.
+SWEEP_WIDTH = 300
+
+
+@pytest.mark.parametrize("name", ["histogram", *(f"sweep {q}" for q in plots.SWEEP_QUANTITIES),
+                                  "empty sweep", "clip map"])
+def test_titles_fit_their_plots(name):
+    """Bokeh cuts a title at the plot's edge: 'master dark 5 s (dark_00005000.fits): histog',
+    'change from the master on s'."""
+    as_shown = {  # as the dashboard titles them
+        "histogram": plots.master_preview(np.ones((4, 4)), "master dark 5 s (dark_00005000.fits)")[1],
+        "clip map": plots.clip_map(np.zeros((512, 512), int), 5, "dark_00005000.fits: samples not used"),
+        "empty sweep": plots.empty_sweep()}
+    shown = as_shown.get(name) or _some_plots()[name]
+    options = hv.Store.lookup_options("bokeh", shown, "plot").kwargs
+    # a clip map's frame is 300 px high and as wide, with its colour bar beside it
+    width = options.get("width") or (SWEEP_WIDTH if options.get("responsive") else 300 + 80)
+    title = hv.render(shown).title.text
+    assert "\n" not in title  # two lines pushed the image beside it down, cutting its label
+    assert len(title) * TITLE_CHARACTER_PX <= width - BESIDE_FRAME_PX, title
+
+
+def test_a_clip_map_s_colour_bar_has_finite_limits_on_its_first_drawing():
+    """The colour bar is ticked from the colour mapper's limits: NaN limits draw no tick."""
+    from bokeh.models import ColorBar
+
+    for shown in (plots.clip_map(np.zeros((40, 40), int), 7, "dark"), plots.empty_image()):
+        figure = hv.render(hv.DynamicMap(lambda shown=shown: shown).opts(framewise=True))
+        (bar,) = figure.select(ColorBar)
+        assert np.isfinite([bar.color_mapper.low, bar.color_mapper.high]).all()
+        assert bar.color_mapper.high > bar.color_mapper.low
+
+
+def test_the_frames_log_axis_keeps_a_power_of_ten_near_its_levels(night_files):
+    """After a low flat was ignored, the levels (biases and darks at 1,000 ADU, flats at
+    15,000-26,000) spanned less than two decades, which Bokeh's LogTicker ticks linearly:
+    10000, 20000, ... 60000, no label near the biases and darks."""
+    from bokeh.models import LogScale
+
+    from ccdred.pipeline import Pipeline
+
+    pipeline = Pipeline(night=str(night_files[0].parent))
+    flats = [row for row in pipeline.frame_levels() if row["type"] == "flat"]
+    lowest = min(flats, key=lambda row: row["median"])
+    pipeline.frame_types = {lowest["file"]: "ignore"}
+    levels = [row["median"] for row in pipeline.frame_levels() if row["median"] is not None]
+    assert np.log10(max(levels) / min(levels)) < 2  # the case that was labelled far away
+    figure = hv.render(plots.frame_levels_plot(pipeline.frame_levels(), pipeline.upper_limit))
+    low, high = figure.y_range.start, figure.y_range.end
+    assert isinstance(figure.y_scale, LogScale)
+    assert low < min(levels) and max(levels) < high
+    # Bokeh's LogTicker (log_ticker.ts) ticks powers of ten from two decades on
+    assert np.log10(high / low) >= 2
+    decades = np.arange(np.ceil(np.log10(low)), np.floor(np.log10(high)) + 1)
+    assert all(np.min(np.abs(decades - np.log10(level))) <= 1 for level in levels)
