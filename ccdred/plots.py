@@ -321,9 +321,9 @@ def master_preview(data, title: str, *, label="ADU"):
 
 def pixel_samples(pixel, title: str | None = None):
     """One pixel's samples across the frames (a :class:`~ccdred.steps.PixelStack`): used,
-    rejected by the combination and left out before it told apart by colour and marker (the hover says in which
-    iteration a sample went); the last iteration's bounds and centre, the earlier bounds
-    fainter; the combined value. ``title``: the pixel in words by default."""
+    rejected by the combination and left out before it told apart by colour and marker (the
+    hover says in which iteration a sample went); the last iteration's bounds and centre, the
+    earlier bounds fainter; the combined value. ``title``: the pixel in words by default."""
     n = len(pixel.frames)
     statuses = [_sample_status(masked, rejected, it) for masked, rejected, it in
                 zip(pixel.premasked, pixel.rejected, pixel.iteration, strict=True)]

@@ -255,8 +255,10 @@ def test_titles_fit_their_plots(name):
     """Bokeh cuts a title at the plot's edge: 'master dark 5 s (dark_00005000.fits): histog',
     'change from the master on s'."""
     as_shown = {  # as the dashboard titles them
-        "histogram": plots.master_preview(np.ones((4, 4)), "master dark 5 s (dark_00005000.fits)")[1],
-        "clip map": plots.clip_map(np.zeros((512, 512), int), 5, "dark_00005000.fits: samples not used"),
+        "histogram": plots.master_preview(np.ones((4, 4)),
+                                          "master dark 5 s (dark_00005000.fits)")[1],
+        "clip map": plots.clip_map(np.zeros((512, 512), int), 5,
+                                   "dark_00005000.fits: samples not used"),
         "empty sweep": plots.empty_sweep()}
     shown = as_shown.get(name) or _some_plots()[name]
     options = hv.Store.lookup_options("bokeh", shown, "plot").kwargs
