@@ -418,21 +418,21 @@ class Dashboard(pn.viewable.Viewer):
 
     def _same_elsewhere(self) -> pn.pane.Markdown:
         """The command and the Python call that make the masters on show (frame-type edits
-        included), to copy; they follow the parameters."""
-        pane = pn.pane.Markdown(sizing_mode="stretch_width")
-
-        def show(*_events):
-            if self.pipeline.night is None:
-                pane.object = "Choose a night first."
-                return
-            night = self._public(self.pipeline.night)
-            pane.object = (f"In the data folder, on the command line:\n```bash\n"
-                           f"{self.pipeline.command(night)}\n```\nIn Python:\n```python\nimport ccdred\n"
-                           f"{self.pipeline.call(night)}\n```")
-
-        self.pipeline.param.watch(show, ["night", *names(ReductionParameters)])
-        show()
+        included), to copy; they follow the parameters, shown with the views' drawings of
+        the same change (one update of the page)."""
+        pane = pn.pane.Markdown(self._reproduction(), sizing_mode="stretch_width")
+        text = _Text(pane)
+        self.pipeline.param.watch(lambda *_: self._deliver(text, 0, self._reproduction()),
+                                  ["night", *names(ReductionParameters)])
         return pane
+
+    def _reproduction(self) -> str:
+        if self.pipeline.night is None:
+            return "Choose a night first."
+        night = self._public(self.pipeline.night)
+        return (f"In the data folder, on the command line:\n```bash\n"
+                f"{self.pipeline.command(night)}\n```\nIn Python:\n```python\nimport ccdred\n"
+                f"{self.pipeline.call(night)}\n```")
 
     def tabs(self) -> pn.Tabs:
         """The views, one tab each. Only the tab on show computes (see :meth:`_reactive`),
@@ -562,6 +562,16 @@ class _View(param.Parameterized):
                 return
             if number == self.requested:  # not overtaken while drawn
                 self._dashboard._deliver(self, number, drawing)
+
+
+class _Text:
+    """A pane whose new text is shown with the views' drawings (see :meth:`Dashboard._flush`)."""
+
+    def __init__(self, pane: pn.pane.Markdown):
+        self.pane = pane
+
+    def show(self, _number: int, text: str) -> None:
+        self.pane.object = text
 
 
 def _forget_links(layout) -> None:

@@ -103,7 +103,7 @@ def test_only_the_tab_on_show_computes_and_a_tab_shown_again_is_up_to_date(app_u
         await _settled(calls)
         explored = calls.copy()
         await session.send_threshold(3.0)
-        await session.wait_for_text("at threshold 3,")
+        await session.wait_for_text("at threshold 3:")
         await _settled(calls)
         explored_moved = calls.copy()
         await session.show_tab("Frames", shows=".fits")
