@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from ._version import __version__
+from .compat import option_strings
 from .errors import InputError, InputProblem
 from .serve import DEMO_SIZE
 from .parameters import ReductionParameters, names, option, refusal
@@ -141,16 +142,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_INPUT, f"{self.prog}: error: {message}{_suggestion(self, message)}\n")
 
 
-def _option_strings(parser) -> list[str]:
-    strings = []
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public list of its options
-        strings += action.option_strings
-        for sub in getattr(action, "choices", None) or {}:
-            if isinstance(action.choices, dict):
-                strings += _option_strings(action.choices[sub])
-    return strings
-
-
 def _suggestion(parser, message: str) -> str:
     """'; did you mean ...?' for a mistyped option or choice, else ''."""
     choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
@@ -159,7 +150,7 @@ def _suggestion(parser, message: str) -> str:
     elif message.startswith("unrecognized arguments:"):
         words = message.split(":", 1)[1].split()
         wanted = next((w.split("=")[0] for w in words if w.startswith("-")), "")
-        options = _option_strings(parser)
+        options = option_strings(parser)
     else:
         return ""
     close = difflib.get_close_matches(wanted, options, n=1, cutoff=0.6)

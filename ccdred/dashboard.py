@@ -20,9 +20,9 @@ import pandas as pd
 import panel as pn
 import param
 from bokeh.models.widgets.tables import NumberFormatter
-from panel.links import Link
 
 from . import plots
+from .compat import forget_links
 from .errors import InputError
 from .fields import fields
 from .job import ReductionJob
@@ -582,9 +582,7 @@ def _forget_links(layout) -> None:
     never released, and with it the session's widgets, pipeline and dashboard
     stayed alive after the session closed (Panel 1.9).
     """
-    widgets = {id(widget) for widget in layout.select(pn.widgets.Widget)}
-    for source in [source for source in Link.registry if id(source) in widgets]:
-        del Link.registry[source]
+    forget_links(layout.select(pn.widgets.Widget))
 
 
 def _dependencies(*methods) -> list:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .compat import raw_data_offset
 from .errors import InputError, InputProblem
 
 if TYPE_CHECKING:  # astropy is imported where it is used: ``import ccdred`` stays light
@@ -112,7 +113,7 @@ def _check_complete(path, hdu) -> None:
     info = hdu.fileinfo()
     if info is None:
         return
-    needed = info["datLoc"] + hdu._data_size  # noqa: SLF001 - astropy has no public size
+    needed = info["datLoc"] + info["datSpan"]  # the data's offset, and size with padding
     if os.path.getsize(path) < needed:
         msg = f"truncated: header promises {needed} bytes, file has {os.path.getsize(path)}"
         raise InputError([InputProblem(Path(path), msg)])
@@ -158,7 +159,7 @@ def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None,
             if rows is None and _is_unsigned_16bit(image.header):
                 target = np.empty(image.shape, np.uint16) if out is None and dtype is None else out
                 if _readable_into(image, target):
-                    return _read_unsigned_16bit_into(path, image.fileinfo()["datLoc"], target)
+                    return _read_unsigned_16bit_into(path, raw_data_offset(image), target)
                 return np.bitwise_xor(image.data.view(">u2"), 0x8000, dtype=dtype or np.uint16,
                                       out=out, casting="unsafe")
         with fits.open(path, mode="readonly", memmap=False) as hdus:
@@ -179,10 +180,9 @@ def _readable_into(image, out) -> bool:
     """Whether an uncompressed image can be read byte for byte into ``out``."""
     from astropy.io import fits
 
-    info = image.fileinfo()
     return (out is not None and out.dtype == np.uint16 and out.flags.c_contiguous
             and out.shape == image.shape and isinstance(image, (fits.PrimaryHDU, fits.ImageHDU))
-            and info is not None and not info["file"].compression)
+            and raw_data_offset(image) is not None)
 
 
 def _read_unsigned_16bit_into(path, offset: int, out: np.ndarray) -> np.ndarray:

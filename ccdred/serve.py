@@ -8,6 +8,7 @@ import functools
 import os
 from pathlib import Path
 
+from .compat import add_render_hook, design_without, patch_inline_stylesheets, set_madvise_hugepage
 from .errors import InputError, InputProblem
 from .frames import fits_files
 
@@ -65,14 +66,7 @@ def use_small_pages() -> bool:
     """
     if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
         return False
-    import numpy as np
-
-    core = getattr(np, "_core", None) or np.core  # numpy 2, numpy 1
-    switch = getattr(core.multiarray, "_set_madvise_hugepage", None)
-    if switch is None:
-        return False
-    switch(False)
-    return True
+    return set_madvise_hugepage(False)
 
 
 def list_nights(root, exclude=()) -> list[str]:
@@ -136,12 +130,7 @@ def load_extensions(*, notebook: bool = False, **options) -> None:
     hv.extension("bokeh", logo=False, inline=notebook)
     pn.extension(*PANEL_EXTENSIONS, inline=notebook, **options)
     if notebook:
-        from panel.viewable import Viewable
-
-        # Viewable._preprocessing_hooks: Panel 1.9.4's own list of the steps run on every
-        # model tree it renders (links, axes); no public way to add one.
-        if _inline_stylesheets not in Viewable._preprocessing_hooks:
-            Viewable._preprocessing_hooks.append(_inline_stylesheets)
+        add_render_hook(_inline_stylesheets)
 
 
 def _inline_stylesheets(_viewable, root) -> None:
@@ -153,7 +142,6 @@ def _inline_stylesheets(_viewable, root) -> None:
     """
     import panel as pn
     from bokeh.models import UIElement
-    from panel.io.notebook import patch_inline_stylesheets
 
     if pn.config.inline:
         for model in root.select({"type": UIElement}):
@@ -170,8 +158,4 @@ def page_design():
     """
     from panel.theme import Fast
 
-    # Design._resources: in Panel 1.9.4 the only place the font's URL is named (the template
-    # and Panel's page head each add its 'font' entries); no parameter leaves it out. Named
-    # Fast too: Panel finds a design's own files under its class's name (bundled/fast/).
-    resources = {kind: entries for kind, entries in Fast._resources.items() if kind != "font"}
-    return type("Fast", (Fast,), {"_resources": resources, "__doc__": page_design.__doc__})
+    return design_without(Fast, "font", page_design.__doc__)

@@ -6,15 +6,26 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["ccdred", "ccdred.combine", "ccdred.calibrate",
-                                    "ccdred.plan", "ccdred.steps", "ccdred.night",
-                                    "ccdred.pipeline", "ccdred.cli"])
+@pytest.mark.parametrize("module", ["ccdred", "ccdred.compat", "ccdred.config", "ccdred.combine",
+                                    "ccdred.calibrate", "ccdred.plan", "ccdred.steps",
+                                    "ccdred.night", "ccdred.pipeline", "ccdred.cli"])
 def test_core_modules_load_no_panel_holoviews_or_dask(module):
     code = (f"import sys, {module}; "
             "print(sorted(m for m in ('panel', 'holoviews', 'bokeh', 'dask', 'distributed') "
             "if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["ccdred.compat", "ccdred.config"])
+def test_the_lowest_modules_load_nothing_of_ccdred_nor_a_library(module):
+    """Any module may import ``compat`` and ``config``: they import libraries where used."""
+    code = (f"import sys, {module}; "
+            "print(sorted(m for m in sys.modules if m.startswith('ccdred.')), "
+            "sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'astropy', 'panel', "
+            "'bokeh', 'param'}))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == f"['ccdred._version', '{module}'] []", loaded.stdout
 
 
 def test_the_kernels_load_neither_param_nor_fits_nor_start_threads():
