@@ -37,6 +37,10 @@ def raw_samples(frames, x, y):
     return np.array([fits.getdata(frame.path)[y, x] for frame in frames], dtype=np.float64)
 
 
+def raw_stack(frames):
+    return np.array([fits.getdata(frame.path) for frame in frames], dtype=np.float64)
+
+
 def expected_rejection(values, options) -> tuple[np.ndarray, tuple | None]:
     """The oracle's mask of ``values`` (all usable) and, for sigma clipping, its final bounds."""
     if options.rejection == "sigclip":
@@ -145,8 +149,43 @@ def test_sweep_rejects_less_as_the_threshold_grows(pipeline, master):
     assert len(sweep["threshold"]) == len(sweep["rejected_fraction"]) == len(sweep["noise"]) == 20
     assert np.all(np.diff(sweep["rejected_fraction"]) <= 0)
     assert sweep["rejected_fraction"][0] > sweep["rejected_fraction"][-1]
-    current = list(sweep["threshold"]).index(pipeline.threshold)
-    assert sweep["change"][current] == 0.0
+
+
+def astropy_master(pipeline, master, threshold) -> np.ndarray:
+    """The master the sweep makes at ``threshold``, made from the files with astropy: the darks
+    left out at their own sigma_clip bounds (at the pipeline's threshold), sigma_clip across the
+    frames at ``threshold``, the mean (NaN where nothing is left); the accepted flats less the
+    master dark as written, scaled to the first one's median, sigma_clip across the frames, the
+    average weighted by their medians, divided by its mean."""
+    if master == "dark":
+        stack = raw_stack(pipeline.frames_of(pipeline.calibration))
+        left_out = [outside_bounds(data, sigma_clip(data, sigma=pipeline.threshold, maxiters=10,
+                                                    return_bounds=True)[1:]) for data in stack]
+        clipped = sigma_clip(np.ma.masked_array(stack, left_out), sigma=threshold, maxiters=10,
+                             axis=0)
+        return clipped.mean(axis=0).filled(np.nan)
+    flat = pipeline.master_flat()
+    used = [f for f, ok in zip(pipeline.flat_frames(), flat.accepted, strict=True) if ok]
+    dark = pipeline.master_dark(used[0].exptime).data.astype(pipeline.dtype)
+    stack = raw_stack(used) - dark
+    medians = np.median(stack, axis=(1, 2))
+    clipped = sigma_clip(stack * (medians[0] / medians)[:, None, None], sigma=threshold,
+                         maxiters=10, axis=0)
+    combined = np.ma.average(clipped, axis=0, weights=medians)
+    return (combined / combined.mean()).filled(np.nan)
+
+
+@pytest.mark.parametrize("master", ["dark", "flat"])
+def test_sweep_change_is_the_mean_difference_of_masters_made_at_the_two_thresholds(pipeline,
+                                                                                    master):
+    sweep = pipeline.threshold_sweep(master)
+    assert sweep["row_step"] == 1  # every row: the masters below are whole
+    current = astropy_master(pipeline, master, pipeline.threshold)
+    for threshold in (1.5, 4.0):
+        other = astropy_master(pipeline, master, threshold)
+        change = sweep["change"][list(sweep["threshold"]).index(threshold)]
+        assert change > 0
+        np.testing.assert_allclose(change, np.nanmean(np.abs(other - current)), rtol=1e-9)
 
 
 def test_sweep_at_the_current_threshold_is_the_clipping_summary(pipeline):
