@@ -19,9 +19,9 @@ import warnings
 from pathlib import Path
 
 from ._version import __version__
+from .config import DEMO_SIZE
 from .compat import option_strings
 from .errors import InputError, InputProblem
-from .serve import DEMO_SIZE
 from .parameters import ReductionParameters, names, option, refusal
 
 __all__ = ["main"]

@@ -11,13 +11,13 @@ import asyncio
 import datetime
 import io
 import logging
-import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import param
 
+from . import config
 from .errors import InputError, RejectedFlatWarning, SuspectFlatWarning
 from .night import create_output, log_to, prepare_night, run_night, summary, warnings_to
 from .parameters import ReductionParameters, names
@@ -106,7 +106,7 @@ def reduce_one_night(night: Path, out: Path, parameters, progress, notes=None):
         logger.info("the same on the command line: %s", parameters.command(night))
         for message, _ in notes:
             logger.warning("%s", message)
-        scheduler = os.environ.get("CCDRED_SCHEDULER")
+        scheduler = config.scheduler()
         if not scheduler:
             return run_night(prepared, parameters, progress=progress)
         from .cluster import connect, reduce_nights_on_cluster

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import param
 
+from . import config
 from .cache import MemoCache
 from .calibrate import MasterFlat, calibrate_frame
 from .combine import CombineResult, frame_median
@@ -42,14 +43,10 @@ __all__ = ["MASTERS", "RAW_FRAMES", "SWEEP_SAMPLES", "Pipeline", "raw_median", "
 _MB = 1 << 20
 
 
-def _budget(variable: str, default_mb: int) -> int:
-    return int(os.environ.get(variable, default_mb)) * _MB
-
-
 #: Raw frames, shared by every session of the process (read-only arrays).
-RAW_FRAMES = MemoCache(_budget("CCDRED_RAW_CACHE_MB", 4096))
+RAW_FRAMES = MemoCache(config.raw_cache_mb() * _MB)
 #: Masters and flat medians, memoised on what decides them.
-MASTERS = MemoCache(_budget("CCDRED_MASTER_CACHE_MB", 2048))
+MASTERS = MemoCache(config.master_cache_mb() * _MB)
 #: Threads that prepare the frames of a stack side by side, shared by every session.
 _FRAME_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
                                  thread_name_prefix="ccdred-frames")

@@ -8,25 +8,20 @@ after this one starts in about a second.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from . import config
 from ._version import __version__
 
-__all__ = ["STACK_DTYPES", "cache_dir", "is_prepared", "prepare", "prepare_in_background"]
+__all__ = ["STACK_DTYPES", "is_prepared", "prepare", "prepare_in_background"]
 
 #: The types a stack of raw frames takes: 16-bit raw frames, overscan-corrected
 #: frames (float32), float frames; each is a compiled kernel of its own.
 STACK_DTYPES = (np.uint16, np.float32, np.float64)
-
-
-def cache_dir() -> Path:
-    """Where the demo night and the marker of a finished preparation live."""
-    return Path(os.environ.get("CCDRED_CACHE", Path.home() / ".cache" / "ccdred"))
 
 
 def _marker(cache: Path) -> Path:
@@ -35,7 +30,7 @@ def _marker(cache: Path) -> Path:
 
 def is_prepared(cache: Path | None = None) -> bool:
     """Whether :func:`prepare` has finished for this version of ccdred."""
-    return _marker(cache or cache_dir()).exists()
+    return _marker(cache or config.cache_dir()).exists()
 
 
 def prepare(cache: Path | None = None, demo_size: int | None = None, report=None) -> Path:
@@ -44,9 +39,9 @@ def prepare(cache: Path | None = None, demo_size: int | None = None, report=None
     Parameters
     ----------
     cache : path-like, optional
-        Where the demo night goes (``CCDRED_CACHE``, else ``~/.cache/ccdred``).
+        Where the demo night goes (:func:`ccdred.config.cache_dir`).
     demo_size : int, optional
-        Width and height of the demo night (``CCDRED_DEMO_SIZE``, else 512).
+        Width and height of the demo night (:func:`ccdred.config.demo_size`).
     report : callable, optional
         Called with a line of text as each step starts and ends.
 
@@ -56,10 +51,9 @@ def prepare(cache: Path | None = None, demo_size: int | None = None, report=None
         The demo night's folder.
     """
     from .demo import NightSpec, demo_night
-    from .serve import DEMO_SIZE
 
-    cache = Path(cache or cache_dir())
-    size = demo_size or int(os.environ.get("CCDRED_DEMO_SIZE", DEMO_SIZE))
+    cache = Path(cache or config.cache_dir())
+    size = demo_size or config.demo_size()
     report = report or (lambda line: None)
     started = time.perf_counter()
     report(f"simulating the {size}x{size} demo night into {cache} (a few seconds)")

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 from pathlib import Path
 
+from . import config
 from .compat import add_render_hook, design_without, patch_inline_stylesheets, set_madvise_hugepage
 from .errors import InputError, InputProblem
 from .frames import fits_files
 
-__all__ = ["DEMO_SIZE", "PANEL_EXTENSIONS", "app_options", "list_nights", "load_extensions",
+__all__ = ["PANEL_EXTENSIONS", "app_options", "list_nights", "load_extensions",
            "page_design", "resolve_under", "use_small_pages"]
 
-#: Width and height of the demo night, the same for the dashboard, notebooks and ``ccdred demo``.
-DEMO_SIZE = 512
 #: Panel's extensions the dashboard's widgets need, loaded before a dashboard is made.
 PANEL_EXTENSIONS = ("tabulator",)
 
@@ -27,19 +25,16 @@ def app_options(argv=None) -> argparse.Namespace:
     Without a data root, the demo night is simulated (once) under the cache folder.
     """
     from .demo import NightSpec, demo_night
-    from .prepare import cache_dir
 
-    cache = cache_dir()
     parser = argparse.ArgumentParser(prog="app.py")
-    parser.add_argument("--data-root", default=os.environ.get("CCDRED_DATA_ROOT"),
+    parser.add_argument("--data-root", default=config.data_root(),
                         help="folder whose sub-folders are nights (default: the demo night)")
-    parser.add_argument("--output-root", default=os.environ.get("CCDRED_OUTPUT_ROOT",
-                                                                cache / "products"),
+    parser.add_argument("--output-root", default=config.output_root(),
                         help="folder under which 'Reduce night' writes products")
-    parser.add_argument("--demo-size", type=int,
-                        default=int(os.environ.get("CCDRED_DEMO_SIZE", DEMO_SIZE)),
-                        help=f"width and height of the demo night's frames (default {DEMO_SIZE})")
-    parser.add_argument("--cache", default=cache, type=Path,
+    parser.add_argument("--demo-size", type=int, default=config.demo_size(),
+                        help="width and height of the demo night's frames "
+                             f"(default {config.DEMO_SIZE})")
+    parser.add_argument("--cache", default=config.cache_dir(), type=Path,
                         help="where the demo night is generated")
     options = parser.parse_args(argv)
     if options.data_root is None:
@@ -64,7 +59,7 @@ def use_small_pages() -> bool:
     (``benchmarks/README.md``: one session's moves p50 0.73-0.76 s with huge pages,
     0.58-0.59 s without).
     """
-    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+    if config.numpy_decides_huge_pages():
         return False
     return set_madvise_hugepage(False)
 

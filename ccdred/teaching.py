@@ -12,7 +12,6 @@ whether an exercise's answer is right, and gives a hint when it is not.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import config
 from .demo import NightSpec, NightTruth, demo_night, night_truth
 
 __all__ = ["EXERCISES", "Exercise", "Night", "Verdict", "check", "export_html", "near_miss",
@@ -51,8 +51,8 @@ def start(folder=None, *, real: bool = False) -> Night:
     ----------
     folder : path-like, optional
         A folder of your own raw frames. By default ``CCDRED_NIGHT``, else the
-        demo night (``CCDRED_DEMO_SIZE`` pixels a side, 512 by default),
-        simulated once into ``CCDRED_CACHE`` (``~/.cache/ccdred``).
+        demo night (``CCDRED_DEMO_SIZE`` pixels a side), simulated once into
+        ``CCDRED_CACHE`` (defaults in :mod:`ccdred.config`).
     real : bool, optional
         The demo night as real cameras take it (overscan, drifting bias,
         biases, darks at two exposure times only).
@@ -60,12 +60,12 @@ def start(folder=None, *, real: bool = False) -> Night:
     from .serve import load_extensions
 
     load_extensions(notebook=True)  # plots and the dashboard with their code and styles inline
-    folder = folder or os.environ.get("CCDRED_NIGHT")
+    folder = folder or config.night_folder()
     if folder:
         return Night(Path(folder), None)
-    size = int(os.environ.get("CCDRED_DEMO_SIZE", 512))
+    size = config.demo_size()
     spec = (NightSpec.real if real else NightSpec)(shape=(size, size))
-    cache = Path(os.environ.get("CCDRED_CACHE", Path.home() / ".cache" / "ccdred"))
+    cache = config.cache_dir()
     return Night(demo_night(cache / ("real" if real else ""), spec), night_truth(spec))
 
 
