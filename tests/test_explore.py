@@ -16,6 +16,8 @@ from ccdred.combine import outside_bounds
 from ccdred.errors import InputError
 from ccdred.pipeline import MASTERS, Pipeline
 
+from .oracles import clipped_darks, flat_samples, raw_stack
+
 hv.extension("bokeh", logo=False)
 
 METHODS = [
@@ -35,10 +37,6 @@ def pipeline(night_files):
 
 def raw_samples(frames, x, y):
     return np.array([fits.getdata(frame.path)[y, x] for frame in frames], dtype=np.float64)
-
-
-def raw_stack(frames):
-    return np.array([fits.getdata(frame.path) for frame in frames], dtype=np.float64)
 
 
 def expected_rejection(values, options) -> tuple[np.ndarray, tuple | None]:
@@ -152,26 +150,19 @@ def test_sweep_rejects_less_as_the_threshold_grows(pipeline, master):
 
 
 def astropy_master(pipeline, master, threshold) -> np.ndarray:
-    """The master the sweep makes at ``threshold``, made from the files with astropy: the darks
-    left out at their own sigma_clip bounds (at the pipeline's threshold), sigma_clip across the
-    frames at ``threshold``, the mean (NaN where nothing is left); the accepted flats less the
-    master dark as written, scaled to the first one's median, sigma_clip across the frames, the
-    average weighted by their medians, divided by its mean."""
+    """The master the sweep makes at ``threshold``, made from the files with astropy (NaN where
+    nothing is left): the darks left out at their own bounds at the pipeline's threshold, then
+    clipped across at ``threshold``; the accepted flats less the master dark as written, clipped
+    across, averaged with their medians as weights, divided by the mean."""
     if master == "dark":
-        stack = raw_stack(pipeline.frames_of(pipeline.calibration))
-        left_out = [outside_bounds(data, sigma_clip(data, sigma=pipeline.threshold, maxiters=10,
-                                                    return_bounds=True)[1:]) for data in stack]
-        clipped = sigma_clip(np.ma.masked_array(stack, left_out), sigma=threshold, maxiters=10,
-                             axis=0)
-        return clipped.mean(axis=0).filled(np.nan)
-    flat = pipeline.master_flat()
-    used = [f for f, ok in zip(pipeline.flat_frames(), flat.accepted, strict=True) if ok]
-    dark = pipeline.master_dark(used[0].exptime).data.astype(pipeline.dtype)
-    stack = raw_stack(used) - dark
-    medians = np.median(stack, axis=(1, 2))
-    clipped = sigma_clip(stack * (medians[0] / medians)[:, None, None], sigma=threshold,
-                         maxiters=10, axis=0)
-    combined = np.ma.average(clipped, axis=0, weights=medians)
+        darks = raw_stack(pipeline.frames_of(pipeline.calibration))
+        return clipped_darks(darks, threshold, frame_threshold=pipeline.threshold).mean(
+            axis=0).filled(np.nan)
+    frames = pipeline.flat_frames()
+    dark = pipeline.master_dark(frames[0].exptime).data.astype(pipeline.dtype)
+    samples, medians = flat_samples(raw_stack(frames), dark)
+    combined = np.ma.average(sigma_clip(samples, sigma=threshold, maxiters=10, axis=0), axis=0,
+                             weights=medians)
     return (combined / combined.mean()).filled(np.nan)
 
 

@@ -1,7 +1,6 @@
 """Each exercise's check accepts the right answer and refuses a wrong one."""
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +12,8 @@ from ccdred.demo import NightSpec, make_night
 from ccdred.frames import scan
 from ccdred.pipeline import Pipeline
 from ccdred.teaching import EXERCISES, check
+
+from .oracles import flat_samples, master_dark, raw_stack
 
 
 @pytest.fixture(scope="module")
@@ -31,41 +32,12 @@ def flats_of(pipeline):
     return np.asarray(pipeline.flat_medians(), dtype=float)
 
 
-def read(frames) -> np.ndarray:
-    return np.array([fits.getdata(frame.path) for frame in frames], dtype=np.float64)
-
-
-def astropy_master_dark(darks, threshold=2.5, rejection="sigclip") -> np.ndarray:
-    """A master dark made from the raw darks with astropy and numpy, the course's way: each dark
-    clipped at its own ``sigma_clip`` bounds (whole frame), then the rejection across the darks
-    (sigma_clip; minmax dropping the lowest and highest; pclip keeping the 10th to 90th
-    percentiles) and the mean of the rest; emptied pixels take the mean of the others."""
-    left_out = []
-    for data in darks:
-        _, low, high = sigma_clip(data, sigma=threshold, maxiters=10, return_bounds=True)
-        left_out.append((data < low) | (data > high))
-    kept = np.ma.masked_array(darks, left_out)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # astropy and numpy on the left-out (masked) samples
-        if rejection == "sigclip":
-            kept = sigma_clip(kept, sigma=threshold, maxiters=10, axis=0)
-        elif rejection == "minmax":
-            rank = np.argsort(np.argsort(kept.filled(np.inf), axis=0, kind="stable"), axis=0)
-            kept = np.ma.masked_array(kept, kept.mask | (rank < 1)
-                                      | (rank >= kept.count(axis=0) - 1))
-        else:
-            low, high = np.nanpercentile(kept.filled(np.nan), [10, 90], axis=0)
-            kept = np.ma.masked_array(kept, kept.mask | (kept < low) | (kept > high))
-    mean = kept.mean(axis=0)
-    return mean.filled(mean.mean())
-
-
 @pytest.fixture(scope="module")
 def quietest(pipeline) -> tuple[str, dict]:
     """The method whose master dark (made with astropy) has the least pixel-to-pixel noise, by
     astropy's ``mad_std`` of neighbouring pixels' differences; and each method's noise."""
-    darks = read(pipeline.frames_of(pipeline.calibration))
-    noise = {method: mad_std(np.diff(astropy_master_dark(darks, rejection=method), axis=1))
+    darks = raw_stack(pipeline.frames_of(pipeline.calibration))
+    noise = {method: mad_std(np.diff(master_dark(darks, rejection=method), axis=1))
              for method in ("sigclip", "minmax", "pclip")}
     return min(noise, key=noise.get), noise
 
@@ -78,13 +50,12 @@ def surviving(pipeline) -> float:
     threshold (as written, float32), scaled to the first flat's median."""
     pixel = pipeline.shown_pixel()
     frames = pipeline.flat_frames()
-    flats = read(frames)
-    darks = read([f for f in pipeline.catalogue.of_type("dark") if f.exptime == frames[0].exptime])
+    flats = raw_stack(frames)
+    darks = raw_stack([f for f in pipeline.catalogue.of_type("dark")
+                       if f.exptime == frames[0].exptime])
     for threshold in np.round(np.arange(1.0, 8.01, 0.1), 1):
-        less = flats - astropy_master_dark(darks, threshold).astype(np.float32)
-        medians = np.median(less, axis=(1, 2))
-        less, medians = less[medians <= 38000.0], medians[medians <= 38000.0]
-        values = less[:, pixel.y, pixel.x] * (medians[0] / medians)
+        samples, _ = flat_samples(flats, master_dark(darks, threshold).astype(np.float32))
+        values = samples[:, pixel.y, pixel.x]
         if not sigma_clip(values, sigma=threshold, maxiters=10).mask[np.argmax(values)]:
             return float(threshold)
     return math.inf
