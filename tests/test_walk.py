@@ -224,9 +224,11 @@ def test_a_random_walk_leaves_no_error_and_sets_back_to_a_fresh_page(walk_server
                        for key in shown if shown[key] != walked[key]}
     except Exception as err:
         _failed(err, seed, steps, page, locals().get("fresh"), log_path.read_text()[len(logged):])
+    if differences:
+        _failed(AssertionError(f"set back, the page differs from a fresh page: {differences}"),
+                seed, steps, page, fresh, log_path.read_text()[len(logged):])
     for opened in (page, fresh):
         opened.page.close()
-    assert not differences, f"set back, the page differs from a fresh page: {differences}"
 
 
 def _failed(err, seed, steps, *pages_and_log):
