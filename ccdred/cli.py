@@ -228,9 +228,10 @@ class _Log:
 
     def open(self) -> None:
         """Start writing the file, beginning with what was logged so far."""
+        from .night import log_file
+
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
-        self.file = logging.FileHandler(self.logfile, mode="w", encoding="utf-8")
-        self.file.setFormatter(logging.Formatter("# %(asctime)s %(levelname)s %(message)s"))
+        self.file = log_file(self.logfile)
         self.buffer.setTarget(self.file)
         self.buffer.flush()
         logger.removeHandler(self.buffer)
@@ -275,7 +276,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def _reduce(args) -> int:
-    from .night import prepare_nights, run_night
+    from .night import existing_policy, prepare_nights, run_night
 
     try:
         parameters = _parameters(args)
@@ -286,7 +287,7 @@ def _reduce(args) -> int:
     log = _Log(Path(args.logfile) if args.logfile else out / "ccdred.log")
     logger.info("ccdred %s: %s", __version__, " ".join(sys.argv))
     bar = _Bar(args.quiet)
-    existing = "resume" if args.resume else "overwrite" if args.overwrite else "refuse"
+    existing = existing_policy(args.overwrite, args.resume)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")

@@ -35,6 +35,7 @@ __all__ = [
     "calibrate_object",
     "create_output",
     "existing_policy",
+    "log_file",
     "log_plan",
     "log_to",
     "prepare_night",
@@ -184,11 +185,18 @@ def summary(result: NightResult, limits) -> list[str]:
     return lines
 
 
+def log_file(path) -> logging.FileHandler:
+    """A handler writing a new log file (``ccdred.log``) in lines ``# time LEVEL message``:
+    the command line's log and :func:`log_to`'s."""
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("# %(asctime)s %(levelname)s %(message)s"))
+    return handler
+
+
 @contextlib.contextmanager
 def log_to(path: Path):
     """Log this thread's reduction (and its worker threads') to a file, e.g. ``ccdred.log``."""
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("# %(asctime)s %(levelname)s %(message)s"))
+    handler = log_file(path)
     caller = threading.get_ident()
     handler.addFilter(lambda record: record.thread == caller
                       or record.threadName.startswith(_POOL_PREFIX))

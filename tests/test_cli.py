@@ -31,7 +31,9 @@ def test_reduce_writes_the_course_products(night_files, tmp_path, capsys):
     assert header["NCOMBINE"] == SMALL_SPEC.n_flats - SMALL_SPEC.saturated_flats
     assert header["IMCMB001"].startswith("demo_")
     assert fits.getdata(out / "flat_V.fits").dtype == np.dtype(">f4")
-    assert "REJECTED" in (out / "ccdred.log").read_text()
+    log = (out / "ccdred.log").read_text()
+    assert "REJECTED" in log
+    assert re.match(r"# \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO ccdred \d", log)
     assert "ccdred: warning: " in err and "outside the limits; not used" in err
     assert f"{len(expected_products(SMALL_SPEC, night_files)) - 1} products" in err
 
