@@ -470,6 +470,9 @@ def trace_rejection(stack, *, weights=None, mask=None, scale=None, valid_range=N
 
 
 def _sigma_clip_trace(values, valid, options):
+    """Sigma clipping along the first axis, keeping every iteration's bounds: the plain numpy
+    twin of ``kernels._sigma_bounds`` (separate on purpose: readable, and it keeps the history
+    the kernel does not), adding in the kernel's order; the tests compare the two."""
     kept = np.where(valid, values, np.nan)
     iteration = np.zeros(values.shape, dtype=np.int64)
     lower = np.full(values.shape[1:], np.nan)
@@ -591,6 +594,9 @@ def frame_clip_bounds(frame, *, threshold=ClipOptions.threshold, cenfunc=ClipOpt
 
 
 def _frame_clip_bounds_plain(frame, threshold, cenfunc, maxiters):
+    """The bounds of float frames, as ``sigma_clip(axis=None, return_bounds=True)`` gives them,
+    except when every sample is clipped: then it keeps the last bounds, as the integer frames'
+    ``kernels.histogram_bounds`` does, where astropy gives NaN (so it is not astropy's call)."""
     values = np.asarray(frame, dtype=np.float64)
     kept = values[np.isfinite(values)]
     centre_of = np.median if cenfunc == "median" else np.mean

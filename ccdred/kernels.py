@@ -201,6 +201,9 @@ def _sigma_bounds(ordered, count, lsigma, hsigma, use_median, use_mad, maxiters,
                   network):  # pragma: no cover
     """Final sigma-clipping bounds of every column of a sorted block.
 
+    Separate from its plain twin ``combine._sigma_clip_trace`` on purpose: this is the fast
+    path (sorted once, two moving indices); the tests hold it to the twin and to astropy.
+
     The kept samples of a column are always a contiguous run ``lo:hi`` of its
     sorted values, so an iteration only moves two indices. While many columns
     are still clipping, the sums run over all rows with the others masked out
@@ -460,7 +463,11 @@ def histogram(values, offset, n_bins):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def histogram_bounds(counts, threshold, use_median, maxiters):  # pragma: no cover
-    """Clipping bounds of integer samples given as counts per value 0..len-1."""
+    """Clipping bounds of integer samples given as counts per value 0..len-1.
+
+    Separate from ``combine._frame_clip_bounds_plain`` on purpose: exact for integer frames
+    and linear in their size (no sort, no float copy); the plain loop serves float frames.
+    """
     lo, hi = 0, counts.size
     lower, upper = np.nan, np.nan
     for _ in range(maxiters):

@@ -1,12 +1,13 @@
 import numpy as np
 import pytest
 from astropy.stats import sigma_clip
+from astropy.utils.exceptions import AstropyUserWarning
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ccdred.combine import (concatenate_rows, frame_clip_mask, frame_median, sigma_clip_combine,
-                            sigma_clip_combine_plain, sorting_network)
+from ccdred.combine import (concatenate_rows, frame_clip_bounds, frame_clip_mask, frame_median,
+                            sigma_clip_combine, sigma_clip_combine_plain, sorting_network)
 
 KERNELS = [sigma_clip_combine, sigma_clip_combine_plain]
 
@@ -187,6 +188,31 @@ def test_frame_clip_matches_astropy(cenfunc, dtype, rng):
     mask = frame_clip_mask(frame, cenfunc=cenfunc)
     np.testing.assert_array_equal(mask, expected)
     assert mask[::17, ::13].all()
+
+
+@pytest.mark.parametrize("cenfunc", ["median", "mean"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_frame_clip_bounds_of_float_frames_are_astropys(cenfunc, dtype, rng):
+    frame = rng.normal(800.0, 30.0, (64, 80)).astype(dtype)
+    frame[::17, ::13] = 20000.0
+    frame[3, 4] = np.nan
+    with pytest.warns(AstropyUserWarning, match="invalid values"):
+        _, lower, upper = sigma_clip(frame.astype(np.float64), sigma=2.5, maxiters=10,
+                                     cenfunc=cenfunc, axis=None, return_bounds=True)
+    assert frame_clip_bounds(frame, cenfunc=cenfunc) == (lower, upper)
+
+
+def test_frame_clip_bounds_keep_the_last_bounds_when_every_sample_is_clipped(rng):
+    """Where astropy's bounds become NaN (nothing left to clip), a float frame keeps the last
+    ones, as an integer frame does (its histogram path): why it is not astropy's call."""
+    frame = rng.poisson(800, (64, 80))
+    clip = {"threshold": 0.5, "cenfunc": "mean"}
+    _, lower, upper = sigma_clip(frame.astype(np.float64), sigma=0.5, cenfunc="mean", axis=None,
+                                 return_bounds=True)
+    assert np.isnan(lower) and np.isnan(upper)
+    bounds = frame_clip_bounds(frame.astype(np.float64), **clip)
+    assert np.isfinite(bounds).all()
+    assert bounds == frame_clip_bounds(frame.astype(np.uint16), **clip)
 
 
 @settings(max_examples=60, deadline=None)
