@@ -12,14 +12,18 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from astropy.stats import sigma_clip
 
 from ccdred.demo import NightSpec, make_night
+from ccdred.frames import scan
 from ccdred.prepare import prepare
 from ccdred.testing import (CHROMIUM, CHROMIUM_ARGS, clip_summary, rejected_counts, serve_app,
                             set_threshold, sidebar_field, threshold_field)
 
 from .conftest import REPO, unavailable
+from .oracles import flat_samples, master_dark, raw_stack
 
 ARTIFACTS = REPO / "test-artifacts"
 #: What the Explore tab's sweep summary says (and the Clipping tab's does not)
@@ -283,16 +287,42 @@ def plot_boxes(page) -> list[dict]:
     return boxes
 
 
-def expected_pixel_line(pipeline, master: str) -> str:
-    """The summary line the library gives for the pixel the page names."""
-    from ccdred import plots
+_PIXEL_LINE = re.compile(r"(\S+) pixel \(x=(\d+), y=(\d+)\): (\d+) of (\d+) samples used, "
+                         r"combined (\S+)")
 
-    return plots.pixel_summary(pipeline.shown_pixel()).splitlines()[0].replace("**", "")
+
+def shown_pixel(line: str) -> tuple[str, int, int, int, int, float]:
+    """The inspected pixel's line read: master, x, y, samples used, samples, combined value."""
+    match = _PIXEL_LINE.search(line)
+    assert match, line
+    name, *numbers, combined = match.groups()
+    return (name, *map(int, numbers), float(combined))
+
+
+def astropy_flat(night: Path, name: str, threshold: float):
+    """A master flat's samples made from the files with astropy (see :mod:`tests.oracles`),
+    masked where sigma_clip rejects them at ``threshold``; and the flats' medians."""
+    catalogue = scan([night])
+    flats = catalogue.flats(name.removeprefix("flat_").removesuffix(".fits"))
+    dark = master_dark(raw_stack(catalogue.darks(flats[0].exptime)), threshold).astype(np.float32)
+    samples, medians = flat_samples(raw_stack(flats), dark)
+    return sigma_clip(samples, sigma=threshold, maxiters=10, axis=0), medians
+
+
+def assert_pixel_as_astropy(line: str, night: Path, threshold: float) -> tuple[int, int]:
+    """The pixel line's counts and combined value are astropy's for that pixel of the master
+    flat it names; returns the pixel (x, y)."""
+    name, x, y, used, samples, combined = shown_pixel(line)
+    assert name.startswith("flat_"), line
+    clipped, medians = astropy_flat(night, name, threshold)
+    kept = ~np.ma.getmaskarray(clipped[:, y, x])
+    assert (used, samples) == (kept.sum(), kept.size), line
+    expected = np.average(clipped.data[kept, y, x], weights=medians[kept])
+    assert combined == pytest.approx(expected, rel=1e-5), line  # printed to 6 digits
+    return x, y
 
 
 def test_a_tap_on_the_master_flat_shows_that_pixels_samples(browser, server):
-    from ccdred.pipeline import Pipeline
-
     page = open_page(browser, server)
     page.get_by_text("Masters", exact=True).first.click()
     page.wait_for_selector("text=samples used, combined", timeout=60_000)
@@ -306,13 +336,11 @@ def test_a_tap_on_the_master_flat_shows_that_pixels_samples(browser, server):
     assert match and match[1].startswith("flat_"), tapped
     x, y = int(match[2]), int(match[3])
     assert 20 < x < 108 and 20 < y < 108, tapped  # inside the 128 x 128 flat, not an edge
-    pipeline = Pipeline(night=str(server["root"] / "night1"), inspect="flat", pixel_x=x, pixel_y=y)
-    assert tapped == expected_pixel_line(pipeline, "flat")
+    assert assert_pixel_as_astropy(tapped, server["root"] / "night1", 2.5) == (x, y)
 
     set_threshold(page, 1.3)
     moved = wait_for_text_change(lambda: pixel_line(page), tapped)
-    pipeline.threshold = 1.3
-    assert moved == expected_pixel_line(pipeline, "flat")
+    assert assert_pixel_as_astropy(moved, server["root"] / "night1", 1.3) == (x, y)
     assert moved != tapped
     page.close()
 
@@ -425,8 +453,11 @@ def test_a_tab_shown_again_draws_what_changed_while_it_was_hidden(browser, serve
         page.get_by_text(tab, exact=True).first.click()
         page.wait_for_selector("text=Click a pixel", timeout=60_000)
         page.wait_for_selector("canvas", timeout=60_000)  # the tab's images drawn
-        pixel = page.get_by_text("samples used").first.inner_text()
-        assert "samples used" in pixel
+        # the pixel with most rejected samples at the new threshold, as astropy counts them
+        clipped, _ = astropy_flat(server["root"] / "night1", shown_pixel(pixel_line(page))[0], 1.9)
+        rejected = np.ma.getmaskarray(clipped).sum(axis=0)
+        y, x = np.unravel_index(np.argmax(rejected), rejected.shape)
+        assert assert_pixel_as_astropy(pixel_line(page), server["root"] / "night1", 1.9) == (x, y)
         time.sleep(1)  # the pixel's plot caught up with its text; let the page draw it
         assert hidden_data(page) == [], tab
         screenshot(page, name)
