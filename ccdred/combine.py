@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .constants import MAD_TO_SIGMA
+
 __all__ = [
     "CENFUNCS",
     "REJECTIONS",
@@ -51,8 +53,6 @@ REJECTION_OPTIONS = {"sigclip": ("threshold", "cenfunc", "maxiters", "lsigma", "
                      "minmax": ("nlow", "nhigh"), "pclip": ("plow", "phigh")}
 STDFUNCS = ("std", "mad_std")
 _MAX_HISTOGRAM_BINS = 1 << 20
-#: 1 / Phi^-1(3/4): the MAD of a normal distribution times this is its sigma (as astropy).
-MAD_TO_SIGMA = 1.482602218505602
 
 
 @dataclass(frozen=True)

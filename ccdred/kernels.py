@@ -16,7 +16,7 @@ import gc
 import numba
 import numpy as np
 
-from .combine import MAD_TO_SIGMA
+from .constants import MAD_TO_SIGMA
 
 __all__ = ["BLOCK", "combine_rows", "histogram", "histogram_bounds", "sampled_median"]
 

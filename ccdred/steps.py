@@ -19,7 +19,8 @@ import numpy as np
 
 from .calibrate import (ClipOptions, DarkCurrentCombiner, FlatCombiner, FlatLimits, MasterFlat,
                         StackCombiner, normalise_flat)
-from .combine import MAD_TO_SIGMA, CombineResult, frame_median
+from .combine import CombineResult, frame_median
+from .constants import MAD_TO_SIGMA
 from .errors import BadPixelWarning, RejectedFlatWarning, SingleFlatWarning, SuspectFlatWarning
 from .frames import read_stack, stack_dtype
 from .plan import Master
