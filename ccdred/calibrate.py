@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .combine import (ClipOptions, CombineResult, RejectionTrace, concatenate_rows,
-                      frame_clip_bounds, frame_median, sigma_clip_combine, trace_rejection)
+                      frame_clip_bounds, frame_median, offset_images, sigma_clip_combine,
+                      trace_rejection)
 from .errors import InputError, InputProblem
 
 __all__ = [
@@ -459,7 +460,7 @@ class DarkCurrentCombiner:
             frames = np.flatnonzero(exptimes == exptime)
             samples = {"frames": frames} if read is None else {}
             level = sigma_clip_combine(stack if read is None else read(frames),
-                                       offsets=_as_offsets(offsets), keep_mask=False, **samples,
+                                       offsets=offsets, keep_mask=False, **samples,
                                        **self.clip.as_kwargs())
             weight = level.n_used * exptime
             numerator = numerator + np.where(level.n_used > 0, weight * level.data, 0.0)
@@ -556,7 +557,6 @@ class FlatCombiner:
     def __call__(self, stack, *, offsets=None, offset_index=None, medians=None, paths=None,
                  filter_name="", map_frames=map) -> MasterFlat:
         """The whole master flat from a whole stack of (raw) flats."""
-        offsets = _as_offsets(offsets)
         index = np.zeros(len(stack), dtype=np.int64) if offset_index is None else offset_index
         if medians is None:
             medians = frame_medians(stack, offsets, index, map_frames)
@@ -574,24 +574,15 @@ def _fill_unused(result: CombineResult) -> CombineResult:
     return result
 
 
-def _as_offsets(offsets) -> np.ndarray | None:
-    """Offset images as a stack: one 2-D image becomes a stack of one."""
-    if offsets is None:
-        return None
-    offsets = np.asarray(offsets)
-    return offsets[np.newaxis] if offsets.ndim == 2 else offsets
-
-
 def frame_medians(stack, offsets=None, offset_index=None, map_frames=map) -> np.ndarray:
     """Median of each frame of a stack (less its offset image, if given), in float64.
 
     ``offsets`` and ``offset_index`` are as for :func:`master_flat`;
     ``map_frames`` (e.g. a thread pool's ``map``) measures the frames.
     """
-    offsets = _as_offsets(offsets)
     if offsets is None:
         return np.array(list(map_frames(frame_median, stack)), dtype=np.float64)
-    index = np.zeros(len(stack), dtype=np.int64) if offset_index is None else offset_index
+    offsets, index = offset_images(offsets, offset_index, len(stack), np.shape(stack)[1:])
     return np.array(list(map_frames(lambda frame, i: frame_median(frame, offsets[i]), stack,
                                     index)), dtype=np.float64)
 
@@ -601,21 +592,22 @@ def darks_for_frames(exptimes, master_darks, rows=None) -> tuple[np.ndarray, np.
 
     Parameters
     ----------
-    exptimes : sequence of float
-        Each frame's exposure time.
-    master_darks : mapping of float to array_like
-        The master dark image of each exposure time.
+    exptimes : sequence
+        Each frame's key into ``master_darks``: its exposure time, or its dark term
+        (:class:`~ccdred.plan.DarkTerm`), any hashable.
+    master_darks : mapping
+        The image of each key: the master dark of each exposure time, say.
     rows : slice, optional
         Only these rows of the darks.
 
     Returns
     -------
     darks : numpy.ndarray, shape (n_darks, n_rows, n_columns)
-        One master dark per distinct exposure time (a view when there is one).
+        One image per distinct key, in the order of first use (a view when there is one).
     dark_index : numpy.ndarray of int
         Which of ``darks`` each frame takes, as :func:`master_flat` wants them.
     """
-    distinct = sorted(set(exptimes))
+    distinct = list(dict.fromkeys(exptimes))
     images = [np.asarray(master_darks[t])[slice(None) if rows is None else rows] for t in distinct]
     darks = images[0][np.newaxis] if len(images) == 1 else np.stack(images)
     return darks, np.array([distinct.index(t) for t in exptimes], dtype=np.int64)
@@ -677,7 +669,7 @@ def master_dark(darks, *, frame_clip=True, bias=None, **clip) -> CombineResult:
         ``data`` is the clipped mean; pixels where every sample was rejected
         take the mean of the master.
     """
-    return StackCombiner(ClipOptions(**clip), frame_clip)(darks, offsets=_as_offsets(bias))
+    return StackCombiner(ClipOptions(**clip), frame_clip)(darks, offsets=bias)
 
 
 def master_flat(flats, *, darks=None, dark_index=None, upper_limit=FlatLimits.upper,

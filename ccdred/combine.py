@@ -38,6 +38,7 @@ __all__ = [
     "frame_clip_bounds",
     "frame_clip_mask",
     "frame_median",
+    "offset_images",
     "outside_bounds",
     "RejectionTrace",
     "sigma_clip_combine",
@@ -244,19 +245,22 @@ def _check_arguments(stack, clip, weights, mask, scale=None, valid_range=None, f
             raise ValueError(msg)
     lower, upper = (np.full(n, -np.inf), np.full(n, np.inf)) if valid_range is None else (
         np.broadcast_to(np.asarray(bound, dtype=np.float64), (n,)) for bound in valid_range)
-    offsets, offset_index = _offsets(offsets, offset_index, n, stack.shape[1:])
+    offsets, offset_index = offset_images(offsets, offset_index, n, stack.shape[1:])
     return (stack, options, weights, mask, scale,
             (np.ascontiguousarray(lower), np.ascontiguousarray(upper)), frames, offsets, offset_index)
 
 
-def _offsets(offsets, offset_index, n, shape):
-    """Offset images (see :func:`_kernel_offset`; empty when none) and each combined frame's
-    index into them."""
+def offset_images(offsets, offset_index, n, shape) -> tuple[np.ndarray, np.ndarray]:
+    """The images subtracted from ``n`` frames of ``shape``, checked, as the kernels take them
+    (see :func:`_kernel_offset`; a stack of none when ``offsets`` is None, of one when it is
+    one 2-D image), and each frame's index into them (the first by default)."""
     if offsets is None:
         return _kernel_offset(np.zeros((0, 0, 0))), np.zeros(n, dtype=np.int64)
+    given = np.shape(offsets)
     offsets = _kernel_offset(offsets)
+    offsets = offsets[np.newaxis] if offsets.ndim == 2 else offsets
     if offsets.ndim != 3 or offsets.shape[1:] != shape:
-        msg = f"offsets must be images of shape (n_offsets, {shape[0]}, {shape[1]}), got {offsets.shape}"
+        msg = f"offsets must be images of shape (n_offsets, {shape[0]}, {shape[1]}), got {given}"
         raise ValueError(msg)
     index = np.zeros(n, dtype=np.int64) if offset_index is None else np.asarray(offset_index)
     if (index.shape != (n,) or not np.issubdtype(index.dtype, np.integer)
@@ -315,7 +319,7 @@ def sigma_clip_combine(stack, *, weights=None, mask=None, scale=None, valid_rang
     offsets : array_like, shape (n_offsets, n_rows, n_columns), optional
         Images subtracted (in float64) from the stored values before scaling,
         e.g. master darks from raw flats, without a dark-subtracted copy of
-        the stack.
+        the stack; one 2-D image serves every frame.
     offset_index : array_like of int, shape (n_frames,), optional
         Which of ``offsets`` each frame takes; the first for all by default.
     keep_mask : bool, optional

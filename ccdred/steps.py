@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .calibrate import (ClipOptions, DarkCurrentCombiner, FlatCombiner, FlatLimits, MasterFlat,
-                        StackCombiner, normalise_flat)
+                        StackCombiner, darks_for_frames, normalise_flat)
 from .combine import CombineResult, frame_median
 from .constants import MAD_TO_SIGMA
 from .errors import BadPixelWarning, RejectedFlatWarning, SingleFlatWarning, SuspectFlatWarning
@@ -88,10 +88,8 @@ def _offsets(master: Master, masters, rows=None):
     if master.kind == "dark_current":
         return np.asarray(masters[master.bias])[slice(None) if rows is None else rows], None
     if master.kind == "flat":
-        distinct = list(dict.fromkeys(master.terms))
-        images = [np.asarray(term.image(masters, rows)) for term in distinct]
-        offsets = images[0][np.newaxis] if len(images) == 1 else np.stack(images)
-        return offsets, np.array([distinct.index(t) for t in master.terms], dtype=np.int64)
+        images = {term: term.image(masters, rows) for term in set(master.terms)}
+        return darks_for_frames(master.terms, images)
     return None, None
 
 

@@ -182,3 +182,11 @@ def test_darks_for_one_exposure_time_are_a_view(rng):
     assert np.shares_memory(darks, dark) and dark_index.tolist() == [0, 0]
     rows, _ = darks_for_frames([3.0], {3.0: dark}, rows=slice(2, 5))
     np.testing.assert_array_equal(rows[0], dark[2:5])
+
+
+def test_darks_for_frames_come_in_the_order_of_first_use(rng):
+    """Any key will do (the steps give dark terms): one image per key, first used first."""
+    images = {"long": rng.normal(400.0, 3.0, (4, 5)), "short": rng.normal(100.0, 3.0, (4, 5))}
+    darks, dark_index = darks_for_frames(["long", "short", "long"], images)
+    assert dark_index.tolist() == [0, 1, 0]
+    np.testing.assert_array_equal(darks, np.stack([images["long"], images["short"]]))

@@ -337,6 +337,16 @@ def test_offsets_equal_subtracting_them_first(kernel, frames, dark_dtype, rng):
     np.testing.assert_array_equal(by_offsets.clip_mask, expected.clip_mask)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_one_offset_image_serves_every_frame(kernel, rng):
+    raw = rng.normal(20000.0, 300.0, (5, 6, 7)).astype(np.uint16)
+    dark = rng.normal(100.0, 3.0, (6, 7))
+    by_offset = kernel(raw, offsets=dark)
+    expected = kernel(raw - dark)
+    np.testing.assert_array_equal(by_offset.data, expected.data)
+    np.testing.assert_array_equal(by_offset.clip_mask, expected.clip_mask)
+
+
 def test_offsets_of_integer_frames_match_the_plain_twin(rng):
     raw = rng.normal(25_000.0, 50.0, (8, 20, 30)).astype(np.uint16)
     raw[0, ::4, ::3] = 65_000
