@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ARTIFACTS = REPO / "test-artifacts"  # screenshots of a failed walk
 WALK_SEEDS = (1, 2)
-WALK_STEPS = int(os.environ.get("CCDRED_WALK_STEPS", 45))
+WALK_STEPS = int(os.environ.get("CCDRED_WALK_STEPS", 60))
 #: The sidebar's fields and what a student types into them; the first value is the default.
 FIELDS = {
     "Threshold": ["2.5", "1.7", "3.3", "0.05", "-3", "", "abc", "25"],
@@ -182,6 +182,8 @@ def _step(page: Page, rng: random.Random) -> str:
 def _set_back(page: Page) -> None:
     """Everything as a fresh page has it, as a student would set it back."""
     page.select("Night", "night1")
+    page.select("Rejection", "sigclip")  # first: sigma clipping's own options come with it
+    page.settle()
     for label, options in SELECTS.items():
         page.select(label, options[0])
     page.settle()
