@@ -371,16 +371,16 @@ class Dashboard(pn.viewable.Viewer):
     def _clip_summary(self) -> str:
         """One line per master on show: what became of its samples, or its problem (one each)."""
         lines, pipeline = [], self.pipeline
-        for master, shown, line in (("dark", pipeline.shown_dark, plots.dark_summary),
-                                    ("flat", pipeline.shown_flat, plots.flat_summary)):
+        for master, shown, prefix in (("dark", pipeline.shown_dark, ""),
+                                      ("flat", pipeline.shown_flat, "flat ")):
             try:
-                value, counts = shown(), pipeline.sample_counts(master)
+                (name, made), counts = shown(), pipeline.sample_counts(master)
             except InputError as err:
                 lines.append(self._public(str(err)))
                 continue
-            result = getattr(value[1], "combine", value[1])
-            lines.append(line(value, counts) + plots.samuelson_note(result.n_frames,
-                                                                    pipeline.clip()))
+            n_frames = getattr(made, "combine", made).n_frames  # a MasterFlat's combination
+            lines.append(plots.summary_line(counts, prefix + name)
+                         + plots.samuelson_note(n_frames, pipeline.clip()))
         return "  \n".join(dict.fromkeys(lines))  # a problem of both masters, said once
 
     def _public(self, text: str) -> str:

@@ -227,8 +227,11 @@ def warnings_to(note):
     For front ends that say ccdred's warnings themselves (a reduction's log and page):
     every warning this thread raises (a rejected flat, a header section not used) reaches
     ``note`` as its message and class, each time it is raised, and none is printed. Other
-    threads' warnings are shown as before, so a server's sessions are left alone (unlike
-    :class:`warnings.catch_warnings`, which swaps the hook for every thread).
+    threads' warnings are shown by the hook they had, so a server's sessions are left alone
+    (unlike :class:`warnings.catch_warnings`, which swaps the hook for every thread); from
+    the first call on, ccdred's own warnings are shown each time they are raised, in every
+    thread (Python would show a warning once per place: a second reduction of the same night
+    would say nothing).
 
     Examples
     --------

@@ -24,8 +24,7 @@ __all__ = [
     "image",
     "master_preview",
     "rejected_per_frame",
-    "dark_clip_map", "flat_clip_map", "dark_rejections", "flat_rejections", "dark_summary",
-    "flat_summary", "summary_line",
+    "dark_clip_map", "flat_clip_map", "dark_rejections", "flat_rejections", "summary_line",
     "empty_image", "empty_bars",
     "zscale_limits", "decades_around", "plain_numbers",
     "pixel_samples", "threshold_sweep_plot", "difference_image", "difference_summary",
@@ -188,18 +187,6 @@ def samuelson_note(n_frames: int, clip) -> str:
             f"rejects nothing")
 
 
-def dark_summary(shown, counts) -> str:
-    """Markdown: what became of the samples of a bias, dark or dark-current master; ``shown``
-    is (name, result), ``counts`` its :class:`~ccdred.steps.SampleCounts`."""
-    return summary_line(counts, shown[0])
-
-
-def flat_summary(shown, counts) -> str:
-    """Markdown: what became of the samples of a master flat; ``shown`` is (filter,
-    MasterFlat), ``counts`` its :class:`~ccdred.steps.SampleCounts`."""
-    return summary_line(counts, f"flat {shown[0]}")
-
-
 def summary_line(counts, title: str) -> str:
     """'**title**: N of M samples rejected by the combination (p %)', and the samples left
     out before it, when there are any (``counts``: :class:`~ccdred.steps.SampleCounts`).
@@ -329,13 +316,15 @@ def pixel_samples(pixel, title: str | None = None):
                 zip(pixel.premasked, pixel.rejected, pixel.iteration, strict=True)]
     rows = list(zip(range(n), np.asarray(pixel.values, dtype=np.float64), pixel.frames, statuses,
                     np.asarray(pixel.iteration), strict=True))
+    kinds = np.where(pixel.premasked, "left out", np.where(pixel.rejected, "rejected", "used"))
     span = (-0.5, max(n, 1) - 0.5)
     # framewise on each element: an overlay's own option does not reach its elements' ranges
     overlay = _bound_lines(pixel.bounds, span)
     for kind, (colour, marker, size) in _SAMPLE_STYLES.items():
         overlay *= hv.Scatter(
-            _columns([row for row in rows if row[3].startswith(kind)], _SAMPLE_COLUMNS,
-                     text=("file", "status")), "frame", _SAMPLE_COLUMNS[1:], label=kind).opts(
+            _columns([row for row, its in zip(rows, kinds, strict=True) if its == kind],
+                     _SAMPLE_COLUMNS, text=("file", "status")),
+            "frame", _SAMPLE_COLUMNS[1:], label=kind).opts(
             tools=["hover"], framewise=True, color=colour, marker=marker, size=size,
             line_width=2)
     overlay *= hv.Curve([(span[0], pixel.combined), (span[1], pixel.combined)], "frame", "value",
@@ -396,8 +385,6 @@ def sweep_summary(shown) -> str:
                 f"; {LEFT_OUT} {100 * left_out:.2f} % (of all samples: {WHY_LEFT_OUT})"
                 if left_out else ""))
 
-
-#: How each kind of sample is drawn (the first word of its status).
 
 def empty_samples(_message: str = ""):
     """A samples plot with no samples, for a pixel that cannot be shown: the same plot as

@@ -6,6 +6,7 @@ missing Chromium fails these tests instead of skipping them.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -299,6 +300,7 @@ def shown_pixel(line: str) -> tuple[str, int, int, int, int, float]:
     return (name, *map(int, numbers), float(combined))
 
 
+@functools.lru_cache(maxsize=4)  # a test waiting for the page asks again and again
 def astropy_flat(night: Path, name: str, threshold: float):
     """A master flat's samples made from the files with astropy (see :mod:`tests.oracles`),
     masked where sigma_clip rejects them at ``threshold``; and the flats' medians."""

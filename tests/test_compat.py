@@ -130,4 +130,3 @@ def test_the_design_without_its_font_asks_no_font():
                         (design, [])):
         with pn.config.set(design=kind):
             assert [f for f in Resources(mode="server").css_files if "font" in f] == fonts
-    assert {k: v for k, v in Fast._resources.items() if k != "font"} == design._resources

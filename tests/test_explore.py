@@ -183,8 +183,7 @@ def test_sweep_at_the_current_threshold_is_the_clipping_summary(pipeline):
     flat = pipeline.master_flat().combine
     sweep = pipeline.threshold_sweep("flat")
     at = list(sweep["threshold"]).index(pipeline.threshold)
-    summary = plots.flat_summary((pipeline.filter, pipeline.master_flat()),
-                                 pipeline.sample_counts("flat"))
+    summary = plots.summary_line(pipeline.sample_counts("flat"), f"flat {pipeline.filter}")
     assert f"({100 * sweep['rejected_fraction'][at]:.2f} %)" in summary
     assert sweep["rejected_fraction"][at] == flat.n_rejected.sum() / (flat.n_frames * flat.data.size)
     assert sweep["left_out_fraction"] == 0.0 and "left out" not in summary  # none to name
