@@ -382,7 +382,7 @@ def sweep_summary(shown) -> str:
     return (f"**{name}** at threshold {sweep['threshold'][nearest]:.3g}: {REJECTED} "
             f"{100 * sweep['rejected_fraction'][nearest]:.2f} % (of those that entered it{rows}), "
             f"pixel noise {sweep['noise'][nearest]:.4g}" + (
-                f"; {LEFT_OUT} {100 * left_out:.2f} % (of all samples: {WHY_LEFT_OUT})"
+                f"; {LEFT_OUT} {100 * left_out:.2f} % (of all samples{rows}: {WHY_LEFT_OUT})"
                 if left_out else ""))
 
 
