@@ -451,7 +451,9 @@ def test_a_dragged_threshold_is_computed_once_where_it_is_let_go(browser, server
     after = wait_for_change(page, before)
     assert changes_while_dragging == 0
     assert float(threshold_field(page).input_value()) < 2.5
-    assert rejected_counts(after)[0] > rejected_counts(before)[0]  # a lower threshold
+    # a lower threshold: the flat's combination rejects more (a dark's may reject fewer, its
+    # frame clipping leaving out more before it)
+    assert rejected_counts(after)[1] > rejected_counts(before)[1], (before, after)
     page.close()
 
 
