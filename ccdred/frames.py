@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from . import fitsio
-from .calibrate import Overscan, Preprocess, Section, Trim
 from .errors import InputError, InputProblem
 from .keywords import FRAME_TYPES, Keywords
+from .sections import Overscan, Preprocess, Section, Trim
 
 __all__ = ["Catalogue", "Frame", "PreprocessOptions", "expand_paths", "fits_files", "read_frame",
            "read_stack", "scan", "stack_dtype"]
@@ -207,7 +207,7 @@ class PreprocessOptions:
         ``'auto'`` (the header's BIASSEC, when it is a valid section of the
         image), ``'none'``, or a FITS section ``[x1:x2,y1:y2]``.
     overscan_function : str
-        See :class:`~ccdred.calibrate.Overscan`.
+        See :class:`~ccdred.sections.Overscan`.
     trim : str
         ``'auto'`` (TRIMSEC, else DATASEC, when valid), ``'none'``, or a section.
     """

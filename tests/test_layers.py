@@ -7,7 +7,7 @@ import pytest
 
 
 @pytest.mark.parametrize("module", ["ccdred", "ccdred.compat", "ccdred.config", "ccdred.combine",
-                                    "ccdred.calibrate", "ccdred.plan", "ccdred.steps",
+                                    "ccdred.sections", "ccdred.calibrate", "ccdred.plan", "ccdred.steps",
                                     "ccdred.night", "ccdred.pipeline", "ccdred.cli"])
 def test_core_modules_load_no_panel_holoviews_or_dask(module):
     code = (f"import sys, {module}; "
@@ -26,6 +26,13 @@ def test_the_lowest_modules_load_nothing_of_ccdred_nor_a_library(module):
             "'bokeh', 'param'}))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == f"['ccdred._version', '{module}'] []", loaded.stdout
+
+
+def test_the_catalogue_does_not_load_the_calibration_steps():
+    """``frames`` (with its overscan and trim from ``sections``) sits below ``calibrate``."""
+    code = "import sys, ccdred.frames; print('ccdred.calibrate' in sys.modules, 'ccdred.sections' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "False True", loaded.stdout + loaded.stderr
 
 
 def test_the_kernels_load_neither_param_nor_fits_nor_start_threads():

@@ -10,13 +10,14 @@ import pytest
 from astropy.io import fits
 
 from ccdred.cache import MemoCache
-from ccdred.calibrate import (ClipOptions, DarkCurrentCombiner, FlatCombiner, FlatLimits, Overscan, Preprocess, Section,
-                              StackCombiner, Trim, calibrate_frame)
+from ccdred.calibrate import (ClipOptions, DarkCurrentCombiner, FlatCombiner, FlatLimits, StackCombiner,
+                              calibrate_frame)
 from ccdred.demo import BIAS_LEVEL, NightSpec, bias_level_drift, make_night, night_truth
 from ccdred.frames import scan
 from ccdred.night import reduce_night
 from ccdred.pipeline import MASTERS, Pipeline
 from ccdred.plan import DarkTerm
+from ccdred.sections import Overscan, Preprocess, Section, Trim
 
 REAL = NightSpec.real(shape=(400, 64), seed=5, n_darks=7)  # 400 rows: the overscan averages
 
