@@ -2,7 +2,8 @@
 
 Thin by design: the widgets come from the pipeline's parameters
 (``pn.Param``), every number from the pipeline's methods (which declare what
-they depend on), every picture from :mod:`ccdred.plots`, and "Reduce night"
+they depend on), every picture from :mod:`ccdred.plots`, when each view is drawn
+and shown from a :class:`~ccdred.views.ViewScheduler`, and "Reduce night"
 from a :class:`~ccdred.job.ReductionJob`. Each browser session gets its own
 pipeline; raw frames and masters are shared through the pipeline's caches.
 Reads happen only under the data root and writes only under the output root.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import threading
 from pathlib import Path
 
 import holoviews as hv
@@ -33,6 +33,7 @@ from .parameters import (CalibrationParameters, ClipParameters, KeywordParameter
 from .pipeline import Pipeline
 from .prepare import is_prepared, prepare_in_background
 from .serve import app_options, list_nights, page_design, resolve_under
+from .views import View, ViewScheduler
 
 __all__ = ["Dashboard"]
 
@@ -58,16 +59,16 @@ _PREPARING = ("**Preparing ccdred: first run only.** The kernels are being compi
               "ready. `ccdred prepare` does this once after install.")
 #: The tabs, in order; a view is computed only while its tab is on show
 _TABS = ("Frames", "Clipping", "Before / after", "Masters", "Explore")
-#: A view not drawn yet (a drawing may be None)
-_NOT_DRAWN = object()
-#: The precedence of the watcher that shows a change's drawings, after the views' own
-_AFTER_VIEWS = 10
 _START_HERE = ("**Start here:** pick a night, look at the frames' levels, then move the "
                "threshold and watch the clipped pixels; *Reduce night* writes the products.")
 
 
 class Dashboard(pn.viewable.Viewer):
-    """The ccdred dashboard of one browser session."""
+    """The ccdred dashboard of one browser session: the layout, and what each view draws.
+
+    When the views are drawn and shown is its ``scheduler``'s (a
+    :class:`~ccdred.views.ViewScheduler`), which follows the pipeline's parameters.
+    """
 
     pipeline = param.ClassSelector(class_=Pipeline)
     job = param.ClassSelector(class_=ReductionJob)
@@ -79,15 +80,10 @@ class Dashboard(pn.viewable.Viewer):
     def __init__(self, data_root, output_root, night=None, ready=None, **params):
         """``ready``: an event set once the first-time preparation is done (None: it is)."""
         self._ready = ready
-        self._computing = threading.RLock()  # one view of this session drawn at a time
-        self._outbox, self._outbox_lock, self._flush_pending = {}, threading.Lock(), False
-        self._page = None  # the page's Bokeh document, once served
-        self.views: list[_View] = []  # every view of the page, as the tabs made them
         self._data_root = Path(data_root).resolve()
         super().__init__(pipeline=Pipeline(), job=ReductionJob(output_root), **params)
-        # after the views' own watchers: the views are drawn from the pipeline's parameters
-        self.param.watch(self._flush, "tab", precedence=_AFTER_VIEWS)
-        self.pipeline.param.watch(self._flush, list(self.pipeline.param), precedence=_AFTER_VIEWS)
+        self.scheduler = ViewScheduler(self.param.tab, logger=_LOG)
+        self.scheduler.follow(self.pipeline)
         self.param.night.objects = list_nights(self._data_root, exclude=[output_root])
         self.folder_input = pn.widgets.TextInput(name="or type a folder under the data root",
                                                   placeholder="night folder")
@@ -101,6 +97,11 @@ class Dashboard(pn.viewable.Viewer):
         ready = None if is_prepared(options.cache) else prepare_in_background(
             options.cache, report=lambda line: print(f"ccdred: {line}", flush=True))
         return cls(options.data_root, options.output_root, night=options.night, ready=ready)
+
+    @property
+    def views(self) -> list[View]:
+        """Every view of the page, as the tabs made them."""
+        return self.scheduler.views
 
     # -- actions (they may set the status; views never do) ----------------------------
 
@@ -236,8 +237,8 @@ class Dashboard(pn.viewable.Viewer):
 
         pipeline = self.pipeline
         # the summary asks each master itself, to say each one's problem on its own line
-        summary = _View(self, "Clipping", self._clip_summary,
-                        _dependencies(pipeline.shown_dark, pipeline.shown_flat))
+        summary = self.scheduler.view("Clipping", self._clip_summary,
+                                      depends_on=[pipeline.shown_dark, pipeline.shown_flat])
         return pn.Column(
             pn.panel(pn.bind(summary.drawn, summary.param.count), lazy=True),
             "The maps and bars count the samples not used: left out before the combination, or "
@@ -323,7 +324,7 @@ class Dashboard(pn.viewable.Viewer):
 
     def _reactive(self, build, *methods, tab: str, error=None):
         """``build(*the values of methods)``, as a function bound to the view's drawings (see
-        :class:`_View`): drawn again only when its tab is on show, in the thread that made
+        :class:`~ccdred.views.View`): drawn again only when its tab is on show, in the thread that made
         the change, for the latest change only, and shown with the change's other views in
         one update.
         An input problem becomes ``error(message)`` (an alert by default), with no
@@ -332,8 +333,8 @@ class Dashboard(pn.viewable.Viewer):
         view = self._view(build, *methods, tab=tab, error=error)
         return pn.bind(view.drawn, view.param.count)
 
-    def _view(self, build, *methods, tab: str, error=None) -> _View:
-        """The :class:`_View` of ``build(*the values of methods)`` on ``tab``."""
+    def _view(self, build, *methods, tab: str, error=None) -> View:
+        """The :class:`~ccdred.views.View` of ``build(*the values of methods)`` on ``tab``."""
         def draw():
             try:
                 return build(*(method() for method in methods))
@@ -341,32 +342,7 @@ class Dashboard(pn.viewable.Viewer):
                 message = self._public(str(err))
                 return error(message) if error else pn.pane.Alert(message, alert_type="warning")
 
-        return _View(self, tab, draw, _dependencies(*methods))
-
-    def _deliver(self, view: _View, number: int, drawing) -> None:
-        """Keep a view's new drawing until the change that asked for it has been handled."""
-        with self._outbox_lock:
-            self._outbox[view] = (number, drawing)
-
-    def _flush(self, *_events) -> None:
-        """After a change's views were drawn (a watcher that runs after theirs): show the
-        drawings on the server's event loop, all in one update of the page."""
-        with self._outbox_lock:
-            if not self._outbox or self._flush_pending:
-                return
-            self._flush_pending = True
-        if self._page is None:  # a notebook, or no page
-            self._show_drawings()
-        else:
-            self._page.add_next_tick_callback(self._show_drawings)
-
-    def _show_drawings(self) -> None:
-        with self._outbox_lock:
-            outbox, self._outbox, self._flush_pending = self._outbox, {}, False
-        # one recomputation of the page's models and one message, whatever the views
-        with pn.io.hold(self._page, freeze=True):
-            for view, (number, drawing) in outbox.items():
-                view.show(number, drawing)
+        return self.scheduler.view(tab, draw, depends_on=methods)
 
     def _clip_summary(self) -> str:
         """One line per master on show: what became of its samples, or its problem (one each)."""
@@ -421,9 +397,8 @@ class Dashboard(pn.viewable.Viewer):
         included), to copy; they follow the parameters, shown with the views' drawings of
         the same change (one update of the page)."""
         pane = pn.pane.Markdown(self._reproduction(), sizing_mode="stretch_width")
-        text = _Text(pane)
-        self.pipeline.param.watch(lambda *_: self._deliver(text, 0, self._reproduction()),
-                                  ["night", *names(ReductionParameters)])
+        self.pipeline.param.watch(lambda *_: self.scheduler.set_with_drawings(
+            pane, "object", self._reproduction()), ["night", *names(ReductionParameters)])
         return pane
 
     def _reproduction(self) -> str:
@@ -468,10 +443,10 @@ class Dashboard(pn.viewable.Viewer):
             self._when_ready(lambda: body.__setitem__(-1, self.tabs()))
         sidebar = pn.Column(*self._sidebar(), sizing_mode="stretch_width")
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-            self._page = pn.state.curdoc
+            self.scheduler.page = pn.state.curdoc
             pn.state.on_session_destroyed(lambda _context: _forget_links(sidebar))
         main = [pn.pane.Markdown(_START_HERE), body]
-        if self._page is None:  # a notebook: a template's page would load its files from a server
+        if self.scheduler.page is None:  # a notebook: a template's page would load its files from a server
             return pn.Row(pn.Column(sidebar, width=340), pn.Column(*main, sizing_mode="stretch_width"))
         return pn.template.FastListTemplate(
             title="ccdred: CCD reduction", sidebar=[sidebar], main=main, sidebar_width=340,
@@ -488,92 +463,6 @@ class Dashboard(pn.viewable.Viewer):
         self._waiting = pn.state.add_periodic_callback(check, period=1000)
 
 
-class _View(param.Parameterized):
-    """One view of a dashboard tab, and when it is drawn.
-
-    Drawn when first shown; afterwards, when a parameter it depends on
-    (``dependencies``) changes while its tab is on show, and once when its tab is
-    shown again after such a change: so a tab not on show computes nothing. A
-    drawing is computed in the thread that made the change (one of Panel's, not
-    the server's event loop), one at a time per session, and only for the latest
-    change: a drawing overtaken by a newer change, before or while it is
-    computed, is dropped. It is shown on the event loop, with the other views
-    drawn for the same change, in one update of the page (see
-    :meth:`Dashboard._flush`, which follows the pipeline's parameters: the
-    ``dependencies`` are of the pipeline's methods).
-
-    ``count`` numbers the drawings shown; ``requested`` the latest asked for; ``tab``
-    is the view's tab and ``draw()`` draws it now (what :meth:`drawn` shows once a change
-    has been handled).
-    """
-
-    count = param.Integer(default=0)
-
-    def __init__(self, dashboard: Dashboard, tab: str, draw, dependencies: list):
-        if tab not in _TABS:
-            raise ValueError(f"no tab {tab!r}: the tabs are {', '.join(_TABS)}")
-        super().__init__()
-        self._dashboard, self.tab, self.draw, self._missed = dashboard, tab, draw, False
-        self._shown = _NOT_DRAWN
-        self.requested, self._numbering = 0, threading.Lock()
-        owners = {}
-        for dependency in dependencies:
-            owners.setdefault(id(dependency.owner), (dependency.owner, []))[1].append(dependency.name)
-        for owner, names in owners.values():
-            owner.param.watch(self._changed, names)
-        dashboard.param.watch(self._shown_again, "tab")
-        dashboard.views.append(self)
-
-    def drawn(self, *_streams, **_values):
-        """What is on show: the last drawing shown, or the first one, drawn now."""
-        if self._shown is _NOT_DRAWN:
-            with self._dashboard._computing:
-                if self._shown is _NOT_DRAWN:
-                    self._shown = self.draw()
-        return self._shown
-
-    def show(self, number: int, drawing) -> None:
-        """Show a drawing (on the page's event loop)."""
-        self._shown = drawing
-        self.count = number
-
-    def _changed(self, *_events) -> None:
-        if self._dashboard.tab == self.tab:
-            self._redraw()
-        else:
-            self._missed = True
-
-    def _shown_again(self, event) -> None:
-        if event.new == self.tab and self._missed:
-            self._missed = False
-            self._redraw()
-
-    def _redraw(self) -> None:
-        with self._numbering:  # two threads' changes get two numbers
-            self.requested += 1
-            number = self.requested
-        with self._dashboard._computing:
-            if number != self.requested:
-                return  # overtaken before it began
-            try:
-                drawing = self.draw()
-            except Exception:  # a failing view keeps its drawing; the change's others show
-                _LOG.exception("ccdred: a view of the %s tab could not be drawn", self.tab)
-                return
-            if number == self.requested:  # not overtaken while drawn
-                self._dashboard._deliver(self, number, drawing)
-
-
-class _Text:
-    """A pane whose new text is shown with the views' drawings (see :meth:`Dashboard._flush`)."""
-
-    def __init__(self, pane: pn.pane.Markdown):
-        self.pane = pane
-
-    def show(self, _number: int, text: str) -> None:
-        self.pane.object = text
-
-
 def _forget_links(layout) -> None:
     """Drop the JavaScript links of ``layout``'s widgets from Panel's class-wide registry.
 
@@ -583,16 +472,6 @@ def _forget_links(layout) -> None:
     stayed alive after the session closed (Panel 1.9).
     """
     forget_links(layout.select(pn.widgets.Widget))
-
-
-def _dependencies(*methods) -> list:
-    """The parameters that ``param.depends``-declared methods depend on, each once."""
-    dependencies = []
-    for method in methods:
-        owner = method.__self__
-        for info in owner.param.method_dependencies(method.__name__):
-            dependencies.append(info.inst.param[info.name])
-    return list(dict.fromkeys(dependencies))
 
 
 def _said_elsewhere(_message: str) -> str:

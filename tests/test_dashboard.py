@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 import zipfile
 from pathlib import Path
 
@@ -97,60 +95,6 @@ def test_reduce_night_reports_products_and_the_folder(dashboard):
     assert "master flat V from 7 frames" in log and "wrote" in log
 
 
-def test_a_view_draws_only_the_latest_of_changes_that_overtook_it(dashboard):
-    """While a session's view computes, two newer threshold moves arrive (in Panel's other
-    threads): the overtaken drawing is not shown, the middle move computes nothing, and
-    the last is computed and shown."""
-    dashboard.night, dashboard.tab = "night1", "Clipping"
-    pipeline, computing, release, built = dashboard.pipeline, threading.Event(), threading.Event(), []
-
-    def build(_shown):
-        built.append(pipeline.threshold)
-        if pipeline.threshold == 1.7:
-            computing.set()
-            release.wait(30)
-        return built[-1]
-
-    view = dashboard._view(build, pipeline.shown_dark, tab="Clipping")
-    assert view.drawn() == 2.5  # on show
-    shown = []
-    view.param.watch(lambda _event: shown.append(view.drawn()), "count")
-    first = threading.Thread(target=setattr, args=(pipeline, "threshold", 1.7))
-    first.start()
-    assert computing.wait(30)
-    later = [threading.Thread(target=setattr, args=(pipeline, "threshold", value))
-             for value in (3.1, 3.3)]
-    for thread in later:
-        thread.start()
-        while pipeline.threshold != thread._args[2]:  # its change made (and counted)
-            time.sleep(0.01)
-    release.set()
-    for thread in (first, *later):
-        thread.join(30)
-    assert built == [2.5, 1.7, 3.3]  # 3.1, overtaken before it began, computed nothing
-    assert shown == [3.3]  # 1.7, overtaken while computed, never shown
-
-
-def test_a_view_that_fails_keeps_its_drawing_and_the_others_are_shown(dashboard, caplog):
-    """A bug in one view (not an input problem) is logged with its traceback; the other
-    views of the same change are still drawn and shown."""
-    dashboard.night, dashboard.tab = "night1", "Clipping"
-    pipeline = dashboard.pipeline
-
-    def failing(_shown):
-        if pipeline.threshold != 2.5:
-            raise RuntimeError("a bug")
-        return "first"
-
-    broken = dashboard._view(failing, pipeline.shown_dark, tab="Clipping")
-    working = dashboard._view(lambda shown: pipeline.threshold, pipeline.shown_dark,
-                              tab="Clipping")
-    assert (broken.drawn(), working.drawn()) == ("first", 2.5)
-    pipeline.threshold = 3.0
-    assert (broken.drawn(), working.drawn()) == ("first", 3.0)
-    assert "could not be drawn" in caplog.text and "RuntimeError: a bug" in caplog.text
-
-
 def test_the_frames_view_follows_the_products_dtype(dashboard):
     """The flats' levels are taken less their dark terms as the products hold them, so the
     products' type decides them too (found by the state machine, tests/test_states.py)."""
@@ -215,6 +159,15 @@ def test_the_command_shown_makes_the_masters_on_show(dashboard, data_root, tmp_p
         np.testing.assert_array_equal(from_call.master(name).data.astype(np.float32), on_show)
     assert "ignored" in {row["file"]: row["status"] for row in pipeline.frame_levels()}[
         "demo_0005.fits"]
+
+
+def test_the_command_shown_follows_the_parameters(dashboard):
+    """The command is shown again after a change, with the views' drawings (no page here:
+    at once)."""
+    dashboard.night = "night1"
+    pane = _same_elsewhere_pane(dashboard)
+    dashboard.pipeline.threshold = 2.2
+    assert "ccdred reduce night1 --threshold=2.2\n" in pane.object
 
 
 def test_reduce_night_logs_the_command_the_page_shows(dashboard, data_root):
