@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from run import HERE, RESULTS, _mkdir, fresh, make, timed
 
-from ccdred.calibrate import FlatLimits
+from ccdred.limits import FlatLimits
 from ccdred.plan import dark_product_name, flat_product_name
 
 PEERS = RESULTS / "peers"

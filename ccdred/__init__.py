@@ -1,8 +1,9 @@
 """ccdred: fast, interactive, reproducible CCD data reduction for optical imaging.
 
 The library is layered: ``fitsio`` (the only FITS I/O), ``sections`` (overscan
-and trim), ``frames`` (catalogue), ``combine`` (stack kernels), ``calibrate`` (the
-steps and their options), ``plan`` (what a night makes from what), ``steps``
+and trim), ``frames`` (catalogue), ``combine`` (stack kernels), ``limits`` (which
+flats are used), ``combiners`` (one protocol for every master), ``calibrate`` (in
+one call, and calibrating a frame), ``plan`` (what a night makes from what), ``steps``
 (making a planned master), ``night`` and ``cluster`` (runners), ``pipeline``
 (reactive, param), ``plots`` (HoloViews) and ``dashboard`` (Panel). Names are
 imported on first use, so that ``import ccdred`` stays light and loads neither
@@ -18,8 +19,9 @@ from ._version import __version__
 _PUBLIC = {
     "CombineResult": "combine", "frame_clip_mask": "combine", "sigma_clip_combine": "combine",
     "RejectionTrace": "combine", "trace_rejection": "combine",
-    "ClipOptions": "calibrate", "FlatLimits": "calibrate", "FlatCombiner": "calibrate",
-    "MasterFlat": "calibrate", "StackCombiner": "calibrate", "Section": "sections",
+    "ClipOptions": "combine", "FlatLimits": "limits", "FlatCombiner": "combiners",
+    "MasterFlat": "combiners", "StackCombiner": "combiners", "DarkCurrentCombiner": "combiners",
+    "FrameChoice": "combiners", "Section": "sections",
     "calibrate_frame": "calibrate", "master_bias": "calibrate", "master_dark": "calibrate",
     "master_flat": "calibrate", "subtract_dark": "calibrate",
     "CcdredWarning": "errors", "InputError": "errors", "InputProblem": "errors",

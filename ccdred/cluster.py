@@ -24,8 +24,8 @@ from .night import (NightResult, calibrate_object, create_output, existing_polic
                     prepare_nights,
                     write_flat_intermediate, write_masters)
 from .parameters import ReductionParameters
-from .steps import (as_written, file_block, file_statistic, finish, make_master, master_row_blocks,
-                    report_master, written_part)
+from .steps import (as_written, choose, file_block, file_statistic, finish, make_master,
+                    master_row_blocks, report_master, written_part)
 
 __all__ = ["connect", "reduce_nights_on_cluster"]
 
@@ -102,16 +102,17 @@ def _submit_masters(result: NightResult, client, parameters, budget) -> dict:
     for name, master in result.plan.masters.items():
         images = {need: client.submit(_written_image, futures[need], parameters.dtype, **_SUBMIT)
                   for need in master.needs}
-        blocks = master_row_blocks(master, budget)
+        blocks = master_row_blocks(master, options, budget)
         if len(blocks) == 1:
             futures[name] = client.submit(make_master, master, options, images, budget=budget,
                                           **_SUBMIT)
             continue
         statistics = [client.submit(file_statistic, master, options, i, images, **_SUBMIT)
                       for i in range(len(master.frames))]
-        parts = [client.submit(file_block, master, options, rows, statistics, images, **_SUBMIT)
+        choice = client.submit(choose, master, options, statistics, **_SUBMIT)
+        parts = [client.submit(file_block, master, options, rows, choice, images, **_SUBMIT)
                  for rows in blocks]
-        futures[name] = client.submit(finish, master, options, parts, statistics, **_SUBMIT)
+        futures[name] = client.submit(finish, master, options, parts, choice, **_SUBMIT)
     return futures
 
 
@@ -168,12 +169,12 @@ def _collect(tasks, results, futures, parameters, progress) -> None:
     for i, future in tasks:
         written = future.result()
         results[i].products.extend(written if isinstance(written, list) else [written])
-    limits = parameters.step_options().limits
+    options = parameters.step_options()
     for result, masters in zip(results, futures, strict=True):
         for path in remove_partial_products(result.output_dir):
             logger.info("removed %s, left by a worker that died", path)
         result.masters = {name: written_part(future.result(), parameters.dtype)
                           for name, future in masters.items()}
         for name, master in result.plan.masters.items():
-            report_master(master, result.masters[name], limits)
+            report_master(master, options, result.masters[name])
         logger.info("wrote %d products to %s", len(result.products), result.output_dir)

@@ -166,7 +166,7 @@ def _made(master, options, images, budget: int, map_frames, dtype):
     """Make a master, report it, and return what the night keeps of it, its image as written
     (what it drops is freed before the next master is made)."""
     made = make_master(master, options, images, budget=budget, map_frames=map_frames)
-    report_master(master, made, options.limits)
+    report_master(master, options, made)
     return written_part(made, dtype)
 
 

@@ -3,7 +3,7 @@
 These ``param`` declarations (bounds, docs) feed the command line's options
 and help, the dashboard's widgets and the provenance written into every
 product. Their defaults are read from the option objects of the steps
-(:class:`~ccdred.calibrate.ClipOptions`, :class:`~ccdred.calibrate.FlatLimits`,
+(:class:`~ccdred.combine.ClipOptions`, :class:`~ccdred.limits.FlatLimits`,
 :class:`~ccdred.plan.PlanOptions`, :class:`~ccdred.frames.PreprocessOptions`,
 :class:`~ccdred.keywords.Keywords`), so that each default is written in one
 place; they equal the course script's.
@@ -16,7 +16,8 @@ import shlex
 
 import param
 
-from .calibrate import ClipOptions, FlatLimits
+from .combine import ClipOptions
+from .limits import FlatLimits
 from .combine import CENFUNCS, REJECTION_OPTIONS, REJECTIONS, STDFUNCS
 from .errors import InputError, InputProblem
 from .frames import PreprocessOptions

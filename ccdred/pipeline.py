@@ -28,15 +28,16 @@ import param
 
 from . import config
 from .cache import MemoCache
-from .calibrate import MasterFlat, calibrate_frame
+from .calibrate import calibrate_frame
+from .combiners import FrameChoice, MasterFlat
 from .combine import CombineResult, frame_median
 from .errors import InputError, InputProblem
 from .frames import Catalogue, Frame, read_stack, scan
 from .parameters import (CalibrationParameters, ClipParameters, KeywordParameters,
                          ReductionParameters, names)
 from .plan import Master, NightPlan, build_plan
-from .steps import (PixelStack, SampleCounts, StepOptions, as_written, left_out, make_master,
-                    pixel_stack, sample_counts, stack_statistics, threshold_sweep)
+from .steps import (PixelStack, SampleCounts, StepOptions, as_written, choose, left_out,
+                    make_master, pixel_stack, sample_counts, stack_statistics, threshold_sweep)
 
 __all__ = ["MASTERS", "RAW_FRAMES", "SWEEP_SAMPLES", "Pipeline", "raw_median", "read_raw", "read_raw_stack"]
 
@@ -198,17 +199,12 @@ class Pipeline(ReductionParameters):
         return plan.masters[name]
 
     def _key(self, name, options: StepOptions) -> tuple:
-        """What decides a master: its kind, files, combiner, and the keys of its needs."""
+        """What decides a master: its kind, files, combiner, the keys of its needs, and the
+        frames chosen (a slider move that accepts the same flats finds the master made)."""
         master = self._master_of(name)
-        combiner = options.combiner(master.kind)
-        needs = self._needs_key(master, options)
-        if master.kind != "flat":
-            return (f"master_{master.kind}", self._files(master), combiner, needs)
-        # The limits matter only through which flats they accept: a slider move that
-        # accepts the same flats finds the master already made.
-        accepted = combiner.limits.accepts(self._statistics(name, options))
-        return ("master_flat", self._files(master), master.terms, needs, combiner.clip,
-                tuple(accepted.tolist()))
+        return (f"master_{master.kind}", self._files(master), master.terms,
+                options.combiner(master).combination_key(), self._needs_key(master, options),
+                tuple(self._choice(name, options).used.tolist()))
 
     @staticmethod
     def _files(master: Master) -> tuple:
@@ -237,17 +233,18 @@ class Pipeline(ReductionParameters):
         """A master's raw frames as one stack, read once per process (read-only)."""
         return read_raw_stack(master.frames)
 
-    def _statistics(self, name, options: StepOptions) -> np.ndarray | list:
+    def _statistics(self, name, options: StepOptions) -> list:
         """A master's per-frame statistics, memoised: a master flat's medians (flats less their
         dark terms), a frame-clipped dark's clipping bounds of each frame."""
         master = self._master_of(name)
-        combiner = options.combiner(master.kind)
-        decided_by = ((master.terms, self._needs_key(master, options))
-                      if master.kind == "flat" else (tuple(combiner.clip.frame_kwargs().items()),
-                                                     getattr(combiner, "frame_clip", False)))
-        key = ("statistics", master.kind, self._files(master), *decided_by)
+        key = ("statistics", master.kind, self._files(master), master.terms,
+               options.combiner(master).statistic_key(), self._needs_key(master, options))
         return MASTERS.get(key, lambda: stack_statistics(
             master, options, self._stack(master), self._images(master, options), _FRAME_POOL.map))
+
+    def _choice(self, name, options: StepOptions) -> FrameChoice:
+        """The frames that enter a master (see :func:`~ccdred.steps.choose`)."""
+        return choose(self._master_of(name), options, self._statistics(name, options))
 
     def master(self, name, options: StepOptions | None = None) -> CombineResult | MasterFlat:
         """A master of the plan, by product name (e.g. ``'bias.fits'``, ``'flat_V.fits'``).
@@ -281,7 +278,7 @@ class Pipeline(ReductionParameters):
         plan_master = self._master_of(name)
         try:
             return pixel_stack(plan_master, options, self._stack(plan_master),
-                               self._statistics(name, options), self._images(plan_master, options),
+                               self._choice(name, options), self._images(plan_master, options),
                                self.master(name, options), int(x), int(y))
         except ValueError as err:
             raise InputError([InputProblem(None, str(err))]) from err
@@ -325,7 +322,7 @@ class Pipeline(ReductionParameters):
         step = max(1, -(-frames * rows * cols // SWEEP_SAMPLES))
         key = ("sweep", self._key(name, options), thresholds, step)
         return MASTERS.get(key, lambda: threshold_sweep(
-            plan_master, options, self._stack(plan_master), self._statistics(name, options),
+            plan_master, options, self._stack(plan_master), self._choice(name, options),
             self._images(plan_master, options), thresholds, slice(None, None, step))
             | {"row_step": step})
 
@@ -338,7 +335,7 @@ class Pipeline(ReductionParameters):
         name, options = self._name(master), self.step_options()
         made, plan_master = self.master(name, options), self._master_of(name)
         kept = MASTERS.get(("left_out", self._key(name, options)), lambda: left_out(
-            plan_master, options, self._stack(plan_master), self._statistics(name, options),
+            plan_master, options, self._stack(plan_master), self._choice(name, options),
             self._images(plan_master, options)))
         return sample_counts(getattr(made, "combine", made), kept)  # a MasterFlat's combine
 

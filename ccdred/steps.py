@@ -1,9 +1,10 @@
 """How a planned master is made from files, in pieces every runner shares.
 
 A master of the plan (:class:`~ccdred.plan.Master`) is made by its combiner
-(:mod:`ccdred.calibrate`) in three kinds of piece: a statistic per frame
-(clipping bounds, or a flat's median less its dark term), the combination
-of a block of rows, and a finish. :func:`make_master` runs them in process;
+(:mod:`ccdred.combiners`, one protocol for every kind) in pieces: a statistic
+per frame (clipping bounds, or a flat's median less its dark term), the
+choice of the frames that enter (once), the combination of a block of rows,
+and a finish. :func:`make_master` runs them in process;
 the Dask runner submits the same functions as tasks; the interactive
 pipeline feeds them its cached stacks. ``masters`` arguments map the
 product names of the masters already made to their 2-D images.
@@ -12,17 +13,16 @@ product names of the masters already made to their 2-D images.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .calibrate import (ClipOptions, DarkCurrentCombiner, FlatCombiner, FlatLimits, MasterFlat,
-                        StackCombiner, darks_for_frames, normalise_flat)
-from .combine import CombineResult, frame_median
+from .combine import ClipOptions, CombineResult, frame_median
+from .combiners import (Combiner, DarkCurrentCombiner, FlatCombiner, FrameChoice, MasterFlat,
+                        StackCombiner, darks_for_frames, frame_statistics)
 from .constants import MAD_TO_SIGMA
-from .errors import BadPixelWarning, RejectedFlatWarning, SingleFlatWarning, SuspectFlatWarning
 from .frames import read_stack, stack_dtype
+from .limits import FlatLimits
 from .plan import Master
 
 __all__ = [
@@ -30,11 +30,13 @@ __all__ = [
     "SampleCounts",
     "StepOptions",
     "as_written",
+    "choose",
     "combine_block",
     "frame_statistic",
     "left_out",
     "make_master",
     "master_row_blocks",
+    "offsets",
     "pixel_noise",
     "pixel_stack",
     "report_master",
@@ -46,13 +48,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Bytes per sample when combining bias and darks: the raw value and its mask.
-_MASK_BYTES = 1
-
-
 @dataclass(frozen=True)
 class StepOptions:
-    """The options that decide the masters' values, and the combiner of each kind.
+    """The options that decide the masters' values, and the combiner of each master.
 
     Parameters
     ----------
@@ -69,13 +67,9 @@ class StepOptions:
     frame_clip: bool = True
     limits: FlatLimits = field(default_factory=FlatLimits)
 
-    def combiner(self, kind: str) -> StackCombiner | DarkCurrentCombiner | FlatCombiner:
-        """The combiner of one kind of master."""
-        if kind == "flat":
-            return FlatCombiner(self.clip, self.limits)
-        if kind == "dark_current":
-            return DarkCurrentCombiner(self.clip)
-        return StackCombiner(self.clip, self.frame_clip and kind == "dark")
+    def combiner(self, master: Master) -> Combiner:
+        """The combiner of a planned master."""
+        return _COMBINERS[master.kind](self, master)
 
     def provenance(self) -> dict:
         """The options as flat ``name: value`` pairs, for product headers."""
@@ -83,28 +77,39 @@ class StepOptions:
                 "upper_limit": self.limits.upper, "lower_limit": self.limits.lower}
 
 
-def _offsets(master: Master, masters, rows=None):
-    """Images subtracted from each frame's samples, and which image each frame takes."""
-    if master.kind == "dark_current":
-        return np.asarray(masters[master.bias])[slice(None) if rows is None else rows], None
-    if master.kind == "flat":
-        images = {term: term.image(masters, rows) for term in set(master.terms)}
-        return darks_for_frames(master.terms, images)
+#: Each kind of master's combiner, from the options and the planned master.
+_COMBINERS = {
+    "bias": lambda options, master: StackCombiner(options.clip, frame_clip=False),
+    "dark": lambda options, master: StackCombiner(options.clip, options.frame_clip),
+    "dark_current": lambda options, master: DarkCurrentCombiner(
+        options.clip, tuple(f.exptime for f in master.frames)),
+    "flat": lambda options, master: FlatCombiner(options.clip, options.limits, master.filter),
+}
+
+
+def offsets(master: Master, masters, rows=None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The images subtracted from a master's frames (of ``rows``), and which each frame takes:
+    its dark terms (flats), the master bias (the dark current), or none."""
+    if master.terms:
+        return darks_for_frames(master.terms, {term: term.image(masters, rows)
+                                               for term in set(master.terms)})
+    if master.bias:
+        image = np.asarray(masters[master.bias])[slice(None) if rows is None else rows]
+        return image[np.newaxis], np.zeros(len(master.frames), dtype=np.int64)
     return None, None
 
 
 def frame_statistic(master: Master, options: StepOptions, i: int, image, masters):
     """The statistic of frame ``i`` of a master, from its whole (preprocessed) image."""
-    combiner = options.combiner(master.kind)
-    if master.kind == "flat":
-        return combiner.frame_statistics(image, np.asarray(master.terms[i].image(masters)))
-    return combiner.frame_statistics(image)
+    images, index = offsets(master, masters)
+    return options.combiner(master).frame_statistic(image, None if images is None
+                                                    else images[index[i]])
 
 
 def stack_statistics(master: Master, options: StepOptions, stack, masters, map_frames=map) -> list:
     """Every frame's statistic, from a whole stack (``map_frames`` measures the frames)."""
-    return list(map_frames(lambda i: frame_statistic(master, options, i, stack[i], masters),
-                           range(len(stack))))
+    images, index = offsets(master, masters)
+    return frame_statistics(options.combiner(master), stack, images, index, map_frames)
 
 
 def file_statistic(master: Master, options: StepOptions, i: int, masters):
@@ -112,56 +117,49 @@ def file_statistic(master: Master, options: StepOptions, i: int, masters):
     return frame_statistic(master, options, i, master.frames[i].read(), masters)
 
 
-def accepted_flats(master: Master, options: StepOptions, medians) -> np.ndarray:
-    """The flats of a master flat within the limits (InputError naming each when none)."""
-    return options.limits.select(medians, [f.path for f in master.frames], master.filter)
+def choose(master: Master, options: StepOptions, statistics) -> FrameChoice:
+    """The frames that enter a master (the flats within the limits), decided once from every
+    frame's statistic; InputError naming the frames when there are none."""
+    return options.combiner(master).choose(statistics, [f.path for f in master.frames])
 
 
-def combine_block(master: Master, options: StepOptions, stack, statistics, masters,
+def combine_block(master: Master, options: StepOptions, stack, choice: FrameChoice, masters,
                   rows=None) -> CombineResult:
-    """Combine a stack holding the master's frames (or a block of their ``rows``)."""
-    combiner = options.combiner(master.kind)
-    offsets, index = _offsets(master, masters, rows)
-    if master.kind == "flat":
-        accepted = accepted_flats(master, options, statistics)
-        return combiner.combine(stack, statistics, accepted, offsets=offsets, offset_index=index)
-    if master.kind == "dark_current":
-        return combiner.combine(stack, [f.exptime for f in master.frames], offsets=offsets)
-    return combiner.combine(stack, statistics)
+    """Combine a stack holding the frames of ``choice`` (or a block of their ``rows``)."""
+    images, index = offsets(master, masters, rows)
+    return options.combiner(master).combine(stack, choice, images, _of(index, choice))
 
 
-def file_block(master: Master, options: StepOptions, rows, statistics, masters) -> CombineResult:
-    """Combine one block of rows, read from the files (a task of its own on a cluster)."""
-    if master.kind != "flat":
-        return combine_block(master, options, read_stack(master.frames, rows), statistics,
-                             masters, rows)
-    accepted = accepted_flats(master, options, statistics)
-    used = [frame for frame, ok in zip(master.frames, accepted, strict=True) if ok]
-    offsets, index = _offsets(master, masters, rows)
-    return options.combiner("flat").combine(read_stack(used, rows),
-                                            np.asarray(statistics)[accepted],
-                                            np.ones(len(used), dtype=bool), offsets=offsets,
-                                            offset_index=index[accepted])
+def file_block(master: Master, options: StepOptions, rows, choice: FrameChoice,
+               masters) -> CombineResult:
+    """Combine one block of rows of the used frames, read from the files (a task of its own
+    on a cluster)."""
+    used = choice.of_used()
+    stack = read_stack([master.frames[i] for i in used.frames], rows)
+    return combine_block(master, options, stack, used, masters, rows)
 
 
-def finish(master: Master, options: StepOptions, parts, statistics) -> CombineResult | MasterFlat:
+def finish(master: Master, options: StepOptions, parts, choice: FrameChoice):
     """Join the row blocks into the master."""
-    combiner = options.combiner(master.kind)
-    if master.kind == "flat":
-        return combiner.finish(parts, statistics, accepted_flats(master, options, statistics))
-    return combiner.finish(parts)
+    return options.combiner(master).finish(parts, choice)
 
 
-def master_row_blocks(master: Master, budget: int) -> list[slice]:
-    """Row blocks such that a block of the master's stack fits in ``budget`` bytes."""
+def _of(index, choice: FrameChoice):
+    """The offset index of the frames a choice describes."""
+    return None if index is None else np.asarray(index)[choice.frames]
+
+
+def master_row_blocks(master: Master, options: StepOptions, budget: int) -> list[slice]:
+    """Row blocks such that a block of the master's stack (and the combination's work
+    beside it) fits in ``budget`` bytes."""
     rows, cols = master.frames[0].shape
-    per_sample = stack_dtype(master.frames).itemsize + (0 if master.kind == "flat" else _MASK_BYTES)
+    per_sample = stack_dtype(master.frames).itemsize + options.combiner(master).work_bytes
     step = max(1, min(rows, budget // max(1, len(master.frames) * cols * per_sample)))
     return [slice(start, min(rows, start + step)) for start in range(0, rows, step)]
 
 
 def make_master(master: Master, options: StepOptions, masters, *, budget: int = 1 << 30,
-                map_frames=map, stack=None, statistics=None) -> CombineResult | MasterFlat:
+                map_frames=map, stack=None, statistics=None):
     """Make one master in this process: whole when its stack fits ``budget``, else in row blocks.
 
     Parameters
@@ -178,31 +176,38 @@ def make_master(master: Master, options: StepOptions, masters, *, budget: int = 
         The master's frames, already read.
     statistics : list, optional
         The frames' statistics, already measured (with ``stack``).
+
+    Returns
+    -------
+    CombineResult or MasterFlat
     """
     logger.info("making %s from %d frames", master.label, len(master.frames))
-    blocks = master_row_blocks(master, budget)
-    if master.kind == "dark_current" and stack is None and len(blocks) == 1:
-        return finish(master, options, [_current_by_exptime(master, options, masters, map_frames)],
-                      None)
+    combiner, blocks = options.combiner(master), master_row_blocks(master, options, budget)
+    if stack is None and len(blocks) == 1 and not combiner.measures_frames:
+        return _combine_reading(master, options, masters, map_frames)
     if stack is not None or len(blocks) == 1:
         stack = read_stack(master.frames, map_frames=map_frames) if stack is None else stack
         if statistics is None:
             statistics = stack_statistics(master, options, stack, masters, map_frames)
-        parts = [combine_block(master, options, stack, statistics, masters)]
+        choice = choose(master, options, statistics)
+        parts = [combine_block(master, options, stack, choice, masters)]
         del stack  # (this reference) before finishing, which makes a flat's normalised image
     else:
         statistics = list(map_frames(lambda i: file_statistic(master, options, i, masters),
                                      range(len(master.frames))))
-        parts = [file_block(master, options, rows, statistics, masters) for rows in blocks]
-    return finish(master, options, parts, statistics)
+        choice = choose(master, options, statistics)
+        parts = [file_block(master, options, rows, choice, masters) for rows in blocks]
+    return finish(master, options, parts, choice)
 
 
-def _current_by_exptime(master: Master, options: StepOptions, masters, map_frames) -> CombineResult:
-    """The dark current with the darks read one exposure time at a time (less memory)."""
-    offsets, _ = _offsets(master, masters)
-    return options.combiner(master.kind).combine(
-        None, [f.exptime for f in master.frames], offsets=offsets,
-        read=lambda frames: read_stack([master.frames[i] for i in frames], map_frames=map_frames))
+def _combine_reading(master: Master, options: StepOptions, masters, map_frames):
+    """A master whose frames need no statistic (the dark current), with its frames read
+    by the combination as it needs them (one exposure time at a time: less memory)."""
+    choice = choose(master, options, [None] * len(master.frames))
+    images, index = offsets(master, masters)
+    part = options.combiner(master).combine(None, choice, images, index, read=lambda frames: (
+        read_stack([master.frames[i] for i in frames], map_frames=map_frames)))
+    return finish(master, options, [part], choice)
 
 
 @dataclass(frozen=True)
@@ -251,8 +256,8 @@ class PixelStack:
     value: float
 
 
-def pixel_stack(master: Master, options: StepOptions, stack, statistics, masters, result,
-                x: int, y: int) -> PixelStack:
+def pixel_stack(master: Master, options: StepOptions, stack, choice: FrameChoice, masters,
+                result, x: int, y: int) -> PixelStack:
     """The samples of one pixel of a master and the rejection's decisions on them.
 
     Parameters
@@ -261,8 +266,8 @@ def pixel_stack(master: Master, options: StepOptions, stack, statistics, masters
     options : StepOptions
     stack : numpy.ndarray
         The master's frames (whole; only the pixel is read from it).
-    statistics : list
-        The frames' statistics, as the master was made with.
+    choice : FrameChoice
+        The frames that entered the master (:func:`choose`).
     masters : mapping of str to numpy.ndarray
         Images of the masters it needs.
     result : CombineResult or MasterFlat
@@ -270,36 +275,30 @@ def pixel_stack(master: Master, options: StepOptions, stack, statistics, masters
     x, y : int
         Column and row, 0-based.
     """
-    if master.kind == "dark_current":
-        msg = (f"{master.name} is fitted across exposure times; look at the samples of a "
-               f"bias, a master dark or a master flat")
-        raise ValueError(msg)
     rows, cols = np.shape(stack)[1:]
     if not (0 <= x < cols and 0 <= y < rows):
         msg = f"pixel (x={x}, y={y}) lies outside {master.name} ({cols} x {rows})"
         raise ValueError(msg)
     where = (slice(y, y + 1), slice(x, x + 1))
     pixel = np.asarray(stack)[(slice(None), *where)]
-    decided = combine_block(master, options, pixel, statistics, masters, where)
-    offsets, index = _offsets(master, masters, where)
-    combiner, frames = options.combiner(master.kind), list(master.frames)
-    if master.kind == "flat":
-        accepted = accepted_flats(master, options, statistics)
-        trace = combiner.trace(pixel, statistics, accepted, offsets=offsets, offset_index=index)
-        frames = [frame for frame, ok in zip(frames, accepted, strict=True) if ok]
-    else:
-        trace = combiner.trace(pixel, statistics)
+    images, index = offsets(master, masters, where)
+    try:
+        trace = options.combiner(master).trace(pixel, choice, images, _of(index, choice))
+    except ValueError as err:
+        raise ValueError(f"{master.name}: {err}") from err
+    decided = combine_block(master, options, pixel, choice, masters, where)
     rejected = decided.n_rejected_per_frame > 0
     bounds = [tuple(map(float, step[:, 0, 0])) for step in trace.bounds]
     return PixelStack(
-        master.name, x, y, tuple(f.path.name for f in frames), trace.values[:, 0, 0],
-        trace.premasked[:, 0, 0], rejected, np.where(rejected, trace.iteration[:, 0, 0], 0),
+        master.name, x, y, tuple(master.frames[i].path.name for i in choice.frames[choice.used]),
+        trace.values[:, 0, 0], trace.premasked[:, 0, 0], rejected,
+        np.where(rejected, trace.iteration[:, 0, 0], 0),
         tuple(b for b in bounds if not np.isnan(b).all()), float(decided.data[0, 0]),
         float(result.data[y, x]))
 
 
-def threshold_sweep(master: Master, options: StepOptions, stack, statistics, masters, thresholds,
-                    rows=None) -> dict:
+def threshold_sweep(master: Master, options: StepOptions, stack, choice: FrameChoice, masters,
+                    thresholds, rows=None) -> dict:
     """How a master depends on the sigma-clipping threshold of its combination.
 
     Each threshold combines the master anew with symmetric sigma clipping
@@ -310,7 +309,7 @@ def threshold_sweep(master: Master, options: StepOptions, stack, statistics, mas
 
     Parameters
     ----------
-    master, options, stack, statistics, masters
+    master, options, stack, choice, masters
         As for :func:`pixel_stack`.
     thresholds : sequence of float
     rows : slice, optional
@@ -330,13 +329,13 @@ def threshold_sweep(master: Master, options: StepOptions, stack, statistics, mas
     """
     rows = slice(None) if rows is None else rows
     block = np.ascontiguousarray(np.asarray(stack)[:, rows])
-    kept = left_out(master, options, block, statistics, masters, rows)
+    kept = left_out(master, options, block, choice, masters, rows)
 
     def combined(clip):
-        result = combine_block(master, replace(options, clip=clip), block, statistics, masters,
-                               rows)
-        image = normalise_flat(result.data)[0] if master.kind == "flat" else result.data
-        return image, sample_counts(result, kept)
+        swept = replace(options, clip=clip)
+        result = combine_block(master, swept, block, choice, masters, rows)
+        counts = sample_counts(result, kept)  # before finishing fills the pixels left empty
+        return swept.combiner(master).finish([result], choice).data, counts
 
     current, counts = combined(options.clip)
     sweep = {"threshold": np.asarray(thresholds, dtype=np.float64)}
@@ -404,15 +403,16 @@ class SampleCounts:
 _REJECTS_NOTHING = ClipOptions(threshold=1e300)
 
 
-def left_out(master: Master, options: StepOptions, stack, statistics, masters, rows=None) -> int:
+def left_out(master: Master, options: StepOptions, stack, choice: FrameChoice, masters,
+             rows=None) -> int:
     """How many samples of a master (or of its ``rows``) are left out before the combination.
 
     Counted by the combination itself, with a clipping that rejects nothing:
     a sample it does not use was not finite, or was outside its frame's own
-    clipping bounds (the per-frame clipping of darks, from ``statistics``).
+    clipping bounds (the per-frame clipping of darks, from the ``choice``'s statistics).
     Arguments as for :func:`combine_block`.
     """
-    result = combine_block(master, replace(options, clip=_REJECTS_NOTHING), stack, statistics,
+    result = combine_block(master, replace(options, clip=_REJECTS_NOTHING), stack, choice,
                            masters, rows)
     return int(result.n_rejected_per_frame.sum())
 
@@ -453,30 +453,6 @@ def as_written(image, dtype) -> np.ndarray:
     return np.asarray(image, dtype=np.dtype(dtype))
 
 
-def report_master(master: Master, result, limits: FlatLimits) -> None:
+def report_master(master: Master, options: StepOptions, result) -> None:
     """Log a master's inputs; warn about rejected flats and unusable pixels."""
-    if master.kind != "flat":
-        return
-    statuses = limits.statuses(result.medians)
-    for frame, median, ok, verdict in zip(master.frames, result.medians, result.accepted,
-                                          statuses, strict=True):
-        logger.info("  %s: median = %.1f%s", frame.path, median,
-                    "" if ok else f" (REJECTED: {verdict[len('rejected: '):]})")
-        if verdict.startswith("used, suspect"):
-            warnings.warn(f"{frame.path}: flat {verdict[len('used, '):]}; used (check it, or "
-                          f"set a lower or upper limit)", SuspectFlatWarning, stacklevel=3)
-        if verdict.startswith("used ("):
-            warnings.warn(f"{frame.path}: flat median {median:.1f} outside the limits, but the "
-                          f"only flat of filter {master.filter!r}; used", RejectedFlatWarning,
-                          stacklevel=3)
-        if not ok:
-            warnings.warn(f"{frame.path}: flat median {median:.1f} outside the limits; not used "
-                          f"({verdict[len('rejected: '):]})", RejectedFlatWarning, stacklevel=3)
-    if result.accepted.sum() == 1:
-        warnings.warn(f"master flat {master.filter!r}: one flat only; it is normalised without "
-                      f"clipping",
-                      SingleFlatWarning, stacklevel=3)
-    if result.n_bad_pixels:
-        warnings.warn(f"master flat {master.filter!r}: {result.n_bad_pixels} pixels had no usable value (NaN, "
-                      f"zero or negative in every flat) and were set to 1.0",
-                      BadPixelWarning, stacklevel=3)
+    options.combiner(master).report(result, [f.path for f in master.frames])

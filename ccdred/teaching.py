@@ -436,7 +436,7 @@ class _LowerLimit:
     upper_limit: float
 
     def __eq__(self, answer) -> bool:
-        from .calibrate import FlatLimits
+        from .limits import FlatLimits
 
         try:
             limits = FlatLimits(self.upper_limit, float(answer))

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from ccdred.calibrate import (calibrate_frame, calibration_steps, darks_for_frames, flat_acceptance,
+from ccdred.calibrate import (calibrate_frame, calibration_steps, flat_acceptance,
                               master_dark, master_flat, subtract_dark)
+from ccdred.combiners import darks_for_frames
 from ccdred.errors import InputError
 from ccdred.demo import NightSpec, make_night, night_truth
 

@@ -150,14 +150,15 @@ def test_sweep_rejects_less_as_the_threshold_grows(pipeline, master):
 
 
 def astropy_master(pipeline, master, threshold) -> np.ndarray:
-    """The master the sweep makes at ``threshold``, made from the files with astropy (NaN where
-    nothing is left): the darks left out at their own bounds at the pipeline's threshold, then
-    clipped across at ``threshold``; the accepted flats less the master dark as written, clipped
-    across, averaged with their medians as weights, divided by the mean."""
+    """The master the sweep makes at ``threshold``, as written, made from the files with
+    astropy: the darks left out at their own bounds at the pipeline's threshold, then clipped
+    across at ``threshold`` (a pixel where nothing is left takes the master's mean); the
+    accepted flats less the master dark as written, clipped across, averaged with their medians
+    as weights, divided by the mean (NaN where nothing is left)."""
     if master == "dark":
         darks = raw_stack(pipeline.frames_of(pipeline.calibration))
-        return clipped_darks(darks, threshold, frame_threshold=pipeline.threshold).mean(
-            axis=0).filled(np.nan)
+        combined = clipped_darks(darks, threshold, frame_threshold=pipeline.threshold).mean(axis=0)
+        return combined.filled(combined.mean())
     frames = pipeline.flat_frames()
     dark = pipeline.master_dark(frames[0].exptime).data.astype(pipeline.dtype)
     samples, medians = flat_samples(raw_stack(frames), dark)

@@ -14,7 +14,7 @@ from ccdred.parameters import ReductionParameters
 from ccdred.frames import scan
 from ccdred.night import reduce_night
 from ccdred.plan import plan_night
-from ccdred.steps import master_row_blocks
+from ccdred.steps import StepOptions, master_row_blocks
 
 from .conftest import assert_same_products, expected_products, frame_files
 
@@ -30,7 +30,7 @@ def test_row_blocks_give_the_same_products(night_files, tmp_path, frame_clip):
     whole = reduce_night([folder], tmp_path / "whole", parameters)
     blocks = reduce_night([folder], tmp_path / "blocks", parameters, memory_budget=20_000,
                           threads=1)
-    assert all(len(master_row_blocks(m, 20_000)) > 1 for m in whole.plan.masters.values())
+    assert all(len(master_row_blocks(m, StepOptions(), 20_000)) > 1 for m in whole.plan.masters.values())
     expected, actual = products(tmp_path / "whole"), products(tmp_path / "blocks")
     assert expected.keys() == actual.keys()
     for name in expected:
@@ -43,7 +43,7 @@ def test_row_blocks_give_the_same_products(night_files, tmp_path, frame_clip):
 def test_row_blocks_cover_every_row_once_within_the_budget(night_files, budget):
     plan = plan_night(scan([night_files[0].parent]))
     for master in plan.masters.values():
-        blocks = master_row_blocks(master, budget)
+        blocks = master_row_blocks(master, StepOptions(), budget)
         rows, cols = master.frames[0].shape
         assert blocks[0].start == 0 and blocks[-1].stop == rows
         assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:]))

@@ -10,8 +10,11 @@ import pytest
 from astropy.io import fits
 
 from ccdred.cache import MemoCache
-from ccdred.calibrate import (ClipOptions, DarkCurrentCombiner, FlatCombiner, FlatLimits, StackCombiner,
-                              calibrate_frame)
+from ccdred.calibrate import calibrate_frame
+from ccdred.combine import ClipOptions
+from ccdred.combiners import (DarkCurrentCombiner, FlatCombiner, FrameChoice, StackCombiner,
+                              combine_whole)
+from ccdred.limits import FlatLimits
 from ccdred.demo import BIAS_LEVEL, NightSpec, bias_level_drift, make_night, night_truth
 from ccdred.frames import scan
 from ccdred.night import reduce_night
@@ -65,11 +68,11 @@ def test_flat_limits_judge_a_nan_median_rejected():
 
 
 STEPS = {
-    "bias": lambda s: StackCombiner(frame_clip=False)(s),
-    "dark": lambda s: StackCombiner()(s),
-    "dark current": lambda s: DarkCurrentCombiner().combine(s, [1, 1, 2, 2, 2],
-                                                            offsets=s[0].astype(float)),
-    "flat": lambda s: FlatCombiner()(s, offsets=s[0].astype(float) * 0.5),
+    "bias": lambda s: combine_whole(StackCombiner(frame_clip=False), s),
+    "dark": lambda s: combine_whole(StackCombiner(), s),
+    "dark current": lambda s: combine_whole(DarkCurrentCombiner(exptimes=(1, 1, 2, 2, 2)), s,
+                                            offsets=s[0].astype(float)),
+    "flat": lambda s: combine_whole(FlatCombiner(), s, offsets=s[0].astype(float) * 0.5),
     "overscan": lambda s: Preprocess(Overscan(Section.parse("[9:10,1:12]"), "legendre:2"),
                                      Trim(Section.parse("[1:8,1:12]")))(s[0]),
     "calibrate": lambda s: calibrate_frame(s[0], s[1], s[2] / s[2].mean()),
@@ -113,7 +116,8 @@ def test_dark_current_is_the_least_squares_slope_of_clipped_levels(rng):
     current = rng.uniform(0.1, 2.0, (6, 7))
     darks = bias + exptimes[:, None, None] * current + rng.normal(0, 5, (13, 6, 7))
     darks[4, 2, 3] += 900.0  # a cosmic ray
-    result = DarkCurrentCombiner().combine(darks, exptimes, offsets=bias)
+    result = DarkCurrentCombiner(exptimes=tuple(exptimes)).combine(
+        darks, FrameChoice.every([None] * len(exptimes)), offsets=bias)
     numerator = denominator = 0.0
     for t in np.unique(exptimes):
         clipped = sigma_clip(darks[exptimes == t] - bias, sigma=2.5, maxiters=10,
