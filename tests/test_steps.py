@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 
 import ccdproc
@@ -216,3 +217,35 @@ def test_memo_cache_computes_once_for_concurrent_requests():
     for thread in threads:
         thread.join()
     assert len(calls) == 1 and cache.computed["k"] == 1 and cache.pending == 0
+
+
+def test_every_master_s_combiner_follows_the_one_protocol(real_night):
+    """The runners call the same methods, with the same arguments, whatever the master."""
+    from ccdred.combiners import Combiner
+    from ccdred.plan import PlanOptions, plan_night
+    from ccdred.steps import StepOptions
+
+    plan = plan_night(scan([real_night]), PlanOptions(dark_model="scaled"))
+    kinds = {master.kind: StepOptions().combiner(master) for master in plan.masters.values()}
+    assert set(kinds) == {"bias", "dark_current", "flat"}
+    for combiner in kinds.values():
+        assert isinstance(combiner, Combiner)
+        for method in ("frame_statistic", "choose", "combine", "trace", "finish"):
+            ours = inspect.signature(getattr(combiner, method)).parameters
+            protocol = inspect.signature(getattr(Combiner, method)).parameters
+            assert list(ours)[:len(protocol) - 1] == list(protocol)[1:], (combiner, method)
+
+
+@pytest.mark.parametrize("budget", [1 << 30, 20_000])
+def test_a_master_flat_chooses_its_flats_once_in_any_number_of_blocks(night_copy, tmp_path,
+                                                                      monkeypatch, budget):
+    """The limits are applied once per master flat, not again for every row block and the
+    finish (the choice is passed on)."""
+    from ccdred.limits import FlatLimits
+
+    calls, select = [], FlatLimits.select
+    monkeypatch.setattr(FlatLimits, "select",
+                        lambda self, *args: calls.append(args[-1]) or select(self, *args))
+    result = reduce_night([night_copy], tmp_path / "out", memory_budget=budget)
+    flats = [m.filter for m in result.plan.masters.values() if m.kind == "flat"]
+    assert sorted(calls) == sorted(flats) and len(flats) >= 2
