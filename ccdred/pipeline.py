@@ -194,7 +194,9 @@ class Pipeline(ReductionParameters):
     def _master_of(self, name) -> Master:
         plan = self._require_plan()
         if name not in plan.masters:
-            problems = plan.problems or (InputProblem(None, f"no master {name!r} in this night"),)
+            missing = (f"no master {name!r} in this night" if name is not None else
+                       "no bias or dark frames in this night, so no calibration master to show")
+            problems = plan.problems or (InputProblem(None, missing),)
             raise InputError(problems)
         return plan.masters[name]
 

@@ -60,14 +60,19 @@ class DarkTerm:
 
     Attributes
     ----------
-    model : {'exact', 'scaled', 'none'}
+    model : {'exact', 'scaled', 'none', 'overscan', 'nothing'}
         A master dark of the frame's own exposure time (which includes the
         bias); the master bias plus the dark current times the exposure
-        time; or the master bias only.
+        time; the master bias only. In a night without bias and dark frames:
+        nothing more than the frame's overscan, already subtracted
+        (``'overscan'``, as IRAF's ``ccdproc`` with ``zerocor=no darkcor=no``),
+        or nothing at all, so that the bias level stays (``'nothing'``).
     exptime : float
         The frame's exposure time (s).
     dark, bias, current : str or None
         Product names of the masters used.
+    shape : tuple of int, optional
+        The (preprocessed) frame's shape, for the terms that subtract no master.
     """
 
     model: str
@@ -75,6 +80,7 @@ class DarkTerm:
     dark: str | None = None
     bias: str | None = None
     current: str | None = None
+    shape: tuple[int, int] | None = None
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -84,9 +90,12 @@ class DarkTerm:
     def image(self, masters, rows=None) -> np.ndarray:
         """The image to subtract, from the masters' images (``masters[name]``).
 
-        For an exact dark, the master dark itself (no copy); else float64.
+        For an exact dark, the master dark itself (no copy); else float64 (zeros when
+        the term subtracts no master).
         """
         rows = slice(None) if rows is None else rows
+        if not self.needs:
+            return np.zeros(self.shape, dtype=np.float32)[rows]
         if self.model == "exact":
             return masters[self.dark][rows]
         image = np.array(masters[self.bias][rows], dtype=np.float64)
@@ -100,7 +109,7 @@ class DarkTerm:
             return f"exact dark {self.dark}"
         if self.model == "scaled":
             return f"scaled dark {self.bias} + {self.exptime:g} s x {self.current}"
-        return f"bias only {self.bias}"
+        return _UNCALIBRATED.get(self.model, f"bias only {self.bias}")
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,11 @@ class Master:
         if self.kind == "flat":
             return f"master flat {self.filter}"
         return f"master {self.kind.replace('_', ' ')}"
+
+
+#: The terms of a night without bias and dark frames, in words.
+_UNCALIBRATED = {"overscan": "overscan only (no bias or dark frames)",
+                 "nothing": "no bias correction (no bias, dark or overscan: the bias level stays)"}
 
 
 @dataclass(frozen=True)
@@ -326,7 +340,7 @@ class _Builder:
         terms, missing = {}, defaultdict(list)
         for frame in frames:
             group = self._nearest_group(frame)
-            term, problem = self._term(frame.exptime, group)
+            term, problem = self._term(frame, group)
             if term is None:
                 missing[(frame.exptime, problem)].append(frame)
             else:
@@ -336,8 +350,10 @@ class _Builder:
                                               f"{message} (needed by {_names(users)})"))
         return terms
 
-    def _term(self, exptime, group: _Group):
-        model = self.options.dark_model
+    def _term(self, frame: Frame, group: _Group):
+        model, exptime = self.options.dark_model, frame.exptime
+        if not group.biases and not group.darks and model in ("auto", "none"):
+            return self._uncalibrated(frame), None
         darks = [f for f in group.darks if f.exptime == exptime]
         if model == "exact" or (model == "auto" and len(darks) >= 2) or (
                 model == "auto" and not group.biases):
@@ -355,6 +371,17 @@ class _Builder:
             return DarkTerm("none", exptime, bias=bias), None
         return DarkTerm("scaled", exptime, bias=bias,
                         current=self._current(scalable, bias, group)), None
+
+    def _uncalibrated(self, frame: Frame) -> DarkTerm:
+        """The term of a frame in a night without bias and dark frames: its overscan, if it
+        has one, is its only bias correction; else it has none (a note says so, once)."""
+        if frame.preprocess.overscan is not None:
+            self.notes.append("no bias or dark frames: the overscan is the only bias correction "
+                              "of the flats and objects")
+            return DarkTerm("overscan", frame.exptime, shape=frame.shape)
+        self.notes.append("no bias, dark or overscan: the flats and objects are flat-fielded "
+                          "only, and their bias level stays in the products")
+        return DarkTerm("nothing", frame.exptime, shape=frame.shape)
 
     def _nearest_group(self, frame: Frame) -> _Group:
         known = [g for g in self.groups if g.temperature is not None]

@@ -61,3 +61,71 @@ def test_biases_and_darks_are_grouped_by_temperature(write_fits):
     assert "bias_-10C.fits" not in plan.masters  # nothing at -10 C needs it
     assert plan.calibrations[0].term.describe() == (
         "scaled dark bias_-5C.fits + 20 s x dark_current_-5C.fits")
+
+
+def _without_biases_and_darks(folder, spec):
+    """A demo night written to ``folder`` with its bias and dark frames removed."""
+    from astropy.io import fits
+
+    from ccdred.demo import make_night
+
+    make_night(folder, spec)
+    for path in folder.glob("*.fits"):
+        if fits.getval(path, "IMAGETYP") in (spec.imagetyp["bias"], spec.imagetyp["dark"]):
+            path.unlink()
+    return folder
+
+
+@pytest.mark.parametrize("overscan", [24, 0])
+def test_a_night_without_biases_and_darks_is_flat_fielded(tmp_path, capsys, overscan):
+    """The overscan is then its only bias correction (IRAF's zerocor=no darkcor=no); without
+    one, the bias level stays, and a warning says so."""
+    from astropy.io import fits
+
+    from ccdred.cli import main
+    from ccdred.demo import BIAS_LEVEL, NightSpec, night_truth
+
+    spec = NightSpec.real(shape=(64, 48), seed=8, overscan=overscan)
+    raw = _without_biases_and_darks(tmp_path / "raw", spec)
+    assert main(["reduce", "-q", "-d", str(tmp_path / "out"), str(raw)]) == 0
+    warned = capsys.readouterr().err
+    products = sorted(p.name for p in (tmp_path / "out").glob("*.fits"))
+    assert not [p for p in products if p.startswith(("bias", "dark"))]
+    objects = [p for p in products if p.endswith("_df.fits")]
+    assert objects and "flat_V.fits" in products
+    history = str(fits.getheader(tmp_path / "out" / objects[0])["HISTORY"])
+    truth = night_truth(spec)
+    response = truth.flat_response["V"] / truth.flat_response["V"].mean()
+    master_flat = fits.getdata(tmp_path / "out" / "flat_V.fits")
+    assert np.std(master_flat / response) < 0.02  # flats less nothing still show the response
+    level = np.median(fits.getdata(tmp_path / "out" / objects[0]))
+    if overscan:
+        assert "overscan only" in history and "overscan is the only bias correction" in warned
+        assert level < BIAS_LEVEL / 2  # the overscan took the bias level away
+    else:
+        assert "bias level stays" in history and "bias level stays" in warned
+        assert level > BIAS_LEVEL  # it stayed
+
+
+def test_an_exact_dark_model_without_darks_is_still_refused(tmp_path, capsys):
+    from ccdred.cli import main
+    from ccdred.demo import NightSpec
+
+    raw = _without_biases_and_darks(tmp_path / "raw", NightSpec.real(shape=(64, 48), seed=8))
+    assert main(["reduce", "-q", "--dark-model", "exact", "-d", str(tmp_path / "out"),
+                 str(raw)]) == 2
+    assert "no dark for exposure time" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_the_dashboard_s_pipeline_says_a_night_has_no_calibration_master(tmp_path):
+    from ccdred.demo import NightSpec
+    from ccdred.errors import InputError
+    from ccdred.pipeline import Pipeline
+
+    raw = _without_biases_and_darks(tmp_path / "raw", NightSpec.real(shape=(64, 48), seed=8))
+    pipeline = Pipeline(night=str(raw))
+    with pytest.raises(InputError, match="no bias or dark frames in this night"):
+        pipeline.shown_dark()
+    assert pipeline.shown_flat()[1].accepted.all()
+    assert np.isfinite(pipeline.shown_calibrated()[2]).all()
