@@ -133,6 +133,21 @@ def _calibration_options(parser, defaults: ReductionParameters) -> None:
                        metavar="GLOB=TYPE", dest="frame_types",
                        help="classify files whose name matches GLOB as TYPE (bias, dark, flat, "
                             "object or ignore), whatever their header says; repeatable")
+    _library_options(parser, defaults)
+
+
+def _library_options(parser, defaults: ReductionParameters) -> None:
+    doc = defaults.param
+    group = parser.add_argument_group("calibration library (masters of earlier nights)")
+    group.add_argument("--library", metavar="DIR", default=defaults.library, help=doc.library.doc)
+    group.add_argument("--library-max-age", type=float, metavar="DAYS",
+                       default=defaults.library_max_age,
+                       help=f"{doc.library_max_age.doc} (default: {defaults.library_max_age:g})")
+    group.add_argument("--add-to-library", action="store_true", help=doc.add_to_library.doc +
+                       " (needs --library DIR; made if missing)")
+    group.add_argument("--plan", action="store_true",
+                       help="print the plan (each master, from the night's frames or the "
+                            "library, and what each frame gets) and write nothing")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -293,7 +308,10 @@ def _reduce(args) -> int:
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning
             nights = _nights(args.files, out)
-            prepared = prepare_nights(nights, parameters, existing)
+            prepared = prepare_nights(nights, parameters, "overwrite" if args.plan else existing)
+            if args.plan:
+                _print_plans(prepared)
+                return 0
             log.open()
             options = {"progress": bar, "memory_budget": args.memory_budget << 20}
             if args.scheduler or args.workers:
@@ -317,6 +335,15 @@ def _reduce(args) -> int:
         print(f"ccdred: {len(result.products)} products in {result.output_dir}"
               f"{f' (dark model per frame: {models})' if models else ''}", file=sys.stderr)
     return 0
+
+
+def _print_plans(prepared) -> None:
+    """Each night's plan on stdout (``--plan``)."""
+    from .plan import describe_plan
+
+    for result in prepared:
+        print(f"plan for {result.output_dir}:")
+        print("\n".join(f"  {line}" for line in describe_plan(result.plan)))
 
 
 def _nights(files, out: Path) -> list[tuple[list, Path]]:

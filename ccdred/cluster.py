@@ -20,9 +20,9 @@ import logging
 
 from .errors import InputError, InputProblem
 from .fitsio import remove_partial_products
-from .night import (NightResult, calibrate_object, create_output, existing_policy, log_plan,
-                    prepare_nights,
-                    write_flat_intermediate, write_masters)
+from .night import (NightResult, add_masters_to_library, calibrate_object, create_output,
+                    existing_policy, log_plan, prepare_nights, write_flat_intermediate,
+                    write_masters)
 from .parameters import ReductionParameters
 from .steps import (as_written, choose, file_block, file_statistic, finish, make_master,
                     master_row_blocks, report_master, written_part)
@@ -151,9 +151,12 @@ def _submit_products(results, futures, client, parameters, existing) -> list:
                                        **_SUBMIT)))
         if parameters.intermediate:
             tasks += [(i, client.submit(write_flat_intermediate, frame, plan.flat_terms[frame.path],
-                                        images, out, parameters, existing, **_SUBMIT))
+                                        images, out, parameters, existing,
+                                        library=plan.library_history(
+                                            plan.flat_terms[frame.path].needs), **_SUBMIT))
                       for frame in plan.all_flats]
         tasks += [(i, client.submit(calibrate_object, step, images, out, parameters, existing,
+                                    library=plan.library_history((*step.term.needs, step.flat)),
                                     **_SUBMIT)) for step in plan.calibrations]
     return tasks
 
@@ -178,3 +181,4 @@ def _collect(tasks, results, futures, parameters, progress) -> None:
         for name, master in result.plan.masters.items():
             report_master(master, options, result.masters[name])
         logger.info("wrote %d products to %s", len(result.products), result.output_dir)
+        add_masters_to_library(result, parameters)

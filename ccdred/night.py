@@ -26,12 +26,14 @@ from ._version import __version__
 from .calibrate import calibration_steps
 from .errors import CalibrationWarning, CcdredWarning, InputError, InputProblem
 from .frames import Frame, scan
+from .library import add_to_library
 from .parameters import ReductionParameters
 from .plan import DarkTerm, Master, NightPlan, ObjectStep, plan_night
 from .steps import make_master, report_master, written_part
 
 __all__ = [
     "NightResult",
+    "add_masters_to_library",
     "calibrate_object",
     "create_output",
     "existing_policy",
@@ -159,7 +161,17 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
             raise InputError(problems)
         _write_products(result, parameters, existing, steps, pool)
     logger.info("wrote %d products to %s", len(result.products), result.output_dir)
+    add_masters_to_library(result, parameters)
     return result
+
+
+def add_masters_to_library(result: NightResult, parameters: ReductionParameters) -> list[Path]:
+    """With ``add_to_library``, copy the masters the night made (not those it took from the
+    library) into the library (see :func:`ccdred.library.add_to_library`)."""
+    if not parameters.add_to_library:
+        return []
+    return add_to_library(parameters.library,
+                          [result.output_dir / master.name for master in result.plan.made])
 
 
 def _made(master, options, images, budget: int, map_frames, dtype):
@@ -176,7 +188,7 @@ def summary(result: NightResult, limits) -> list[str]:
     lines = [f"{len(result.products)} products" + (f"; dark model per frame: {models}" if models else "")]
     for name, master in result.plan.masters.items():
         made = result.masters.get(name)
-        if master.kind != "flat" or made is None:
+        if master.kind != "flat" or made is None or master.library is not None:
             continue
         statuses = limits.statuses(made.medians)
         lines.append(f"{master.label}: {int(made.accepted.sum())} of {len(master.frames)} flats used")
@@ -390,7 +402,7 @@ def log_plan(plan: NightPlan) -> None:
                     frame.frame_type or frame.imagetyp, frame.exptime, frame.filter,
                     frame.shape[1], frame.shape[0])
     for master in plan.masters.values():
-        logger.info("%s from %d frames", master.label, len(master.frames))
+        logger.info("%s %s", master.label, master.source())
     models = ", ".join(f"{model} {count}" for model, count in sorted(plan.models().items()))
     logger.info("dark model per frame: %s", models or "none needed")
     for step in plan.calibrations:
@@ -460,17 +472,18 @@ def write_masters(plan: NightPlan, masters, out, parameters, existing="refuse") 
     ``existing`` says what to do with a product already there: 'refuse' (an
     error), 'overwrite', or 'resume' (keep it if intact and made the same way).
     """
-    return [write_master(master, masters[name], out, parameters, existing)
-            for name, master in plan.masters.items()]
+    return [write_master(master, masters[master.name], out, parameters, existing,
+                         plan.library_history(master.needs)) for master in plan.made]
 
 
-def write_master(master: Master, result, out, parameters, existing="refuse") -> Path:
-    """Write one master, its inputs and what was subtracted from them in its header."""
+def write_master(master: Master, result, out, parameters, existing="refuse", library=()) -> Path:
+    """Write one master, its inputs and what was subtracted from them in its header
+    (``library``: HISTORY lines naming the library masters it used)."""
     frames = master.frames
     if master.kind == "flat":
         frames = [f for f, ok in zip(frames, result.accepted, strict=True) if ok]
     history = [f"subtracted {master.bias} from every frame"] if master.bias else []
-    history += sorted({f"subtracted {t.describe()}" for t in master.terms})
+    history += sorted({f"subtracted {t.describe()}" for t in master.terms}) + list(library)
     header = _master_header(master.kind, frames[0].header(), parameters.keywords())
     return _write(out, master.name, result.data, header, f"master_{master.kind}",
                   [f.path for f in frames], parameters, existing, history,
@@ -508,27 +521,29 @@ def _frame_header(frame: Frame, parameters):
 
 
 def write_flat_intermediate(frame: Frame, term: DarkTerm, masters, out, parameters,
-                            existing="refuse", dark=None) -> Path:
+                            existing="refuse", dark=None, library=()) -> Path:
     """Write a flat's dark-subtracted '_d' file, as the course script does.
 
     ``masters`` maps product names to master images; ``dark`` is the image of
-    ``term``, when already made.
+    ``term``, when already made; ``library``: HISTORY lines naming the library masters
+    it uses (:meth:`~ccdred.plan.NightPlan.library_history`).
     """
     dark = term.image(masters) if dark is None else dark
     subtracted, _ = calibration_steps(frame.read(), dark,
                                       dtype=fitsio.storage_dtype(parameters.dtype))
     return _write(out, f"{frame.name}_d.fits", subtracted, _frame_header(frame, parameters),
                   "dark_subtracted", [frame.path, *term.needs], parameters, existing,
-                  [term.describe()], _frame_options(frame, term))
+                  [term.describe(), *library], _frame_options(frame, term))
 
 
 def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refuse",
-                     dark=None) -> list[Path]:
+                     dark=None, library=()) -> list[Path]:
     """Dark-subtract and flat-field one object frame; write its '_d' (optional) and '_df' files.
 
     ``dark`` is the image of ``step.term``, when already made (frames of one
-    exposure time share it). When resuming and both products are intact and
-    current, nothing is read or computed.
+    exposure time share it); ``library``: HISTORY lines naming the library masters it
+    uses. When resuming and both products are intact and current, nothing is read or
+    computed.
     """
     frame, term = step.frame, step.term
     targets = ([(f"{frame.name}_d.fits", "dark_subtracted", [frame.path, *term.needs])]
@@ -546,7 +561,7 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
                                keep_subtracted=parameters.intermediate)
     header = _frame_header(frame, parameters)
     return [_write(out, name, image, header, kind, inputs, parameters, existing,
-                   [term.describe()], extra)
+                   [term.describe(), *library], extra)
             for (name, kind, inputs), image in zip(targets, images[-len(targets):], strict=True)]
 
 
@@ -558,11 +573,12 @@ def _write_products(result: NightResult, parameters, existing, steps, pool) -> N
     distinct = set(terms) | {s.term for s in plan.calibrations}
     darks = {term: term.image(images) for term in distinct} if len(distinct) <= 8 else {}
     masters = pool.submit(write_masters, plan, result.masters, out, parameters, existing)
-    flats = [pool.submit(write_flat_intermediate, frame, plan.flat_terms[frame.path], images,
-                         out, parameters, existing, darks.get(plan.flat_terms[frame.path]))
-             for frame in (plan.all_flats if parameters.intermediate else [])]
-    objects = pool.map(lambda step: calibrate_object(step, images, out, parameters, existing,
-                                                     darks.get(step.term)), plan.calibrations)
+    flats = [pool.submit(write_flat_intermediate, frame, term, images, out, parameters,
+                         existing, darks.get(term), plan.library_history(term.needs))
+             for frame, term in zip(plan.all_flats if terms else [], terms, strict=True)]
+    objects = pool.map(lambda step: calibrate_object(
+        step, images, out, parameters, existing, darks.get(step.term),
+        plan.library_history((*step.term.needs, step.flat))), plan.calibrations)
     result.products += masters.result()
     result.products += [flat.result() for flat in flats]
     for step, paths in zip(plan.calibrations, objects, strict=True):

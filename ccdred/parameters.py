@@ -11,8 +11,11 @@ place; they equal the course script's.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+from dataclasses import replace
+from pathlib import Path
 
 import param
 
@@ -22,10 +25,12 @@ from .combine import CENFUNCS, REJECTION_OPTIONS, REJECTIONS, STDFUNCS
 from .errors import InputError, InputProblem
 from .frames import PreprocessOptions
 from .keywords import Keywords
+from .library import Library, open_library
 from .plan import DARK_MODELS, PlanOptions
 from .steps import StepOptions
 
-__all__ = ["CalibrationParameters", "ClipParameters", "KeywordParameters", "ReductionParameters",
+__all__ = ["CalibrationParameters", "ClipParameters", "KeywordParameters", "LibraryParameters",
+           "ReductionParameters",
            "names", "option", "refusal"]
 
 
@@ -132,6 +137,31 @@ class CalibrationParameters(param.Parameterized):
         return PreprocessOptions(self.overscan, self.overscan_function, self.trim)
 
 
+class LibraryParameters(param.Parameterized):
+    """The calibration library: masters of earlier nights for what a night lacks."""
+
+    library = param.String(default=None, allow_None=True,
+                           doc="folder of masters ccdred made on earlier nights: a night "
+                               "without its own biases, darks or flats takes the fitting one "
+                               "nearest in time (the night's own frames win)")
+    library_max_age = param.Number(PlanOptions.library_max_age, bounds=(0, None),
+                                   allow_None=True, softbounds=(0, 365), step=1,
+                                   doc="library masters taken more than this many days from "
+                                       "the night are not used")
+    add_to_library = param.Boolean(False, doc="add the masters the night makes to the library")
+
+    def open_library(self):
+        """The :class:`~ccdred.library.Library` named (None without one); InputError when
+        it cannot be used."""
+        if self.library is None:
+            if self.add_to_library:
+                raise InputError([InputProblem(None, "--add-to-library needs --library DIR")])
+            return None
+        if self.add_to_library and not os.path.isdir(self.library):
+            return Library(Path(self.library))  # made when the night's masters are added
+        return open_library(self.library)
+
+
 class ClipParameters(param.Parameterized):
     """How masters are combined: the rejection of samples, and which flats are used."""
 
@@ -187,8 +217,14 @@ class ClipParameters(param.Parameterized):
             raise InputError([InputProblem(None, str(err))]) from err
 
 
-class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParameters):
+class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParameters,
+                          LibraryParameters):
     """Everything that decides a night's products."""
+
+    def plan_options(self) -> PlanOptions:
+        """The options that decide the plan, the library's masters included."""
+        return replace(CalibrationParameters.plan_options(self), library=self.open_library(),
+                       library_max_age=self.library_max_age)
 
     dtype = param.Selector(default="float32", objects=["float32", "float64"],
                            doc="data type of the products")
@@ -213,8 +249,8 @@ class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParamete
         for name, value in self.changed().items():
             if name == "frame_types":
                 options += [f"{option(name)}={glob}={kind}" for glob, kind in value.items()]
-            elif isinstance(value, bool):  # the switches are on by default
-                options.append(option(name).replace("--", "--no-", 1))
+            elif isinstance(value, bool):  # a switch turned on, or one on by default turned off
+                options.append(option(name) if value else option(name).replace("--", "--no-", 1))
             elif isinstance(value, list):
                 options.append(f"{option(name)}={','.join(value)}")
             else:

@@ -168,11 +168,15 @@ class Pipeline(ReductionParameters):
             return
         self.catalogue = scan([self.night], keywords, preprocessing)
 
-    @param.depends("catalogue", *names(CalibrationParameters), watch=True, on_init=True)
+    @param.depends("catalogue", *names(CalibrationParameters), "library", "library_max_age",
+                   watch=True, on_init=True)
     def _plan(self) -> None:
         if self.catalogue is None:
             return
-        plan = build_plan(self.catalogue, self.plan_options())
+        try:
+            plan = build_plan(self.catalogue, self.plan_options())
+        except InputError as err:  # e.g. no such library folder: every view says so
+            plan = NightPlan(self.catalogue, {}, {}, (), tuple(err.problems))
         calibrations = [m.name for m in plan.masters.values() if m.kind != "flat"]
         filters = list(plan.flats)
         objects = [step.frame.path.name for step in plan.calibrations]
@@ -204,6 +208,9 @@ class Pipeline(ReductionParameters):
         """What decides a master: its kind, files, combiner, the keys of its needs, and the
         frames chosen (a slider move that accepts the same flats finds the master made)."""
         master = self._master_of(name)
+        if master.library is not None:
+            stat = master.library.path.stat()
+            return ("library", str(master.library.path), stat.st_mtime_ns, stat.st_size)
         return (f"master_{master.kind}", self._files(master), master.terms,
                 options.combiner(master).combination_key(), self._needs_key(master, options),
                 tuple(self._choice(name, options).used.tolist()))
@@ -233,6 +240,9 @@ class Pipeline(ReductionParameters):
 
     def _stack(self, master: Master) -> np.ndarray:
         """A master's raw frames as one stack, read once per process (read-only)."""
+        if master.library is not None:
+            msg = f"{master.name} is a library master: its frames are not in this night"
+            raise InputError([InputProblem(master.library.path, msg)])
         return read_raw_stack(master.frames)
 
     def _statistics(self, name, options: StepOptions) -> list:
@@ -256,6 +266,8 @@ class Pipeline(ReductionParameters):
         """
         options = self.step_options() if options is None else options
         master, key = self._master_of(name), self._key(name, options)
+        if master.library is not None:
+            return MASTERS.get(key, lambda: make_master(master, options, {}))
         return MASTERS.get(key, lambda: make_master(
             master, options, self._images(master, options), map_frames=_FRAME_POOL.map,
             stack=self._stack(master), statistics=self._statistics(name, options)))
@@ -465,10 +477,9 @@ class Pipeline(ReductionParameters):
         """Each frame's median (flats less their dark terms), its use, and what it gets."""
         plan = self._require_plan()
         limits, rows = self.step_options().limits, []
-        gets = {step.frame.path: f"{step.term.describe()}; {step.flat}" for step in plan.calibrations}
-        gets.update({path: term.describe() for path, term in plan.flat_terms.items()})
+        gets = plan.gets()
         flat_levels = {}
-        for master in plan.of_kind("flat"):
+        for master in (m for m in plan.of_kind("flat") if m.library is None):
             medians = self._statistics(master.name, self.step_options())
             flat_levels.update(zip(master.frames, zip(medians, limits.statuses(medians)),
                                    strict=True))

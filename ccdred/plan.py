@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import InputError, InputProblem
 from .frames import Catalogue, Frame
+from .library import Library, LibraryMaster, night_time, setup_of
 
 __all__ = [
     "DARK_MODELS",
@@ -29,6 +30,7 @@ __all__ = [
     "ObjectStep",
     "build_plan",
     "dark_product_name",
+    "describe_plan",
     "flat_product_name",
     "plan_night",
     "safe_filter_name",
@@ -131,6 +133,9 @@ class Master:
         The master bias subtracted from the frames first (dark current).
     terms : tuple of DarkTerm
         What is subtracted from each flat (master flats).
+    library : LibraryMaster or None
+        A master read from the calibration library instead of combined (``frames`` is
+        empty; ``name`` is its library file's name); the night does not write it.
     """
 
     kind: str
@@ -140,6 +145,7 @@ class Master:
     filter: str | None = None
     bias: str | None = None
     terms: tuple[DarkTerm, ...] = ()
+    library: LibraryMaster | None = None
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -153,10 +159,18 @@ class Master:
     def label(self) -> str:
         """What it is, in words."""
         if self.kind == "dark":
-            return f"master dark {self.exptime:g} s"
-        if self.kind == "flat":
-            return f"master flat {self.filter}"
-        return f"master {self.kind.replace('_', ' ')}"
+            what = f"master dark {self.exptime:g} s"
+        elif self.kind == "flat":
+            what = f"master flat {self.filter}"
+        else:
+            what = f"master {self.kind.replace('_', ' ')}"
+        return what + (" (library)" if self.library else "")
+
+    def source(self) -> str:
+        """Where it comes from, in words: its frames, or the library."""
+        if self.library:
+            return self.library.describe()
+        return f"from {len(self.frames)} frames"
 
 
 #: The terms of a night without bias and dark frames, in words.
@@ -232,9 +246,35 @@ class NightPlan:
             counts[term.model] += 1
         return dict(counts)
 
+    @property
+    def made(self) -> list[Master]:
+        """The masters this night makes (and writes): not those of the library."""
+        return [m for m in self.masters.values() if m.library is None]
+
+    def library_history(self, names) -> list[str]:
+        """HISTORY lines naming the library masters among ``names`` and their ages."""
+        return [f"{name}: {self.masters[name].library.describe()}" for name in dict.fromkeys(names)
+                if name in self.masters and self.masters[name].library is not None]
+
+    def gets(self) -> dict:
+        """What each flat and object frame gets, in words, by path; library masters marked
+        with their age (the plan's column of the dashboard's frame table)."""
+        def marked(text, names):
+            for name in dict.fromkeys(names):
+                master = self.masters.get(name)
+                if master is not None and master.library is not None:
+                    text = text.replace(name, f"{name} (library, {master.library.age:.2f} d)")
+            return text
+
+        gets = {path: marked(term.describe(), term.needs) for path, term in self.flat_terms.items()}
+        gets.update({step.frame.path: marked(f"{step.term.describe()}; {step.flat}",
+                                             (*step.term.needs, step.flat))
+                     for step in self.calibrations})
+        return gets
+
     def product_names(self, intermediate: bool = True) -> list[str]:
         """The names of every product, in the order they are written."""
-        names = list(self.masters)
+        names = [m.name for m in self.made]
         if intermediate:
             names += [f"{frame.name}_d.fits" for frame in self.all_flats]
         for frame in self.objects:
@@ -261,10 +301,18 @@ class PlanOptions:
     temperature_tolerance : float
         Biases and darks within this many degrees (CCD-TEMP, SET-TEMP) form
         one group; each frame uses the nearest group.
+    library : Library or None
+        Masters of earlier nights, for what the night lacks: a frame without
+        biases or darks of its own (or without those its model needs), a filter
+        without flats, takes the fitting library master nearest in time.
+    library_max_age : float or None
+        Library masters taken more than this many days from the night are not used.
     """
 
     dark_model: str = "auto"
     temperature_tolerance: float = 1.0
+    library: Library | None = None
+    library_max_age: float | None = 30.0
 
     def __post_init__(self):
         if self.dark_model not in DARK_MODELS:
@@ -272,6 +320,9 @@ class PlanOptions:
             raise ValueError(msg)
         if not self.temperature_tolerance >= 0:
             msg = f"temperature tolerance must be >= 0, got {self.temperature_tolerance!r}"
+            raise ValueError(msg)
+        if self.library_max_age is not None and not self.library_max_age >= 0:
+            msg = f"library max age must be >= 0 days, got {self.library_max_age!r}"
             raise ValueError(msg)
 
 
@@ -311,6 +362,8 @@ class _Builder:
         self.masters: dict[str, Master] = {}
         self.groups = _temperature_groups(catalogue, options.temperature_tolerance)
         self.notes: list[str] = []
+        self.when = night_time(catalogue.frames) if options.library else None
+        self.setups: dict = {}
 
     def plan(self) -> NightPlan:
         flats = self.catalogue.of_type("flat")
@@ -351,9 +404,22 @@ class _Builder:
         return terms
 
     def _term(self, frame: Frame, group: _Group):
-        model, exptime = self.options.dark_model, frame.exptime
-        if not group.biases and not group.darks and model in ("auto", "none"):
+        """A frame's DarkTerm from the night's own frames, else from the library, else
+        (without bias and dark frames) its overscan or nothing; or the problem."""
+        own = group.biases or group.darks or self.options.dark_model in ("exact", "scaled")
+        term, problem = self._own_term(frame, group) if own else (None, None)
+        if term is not None:
+            return term, None
+        term, why = self._library_term(frame)
+        if term is not None:
+            return term, None
+        if problem is None and not why:
             return self._uncalibrated(frame), None
+        problem = problem or (None, "no bias or dark frames")
+        return None, (problem[0], problem[1] + "".join(f"; library: {w}" for w in why))
+
+    def _own_term(self, frame: Frame, group: _Group):
+        model, exptime = self.options.dark_model, frame.exptime
         darks = [f for f in group.darks if f.exptime == exptime]
         if model == "exact" or (model == "auto" and len(darks) >= 2) or (
                 model == "auto" and not group.biases):
@@ -371,6 +437,42 @@ class _Builder:
             return DarkTerm("none", exptime, bias=bias), None
         return DarkTerm("scaled", exptime, bias=bias,
                         current=self._current(scalable, bias, group)), None
+
+    def _library_term(self, frame: Frame) -> tuple[DarkTerm | None, list[str]]:
+        """A frame's DarkTerm from library masters (the dark model's choice among them, as
+        'auto' chooses among the night's own), and why fitting ones were left out."""
+        model, exptime = self.options.dark_model, frame.exptime
+        why = []
+        if model in ("auto", "exact"):
+            dark, why = self._borrow("dark", frame, exptime=exptime)
+            if dark or model == "exact":
+                return (DarkTerm("exact", exptime, dark=dark) if dark else None), why
+        bias, why_bias = self._borrow("bias", frame)
+        if not bias:
+            return None, [*why, *why_bias]
+        if model != "none":
+            current, why_current = self._borrow("dark_current", frame)
+            if current:
+                return DarkTerm("scaled", exptime, bias=bias, current=current), []
+            if model == "scaled":
+                return None, why_current
+        return DarkTerm("none", exptime, bias=bias), []
+
+    def _borrow(self, kind: str, frame: Frame, **wanted) -> tuple[str | None, list[str]]:
+        """The name of the library master of ``kind`` that fits ``frame`` (planned as a master
+        read from the library), or None and why those near it do not fit."""
+        library, options = self.options.library, self.options
+        if library is None:
+            return None, []
+        if frame.path not in self.setups:
+            self.setups[frame.path] = setup_of(frame.header(), frame.shape)
+        temperature = frame.temperature if kind != "flat" else None
+        found, why = library.nearest(kind, self.setups[frame.path], self.when,
+                                     max_age=options.library_max_age, temperature=temperature,
+                                     tolerance=options.temperature_tolerance, **wanted)
+        if found is None:
+            return None, why
+        return self._add(Master(kind, found.path.name, (), library=found, **wanted)), []
 
     def _uncalibrated(self, frame: Frame) -> DarkTerm:
         """The term of a frame in a night without bias and dark frames: its overscan, if it
@@ -414,13 +516,25 @@ class _Builder:
         frames = [f for f in self.catalogue.flats(filter_name) if f.path in terms]
         if not self.catalogue.flats(filter_name):
             users = [f for f in self.catalogue.of_type("object") if f.filter == filter_name]
+            name, why = self._borrow("flat", users[0], filter=filter_name)
+            if name is not None:
+                return self.masters[name]
             self.problems.append(InputProblem(users[0].path, f"no flat for filter {filter_name!r} "
-                                                             f"(needed by {_names(users)})"))
+                                                             f"(needed by {_names(users)})"
+                                              + "".join(f"; library: {w}" for w in why)))
             return None
         if not frames:
             return None  # their dark terms are missing: already a problem
         return Master("flat", flat_product_name(filter_name), tuple(frames), filter=filter_name,
                       terms=tuple(terms[f.path] for f in frames))
+
+
+def describe_plan(plan: NightPlan) -> list[str]:
+    """The plan in lines of words: each master and where it comes from, then what each flat
+    and object frame gets (``ccdred reduce --plan``), before anything is computed."""
+    lines = [f"{master.label}: {master.name} {master.source()}" for master in plan.masters.values()]
+    lines += [f"{path.name}: {gets}" for path, gets in sorted(plan.gets().items())]
+    return lines + [f"note: {note}" for note in plan.notes]
 
 
 def _names(frames, most: int = 5) -> str:

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from . import fitsio
 from .combine import ClipOptions, CombineResult, frame_median
 from .combiners import (Combiner, DarkCurrentCombiner, FlatCombiner, FrameChoice, MasterFlat,
                         StackCombiner, darks_for_frames, frame_statistics)
 from .constants import MAD_TO_SIGMA
+from .errors import InputError, InputProblem
 from .frames import read_stack, stack_dtype
 from .limits import FlatLimits
 from .plan import Master
@@ -39,6 +41,7 @@ __all__ = [
     "offsets",
     "pixel_noise",
     "pixel_stack",
+    "read_library_master",
     "report_master",
     "sample_counts",
     "stack_statistics",
@@ -152,6 +155,8 @@ def _of(index, choice: FrameChoice):
 def master_row_blocks(master: Master, options: StepOptions, budget: int) -> list[slice]:
     """Row blocks such that a block of the master's stack (and the combination's work
     beside it) fits in ``budget`` bytes."""
+    if master.library is not None:
+        return [slice(None)]  # read whole, not combined
     rows, cols = master.frames[0].shape
     per_sample = stack_dtype(master.frames).itemsize + options.combiner(master).work_bytes
     step = max(1, min(rows, budget // max(1, len(master.frames) * cols * per_sample)))
@@ -181,6 +186,8 @@ def make_master(master: Master, options: StepOptions, masters, *, budget: int = 
     -------
     CombineResult or MasterFlat
     """
+    if master.library is not None:
+        return read_library_master(master)
     logger.info("making %s from %d frames", master.label, len(master.frames))
     combiner, blocks = options.combiner(master), master_row_blocks(master, options, budget)
     if stack is None and len(blocks) == 1 and not combiner.measures_frames:
@@ -198,6 +205,20 @@ def make_master(master: Master, options: StepOptions, masters, *, budget: int = 
         choice = choose(master, options, statistics)
         parts = [file_block(master, options, rows, choice, masters) for rows in blocks]
     return finish(master, options, parts, choice)
+
+
+def read_library_master(master: Master) -> CombineResult | MasterFlat:
+    """A master of the calibration library (``master.library``), read from its file as the
+    result of a combination (a master flat as a :class:`~ccdred.combiners.MasterFlat` of no
+    frames), so that every runner applies it as one it made."""
+    logger.info("reading %s: %s", master.label, master.library.describe())
+    data = fitsio.read_image(master.library.path)
+    if data.ndim != 2:
+        raise InputError([InputProblem(master.library.path, "a library master must be 2-D")])
+    if master.kind == "flat":
+        return MasterFlat(data, None, np.zeros(0), np.zeros(0, dtype=bool), 0)
+    return CombineResult(data, None, np.zeros(data.shape, dtype=np.int16), 0,
+                         np.zeros(0, dtype=np.int64))
 
 
 def _combine_reading(master: Master, options: StepOptions, masters, map_frames):
@@ -454,5 +475,8 @@ def as_written(image, dtype) -> np.ndarray:
 
 
 def report_master(master: Master, options: StepOptions, result) -> None:
-    """Log a master's inputs; warn about rejected flats and unusable pixels."""
+    """Log a master's inputs; warn about rejected flats and unusable pixels (a library
+    master was reported when it was made)."""
+    if master.library is not None:
+        return
     options.combiner(master).report(result, [f.path for f in master.frames])
