@@ -272,9 +272,8 @@ def offset_images(offsets, offset_index, n, shape) -> tuple[np.ndarray, np.ndarr
 
 def _kernel_offset(offset) -> np.ndarray:
     """An image the kernels subtract (in float64), contiguous: a float32 one (a night's
-    masters as written) as it is, not copied; any other as float64. The empty one (no
-    offset) is float32 too, so that a float32 night loads one compiled version of each
-    kernel."""
+    masters as written) as it is, not copied; any other as float64. The kernels get its
+    rows converted to float64 as they combine (see :func:`_kernel_blocks`)."""
     offset = np.asarray(offset)
     as_float32 = offset.size == 0 or offset.dtype == np.float32
     return np.ascontiguousarray(offset, dtype=np.float32 if as_float32 else np.float64)
@@ -352,14 +351,78 @@ def sigma_clip_combine(stack, *, weights=None, mask=None, scale=None, valid_rang
     data = np.empty((rows, cols))
     n_used = np.empty((rows, cols), dtype=np.int16)
     clip_mask = np.empty((n, rows, cols) if keep_mask else (0, 0, 0), dtype=bool)
-    premask = mask if mask is not None else np.zeros((0, 0, 0), dtype=bool)
-    used_per_task = np.empty((rows * ((cols + BLOCK - 1) // BLOCK), n), dtype=np.int64)
-    combine_rows(
-        stack, frames, premask, valid_low, valid_high, offsets, offset_index, weights, scale,
-        _rejection_arguments(options), sorting_network(n), data, n_used, clip_mask, used_per_task,
-    )
-    return CombineResult(data, clip_mask if keep_mask else None, n_used, n,
-                         rows * cols - used_per_task.sum(axis=0))
+    n_rejected = np.zeros(n, dtype=np.int64)
+    per_frame = [_kernel_array(a, np.float64) for a in (valid_low, valid_high)]
+    per_frame += [_kernel_array(offset_index, np.int64)]
+    per_frame += [_kernel_array(a, np.float64) for a in (weights, scale)]
+    rejection, network = _rejection_arguments(options), sorting_network(n)
+    for first, samples, offset_rows in _kernel_blocks(stack, frames, mask, offsets):
+        height = samples.shape[1]
+        used_per_task = np.empty((height * ((cols + BLOCK - 1) // BLOCK), n), dtype=np.int64)
+        combine_rows(samples, per_frame[0], per_frame[1], offset_rows, *per_frame[2:], rejection,
+                     network, first, data, n_used, clip_mask, used_per_task)
+        n_rejected += height * cols - used_per_task.sum(axis=0)
+    return CombineResult(data, clip_mask if keep_mask else None, n_used, n, n_rejected)
+
+
+#: Bytes of samples (and offsets) a combination converts for the kernel at a time, at most
+#: (but one row at least): the kernel's input, whatever the stack's type, layout or byte order.
+_KERNEL_BLOCK_BYTES = 32 << 20
+
+
+def _kernel_array(values, dtype) -> np.ndarray:
+    """``values`` as the kernels take them (see ``kernels.SIGNATURES``): a numpy array of
+    ``dtype``, C-contiguous, aligned, writable, in native byte order; itself when it is one."""
+    return np.require(values, dtype, ["C", "A", "W", "E"])
+
+
+def _is_kernel_array(values, dtype) -> bool:
+    """Whether ``values`` is one the kernels take as it is (:func:`_kernel_array`)."""
+    return (type(values) is np.ndarray and values.dtype == dtype
+            and values.flags.c_contiguous and values.flags.aligned and values.flags.writeable)
+
+
+def _kernel_blocks(stack, frames, mask, offsets):
+    """The chosen frames of a stack as :func:`kernels.combine_rows` takes them, a block of
+    rows at a time: ``(first row, samples, offsets' rows)``.
+
+    The samples are float64 (every stack type converts exactly), C-contiguous and
+    writable, NaN where ``mask`` is True (as the kernel treats a masked sample); the
+    offsets' rows likewise (an empty stack when there are none). The blocks are converted
+    into one buffer of at most :data:`_KERNEL_BLOCK_BYTES` as they are read, so any stack
+    (integer, float32, big-endian, a read-only memory map, a strided view) makes the same
+    compiled kernel run, at the cost of a copy that is small beside the sort; a float64
+    stack that is already so is passed as it is.
+    """
+    n, rows, cols = len(frames), stack.shape[1], stack.shape[2]
+    if len(offsets) == 0:
+        offsets = _NO_OFFSETS
+    whole = (mask is None and n == len(stack) and np.array_equal(frames, np.arange(n))
+             and _is_kernel_array(stack, np.float64)
+             and (offsets is _NO_OFFSETS or _is_kernel_array(offsets, np.float64)))
+    if whole:
+        yield 0, stack, offsets
+        return
+    n_offsets = 0 if offsets is _NO_OFFSETS else len(offsets)
+    height = max(1, min(rows, _KERNEL_BLOCK_BYTES // max(1, 8 * cols * (n + n_offsets))))
+    samples = np.empty((n, height, cols))
+    offset_rows = np.empty((n_offsets, height, cols)) if n_offsets else _NO_OFFSETS
+    for first in range(0, rows, height):
+        if first + height > rows:  # the last block: its own buffers, so that they stay contiguous
+            samples = np.empty((n, rows - first, cols))
+            offset_rows = np.empty((n_offsets, rows - first, cols)) if n_offsets else _NO_OFFSETS
+        block = slice(first, first + samples.shape[1])
+        for k, frame in enumerate(frames):
+            np.copyto(samples[k], stack[frame, block], casting="unsafe")
+        if mask is not None:
+            np.copyto(samples, np.nan, where=mask[:, block])
+        if n_offsets:
+            np.copyto(offset_rows, offsets[:, block], casting="unsafe")
+        yield first, samples, offset_rows
+
+
+#: No offset images, as :func:`kernels.combine_rows` takes them.
+_NO_OFFSETS = np.zeros((0, 0, 0))
 
 
 def _rejection_arguments(options: ClipOptions) -> tuple:
@@ -588,13 +651,35 @@ def frame_clip_bounds(frame, *, threshold=ClipOptions.threshold, cenfunc=ClipOpt
     if np.issubdtype(frame.dtype, np.integer) and frame.size:
         offset, top = int(frame.min()), int(frame.max())
         if top - offset < _MAX_HISTOGRAM_BINS:
-            from .kernels import histogram, histogram_bounds
+            from .kernels import histogram_bounds
 
-            counts = histogram(frame.ravel(), offset, top - offset + 1)
+            counts = _histogram(frame, offset, top - offset + 1)
             lower, upper = histogram_bounds(counts, float(threshold), cenfunc == "median",
                                              int(maxiters))
             return lower + offset, upper + offset
     return _frame_clip_bounds_plain(frame, threshold, cenfunc, maxiters)
+
+
+def _histogram(frame, least, n_bins) -> np.ndarray:
+    """Counts of each value of an integer frame from its ``least``, ``n_bins`` of them.
+
+    The kernel counts int64 values less the least: they are converted a chunk at a time
+    (whatever the frame's integer type, byte order or memory), so one compiled version
+    serves every frame. Differences are taken in int64 with numpy's wrap-around, exact
+    for uint64 too since they are small.
+    """
+    from .kernels import HISTOGRAM_CHUNK, histogram
+
+    values = frame.reshape(-1)
+    least = np.array(least).astype(np.int64)  # wrapped as the values are, for uint64
+    counts = np.zeros(n_bins, dtype=np.int64)
+    chunk = np.empty(min(HISTOGRAM_CHUNK, values.size), dtype=np.int64)
+    for start in range(0, values.size, chunk.size):
+        part = chunk[: min(chunk.size, values.size - start)]
+        np.copyto(part, values[start:start + part.size], casting="unsafe")
+        np.subtract(part, least, out=part)
+        histogram(part, counts)
+    return counts
 
 
 def _frame_clip_bounds_plain(frame, threshold, cenfunc, maxiters):
@@ -637,13 +722,26 @@ def frame_median(frame, offset=None) -> float:
     """
     from .kernels import sampled_median
 
-    values = np.ascontiguousarray(frame).ravel()
-    if offset is None:
-        return sampled_median(values, _kernel_offset(np.zeros(0)))
-    if np.shape(offset) != np.shape(frame):
+    if offset is not None and np.shape(offset) != np.shape(frame):
         msg = f"offset shape {np.shape(offset)} differs from the frame's {np.shape(frame)}"
         raise ValueError(msg)
-    return sampled_median(values, _kernel_offset(offset).ravel())
+    return sampled_median(_median_values(frame, offset))
+
+
+def _median_values(frame, offset=None) -> np.ndarray:
+    """``frame - offset`` (or ``frame``) as :func:`kernels.sampled_median` takes it: 1-D
+    float64, C order, writable; a float64 frame that is so already is not copied.
+
+    One float64 copy of the frame (the subtraction the kernel would do, done by numpy:
+    the same values), so that one compiled version serves every frame and offset type.
+    """
+    if offset is None:
+        frame = np.asarray(frame)
+        if _is_kernel_array(frame, np.float64):
+            return frame.reshape(-1)
+        return np.array(frame, dtype=np.float64, order="C").reshape(-1)
+    return _kernel_array(np.subtract(frame, offset, dtype=np.float64, order="C"),
+                         np.float64).reshape(-1)
 
 
 def concatenate_rows(results) -> CombineResult:

@@ -6,6 +6,12 @@ neither numba nor LLVM; the first combination pays that once (see
 ``benchmarks/README.md``). Four entry points are called from Python:
 :func:`combine_rows`, :func:`sampled_median`, :func:`histogram` and
 :func:`histogram_bounds`; the rest are inlined into them.
+
+Each entry point takes one set of argument types, whatever the data's (see
+:data:`SIGNATURES`): :mod:`ccdred.combine` converts its inputs at the boundary
+(a stack a block of rows at a time, to float64), so that ``ccdred prepare``
+compiles every version a run can need, and a new stack type, byte order,
+memory layout or read-only memory map compiles nothing at run time.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import numpy as np
 
 from .constants import MAD_TO_SIGMA
 
-__all__ = ["BLOCK", "combine_rows", "histogram", "histogram_bounds", "sampled_median"]
+__all__ = ["BLOCK", "HISTOGRAM_CHUNK", "SIGNATURES", "combine_rows", "histogram",
+           "histogram_bounds", "sampled_median"]
 
 # The interpreter's last garbage collection would walk every object numba made
 # (~0.15-0.35 s at exit); the process is ending, so they are left to the OS.
@@ -31,43 +38,64 @@ atexit.register(gc.freeze)
 # branch-free sorting network sorts for all the block's pixels at once).
 BLOCK = 256
 
+#: Values of an integer frame :func:`histogram` counts a call (as int64, less the frame's least).
+HISTOGRAM_CHUNK = 1 << 16
+
+_F8_1D, _F8_3D = numba.float64[::1], numba.float64[:, :, ::1]
+_I8_1D = numba.int64[::1]
+#: The one version of each entry point that :mod:`ccdred.combine` calls (arrays C-contiguous,
+#: writable, native byte order); :mod:`ccdred.prepare` compiles these. A call with other types
+#: would compile another version at run time: ``tests/test_compile.py`` holds that none does.
+SIGNATURES = {
+    "combine_rows": (
+        _F8_3D, _F8_1D, _F8_1D, _F8_3D, _I8_1D, _F8_1D, _F8_1D,
+        numba.types.Tuple((numba.int64, numba.float64, numba.float64, numba.boolean,
+                           numba.boolean, numba.int64, numba.int64, numba.int64, numba.float64,
+                           numba.float64)),
+        numba.int64[:, ::1], numba.int64, numba.float64[:, ::1], numba.int16[:, ::1],
+        numba.boolean[:, :, ::1], numba.int64[:, ::1]),
+    "sampled_median": (_F8_1D,),
+    "histogram": (_I8_1D, _I8_1D),
+    "histogram_bounds": (_I8_1D, numba.float64, numba.boolean, numba.int64),
+}
+
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def combine_rows(stack, frames, premask, valid_low, valid_high, offsets, offset_index, weights,
-                 scale, rejection, network, data, n_used, clip_mask,
+def combine_rows(stack, valid_low, valid_high, offsets, offset_index, weights, scale, rejection,
+                 network, first_row, data, n_used, clip_mask,
                  used_per_task):  # pragma: no cover - compiled
-    n, rows, cols = frames.shape[0], stack.shape[1], stack.shape[2]
+    """Combine a block of rows: ``stack`` holds the chosen frames' rows (NaN where masked),
+    ``offsets`` the same rows of the offset images (none: empty), and the results go to rows
+    ``first_row`` on of ``data``, ``n_used`` and ``clip_mask`` (not kept: empty)."""
+    n, rows, cols = stack.shape
     n_blocks = (cols + BLOCK - 1) // BLOCK
     for task in numba.prange(rows * n_blocks):
         row, start = task // n_blocks, (task % n_blocks) * BLOCK
         stop = min(cols, start + BLOCK)
         samples = np.empty((n, BLOCK))
         ordered = np.empty((n, BLOCK))
-        _load_block(stack, frames, premask, valid_low, valid_high, offsets, offset_index, scale,
+        _load_block(stack, valid_low, valid_high, offsets, offset_index, scale,
                     row, start, stop, samples, ordered)
         _sort_block(ordered, network, stop - start)
         lower, upper, low_ties, high_keep = _block_bounds(ordered, stop - start, rejection, network)
-        _average_block(samples, lower, upper, low_ties, high_keep, weights, row, start, stop,
-                       data, n_used, clip_mask, used_per_task[task])
+        _average_block(samples, lower, upper, low_ties, high_keep, weights, first_row + row, start,
+                       stop, data, n_used, clip_mask, used_per_task[task])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _load_block(stack, frames, premask, valid_low, valid_high, offsets, offset_index, scale, row,
+def _load_block(stack, valid_low, valid_high, offsets, offset_index, scale, row,
                 start, stop, samples, ordered):  # pragma: no cover
-    """Copy a row stretch of every chosen frame, less its offset, scaled; NaN (+inf in
+    """Copy a row stretch of every frame, less its offset, scaled; NaN (+inf in
     ``ordered``) marks unusable samples."""
-    has_premask = premask.shape[0] == frames.shape[0]
     shift = np.zeros(stop - start)  # subtracting 0.0 changes no value
-    for k in range(frames.shape[0]):
-        low, high, factor, frame = valid_low[k], valid_high[k], scale[k], frames[k]
+    for k in range(stack.shape[0]):
+        low, high, factor = valid_low[k], valid_high[k], scale[k]
         if offsets.shape[0]:
             shift[:] = offsets[offset_index[k], row, start:stop]
         for col in range(start, stop):
-            stored = np.float64(stack[frame, row, col])
+            stored = stack[k, row, col]
             value = (stored - shift[col - start]) * factor
             usable = np.isfinite(value) & (stored >= low) & (stored <= high)
-            if has_premask:
-                usable &= not premask[k, row, col]
             samples[k, col - start] = value if usable else np.nan
             ordered[k, col - start] = value if usable else np.inf
 
@@ -351,21 +379,22 @@ _MEDIAN_SAMPLE, _MEDIAN_RUN, _MEDIAN_MARGIN = 1 << 14, 32, 4.0
 
 
 @numba.njit(cache=True, nogil=True)
-def sampled_median(values, offset):  # pragma: no cover - compiled
+def sampled_median(values):  # pragma: no cover - compiled
+    """Median of float64 ``values``, NaN ignored (see :func:`ccdred.combine.frame_median`)."""
     runs = _MEDIAN_SAMPLE // _MEDIAN_RUN
     if values.size < 4 * _MEDIAN_SAMPLE:
-        return _histogram_median_float(values, offset)
+        return _histogram_median_float(values)
     sample = np.empty(_MEDIAN_SAMPLE)
     m = 0
     for run in range(runs):  # golden-ratio steps: spread over rows and columns alike
         start = int((run * 0.6180339887498949) % 1.0 * (values.size - _MEDIAN_RUN))
         for i in range(start, start + _MEDIAN_RUN):
-            v = _value_at(values, offset, i)
+            v = values[i]
             if not np.isnan(v):
                 sample[m] = v
                 m += 1
     if m < _MEDIAN_SAMPLE // 2:
-        return _histogram_median_float(values, offset)
+        return _histogram_median_float(values)
     margin = _MEDIAN_MARGIN * 0.5 / np.sqrt(m)
     low_rank = max(0, int((0.5 - margin) * (m - 1)))
     high_rank = min(m - 1, int(np.ceil((0.5 + margin) * (m - 1))))
@@ -377,7 +406,7 @@ def sampled_median(values, offset):  # pragma: no cover - compiled
     for begin in range(0, values.size, chunk.size):
         width = min(chunk.size, values.size - begin)
         for j in range(width):  # these two loops vectorise; NaN fails every comparison
-            chunk[j] = _value_at(values, offset, begin + j)
+            chunk[j] = values[begin + j]
         for j in range(width):
             below += chunk[j] < low
             above += chunk[j] > high
@@ -389,23 +418,16 @@ def sampled_median(values, offset):  # pragma: no cover - compiled
     n = below + inside + above
     first, second = (n - 1) // 2 - below, n // 2 - below
     if inside > window.size or first < 0 or second >= inside:
-        return _histogram_median_float(values, offset)
+        return _histogram_median_float(values)
     window = np.partition(window[:inside], (first, second))
     return 0.5 * (window[first] + window[second])
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _value_at(values, offset, i):  # pragma: no cover - compiled
-    """``values[i]`` in float64, less ``offset[i]`` when an offset is given."""
-    value = np.float64(values[i])
-    return value - offset[i] if offset.size else value
-
-
 @numba.njit(cache=True, nogil=True)
-def _histogram_median_float(values, offset):  # pragma: no cover - compiled
+def _histogram_median_float(values):  # pragma: no cover - compiled
     n, low, high = 0, np.inf, -np.inf
     for i in range(values.size):
-        v = _value_at(values, offset, i)
+        v = values[i]
         if not np.isnan(v):
             n += 1
             low = min(low, v)
@@ -420,14 +442,14 @@ def _histogram_median_float(values, offset):  # pragma: no cover - compiled
         kept = np.empty(n)
         m = 0
         for i in range(values.size):
-            v = _value_at(values, offset, i)
+            v = values[i]
             if not np.isnan(v):
                 kept[m] = v
                 m += 1
         return np.median(kept)
     counts = np.zeros(n_bins, dtype=np.int64)
     for i in range(values.size):
-        v = _value_at(values, offset, i)
+        v = values[i]
         if not np.isnan(v):
             counts[int((v - low) * scale)] += 1
     first_rank, second_rank = (n - 1) // 2, n // 2
@@ -442,7 +464,7 @@ def _histogram_median_float(values, offset):  # pragma: no cover - compiled
     middle = np.empty(through - below)
     m = 0
     for i in range(values.size):
-        v = _value_at(values, offset, i)
+        v = values[i]
         if not np.isnan(v):
             b = int((v - low) * scale)
             if first_bin <= b <= last_bin:
@@ -453,12 +475,10 @@ def _histogram_median_float(values, offset):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def histogram(values, offset, n_bins):  # pragma: no cover - compiled
-    """Counts of each integer value, ``offset`` .. ``offset + n_bins - 1``."""
-    counts = np.zeros(n_bins, dtype=np.int64)
+def histogram(values, counts):  # pragma: no cover - compiled
+    """Add one to ``counts[v]`` for each value ``v`` of ``values``."""
     for value in values:
-        counts[value - offset] += 1
-    return counts
+        counts[value] += 1
 
 
 @numba.njit(cache=True, nogil=True)

@@ -2,8 +2,13 @@
 
 ``ccdred prepare`` runs it (README's quick start does), and the dashboard runs
 it in the background when it finds it not done, showing a "preparing" page
-meanwhile. Numba keeps the compiled kernels next to the package, so a run
-after this one starts in about a second.
+meanwhile. Numba keeps the compiled kernels next to the package (or in
+``NUMBA_CACHE_DIR``), so a run after this one starts in about a second.
+
+Each kernel has one version (``kernels.SIGNATURES``): :mod:`ccdred.combine`
+converts every stack type, byte order and memory layout to its input type at
+the boundary, so the versions compiled here are all that a run ever loads
+(``tests/test_compile.py`` holds that no run compiles another).
 """
 
 from __future__ import annotations
@@ -12,16 +17,10 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from . import config
 from ._version import __version__
 
-__all__ = ["STACK_DTYPES", "is_prepared", "prepare", "prepare_in_background"]
-
-#: The types a stack of raw frames takes: 16-bit raw frames, overscan-corrected
-#: frames (float32), float frames; each is a compiled kernel of its own.
-STACK_DTYPES = (np.uint16, np.float32, np.float64)
+__all__ = ["compile_kernels", "is_prepared", "prepare", "prepare_in_background"]
 
 
 def _marker(cache: Path) -> Path:
@@ -34,7 +33,8 @@ def is_prepared(cache: Path | None = None) -> bool:
 
 
 def prepare(cache: Path | None = None, demo_size: int | None = None, report=None) -> Path:
-    """Compile the kernels for every stack type and simulate the demo night.
+    """Compile the kernels (the one version of each that runs use) and simulate the demo
+    night.
 
     Parameters
     ----------
@@ -58,9 +58,8 @@ def prepare(cache: Path | None = None, demo_size: int | None = None, report=None
     started = time.perf_counter()
     report(f"simulating the {size}x{size} demo night into {cache} (a few seconds)")
     night = demo_night(cache, NightSpec(shape=(size, size)))
-    for dtype in STACK_DTYPES:
-        report(f"compiling the kernels for {np.dtype(dtype).name} stacks (10-20 s, once)")
-        _exercise(dtype)
+    report("compiling the kernels (about 30 s, once)")
+    compile_kernels()
     cache.mkdir(parents=True, exist_ok=True)
     _marker(cache).touch()
     report(f"ready in {time.perf_counter() - started:.0f} s")
@@ -87,13 +86,11 @@ def prepare_in_background(cache: Path | None = None, report=None) -> threading.E
         return _BACKGROUND["done"]
 
 
-def _exercise(dtype) -> None:
-    """Run every kernel once on a tiny stack of this type, so that numba compiles it."""
-    from .calibrate import DarkCurrentCombiner, FlatCombiner, StackCombiner
+def compile_kernels() -> list[str]:
+    """Compile (or load from numba's cache) the version of each kernel that ccdred calls,
+    for any stack type; returns the kernels' names."""
+    from . import kernels
 
-    stack = (np.arange(2 * 4 * 600) % 97 + 1000).reshape(2, 4, 600).astype(dtype)
-    # offsets are masters as the products hold them (float32 by default; see as_written)
-    offset = np.ones(stack.shape[1:], dtype=np.float32)
-    StackCombiner()(stack)
-    DarkCurrentCombiner().combine(stack, [1.0, 2.0], offsets=offset)
-    FlatCombiner()(stack, offsets=offset)
+    for name, signature in kernels.SIGNATURES.items():
+        getattr(kernels, name).compile(signature)
+    return list(kernels.SIGNATURES)

@@ -1,0 +1,129 @@
+"""After ``ccdred prepare``, no run compiles a kernel (issue 28, "first runs still compile").
+
+``ccdred prepare`` compiles into a fresh, empty numba cache (in a subprocess, once per
+session); then another process combines stacks of every type a night can hold (raw
+uint16 read from a FITS file with BZERO, int16, big-endian, int32, float32, float64,
+read-only memory maps, strided views, with and without masks and offsets), measures
+their frames and reduces both real nights of ../shared/realdata. None of it may compile:
+numba's dispatchers count what they compile (cache misses), the cache folder gains no
+file, and each kernel holds the one version ``kernels.SIGNATURES`` names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from .conftest import SHARED, unavailable
+
+REALDATA = SHARED / "realdata"
+
+#: Run in a process of its own on the prepared cache; prints what each kernel holds.
+WORKLOAD = textwrap.dedent('''
+    import json, sys
+    from pathlib import Path
+
+    import numba
+    import numpy as np
+    from astropy.io import fits
+
+    from ccdred import fitsio, kernels
+    from ccdred.cli import main
+    from ccdred.combine import frame_clip_bounds, frame_median, sigma_clip_combine
+
+    work, realdata = Path(sys.argv[1]), Path(sys.argv[2])
+
+
+    def read_only(array):
+        array.flags.writeable = False
+        return array
+
+
+    rng = np.random.default_rng(28)
+    raw = rng.normal(1200, 30, (5, 40, 300)).astype(np.uint16)
+    for i, frame in enumerate(raw):  # 16-bit unsigned as cameras write it: BITPIX 16, BZERO
+        fits.PrimaryHDU(frame).writeto(work / f"raw{i}.fits")
+    assert fits.getheader(work / "raw0.fits")["BZERO"] == 32768
+    read = np.stack([fitsio.read_image(work / f"raw{i}.fits") for i in range(5)])
+    with fits.open(work / "raw0.fits", do_not_scale_image_data=True) as hdus:
+        big_endian = hdus[0].data.copy()  # '>i2', as stored
+    assert big_endian.dtype == np.dtype(">i2")
+    raw.astype(np.float32).tofile(work / "stack.f32")
+    mapped = np.memmap(work / "stack.f32", dtype=np.float32, mode="r", shape=raw.shape)
+    stacks = {"uint16 (FITS, BZERO)": read, "int16": raw.astype(np.int16),
+              "big-endian": np.stack([big_endian] * 5), "int32": raw.astype(np.int32),
+              "float32": raw.astype(np.float32), "float64": raw.astype(np.float64),
+              "read-only float64": read_only(raw.astype(np.float64)),
+              "read-only memory map": mapped, "strided float64": raw.astype(np.float64)[:, :, ::2],
+              "big-endian float64": raw.astype(">f8")}
+    offsets = {"none": None, "float32": np.full(raw.shape[1:], 3.0, np.float32),
+               "float64": np.full(raw.shape[1:], 3.0),
+               "uint16": np.full(raw.shape[1:], 3, np.uint16)}
+    for stack in stacks.values():
+        columns = stack.shape[1:]
+        for offset in offsets.values():
+            offset = None if offset is None else offset[:, : columns[1]]
+            sigma_clip_combine(stack, offsets=offset)
+            sigma_clip_combine(stack, offsets=offset, frames=[0, 2, 3], rejection="minmax",
+                               mask=np.zeros((3, *columns), bool), keep_mask=False)
+            frame_median(stack[1], offset)
+        sigma_clip_combine(stack, valid_range=(read_only(np.full(5, 1100.0)), 1300.0),
+                           weights=read_only(np.ones(5)), scale=np.linspace(1, 2, 10)[::2],
+                           stdfunc="mad_std")
+        sigma_clip_combine(stack, rejection="pclip", keep_mask=False)
+        frame_median(stack[0])
+        if stack.dtype.kind in "iu":
+            frame_clip_bounds(stack[2])
+    assert main(["reduce", "-q", "-d", str(work / "stl"), "--frame-type", "flat-*=flat",
+                 str(realdata / "stl1001-lab")]) == 0
+    assert main(["reduce", "-q", "-d", str(work / "cafos"), str(realdata / "cafos-ngc2420")]) == 0
+
+    held = {}
+    for name, value in vars(kernels).items():
+        if isinstance(value, numba.core.dispatcher.Dispatcher):
+            held[name] = {"signatures": [str(s) for s in value.signatures],
+                          "compiled": [str(s) for s in value._cache_misses]}
+    print(json.dumps(held))
+''')
+
+
+def _environment(cache) -> dict:
+    return {**os.environ, "NUMBA_CACHE_DIR": str(cache / "numba"), "CCDRED_CACHE": str(cache),
+            "CCDRED_DEMO_SIZE": "64"}
+
+
+def _cache_files(cache) -> set[str]:
+    return {str(p.relative_to(cache)) for p in (cache / "numba").rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """A fresh cache folder that ``ccdred prepare`` has filled (compiling every kernel)."""
+    cache = tmp_path_factory.mktemp("prepared")
+    subprocess.run([sys.executable, "-m", "ccdred", "prepare"], env=_environment(cache),
+                   check=True, capture_output=True, timeout=900)
+    return cache
+
+
+def test_no_kernel_compiles_after_prepare(prepared, tmp_path):
+    if not REALDATA.is_dir():
+        unavailable(f"real data not found at {REALDATA}", "CCDRED_REQUIRE_REALDATA")
+    from ccdred import kernels
+
+    before = _cache_files(prepared)
+    assert before, "ccdred prepare cached no kernel"
+    done = subprocess.run([sys.executable, "-c", WORKLOAD, str(tmp_path), str(REALDATA)],
+                          env=_environment(prepared), capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    held = json.loads(done.stdout.strip().splitlines()[-1])
+    compiled = {name: kernel["compiled"] for name, kernel in held.items() if kernel["compiled"]}
+    assert compiled == {}, f"compiled after ccdred prepare: {compiled}"
+    assert _cache_files(prepared) == before
+    for name, signature in kernels.SIGNATURES.items():  # the one version prepare compiled
+        assert held[name]["signatures"] == [str(tuple(signature))], name
