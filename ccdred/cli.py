@@ -22,7 +22,7 @@ from ._version import __version__
 from .config import DEMO_SIZE
 from .compat import option_strings
 from .errors import InputError, InputProblem
-from .parameters import ReductionParameters, names, option, refusal
+from .parameters import CalibrationParameters, ReductionParameters, names, option, refusal
 
 __all__ = ["main"]
 
@@ -223,7 +223,8 @@ def _parameters(args) -> ReductionParameters:
         parameters = ReductionParameters(**values)
     except ValueError as err:  # param names its class and attribute: say the option instead
         raise ValueError(refusal(err, option)) from err
-    parameters.keywords(), parameters.preprocessing(), parameters.plan_options()  # check them
+    # check them (the library is opened, and its problems said, with the night's)
+    parameters.keywords(), parameters.preprocessing(), CalibrationParameters.plan_options(parameters)
     parameters.step_options()
     return parameters
 
