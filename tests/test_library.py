@@ -15,8 +15,11 @@ from astropy.io import fits
 from ccdred import fitsio
 from ccdred.cli import main
 from ccdred.demo import NightSpec, make_night
+from ccdred.errors import InputError
+from ccdred.frames import scan
 from ccdred.library import INDEX, Setup, add_to_library, open_library
 from ccdred.pipeline import Pipeline
+from ccdred.plan import PlanOptions, build_plan
 
 #: The course demo night, small.
 SPEC = NightSpec(shape=(40, 56), seed=30)
@@ -83,6 +86,44 @@ def test_objects_alone_reduce_with_the_library_to_the_whole_nights_products(cour
     history = str(fits.getheader(tmp_path / "out" / next(iter(got)))["HISTORY"])
     assert "library master" in history and str(lib) in history.replace("\n", "")
     assert "days before the night" in history
+
+
+def test_a_real_shaped_night_takes_the_library_bias_and_dark_current(tmp_path):
+    paths = make_night(tmp_path / "night", NightSpec.real(shape=(40, 56), seed=31))
+    assert reduce("-d", tmp_path / "whole", "--library", tmp_path / "lib", "--add-to-library",
+                  tmp_path / "night") == 0
+    objects = copy_frames(paths, tmp_path / "objects", {"LIGHT"})
+    assert reduce("-d", tmp_path / "out", "--library", tmp_path / "lib", objects) == 0
+    got, want = df_products(tmp_path / "out"), df_products(tmp_path / "whole")
+    assert got.keys() == want.keys() and got
+    for name in want:
+        assert got[name].tobytes() == want[name].tobytes(), name
+    header = fits.getheader(tmp_path / "out" / next(iter(got)))
+    assert header["HIERARCH CCDRED DARK_MODEL"] == "scaled"
+    assert "_bias.fits: library master" in str(header["HISTORY"]).replace("\n", "")
+
+
+def test_a_library_master_is_shown_but_not_inspected(course, objects):
+    _, whole, lib = course
+    pipeline = Pipeline(night=str(objects), library=str(lib))
+    name = pipeline.calibration
+    assert pipeline.plan.masters[name].library is not None
+    dark = pipeline.master_dark()
+    assert dark.data.tobytes() == fits.getdata(lib / name).astype(np.float32).tobytes()
+    with pytest.raises(InputError, match="is a library master: its frames are not in this night"):
+        pipeline.pixel_stack("dark", 3, 4)
+
+
+def test_the_plan_reads_library_masters_instead_of_combining_them(course, objects):
+    _, _, lib = course
+    plan = build_plan(scan([objects]), PlanOptions(library=open_library(lib)))
+    assert not plan.problems and plan.masters
+    assert all(m.library is not None and m.frames == () for m in plan.masters.values())
+    assert plan.made == [] and all(name.endswith("_df.fits") or name.endswith("_d.fits")
+                                   for name in plan.product_names())
+    assert plan.models() == {"exact": SPEC.n_objects * len(SPEC.filters)}
+    # without the library the same night has no flats: the plan says so
+    assert any("no flat for filter" in str(p) for p in build_plan(scan([objects])).problems)
 
 
 def test_the_dask_runner_gives_the_same_products(course, objects, tmp_path):
