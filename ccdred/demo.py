@@ -25,7 +25,7 @@ from . import fitsio
 __all__ = ["NightSpec", "NightTruth", "demo_night", "make_night", "night_truth"]
 
 GAIN = 1.5  # electrons per ADU
-READ_NOISE = 6.0  # ADU
+READ_NOISE = 6.0  # ADU (9 electrons)
 BIAS_LEVEL = 1000.0  # ADU
 SATURATION = 65535
 
@@ -64,6 +64,15 @@ class NightSpec:
     dark_times : tuple of float
         Exposure times of the darks; by default the flats' and the objects'
         (one master dark for each, the course's way).
+    gain : float
+        Electrons per ADU: the light and dark current arrive as Poisson
+        electrons, read out as ``electrons / gain`` ADU (also the header's ``GAIN``).
+    read_noise : float
+        Read noise in electrons (Gaussian, ``read_noise / gain`` ADU).
+    flat_levels : tuple of float
+        Levels (ADU above bias) of every filter's flats, in order, instead of
+        ``n_flats`` levels spread around ``flat_level`` with saturated and faint
+        ones: repeat a level for pairs of flats (gain, photon transfer curve).
     """
 
     shape: tuple[int, int] = (512, 512)
@@ -83,6 +92,9 @@ class NightSpec:
     overscan: int = 0
     bias_drift: float = 0.0
     dark_times: tuple[float, ...] = ()
+    gain: float = GAIN
+    read_noise: float = GAIN * READ_NOISE
+    flat_levels: tuple[float, ...] = ()
 
     @classmethod
     def real(cls, **changes) -> NightSpec:
@@ -112,16 +124,27 @@ class NightTruth:
         Bool map of the hot pixels.
     flat_response : dict of str to numpy.ndarray
         Relative response per filter, mean 1.
+    gain : float
+        Electrons per ADU.
+    read_noise : float
+        Read noise in electrons.
     """
 
     bias: np.ndarray
     dark_current: np.ndarray
     hot_pixels: np.ndarray
     flat_response: dict
+    gain: float = GAIN
+    read_noise: float = GAIN * READ_NOISE
+
+    @property
+    def read_noise_adu(self) -> float:
+        """Read noise in ADU."""
+        return self.read_noise / self.gain
 
 
 def night_truth(spec: NightSpec = NightSpec()) -> NightTruth:
-    """The bias, dark current and flat response of a night (no files written)."""
+    """The bias, dark current, flat response, gain and read noise of a night (no files written)."""
     rng = np.random.default_rng([spec.seed, 0])
     current, hot = dark_current(spec.shape, rng)
     return NightTruth(
@@ -130,6 +153,8 @@ def night_truth(spec: NightSpec = NightSpec()) -> NightTruth:
         hot_pixels=hot,
         flat_response={name: flat_response(spec.shape, np.random.default_rng([spec.seed, 1, i]))
                        for i, name in enumerate(spec.filters)},
+        gain=spec.gain,
+        read_noise=spec.read_noise,
     )
 
 
@@ -195,8 +220,9 @@ def cosmic_rays(shape, rng, exptime) -> np.ndarray:
 def expose(truth, rng, exptime, light=0.0, cosmics=True) -> np.ndarray:
     """A raw 16-bit frame: bias + noisy (dark + light) electrons + read noise."""
     signal = truth.dark_current * exptime + light
-    electrons = rng.poisson(np.clip(signal, 0, None) * GAIN)
-    adu = truth.bias + electrons / GAIN + rng.normal(0.0, READ_NOISE, truth.bias.shape)
+    electrons = rng.poisson(np.clip(signal, 0, None) * truth.gain)
+    read_noise = rng.normal(0.0, truth.read_noise_adu, truth.bias.shape)
+    adu = truth.bias + electrons / truth.gain + read_noise
     if cosmics:
         adu += cosmic_rays(truth.bias.shape, rng, exptime)
     return np.clip(np.round(adu), 0, SATURATION).astype(np.uint16)
@@ -222,7 +248,7 @@ def make_night(folder, spec: NightSpec = NightSpec()) -> list[Path]:
     >>> import tempfile
     >>> files = make_night(tempfile.mkdtemp(), NightSpec(shape=(64, 64)))
     >>> len(files)
-    44
+    38
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -252,7 +278,8 @@ def bias_level_drift(spec: NightSpec, number: int) -> np.ndarray:
 def _read_out(data, cards, drift, spec, rng):
     """The frame with the bias drift added and an overscan strip read beside it."""
     rows, cols = data.shape
-    strip = BIAS_LEVEL + drift + rng.normal(0.0, READ_NOISE, (rows, spec.overscan))
+    read_noise = rng.normal(0.0, spec.read_noise / spec.gain, (rows, spec.overscan))
+    strip = BIAS_LEVEL + drift + read_noise
     # The drift is analogue, added before the converter: the uniform term undoes the first
     # rounding of ``data`` so that the image, like the strip, is quantised once, unbiased.
     image = np.hstack([data + drift + rng.uniform(-0.5, 0.5, data.shape), strip])
@@ -263,7 +290,7 @@ def _read_out(data, cards, drift, spec, rng):
 
 def _cards(spec, kind, exptime, filter_name=None, target=None) -> dict:
     cards = {"IMAGETYP": spec.imagetyp[kind], "EXPTIME": float(exptime),
-             "INSTRUME": "ccdred demo camera", "GAIN": GAIN}
+             "INSTRUME": "ccdred demo camera", "GAIN": spec.gain}
     if filter_name is not None:
         cards["FILTER"] = filter_name
     if target is not None:
@@ -283,6 +310,8 @@ def _dark_frames(spec, truth, rng):
 
 
 def _flat_levels(spec, index) -> np.ndarray:
+    if spec.flat_levels:
+        return np.array(spec.flat_levels, dtype=float)
     levels = spec.flat_level * np.linspace(0.9, 1.1, spec.n_flats)
     if index == 0:
         levels[: spec.saturated_flats] = 45000.0

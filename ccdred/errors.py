@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["BadPixelWarning", "CalibrationWarning", "CcdredWarning", "InputError", "InputProblem",
-           "RejectedFlatWarning", "SingleFlatWarning", "SuspectFlatWarning"]
+           "NoiseWarning", "RejectedFlatWarning", "SingleFlatWarning", "SuspectFlatWarning"]
 
 
 @dataclass(frozen=True)
@@ -60,3 +60,7 @@ class CalibrationWarning(CcdredWarning):
 
 class BadPixelWarning(CcdredWarning):
     """Pixels of a master had no usable value and were given a neutral one."""
+
+
+class NoiseWarning(CcdredWarning):
+    """A gain or read noise measured from the night far from the header's value."""
