@@ -47,8 +47,7 @@ _FORMAT = "ccdred library index 1"
 #: Master kinds by the product's ``HIERARCH CCDRED STEP``.
 _KINDS = {"master_bias": "bias", "master_dark": "dark", "master_dark_current": "dark_current",
           "master_flat": "flat"}
-#: Header keywords of the binning and of the readout mode, in the order they are looked at.
-_BINNING = (("XBINNING", "YBINNING"),)
+#: Header keywords of the readout mode, in the order they are looked at.
 _READOUT = ("READMODE", "READOUTM", "READOUT")
 _DAY = 86400.0
 
@@ -74,23 +73,14 @@ class Setup:
     binning: str | None = None
     readout: str | None = None
 
-    def differs(self, other: Setup) -> str | None:
-        """How ``other`` differs from this setup, in words; None when it is the same."""
-        for name in ("instrument", "shape", "binning", "readout"):
-            mine, theirs = getattr(self, name), getattr(other, name)
-            if mine != theirs:
-                return f"{name} {theirs!r}, not {mine!r}"
-        return None
-
 
 def setup_of(header, shape) -> Setup:
     """The :class:`Setup` a header describes, for an image of ``shape``."""
     instrument = _text(header.get("INSTRUME"))
     binning = None
-    for x_key, y_key in _BINNING:
-        if x_key in header and y_key in header:
-            binning = f"{int(header[x_key])}x{int(header[y_key])}"
-    if binning is None and _text(header.get("CCDSUM")):
+    if "XBINNING" in header and "YBINNING" in header:
+        binning = f"{int(header['XBINNING'])}x{int(header['YBINNING'])}"
+    elif _text(header.get("CCDSUM")):
         binning = "x".join(_text(header["CCDSUM"]).split())
     readout = next((_text(header[key]) for key in _READOUT if _text(header.get(key))), None)
     return Setup(instrument, tuple(int(n) for n in shape), binning, readout)
@@ -273,10 +263,10 @@ def open_library(folder) -> Library:
     folder = Path(folder).resolve()
     if not folder.is_dir():
         raise InputError([InputProblem(folder, "no such library folder")])
-    index = _read_index(folder)
-    if index is None or set(index["listed"]) != set(_fits_files(folder)):
+    index = _current_index(folder)
+    if index is None:
         with _locked(folder):
-            index = _rebuild(folder)
+            index = _current_index(folder) or _rebuild(folder)
     return Library(folder, tuple(LibraryEntry.from_json(e) for e in index["masters"]))
 
 
@@ -317,12 +307,13 @@ def add_to_library(folder, products) -> list[Path]:
         entry = LibraryEntry.from_header(library_name(header, product.name), header)
         if entry is None:
             raise InputError([InputProblem(product, "not a ccdred master: not added to the library")])
-        _copy_atomically(product, folder / entry.file)
-        added[entry.file] = entry
-    with _locked(folder):
-        index = _read_index(folder) or _rebuild(folder, write=False)
-        masters = {e["file"]: e for e in index["masters"] if (folder / e["file"]).exists()}
-        masters.update({name: entry.as_json() for name, entry in added.items()})
+        added[entry.file] = (product, entry)
+    with _locked(folder):  # the copies too: the index lists every file the folder holds
+        index = _current_index(folder) or _rebuild(folder, write=False)
+        for product, entry in added.values():
+            _copy_atomically(product, folder / entry.file)
+        masters = {e["file"]: e for e in index["masters"]}
+        masters.update({name: entry.as_json() for name, (_, entry) in added.items()})
         _write_index(folder, list(masters.values()), _fits_files(folder))
     for name in added:
         logger.info("added %s to the library %s", name, folder)
@@ -365,6 +356,12 @@ def _read_index(folder: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return index if isinstance(index, dict) and index.get("format") == _FORMAT else None
+
+
+def _current_index(folder: Path) -> dict | None:
+    """The index, if it lists exactly the folder's files; else None."""
+    index = _read_index(folder)
+    return index if index is not None and index["listed"] == _fits_files(folder) else None
 
 
 def _rebuild(folder: Path, write: bool = True) -> dict:

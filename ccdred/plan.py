@@ -466,9 +466,9 @@ class _Builder:
             return None, []
         if frame.path not in self.setups:
             self.setups[frame.path] = setup_of(frame.header(), frame.shape)
-        temperature = frame.temperature if kind != "flat" else None
         found, why = library.nearest(kind, self.setups[frame.path], self.when,
-                                     max_age=options.library_max_age, temperature=temperature,
+                                     max_age=options.library_max_age,
+                                     temperature=frame.temperature,
                                      tolerance=options.temperature_tolerance, **wanted)
         if found is None:
             return None, why

@@ -217,6 +217,8 @@ def test_two_adds_at_once_keep_both_nights(course, tmp_path):
     indexed = open_library(library).entries
     (library / INDEX).unlink()  # the index is a cache of the headers: rebuilt the same
     assert open_library(library).entries == indexed
+    (library / INDEX).write_text("{not json")
+    assert open_library(library).entries == indexed
 
 
 @pytest.mark.parametrize("change", ["instrument", "shape", "filter", "binning"])
