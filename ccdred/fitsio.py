@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 import warnings
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,7 +80,13 @@ def product_stem(path) -> str:
 
 
 def find_image_hdu(path) -> tuple[int, fits.Header]:
-    """Index and header of the first HDU holding image data.
+    """Index and header of the first HDU holding image data (plain or tile-compressed).
+
+    An image extension that says ``INHERIT = T`` (the FITS convention) gets the
+    primary header's cards as well, its own cards winning where both have one:
+    observatories that write the image in extension 1 keep IMAGETYP, the filter
+    and the instrument's keywords in the primary header. Without ``INHERIT = T``
+    the extension's header is taken as it is.
 
     Raises
     ------
@@ -98,6 +105,8 @@ def find_image_hdu(path) -> tuple[int, fits.Header]:
             for index, hdu in enumerate(hdus):
                 if hdu.header.get("NAXIS", 0) > 0 and hdu.is_image:
                     _check_complete(path, hdu)
+                    if index > 0 and hdu.header.get("INHERIT") is True:
+                        return index, _inherited(hdus[0].header, hdu.header)
                     return index, hdu.header.copy()
     except InputError:
         raise
@@ -107,13 +116,31 @@ def find_image_hdu(path) -> tuple[int, fits.Header]:
     raise InputError([InputProblem(Path(path), "holds no image data")])
 
 
+def _inherited(primary: fits.Header, extension: fits.Header) -> fits.Header:
+    """The extension's header, plus the primary's cards it does not have itself.
+
+    The primary's structural and scaling cards (which describe its own, empty,
+    data) are left out, as is INHERIT, which has done its job.
+    """
+    merged = extension.copy()
+    merged.remove("INHERIT", ignore_missing=True, remove_all=True)
+    general = [card for card in primary.cards
+               if card.keyword not in (*_STRUCTURAL, "INHERIT")
+               and not card.keyword.startswith("NAXIS")]
+    merged.extend(general, strip=False, unique=True)
+    return merged
+
+
 def _check_complete(path, hdu) -> None:
-    if str(path).lower().endswith((".gz", ".fz")):
+    """InputError when the file ends before the HDU's data (or compressed tiles) do.
+
+    A gzip-compressed file is not checked here: its size says nothing of its
+    content's; a truncated one fails when read.
+    """
+    offset = raw_data_offset(hdu)
+    if offset is None:
         return
-    info = hdu.fileinfo()
-    if info is None:
-        return
-    needed = info["datLoc"] + info["datSpan"]  # the data's offset, and size with padding
+    needed = offset + hdu.fileinfo()["datSpan"]  # the data's offset, and size with padding
     if os.path.getsize(path) < needed:
         msg = f"truncated: header promises {needed} bytes, file has {os.path.getsize(path)}"
         raise InputError([InputProblem(Path(path), msg)])
@@ -131,7 +158,7 @@ def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None,
     Parameters
     ----------
     path : path-like
-        The FITS file; opened read-only.
+        The FITS file (plain, gzip-compressed or tile-compressed); opened read-only.
     hdu : int, optional
         Index of the image HDU (see :func:`find_image_hdu`).
     dtype : numpy dtype, optional
@@ -156,12 +183,13 @@ def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None,
             image = hdus[hdu]
             if image.header.get("NAXIS", 0) == 0:
                 raise InputError([InputProblem(Path(path), f"HDU {hdu} holds no image data")])
-            if rows is None and _is_unsigned_16bit(image.header):
+            if rows is None and _is_unsigned_16bit(image.header) and not _is_tiled(image):
                 target = np.empty(image.shape, np.uint16) if out is None and dtype is None else out
                 if _readable_into(image, target):
                     return _read_unsigned_16bit_into(path, raw_data_offset(image), target)
-                return np.bitwise_xor(image.data.view(">u2"), 0x8000, dtype=dtype or np.uint16,
-                                      out=out, casting="unsafe")
+                values = np.bitwise_xor(image.data.view(">u2"), 0x8000, dtype=np.uint16,
+                                        out=out, casting="unsafe")
+                return values if out is not None or dtype is None else values.astype(dtype)
         with fits.open(path, mode="readonly", memmap=False) as hdus:
             data = hdus[hdu].data if rows is None else hdus[hdu].section[rows, :]
             data = np.asarray(data, dtype=np.dtype(dtype or data.dtype).newbyteorder("="))
@@ -171,7 +199,7 @@ def read_image(path, hdu: int = 0, dtype=None, rows: slice | None = None,
             return out
     except InputError:
         raise
-    except (OSError, ValueError, TypeError, IndexError, EOFError) as err:
+    except (OSError, ValueError, TypeError, IndexError, EOFError, zlib.error) as err:
         msg = f"cannot read image data ({_reason(err)})"
         raise InputError([InputProblem(Path(path), msg)]) from err
 
@@ -183,6 +211,16 @@ def _readable_into(image, out) -> bool:
     return (out is not None and out.dtype == np.uint16 and out.flags.c_contiguous
             and out.shape == image.shape and isinstance(image, (fits.PrimaryHDU, fits.ImageHDU))
             and raw_data_offset(image) is not None)
+
+
+def _is_tiled(image) -> bool:
+    """A tile-compressed image (``.fits.fz``: RICE, GZIP, ... tiles in a binary table).
+
+    Its file bytes are the compressed tiles, not the image: astropy decompresses it.
+    """
+    from astropy.io import fits
+
+    return isinstance(image, fits.CompImageHDU)
 
 
 def _read_unsigned_16bit_into(path, offset: int, out: np.ndarray) -> np.ndarray:

@@ -77,3 +77,50 @@ def test_a_tampered_product_is_not_current(tmp_path):
     raw[-10] ^= 0xFF  # one byte of the data
     path.write_bytes(bytes(raw))
     assert not fitsio.is_current_product(path, digest)
+
+
+def test_a_16bit_frame_read_as_another_type(tmp_path, rng):
+    data = rng.integers(0, 65535, (5, 7)).astype(np.uint16)
+    path = fitsio.write_raw_frame(tmp_path / "raw.fits", data, {})
+    actual = read_image(path, dtype=np.float32)
+    assert actual.dtype == np.float32
+    np.testing.assert_array_equal(actual, data)
+
+
+@pytest.mark.parametrize("compression", ["RICE_1", "GZIP_1", "GZIP_2", "HCOMPRESS_1"])
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.int32])
+def test_tile_compressed_images_read_as_the_uncompressed_ones(tmp_path, rng, compression, dtype):
+    data = rng.integers(0, 30000, (12, 13)).astype(dtype)
+    fits.PrimaryHDU(data).writeto(tmp_path / "plain.fits")
+    tiled = fits.CompImageHDU(data, compression_type=compression, tile_shape=(4, 13))
+    fits.HDUList([fits.PrimaryHDU(), tiled]).writeto(tmp_path / "tiled.fits.fz")
+    index, header = fitsio.find_image_hdu(tmp_path / "tiled.fits.fz")
+    assert index == 1 and fitsio.image_dtype(header) == np.dtype(dtype)
+    for rows in (None, slice(2, 7)):
+        expected = read_image(tmp_path / "plain.fits", rows=rows)
+        actual = read_image(tmp_path / "tiled.fits.fz", index, rows=rows)
+        np.testing.assert_array_equal(actual, expected)
+        assert actual.dtype == expected.dtype == np.dtype(dtype)
+    for out_dtype in (dtype, np.float32):
+        out = np.zeros(data.shape, out_dtype)
+        assert read_image(tmp_path / "tiled.fits.fz", index, out=out) is out
+        np.testing.assert_array_equal(out, data)
+
+
+def test_an_extension_inherits_the_primary_cards_when_it_says_so(tmp_path):
+    primary = fits.Header({"OBSTYPE": "BIAS", "FILTER": "V", "BZERO": 100})
+    primary.add_history("from the primary")
+    own = fits.Header({"INHERIT": True, "FILTER": "R", "EXTNAME": "SCI"})
+    data = np.arange(6, dtype=np.float32).reshape(2, 3)
+    fits.HDUList([fits.PrimaryHDU(header=primary), fits.ImageHDU(data, own)]
+                 ).writeto(tmp_path / "mef.fits")
+    index, header = fitsio.find_image_hdu(tmp_path / "mef.fits")
+    assert index == 1 and header["OBSTYPE"] == "BIAS" and header["FILTER"] == "R"
+    assert header["EXTNAME"] == "SCI" and header["BITPIX"] == -32 and header["NAXIS1"] == 3
+    assert "BZERO" not in header and "INHERIT" not in header and "SIMPLE" not in header
+    assert list(header["HISTORY"]) == ["from the primary"]
+    np.testing.assert_array_equal(read_image(tmp_path / "mef.fits", index), data)
+    own["INHERIT"] = False
+    fits.HDUList([fits.PrimaryHDU(header=primary), fits.ImageHDU(data, own)]
+                 ).writeto(tmp_path / "alone.fits")
+    assert "OBSTYPE" not in fitsio.find_image_hdu(tmp_path / "alone.fits")[1]
