@@ -1,8 +1,9 @@
 """Scan raw files into a frame catalogue, reporting every problem at once.
 
 A :class:`Frame` is what the headers say about one file; a :class:`Catalogue`
-is the night: the frames that could be read, and an
-:class:`~ccdred.errors.InputProblem` for each file that could not.
+is the night: the frames that could be read, an
+:class:`~ccdred.errors.InputProblem` for each file that could not, and the
+:class:`Note` lines the user should read, each said once for the night.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import numpy as np
 
 from . import fitsio
 from .errors import InputError, InputProblem
-from .keywords import FRAME_TYPES, Keywords
+from .keywords import FRAME_TYPES, Keywords, is_placeholder
 from .sections import Overscan, Preprocess, Section, Trim
 
-__all__ = ["Catalogue", "Frame", "PreprocessOptions", "expand_paths", "fits_files", "read_frame",
-           "read_stack", "scan", "stack_dtype"]
+__all__ = ["Catalogue", "Frame", "Note", "PreprocessOptions", "expand_paths", "fits_files",
+           "read_frame", "read_stack", "scan", "stack_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,10 @@ class Frame:
         Overscan subtraction and trim applied whenever the image is read
         (in float64; stacks of such frames are float32); ``shape`` is the
         preprocessed image's.
+    type_keyword : str or None
+        The keyword ``imagetyp`` was read from: the configured one, or the
+        first of its alternatives present (OBSTYPE, ...); None when the header
+        has none.
     """
 
     path: Path
@@ -69,6 +74,7 @@ class Frame:
     dtype: str = "float64"
     temperature: float | None = None
     preprocess: Preprocess = field(default_factory=Preprocess)
+    type_keyword: str | None = None
 
     @property
     def name(self) -> str:
@@ -134,6 +140,24 @@ class Catalogue:
         """Raise :class:`~ccdred.errors.InputError` if any file had a problem."""
         if self.problems:
             raise InputError(self.problems)
+
+
+@dataclass(frozen=True)
+class Note:
+    """What the user should know of a file, which does not stop it being used.
+
+    Notes are said once for the night (see :func:`scan`): those of one
+    ``topic`` in one line naming each ``message`` and its files (``BIASSEC =
+    'UNKNOWN'`` in every file, say); a note without a topic once per distinct
+    message, naming the first file.
+    """
+
+    path: Path
+    message: str
+    topic: str | None = None
+
+
+_PLACEHOLDER_SECTIONS = "header sections that are placeholders, not used"
 
 
 def stack_dtype(frames) -> np.dtype:
@@ -224,7 +248,13 @@ class PreprocessOptions:
         Overscan(Section(1, 1, 1, 1), self.overscan_function)
 
     def resolve(self, header, shape, problem, note) -> Preprocess:
-        """The preprocessing of one frame; header sections that do not fit are noted, not used."""
+        """The preprocessing of one frame.
+
+        Header sections that do not fit the image, or are placeholders
+        (``BIASSEC = 'UNKNOWN'``), are not used: ``note(message, topic=None)``
+        says so; ``problem(message)`` refuses the frame (a given section that
+        does not fit).
+        """
         overscan = self._section(self.overscan, ("BIASSEC",), header, shape, problem, note)
         trim = self._section(self.trim, ("TRIMSEC", "DATASEC"), header, shape, problem, note)
         return Preprocess(None if overscan is None else Overscan(overscan, self.overscan_function),
@@ -244,6 +274,9 @@ class PreprocessOptions:
             return section
         for key in keywords:
             if key in header:
+                if is_placeholder(header[key]):
+                    note(f"{key} = {header[key]!r}", _PLACEHOLDER_SECTIONS)
+                    continue
                 try:
                     section = Section.parse(header[key])
                     section.check(shape)
@@ -270,8 +303,9 @@ def scan(paths, keywords: Keywords = Keywords(),
     Returns
     -------
     Catalogue
-        Frames sorted by path, and one problem per unreadable or
-        inconsistent file (the catalogue never raises for bad input).
+        Frames sorted by path, one problem per unreadable or inconsistent
+        file (the catalogue never raises for bad input), and the notes of the
+        night, each said once however many files it concerns.
     """
     files, problems = expand_paths(paths)
     frames, notes = [], []
@@ -284,27 +318,47 @@ def scan(paths, keywords: Keywords = Keywords(),
     for frame in frames:
         if frame.frame_type is None and keywords.override(frame.path.name) != "ignore":
             logger.warning("%s: %s = %r is not a known frame type; frame not used",
-                           frame.path, keywords.imagetyp, frame.imagetyp)
+                           frame.path, frame.type_keyword, frame.imagetyp)
     return Catalogue(tuple(frames), tuple(problems), keywords, _summarise(notes))
 
 
 def _summarise(notes) -> tuple[str, ...]:
-    """One note per distinct message (the same header section in every file is said once)."""
-    counts = Counter(message for _, message in notes)
-    first = {}
-    for path, message in notes:
-        first.setdefault(message, path)
-    return tuple(f"{first[m]}: {m}" + (f" (and {n - 1} other files)" if n > 1 else "")
-                 for m, n in counts.items())
+    """One line per topic: the same header section in every file is said once for the night.
+
+    A note without a topic is its own topic: its line names the first file it
+    concerns and how many others.
+    """
+    topics = _grouped(notes, lambda note: note.topic or note.message)
+    return tuple(_summary_line(group) for group in topics.values())
+
+
+def _summary_line(notes) -> str:
+    first = notes[0]
+    if first.topic is None:
+        return f"{first.path}: {first.message}{_others(notes, ' (and {} other files)')}"
+    said = (f"{message} in {group[0].path}{_others(group, ' and {} other files')}"
+            for message, group in _grouped(notes, lambda note: note.message).items())
+    return f"{first.topic}: {'; '.join(said)}"
+
+
+def _grouped(notes, key) -> dict[str, list[Note]]:
+    groups: dict[str, list[Note]] = {}
+    for note in notes:
+        groups.setdefault(key(note), []).append(note)
+    return groups
+
+
+def _others(notes, template: str) -> str:
+    return template.format(len(notes) - 1) if len(notes) > 1 else ""
 
 
 def read_frame(path, keywords: Keywords = Keywords(),
                preprocessing: PreprocessOptions = PreprocessOptions(), note=None) -> Frame:
     """Classify one raw file from its header; raise InputError listing its problems.
 
-    ``note`` is called with ``(path, message)`` for what the user should know
-    but does not stop the frame being used (e.g. a header section that does
-    not fit the image).
+    ``note`` is called with a :class:`Note` for what the user should know but
+    does not stop the frame being used (e.g. a header section that does not
+    fit the image, or a frame type read from OBSTYPE where IMAGETYP is missing).
     """
     path = Path(path)
     hdu, header = fitsio.find_image_hdu(path)
@@ -313,22 +367,25 @@ def read_frame(path, keywords: Keywords = Keywords(),
     def problem(message):
         problems.append(InputProblem(path, message))
 
+    def noted(message, topic=None):
+        (note or _ignore)(Note(path, message, topic))
+
     naxis = header.get(keywords.naxis, 0)
     if naxis != 2:
         problem(f"image has {naxis} axes ({keywords.naxis}); a 2-D image is needed")
     raw_shape = (int(header.get(keywords.naxis2, 0)), int(header.get(keywords.naxis1, 0)))
-    imagetyp = header.get(keywords.imagetyp)
+    type_keyword, imagetyp = _frame_type_card(header, keywords, noted)
     frame_type = keywords.frame_type_of(path.name, imagetyp)
     if imagetyp is None and frame_type is None:
-        problem(f"no {keywords.imagetyp} keyword: cannot tell bias, dark, flat or object apart")
+        others = ", ".join(keywords.imagetyp_keywords()[1:])
+        problem(f"no {keywords.imagetyp} keyword (nor {others}): cannot tell bias, dark, "
+                "flat or object apart")
     exptime = _exptime(header, keywords, problem if frame_type in ("dark", "flat", "object") else None)
-    filter_name = next((str(header[k]).strip() for k in keywords.filter_keywords()
-                        if k in header and str(header[k]).strip()), None)
+    filter_name = _first_present(header, keywords.filter_keywords())[1]
     if frame_type in ("flat", "object") and not filter_name:
         problem(f"no filter keyword ({', '.join(keywords.filter_keywords())}) on a "
                 f"{frame_type} frame")
-    preprocess = preprocessing.resolve(header, raw_shape, problem,
-                                       lambda message: (note or _ignore)((path, message)))
+    preprocess = preprocessing.resolve(header, raw_shape, problem, noted)
     if problems:
         raise InputError(problems)
     # Overscan-corrected frames are computed in float64 and stacked in float32 (0.002 ADU
@@ -338,7 +395,26 @@ def read_frame(path, keywords: Keywords = Keywords(),
                  0.0 if frame_type == "bias" and exptime is None else exptime,
                  filter_name if frame_type in ("flat", "object") else None,
                  preprocess.shape(raw_shape), header.get("DATE-OBS"), np.dtype(dtype).name,
-                 _temperature(header), preprocess)
+                 _temperature(header), preprocess, type_keyword)
+
+
+def _first_present(header, keys) -> tuple[str | None, str | None]:
+    """The first of ``keys`` the header gives a non-blank value, and that value (stripped)."""
+    for key in keys:
+        if key in header and str(header[key]).strip():
+            return key, str(header[key]).strip()
+    return None, None
+
+
+def _frame_type_card(header, keywords: Keywords, noted) -> tuple[str | None, str | None]:
+    """The frame-type keyword and its value: the configured keyword's, else the first
+    alternative present (noted); a blank value of the configured one is an unknown type."""
+    key, value = _first_present(header, keywords.imagetyp_keywords())
+    if key is None and keywords.imagetyp in header:  # blank: an unknown type, not a missing one
+        return keywords.imagetyp, str(header[keywords.imagetyp])
+    if key not in (None, keywords.imagetyp):
+        noted(key, f"no {keywords.imagetyp} keyword, the frame type read from another")
+    return key, value
 
 
 def _ignore(_):

@@ -2,9 +2,12 @@
 
 The course script reads NAXIS, NAXIS1, NAXIS2, EXPTIME, FILTER and IMAGETYP
 and recognises exactly one value per frame type. :class:`Keywords` keeps every
-one of those names configurable and lets each frame type carry a list of
-aliases, matched case-insensitively after trimming, so that the conventions of
-common cameras and observatories work out of the box.
+one of those names configurable, tries the usual alternatives of the exposure
+time, filter and frame-type keywords when the configured one is missing, and
+lets each frame type carry a list of aliases, matched case-insensitively after
+trimming, so that the conventions of common cameras and observatories work out
+of the box. The course script's names and values come first, so that its
+nights are read as it reads them.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, fields
 
-__all__ = ["FRAME_TYPES", "Keywords"]
+__all__ = ["FRAME_TYPES", "Keywords", "is_placeholder"]
 
 #: The frame types ccdred knows, in the order it processes them.
 FRAME_TYPES = ("bias", "dark", "flat", "object")
+
+#: Header values that stand for "not known" (``BIASSEC = 'UNKNOWN'``), compared casefolded.
+PLACEHOLDERS = frozenset({"", "unknown", "n/a", "na", "none", "null", "undefined", "-", "?"})
 
 
 @dataclass(frozen=True)
@@ -36,9 +42,12 @@ class Keywords:
         Keywords tried in turn when ``filter`` is missing or blank.
     imagetyp : str
         Frame type keyword (the course script's ``--keyword-datatype``).
+    imagetyp_fallbacks : tuple of str
+        Keywords tried in turn when ``imagetyp`` is missing or blank: OBSTYPE
+        (LCO, Gemini, ESO-style headers), FRAMETYP.
     bias, dark, flat, object : tuple of str
-        Values of ``imagetyp`` meaning each frame type; the first is the
-        course script's default.
+        Values of the frame-type keyword meaning each frame type; the first is
+        the course script's default.
     frame_types : tuple of (str, str)
         ``(glob, type)`` pairs that classify files by name whatever their
         header says (the first matching glob wins); type is one of the frame
@@ -50,6 +59,8 @@ class Keywords:
     'object'
     >>> Keywords(dark=("DK",)).frame_type("Dark") is None
     True
+    >>> Keywords().imagetyp_keywords()
+    ('IMAGETYP', 'OBSTYPE', 'FRAMETYP')
     """
 
     naxis: str = "NAXIS"
@@ -60,11 +71,14 @@ class Keywords:
     filter: str = "FILTER"
     filter_fallbacks: tuple[str, ...] = ("FILTER", "FILTNAME", "INSFLNAM", "FILTER1", "FILT1")
     imagetyp: str = "IMAGETYP"
+    imagetyp_fallbacks: tuple[str, ...] = ("IMAGETYP", "OBSTYPE", "FRAMETYP")
     bias: tuple[str, ...] = ("BIAS", "Bias Frame", "ZERO", "Zero Frame", "OFFSET")
     dark: tuple[str, ...] = ("DARK", "Dark Frame", "Dark Current")
     flat: tuple[str, ...] = ("FLAT", "Flat Field", "Flat Frame", "FLATFIELD", "SKYFLAT",
-                             "DOMEFLAT", "TWIFLAT", "Sky Flat", "Dome Flat", "Twilight Flat")
-    object: tuple[str, ...] = ("LIGHT", "Light Frame", "OBJECT", "SCIENCE", "Science Frame")
+                             "DOMEFLAT", "TWIFLAT", "LAMPFLAT", "TWILIGHT", "Sky Flat",
+                             "Dome Flat", "Twilight Flat", "Lamp Flat")
+    object: tuple[str, ...] = ("LIGHT", "Light Frame", "OBJECT", "SCIENCE", "Science Frame",
+                               "EXPOSE", "STANDARD")
     frame_types: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
@@ -120,11 +134,31 @@ class Keywords:
 
     def filter_keywords(self) -> tuple[str, ...]:
         """The filter keywords to try, in order: the configured one first."""
-        return tuple(dict.fromkeys((self.filter, *self.filter_fallbacks)))
+        return _in_turn(self.filter, self.filter_fallbacks)
 
     def exptime_keywords(self) -> tuple[str, ...]:
-        """The exposure-time keywords to try, in order."""
-        return (self.exptime, *self.exptime_fallbacks)
+        """The exposure-time keywords to try, in order: the configured one first."""
+        return _in_turn(self.exptime, self.exptime_fallbacks)
+
+    def imagetyp_keywords(self) -> tuple[str, ...]:
+        """The frame-type keywords to try, in order: the configured one first."""
+        return _in_turn(self.imagetyp, self.imagetyp_fallbacks)
+
+
+def is_placeholder(value) -> bool:
+    """Whether a header value stands for "not known" ('UNKNOWN', 'N/A', blank, ...).
+
+    Examples
+    --------
+    >>> is_placeholder(" unknown "), is_placeholder("[1:10,1:20]")
+    (True, False)
+    """
+    return _normalise(value) in PLACEHOLDERS
+
+
+def _in_turn(keyword: str, fallbacks) -> tuple[str, ...]:
+    """``keyword``, then its fallbacks, each once."""
+    return tuple(dict.fromkeys((keyword, *fallbacks)))
 
 
 def _normalise(value) -> str:

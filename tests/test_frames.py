@@ -59,8 +59,9 @@ def test_header_sections_used_when_they_fit_the_image(write_fits, cards, oversca
     frame = read_frame(path, note=notes.append)
     assert frame.preprocess.describe()["overscan"] == overscan
     assert frame.preprocess.describe()["trim"] == trim
-    bad = [key for key in cards if key in notes[0][1]] if notes else []
-    assert (overscan, trim) != ("none", "none") or bad == ["BIASSEC"] or "DATASEC" in notes[1][1]
+    bad = [key for key in cards if key in notes[0].message] if notes else []
+    assert ((overscan, trim) != ("none", "none") or bad == ["BIASSEC"]
+            or "DATASEC" in notes[1].message)
 
 
 def test_files_are_recognised_by_content(tmp_path, write_fits):
@@ -98,7 +99,8 @@ def test_same_file_twice_is_used_once(write_fits):
 
 @pytest.mark.parametrize("name,data,cards,message", [
     ("cube.fits", np.zeros((3, 8, 10), np.uint16), LIGHT, "image has 3 axes"),
-    ("notype.fits", None, {"EXPTIME": 1.0}, "no IMAGETYP keyword"),
+    ("notype.fits", None, {"EXPTIME": 1.0},
+     r"no IMAGETYP keyword \(nor OBSTYPE, FRAMETYP\): cannot tell bias, dark, flat or object"),
     ("noexp.fits", None, {"IMAGETYP": "DARK"}, r"no exposure time \(EXPTIME or EXPOSURE\)"),
     ("strexp.fits", None, {"IMAGETYP": "DARK", "EXPTIME": "long"}, "EXPTIME = 'long' is not a number"),
     ("nofilter.fits", None, {"IMAGETYP": "FLAT", "EXPTIME": 1.0}, r"no filter keyword \(FILTER, FILTNAME, INSFLNAM, FILTER1, FILT1\) on a flat"),
@@ -142,3 +144,106 @@ def test_unknown_frame_type_is_kept_but_not_used(write_fits, caplog):
     catalogue = scan([path])
     assert catalogue.frames[0].frame_type is None and not catalogue.problems
     assert "'FOCUS' is not a known frame type" in caplog.text
+
+
+@pytest.mark.parametrize("cards,expected", [
+    ({"OBSTYPE": "EXPOSE"}, ("object", "OBSTYPE", "EXPOSE")),
+    ({"OBSTYPE": "SKYFLAT"}, ("flat", "OBSTYPE", "SKYFLAT")),
+    ({"FRAMETYP": "zero"}, ("bias", "FRAMETYP", "zero")),
+    ({"IMAGETYP": " ", "OBSTYPE": "LAMPFLAT"}, ("flat", "OBSTYPE", "LAMPFLAT")),
+    ({"IMAGETYP": "DARK", "OBSTYPE": "BIAS"}, ("dark", "IMAGETYP", "DARK")),
+    ({"IMAGETYP": " "}, (None, "IMAGETYP", "")),
+])
+def test_frame_type_from_the_first_frame_type_keyword_present(write_fits, cards, expected):
+    path = write_fits("f.fits", EXPTIME=1.0, FILTER="V", **cards)
+    notes = []
+    frame = read_frame(path, note=notes.append)
+    assert (frame.frame_type, frame.type_keyword, frame.imagetyp) == expected
+    fell_back = expected[1] != "IMAGETYP"
+    assert [n.message for n in notes] == ([expected[1]] if fell_back else [])
+
+
+def test_configured_frame_type_keyword_comes_first(write_fits):
+    path = write_fits("f.fits", EXPTIME=1.0, IMAGETYP="LIGHT", OBSTYPE="DARK")
+    assert read_frame(path, Keywords(imagetyp="OBSTYPE")).frame_type == "dark"
+    path = write_fits("g.fits", EXPTIME=1.0, IMAGETYP="DARK")
+    assert read_frame(path, Keywords(imagetyp="OBSTYPE")).frame_type == "dark"
+
+
+def test_a_fallback_frame_type_keyword_is_said_once_per_night(tmp_path, write_fits):
+    for i, value in enumerate(["BIAS", "DARK", "DARK", "EXPOSE"]):
+        write_fits(f"f{i}.fits", OBSTYPE=value, EXPTIME=1.0, FILTER="V")
+    write_fits("g.fits", IMAGETYP="BIAS", EXPTIME=0.0)
+    catalogue = scan([tmp_path])
+    assert not catalogue.problems
+    assert [f.frame_type for f in catalogue.frames] == ["bias", "dark", "dark", "object", "bias"]
+    assert catalogue.notes == (f"no IMAGETYP keyword, the frame type read from another: OBSTYPE in "
+                               f"{tmp_path / 'f0.fits'} and 3 other files",)
+
+
+def test_unknown_fallback_value_names_its_keyword(write_fits, caplog):
+    path = write_fits("arc.fits", OBSTYPE="ARC", EXPTIME=1.0)
+    assert scan([path]).frames[0].frame_type is None
+    assert "OBSTYPE = 'ARC' is not a known frame type" in caplog.text
+
+
+@pytest.mark.parametrize("placeholder", ["UNKNOWN", "unknown", "N/A", "", "NONE"])
+def test_placeholder_sections_are_one_line_for_the_night(tmp_path, write_fits, placeholder):
+    for i in range(4):
+        write_fits(f"f{i}.fits", IMAGETYP="DARK", EXPTIME=1.0, BIASSEC=placeholder,
+                   TRIMSEC="UNKNOWN", DATASEC="[2:9,3:7]")
+    catalogue = scan([tmp_path])
+    assert not catalogue.problems
+    assert {f.preprocess.describe()["overscan"] for f in catalogue.frames} == {"none"}
+    assert {f.preprocess.describe()["trim"] for f in catalogue.frames} == {"[2:9,3:7]"}
+    first = tmp_path / "f0.fits"
+    assert catalogue.notes == (
+        "header sections that are placeholders, not used: "
+        f"BIASSEC = {placeholder!r} in {first} and 3 other files; "
+        f"TRIMSEC = 'UNKNOWN' in {first} and 3 other files",)
+
+
+def test_malformed_sections_are_still_said_per_value(tmp_path, write_fits):
+    for i in range(3):
+        write_fits(f"f{i}.fits", IMAGETYP="DARK", EXPTIME=1.0, BIASSEC="[0,9:0,9]")
+    (note,) = scan([tmp_path]).notes
+    assert note.startswith(f"{tmp_path / 'f0.fits'}: BIASSEC = '[0,9:0,9]' not used: ")
+    assert note.endswith("(and 2 other files)")
+
+
+def test_inherit_gives_the_extension_the_primary_keywords(tmp_path):
+    primary = fits.PrimaryHDU(header=fits.Header({"OBSTYPE": "SKYFLAT", "FILTER": "rp",
+                                                  "EXPTIME": 5.0, "OBJECT": "flat"}))
+    image = fits.ImageHDU(np.arange(80, dtype=np.uint16).reshape(8, 10),
+                          fits.Header({"INHERIT": True, "EXPTIME": 7.0}))
+    fits.HDUList([primary, image]).writeto(tmp_path / "mef.fits")
+    frame = read_frame(tmp_path / "mef.fits")
+    assert (frame.hdu, frame.frame_type, frame.filter, frame.exptime) == (1, "flat", "rp", 7.0)
+    assert frame.header()["OBJECT"] == "flat" and "INHERIT" not in frame.header()
+    np.testing.assert_array_equal(frame.read(), image.data)
+
+
+def test_without_inherit_the_extension_header_stands_alone(tmp_path):
+    primary = fits.PrimaryHDU(header=fits.Header({"IMAGETYP": "DARK", "EXPTIME": 5.0}))
+    image = fits.ImageHDU(np.zeros((8, 10), np.uint16), fits.Header({"INHERIT": False}))
+    fits.HDUList([primary, image]).writeto(tmp_path / "mef.fits")
+    with pytest.raises(InputError, match=r"mef\.fits: no IMAGETYP keyword"):
+        read_frame(tmp_path / "mef.fits")
+
+
+@pytest.mark.parametrize("compression", ["RICE_1", "GZIP_1", "GZIP_2"])
+def test_tile_compressed_frames_are_scanned_and_read(tmp_path, rng, compression):
+    data = rng.integers(0, 65535, (9, 13)).astype(np.uint16)
+    header = fits.Header({"IMAGETYP": "LIGHT", "EXPTIME": 3.0, "FILTER": "V",
+                          "BIASSEC": "[12:13,1:9]", "TRIMSEC": "[1:11,2:9]"})
+    fits.PrimaryHDU(data, header).writeto(tmp_path / "plain.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, header, compression_type=compression)]
+                 ).writeto(tmp_path / "tiled.fits.fz")
+    catalogue = scan([tmp_path])
+    assert [f.path.name for f in catalogue.frames] == ["plain.fits", "tiled.fits.fz"]
+    plain, tiled = catalogue.frames
+    assert (tiled.name, tiled.hdu, tiled.frame_type) == ("tiled", 1, "object")
+    assert tiled.dtype == plain.dtype == "float32"  # overscan-corrected
+    assert tiled.preprocess == plain.preprocess and tiled.shape == plain.shape == (8, 11)
+    np.testing.assert_array_equal(tiled.read(), plain.read())
+    np.testing.assert_array_equal(tiled.read(rows=slice(2, 5)), plain.read(rows=slice(2, 5)))

@@ -1,0 +1,145 @@
+"""Files as observatories write them, reduced by the command line as the plain night is.
+
+Each test rewrites a simulated night the way some observatory stores it (keywords
+in the primary header with INHERIT, OBSTYPE instead of IMAGETYP, tile-compressed
+``.fits.fz``, placeholder header sections) and holds the products to those of the
+night as :func:`ccdred.demo.make_night` writes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from ccdred.cli import main
+from ccdred.demo import NightSpec, make_night
+
+#: Small nights: one without and one with an overscan strip (BIASSEC and TRIMSEC cards).
+SPECS = {"plain": NightSpec(shape=(24, 32), seed=11),
+         "overscan": NightSpec(shape=(24, 32), seed=11, overscan=4)}
+#: Frame types as Las Cumbres Observatory's OBSTYPE says them.
+LCO_TYPES = {"BIAS": "BIAS", "DARK": "DARK", "FLAT": "SKYFLAT", "LIGHT": "EXPOSE"}
+
+
+@pytest.fixture(scope="module", params=sorted(SPECS))
+def night(request, tmp_path_factory):
+    """A simulated night and its products, as the command line makes them."""
+    folder = tmp_path_factory.mktemp(request.param)
+    make_night(folder / "night", SPECS[request.param])
+    assert main(["reduce", "-q", "-d", str(folder / "out"), str(folder / "night")]) == 0
+    return folder
+
+
+def reduce(night, out, capsys, *options) -> str:
+    """Reduce ``night`` into ``out`` with the command line; its stderr."""
+    status = main(["reduce", "-q", "-d", str(out), *map(str, options), str(night)])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    return err
+
+
+def rewrite(night, folder, write, suffix=".fits"):
+    """Each raw frame of ``night`` written anew by ``write(header, data, path)``."""
+    folder.mkdir()
+    for path in sorted((night / "night").glob("*.fits")):
+        with fits.open(path) as hdus:
+            write(hdus[0].header.copy(), hdus[0].data, folder / f"{path.stem}{suffix}")
+    return folder
+
+
+def assert_same_products(out, night, keys=("IMAGETYP", "EXPTIME", "FILTER", "NCOMBINE")):
+    """The products in ``out`` are the plain night's, bit for bit, under the same names,
+    with the same header ``keys``."""
+    expected = sorted(p.name for p in (night / "out").glob("*.fits"))
+    assert sorted(p.name for p in out.glob("*.fits")) == expected and expected
+    for name in expected:
+        with fits.open(out / name) as made, fits.open(night / "out" / name) as plain:
+            np.testing.assert_array_equal(made[0].data, plain[0].data, strict=True)
+            for key in keys:
+                assert made[0].header.get(key) == plain[0].header.get(key), (name, key)
+
+
+@pytest.mark.parametrize("compression", ["RICE_1", "GZIP_1", "GZIP_2"])
+def test_tile_compressed_night_reduces_as_the_plain_one(night, tmp_path, capsys, compression):
+    def compress(header, data, path):
+        tiled = fits.CompImageHDU(data, header, compression_type=compression)
+        fits.HDUList([fits.PrimaryHDU(), tiled]).writeto(path)
+
+    tiled = rewrite(night, tmp_path / "tiled", compress, ".fits.fz")
+    reduce(tiled, tmp_path / "out", capsys)
+    assert_same_products(tmp_path / "out", night)
+
+
+def test_keywords_in_the_primary_header_with_inherit(night, tmp_path, capsys):
+    def split(header, data, path):
+        image = fits.ImageHDU(data, fits.Header({"INHERIT": True, "EXTNAME": "SCI"}))
+        fits.HDUList([fits.PrimaryHDU(header=header), image]).writeto(path)
+
+    split_night = rewrite(night, tmp_path / "mef", split)
+    with fits.open(next(split_night.iterdir())) as hdus:
+        assert "IMAGETYP" in hdus[0].header and "IMAGETYP" not in hdus[1].header
+    reduce(split_night, tmp_path / "out", capsys)
+    assert_same_products(tmp_path / "out", night)
+
+
+def test_frame_types_from_obstype_said_once(night, tmp_path, capsys):
+    def lco(header, data, path):
+        header["OBSTYPE"] = LCO_TYPES[header.pop("IMAGETYP")]
+        fits.PrimaryHDU(data, header).writeto(path)
+
+    lco_night = rewrite(night, tmp_path / "lco", lco)
+    err = reduce(lco_night, tmp_path / "out", capsys)
+    said = [line for line in err.splitlines() if "OBSTYPE" in line]
+    n_files = len(list(lco_night.iterdir()))
+    assert said == [f"ccdred: warning: no IMAGETYP keyword, the frame type read from another: "
+                    f"OBSTYPE in {lco_night / 'demo_0001.fits'} and {n_files - 1} other files"]
+    assert_same_products(tmp_path / "out", night, ("EXPTIME", "FILTER", "NCOMBINE"))
+    calibrated = next((tmp_path / "out").glob("*_df.fits"))
+    assert fits.getval(calibrated, "OBSTYPE") == "EXPOSE"
+    assert fits.getval(next((tmp_path / "out").glob("dark_*.fits")), "IMAGETYP") == "DARK"
+    err = reduce(lco_night, tmp_path / "named", capsys, "--keyword-datatype", "OBSTYPE",
+                 "--keyword-datatype-object", "EXPOSE")
+    assert "OBSTYPE" not in err
+    assert_same_products(tmp_path / "named", night, ("EXPTIME", "FILTER", "NCOMBINE"))
+
+
+def test_placeholder_sections_are_one_line_for_the_night(night, tmp_path, capsys):
+    def unknown(header, data, path):
+        number = int(path.stem.split("_")[1])
+        header["BIASSEC"] = "UNKNOWN" if number % 2 else "N/A"
+        header["TRIMSEC"] = "UNKNOWN"
+        fits.PrimaryHDU(data, header).writeto(path)
+
+    err = reduce(rewrite(night, tmp_path / "unknown", unknown), tmp_path / "out", capsys)
+    said = [line for line in err.splitlines() if "SEC" in line]
+    assert len(said) == 1 and said[0].startswith(
+        "ccdred: warning: header sections that are placeholders, not used: BIASSEC = 'UNKNOWN' in ")
+    assert "BIASSEC = 'N/A' in " in said[0] and "TRIMSEC = 'UNKNOWN' in " in said[0]
+    if not (night / "night" / "demo_0001.fits").read_bytes().count(b"BIASSEC"):
+        assert_same_products(tmp_path / "out", night)  # no strip to lose: the same night
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_a_damaged_compressed_file_is_named(night, tmp_path, capsys, damage):
+    def compress(header, data, path):
+        tiled = fits.CompImageHDU(data, header, compression_type="GZIP_1")
+        fits.HDUList([fits.PrimaryHDU(), tiled]).writeto(path)
+
+    tiled = rewrite(night, tmp_path / "tiled", compress, ".fits.fz")
+    broken = tiled / "demo_0004.fits.fz"  # a dark
+    with fits.open(broken) as hdus:
+        table = hdus[1].fileinfo()["datLoc"]
+        heap = table + hdus[1]._bintable.header["NAXIS1"] * hdus[1]._bintable.header["NAXIS2"]
+        end = heap + hdus[1]._bintable.header["PCOUNT"]
+    raw = broken.read_bytes()
+    if damage == "truncated":
+        raw = raw[:heap]
+    else:  # every compressed tile
+        raw = raw[:heap] + b"Z" * (end - heap) + raw[end:]
+    broken.write_bytes(raw)
+    status = main(["reduce", "-q", "-d", str(tmp_path / "out"), str(tiled)])
+    err = capsys.readouterr().err
+    expected = "truncated" if damage == "truncated" else "cannot read image data"
+    assert status == 2 and f"ccdred: error: {broken}: {expected}" in err, err
+    assert not list(tmp_path.glob("out/*.fits"))
