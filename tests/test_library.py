@@ -17,7 +17,7 @@ from ccdred.cli import main
 from ccdred.demo import NightSpec, make_night
 from ccdred.errors import InputError
 from ccdred.frames import scan
-from ccdred.library import INDEX, Setup, add_to_library, open_library
+from ccdred.library import INDEX, Setup, add_to_library, open_library, setup_of
 from ccdred.pipeline import Pipeline
 from ccdred.plan import PlanOptions, build_plan
 
@@ -76,7 +76,9 @@ def test_adding_a_night_indexes_its_masters(course):
 def test_objects_alone_reduce_with_the_library_to_the_whole_nights_products(course, objects,
                                                                             tmp_path):
     _, whole, lib = course
+    before = {p.name: p.read_bytes() for p in lib.iterdir()}
     assert reduce("-d", tmp_path / "out", "--library", lib, objects) == 0
+    assert {p.name: p.read_bytes() for p in lib.iterdir()} == before  # read, never changed
     got, want = df_products(tmp_path / "out"), df_products(whole)
     assert got.keys() == want.keys() and got
     for name in want:
@@ -258,3 +260,13 @@ def test_the_nearest_master_in_time_is_taken(course, tmp_path):
     found, _ = open_library(library).nearest("flat", Setup("ccdred demo camera", SPEC.shape),
                                              datetime.datetime(2021, 2, 17), filter="V")
     assert found.path.name.startswith("20210216T") and found.age == pytest.approx(13 / 24)
+
+
+@pytest.mark.parametrize(("cards", "binning", "readout"), [
+    ({}, None, None),
+    ({"XBINNING": 2, "YBINNING": 2, "CCDSUM": "1 1"}, "2x2", None),
+    ({"CCDSUM": "2 1", "READOUTM": "Fast "}, "2x1", "Fast"),
+])
+def test_the_setup_names_binning_and_readout_where_the_header_says_them(cards, binning, readout):
+    header = fits.Header({"INSTRUME": "cam ", **cards})
+    assert setup_of(header, (4, 6)) == Setup("cam", (4, 6), binning, readout)
