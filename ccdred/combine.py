@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -147,10 +147,6 @@ class ClipOptions:
         """The high sigma-clipping threshold (``hsigma``, else ``threshold``)."""
         return self.threshold if self.hsigma is None else self.hsigma
 
-    def as_kwargs(self) -> dict:
-        """The options as keyword arguments of the combine kernels."""
-        return asdict(self)
-
     def frame_kwargs(self) -> dict:
         """The options of the per-frame clipping of darks (:func:`frame_clip_bounds`)."""
         return {"threshold": self.threshold, "cenfunc": self.cenfunc, "maxiters": self.maxiters}
@@ -215,6 +211,12 @@ class CombineResult:
         """2-D count of samples not used per pixel."""
         return self.n_frames - self.n_used
 
+    @property
+    def combination(self) -> CombineResult:
+        """Itself: the combination behind a master (as a master flat's
+        :attr:`~ccdred.combiners.MasterFlat.combination` is its, before normalising)."""
+        return self
+
 
 def _per_frame(values, n, name):
     values = np.ones(n) if values is None else np.asarray(values, dtype=np.float64)
@@ -224,7 +226,21 @@ def _per_frame(values, n, name):
     return values
 
 
-def _check_arguments(stack, clip, weights, mask, scale=None, valid_range=None, frames=None,
+def _clip_options(clip, options: dict) -> ClipOptions:
+    """The rejection's options: ``clip`` as given (validated when it was made), or made from
+    their keywords."""
+    if clip is None:
+        return ClipOptions(**options)
+    if options:
+        msg = f"give clip or its options ({', '.join(options)}), not both"
+        raise TypeError(msg)
+    if not isinstance(clip, ClipOptions):
+        msg = f"clip must be a ClipOptions, got {type(clip).__name__}"
+        raise TypeError(msg)
+    return clip
+
+
+def _check_arguments(stack, weights, mask, scale=None, valid_range=None, frames=None,
                      offsets=None, offset_index=None):
     stack = np.asarray(stack)
     if stack.ndim != 3:
@@ -233,7 +249,6 @@ def _check_arguments(stack, clip, weights, mask, scale=None, valid_range=None, f
     if not (np.issubdtype(stack.dtype, np.floating) or np.issubdtype(stack.dtype, np.integer)):
         msg = f"stack must hold integers or floats, got dtype {stack.dtype}"
         raise ValueError(msg)
-    options = ClipOptions(**clip)
     frames = _frame_indices(frames, stack.shape[0])
     n = len(frames)
     weights = _per_frame(weights, n, "weights")
@@ -246,7 +261,7 @@ def _check_arguments(stack, clip, weights, mask, scale=None, valid_range=None, f
     lower, upper = (np.full(n, -np.inf), np.full(n, np.inf)) if valid_range is None else (
         np.broadcast_to(np.asarray(bound, dtype=np.float64), (n,)) for bound in valid_range)
     offsets, offset_index = offset_images(offsets, offset_index, n, stack.shape[1:])
-    return (stack, options, weights, mask, scale,
+    return (stack, weights, mask, scale,
             (np.ascontiguousarray(lower), np.ascontiguousarray(upper)), frames, offsets, offset_index)
 
 
@@ -290,9 +305,9 @@ def _frame_indices(frames, depth):
     return indices.astype(np.int64)
 
 
-def sigma_clip_combine(stack, *, weights=None, mask=None, scale=None, valid_range=None,
-                       frames=None, offsets=None, offset_index=None, keep_mask: bool = True,
-                       **clip) -> CombineResult:
+def sigma_clip_combine(stack, *, clip: ClipOptions | None = None, weights=None, mask=None,
+                       scale=None, valid_range=None, frames=None, offsets=None, offset_index=None,
+                       keep_mask: bool = True, **options) -> CombineResult:
     """Reject samples of a stack along its first axis and average what is kept.
 
     Parameters
@@ -323,9 +338,12 @@ def sigma_clip_combine(stack, *, weights=None, mask=None, scale=None, valid_rang
         Which of ``offsets`` each frame takes; the first for all by default.
     keep_mask : bool, optional
         Return the 3-D ``clip_mask``; False saves one byte per sample.
-    **clip
-        The rejection: :class:`ClipOptions` (``threshold``, ``cenfunc``,
-        ``maxiters``, ``rejection``, ...); sigma clipping at 2.5 by default.
+    clip : ClipOptions, optional
+        The rejection, validated once when it was made; sigma clipping at
+        2.5 by default.
+    **options
+        Or the rejection's options by keyword (``threshold``, ``cenfunc``,
+        ``maxiters``, ``rejection``, ...: :class:`ClipOptions`'s), not with ``clip``.
 
     Returns
     -------
@@ -342,9 +360,9 @@ def sigma_clip_combine(stack, *, weights=None, mask=None, scale=None, valid_rang
     >>> sigma_clip_combine(stack, rejection="minmax").clip_mask[:, 0, 0].tolist()
     [False, False, True, False, True]
     """
-    stack, options, weights, mask, scale, (valid_low, valid_high), frames, offsets, offset_index = (
-        _check_arguments(stack, clip, weights, mask, scale, valid_range, frames, offsets,
-                         offset_index))
+    clip = _clip_options(clip, options)
+    stack, weights, mask, scale, (valid_low, valid_high), frames, offsets, offset_index = (
+        _check_arguments(stack, weights, mask, scale, valid_range, frames, offsets, offset_index))
     from .kernels import BLOCK, combine_rows
 
     n, (rows, cols) = len(frames), stack.shape[1:]
@@ -355,7 +373,7 @@ def sigma_clip_combine(stack, *, weights=None, mask=None, scale=None, valid_rang
     per_frame = [_kernel_array(a, np.float64) for a in (valid_low, valid_high)]
     per_frame += [_kernel_array(offset_index, np.int64)]
     per_frame += [_kernel_array(a, np.float64) for a in (weights, scale)]
-    rejection, network = _rejection_arguments(options), sorting_network(n)
+    rejection, network = _rejection_arguments(clip), sorting_network(n)
     for first, samples, offset_rows in _kernel_blocks(stack, frames, mask, offsets):
         height = samples.shape[1]
         used_per_task = np.empty((height * ((cols + BLOCK - 1) // BLOCK), n), dtype=np.int64)
@@ -455,9 +473,9 @@ def sorting_network(n: int) -> np.ndarray:
     return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 
-def sigma_clip_combine_plain(stack, *, weights=None, mask=None, scale=None, valid_range=None,
-                             frames=None, offsets=None, offset_index=None,
-                             **clip) -> CombineResult:
+def sigma_clip_combine_plain(stack, *, clip: ClipOptions | None = None, weights=None, mask=None,
+                             scale=None, valid_range=None, frames=None, offsets=None,
+                             offset_index=None, **options) -> CombineResult:
     """Plain numpy twin of :func:`sigma_clip_combine`, kept for testing and reading.
 
     Same parameters and result; whole-array numpy operations, float64
@@ -465,7 +483,7 @@ def sigma_clip_combine_plain(stack, *, weights=None, mask=None, scale=None, vali
     """
     trace = trace_rejection(stack, weights=weights, mask=mask, scale=scale,
                             valid_range=valid_range, frames=frames, offsets=offsets,
-                            offset_index=offset_index, **clip)
+                            offset_index=offset_index, clip=_clip_options(clip, options))
     used, values = ~trace.rejected, trace.values
     frame_weights = trace.weights[:, None, None] * used
     weight_sum = frame_weights.sum(axis=0)
@@ -508,16 +526,17 @@ class RejectionTrace:
     weights: np.ndarray
 
 
-def trace_rejection(stack, *, weights=None, mask=None, scale=None, valid_range=None, frames=None,
-                    offsets=None, offset_index=None, **clip) -> RejectionTrace:
+def trace_rejection(stack, *, clip: ClipOptions | None = None, weights=None, mask=None, scale=None,
+                    valid_range=None, frames=None, offsets=None, offset_index=None,
+                    **options) -> RejectionTrace:
     """Reject as :func:`sigma_clip_combine` does, keeping every iteration's bounds and decisions.
 
     Plain numpy, for a few pixels (e.g. to show why a pixel's sample was
     rejected) and as the readable twin of the kernel; same parameters.
     """
-    stack, options, weights, mask, scale, (low, high), frames, offsets, offset_index = (
-        _check_arguments(stack, clip, weights, mask, scale, valid_range, frames, offsets,
-                         offset_index))
+    clip = _clip_options(clip, options)
+    stack, weights, mask, scale, (low, high), frames, offsets, offset_index = (
+        _check_arguments(stack, weights, mask, scale, valid_range, frames, offsets, offset_index))
     stored = stack[frames].astype(np.float64)
     values = stored - offsets[offset_index] if len(offsets) else stored
     values = values * scale[:, None, None]
@@ -526,11 +545,11 @@ def trace_rejection(stack, *, weights=None, mask=None, scale=None, valid_range=N
                  & (stored <= high[:, None, None]))
     if mask is not None:
         valid &= ~mask
-    if options.rejection == "sigclip":
-        used, iteration, bounds = _sigma_clip_trace(values, valid, options)
+    if clip.rejection == "sigclip":
+        used, iteration, bounds = _sigma_clip_trace(values, valid, clip)
     else:
-        used, bounds = (_minmax_plain if options.rejection == "minmax" else _pclip_plain)(
-            values, valid, options)
+        used, bounds = (_minmax_plain if clip.rejection == "minmax" else _pclip_plain)(
+            values, valid, clip)
         iteration = (valid & ~used).astype(np.int64)
         bounds = bounds[np.newaxis]
     return RejectionTrace(values, ~valid, ~used, iteration, bounds, weights)
@@ -646,8 +665,8 @@ def frame_clip_bounds(frame, *, threshold=ClipOptions.threshold, cenfunc=ClipOpt
     can be masked piece by piece (see :func:`outside_bounds`).
     """
     frame = np.asarray(frame)
-    _check_arguments(frame.reshape(1, 1, -1),
-                     {"threshold": threshold, "cenfunc": cenfunc, "maxiters": maxiters}, None, None)
+    _check_arguments(frame.reshape(1, 1, -1), None, None)
+    ClipOptions(threshold=threshold, cenfunc=cenfunc, maxiters=maxiters)
     if np.issubdtype(frame.dtype, np.integer) and frame.size:
         offset, top = int(frame.min()), int(frame.max())
         if top - offset < _MAX_HISTOGRAM_BINS:

@@ -170,7 +170,7 @@ class StackCombiner(Combiner):
     def _arguments(self, choice, offsets, offset_index) -> dict:
         valid_range = np.array(choice.statistics, dtype=np.float64).T if self.frame_clip else None
         return {"valid_range": valid_range, "offsets": offsets, "offset_index": offset_index,
-                **self.clip.as_kwargs()}
+                "clip": self.clip}
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ class DarkCurrentCombiner(Combiner):
             frames = np.flatnonzero(exptimes == exptime)
             level = sigma_clip_combine(stack if read is None else read(frames), offsets=offsets,
                                        keep_mask=False, frames=frames if read is None else None,
-                                       **self.clip.as_kwargs())
+                                       clip=self.clip)
             weight = level.n_used * exptime
             numerator = numerator + np.where(level.n_used > 0, weight * level.data, 0.0)
             denominator = denominator + weight * exptime
@@ -260,7 +260,8 @@ class MasterFlat:
 
     @property
     def combination(self) -> CombineResult | None:
-        """The combination behind the master (as for every master's :class:`CombineResult`)."""
+        """The combination behind the master, before normalising (a bias's or dark's
+        :class:`~ccdred.combine.CombineResult` is its own)."""
         return self.combine
 
 
@@ -306,7 +307,7 @@ class FlatCombiner(Combiner):
         used = np.asarray(choice.statistics, dtype=np.float64)[choice.used]
         index = None if offset_index is None else np.asarray(offset_index)[choice.used]
         return {"weights": used, "scale": used[0] / used, "frames": np.flatnonzero(choice.used),
-                "offsets": offsets, "offset_index": index, **self.clip.as_kwargs()}
+                "offsets": offsets, "offset_index": index, "clip": self.clip}
 
     def finish(self, parts, choice: FrameChoice) -> MasterFlat:
         """Join the row blocks and normalise."""

@@ -354,7 +354,7 @@ class Dashboard(pn.viewable.Viewer):
             except InputError as err:
                 lines.append(self._public(str(err)))
                 continue
-            n_frames = getattr(made, "combine", made).n_frames  # a MasterFlat's combination
+            n_frames = made.combination.n_frames
             lines.append(plots.summary_line(counts, prefix + name)
                          + plots.samuelson_note(n_frames, pipeline.clip()))
         return "  \n".join(dict.fromkeys(lines))  # a problem of both masters, said once

@@ -351,7 +351,7 @@ class Pipeline(ReductionParameters):
         kept = MASTERS.get(("left_out", self._key(name, options)), lambda: left_out(
             plan_master, options, self._stack(plan_master), self._choice(name, options),
             self._images(plan_master, options)))
-        return sample_counts(getattr(made, "combine", made), kept)  # a MasterFlat's combine
+        return sample_counts(made.combination, kept)
 
     def _name(self, master) -> str:
         """A product name from 'dark' (the selected calibration master), 'flat' (the selected
@@ -440,7 +440,7 @@ class Pipeline(ReductionParameters):
         x, y = self.pixel_x, self.pixel_y
         if x is None or y is None:
             master = self.master(self._name(self.inspect))
-            n_rejected = getattr(master, "combine", master).n_rejected  # a MasterFlat's combine
+            n_rejected = master.combination.n_rejected
             y, x = np.unravel_index(np.argmax(n_rejected), n_rejected.shape)
         return self.pixel_stack(self.inspect, x, y)
 

@@ -6,8 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ccdred.combine import (concatenate_rows, frame_clip_bounds, frame_clip_mask, frame_median,
-                            sigma_clip_combine, sigma_clip_combine_plain, sorting_network)
+from ccdred.combine import (ClipOptions, concatenate_rows, frame_clip_bounds, frame_clip_mask,
+                            frame_median, sigma_clip_combine, sigma_clip_combine_plain,
+                            sorting_network, trace_rejection)
 
 KERNELS = [sigma_clip_combine, sigma_clip_combine_plain]
 
@@ -384,3 +385,18 @@ def test_rejected_per_frame_without_the_mask_and_across_row_blocks(rng):
                                for rows in (slice(0, 5), slice(5, 12))])
     assert blocks.clip_mask is None
     np.testing.assert_array_equal(blocks.n_rejected_per_frame, whole.n_rejected_per_frame)
+
+
+def test_options_are_passed_whole_or_by_keyword_not_both(rng):
+    """A combiner passes its validated ClipOptions whole: the same result as its keywords."""
+    stack = rng.normal(100.0, 5.0, (7, 6, 5))
+    stack[3, 2, 2] = 400.0
+    clip = ClipOptions(threshold=2.0, cenfunc="mean", maxiters=3)
+    whole = sigma_clip_combine(stack, clip=clip)
+    np.testing.assert_array_equal(whole.data, sigma_clip_combine(
+        stack, threshold=2.0, cenfunc="mean", maxiters=3).data)
+    assert whole.clip_mask[3, 2, 2]
+    with pytest.raises(TypeError, match="not both"):
+        sigma_clip_combine(stack, clip=clip, threshold=3.0)
+    with pytest.raises(TypeError, match="clip must be a ClipOptions"):
+        trace_rejection(stack, clip={"threshold": 2.0})
