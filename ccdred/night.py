@@ -328,9 +328,8 @@ def prepare_night(paths, output_dir, parameters: ReductionParameters,
 
 def _nothing_to_make(catalogue, paths) -> InputProblem:
     """The problem of a night that yields no product: what it holds, and how to map it."""
-    keyword = catalogue.keywords.imagetyp
-    found = Counter(frame.frame_type or f"unknown {keyword} = {frame.imagetyp!r}"
-                    for frame in catalogue.frames)
+    found = Counter(frame.frame_type or (f"unknown {frame.type_keyword or catalogue.keywords.imagetyp}"
+                                         f" = {frame.imagetyp!r}") for frame in catalogue.frames)
     held = ", ".join(f"{count} {kind}" for kind, count in sorted(found.items())) or "no frames"
     where = Path(paths[0]) if len(paths) == 1 else None
     return InputProblem(where, f"nothing to make: the night holds {held}; it needs flats or "

@@ -186,9 +186,9 @@ def test_a_night_that_makes_nothing_is_an_input_error_listing_what_it_holds(nigh
     lamp = tmp_path / "lamp"
     lamp.mkdir()
     for i in range(3):
-        write_fits(f"f{i}.fits", folder=lamp, IMAGETYP="LAMPFLAT", EXPTIME=1.0)
+        write_fits(f"f{i}.fits", folder=lamp, IMAGETYP="ARC", EXPTIME=1.0)
     status, err = run(["-d", tmp_path / "out", lamp], capsys)
-    assert status == 2 and "the night holds 3 unknown IMAGETYP = 'LAMPFLAT'" in err
+    assert status == 2 and "the night holds 3 unknown IMAGETYP = 'ARC'" in err
     assert "--keyword-datatype-flat" in err and "--frame-type" in err
     assert not (tmp_path / "out").exists()
 
