@@ -4,7 +4,8 @@
 session); then another process combines stacks of every type a night can hold (raw
 uint16 read from a FITS file with BZERO, int16, big-endian, int32, float32, float64,
 read-only memory maps, strided views, with and without masks and offsets), measures
-their frames and reduces both real nights of ../shared/realdata. None of it may compile:
+their frames, reduces both real nights of ../shared/realdata and computes what the
+dashboard shows of the demo night (raw frames held read-only). None of it may compile:
 numba's dispatchers count what they compile (cache misses), the cache folder gains no
 file, and each kernel holds the one version ``kernels.SIGNATURES`` names.
 """
@@ -35,8 +36,9 @@ WORKLOAD = textwrap.dedent('''
     from ccdred import fitsio, kernels
     from ccdred.cli import main
     from ccdred.combine import frame_clip_bounds, frame_median, sigma_clip_combine
+    from ccdred.pipeline import Pipeline
 
-    work, realdata = Path(sys.argv[1]), Path(sys.argv[2])
+    work, realdata, demo = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 
 
     def read_only(array):
@@ -82,6 +84,11 @@ WORKLOAD = textwrap.dedent('''
     assert main(["reduce", "-q", "-d", str(work / "stl"), "--frame-type", "flat-*=flat",
                  str(realdata / "stl1001-lab")]) == 0
     assert main(["reduce", "-q", "-d", str(work / "cafos"), str(realdata / "cafos-ngc2420")]) == 0
+    pipeline = Pipeline(night=str(demo))  # the dashboard's first pages
+    pipeline.master_dark(), pipeline.master_flat(), pipeline.calibrated()
+    for inspect in ("flat", "dark"):
+        pipeline.inspect = inspect
+        pipeline.shown_sweep(), pipeline.shown_pixel()
 
     held = {}
     for name, value in vars(kernels).items():
@@ -117,7 +124,8 @@ def test_no_kernel_compiles_after_prepare(prepared, tmp_path):
 
     before = _cache_files(prepared)
     assert before, "ccdred prepare cached no kernel"
-    done = subprocess.run([sys.executable, "-c", WORKLOAD, str(tmp_path), str(REALDATA)],
+    demo, = prepared.glob("demo-*")
+    done = subprocess.run([sys.executable, "-c", WORKLOAD, str(tmp_path), str(REALDATA), str(demo)],
                           env=_environment(prepared), capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
