@@ -280,11 +280,16 @@ class FlatCombiner(Combiner):
     limits : FlatLimits
     filter_name : str
         The flats' filter, for messages.
+    mosaic : bool
+        The flats are a one-shot colour camera's colour-filter mosaic (Bayer):
+        each of its four places in a 2x2 cell is normalised on its own, so that
+        flat-fielding changes no colour (the lamp's colour is not the sky's).
     """
 
     clip: ClipOptions = field(default_factory=ClipOptions)
     limits: FlatLimits = field(default_factory=FlatLimits)
     filter_name: str = ""
+    mosaic: bool = False
     work_bytes = 0
 
     def frame_statistic(self, image, offset=None) -> float:
@@ -312,7 +317,7 @@ class FlatCombiner(Combiner):
     def finish(self, parts, choice: FrameChoice) -> MasterFlat:
         """Join the row blocks and normalise."""
         combined = concatenate_rows(parts)
-        normalised, n_bad = normalise_flat(combined.data)
+        normalised, n_bad = normalise_flat(combined.data, mosaic=self.mosaic)
         return MasterFlat(normalised, combined, np.asarray(choice.statistics, dtype=np.float64),
                           choice.used.copy(), n_bad)
 
@@ -418,13 +423,23 @@ def darks_for_frames(exptimes, master_darks, rows=None) -> tuple[np.ndarray, np.
     return darks, np.array([distinct.index(t) for t in exptimes], dtype=np.int64)
 
 
-def normalise_flat(combined) -> tuple[np.ndarray, int]:
+def normalise_flat(combined, *, mosaic: bool = False) -> tuple[np.ndarray, int]:
     """Divide by the mean; pixels left without a positive, finite value become 1.0.
+
+    With ``mosaic`` (a colour-filter mosaic), each of the four places of a 2x2
+    cell is divided by its own mean: every colour channel has mean 1.
 
     Returns the normalised flat and the number of such pixels.
     """
     finite = np.isfinite(combined)
-    normalised = np.divide(combined, np.mean(combined, where=finite))
+    if mosaic:
+        normalised = np.empty(np.shape(combined))
+        for cell in ((slice(0, None, 2), slice(0, None, 2)), (slice(0, None, 2), slice(1, None, 2)),
+                     (slice(1, None, 2), slice(0, None, 2)), (slice(1, None, 2), slice(1, None, 2))):
+            np.divide(combined[cell], np.mean(combined[cell], where=finite[cell]),
+                      out=normalised[cell])
+    else:
+        normalised = np.divide(combined, np.mean(combined, where=finite))
     bad = np.logical_not(finite, out=finite)
     bad |= normalised <= 0
     np.copyto(normalised, 1.0, where=bad)

@@ -73,6 +73,10 @@ class NightSpec:
         Levels (ADU above bias) of every filter's flats, in order, instead of
         ``n_flats`` levels spread around ``flat_level`` with saturated and faint
         ones: repeat a level for pairs of flats (gain, photon transfer curve).
+    bayer : str or None
+        A one-shot colour camera's mosaic (``BAYERPAT``, e.g. 'RGGB'): the flat
+        lamp and the sky then have colours of their own (:data:`LAMP_COLOUR`,
+        :data:`SKY_COLOUR`), seen through the mosaic; None: a monochrome sensor.
     """
 
     shape: tuple[int, int] = (512, 512)
@@ -95,6 +99,7 @@ class NightSpec:
     gain: float = GAIN
     read_noise: float = GAIN * READ_NOISE
     flat_levels: tuple[float, ...] = ()
+    bayer: str | None = None
 
     @classmethod
     def real(cls, **changes) -> NightSpec:
@@ -288,9 +293,30 @@ def _read_out(data, cards, drift, spec, rng):
     return np.clip(np.round(image), 0, SATURATION).astype(np.uint16), cards
 
 
+#: Relative brightness, per colour, of the flat lamp and of the sky through a colour mosaic.
+LAMP_COLOUR = {"R": 1.3, "G": 1.0, "B": 0.5}
+SKY_COLOUR = {"R": 0.8, "G": 1.0, "B": 1.2}
+
+
+def mosaic_image(shape, pattern: str, colour: dict) -> np.ndarray:
+    """Each pixel's value of ``colour`` (e.g. :data:`SKY_COLOUR`) under a colour-filter mosaic
+    such as 'RGGB' (the colours of a 2x2 cell, row by row, from the first pixel)."""
+    image = np.empty(shape)
+    for place, name in enumerate(pattern):
+        image[place // 2::2, place % 2::2] = colour[name]
+    return image
+
+
+def _coloured(spec, light, colour) -> np.ndarray:
+    """Light of this colour as the sensor sees it (as it is, for a monochrome sensor)."""
+    return light if spec.bayer is None else light * mosaic_image(spec.shape, spec.bayer, colour)
+
+
 def _cards(spec, kind, exptime, filter_name=None, target=None) -> dict:
     cards = {"IMAGETYP": spec.imagetyp[kind], "EXPTIME": float(exptime),
              "INSTRUME": "ccdred demo camera", "GAIN": spec.gain}
+    if spec.bayer is not None:
+        cards.update(BAYERPAT=spec.bayer, XBAYROFF=0, YBAYROFF=0)
     if filter_name is not None:
         cards["FILTER"] = filter_name
     if target is not None:
@@ -324,7 +350,7 @@ def _flat_frames(spec, truth, rng):
     for index, name in enumerate(spec.filters):
         response = truth.flat_response[name]
         for level in _flat_levels(spec, index):
-            light = level * response
+            light = _coloured(spec, level * response, LAMP_COLOUR)
             yield (expose(truth, rng, spec.flat_exptime, light, cosmics=False),
                    _cards(spec, "flat", spec.flat_exptime, name))
 
@@ -333,7 +359,7 @@ def _object_frames(spec, truth, rng):
     stars = star_field(spec.shape, np.random.default_rng([spec.seed, 3]))
     for name, exptime in zip(spec.filters, spec.object_exptimes, strict=True):
         sky = 4.0  # ADU/s
-        light = (sky + stars) * exptime * truth.flat_response[name]
+        light = _coloured(spec, (sky + stars) * exptime * truth.flat_response[name], SKY_COLOUR)
         for _ in range(spec.n_objects):
             yield expose(truth, rng, exptime, light), _cards(spec, "object", exptime, name, "M67")
 

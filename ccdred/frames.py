@@ -61,6 +61,10 @@ class Frame:
         The keyword ``imagetyp`` was read from: the configured one, or the
         first of its alternatives present (OBSTYPE, ...); None when the header
         has none.
+    bayer : str or None
+        The colour-filter mosaic (``BAYERPAT``, e.g. 'RGGB') of a one-shot colour
+        camera's frame, recorded as is (ccdred calibrates the mosaic, it does not
+        debayer); None for a monochrome sensor.
     """
 
     path: Path
@@ -75,6 +79,7 @@ class Frame:
     temperature: float | None = None
     preprocess: Preprocess = field(default_factory=Preprocess)
     type_keyword: str | None = None
+    bayer: str | None = None
 
     @property
     def name(self) -> str:
@@ -395,7 +400,8 @@ def read_frame(path, keywords: Keywords = Keywords(),
                  0.0 if frame_type == "bias" and exptime is None else exptime,
                  filter_name if frame_type in ("flat", "object") else None,
                  preprocess.shape(raw_shape), header.get("DATE-OBS"), np.dtype(dtype).name,
-                 _temperature(header), preprocess, type_keyword)
+                 _temperature(header), preprocess, type_keyword,
+                 str(header["BAYERPAT"]).strip() or None if "BAYERPAT" in header else None)
 
 
 def _first_present(header, keys) -> tuple[str | None, str | None]:

@@ -86,7 +86,8 @@ _COMBINERS = {
     "dark": lambda options, master: StackCombiner(options.clip, options.frame_clip),
     "dark_current": lambda options, master: DarkCurrentCombiner(
         options.clip, tuple(f.exptime for f in master.frames)),
-    "flat": lambda options, master: FlatCombiner(options.clip, options.limits, master.filter),
+    "flat": lambda options, master: FlatCombiner(options.clip, options.limits, master.filter,
+                                                 mosaic=any(f.bayer for f in master.frames)),
 }
 
 
