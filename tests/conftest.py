@@ -6,6 +6,7 @@ import ctypes
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +60,24 @@ def _running_descendants(pid: int) -> list[tuple[int, str]]:
         for task in Path(f"/proc/{parent}/task").glob("*/children"):
             for child in map(int, task.read_text().split()):
                 queue.append(child)
-                try:
-                    command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-                except OSError:
-                    continue
-                command = command.decode().strip()
-                if is_running(child) and not any(h in command for h in _INTERPRETER_HELPERS):
+                command = _command_line(child)
+                if command is not None and is_running(child) and not any(h in command for h in _INTERPRETER_HELPERS):
                     found.append((child, command))
     return found
+
+
+def _command_line(pid: int, wait: float = 2.0) -> str | None:
+    """A process's command line; None once it has gone. A process forked but not yet
+    started (its command line still empty, on a loaded machine) is given ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            return None
+        if command.strip() or time.monotonic() > deadline:
+            return command.decode().strip()
+        time.sleep(0.05)
 
 
 @pytest.fixture
