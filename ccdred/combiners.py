@@ -130,6 +130,11 @@ class Combiner:
     def report(self, result, paths) -> None:
         """Log and warn about what the master's frames did (``paths``: one per frame)."""
 
+    def read_result(self, image) -> CombineResult:
+        """A master made earlier (read from a file) as this combiner's result, of no frames."""
+        return CombineResult(image, None, np.zeros(image.shape, dtype=np.int16), 0,
+                             np.zeros(0, dtype=np.int64))
+
     def statistic_key(self) -> tuple:
         """What, of this combiner, decides the frames' statistics (beside the frames and
         the images subtracted from them)."""
@@ -302,6 +307,10 @@ class FlatCombiner(Combiner):
         paths = [f"flat {i}" for i in range(len(statistics))] if paths is None else paths
         used = self.limits.select(statistics, paths, self.filter_name)
         return FrameChoice(tuple(map(float, statistics)), used, np.arange(len(statistics)))
+
+    def read_result(self, image) -> MasterFlat:
+        """A master flat made earlier (read from a file, normalised), of no flats."""
+        return MasterFlat(image, None, np.zeros(0), np.zeros(0, dtype=bool), 0)
 
     def combination_key(self) -> FlatCombiner:
         """Itself without its limits: they decide the master only through the flats they

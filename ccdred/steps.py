@@ -103,11 +103,16 @@ def offsets(master: Master, masters, rows=None) -> tuple[np.ndarray | None, np.n
     return None, None
 
 
+def frame_offset(master: Master, masters, i: int) -> np.ndarray | None:
+    """The image subtracted from frame ``i`` of a master (see :func:`offsets`), alone."""
+    if master.terms:
+        return master.terms[i].image(masters)
+    return np.asarray(masters[master.bias]) if master.bias else None
+
+
 def frame_statistic(master: Master, options: StepOptions, i: int, image, masters):
     """The statistic of frame ``i`` of a master, from its whole (preprocessed) image."""
-    images, index = offsets(master, masters)
-    return options.combiner(master).frame_statistic(image, None if images is None
-                                                    else images[index[i]])
+    return options.combiner(master).frame_statistic(image, frame_offset(master, masters, i))
 
 
 def stack_statistics(master: Master, options: StepOptions, stack, masters, map_frames=map) -> list:
@@ -117,8 +122,10 @@ def stack_statistics(master: Master, options: StepOptions, stack, masters, map_f
 
 
 def file_statistic(master: Master, options: StepOptions, i: int, masters):
-    """The statistic of frame ``i``, read from its file (a task of its own on a cluster)."""
-    return frame_statistic(master, options, i, master.frames[i].read(), masters)
+    """The statistic of frame ``i``, read from its file (a task of its own on a cluster;
+    not read when the combiner does not measure frames)."""
+    image = master.frames[i].read() if options.combiner(master).measures_frames else None
+    return frame_statistic(master, options, i, image, masters)
 
 
 def choose(master: Master, options: StepOptions, statistics) -> FrameChoice:
@@ -188,7 +195,7 @@ def make_master(master: Master, options: StepOptions, masters, *, budget: int = 
     CombineResult or MasterFlat
     """
     if master.library is not None:
-        return read_library_master(master)
+        return read_library_master(master, options)
     logger.info("making %s from %d frames", master.label, len(master.frames))
     combiner, blocks = options.combiner(master), master_row_blocks(master, options, budget)
     if stack is None and len(blocks) == 1 and not combiner.measures_frames:
@@ -208,18 +215,15 @@ def make_master(master: Master, options: StepOptions, masters, *, budget: int = 
     return finish(master, options, parts, choice)
 
 
-def read_library_master(master: Master) -> CombineResult | MasterFlat:
-    """A master of the calibration library (``master.library``), read from its file as the
-    result of a combination (a master flat as a :class:`~ccdred.combiners.MasterFlat` of no
-    frames), so that every runner applies it as one it made."""
+def read_library_master(master: Master, options: StepOptions) -> CombineResult | MasterFlat:
+    """A master of the calibration library (``master.library``), read from its file as its
+    combiner's result of no frames (:meth:`~ccdred.combiners.Combiner.read_result`), so
+    that every runner applies it as one it made."""
     logger.info("reading %s: %s", master.label, master.library.describe())
     data = fitsio.read_image(master.library.path)
     if data.ndim != 2:
         raise InputError([InputProblem(master.library.path, "a library master must be 2-D")])
-    if master.kind == "flat":
-        return MasterFlat(data, None, np.zeros(0), np.zeros(0, dtype=bool), 0)
-    return CombineResult(data, None, np.zeros(data.shape, dtype=np.int16), 0,
-                         np.zeros(0, dtype=np.int64))
+    return options.combiner(master).read_result(data)
 
 
 def _combine_reading(master: Master, options: StepOptions, masters, map_frames):
