@@ -22,7 +22,8 @@ from ._version import __version__
 from .config import DEMO_SIZE
 from .compat import option_strings
 from .errors import InputError, InputProblem
-from .parameters import CalibrationParameters, ReductionParameters, names, option, refusal
+from .parameters import (CalibrationParameters, DetectorParameters, ReductionParameters, names,
+                         option, refusal)
 
 __all__ = ["main"]
 
@@ -69,6 +70,9 @@ def _clip_options(parser, defaults: ReductionParameters) -> None:
     extra = parser.add_argument_group("beyond nimccdred.py")
     extra.add_argument("--lowerlimit", type=float, default=defaults.lower_limit,
                        help=doc.lower_limit.doc)
+    for name in names(DetectorParameters):  # --gain, --read-noise
+        extra.add_argument(option(name), type=float, default=getattr(defaults, name),
+                           help=doc[name].doc)
     extra.add_argument("--no-frame-clip", dest="frame_clip", action="store_false",
                        help="do not sigma-clip each dark on its own before combining")
     extra.add_argument("--dtype", choices=doc.dtype.objects, default=defaults.dtype,

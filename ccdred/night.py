@@ -21,12 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import fitsio
 from ._version import __version__
 from .calibrate import calibration_steps
 from .errors import CalibrationWarning, CcdredWarning, InputError, InputProblem
-from .frames import Frame, scan
+from .frames import Catalogue, Frame, scan
 from .library import add_to_library
+from .noise import DetectorNoise, central_region, detector_noise, level_pair
 from .parameters import ReductionParameters
 from .plan import DarkTerm, Master, NightPlan, ObjectStep, plan_night
 from .steps import make_master, report_master, written_part
@@ -40,6 +43,8 @@ __all__ = [
     "log_file",
     "log_plan",
     "log_to",
+    "night_noise",
+    "noise_cards",
     "prepare_night",
     "prepare_nights",
     "reduce_night",
@@ -68,12 +73,16 @@ class NightResult:
         dtype, which the night calibrated with; see :func:`ccdred.steps.as_written`).
     products : list of pathlib.Path
         Every file written, in order.
+    noise : DetectorNoise or None
+        The gain and read noise the products' ``GAIN`` and ``RDNOISE`` cards say (see
+        :func:`night_noise`); None when unknown.
     """
 
     output_dir: Path
     plan: NightPlan
     masters: dict = field(default_factory=dict)
     products: list = field(default_factory=list)
+    noise: DetectorNoise | None = None
 
     @property
     def master_darks(self) -> dict:
@@ -145,6 +154,7 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
     plan, options = result.plan, parameters.step_options()
     create_output(result.output_dir, existing)
     log_plan(plan)
+    result.noise = night_noise(plan.catalogue, parameters)
     steps = _Progress(progress, len(plan.masters) + len(plan.calibrations))
     with _pool(threads) as pool:
         problems = []
@@ -408,6 +418,123 @@ def log_plan(plan: NightPlan) -> None:
         logger.info("  %s: %s, %s", step.frame.path.name, step.term.describe(), step.flat)
 
 
+# -- the detector's gain and read noise: once per night, for both runners --------------
+
+#: The measured block: the central half of each axis, at most this many pixels along each
+#: (512² pixels measure the gain to about 0.5 %, in a tenth of a second).
+NOISE_PIXELS = 512
+#: The most flats read to find two of one filter at one level.
+NOISE_FLATS = 8
+
+
+def night_noise(catalogue: Catalogue, parameters: ReductionParameters) -> DetectorNoise | None:
+    """The night's gain and read noise: an option's, else the first frame's header's, else
+    measured; logged in one line, with where each came from.
+
+    Unless both are options, they are measured (see :func:`ccdred.noise.detector_noise`)
+    from the night's first two biases and, for the gain, two flats of one filter at one
+    level (signals within 10 %, within the flat limits), on the central block of each
+    frame (:data:`NOISE_PIXELS`) as :meth:`~ccdred.frames.Frame.read` gives it (overscan
+    subtracted, trimmed): a measured value far from the header's is a
+    :class:`~ccdred.errors.NoiseWarning`. When either stays unknown (no option, no header
+    value, too few frames), the log says so and None is returned: the night is reduced
+    all the same.
+
+    Raises
+    ------
+    InputError
+        When an option is not finite.
+    """
+    options = parameters.detector_options()
+    biases, flats = (_noise_frames(catalogue, parameters.step_options().limits)
+                     if None in options.values() else ([], []))
+    first = next(iter(catalogue.frames), None)  # None: a folder without frames (Pipeline's)
+    noise, reason = _chosen_noise(first, biases, flats, options)
+    if noise is None:
+        logger.info("gain and read noise unknown (%s); the products get no GAIN or RDNOISE "
+                    "card", reason)
+    else:
+        logger.info("gain %.3g e-/ADU (%s), read noise %.3g e- (%s)", noise.gain,
+                    noise.gain_source, noise.read_noise, noise.read_noise_source)
+    return noise
+
+
+def noise_cards(noise: DetectorNoise | None) -> dict:
+    """The ``GAIN`` and ``RDNOISE`` cards of a night's products, each with a comment naming
+    its source; measured values to 4 significant digits. None gives no card.
+
+    Examples
+    --------
+    >>> noise_cards(DetectorNoise(2.06, 13.81234, "header EGAIN", "measured from 2 biases"))
+    {'GAIN': (2.06, 'e-/ADU, header EGAIN'), 'RDNOISE': (13.81, 'e-, measured from 2 biases')}
+    """
+    if noise is None:
+        return {}
+    cards = {}
+    for key, value, unit, source in (("GAIN", noise.gain, "e-/ADU", noise.gain_source),
+                                     ("RDNOISE", noise.read_noise, "e-", noise.read_noise_source)):
+        shown = float(f"{value:.4g}") if source.startswith("measured") else value
+        cards[key] = (shown, f"{unit}, {source}")
+    return cards
+
+
+def _chosen_noise(first: Frame | None, biases, flats, options) -> tuple[DetectorNoise | None, str]:
+    """:func:`~ccdred.noise.detector_noise` with the first frame's header and these frames
+    (the whole of each), again without the flats should they not measure (no brighter than
+    the biases); (None, why) when a value stays unknown."""
+    header, path = (first.header(), first.path) if first is not None else ({}, None)
+    reason = ""
+    for some_flats in ([flats, []] if flats else [[]]):
+        try:
+            return detector_noise(header, biases=biases, flats=some_flats, path=path,
+                                  region=(slice(None), slice(None)), **options), ""
+        except ValueError as err:
+            reason = str(err)
+    return None, reason
+
+
+def _noise_frames(catalogue: Catalogue, limits) -> tuple[list, list]:
+    """The central blocks of the night's first two biases (of one shape) and of its first
+    two flats of one filter at one level; none (or no flats) where the night has too few."""
+    biases = _first_two(catalogue.of_type("bias"), key=lambda frame: frame.shape)
+    if not biases:
+        return [], []
+    region = central_region(biases[0].shape, most=NOISE_PIXELS)
+    bias_images = [_central(frame, region) for frame in biases]
+    bias_level = float(np.median(bias_images[0]))
+    flats = [f for f in catalogue.of_type("flat") if f.shape == biases[0].shape][:NOISE_FLATS]
+    read = {}  # filter -> [(image, signal)] of the flats within the limits
+    for frame in flats:
+        image = _central(frame, region)
+        signal = float(np.median(image)) - bias_level
+        if not limits.accepts([signal])[0]:
+            continue
+        same = read.setdefault(frame.filter, [])
+        same.append((image, signal))
+        pair = level_pair([level for _, level in same])
+        if pair is not None:
+            return bias_images, [same[i][0] for i in pair]
+    return bias_images, []
+
+
+def _first_two(frames, key) -> list:
+    """The first two ``frames`` with one ``key``; [] when no two share one."""
+    seen = {}
+    for frame in frames:
+        group = seen.setdefault(key(frame), [])
+        group.append(frame)
+        if len(group) == 2:
+            return group
+    return []
+
+
+def _central(frame: Frame, region) -> np.ndarray:
+    """A frame's image (overscan subtracted, trimmed) within ``region``: its rows read alone
+    where the file allows it."""
+    rows, columns = region
+    return frame.read(rows=rows)[:, columns]
+
+
 # -- products: written here by the in-process runner, and by Dask tasks ------------------
 
 
@@ -434,14 +561,17 @@ def _is_current(out: Path, name, step, inputs, options) -> bool:
 
 
 def _write(out: Path, name, data, header, step, inputs, parameters, existing, history=(),
-           extra=None) -> Path:
-    """Write one product, unless resuming and an intact one made the same way is there."""
+           extra=None, noise=None) -> Path:
+    """Write one product, unless resuming and an intact one made the same way is there;
+    ``noise`` gives its GAIN and RDNOISE cards (:func:`noise_cards`)."""
     options = _options(parameters, extra)
     if existing == "resume" and _is_current(out, name, step, inputs, options):
         logger.info("kept %s (current)", out / name)
         return out / name
     header = fitsio.add_provenance(header, step=step, inputs=inputs, options=options,
                                    version=__version__, history=history)
+    for key, card in noise_cards(noise).items():
+        header[key] = card
     header.remove("BUNIT", ignore_missing=True)
     if step in _UNITS:
         header["BUNIT"] = _UNITS[step]
@@ -465,19 +595,23 @@ def _frame_options(frame: Frame, term: DarkTerm | None = None) -> dict:
     return {**frame.preprocess.describe(), **({"dark_model": term.model} if term else {})}
 
 
-def write_masters(plan: NightPlan, masters, out, parameters, existing="refuse") -> list[Path]:
+def write_masters(plan: NightPlan, masters, out, parameters, existing="refuse",
+                  noise=None) -> list[Path]:
     """Write every master of a night (``masters``: results by name); returns their paths.
 
     ``existing`` says what to do with a product already there: 'refuse' (an
-    error), 'overwrite', or 'resume' (keep it if intact and made the same way).
+    error), 'overwrite', or 'resume' (keep it if intact and made the same way);
+    ``noise``: the night's :class:`~ccdred.noise.DetectorNoise` (see :func:`night_noise`).
     """
     return [write_master(master, masters[master.name], out, parameters, existing,
-                         plan.library_history(master.needs)) for master in plan.made]
+                         plan.library_history(master.needs), noise) for master in plan.made]
 
 
-def write_master(master: Master, result, out, parameters, existing="refuse", library=()) -> Path:
+def write_master(master: Master, result, out, parameters, existing="refuse", library=(),
+                 noise=None) -> Path:
     """Write one master, its inputs and what was subtracted from them in its header
-    (``library``: HISTORY lines naming the library masters it used)."""
+    (``library``: HISTORY lines naming the library masters it used; ``noise``: the night's
+    gain and read noise)."""
     frames = master.frames
     if master.kind == "flat":
         frames = [f for f, ok in zip(frames, result.accepted, strict=True) if ok]
@@ -486,7 +620,7 @@ def write_master(master: Master, result, out, parameters, existing="refuse", lib
     header = _master_header(master.kind, frames[0].header(), parameters.keywords())
     return _write(out, master.name, result.data, header, f"master_{master.kind}",
                   [f.path for f in frames], parameters, existing, history,
-                  _frame_options(frames[0]))
+                  _frame_options(frames[0]), noise)
 
 
 def _master_header(kind: str, header, keywords):
@@ -520,29 +654,30 @@ def _frame_header(frame: Frame, parameters):
 
 
 def write_flat_intermediate(frame: Frame, term: DarkTerm, masters, out, parameters,
-                            existing="refuse", dark=None, library=()) -> Path:
+                            existing="refuse", dark=None, library=(), noise=None) -> Path:
     """Write a flat's dark-subtracted '_d' file, as the course script does.
 
     ``masters`` maps product names to master images; ``dark`` is the image of
     ``term``, when already made; ``library``: HISTORY lines naming the library masters
-    it uses (:meth:`~ccdred.plan.NightPlan.library_history`).
+    it uses (:meth:`~ccdred.plan.NightPlan.library_history`); ``noise``: the night's gain
+    and read noise.
     """
     dark = term.image(masters) if dark is None else dark
     subtracted, _ = calibration_steps(frame.read(), dark,
                                       dtype=fitsio.storage_dtype(parameters.dtype))
     return _write(out, f"{frame.name}_d.fits", subtracted, _frame_header(frame, parameters),
                   "dark_subtracted", [frame.path, *term.needs], parameters, existing,
-                  [term.describe(), *library], _frame_options(frame, term))
+                  [term.describe(), *library], _frame_options(frame, term), noise)
 
 
 def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refuse",
-                     dark=None, library=()) -> list[Path]:
+                     dark=None, library=(), noise=None) -> list[Path]:
     """Dark-subtract and flat-field one object frame; write its '_d' (optional) and '_df' files.
 
     ``dark`` is the image of ``step.term``, when already made (frames of one
     exposure time share it); ``library``: HISTORY lines naming the library masters it
-    uses. When resuming and both products are intact and current, nothing is read or
-    computed.
+    uses; ``noise``: the night's gain and read noise. When resuming and both products are
+    intact and current, nothing is read or computed.
     """
     frame, term = step.frame, step.term
     targets = ([(f"{frame.name}_d.fits", "dark_subtracted", [frame.path, *term.needs])]
@@ -560,24 +695,24 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
                                keep_subtracted=parameters.intermediate)
     header = _frame_header(frame, parameters)
     return [_write(out, name, image, header, kind, inputs, parameters, existing,
-                   [term.describe(), *library], extra)
+                   [term.describe(), *library], extra, noise)
             for (name, kind, inputs), image in zip(targets, images[-len(targets):], strict=True)]
 
 
 def _write_products(result: NightResult, parameters, existing, steps, pool) -> None:
     """Write every product through ``pool``; ``result.products`` keeps the plan's order."""
-    plan, out, images = result.plan, result.output_dir, result.images()
+    plan, out, images, noise = result.plan, result.output_dir, result.images(), result.noise
     terms = [plan.flat_terms[f.path] for f in plan.all_flats] if parameters.intermediate else []
     # Frames of one exposure time share their dark's image (a few images at most).
     distinct = set(terms) | {s.term for s in plan.calibrations}
     darks = {term: term.image(images) for term in distinct} if len(distinct) <= 8 else {}
-    masters = pool.submit(write_masters, plan, result.masters, out, parameters, existing)
+    masters = pool.submit(write_masters, plan, result.masters, out, parameters, existing, noise)
     flats = [pool.submit(write_flat_intermediate, frame, term, images, out, parameters,
-                         existing, darks.get(term), plan.library_history(term.needs))
+                         existing, darks.get(term), plan.library_history(term.needs), noise)
              for frame, term in zip(plan.all_flats if terms else [], terms, strict=True)]
     objects = pool.map(lambda step: calibrate_object(
         step, images, out, parameters, existing, darks.get(step.term),
-        plan.library_history((*step.term.needs, step.flat))), plan.calibrations)
+        plan.library_history((*step.term.needs, step.flat)), noise), plan.calibrations)
     result.products += masters.result()
     result.products += [flat.result() for flat in flats]
     for step, paths in zip(plan.calibrations, objects, strict=True):

@@ -33,9 +33,10 @@ import numpy as np
 
 from .errors import NoiseWarning
 
-__all__ = ["CLIP_SIGMA", "GAIN_KEYWORDS", "READ_NOISE_KEYWORDS", "DetectorNoise",
-           "PhotonTransferCurve", "central_region", "clipped_std", "detector_noise",
-           "gain_from_flats", "header_noise", "photon_transfer_curve", "read_noise_from_biases"]
+__all__ = ["CLIP_SIGMA", "GAIN_KEYWORDS", "PAIR_TOLERANCE", "READ_NOISE_KEYWORDS",
+           "DetectorNoise", "PhotonTransferCurve", "central_region", "clipped_std",
+           "detector_noise", "gain_from_flats", "header_noise", "level_pair",
+           "photon_transfer_curve", "read_noise_from_biases"]
 
 #: Clipping threshold (in σ) of every mean and σ here.
 CLIP_SIGMA = 5.0
@@ -50,6 +51,9 @@ READ_NOISE_KEYWORDS = ("RDNOISE", "READNOIS", "RON", "CCDRON")
 
 #: A measured value further than this (relative) from the header's gives a NoiseWarning.
 TOLERANCE = 0.2
+
+#: Two flats whose signals differ by at most this (relative) are a pair at one level.
+PAIR_TOLERANCE = 0.1
 
 
 @dataclass(frozen=True)
@@ -315,19 +319,47 @@ def header_noise(header) -> tuple[tuple[float, str] | None, tuple[float, str] | 
     return _first_positive(header, GAIN_KEYWORDS), _first_positive(header, READ_NOISE_KEYWORDS)
 
 
-def central_region(shape, fraction: float = 0.5) -> tuple[slice, slice]:
-    """The central ``fraction`` of each axis of an image of ``shape`` (rows, columns).
+def central_region(shape, fraction: float = 0.5, most: int | None = None) -> tuple[slice, slice]:
+    """The central ``fraction`` of each axis of an image of ``shape`` (rows, columns), and
+    at most ``most`` pixels along each when given.
 
     Examples
     --------
     >>> central_region((100, 200))
     (slice(25, 75, None), slice(50, 150, None))
+    >>> central_region((2048, 100), most=512)
+    (slice(768, 1280, None), slice(25, 75, None))
     """
     if not 0 < fraction <= 1:
         msg = f"fraction must be in (0, 1], not {fraction!r}"
         raise ValueError(msg)
-    margin = (1 - fraction) / 2
-    return tuple(slice(round(n * margin), round(n * (1 - margin))) for n in shape)
+    margin, region = (1 - fraction) / 2, []
+    for n in shape:
+        start, stop = round(n * margin), round(n * (1 - margin))
+        if most is not None and stop - start > most:
+            start += (stop - start - most) // 2
+            stop = start + most
+        region.append(slice(start, stop))
+    return tuple(region)
+
+
+def level_pair(levels, tolerance: float = PAIR_TOLERANCE) -> tuple[int, int] | None:
+    """The first two flats at one level: positions of two positive ``levels`` (signal above
+    the bias) within ``tolerance`` (relative) of each other, or None.
+
+    Examples
+    --------
+    >>> level_pair([45000.0, 300.0, 22000.0, 23500.0])
+    (2, 3)
+    >>> level_pair([1000.0, 2000.0]) is None
+    True
+    """
+    for j, later in enumerate(levels):
+        for i, earlier in enumerate(levels[:j]):
+            close = abs(later - earlier) <= tolerance * max(earlier, later)
+            if earlier > 0 and later > 0 and close:
+                return i, j
+    return None
 
 
 def clipped_std(values, sigma: float = CLIP_SIGMA) -> float:
@@ -362,11 +394,18 @@ def _bias_pair(bias_a, bias_b, region) -> tuple[float, float]:
 
 
 def _flat_pair(flat_a, flat_b, bias_level, region) -> tuple[float, float]:
-    """(mean signal of two flats above ``bias_level``, variance of their matched difference)."""
+    """(signal of two flats above ``bias_level``, variance of their matched difference).
+
+    ``flat_b`` is scaled by r = S_a / S_b to ``flat_a``'s level, so that the difference's
+    photon variance is (S_a + r² S_b) / g = S_a (1 + r) / g: the signal returned is
+    S_a (1 + r) / 2, which is the mean of the two signals when they are equal (taking the
+    mean would bias the gain by S_b / S_a, 5 % for flats 5 % apart).
+    """
     a, b = _pair(flat_a, flat_b, region)
     signal_a, signal_b = _clipped_stats(a)[0] - bias_level, _clipped_stats(b)[0] - bias_level
-    difference = (a - bias_level) - (b - bias_level) * (signal_a / signal_b)
-    return (signal_a + signal_b) / 2.0, clipped_std(difference) ** 2
+    ratio = signal_a / signal_b
+    difference = (a - bias_level) - (b - bias_level) * ratio
+    return signal_a * (1.0 + ratio) / 2.0, clipped_std(difference) ** 2
 
 
 def _gain(signal: float, flat_variance: float, bias_variance: float) -> float:

@@ -11,6 +11,7 @@ place; they equal the course script's.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -26,11 +27,12 @@ from .errors import InputError, InputProblem
 from .frames import PreprocessOptions
 from .keywords import Keywords
 from .library import Library, open_library
+from .noise import GAIN_KEYWORDS, READ_NOISE_KEYWORDS
 from .plan import DARK_MODELS, PlanOptions
 from .steps import StepOptions
 
-__all__ = ["CalibrationParameters", "ClipParameters", "KeywordParameters", "LibraryParameters",
-           "ReductionParameters",
+__all__ = ["CalibrationParameters", "ClipParameters", "DetectorParameters", "KeywordParameters",
+           "LibraryParameters", "ReductionParameters",
            "names", "option", "refusal"]
 
 
@@ -217,8 +219,37 @@ class ClipParameters(param.Parameterized):
             raise InputError([InputProblem(None, str(err))]) from err
 
 
+class DetectorParameters(param.Parameterized):
+    """The detector's gain and read noise, when the user knows them better than the header.
+
+    They change no image: products carry them as ``GAIN`` and ``RDNOISE`` cards (see
+    :func:`ccdred.night.night_noise`).
+    """
+
+    gain = param.Number(None, allow_None=True, bounds=(0, None), inclusive_bounds=(False, True),
+                        softbounds=(0.1, 10), step=0.1,
+                        doc="gain (e-/ADU) the products' GAIN card says; by default the header's "
+                            f"({', '.join(GAIN_KEYWORDS)}), else measured from two biases and "
+                            "two flats")
+    read_noise = param.Number(None, allow_None=True, bounds=(0, None),
+                              inclusive_bounds=(False, True), softbounds=(0, 30), step=0.5,
+                              doc="read noise (e-) the products' RDNOISE card says; by default "
+                                  f"the header's ({', '.join(READ_NOISE_KEYWORDS)}), else "
+                                  "measured from two biases")
+
+    def detector_options(self) -> dict:
+        """The user's ``gain`` and ``read_noise`` (None where unset); InputError naming an
+        infinite one (param's bounds let infinity through)."""
+        values = {"gain": self.gain, "read_noise": self.read_noise}
+        bad = [f"{option(name)} must be a finite number, not {value}"
+               for name, value in values.items() if value is not None and not math.isfinite(value)]
+        if bad:
+            raise InputError([InputProblem(None, message) for message in bad])
+        return values
+
+
 class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParameters,
-                          LibraryParameters):
+                          LibraryParameters, DetectorParameters):
     """Everything that decides a night's products."""
 
     def plan_options(self) -> PlanOptions:
@@ -282,6 +313,8 @@ class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParamete
         return f"ccdred.Pipeline({', '.join(arguments)})"
 
     def provenance(self) -> dict:
-        """The options that decide product values, for product headers."""
+        """The options that decide product values (and the GAIN and RDNOISE cards), for
+        product headers."""
         return {**self.step_options().provenance(), "dtype": self.dtype,
-                "temperature_tolerance": self.temperature_tolerance}
+                "temperature_tolerance": self.temperature_tolerance,
+                **self.detector_options()}

@@ -33,6 +33,8 @@ from .combiners import FrameChoice, MasterFlat
 from .combine import CombineResult, frame_median
 from .errors import InputError, InputProblem
 from .frames import Catalogue, Frame, read_stack, scan
+from .night import night_noise
+from .noise import DetectorNoise
 from .parameters import (CalibrationParameters, ClipParameters, KeywordParameters,
                          ReductionParameters, names)
 from .plan import Master, NightPlan, build_plan
@@ -419,6 +421,16 @@ class Pipeline(ReductionParameters):
         images = {need: self._written(need, options) for need in (*step.term.needs, step.flat)}
         MASTERS.computed["calibrate"] += 1
         return calibrate_frame(read_raw(step.frame), step.term.image(images), images[step.flat])
+
+    def detector_noise(self) -> DetectorNoise | None:
+        """The night's gain and read noise, as a reduction's products say them (see
+        :func:`~ccdred.night.night_noise`; None when unknown), memoised on the frames, the
+        ``gain`` and ``read_noise`` options and the flat limits."""
+        catalogue, options = self._require_plan().catalogue, self.step_options()
+        key = ("detector_noise", tuple((_file_key(f), f.frame_type, f.filter)
+                                       for f in catalogue.frames),
+               self.gain, self.read_noise, options.limits)
+        return MASTERS.get(key, lambda: night_noise(catalogue, self))
 
     def pin(self) -> None:
         """Pin the current combining parameters as 'A', to compare masters made otherwise with."""
