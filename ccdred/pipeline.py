@@ -334,11 +334,11 @@ class Pipeline(ReductionParameters):
         if thresholds is None:
             thresholds = sorted({*(1.0 + 0.25 * np.arange(20)).tolist(), self.threshold})
         thresholds = tuple(thresholds)
-        frames, (rows, cols) = len(plan_master.frames), plan_master.frames[0].shape
-        step = max(1, -(-frames * rows * cols // SWEEP_SAMPLES))
+        stack = self._stack(plan_master)  # (InputError for a library master: no frames here)
+        step = max(1, -(-stack.size // SWEEP_SAMPLES))
         key = ("sweep", self._key(name, options), thresholds, step)
         return MASTERS.get(key, lambda: threshold_sweep(
-            plan_master, options, self._stack(plan_master), self._choice(name, options),
+            plan_master, options, stack, self._choice(name, options),
             self._images(plan_master, options), thresholds, slice(None, None, step))
             | {"row_step": step})
 
@@ -451,8 +451,9 @@ class Pipeline(ReductionParameters):
         """The inspected pixel's samples; the pixel with most rejected samples when none is set."""
         x, y = self.pixel_x, self.pixel_y
         if x is None or y is None:
-            master = self.master(self._name(self.inspect))
-            n_rejected = master.combination.n_rejected
+            name = self._name(self.inspect)
+            self._stack(self._master_of(name))  # InputError for a library master: no frames here
+            n_rejected = self.master(name).combination.n_rejected
             y, x = np.unravel_index(np.argmax(n_rejected), n_rejected.shape)
         return self.pixel_stack(self.inspect, x, y)
 

@@ -15,6 +15,7 @@ from astropy.visualization import ZScaleInterval
 from bokeh.models import BasicTickFormatter
 from holoviews.operation.datashader import rasterize
 
+from .errors import InputError, InputProblem
 from .steps import PixelStack
 
 __all__ = [
@@ -141,30 +142,42 @@ def rejected_per_frame(counts, names, title: str):
         framewise=True, xlabel="frame", **plain_numbers("y"))
 
 
+def combination_of(name: str, made):
+    """The combination behind a master on show (a master flat's, before normalising);
+    InputError for a master read from the calibration library: none of its samples are here."""
+    if made.combination is None or made.combination.n_frames == 0:
+        raise InputError([InputProblem(None, f"{name} was read from the calibration library: "
+                                             f"this night holds none of its samples")])
+    return made.combination
+
+
 def dark_clip_map(shown):
     """Clip map of a bias, dark or dark-current master: ``shown`` is (name, CombineResult)."""
     name, result = shown
-    return clip_map(result.n_rejected, result.n_frames, f"{name}: samples not used")
+    combination = combination_of(name, result)
+    return clip_map(combination.n_rejected, combination.n_frames, f"{name}: samples not used")
 
 
 def flat_clip_map(shown):
     """Clip map of a master flat: ``shown`` is (filter, MasterFlat)."""
     name, flat = shown
-    return clip_map(flat.combine.n_rejected, flat.combine.n_frames,
-                    f"flat {name}: samples not used")
+    combination = combination_of(f"flat {name}", flat)
+    return clip_map(combination.n_rejected, combination.n_frames, f"flat {name}: samples not used")
 
 
 def dark_rejections(shown, frames):
     """Samples not used per frame of a bias, dark or dark-current master."""
     name, result = shown
-    return rejected_per_frame(result.n_rejected_per_frame, [f.path.name for f in frames], name)
+    return rejected_per_frame(combination_of(name, result).n_rejected_per_frame,
+                              [f.path.name for f in frames], name)
 
 
 def flat_rejections(shown, frames):
     """Samples not used per accepted flat of a master flat."""
     name, flat = shown
     used = [f.path.name for f, ok in zip(frames, flat.accepted, strict=True) if ok]
-    return rejected_per_frame(flat.combine.n_rejected_per_frame, used, f"flat {name}")
+    return rejected_per_frame(combination_of(f"flat {name}", flat).n_rejected_per_frame, used,
+                              f"flat {name}")
 
 
 def samuelson_note(n_frames: int, clip) -> str:

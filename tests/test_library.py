@@ -114,6 +114,19 @@ def test_a_library_master_is_shown_but_not_inspected(course, objects):
     assert dark.data.tobytes() == fits.getdata(lib / name).astype(np.float32).tobytes()
     with pytest.raises(InputError, match="is a library master: its frames are not in this night"):
         pipeline.pixel_stack("dark", 3, 4)
+    from ccdred import plots
+
+    for inspect in ("dark", "flat"):  # what the Clipping and Explore tabs ask: said, not crashed
+        pipeline.inspect = inspect
+        for shown in (pipeline.shown_pixel, pipeline.shown_sweep,
+                      lambda: pipeline.sample_counts(inspect)):
+            with pytest.raises(InputError, match="is a library master"):
+                shown()
+    for plot, shown in ((plots.dark_clip_map, pipeline.shown_dark),
+                        (plots.flat_clip_map, pipeline.shown_flat),
+                        (lambda s: plots.flat_rejections(s, []), pipeline.shown_flat)):
+        with pytest.raises(InputError, match="read from the calibration library"):
+            plot(shown())
 
 
 def test_the_plan_reads_library_masters_instead_of_combining_them(course, objects):
