@@ -128,10 +128,11 @@ class LibraryEntry:
         kind = _KINDS.get(str(header.get("HIERARCH CCDRED STEP", "")))
         if kind is None or header.get("NAXIS", 0) != 2:
             return None
-        keywords = Keywords()
-        filter_name = next((_text(header[k]) for k in keywords.filter_keywords()
-                            if _text(header.get(k))), None)
-        exptime = next((float(header[k]) for k in keywords.exptime_keywords() if k in header),
+        keywords = Keywords()  # for masters written before they said what they matched on
+        filter_name = _text(header.get("HIERARCH CCDRED FILTER")) or next(
+            (_text(header[k]) for k in keywords.filter_keywords() if _text(header.get(k))), None)
+        exptime = next((float(header[k]) for k in ("HIERARCH CCDRED EXPTIME",
+                                                   *keywords.exptime_keywords()) if k in header),
                        None)
         made = (f"ccdred {header.get('HIERARCH CCDRED VERSION', '?')} on "
                 f"{header.get('HIERARCH CCDRED DATE', '?')}")

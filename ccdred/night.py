@@ -618,9 +618,12 @@ def write_master(master: Master, result, out, parameters, existing="refuse", lib
     history = [f"subtracted {master.bias} from every frame"] if master.bias else []
     history += sorted({f"subtracted {t.describe()}" for t in master.terms}) + list(library)
     header = _master_header(master.kind, frames[0].header(), parameters.keywords())
+    # what the calibration library matches the master on, whatever keywords the night read
+    matched = {"filter": master.filter} if master.filter else {}
+    matched |= {"exptime": master.exptime} if master.exptime is not None else {}
     return _write(out, master.name, result.data, header, f"master_{master.kind}",
                   [f.path for f in frames], parameters, existing, history,
-                  _frame_options(frames[0]), noise)
+                  {**_frame_options(frames[0]), **matched}, noise)
 
 
 def _master_header(kind: str, header, keywords):

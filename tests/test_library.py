@@ -283,3 +283,24 @@ def test_the_nearest_master_in_time_is_taken(course, tmp_path):
 def test_the_setup_names_binning_and_readout_where_the_header_says_them(cards, binning, readout):
     header = fits.Header({"INSTRUME": "cam ", **cards})
     assert setup_of(header, (4, 6)) == Setup("cam", (4, 6), binning, readout)
+
+
+def test_a_night_s_own_filter_keyword_reaches_the_library(tmp_path):
+    """Masters say what the library matches them on (CCDRED FILTER, EXPTIME), so a night read
+    with --keyword-filter WHEEL2 adds flats a later night of that camera finds."""
+    paths = make_night(tmp_path / "raw", SPEC)
+    for path in paths:
+        with fits.open(path, mode="update") as hdus:
+            header = hdus[0].header
+            if "FILTER" in header:
+                header["WHEEL2"] = header.pop("FILTER")
+                header["FILTER"] = "open"  # a second wheel's: not the one that matters
+    options = ("--keyword-filter", "WHEEL2", "--library", tmp_path / "lib")
+    assert reduce("-d", tmp_path / "whole", *options, "--add-to-library", tmp_path / "raw") == 0
+    assert {e.filter for e in open_library(tmp_path / "lib").entries} == {None, *SPEC.filters}
+    objects = copy_frames(paths, tmp_path / "objects", {"LIGHT"})
+    assert reduce("-d", tmp_path / "out", *options, objects) == 0
+    got, want = df_products(tmp_path / "out"), df_products(tmp_path / "whole")
+    assert got.keys() == want.keys() and got
+    for name in want:
+        assert got[name].tobytes() == want[name].tobytes(), name
