@@ -304,8 +304,12 @@ def add_to_library(folder, products) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     added = {}
     for product in map(Path, products):
-        header = fits.getheader(product)
-        entry = LibraryEntry.from_header(library_name(header, product.name), header)
+        try:
+            header = fits.getheader(product)
+            entry = LibraryEntry.from_header(library_name(header, product.name), header)
+        except (OSError, ValueError) as err:
+            raise InputError([InputProblem(product, f"cannot be added to the library: {err}")]) \
+                from err
         if entry is None:
             raise InputError([InputProblem(product, "not a ccdred master: not added to the library")])
         added[entry.file] = (product, entry)
@@ -327,6 +331,8 @@ def _copy_atomically(source: Path, target: Path) -> None:
         temporary = handle.name
         with open(source, "rb") as data:
             shutil.copyfileobj(data, handle)
+        handle.flush()
+        os.fsync(handle.fileno())  # on disk before it is named: a crash leaves no torn master
     try:
         os.chmod(temporary, 0o644)
         os.replace(temporary, target)

@@ -304,3 +304,11 @@ def test_a_night_s_own_filter_keyword_reaches_the_library(tmp_path):
     assert got.keys() == want.keys() and got
     for name in want:
         assert got[name].tobytes() == want[name].tobytes(), name
+
+
+def test_a_file_that_is_not_fits_is_refused_by_name(tmp_path):
+    broken = tmp_path / "broken.fits"
+    broken.write_bytes(b"not a FITS file at all" * 200)
+    with pytest.raises(InputError, match="broken.fits.*cannot be added to the library"):
+        add_to_library(tmp_path / "lib", [broken])
+    assert not [p for p in (tmp_path / "lib").glob("*") if not p.name.startswith(".")]
