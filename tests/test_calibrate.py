@@ -86,7 +86,8 @@ def test_rejected_flats_are_skipped_not_copied(rng, monkeypatch):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert result.accepted.sum() == 8
-    assert peak < 8 * flats[0].nbytes / 2  # well below a copy of the 8 accepted flats
+    # the result's images (about 100 kB here) and no copy of the 8 accepted flats (262 kB)
+    assert peak < 8 * flats[0].nbytes
     expected = master_flat(flats[result.accepted])
     np.testing.assert_array_equal(result.data, expected.data)
 
