@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ARTIFACTS = REPO / "test-artifacts"  # screenshots of a failed walk
 WALK_SEEDS = (1, 2)
-WALK_STEPS = int(os.environ.get("CCDRED_WALK_STEPS", 30))
+WALK_STEPS = int(os.environ.get("CCDRED_WALK_STEPS", 45))
 #: The sidebar's fields and what a student types into them; the first value is the default.
 FIELDS = {
     "Threshold": ["2.5", "1.7", "3.3", "0.05", "-3", "", "abc", "25"],
