@@ -374,11 +374,12 @@ def sigma_clip_combine(stack, *, clip: ClipOptions | None = None, weights=None, 
     per_frame += [_kernel_array(offset_index, np.int64)]
     per_frame += [_kernel_array(a, np.float64) for a in (weights, scale)]
     rejection, network = _rejection_arguments(clip), sorting_network(n)
-    for first, samples, offset_rows in _kernel_blocks(stack, frames, mask, offsets):
+    for first, samples, chosen, offset_rows in _kernel_blocks(stack, frames, mask, offsets):
         height = samples.shape[1]
         used_per_task = np.empty((height * ((cols + BLOCK - 1) // BLOCK), n), dtype=np.int64)
-        combine_rows(samples, per_frame[0], per_frame[1], offset_rows, *per_frame[2:], rejection,
-                     network, first, data, n_used, clip_mask, used_per_task)
+        combine_rows(samples, _kernel_array(chosen, np.int64), per_frame[0], per_frame[1],
+                     offset_rows, *per_frame[2:], rejection, network, first, data, n_used,
+                     clip_mask, used_per_task)
         n_rejected += height * cols - used_per_task.sum(axis=0)
     return CombineResult(data, clip_mask if keep_mask else None, n_used, n, n_rejected)
 
@@ -401,25 +402,25 @@ def _is_kernel_array(values, dtype) -> bool:
 
 
 def _kernel_blocks(stack, frames, mask, offsets):
-    """The chosen frames of a stack as :func:`kernels.combine_rows` takes them, a block of
-    rows at a time: ``(first row, samples, offsets' rows)``.
+    """A stack as :func:`kernels.combine_rows` takes it, whole or a block of rows at a time:
+    ``(first row, samples, the frames combined, offsets' rows)``, read-only.
 
-    The samples are float64 (every stack type converts exactly), C-contiguous and
-    writable, NaN where ``mask`` is True (as the kernel treats a masked sample); the
-    offsets' rows likewise (an empty stack when there are none). The blocks are converted
-    into one buffer of at most :data:`_KERNEL_BLOCK_BYTES` as they are read, so any stack
-    (integer, float32, big-endian, a read-only memory map, a strided view) makes the same
-    compiled kernel run, at the cost of a copy that is small beside the sort; a float64
-    stack that is already so is passed as it is.
+    A stack of a type the kernel reads (:data:`kernels.STACK_TYPES`: raw 16-bit,
+    float32, float64), C-contiguous, in native byte order and without a ``mask`` is
+    passed as it is, with the indices of the chosen frames. Any other (integer,
+    big-endian, a strided view, or masked) is converted: the chosen frames in float64,
+    NaN where ``mask`` is True (as the kernel treats a masked sample), into one buffer of
+    at most :data:`_KERNEL_BLOCK_BYTES` a block of rows at a time. The offsets' rows
+    are float64 (an empty stack when there are none).
     """
+    from .kernels import STACK_TYPES
+
     n, rows, cols = len(frames), stack.shape[1], stack.shape[2]
     if len(offsets) == 0:
         offsets = _NO_OFFSETS
-    whole = (mask is None and n == len(stack) and np.array_equal(frames, np.arange(n))
-             and _is_kernel_array(stack, np.float64)
-             and (offsets is _NO_OFFSETS or _is_kernel_array(offsets, np.float64)))
-    if whole:
-        yield 0, stack, offsets
+    if (mask is None and type(stack) is np.ndarray and stack.dtype.name in STACK_TYPES
+            and stack.dtype.isnative and stack.flags.c_contiguous and stack.flags.aligned):
+        yield 0, _read_only(stack), frames, _read_only(_kernel_array(offsets, np.float64))
         return
     n_offsets = 0 if offsets is _NO_OFFSETS else len(offsets)
     height = max(1, min(rows, _KERNEL_BLOCK_BYTES // max(1, 8 * cols * (n + n_offsets))))
@@ -436,7 +437,15 @@ def _kernel_blocks(stack, frames, mask, offsets):
             np.copyto(samples, np.nan, where=mask[:, block])
         if n_offsets:
             np.copyto(offset_rows, offsets[:, block], casting="unsafe")
-        yield first, samples, offset_rows
+        yield first, _read_only(samples), np.arange(n), _read_only(offset_rows)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array``: the kernels take stacks and offsets so, whoever owns
+    them (the dashboard's stacks are read-only), and so compile one version for both."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 #: No offset images, as :func:`kernels.combine_rows` takes them.

@@ -7,11 +7,12 @@ neither numba nor LLVM; the first combination pays that once (see
 :func:`combine_rows`, :func:`sampled_median`, :func:`histogram` and
 :func:`histogram_bounds`; the rest are inlined into them.
 
-Each entry point takes one set of argument types, whatever the data's (see
-:data:`SIGNATURES`): :mod:`ccdred.combine` converts its inputs at the boundary
-(a stack a block of rows at a time, to float64), so that ``ccdred prepare``
-compiles every version a run can need, and a new stack type, byte order,
-memory layout or read-only memory map compiles nothing at run time.
+Each entry point takes a few fixed sets of argument types, whatever the data's
+(see :data:`SIGNATURES`): :func:`combine_rows` reads the stacks raw frames come in
+(16-bit, float32 once overscan-corrected, float64) as they are, passed read-only,
+and :mod:`ccdred.combine` converts any other (a block of rows at a time, to
+float64), so that ``ccdred prepare`` compiles every version a run can need, and a
+new stack type, byte order or memory layout compiles nothing at run time.
 """
 
 from __future__ import annotations
@@ -41,40 +42,57 @@ BLOCK = 256
 #: Values of an integer frame :func:`histogram` counts a call (as int64, less the frame's least).
 HISTOGRAM_CHUNK = 1 << 16
 
-_F8_1D, _F8_3D = numba.float64[::1], numba.float64[:, :, ::1]
+_F8_1D = numba.float64[::1]
 _I8_1D = numba.int64[::1]
-#: The one version of each entry point that :mod:`ccdred.combine` calls (arrays C-contiguous,
-#: writable, native byte order); :mod:`ccdred.prepare` compiles these. A call with other types
-#: would compile another version at run time: ``tests/test_compile.py`` holds that none does.
+
+
+def _read_only(dtype) -> numba.types.Array:
+    """A read-only, C-contiguous 3-D array of ``dtype``, as :mod:`ccdred.combine` passes stacks."""
+    return numba.types.Array(dtype, 3, "C", readonly=True)
+
+
+#: The stack types :func:`combine_rows` reads as they are (any other is converted to float64).
+STACK_TYPES = ("uint16", "float32", "float64")
+
+
+def _combine_rows_signature(stack_type):
+    return (_read_only(stack_type), _I8_1D, _F8_1D, _F8_1D, _read_only(numba.float64), _I8_1D,
+            _F8_1D, _F8_1D,
+            numba.types.Tuple((numba.int64, numba.float64, numba.float64, numba.boolean,
+                               numba.boolean, numba.int64, numba.int64, numba.int64,
+                               numba.float64, numba.float64)),
+            numba.int64[:, ::1], numba.int64, numba.float64[:, ::1], numba.int16[:, ::1],
+            numba.boolean[:, :, ::1], numba.int64[:, ::1])
+
+
+#: The versions of each entry point that :mod:`ccdred.combine` calls (arrays C-contiguous,
+#: native byte order; stacks and offsets read-only); :mod:`ccdred.prepare` compiles these. A
+#: call with other types would compile another version at run time: ``tests/test_compile.py``
+#: holds that none does.
 SIGNATURES = {
-    "combine_rows": (
-        _F8_3D, _F8_1D, _F8_1D, _F8_3D, _I8_1D, _F8_1D, _F8_1D,
-        numba.types.Tuple((numba.int64, numba.float64, numba.float64, numba.boolean,
-                           numba.boolean, numba.int64, numba.int64, numba.int64, numba.float64,
-                           numba.float64)),
-        numba.int64[:, ::1], numba.int64, numba.float64[:, ::1], numba.int16[:, ::1],
-        numba.boolean[:, :, ::1], numba.int64[:, ::1]),
-    "sampled_median": (_F8_1D,),
-    "histogram": (_I8_1D, _I8_1D),
-    "histogram_bounds": (_I8_1D, numba.float64, numba.boolean, numba.int64),
+    "combine_rows": [_combine_rows_signature(getattr(numba, name)) for name in STACK_TYPES],
+    "sampled_median": [(_F8_1D,)],
+    "histogram": [(_I8_1D, _I8_1D)],
+    "histogram_bounds": [(_I8_1D, numba.float64, numba.boolean, numba.int64)],
 }
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def combine_rows(stack, valid_low, valid_high, offsets, offset_index, weights, scale, rejection,
-                 network, first_row, data, n_used, clip_mask,
+def combine_rows(stack, frames, valid_low, valid_high, offsets, offset_index, weights, scale,
+                 rejection, network, first_row, data, n_used, clip_mask,
                  used_per_task):  # pragma: no cover - compiled
-    """Combine a block of rows: ``stack`` holds the chosen frames' rows (NaN where masked),
-    ``offsets`` the same rows of the offset images (none: empty), and the results go to rows
-    ``first_row`` on of ``data``, ``n_used`` and ``clip_mask`` (not kept: empty)."""
-    n, rows, cols = stack.shape
+    """Combine a block of rows: ``stack`` holds frames' rows (NaN where masked), of which
+    ``frames`` are combined, ``offsets`` the same rows of the offset images (none: empty),
+    and the results go to rows ``first_row`` on of ``data``, ``n_used`` and ``clip_mask``
+    (not kept: empty)."""
+    n, rows, cols = frames.shape[0], stack.shape[1], stack.shape[2]
     n_blocks = (cols + BLOCK - 1) // BLOCK
     for task in numba.prange(rows * n_blocks):
         row, start = task // n_blocks, (task % n_blocks) * BLOCK
         stop = min(cols, start + BLOCK)
         samples = np.empty((n, BLOCK))
         ordered = np.empty((n, BLOCK))
-        _load_block(stack, valid_low, valid_high, offsets, offset_index, scale,
+        _load_block(stack, frames, valid_low, valid_high, offsets, offset_index, scale,
                     row, start, stop, samples, ordered)
         _sort_block(ordered, network, stop - start)
         lower, upper, low_ties, high_keep = _block_bounds(ordered, stop - start, rejection, network)
@@ -83,17 +101,17 @@ def combine_rows(stack, valid_low, valid_high, offsets, offset_index, weights, s
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _load_block(stack, valid_low, valid_high, offsets, offset_index, scale, row,
+def _load_block(stack, frames, valid_low, valid_high, offsets, offset_index, scale, row,
                 start, stop, samples, ordered):  # pragma: no cover
-    """Copy a row stretch of every frame, less its offset, scaled; NaN (+inf in
-    ``ordered``) marks unusable samples."""
+    """Copy a row stretch of every combined frame, less its offset, scaled, in float64; NaN
+    (+inf in ``ordered``) marks unusable samples."""
     shift = np.zeros(stop - start)  # subtracting 0.0 changes no value
-    for k in range(stack.shape[0]):
+    for k in range(frames.shape[0]):
         low, high, factor = valid_low[k], valid_high[k], scale[k]
         if offsets.shape[0]:
             shift[:] = offsets[offset_index[k], row, start:stop]
         for col in range(start, stop):
-            stored = stack[k, row, col]
+            stored = np.float64(stack[frames[k], row, col])
             value = (stored - shift[col - start]) * factor
             usable = np.isfinite(value) & (stored >= low) & (stored <= high)
             samples[k, col - start] = value if usable else np.nan

@@ -5,7 +5,7 @@ it in the background when it finds it not done, showing a "preparing" page
 meanwhile. Numba keeps the compiled kernels next to the package (or in
 ``NUMBA_CACHE_DIR``), so a run after this one starts in about a second.
 
-Each kernel has one version (``kernels.SIGNATURES``): :mod:`ccdred.combine`
+Each kernel has a few fixed versions (``kernels.SIGNATURES``): :mod:`ccdred.combine`
 converts every stack type, byte order and memory layout to its input type at
 the boundary, so the versions compiled here are all that a run ever loads
 (``tests/test_compile.py`` holds that no run compiles another).
@@ -33,7 +33,7 @@ def is_prepared(cache: Path | None = None) -> bool:
 
 
 def prepare(cache: Path | None = None, demo_size: int | None = None, report=None) -> Path:
-    """Compile the kernels (the one version of each that runs use) and simulate the demo
+    """Compile the kernels (the versions of each that runs use) and simulate the demo
     night.
 
     Parameters
@@ -58,7 +58,7 @@ def prepare(cache: Path | None = None, demo_size: int | None = None, report=None
     started = time.perf_counter()
     report(f"simulating the {size}x{size} demo night into {cache} (a few seconds)")
     night = demo_night(cache, NightSpec(shape=(size, size)))
-    report("compiling the kernels (about 40 s on 2 cores, once)")
+    report("compiling the kernels (about 80 s on 2 cores, once)")
     compile_kernels()
     cache.mkdir(parents=True, exist_ok=True)
     _marker(cache).touch()
@@ -91,6 +91,7 @@ def compile_kernels() -> list[str]:
     for any stack type; returns the kernels' names."""
     from . import kernels
 
-    for name, signature in kernels.SIGNATURES.items():
-        getattr(kernels, name).compile(signature)
+    for name, signatures in kernels.SIGNATURES.items():
+        for signature in signatures:
+            getattr(kernels, name).compile(signature)
     return list(kernels.SIGNATURES)

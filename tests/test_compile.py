@@ -8,7 +8,7 @@ read-only memory maps, strided views, with and without masks and offsets), measu
 their frames, reduces both real nights of ../shared/realdata and computes what the
 dashboard shows of the demo night (raw frames held read-only). None of it may compile:
 numba's dispatchers count what they compile (cache misses), the cache folder gains no
-file, and each kernel holds the one version ``kernels.SIGNATURES`` names.
+file, and each kernel holds the versions ``kernels.SIGNATURES`` names.
 """
 
 from __future__ import annotations
@@ -140,5 +140,5 @@ def test_no_kernel_compiles_after_prepare(prepared, tmp_path):
     compiled = {name: kernel["compiled"] for name, kernel in held.items() if kernel["compiled"]}
     assert compiled == {}, f"compiled after ccdred prepare: {compiled}"
     assert _cache_files(prepared) == before
-    for name, signature in kernels.SIGNATURES.items():  # the one version prepare compiled
-        assert held[name]["signatures"] == [str(tuple(signature))], name
+    for name, signatures in kernels.SIGNATURES.items():  # the versions prepare compiled
+        assert sorted(held[name]["signatures"]) == sorted(str(tuple(s)) for s in signatures), name

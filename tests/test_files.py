@@ -143,3 +143,25 @@ def test_a_damaged_compressed_file_is_named(night, tmp_path, capsys, damage):
     expected = "truncated" if damage == "truncated" else "cannot read image data"
     assert status == 2 and f"ccdred: error: {broken}: {expected}" in err, err
     assert not list(tmp_path.glob("out/*.fits"))
+
+
+def test_a_compressed_lco_style_night_is_the_same_on_every_runner(night, tmp_path, capsys):
+    """Tile-compressed, keywords in the primary header, OBSTYPE for the type: the Dask runner
+    writes the plain night's products, and the dashboard's Pipeline makes its masters."""
+    from ccdred.pipeline import Pipeline
+
+    def lco(header, data, path):
+        primary = header.copy()
+        primary["OBSTYPE"] = LCO_TYPES[primary.pop("IMAGETYP")]
+        tiled = fits.CompImageHDU(data, fits.Header({"INHERIT": True}),
+                                  compression_type="RICE_1")
+        fits.HDUList([fits.PrimaryHDU(header=primary), tiled]).writeto(path)
+
+    lco_night = rewrite(night, tmp_path / "lco", lco, ".fits.fz")
+    reduce(lco_night, tmp_path / "out", capsys, "--workers", 1)
+    assert_same_products(tmp_path / "out", night, keys=("EXPTIME", "FILTER", "NCOMBINE"))
+    pipeline = Pipeline(night=str(lco_night))
+    for name in pipeline.plan.masters:
+        written = fits.getdata(night / "out" / name)
+        np.testing.assert_array_equal(pipeline.master(name).data.astype(written.dtype), written,
+                                      err_msg=name)
