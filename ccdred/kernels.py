@@ -107,11 +107,11 @@ def _load_block(stack, frames, valid_low, valid_high, offsets, offset_index, sca
     (+inf in ``ordered``) marks unusable samples."""
     shift = np.zeros(stop - start)  # subtracting 0.0 changes no value
     for k in range(frames.shape[0]):
-        low, high, factor = valid_low[k], valid_high[k], scale[k]
+        low, high, factor, frame = valid_low[k], valid_high[k], scale[k], frames[k]
         if offsets.shape[0]:
             shift[:] = offsets[offset_index[k], row, start:stop]
         for col in range(start, stop):
-            stored = np.float64(stack[frames[k], row, col])
+            stored = np.float64(stack[frame, row, col])
             value = (stored - shift[col - start]) * factor
             usable = np.isfinite(value) & (stored >= low) & (stored <= high)
             samples[k, col - start] = value if usable else np.nan
