@@ -198,6 +198,9 @@ class CombineResult:
     n_rejected_per_frame : numpy.ndarray
         1-D int64, the number of samples of each combined frame not used
         (what ``clip_mask`` holds per frame, also when it is not kept).
+    n_left_out_per_frame : numpy.ndarray
+        1-D int64, of those, the samples left out before the rejection: not
+        finite (or masked), or outside their frame's valid range.
     """
 
     data: np.ndarray
@@ -205,6 +208,7 @@ class CombineResult:
     n_used: np.ndarray
     n_frames: int
     n_rejected_per_frame: np.ndarray
+    n_left_out_per_frame: np.ndarray
 
     @property
     def n_rejected(self) -> np.ndarray:
@@ -369,7 +373,7 @@ def sigma_clip_combine(stack, *, clip: ClipOptions | None = None, weights=None, 
     data = np.empty((rows, cols))
     n_used = np.empty((rows, cols), dtype=np.int16)
     clip_mask = np.empty((n, rows, cols) if keep_mask else (0, 0, 0), dtype=bool)
-    n_rejected = np.zeros(n, dtype=np.int64)
+    n_rejected, n_left_out = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     per_frame = [_kernel_array(a, np.float64) for a in (valid_low, valid_high)]
     per_frame += [_kernel_array(offset_index, np.int64)]
     per_frame += [_kernel_array(a, np.float64) for a in (weights, scale)]
@@ -377,11 +381,14 @@ def sigma_clip_combine(stack, *, clip: ClipOptions | None = None, weights=None, 
     for first, samples, chosen, offset_rows in _kernel_blocks(stack, frames, mask, offsets):
         height = samples.shape[1]
         used_per_task = np.empty((height * ((cols + BLOCK - 1) // BLOCK), n), dtype=np.int64)
+        left_out_per_task = np.empty_like(used_per_task)
         combine_rows(samples, _kernel_array(chosen, np.int64), per_frame[0], per_frame[1],
                      offset_rows, *per_frame[2:], rejection, network, first, data, n_used,
-                     clip_mask, used_per_task)
+                     clip_mask, used_per_task, left_out_per_task)
         n_rejected += height * cols - used_per_task.sum(axis=0)
-    return CombineResult(data, clip_mask if keep_mask else None, n_used, n, n_rejected)
+        n_left_out += left_out_per_task.sum(axis=0)
+    return CombineResult(data, clip_mask if keep_mask else None, n_used, n, n_rejected,
+                         n_left_out)
 
 
 #: Bytes of samples (and offsets) a combination converts for the kernel at a time, at most
@@ -500,7 +507,7 @@ def sigma_clip_combine_plain(stack, *, clip: ClipOptions | None = None, weights=
         data = (np.where(used, values, 0.0) * frame_weights).sum(axis=0) / weight_sum
     data[used.sum(axis=0) == 0] = np.nan
     return CombineResult(data, ~used, used.sum(axis=0).astype(np.int16), len(values),
-                         np.sum(~used, axis=(1, 2)))
+                         np.sum(~used, axis=(1, 2)), np.sum(trace.premasked, axis=(1, 2)))
 
 
 @dataclass(frozen=True)
@@ -785,4 +792,5 @@ def concatenate_rows(results) -> CombineResult:
         np.concatenate([r.n_used for r in results]),
         results[0].n_frames,
         sum(r.n_rejected_per_frame for r in results),
+        sum(r.n_left_out_per_frame for r in results),
     )

@@ -133,7 +133,7 @@ class Combiner:
     def read_result(self, image) -> CombineResult:
         """A master made earlier (read from a file) as this combiner's result, of no frames."""
         return CombineResult(image, None, np.zeros(image.shape, dtype=np.int16), 0,
-                             np.zeros(0, dtype=np.int64))
+                             np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
     def statistic_key(self) -> tuple:
         """What, of this combiner, decides the frames' statistics (beside the frames and
@@ -215,7 +215,7 @@ class DarkCurrentCombiner(Combiner):
         """
         exptimes = np.asarray(self.exptimes, dtype=np.float64)[choice.frames]
         numerator = denominator = n_used = 0
-        rejected = np.zeros(len(exptimes), dtype=np.int64)
+        rejected, left_out = (np.zeros(len(exptimes), dtype=np.int64) for _ in range(2))
         for exptime in np.unique(exptimes):
             frames = np.flatnonzero(exptimes == exptime)
             level = sigma_clip_combine(stack if read is None else read(frames), offsets=offsets,
@@ -226,9 +226,11 @@ class DarkCurrentCombiner(Combiner):
             denominator = denominator + weight * exptime
             n_used = n_used + level.n_used
             rejected[frames] = level.n_rejected_per_frame
+            left_out[frames] = level.n_left_out_per_frame
         with np.errstate(invalid="ignore", divide="ignore"):
             current = numerator / denominator
-        return CombineResult(current, None, n_used.astype(np.int16), len(exptimes), rejected)
+        return CombineResult(current, None, n_used.astype(np.int16), len(exptimes), rejected,
+                             left_out)
 
     def trace(self, stack, choice, offsets=None, offset_index=None) -> RejectionTrace:
         """Not traced: the current is a fit across exposure times, not one combination."""

@@ -62,7 +62,7 @@ def _combine_rows_signature(stack_type):
                                numba.boolean, numba.int64, numba.int64, numba.int64,
                                numba.float64, numba.float64)),
             numba.int64[:, ::1], numba.int64, numba.float64[:, ::1], numba.int16[:, ::1],
-            numba.boolean[:, :, ::1], numba.int64[:, ::1])
+            numba.boolean[:, :, ::1], numba.int64[:, ::1], numba.int64[:, ::1])
 
 
 #: The versions of each entry point that :mod:`ccdred.combine` calls (arrays C-contiguous,
@@ -80,11 +80,12 @@ SIGNATURES = {
 @numba.njit(parallel=True, cache=True, nogil=True)
 def combine_rows(stack, frames, valid_low, valid_high, offsets, offset_index, weights, scale,
                  rejection, network, first_row, data, n_used, clip_mask,
-                 used_per_task):  # pragma: no cover - compiled
+                 used_per_task, left_out_per_task):  # pragma: no cover - compiled
     """Combine a block of rows: ``stack`` holds frames' rows (NaN where masked), of which
     ``frames`` are combined, ``offsets`` the same rows of the offset images (none: empty),
     and the results go to rows ``first_row`` on of ``data``, ``n_used`` and ``clip_mask``
-    (not kept: empty)."""
+    (not kept: empty); per task (a row's block of columns) and frame, the samples used and
+    those left out before the rejection (not finite, or outside the frame's valid range)."""
     n, rows, cols = frames.shape[0], stack.shape[1], stack.shape[2]
     n_blocks = (cols + BLOCK - 1) // BLOCK
     for task in numba.prange(rows * n_blocks):
@@ -93,7 +94,7 @@ def combine_rows(stack, frames, valid_low, valid_high, offsets, offset_index, we
         samples = np.empty((n, BLOCK))
         ordered = np.empty((n, BLOCK))
         _load_block(stack, frames, valid_low, valid_high, offsets, offset_index, scale,
-                    row, start, stop, samples, ordered)
+                    row, start, stop, samples, ordered, left_out_per_task[task])
         _sort_block(ordered, network, stop - start)
         lower, upper, low_ties, high_keep = _block_bounds(ordered, stop - start, rejection, network)
         _average_block(samples, lower, upper, low_ties, high_keep, weights, first_row + row, start,
@@ -102,20 +103,23 @@ def combine_rows(stack, frames, valid_low, valid_high, offsets, offset_index, we
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _load_block(stack, frames, valid_low, valid_high, offsets, offset_index, scale, row,
-                start, stop, samples, ordered):  # pragma: no cover
+                start, stop, samples, ordered, left_out):  # pragma: no cover
     """Copy a row stretch of every combined frame, less its offset, scaled, in float64; NaN
-    (+inf in ``ordered``) marks unusable samples."""
+    (+inf in ``ordered``) marks unusable samples, counted per frame in ``left_out``."""
     shift = np.zeros(stop - start)  # subtracting 0.0 changes no value
     for k in range(frames.shape[0]):
         low, high, factor, frame = valid_low[k], valid_high[k], scale[k], frames[k]
         if offsets.shape[0]:
             shift[:] = offsets[offset_index[k], row, start:stop]
+        missing = 0
         for col in range(start, stop):
             stored = np.float64(stack[frame, row, col])
             value = (stored - shift[col - start]) * factor
             usable = np.isfinite(value) & (stored >= low) & (stored <= high)
             samples[k, col - start] = value if usable else np.nan
             ordered[k, col - start] = value if usable else np.inf
+            missing += not usable
+        left_out[k] = missing
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

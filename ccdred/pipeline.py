@@ -38,7 +38,7 @@ from .noise import DetectorNoise
 from .parameters import (CalibrationParameters, ClipParameters, KeywordParameters,
                          ReductionParameters, names)
 from .plan import Master, NightPlan, build_plan
-from .steps import (PixelStack, SampleCounts, StepOptions, as_written, choose, left_out,
+from .steps import (PixelStack, SampleCounts, StepOptions, as_written, choose,
                     make_master, pixel_stack, sample_counts, stack_statistics, threshold_sweep)
 
 __all__ = ["MASTERS", "RAW_FRAMES", "SWEEP_SAMPLES", "Pipeline", "raw_median", "read_raw", "read_raw_stack"]
@@ -344,16 +344,12 @@ class Pipeline(ReductionParameters):
 
     def sample_counts(self, master) -> SampleCounts:
         """How many of a master's samples were left out before its combination, and how many
-        the combination rejected (:class:`~ccdred.steps.SampleCounts`), memoised.
+        the combination rejected (:class:`~ccdred.steps.SampleCounts`): its combination
+        counts both.
 
         ``master``: ``'dark'``, ``'flat'`` or a product name, as for :meth:`pixel_stack`.
         """
-        name, options = self._name(master), self.step_options()
-        made, plan_master = self.master(name, options), self._master_of(name)
-        kept = MASTERS.get(("left_out", self._key(name, options)), lambda: left_out(
-            plan_master, options, self._stack(plan_master), self._choice(name, options),
-            self._images(plan_master, options)))
-        return sample_counts(made.combination, kept)
+        return sample_counts(self.master(self._name(master)).combination)
 
     def _name(self, master) -> str:
         """A product name from 'dark' (the selected calibration master), 'flat' (the selected

@@ -355,12 +355,11 @@ def threshold_sweep(master: Master, options: StepOptions, stack, choice: FrameCh
     """
     rows = slice(None) if rows is None else rows
     block = np.ascontiguousarray(np.asarray(stack)[:, rows])
-    kept = left_out(master, options, block, choice, masters, rows)
 
     def combined(clip):
         swept = replace(options, clip=clip)
         result = combine_block(master, swept, block, choice, masters, rows)
-        counts = sample_counts(result, kept)  # before finishing fills the pixels left empty
+        counts = sample_counts(result)  # before finishing fills the pixels left empty
         return swept.combiner(master).finish([result], choice).data, counts
 
     current, counts = combined(options.clip)
@@ -424,30 +423,11 @@ class SampleCounts:
         return self.left_out / max(self.samples, 1)
 
 
-#: Clipping that rejects no sample: what a combination with it does not use was left out
-#: before the combination.
-_REJECTS_NOTHING = ClipOptions(threshold=1e300)
-
-
-def left_out(master: Master, options: StepOptions, stack, choice: FrameChoice, masters,
-             rows=None) -> int:
-    """How many samples of a master (or of its ``rows``) are left out before the combination.
-
-    Counted by the combination itself, with a clipping that rejects nothing:
-    a sample it does not use was not finite, or was outside its frame's own
-    clipping bounds (the per-frame clipping of darks, from the ``choice``'s statistics).
-    Arguments as for :func:`combine_block`.
-    """
-    result = combine_block(master, replace(options, clip=_REJECTS_NOTHING), stack, choice,
-                           masters, rows)
-    return int(result.n_rejected_per_frame.sum())
-
-
-def sample_counts(result: CombineResult, left_out_samples: int) -> SampleCounts:
-    """A master's :class:`SampleCounts`, from its combination and its :func:`left_out` count."""
-    not_used = int(result.n_rejected_per_frame.sum())
-    return SampleCounts(result.n_frames * result.n_used.size, left_out_samples,
-                        not_used - left_out_samples)
+def sample_counts(result: CombineResult) -> SampleCounts:
+    """A master's :class:`SampleCounts`, from its combination (which counts both)."""
+    left_out = int(result.n_left_out_per_frame.sum())
+    return SampleCounts(result.n_frames * result.n_used.size, left_out,
+                        int(result.n_rejected_per_frame.sum()) - left_out)
 
 
 def pixel_noise(image) -> float:

@@ -378,6 +378,24 @@ def test_rejected_per_frame_counts_the_clip_mask(kernel, rng):
     assert result.n_rejected_per_frame[0] > 0
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_left_out_per_frame_counts_what_never_entered(kernel, dtype, rng):
+    """Left out: not finite (float frames), masked, or outside the frame's valid range;
+    counted per frame, in the kernel's own pass and the plain twin's alike."""
+    stack = outlier_stack(rng, 6, shape=(9, 300)).astype(dtype)  # several column blocks
+    mask = rng.random(stack.shape) < 0.05
+    low = np.percentile(stack, 2, axis=(1, 2))
+    high = np.percentile(stack, 97, axis=(1, 2))
+    if dtype == np.float32:
+        stack[1, 2, 3] = np.nan
+    outside = (stack < low[:, None, None]) | (stack > high[:, None, None])
+    expected = (mask | outside | ~np.isfinite(stack)).sum(axis=(1, 2))
+    result = kernel(stack, mask=mask, valid_range=(low, high), threshold=2.0)
+    np.testing.assert_array_equal(result.n_left_out_per_frame, expected)
+    assert (result.n_rejected_per_frame > result.n_left_out_per_frame).all()  # clipping too
+
+
 def test_rejected_per_frame_without_the_mask_and_across_row_blocks(rng):
     stack = outlier_stack(rng, 6, shape=(12, 40))
     whole = sigma_clip_combine(stack)
@@ -385,6 +403,7 @@ def test_rejected_per_frame_without_the_mask_and_across_row_blocks(rng):
                                for rows in (slice(0, 5), slice(5, 12))])
     assert blocks.clip_mask is None
     np.testing.assert_array_equal(blocks.n_rejected_per_frame, whole.n_rejected_per_frame)
+    np.testing.assert_array_equal(blocks.n_left_out_per_frame, whole.n_left_out_per_frame)
 
 
 def test_options_are_passed_whole_or_by_keyword_not_both(rng):
