@@ -230,15 +230,18 @@ class Dashboard(pn.viewable.Viewer):
     def _clip_view(self):
         """Clip maps and rejected samples per frame, as DynamicMaps: a change sends new data
         to the plots on show instead of new plots; each plot has its own axes."""
-        def dynamic(build, shown, empty):
-            plot = hv.DynamicMap(self._reactive(build, shown, tab="Clipping",
-                                                error=empty)).opts(framewise=True)
+        def dynamic(build, shown, empty, order=0):
+            plot = hv.DynamicMap(self._reactive(build, shown, tab="Clipping", error=empty,
+                                                order=order)).opts(framewise=True)
             return pn.pane.HoloViews(plot, linked_axes=False, sizing_mode="stretch_width")
 
         pipeline = self.pipeline
-        # the summary asks each master itself, to say each one's problem on its own line
+        # the maps first, each shown as soon as its master is made; then what is drawn from
+        # the masters made by then. The summary asks each master itself, to say each one's
+        # problem on its own line.
         summary = self.scheduler.view("Clipping", self._clip_summary,
-                                      depends_on=[pipeline.shown_dark, pipeline.shown_flat])
+                                      depends_on=[pipeline.shown_dark, pipeline.shown_flat],
+                                      order=1)
         return pn.Column(
             pn.panel(pn.bind(summary.drawn, summary.param.count), lazy=True),
             "The maps and bars count the samples not used: left out before the combination, or "
@@ -249,17 +252,19 @@ class Dashboard(pn.viewable.Viewer):
                                           plots.empty_image), "flat")),
             self._pixel_view("Clipping"),
             pn.Row(dynamic(lambda shown: plots.dark_rejections(shown, pipeline.frames_of(shown[0])),
-                           pipeline.shown_dark, plots.empty_bars),
+                           pipeline.shown_dark, plots.empty_bars, order=1),
                    dynamic(lambda shown: plots.flat_rejections(shown, pipeline.flat_frames(shown[0])),
-                           pipeline.shown_flat, plots.empty_bars)),
+                           pipeline.shown_flat, plots.empty_bars, order=1)),
             sizing_mode="stretch_width")
 
     def _pixel_view(self, tab: str):
-        """The inspected pixel's samples, following the parameters and the taps, on ``tab``."""
+        """The inspected pixel's samples, following the parameters and the taps, on ``tab``
+        (drawn after the tab's other views)."""
         plot = hv.DynamicMap(self._reactive(plots.pixel_samples, self.pipeline.shown_pixel,
-                                            tab=tab, error=plots.empty_samples))
+                                            tab=tab, error=plots.empty_samples, order=1))
         return pn.Column(pn.panel(self._reactive(plots.pixel_summary, self.pipeline.shown_pixel,
-                                                 tab=tab, error=_said_elsewhere), lazy=True),
+                                                 tab=tab, error=_said_elsewhere, order=1),
+                                  lazy=True),
                          pn.pane.HoloViews(plot, linked_axes=False))
 
     def _tappable(self, pane, inspect):
@@ -322,7 +327,7 @@ class Dashboard(pn.viewable.Viewer):
                    linked_axes=False),
             sizing_mode="stretch_width")
 
-    def _reactive(self, build, *methods, tab: str, error=None):
+    def _reactive(self, build, *methods, tab: str, error=None, order: int = 0):
         """``build(*the values of methods)``, as a function bound to the view's drawings (see
         :class:`~ccdred.views.View`): drawn again only when its tab is on show, in the thread that made
         the change, for the latest change only, and shown with the change's other views in
@@ -330,11 +335,12 @@ class Dashboard(pn.viewable.Viewer):
         An input problem becomes ``error(message)`` (an alert by default), with no
         notification and no status change.
         """
-        view = self._view(build, *methods, tab=tab, error=error)
+        view = self._view(build, *methods, tab=tab, error=error, order=order)
         return pn.bind(view.drawn, view.param.count)
 
-    def _view(self, build, *methods, tab: str, error=None) -> View:
-        """The :class:`~ccdred.views.View` of ``build(*the values of methods)`` on ``tab``."""
+    def _view(self, build, *methods, tab: str, error=None, order: int = 0) -> View:
+        """The :class:`~ccdred.views.View` of ``build(*the values of methods)`` on ``tab``,
+        drawn in ``order`` among a change's views (see :meth:`~ccdred.views.ViewScheduler.view`)."""
         def draw():
             try:
                 return build(*(method() for method in methods))
@@ -342,7 +348,7 @@ class Dashboard(pn.viewable.Viewer):
                 message = self._public(str(err))
                 return error(message) if error else pn.pane.Alert(message, alert_type="warning")
 
-        return self.scheduler.view(tab, draw, depends_on=methods)
+        return self.scheduler.view(tab, draw, depends_on=methods, order=order)
 
     def _clip_summary(self) -> str:
         """One line per master on show: what became of its samples, or its problem (one each)."""

@@ -3,9 +3,10 @@
 A :class:`ViewScheduler` makes the views of a session's tabs (:class:`View`),
 each drawn by a function and drawn again when a parameter it depends on
 changes, but only while its tab is on show. A drawing is computed in the
-thread that made the change, one at a time per session, and dropped when a
-newer change overtakes it; the drawings of one change are shown together, in
-one update of the page, on the server's event loop. The
+thread that made the change, one at a time per session, in the views' order
+(what is seen first, first), and dropped when a newer change overtakes it;
+each drawing is shown as soon as it is drawn, on the server's event loop,
+with whatever else was drawn by then, in one update of the page. The
 :class:`~ccdred.dashboard.Dashboard` owns one and says only what to draw.
 """
 
@@ -19,6 +20,8 @@ from collections.abc import Callable, Iterable
 import panel as pn
 import param
 
+from . import compat
+
 __all__ = ["View", "ViewScheduler"]
 
 _LOG = logging.getLogger(__name__)
@@ -26,6 +29,7 @@ _LOG = logging.getLogger(__name__)
 #: A view not drawn yet (a drawing may be None)
 _NOT_DRAWN = object()
 #: The precedence of the watchers that show a change's drawings, after the views' own
+#: (whose precedences are their orders, below this)
 _AFTER_VIEWS = 10
 
 
@@ -79,12 +83,14 @@ class ViewScheduler:
 
         Notes
         -----
-        The drawings are shown by a watcher that runs after the views' own (a
-        higher precedence), so after all the change's drawings are computed.
+        Each drawing is shown as soon as it is drawn; a watcher that runs after
+        the views' own (a higher precedence) shows what a change set with
+        :meth:`set_with_drawings` when no view was drawn for it.
         """
         owner.param.watch(self._flush, list(names or owner.param), precedence=_AFTER_VIEWS)
 
-    def view(self, tab: str, draw: Callable[[], object], depends_on: Iterable) -> View:
+    def view(self, tab: str, draw: Callable[[], object], depends_on: Iterable,
+             order: int = 0) -> View:
         """A new view of ``tab``, drawn by ``draw``.
 
         Parameters
@@ -111,7 +117,9 @@ class ViewScheduler:
         tabs = self.tab_parameter.objects
         if tab not in tabs:
             raise ValueError(f"no tab {tab!r}: the tabs are {', '.join(tabs)}")
-        view = View(self, tab, draw, _dependencies(depends_on))
+        if order not in range(_AFTER_VIEWS):
+            raise ValueError(f"order must be an integer from 0 to {_AFTER_VIEWS - 1}, not {order!r}")
+        view = View(self, tab, draw, _dependencies(depends_on), order)
         self.views.append(view)
         return view
 
@@ -140,8 +148,8 @@ class ViewScheduler:
             self._outbox[key] = show
 
     def _flush(self, *_events) -> None:
-        """After a change's views were drawn (a watcher that runs after theirs): show the
-        drawings on the server's event loop, all in one update of the page."""
+        """Show what was drawn on the server's event loop, in one update of the page: what
+        is drawn before that update is sent goes with it."""
         with self._outbox_lock:
             if not self._outbox or self._flush_pending:
                 return
@@ -154,8 +162,8 @@ class ViewScheduler:
     def _show_drawings(self) -> None:
         with self._outbox_lock:
             outbox, self._outbox, self._flush_pending = self._outbox, {}, False
-        # one recomputation of the page's models and one message, whatever the views
-        with pn.io.hold(self.page, freeze=True):
+        # one message, and a walk of the page's models only if a drawing replaced some
+        with pn.io.hold(self.page), compat.held_models(self.page):
             for show in outbox.values():
                 show()
 
@@ -173,7 +181,8 @@ class View(param.Parameterized):
     drawn for the same change, in one update of the page (see
     :meth:`ViewScheduler.follow`). A drawing that fails is logged with its
     traceback, by the scheduler's logger; the view keeps its drawing, and the
-    change's other views are shown.
+    change's other views are shown. The views a change draws are drawn in
+    their ``order``, each shown as soon as it is drawn (see :meth:`ViewScheduler.view`).
 
     Parameters
     ----------
@@ -185,6 +194,8 @@ class View(param.Parameterized):
         Draws the view now, without arguments.
     dependencies : list of param.Parameter
         The parameters whose change draws the view again.
+    order : int
+        Its place among the views a change draws (lower first).
 
     Attributes
     ----------
@@ -202,7 +213,7 @@ class View(param.Parameterized):
     count = param.Integer(default=0, doc="numbers the drawings shown")
 
     def __init__(self, scheduler: ViewScheduler, tab: str, draw: Callable[[], object],
-                 dependencies: list):
+                 dependencies: list, order: int = 0):
         super().__init__()
         self._scheduler, self.tab, self.draw, self._missed = scheduler, tab, draw, False
         self._shown = _NOT_DRAWN
@@ -211,8 +222,9 @@ class View(param.Parameterized):
         for dependency in dependencies:
             owners.setdefault(id(dependency.owner), (dependency.owner, []))[1].append(dependency.name)
         for owner, names in owners.values():
-            owner.param.watch(self._changed, names)
-        scheduler.tab_parameter.owner.param.watch(self._shown_again, scheduler.tab_parameter.name)
+            owner.param.watch(self._changed, names, precedence=order)
+        scheduler.tab_parameter.owner.param.watch(self._shown_again, scheduler.tab_parameter.name,
+                                                  precedence=order)
 
     def drawn(self, *_streams, **_values):
         """What is on show.
@@ -264,6 +276,7 @@ class View(param.Parameterized):
                 return
             if number == self.requested:  # not overtaken while drawn
                 self._scheduler._deliver(self, functools.partial(self._show, number, drawing))
+                self._scheduler._flush()
 
 
 def _dependencies(methods: Iterable) -> list:

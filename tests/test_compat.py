@@ -130,3 +130,35 @@ def test_the_design_without_its_font_asks_no_font():
                         (design, [])):
         with pn.config.set(design=kind):
             assert [f for f in Resources(mode="server").css_files if "font" in f] == fonts
+
+
+def test_held_models_walk_the_graph_again_only_when_models_change(monkeypatch):
+    """New data for existing models: no walk of the graph; a new model, or a new root, is
+    attached to the document at the end (and nested freezes, as HoloViews makes, do not
+    walk it either)."""
+    from bokeh.document import Document
+    from bokeh.document.models import DocumentModelManager
+    from bokeh.models import ColumnDataSource, Plot, Scatter
+
+    walks = []
+    recompute = DocumentModelManager.recompute
+    monkeypatch.setattr(DocumentModelManager, "recompute",
+                        lambda self: walks.append(1) or recompute(self))
+    document, source = Document(), ColumnDataSource({"x": [1, 2]})
+    plot = Plot()
+    document.add_root(plot)
+    walks.clear()
+    with compat.held_models(document):
+        with document.models.freeze():  # as HoloViews' hold_render
+            plot.title.text = "new"
+    assert walks == []
+    with compat.held_models(document):
+        plot.add_glyph(source, Scatter(x="x", y="x"))
+        source.data = {"x": [3, 4]}
+    assert walks == [1] and source.document is document
+    with compat.held_models(document):
+        document.add_root(other := ColumnDataSource({"y": [0]}))
+    assert other.document is document and document.get_model_by_id(other.id) is other
+    with compat.held_models(None):  # no page: nothing held
+        pass
+    assert "invalidate" not in vars(document.models)  # the manager is as it was

@@ -1,5 +1,6 @@
-"""The view scheduler on its own: a tab's views drawn only on show, one change's drawings shown
-together, overtaken drawings dropped, a failing view kept."""
+"""The view scheduler on its own: a tab's views drawn only on show, in their order, each shown
+as soon as it is drawn (with what else is ready), overtaken drawings dropped, a failing view
+kept."""
 
 from __future__ import annotations
 
@@ -87,6 +88,26 @@ def test_a_change_is_shown_in_one_update_on_the_pages_event_loop(scheduler, sour
     tick.callback()
     assert [(view.count, view.drawn()) for view in views] == [(2, 3.0), (2, 3.0)]
     assert text.object == "3.0"
+
+
+def test_a_change_draws_its_views_in_order_each_shown_before_the_next_is_drawn(scheduler,
+                                                                                source):
+    """The summary made first but ordered after the map: the map is drawn first and on show
+    (no page: shown at once) while the summary is drawn."""
+    events = []
+
+    def summary():
+        events.append(("summary drawn; map shows", views["map"].drawn()))
+        return f"summary {source.value}"
+
+    views = {"summary": scheduler.view("A", summary, depends_on=[source.shown], order=1)}
+    views["map"] = scheduler.view("A", lambda: events.append(("map drawn", None))
+                                  or f"map {source.value}", depends_on=[source.shown])
+    source.value = 2.0
+    assert events == [("map drawn", None), ("summary drawn; map shows", "map 2.0")]
+    assert views["summary"].drawn() == "summary 2.0"
+    with pytest.raises(ValueError, match="order must be an integer from 0 to 9"):
+        scheduler.view("A", summary, depends_on=[source.shown], order=10)
 
 
 def test_a_view_draws_only_the_latest_of_changes_that_overtook_it(scheduler, source):
