@@ -744,8 +744,10 @@ def frame_median(frame, offset=None) -> float:
     gives a narrow window of values, one pass counts the values below and
     above it and collects those inside, and only these are sorted. When the
     window misses the middle rank (a sample can mislead), a histogram of the
-    whole frame finds it instead. Several times faster than ``numpy.nanmedian``
-    on a 2048x2048 frame.
+    whole frame finds it instead. The frame is read as stored (16-bit,
+    float32 or float64; others are converted) and the offset subtracted as
+    the pass reads it, without a copy. About ten times faster than
+    ``numpy.nanmedian`` on a 2048x2048 frame.
 
     Parameters
     ----------
@@ -755,28 +757,28 @@ def frame_median(frame, offset=None) -> float:
         An image of the same shape subtracted (in float64) from ``frame``
         first, e.g. the master dark from a raw flat, without making that copy.
     """
-    from .kernels import sampled_median
+    from .kernels import OFFSET_TYPES, STACK_TYPES, sampled_median
 
     if offset is not None and np.shape(offset) != np.shape(frame):
         msg = f"offset shape {np.shape(offset)} differs from the frame's {np.shape(frame)}"
         raise ValueError(msg)
-    return sampled_median(_median_values(frame, offset))
+    offset = _NO_OFFSET if offset is None else _median_input(offset, OFFSET_TYPES)
+    return sampled_median(_median_input(frame, STACK_TYPES), offset)
 
 
-def _median_values(frame, offset=None) -> np.ndarray:
-    """``frame - offset`` (or ``frame``) as :func:`kernels.sampled_median` takes it: 1-D
-    float64, C order, writable; a float64 frame that is so already is not copied.
+#: No offset, as :func:`kernels.sampled_median` takes it
+_NO_OFFSET = np.zeros(0)
+_NO_OFFSET.flags.writeable = False
 
-    One float64 copy of the frame (the subtraction the kernel would do, done by numpy:
-    the same values), so that one compiled version serves every frame and offset type.
-    """
-    if offset is None:
-        frame = np.asarray(frame)
-        if _is_kernel_array(frame, np.float64):
-            return frame.reshape(-1)
-        return np.array(frame, dtype=np.float64, order="C").reshape(-1)
-    return _kernel_array(np.subtract(frame, offset, dtype=np.float64, order="C"),
-                         np.float64).reshape(-1)
+
+def _median_input(values, types) -> np.ndarray:
+    """``values`` as :func:`kernels.sampled_median` reads them: a read-only 1-D view when
+    they are C-contiguous, in native byte order and of one of ``types``; else a float64 copy."""
+    values = np.asarray(values)
+    if not (values.dtype.name in types and values.dtype.isnative and values.flags.c_contiguous
+            and values.flags.aligned):
+        values = np.array(values, dtype=np.float64, order="C")
+    return _read_only(values.reshape(-1))
 
 
 def concatenate_rows(results) -> CombineResult:

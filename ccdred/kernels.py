@@ -46,13 +46,17 @@ _F8_1D = numba.float64[::1]
 _I8_1D = numba.int64[::1]
 
 
-def _read_only(dtype) -> numba.types.Array:
-    """A read-only, C-contiguous 3-D array of ``dtype``, as :mod:`ccdred.combine` passes stacks."""
-    return numba.types.Array(dtype, 3, "C", readonly=True)
+def _read_only(dtype, ndim: int = 3) -> numba.types.Array:
+    """A read-only, C-contiguous array of ``dtype`` (3-D: as :mod:`ccdred.combine` passes
+    stacks; 1-D: frames and offsets to :func:`sampled_median`)."""
+    return numba.types.Array(dtype, ndim, "C", readonly=True)
 
 
 #: The stack types :func:`combine_rows` reads as they are (any other is converted to float64).
 STACK_TYPES = ("uint16", "float32", "float64")
+
+#: The offset types :func:`sampled_median` reads as they are (masters as written, or float64).
+OFFSET_TYPES = ("float32", "float64")
 
 
 def _combine_rows_signature(stack_type):
@@ -71,7 +75,8 @@ def _combine_rows_signature(stack_type):
 #: holds that none does.
 SIGNATURES = {
     "combine_rows": [_combine_rows_signature(getattr(numba, name)) for name in STACK_TYPES],
-    "sampled_median": [(_F8_1D,)],
+    "sampled_median": [(_read_only(getattr(numba, name), 1), _read_only(getattr(numba, offset), 1))
+                       for name in STACK_TYPES for offset in OFFSET_TYPES],
     "histogram": [(_I8_1D, _I8_1D)],
     "histogram_bounds": [(_I8_1D, numba.float64, numba.boolean, numba.int64)],
 }
@@ -401,48 +406,69 @@ _MEDIAN_SAMPLE, _MEDIAN_RUN, _MEDIAN_MARGIN = 1 << 14, 32, 4.0
 
 
 @numba.njit(cache=True, nogil=True)
-def sampled_median(values):  # pragma: no cover - compiled
-    """Median of float64 ``values``, NaN ignored (see :func:`ccdred.combine.frame_median`)."""
+def sampled_median(values, offset):  # pragma: no cover - compiled
+    """Median of ``values - offset`` in float64 (``offset`` empty: of ``values``), NaN
+    ignored (see :func:`ccdred.combine.frame_median`)."""
     runs = _MEDIAN_SAMPLE // _MEDIAN_RUN
     if values.size < 4 * _MEDIAN_SAMPLE:
-        return _histogram_median_float(values)
+        return _histogram_median_float(_differences(values, offset))
     sample = np.empty(_MEDIAN_SAMPLE)
     m = 0
     for run in range(runs):  # golden-ratio steps: spread over rows and columns alike
         start = int((run * 0.6180339887498949) % 1.0 * (values.size - _MEDIAN_RUN))
         for i in range(start, start + _MEDIAN_RUN):
-            v = values[i]
+            v = np.float64(values[i]) - (offset[i] if offset.size else 0.0)
             if not np.isnan(v):
                 sample[m] = v
                 m += 1
     if m < _MEDIAN_SAMPLE // 2:
-        return _histogram_median_float(values)
+        return _histogram_median_float(_differences(values, offset))
     margin = _MEDIAN_MARGIN * 0.5 / np.sqrt(m)
     low_rank = max(0, int((0.5 - margin) * (m - 1)))
     high_rank = min(m - 1, int(np.ceil((0.5 + margin) * (m - 1))))
     sample = np.partition(sample[:m], (low_rank, high_rank))
     low, high = sample[low_rank], sample[high_rank]
-    window = np.empty(int(4 * margin * values.size) + 1024)
     chunk = np.empty(1024)
+    window = np.empty(int(4 * margin * values.size) + chunk.size)
     below, above, inside = 0, 0, 0
     for begin in range(0, values.size, chunk.size):
         width = min(chunk.size, values.size - begin)
-        for j in range(width):  # these two loops vectorise; NaN fails every comparison
-            chunk[j] = values[begin + j]
-        for j in range(width):
+        if inside + width > window.size:  # the window holds a few per cent, unless misled
+            return _histogram_median_float(_differences(values, offset))
+        _load_chunk(values, offset, begin, width, chunk)
+        for j in range(width):  # these loops vectorise; NaN fails every comparison
             below += chunk[j] < low
             above += chunk[j] > high
-        for j in range(width):  # the window holds a few per cent: a branch rarely taken
-            if low <= chunk[j] <= high:
-                if inside < window.size:
-                    window[inside] = chunk[j]
-                inside += 1
+        for j in range(width):  # stored, then kept only if inside: no branch
+            window[inside] = chunk[j]
+            inside += (chunk[j] >= low) & (chunk[j] <= high)
     n = below + inside + above
     first, second = (n - 1) // 2 - below, n // 2 - below
-    if inside > window.size or first < 0 or second >= inside:
-        return _histogram_median_float(values)
+    if first < 0 or second >= inside:
+        return _histogram_median_float(_differences(values, offset))
     window = np.partition(window[:inside], (first, second))
     return 0.5 * (window[first] + window[second])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _load_chunk(values, offset, begin, width, chunk):  # pragma: no cover - compiled
+    """``chunk[:width] = values[begin:begin + width] - offset[...]`` in float64 (no offset:
+    empty)."""
+    if offset.size:
+        for j in range(width):
+            chunk[j] = np.float64(values[begin + j]) - offset[begin + j]
+    else:
+        for j in range(width):
+            chunk[j] = values[begin + j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _differences(values, offset):  # pragma: no cover - compiled
+    """``values - offset`` (no offset: empty) as a new float64 array."""
+    out = np.empty(values.size)
+    for begin in range(0, values.size, 1024):
+        _load_chunk(values, offset, begin, min(1024, values.size - begin), out[begin:])
+    return out
 
 
 @numba.njit(cache=True, nogil=True)

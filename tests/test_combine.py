@@ -316,6 +316,17 @@ def test_frame_median_subtracts_the_offset_exactly(shape, dark_dtype, rng):
     assert frame_median(raw, dark) != frame_median(raw)
 
 
+@pytest.mark.parametrize("name", list(LARGE_FRAMES))
+@pytest.mark.parametrize("frame_dtype", [np.float32, np.float64, ">f8"])
+def test_frame_median_less_an_offset_of_large_frames_equals_numpy(name, frame_dtype, rng):
+    """The offset subtracted as the pass reads the frame as stored, fallbacks included;
+    a big-endian frame (converted) too."""
+    values = LARGE_FRAMES[name](rng).astype(frame_dtype)
+    offset = rng.normal(5.0, 1.0, values.shape).astype(np.float32)
+    expected = np.nanmedian(values.astype(np.float64) - offset.astype(np.float64))
+    assert frame_median(values, offset) == expected
+
+
 def test_frame_median_rejects_an_offset_of_another_shape(rng):
     with pytest.raises(ValueError, match=r"offset shape \(3, 4\) differs from the frame's \(4, 3\)"):
         frame_median(np.ones((4, 3)), np.ones((3, 4)))
