@@ -58,7 +58,7 @@ _PREPARING = ("**Preparing ccdred: first run only.** The kernels are being compi
               "(about half a minute on a laptop); the views appear by themselves when they are "
               "ready. `ccdred prepare` does this once after install.")
 #: The tabs, in order; a view is computed only while its tab is on show
-_TABS = ("Frames", "Clipping", "Before / after", "Masters", "Explore")
+_TABS = ("Frames", "Clipping", "Before / after", "Masters", "Explore", "Detector")
 _START_HERE = ("**Start here:** pick a night, look at the frames' levels, then move the "
                "threshold and watch the clipped pixels; *Reduce night* writes the products.")
 
@@ -309,6 +309,22 @@ class Dashboard(pn.viewable.Viewer):
                                          tab="Explore", error=_said_elsewhere), lazy=True),
             sizing_mode="stretch_width")
 
+    @staticmethod
+    def _detector_view(shown):
+        """The night's gain and read noise: the header's, the photon transfer curve's, and
+        those the reduction uses."""
+        header, noise, curve = shown
+        parts = [pn.pane.Markdown(
+            "### Gain and read noise\nThe difference of two frames at one level cancels what "
+            "they share (the bias pattern, the flat field): its variance is the noise alone. "
+            "Per frame, the variance of flats grows with their signal as *signal / gain*, on "
+            "top of the read noise's variance: a straight line, whose slope gives the gain and "
+            "whose intercept the read noise.\n\n" + plots.detector_summary(header, noise, curve))]
+        if not isinstance(curve, str):
+            parts.append(pn.pane.HoloViews(plots.photon_transfer_plot(curve),
+                                           sizing_mode="stretch_width"))
+        return pn.Column(*parts, sizing_mode="stretch_width")
+
     def set_threshold(self, x) -> None:
         """Set the threshold from a click on the sweep, to the nearest 0.05 (nothing when the
         click missed)."""
@@ -434,7 +450,8 @@ class Dashboard(pn.viewable.Viewer):
                                               pipeline.shown_calibrated),
                  "Masters": with_pixel("Masters", self._masters_view, pipeline.shown_dark,
                                        pipeline.shown_flat),
-                 "Explore": self._explore_view()}
+                 "Explore": self._explore_view(),
+                 "Detector": pane("Detector", self._detector_view, pipeline.shown_detector)}
         tabs = pn.Tabs(*views.items(), active=_TABS.index(self.tab), dynamic=True,
                        sizing_mode="stretch_width")
         tabs.param.watch(lambda event: setattr(self, "tab", _TABS[event.new]), "active")

@@ -29,7 +29,8 @@ from .calibrate import calibration_steps
 from .errors import CalibrationWarning, CcdredWarning, InputError, InputProblem
 from .frames import Catalogue, Frame, scan
 from .library import add_to_library
-from .noise import DetectorNoise, central_region, detector_noise, level_pair
+from .noise import (DetectorNoise, PhotonTransferCurve, central_region, detector_noise, level_pair,
+                    photon_transfer_curve)
 from .parameters import ReductionParameters
 from .plan import DarkTerm, Master, NightPlan, ObjectStep, plan_night
 from .steps import make_master, report_master, written_part
@@ -515,6 +516,44 @@ def _noise_frames(catalogue: Catalogue, limits) -> tuple[list, list]:
         if pair is not None:
             return bias_images, [same[i][0] for i in pair]
     return bias_images, []
+
+
+def night_photon_transfer(catalogue: Catalogue, limits) -> PhotonTransferCurve:
+    """The night's photon transfer curve (:func:`ccdred.noise.photon_transfer_curve`): its
+    first two biases of one shape, and the first two flats of each level (signals within
+    10 % of each other, within the flat limits, of any filter), on the central block of
+    each frame (:data:`NOISE_PIXELS`).
+
+    Raises
+    ------
+    InputError
+        When the night lacks two biases of one shape, or two levels of two flats each.
+    """
+    biases = _first_two(catalogue.of_type("bias"), key=lambda frame: frame.shape)
+    if not biases:
+        raise InputError([InputProblem(None, "the photon transfer curve needs two biases of "
+                                             "one shape: this night has none")])
+    region = central_region(biases[0].shape, most=NOISE_PIXELS)
+    bias_images = [_central(frame, region) for frame in biases]
+    bias_level = float(np.median(bias_images[0]))
+    levels = []  # (first signal, images) of each level
+    flats = [f for f in catalogue.of_type("flat") if f.shape == biases[0].shape]
+    for frame in flats:
+        image = _central(frame, region)
+        signal = float(np.median(image)) - bias_level
+        if not limits.accepts([signal])[0]:
+            continue
+        same = next((images for level, images in levels if level_pair([level, signal])), None)
+        if same is None:
+            levels.append((signal, [image]))
+        elif len(same) < 2:
+            same.append(image)
+    pairs = [images for _, images in levels if len(images) == 2]
+    if len(pairs) < 2:
+        msg = (f"the photon transfer curve needs flats at two or more levels, two at each "
+               f"(signals within 10 %): this night's {len(flats)} flats have {len(pairs)}")
+        raise InputError([InputProblem(None, msg)])
+    return photon_transfer_curve(pairs, bias_images, region=(slice(None), slice(None)))
 
 
 def _first_two(frames, key) -> list:

@@ -33,8 +33,8 @@ from .combiners import FrameChoice, MasterFlat
 from .combine import CombineResult, frame_median
 from .errors import InputError, InputProblem
 from .frames import Catalogue, Frame, read_stack, scan
-from .night import night_noise
-from .noise import DetectorNoise
+from .night import night_noise, night_photon_transfer
+from .noise import DetectorNoise, PhotonTransferCurve, header_noise
 from .parameters import (CalibrationParameters, ClipParameters, KeywordParameters,
                          ReductionParameters, names)
 from .plan import Master, NightPlan, build_plan
@@ -423,10 +423,20 @@ class Pipeline(ReductionParameters):
         :func:`~ccdred.night.night_noise`; None when unknown), memoised on the frames, the
         ``gain`` and ``read_noise`` options and the flat limits."""
         catalogue, options = self._require_plan().catalogue, self.step_options()
-        key = ("detector_noise", tuple((_file_key(f), f.frame_type, f.filter)
-                                       for f in catalogue.frames),
-               self.gain, self.read_noise, options.limits)
+        key = ("detector_noise", self._frames_key(), self.gain, self.read_noise, options.limits)
         return MASTERS.get(key, lambda: night_noise(catalogue, self))
+
+    def photon_transfer(self) -> PhotonTransferCurve:
+        """The night's photon transfer curve (:func:`~ccdred.night.night_photon_transfer`),
+        memoised on the frames and the flat limits; InputError when the night has too few
+        biases or flats for one."""
+        catalogue, limits = self._require_plan().catalogue, self.step_options().limits
+        return MASTERS.get(("photon_transfer", self._frames_key(), limits),
+                           lambda: night_photon_transfer(catalogue, limits))
+
+    def _frames_key(self) -> tuple:
+        """What decides a measurement of the night's frames: each frame's file and type."""
+        return tuple((_file_key(f), f.frame_type, f.filter) for f in self.plan.catalogue.frames)
 
     def pin(self) -> None:
         """Pin the current combining parameters as 'A', to compare masters made otherwise with."""
@@ -480,6 +490,21 @@ class Pipeline(ReductionParameters):
     def shown_calibrated(self) -> tuple[str, np.ndarray, np.ndarray]:
         """The selected object frame: name, raw (preprocessed) and calibrated images."""
         return self.object_frame, self.raw_object(), self.calibrated()
+
+    @param.depends("plan", "gain", "read_noise", "upper_limit", "lower_limit")
+    def shown_detector(self) -> tuple:
+        """What the night says of its detector: the gain and read noise of its first frame's
+        header (each (value, keyword) or None), those the reduction uses
+        (:class:`~ccdred.noise.DetectorNoise` or None), and the photon transfer curve (or,
+        when the night has too few frames for one, why)."""
+        plan = self._require_plan()
+        first = next(iter(plan.catalogue.frames), None)
+        header = header_noise(first.header() if first is not None else {})
+        try:
+            curve = self.photon_transfer()
+        except InputError as err:
+            curve = str(err)
+        return header, self.detector_noise(), curve
 
     @param.depends(*_COMBINE)
     def frame_levels(self) -> list[dict]:

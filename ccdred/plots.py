@@ -31,6 +31,7 @@ __all__ = [
     "pixel_samples", "threshold_sweep_plot", "difference_image", "difference_summary",
     "empty_sweep", "empty_samples", "SWEEP_QUANTITIES", "pixel_summary", "sweep_summary",
     "REJECTED", "LEFT_OUT", "WHY_LEFT_OUT",
+    "photon_transfer_plot", "detector_summary",
 ]
 
 _IMAGE_OPTS = {"cmap": "gray", "colorbar": True, "tools": ["hover"], "data_aspect": 1,
@@ -500,3 +501,54 @@ def difference_summary(name: str, difference) -> str:
     changed = np.count_nonzero(difference)
     return (f"**{name}**: {changed:,} of {difference.size:,} pixels changed; "
             f"mean {np.nanmean(difference):.4g}, max |B − A| {np.nanmax(np.abs(difference)):.4g}")
+
+
+# -- the detector ----------------------------------------------------------------------------
+
+def photon_transfer_plot(curve):
+    """The photon transfer curve: each pair's per-frame variance against its signal, and the
+    fitted line ``variance = signal / gain + read_noise_adu**2``
+    (a :class:`~ccdred.noise.PhotonTransferCurve`)."""
+    top = float(curve.signal.max()) * 1.05
+    line = np.linspace(0.0, top, 50)
+    dimensions = {"kdims": [hv.Dimension("signal", label="signal above the bias (ADU)")],
+                  "vdims": [hv.Dimension("variance", label="variance per frame (ADU²)")]}
+    points = hv.Scatter((curve.signal, curve.variance), **dimensions, label="pairs of frames")
+    fit = hv.Curve((line, line / curve.gain + curve.read_noise_adu ** 2), **dimensions,
+                   label=f"fit: {curve.gain:.3g} e-/ADU, {curve.read_noise:.3g} e- read noise")
+    return (fit.opts(color="#1b9e77") * points.opts(size=9, color="#d95f02", tools=["hover"])).opts(
+        title="Photon transfer curve (biases at 0; flats in pairs)", responsive=True, height=340,
+        legend_position="top_left", **plain_numbers("x", "y"))
+
+
+def detector_summary(header, noise, curve) -> str:
+    """The gain and read noise a night's header states, those measured by its photon
+    transfer curve (``curve``, or why there is none), and those the reduction uses
+    (``noise``: a :class:`~ccdred.noise.DetectorNoise`, None when unknown), as a table.
+
+    Examples
+    --------
+    >>> from ccdred.noise import DetectorNoise
+    >>> print(detector_summary(((1.5, "GAIN"), None), DetectorNoise(1.5, 9.0, "header GAIN",
+    ...       "measured from 2 biases"), "too few flats"))
+    | | gain (e-/ADU) | read noise (e-) |
+    | --- | ---: | ---: |
+    | header | 1.5 (GAIN) | none |
+    | photon transfer curve | — | — |
+    | used by the reduction | 1.5 (header GAIN) | 9 (measured from 2 biases) |
+    <BLANKLINE>
+    No photon transfer curve: too few flats.
+    """
+    def stated(value):
+        return "none" if value is None else f"{value[0]:.4g} ({value[1]})"
+
+    measured = ("—", "—") if isinstance(curve, str) else (f"{curve.gain:.4g}",
+                                                         f"{curve.read_noise:.4g}")
+    used = (("unknown", "unknown") if noise is None else
+            (f"{noise.gain:.4g} ({noise.gain_source})",
+             f"{noise.read_noise:.4g} ({noise.read_noise_source})"))
+    rows = [("header", stated(header[0]), stated(header[1])),
+            ("photon transfer curve", *measured), ("used by the reduction", *used)]
+    table = "\n".join(["| | gain (e-/ADU) | read noise (e-) |", "| --- | ---: | ---: |",
+                       *(f"| {name} | {gain} | {read_noise} |" for name, gain, read_noise in rows)])
+    return table + (f"\n\nNo photon transfer curve: {curve}." if isinstance(curve, str) else "")

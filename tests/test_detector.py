@@ -176,3 +176,45 @@ def test_the_pipeline_gives_the_products_noise(night, reduced):
     assert float(f"{noise.read_noise:.4g}") == header["RDNOISE"]
     assert noise.source == ("gain: measured from 2 biases and 2 flats; "
                             "read noise: measured from 2 biases")
+
+
+#: Flats in pairs at three levels: a photon transfer curve.
+CURVE_SPEC = NightSpec(shape=(256, 256), seed=3131, gain=2.3, read_noise=11.5, n_bias=2, n_darks=2,
+                       filters=("V",), object_exptimes=(30.0,), n_objects=1,
+                       flat_levels=(8000.0, 8150.0, 16000.0, 16400.0, 30000.0, 30300.0))
+
+
+def test_the_detector_tab_shows_the_photon_transfer_curve_of_the_truth(tmp_path):
+    """The Pipeline's curve recovers the gain within 5 % and the read noise within 10 % (an
+    intercept); the tab's table states header, curve and used values, and plots the curve."""
+    import holoviews as hv
+
+    from ccdred.dashboard import Dashboard
+    from ccdred.pipeline import Pipeline
+
+    hv.extension("bokeh", logo=False)
+    make_night(tmp_path / "curve", CURVE_SPEC)
+    pipeline = Pipeline(night=str(tmp_path / "curve"))
+    header, noise, curve = pipeline.shown_detector()
+    assert header[0] == (2.3, "GAIN") and header[1] is None  # the demo writes GAIN only
+    assert len(curve.signal) == 4  # the biases, and three levels
+    assert curve.gain == pytest.approx(TRUTH.gain, rel=0.05)
+    assert curve.read_noise == pytest.approx(SPEC.read_noise, rel=0.10)
+    assert noise.gain == 2.3 and noise.gain_source == "header GAIN"
+    view = Dashboard._detector_view((header, noise, curve))
+    table = view[0].object
+    assert f"| photon transfer curve | {curve.gain:.4g} | {curve.read_noise:.4g} |" in table
+    assert "| header | 2.3 (GAIN) | none |" in table
+    assert isinstance(view[1].object, hv.Overlay)
+
+
+def test_a_night_with_one_level_says_why_it_has_no_curve(night):
+    from ccdred.dashboard import Dashboard
+    from ccdred.pipeline import Pipeline
+
+    shown = Pipeline(night=str(night)).shown_detector()
+    assert isinstance(shown[2], str)
+    assert "needs flats at two or more levels, two at each" in shown[2]
+    assert "this night's 3 flats have 1" in shown[2]
+    view = Dashboard._detector_view(shown)
+    assert len(view) == 1 and "No photon transfer curve:" in view[0].object

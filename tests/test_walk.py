@@ -48,7 +48,7 @@ SELECTS = {
     "Inspect": ["flat", "dark"],
 }
 NIGHTS = ["night1", "night2", "zz-empty"]  # a fresh page opens on the first
-TABS = ["Frames", "Clipping", "Before / after", "Masters", "Explore"]
+TABS = ["Frames", "Clipping", "Before / after", "Masters", "Explore", "Detector"]
 #: The columns that identify the plots compared at the end (clip maps, bar charts, levels).
 COMPARED_COLUMNS = ("image", "rejected", "median")
 
