@@ -316,6 +316,27 @@ def _dark_current(pipeline) -> float:
     return float(np.median(pipeline.master(current.name).data))
 
 
+def _read_noise(bias_a, bias_b) -> float:
+    from .noise import read_noise_from_biases
+
+    return read_noise_from_biases(bias_a, bias_b, region=_WHOLE)
+
+
+def _gain(flat_a, flat_b, bias_a, bias_b) -> float:
+    from .noise import gain_from_flats
+
+    return gain_from_flats(flat_a, flat_b, bias_a, bias_b, region=_WHOLE)
+
+
+def _noise_ratio(bias, master, true_bias) -> float:
+    return float(np.std(np.subtract(bias, true_bias, dtype=np.float64))
+                 / np.std(np.subtract(master, true_bias, dtype=np.float64)))
+
+
+#: Every pixel of a frame, as the noise exercises measure them.
+_WHOLE = (slice(None), slice(None))
+
+
 def _surviving_threshold(pipeline, master, x, y) -> float:
     """The lowest threshold (to 0.1) at which the pixel's highest sample is used."""
     kept = pipeline.threshold
@@ -425,6 +446,26 @@ EXERCISES = {
         "set `pipeline.rejection` to each and compare `ccdred.steps.pixel_noise` of "
         "`pipeline.master_dark().data`.",
         lambda pipeline: _quietest_method(pipeline)),
+    "read-noise": Exercise(
+        "What is the read noise of one frame, in ADU, from the two biases?",
+        "the difference of two biases cancels their pattern and keeps both frames' noise: "
+        "its standard deviation is √2 times one frame's. Subtract in float, not in the "
+        "frames' 16-bit integers.",
+        lambda bias_a, bias_b: _read_noise(bias_a, bias_b), tolerance=0.1),
+    "gain": Exercise(
+        "What is the gain, in electrons per ADU, from the two flats at one level and the two "
+        "biases?",
+        "signal: the flats' two means less the biases' two means; variance: that of the "
+        "flats' difference less that of the biases' difference; the gain is their ratio "
+        "(the Poisson variance of N electrons is N).",
+        lambda flat_a, flat_b, bias_a, bias_b: _gain(flat_a, flat_b, bias_a, bias_b),
+        tolerance=0.05),
+    "master-bias-noise": Exercise(
+        "How many times smaller is the noise of the master bias than that of one bias (each "
+        "less the true bias)?",
+        "the standard deviation of `bias - true_bias` over that of `master - true_bias`; the "
+        "mean of N frames has √N times less noise.",
+        lambda bias, master, true_bias: _noise_ratio(bias, master, true_bias), tolerance=0.1),
 }
 
 
