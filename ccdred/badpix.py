@@ -138,15 +138,17 @@ def flat_defects(master_flat, *, ncmed: int = 7, nlmed: int = 7, ncsig: int = 15
     return _grow_along_columns(defects, ngood)
 
 
-def bad_pixel_mask(hot=None, defects=None, user=None) -> np.ndarray:
+def bad_pixel_mask(hot=None, defects=None, user=None, shape=None) -> np.ndarray:
     """The bad-pixel mask: a uint8 image of :class:`~ccdred.planes.MaskBit` bits.
 
     Parameters
     ----------
     hot, defects, user : array-like of bool, optional
         Where the pixels are hot (``MaskBit.HOT``), defective in a flat
-        (``MaskBit.DEFECT``), or bad in the user's mask (``MaskBit.USER``); at
-        least one, all of one shape.
+        (``MaskBit.DEFECT``), or bad in the user's mask (``MaskBit.USER``); all of
+        one shape.
+    shape : (int, int), optional
+        The mask's shape when no map is given (a mask of no bad pixel).
 
     Returns
     -------
@@ -160,12 +162,9 @@ def bad_pixel_mask(hot=None, defects=None, user=None) -> np.ndarray:
     maps = {bit: np.asarray(where, dtype=bool) for bit, where in
             ((MaskBit.HOT, hot), (MaskBit.DEFECT, defects), (MaskBit.USER, user))
             if where is not None}
-    if not maps:
-        msg = "bad_pixel_mask needs at least one of hot, defects and user"
-        raise ValueError(msg)
-    shapes = {where.shape for where in maps.values()}
-    if len(shapes) > 1:
-        msg = f"hot, defects and user must have one shape, not {sorted(shapes)}"
+    shapes = {where.shape for where in maps.values()} or {tuple(shape or ())}
+    if len(shapes) > 1 or shapes == {()}:
+        msg = f"hot, defects and user must have one shape (or shape given), not {sorted(shapes)}"
         raise ValueError(msg)
     mask = np.zeros(shapes.pop(), dtype=np.uint8)
     for bit, where in maps.items():

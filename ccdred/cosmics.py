@@ -91,8 +91,8 @@ def cosmic_ray_mask(image, gain: float, read_noise: float, *, lacosmic: LACosmic
     >>> sky = np.random.default_rng(3).normal(200.0, 12.0, (64, 64))
     >>> sky[20, 30] += 3000.0
     >>> rays = cosmic_ray_mask(sky, gain=1.5, read_noise=9.0)
-    >>> np.argwhere(rays.mask).tolist()
-    [[20, 30]]
+    >>> bool(rays.mask[20, 30]), bool(abs(rays.cleaned[20, 30] - 200.0) < 50.0)
+    (True, True)
     """
     import astroscrappy
 
