@@ -51,7 +51,8 @@ class CosmicRays(NamedTuple):
         Where the rays are.
     cleaned : numpy.ndarray
         The image with each ray pixel replaced by the mean of the good pixels of
-        the 5x5 box around it, in the input's units (float32).
+        the 5x5 box around it, in the input's units (float32); the other pixels are
+        the input's.
     """
 
     mask: np.ndarray
@@ -103,7 +104,8 @@ def cosmic_ray_mask(image, gain: float, read_noise: float, *, lacosmic: LACosmic
     mask, cleaned = astroscrappy.detect_cosmics(
         np.where(finite, image, 0.0).astype(np.float32), inmask=left_out, gain=gain,
         readnoise=read_noise, satlevel=level, sepmed=True, **lacosmic._asdict())
-    return CosmicRays(mask & finite, np.where(finite, cleaned, image))
+    # astroscrappy scales the image by the gain and back: keep the pixels it did not clean
+    return CosmicRays(mask & finite, np.where(mask & finite, cleaned, image))
 
 
 def object_mask(image, noise=None, bad_pixels=None, *, cosmic_rays: bool = True,
