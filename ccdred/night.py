@@ -42,6 +42,7 @@ __all__ = [
     "add_masters_to_library",
     "calibrate_object",
     "create_output",
+    "dark_rate",
     "existing_policy",
     "log_file",
     "log_plan",
@@ -703,7 +704,8 @@ def dark_rate(plan: NightPlan, masters, dtype="float32") -> np.ndarray | None:
     way) leaves its hot pixels out. Here: the per-pixel median of the darks of the longest
     exposure time, less the master bias (as written in ``dtype``) or else the median of the
     darks of the shortest, per second between them; with neither, the bias level stays in
-    (a constant the hot-pixel threshold ignores). None when the night has no darks.
+    (a constant the hot-pixel threshold ignores). Each median takes at most
+    :data:`RATE_DARKS` frames. None when the night has no darks of its own.
     """
     darks = {}  # exposure time -> {path: frame}
     for master in plan.masters.values():
@@ -723,9 +725,14 @@ def dark_rate(plan: NightPlan, masters, dtype="float32") -> np.ndarray | None:
     return (_median_frame(darks[longest].values()) - reference) / (longest - start)
 
 
+#: The most darks of one exposure time :func:`dark_rate` reads: their median rejects the
+#: cosmic rays, and the memory it takes stays bounded.
+RATE_DARKS = 9
+
+
 def _median_frame(frames) -> np.ndarray:
-    """The per-pixel median of frames (preprocessed as they are read)."""
-    return np.median(np.stack([frame.read() for frame in frames]), axis=0)
+    """The per-pixel median of the first :data:`RATE_DARKS` frames, as they are read."""
+    return np.median(np.stack([frame.read() for frame in list(frames)[:RATE_DARKS]]), axis=0)
 
 
 def write_bad_pixels(plan: NightPlan, masters, out, parameters, existing="refuse",
@@ -743,8 +750,7 @@ def write_bad_pixels(plan: NightPlan, masters, out, parameters, existing="refuse
         history, extra = ["the user's bad-pixel mask: non-zero pixels are USER"], {}
     else:
         mask = night_bad_pixels(plan, masters, parameters.dtype)
-        inputs = [f.path for m in plan.made if m.kind != "flat" for f in m.frames]
-        inputs += [f.path for m in plan.made if m.kind == "flat" for f in m.frames]
+        inputs = [frame.path for master in plan.made for frame in master.frames]
         history = ["HOT: dark current above the median + hot_sigma x mad_std (raw darks)",
                    "DEFECT: flat/median(flat) beyond ccdmask's thresholds, grown along columns"]
         extra = {"hot_sigma": HOT_SIGMA}
