@@ -60,11 +60,15 @@ class CosmicRays(NamedTuple):
 
 
 def cosmic_ray_mask(image, gain: float, read_noise: float, *, lacosmic: LACosmic = LACosmic(),
-                    saturation: float | None = None, bad_pixels=None) -> CosmicRays:
+                    saturation: float | None = None, bad_pixels=None,
+                    variance=None) -> CosmicRays:
     """Find the cosmic rays of an object frame with LACosmic (``astroscrappy``).
 
     The frame should keep its sky (a calibrated frame, not sky-subtracted): the noise
-    model is the image's own Poisson noise and the read noise.
+    model is the image's own Poisson noise and the read noise, or ``variance`` when given.
+    A noise model below the frame's true noise finds rays in the noise: a read noise
+    smaller than the camera's, or a calibrated frame whose masters (from few frames) add
+    noise of their own, which ``variance`` can say.
 
     Parameters
     ----------
@@ -81,6 +85,9 @@ def cosmic_ray_mask(image, gain: float, read_noise: float, *, lacosmic: LACosmic
         None: no pixel is saturated.
     bad_pixels : array-like, optional
         Pixels left out of the detection (non-zero), e.g. a bad-pixel mask.
+    variance : array-like, optional
+        The image's variance per pixel (ADU², e.g. its uncertainty plane squared), the
+        noise model instead of the one made from the image, ``gain`` and ``read_noise``.
 
     Returns
     -------
@@ -101,15 +108,17 @@ def cosmic_ray_mask(image, gain: float, read_noise: float, *, lacosmic: LACosmic
     finite = np.isfinite(image)
     left_out = ~finite if bad_pixels is None else ~finite | (np.asarray(bad_pixels) != 0)
     level = np.inf if saturation is None else saturation * gain
+    known = {} if variance is None else {"invar": np.asarray(variance, dtype=np.float32)}
     mask, cleaned = astroscrappy.detect_cosmics(
         np.where(finite, image, 0.0).astype(np.float32), inmask=left_out, gain=gain,
-        readnoise=read_noise, satlevel=level, sepmed=True, **lacosmic._asdict())
+        readnoise=read_noise, satlevel=level, sepmed=True, **known, **lacosmic._asdict())
     # astroscrappy scales the image by the gain and back: keep the pixels it did not clean
     return CosmicRays(mask & finite, np.where(mask & finite, cleaned, image))
 
 
 def object_mask(image, noise=None, bad_pixels=None, *, cosmic_rays: bool = True,
-                lacosmic: LACosmic = LACosmic(), saturation: float | None = None) -> np.ndarray:
+                lacosmic: LACosmic = LACosmic(), saturation: float | None = None,
+                variance=None) -> np.ndarray:
     """The mask bits of one calibrated object frame (:class:`~ccdred.planes.MaskBit`).
 
     The bad-pixel mask's bits, ``COSMIC_RAY`` where LACosmic finds a ray (see
@@ -126,8 +135,9 @@ def object_mask(image, noise=None, bad_pixels=None, *, cosmic_rays: bool = True,
         The night's bad-pixel mask (:func:`ccdred.badpix.bad_pixel_mask`).
     cosmic_rays : bool, optional
         Look for cosmic rays.
-    lacosmic, saturation
-        As for :func:`cosmic_ray_mask`.
+    lacosmic, saturation, variance
+        As for :func:`cosmic_ray_mask`: pass the frame's variance (its uncertainty plane
+        squared) where it is known, the honest noise model.
 
     Returns
     -------
@@ -147,6 +157,6 @@ def object_mask(image, noise=None, bad_pixels=None, *, cosmic_rays: bool = True,
             msg = "finding cosmic rays needs the gain and read noise (noise is None)"
             raise ValueError(msg)
         rays = cosmic_ray_mask(image, noise.gain, noise.read_noise, lacosmic=lacosmic,
-                               saturation=saturation, bad_pixels=bad_pixels)
+                               saturation=saturation, bad_pixels=bad_pixels, variance=variance)
         mask[rays.mask] |= np.uint8(MaskBit.COSMIC_RAY)
     return mask

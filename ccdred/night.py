@@ -702,37 +702,49 @@ def dark_rate(plan: NightPlan, masters, dtype="float32") -> np.ndarray | None:
 
     A master dark cannot tell: clipping each dark on its own (``frame_clip``, the course's
     way) leaves its hot pixels out. Here: the per-pixel median of the darks of the longest
-    exposure time, less the master bias (as written in ``dtype``) or else the median of the
-    darks of the shortest, per second between them; with neither, the bias level stays in
-    (a constant the hot-pixel threshold ignores). Each median takes at most
-    :data:`RATE_DARKS` frames. None when the night has no darks of its own.
+    exposure time that has :data:`RATE_MIN_DARKS` of them (else of the longest), less the
+    master bias (as written in ``dtype``) or else the median of the darks of the shortest
+    exposure time, per second between them; with neither, the bias level stays in (a
+    constant the hot-pixel threshold ignores). Each median takes at most :data:`RATE_DARKS`
+    frames. None when the night has no darks of its own.
     """
-    darks = {}  # exposure time -> {path: frame}
+    darks = _darks_by_exptime(plan)
+    longest = max([t for t, frames in darks.items() if len(frames) >= RATE_MIN_DARKS]
+                  or darks, default=0.0)
+    if longest <= 0:
+        return None
+    bias = next((m.name for m in plan.of_kind("bias") if m.name in masters), None)
+    shortest = min(darks)
+    if bias is not None:
+        reference, start = as_written(masters[bias].data, dtype), 0.0
+    elif shortest < longest:
+        reference, start = _median_frame(darks[shortest]), shortest
+    else:
+        reference, start = 0.0, 0.0
+    return (_median_frame(darks[longest]) - reference) / (longest - start)
+
+
+def _darks_by_exptime(plan: NightPlan) -> dict:
+    """The night's raw darks (of its dark and dark-current masters), by exposure time."""
+    darks = {}
     for master in plan.masters.values():
         if master.kind in ("dark", "dark_current"):
             for frame in master.frames:
                 darks.setdefault(frame.exptime, {})[frame.path] = frame
-    if not darks or max(darks) <= 0:
-        return None
-    longest = max(darks)
-    bias = next((m.name for m in plan.of_kind("bias") if m.name in masters), None)
-    if bias is not None:
-        reference, start = as_written(masters[bias].data, dtype), 0.0
-    elif len(darks) > 1:
-        reference, start = _median_frame(darks[min(darks)].values()), min(darks)
-    else:
-        reference, start = 0.0, 0.0
-    return (_median_frame(darks[longest].values()) - reference) / (longest - start)
+    return {exptime: list(frames.values()) for exptime, frames in darks.items()}
 
 
 #: The most darks of one exposure time :func:`dark_rate` reads: their median rejects the
 #: cosmic rays, and the memory it takes stays bounded.
 RATE_DARKS = 9
+#: Darks of one exposure time whose median :func:`dark_rate` prefers to longer ones': the
+#: median of three leaves out a cosmic ray that hits one of them.
+RATE_MIN_DARKS = 3
 
 
 def _median_frame(frames) -> np.ndarray:
     """The per-pixel median of the first :data:`RATE_DARKS` frames, as they are read."""
-    return np.median(np.stack([frame.read() for frame in list(frames)[:RATE_DARKS]]), axis=0)
+    return np.median(np.stack([frame.read() for frame in frames[:RATE_DARKS]]), axis=0)
 
 
 def write_bad_pixels(plan: NightPlan, masters, out, parameters, existing="refuse",

@@ -99,6 +99,16 @@ def test_saturated_stars_are_not_rays_when_the_level_is_given():
     assert not cosmic_ray_mask(image, 1.5, 9.0, saturation=30000.0).mask.any()
 
 
+def test_the_variance_is_the_noise_model_when_given():
+    """A frame noisier than its read noise says (masters of few frames add theirs): rays
+    in the noise, unless its variance is given."""
+    image = np.random.default_rng(6).normal(100.0, 20.0, (128, 128))
+    image[40, 50] += 2000.0
+    assert cosmic_ray_mask(image, 1.5, 9.0).mask.sum() > 100
+    rays = cosmic_ray_mask(image, 1.5, 9.0, variance=np.full(image.shape, 20.0**2)).mask
+    assert rays[40, 50] and rays.sum() < 10
+
+
 def frame_with_a_ray(dtype=np.float64):
     image = np.random.default_rng(4).normal(300.0, 15.0, (48, 56)).astype(dtype)
     image[10, 12] += 4000.0
