@@ -11,7 +11,7 @@ from ccdred.badpix import bad_pixel_mask, flat_defects, hot_pixels, read_bad_pix
 from ccdred.cli import main
 from ccdred.demo import NightSpec, make_night, night_truth
 from ccdred.errors import InputError
-from ccdred.night import BAD_PIXELS, reduce_night
+from ccdred.night import BAD_PIXELS, dark_rate, reduce_night
 from ccdred.parameters import ReductionParameters
 from ccdred.planes import MaskBit
 
@@ -224,3 +224,33 @@ def test_both_runners_write_the_same_mask(small_night, client, tmp_path):
     reduce_nights_on_cluster([([small_night[0]], tmp_path / "dask")], client, parameters)
     local, dask = (fits.getdata(tmp_path / where / BAD_PIXELS) for where in ("local", "dask"))
     assert local.tobytes() == dask.tobytes()
+
+
+def test_the_dark_rate_takes_the_longest_exposure_with_three_darks(tmp_path):
+    """Two 120 s darks cannot outvote a cosmic ray: the 10 s darks' median is taken, less
+    the master bias, per second."""
+    files = make_night(tmp_path / "raw", NightSpec(shape=(48, 64), seed=3, dark_times=(10.0, 120.0)))
+    darks = {}
+    for path in files:
+        header = fits.getheader(path)
+        if header["IMAGETYP"] == "DARK":
+            darks.setdefault(header["EXPTIME"], []).append(path)
+    for path in darks[120.0][2:]:
+        path.unlink()
+    result = reduce_night([tmp_path / "raw"], tmp_path / "out")
+    short = np.median([fits.getdata(path).astype(float) for path in darks[10.0]], axis=0)
+    expected = (short - fits.getdata(tmp_path / "out" / "bias.fits")) / 10.0
+    np.testing.assert_allclose(dark_rate(result.plan, result.masters), expected, rtol=1e-6)
+
+
+def test_a_resumed_night_keeps_its_mask_and_a_new_one_refuses_it(small_night, tmp_path):
+    parameters = ReductionParameters(bad_pixels=True)
+    reduce_night([small_night[0]], tmp_path / "out", parameters)
+    made = (tmp_path / "out" / BAD_PIXELS).stat().st_mtime_ns
+    (tmp_path / "out" / "bias.fits").unlink()
+    reduce_night([small_night[0]], tmp_path / "out", parameters, resume=True)
+    assert (tmp_path / "out" / BAD_PIXELS).stat().st_mtime_ns == made
+    (tmp_path / "other").mkdir()
+    (tmp_path / "out" / BAD_PIXELS).rename(tmp_path / "other" / BAD_PIXELS)
+    with pytest.raises(InputError, match="already holds 1 of this night's products"):
+        reduce_night([small_night[0]], tmp_path / "other", parameters)
