@@ -124,7 +124,8 @@ def flat_defects(master_flat, *, ncmed: int = 7, nlmed: int = 7, ncsig: int = 15
     for name, value in (("lsigma", lsigma), ("hsigma", hsigma)):
         _check_positive(name, value)
     if min(ncsig, nlsig) < 10:
-        msg = f"ncsig and nlsig must be at least 10 (pixels to estimate σ from), not {ncsig}, {nlsig}"
+        msg = (f"ncsig and nlsig must be at least 10 (pixels to estimate σ from), "
+               f"not {ncsig}, {nlsig}")
         raise ValueError(msg)
     flat = np.asarray(master_flat, dtype=float)
     finite = np.isfinite(flat)

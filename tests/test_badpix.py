@@ -229,7 +229,8 @@ def test_both_runners_write_the_same_mask(small_night, client, tmp_path):
 def test_the_dark_rate_takes_the_longest_exposure_with_three_darks(tmp_path):
     """Two 120 s darks cannot outvote a cosmic ray: the 10 s darks' median is taken, less
     the master bias, per second."""
-    files = make_night(tmp_path / "raw", NightSpec(shape=(48, 64), seed=3, dark_times=(10.0, 120.0)))
+    spec = NightSpec(shape=(48, 64), seed=3, dark_times=(10.0, 120.0))
+    files = make_night(tmp_path / "raw", spec)
     darks = {}
     for path in files:
         header = fits.getheader(path)

@@ -154,5 +154,6 @@ def test_the_command_line_refuses_cosmic_rays_without_the_noise(tmp_path, capsys
                    str(tmp_path / "raw")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2
-    assert err[-1].startswith("ccdred: error:") and "--cosmic-rays needs the gain and read noise" in err[-1]
+    assert err[-1].startswith("ccdred: error:")
+    assert "--cosmic-rays needs the gain and read noise" in err[-1]
     assert not list((tmp_path / "out").glob("*.fits"))
