@@ -91,8 +91,9 @@ def flat_defects(master_flat, *, ncmed: int = 7, nlmed: int = 7, ncsig: int = 15
     4. Grown along columns: a run of at most ``ngood`` good pixels between two defects of
        one column is marked too (a partly bad column is bad between its detections).
 
-    ``ccdmask`` also sums columns to find faint bad columns (``findbadcolumns``); that is
-    left out here.
+    ``ccdmask`` subtracts the smoothed image rather than dividing by it (the same for a
+    flat near 1; the ratio keeps σ in relative units where vignetting dims the flat), and
+    also sums columns to find faint bad columns (``findbadcolumns``): left out here.
 
     Parameters
     ----------
