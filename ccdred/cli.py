@@ -154,6 +154,17 @@ def _library_options(parser, defaults: ReductionParameters) -> None:
                             "library, and what each frame gets) and write nothing")
 
 
+def _mask_options(parser, defaults: ReductionParameters) -> None:
+    doc = defaults.param
+    group = parser.add_argument_group("bad pixels and cosmic rays (beyond nimccdred.py)")
+    group.add_argument("--bad-pixels", action="store_true", help=doc.bad_pixels.doc)
+    group.add_argument("--bad-pixel-mask", metavar="FILE", default=defaults.bad_pixel_mask,
+                       help=doc.bad_pixel_mask.doc)
+    group.add_argument("--cosmic-rays", action="store_true",
+                       help=f"{doc.cosmic_rays.doc} (from the header, --gain and --read-noise, "
+                            "or measured from the night)")
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, with the closest option or choice."""
 
@@ -191,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     reduce.add_argument("-d", "--dir-reduced", default=None,
                         help="folder for the products (default: ccdred_YYYYMMDD_HHMMSS)")
     _clip_options(reduce, defaults)
+    _mask_options(reduce, defaults)
     reduce.add_argument("files", nargs="+",
                         help="raw FITS files, or a folder of them; several folders are "
                              "several nights, each reduced into DIR_REDUCED/<folder name>")

@@ -21,8 +21,8 @@ import logging
 from .errors import InputError, InputProblem
 from .fitsio import remove_partial_products
 from .night import (NightResult, add_masters_to_library, calibrate_object, create_output,
-                    existing_policy, log_plan, night_noise, prepare_nights,
-                    write_flat_intermediate, write_masters)
+                    existing_policy, log_plan, night_noise, prepare_nights, require_noise,
+                    write_bad_pixels, write_flat_intermediate, write_masters)
 from .parameters import ReductionParameters
 from .steps import (as_written, choose, file_block, file_statistic, finish, make_master,
                     master_row_blocks, report_master, written_part)
@@ -88,6 +88,7 @@ def reduce_nights_on_cluster(nights, client, parameters: ReductionParameters | N
         create_output(result.output_dir, existing_policy(overwrite, resume))
         log_plan(result.plan)
         result.noise = night_noise(result.plan.catalogue, parameters)  # on the client
+        require_noise(result, parameters)
     futures = [_submit_masters(result, client, parameters, memory_budget) for result in results]
     _check_masters(futures)
     client.replicate([f for night in futures for f in night.values()])
@@ -150,6 +151,9 @@ def _submit_products(results, futures, client, parameters, existing) -> list:
                   for name, future in masters.items()}
         tasks.append((i, client.submit(write_masters, plan, masters, out, parameters, existing,
                                        result.noise, **_SUBMIT)))
+        if parameters.writes_bad_pixels():
+            tasks.append((i, client.submit(write_bad_pixels, plan, masters, out, parameters,
+                                           existing, result.user_mask, **_SUBMIT)))
         if parameters.intermediate:
             tasks += [(i, client.submit(write_flat_intermediate, frame, plan.flat_terms[frame.path],
                                         images, out, parameters, existing,

@@ -22,7 +22,8 @@ import numpy as np
 
 from . import fitsio
 
-__all__ = ["NightSpec", "NightTruth", "demo_night", "make_night", "night_truth"]
+__all__ = ["NightSpec", "NightTruth", "demo_night", "make_night", "night_cosmic_rays",
+           "night_truth", "star_cores"]
 
 GAIN = 1.5  # electrons per ADU
 READ_NOISE = 6.0  # ADU (9 electrons)
@@ -77,6 +78,11 @@ class NightSpec:
         A one-shot colour camera's mosaic (``BAYERPAT``, e.g. 'RGGB'): the flat
         lamp and the sky then have colours of their own (:data:`LAMP_COLOUR`,
         :data:`SKY_COLOUR`), seen through the mosaic; None: a monochrome sensor.
+    defects : bool
+        Give the pixel response dead and deviant pixels and two bad columns
+        (:func:`pixel_defects`), which every filter's flats and objects see; the
+        truth's ``defects`` says where. Off by default, so that the course's nights
+        stay as they were.
     """
 
     shape: tuple[int, int] = (512, 512)
@@ -100,6 +106,7 @@ class NightSpec:
     read_noise: float = GAIN * READ_NOISE
     flat_levels: tuple[float, ...] = ()
     bayer: str | None = None
+    defects: bool = False
 
     @classmethod
     def real(cls, **changes) -> NightSpec:
@@ -133,6 +140,9 @@ class NightTruth:
         Electrons per ADU.
     read_noise : float
         Read noise in electrons.
+    defects : numpy.ndarray or None
+        Bool map of the pixels whose response is dead or deviant (the bad columns
+        included), in every filter; None when the night has none.
     """
 
     bias: np.ndarray
@@ -141,6 +151,7 @@ class NightTruth:
     flat_response: dict
     gain: float = GAIN
     read_noise: float = GAIN * READ_NOISE
+    defects: np.ndarray | None = None
 
     @property
     def read_noise_adu(self) -> float:
@@ -152,14 +163,18 @@ def night_truth(spec: NightSpec = NightSpec()) -> NightTruth:
     """The bias, dark current, flat response, gain and read noise of a night (no files written)."""
     rng = np.random.default_rng([spec.seed, 0])
     current, hot = dark_current(spec.shape, rng)
+    factor, defects = (pixel_defects(spec.shape, np.random.default_rng([spec.seed, 5]))
+                       if spec.defects else (1.0, None))
     return NightTruth(
         bias=bias_structure(spec.shape, rng),
         dark_current=current,
         hot_pixels=hot,
-        flat_response={name: flat_response(spec.shape, np.random.default_rng([spec.seed, 1, i]))
+        flat_response={name: factor * flat_response(spec.shape,
+                                                    np.random.default_rng([spec.seed, 1, i]))
                        for i, name in enumerate(spec.filters)},
         gain=spec.gain,
         read_noise=spec.read_noise,
+        defects=defects,
     )
 
 
@@ -194,6 +209,24 @@ def flat_response(shape, rng) -> np.ndarray:
     return response / response.mean()
 
 
+def pixel_defects(shape, rng, fraction=0.0005, n_columns=2) -> tuple[np.ndarray, np.ndarray]:
+    """Defects of the pixel response: a factor that multiplies it, and where it is not 1.
+
+    A ``fraction`` of the pixels are dead or weak (response x 0 to 0.7) or too sensitive
+    (x 1.3 to 1.6), as ``ccdmask`` finds them in a flat; ``n_columns`` columns, away from
+    the edges, are low (x 0.85) over half the rows or more, from a charge trap down.
+    """
+    factor = np.ones(shape)
+    deviant = rng.random(shape) < fraction
+    low = rng.random(shape) < 0.5
+    factor[deviant & low] = rng.uniform(0.0, 0.7, (deviant & low).sum())
+    factor[deviant & ~low] = rng.uniform(1.3, 1.6, (deviant & ~low).sum())
+    for column in rng.choice(np.arange(shape[1] // 8, shape[1] - shape[1] // 8), n_columns,
+                             replace=False):
+        factor[rng.integers(0, shape[0] // 2):, column] = 0.85
+    return factor, factor != 1.0
+
+
 def star_field(shape, rng, n_stars=None, fwhm=3.0) -> np.ndarray:
     """Gaussian stars (ADU/s) at random positions with a power-law flux spread."""
     n_stars = n_stars or max(10, shape[0] * shape[1] // 2500)
@@ -212,6 +245,13 @@ def star_field(shape, rng, n_stars=None, fwhm=3.0) -> np.ndarray:
     return image
 
 
+def star_cores(spec: NightSpec = NightSpec(), level=100.0) -> np.ndarray:
+    """Bool map of the object frames' star cores: each star's brightest pixels, those whose
+    light (before noise) reaches ``level`` ADU in the shortest object exposure."""
+    stars = star_field(spec.shape, np.random.default_rng([spec.seed, 3]))
+    return stars * min(spec.object_exptimes) >= level
+
+
 def cosmic_rays(shape, rng, exptime) -> np.ndarray:
     """Sharp hits (ADU), about one per 2000 pixels per 60 s."""
     image = np.zeros(shape)
@@ -222,14 +262,18 @@ def cosmic_rays(shape, rng, exptime) -> np.ndarray:
     return image
 
 
-def expose(truth, rng, exptime, light=0.0, cosmics=True) -> np.ndarray:
-    """A raw 16-bit frame: bias + noisy (dark + light) electrons + read noise."""
+def expose(truth, rng, exptime, light=0.0, cosmics=True, hits=None) -> np.ndarray:
+    """A raw 16-bit frame: bias + noisy (dark + light) electrons + read noise; ``hits``,
+    a list, gets the cosmic rays' image (ADU) added to the frame."""
     signal = truth.dark_current * exptime + light
     electrons = rng.poisson(np.clip(signal, 0, None) * truth.gain)
     read_noise = rng.normal(0.0, truth.read_noise_adu, truth.bias.shape)
     adu = truth.bias + electrons / truth.gain + read_noise
     if cosmics:
-        adu += cosmic_rays(truth.bias.shape, rng, exptime)
+        rays = cosmic_rays(truth.bias.shape, rng, exptime)
+        adu += rays
+        if hits is not None:
+            hits.append(rays)
     return np.clip(np.round(adu), 0, SATURATION).astype(np.uint16)
 
 
@@ -257,14 +301,10 @@ def make_night(folder, spec: NightSpec = NightSpec()) -> list[Path]:
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    truth = night_truth(spec)
-    rng = np.random.default_rng([spec.seed, 2])
-    frames = itertools.chain(_bias_frames(spec, truth, rng), _dark_frames(spec, truth, rng),
-                             _flat_frames(spec, truth, rng), _object_frames(spec, truth, rng))
     start = datetime.datetime(2021, 2, 14, 11, 0, 0)
     paths = []
     readout = np.random.default_rng([spec.seed, 4])
-    for number, (data, cards) in enumerate(frames, start=1):
+    for number, (data, cards) in enumerate(_frames(spec), start=1):
         cards["DATE-OBS"] = (start + datetime.timedelta(minutes=2 * number)).isoformat()
         if spec.overscan:
             data, cards = _read_out(data, cards, bias_level_drift(spec, number), spec, readout)
@@ -272,6 +312,27 @@ def make_night(folder, spec: NightSpec = NightSpec()) -> list[Path]:
         fitsio.write_raw_frame(path, data, cards)
         paths.append(path)
     return paths
+
+
+def _frames(spec: NightSpec, hits=None):
+    """Every raw frame of the night, in observing order, as (data, cards); ``hits``, a list,
+    gets the cosmic rays of each object frame (see :func:`night_cosmic_rays`)."""
+    truth = night_truth(spec)
+    rng = np.random.default_rng([spec.seed, 2])
+    return itertools.chain(_bias_frames(spec, truth, rng), _dark_frames(spec, truth, rng),
+                           _flat_frames(spec, truth, rng), _object_frames(spec, truth, rng, hits))
+
+
+def night_cosmic_rays(spec: NightSpec = NightSpec()) -> list[np.ndarray]:
+    """The cosmic rays (ADU) added to each object frame of the night, in observing order.
+
+    The night's frames are simulated again from the seed (nothing written), so these are
+    the rays of the files :func:`make_night` writes.
+    """
+    hits = []
+    for _ in _frames(spec, hits):
+        pass
+    return hits
 
 
 def bias_level_drift(spec: NightSpec, number: int) -> np.ndarray:
@@ -355,13 +416,14 @@ def _flat_frames(spec, truth, rng):
                    _cards(spec, "flat", spec.flat_exptime, name))
 
 
-def _object_frames(spec, truth, rng):
+def _object_frames(spec, truth, rng, hits=None):
     stars = star_field(spec.shape, np.random.default_rng([spec.seed, 3]))
     for name, exptime in zip(spec.filters, spec.object_exptimes, strict=True):
         sky = 4.0  # ADU/s
         light = _coloured(spec, (sky + stars) * exptime * truth.flat_response[name], SKY_COLOUR)
         for _ in range(spec.n_objects):
-            yield expose(truth, rng, exptime, light), _cards(spec, "object", exptime, name, "M67")
+            yield (expose(truth, rng, exptime, light, hits=hits),
+                   _cards(spec, "object", exptime, name, "M67"))
 
 
 def demo_night(cache_dir, spec: NightSpec = NightSpec()) -> Path:
@@ -371,7 +433,8 @@ def demo_night(cache_dir, spec: NightSpec = NightSpec()) -> Path:
     concurrent callers (several dashboard sessions) never see half a night.
     """
     cache_dir = Path(cache_dir)
-    folder = cache_dir / f"demo-{spec.shape[0]}x{spec.shape[1]}-seed{spec.seed}"
+    folder = cache_dir / (f"demo-{spec.shape[0]}x{spec.shape[1]}-seed{spec.seed}"
+                          + ("-defects" if spec.defects else ""))
     if folder.is_dir():
         return folder
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import fitsio
 from ._version import __version__
+from .badpix import HOT_SIGMA, bad_pixel_mask, flat_defects, hot_pixels, read_bad_pixel_mask
 from .calibrate import calibration_steps
 from .errors import CalibrationWarning, CcdredWarning, InputError, InputProblem
 from .frames import Catalogue, Frame, scan
@@ -32,26 +33,32 @@ from .library import add_to_library
 from .noise import (DetectorNoise, PhotonTransferCurve, central_region, detector_noise, level_pair,
                     photon_transfer_curve)
 from .parameters import ReductionParameters
+from .planes import MaskBit
 from .plan import DarkTerm, Master, NightPlan, ObjectStep, plan_night
-from .steps import make_master, report_master, written_part
+from .steps import as_written, make_master, report_master, written_part
 
 __all__ = [
+    "BAD_PIXELS",
     "NightResult",
     "add_masters_to_library",
     "calibrate_object",
     "create_output",
+    "dark_rate",
     "existing_policy",
     "log_file",
     "log_plan",
     "log_to",
+    "night_bad_pixels",
     "night_noise",
     "noise_cards",
     "prepare_night",
     "prepare_nights",
     "reduce_night",
+    "require_noise",
     "run_night",
     "summary",
     "warnings_to",
+    "write_bad_pixels",
     "write_flat_intermediate",
     "write_masters",
 ]
@@ -77,6 +84,9 @@ class NightResult:
     noise : DetectorNoise or None
         The gain and read noise the products' ``GAIN`` and ``RDNOISE`` cards say (see
         :func:`night_noise`); None when unknown.
+    user_mask : numpy.ndarray or None
+        The user's bad-pixel mask (``--bad-pixel-mask``), read when the night is prepared
+        (:func:`~ccdred.badpix.read_bad_pixel_mask`); None without one.
     """
 
     output_dir: Path
@@ -84,6 +94,7 @@ class NightResult:
     masters: dict = field(default_factory=dict)
     products: list = field(default_factory=list)
     noise: DetectorNoise | None = None
+    user_mask: np.ndarray | None = None
 
     @property
     def master_darks(self) -> dict:
@@ -156,6 +167,7 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
     create_output(result.output_dir, existing)
     log_plan(plan)
     result.noise = night_noise(plan.catalogue, parameters)
+    require_noise(result, parameters)
     steps = _Progress(progress, len(plan.masters) + len(plan.calibrations))
     with _pool(threads) as pool:
         problems = []
@@ -333,8 +345,20 @@ def prepare_night(paths, output_dir, parameters: ReductionParameters,
     names = plan.product_names(parameters.intermediate)
     if not names:
         raise InputError([_nothing_to_make(catalogue, paths)])
-    _check_output(output_dir, names, existing)
-    return NightResult(output_dir, plan)
+    user_mask = (read_bad_pixel_mask(parameters.bad_pixel_mask, catalogue.frames[0].shape)
+                 if parameters.bad_pixel_mask else None)
+    _check_output(output_dir, names + ([BAD_PIXELS] if parameters.writes_bad_pixels() else []),
+                  existing)
+    return NightResult(output_dir, plan, user_mask=user_mask)
+
+
+def require_noise(result: NightResult, parameters: ReductionParameters) -> None:
+    """InputError when ``cosmic_rays`` is asked for and the night's gain or read noise
+    stayed unknown (LACosmic's noise model needs both)."""
+    if parameters.cosmic_rays and result.noise is None:
+        msg = ("--cosmic-rays needs the gain and read noise: the header has none and the "
+               "night has too few biases and flats to measure them; give --gain and --read-noise")
+        raise InputError([InputProblem(result.output_dir, msg)])
 
 
 def _nothing_to_make(catalogue, paths) -> InputProblem:
@@ -600,9 +624,10 @@ def _is_current(out: Path, name, step, inputs, options) -> bool:
 
 
 def _write(out: Path, name, data, header, step, inputs, parameters, existing, history=(),
-           extra=None, noise=None) -> Path:
+           extra=None, noise=None, dtype=None) -> Path:
     """Write one product, unless resuming and an intact one made the same way is there;
-    ``noise`` gives its GAIN and RDNOISE cards (:func:`noise_cards`)."""
+    ``noise`` gives its GAIN and RDNOISE cards (:func:`noise_cards`); ``dtype``: the
+    stored type, the products' (``parameters.dtype``) by default."""
     options = _options(parameters, extra)
     if existing == "resume" and _is_current(out, name, step, inputs, options):
         logger.info("kept %s (current)", out / name)
@@ -614,7 +639,7 @@ def _write(out: Path, name, data, header, step, inputs, parameters, existing, hi
     header.remove("BUNIT", ignore_missing=True)
     if step in _UNITS:
         header["BUNIT"] = _UNITS[step]
-    path = fitsio.write_image(out / name, data, header, dtype=parameters.dtype,
+    path = fitsio.write_image(out / name, data, header, dtype=dtype or parameters.dtype,
                               overwrite=existing != "refuse")
     logger.info("wrote %s", path)
     return path
@@ -695,6 +720,95 @@ def _frame_header(frame: Frame, parameters):
     return header
 
 
+#: The bad-pixel mask's product.
+BAD_PIXELS = "bad_pixels.fits"
+
+
+def night_bad_pixels(plan: NightPlan, masters, dtype="float32") -> np.ndarray:
+    """The night's bad-pixel mask (uint8 :class:`~ccdred.planes.MaskBit` bits): hot pixels
+    from its raw darks (:func:`dark_rate`), defects from each master flat as written in
+    ``dtype`` (:func:`~ccdred.badpix.flat_defects`); ``masters``: results by name."""
+    rate = dark_rate(plan, masters, dtype)
+    defects = [flat_defects(as_written(masters[m.name].data, dtype))
+               for m in plan.of_kind("flat") if m.name in masters]
+    return bad_pixel_mask(hot=None if rate is None else hot_pixels(rate),
+                          defects=np.logical_or.reduce(defects) if defects else None,
+                          shape=plan.catalogue.frames[0].shape)
+
+
+def dark_rate(plan: NightPlan, masters, dtype="float32") -> np.ndarray | None:
+    """Dark current (ADU/s) per pixel from the night's raw darks, hot pixels kept.
+
+    A master dark cannot tell: clipping each dark on its own (``frame_clip``, the course's
+    way) leaves its hot pixels out. Here: the per-pixel median of the darks of the longest
+    exposure time that has :data:`RATE_MIN_DARKS` of them (else of the longest), less the
+    master bias (as written in ``dtype``) or else the median of the darks of the shortest
+    exposure time, per second between them; with neither, the bias level stays in (a
+    constant the hot-pixel threshold ignores). Each median takes at most :data:`RATE_DARKS`
+    frames. None when the night has no darks of its own.
+    """
+    darks = _darks_by_exptime(plan)
+    longest = max([t for t, frames in darks.items() if len(frames) >= RATE_MIN_DARKS]
+                  or darks, default=0.0)
+    if longest <= 0:
+        return None
+    bias = next((m.name for m in plan.of_kind("bias") if m.name in masters), None)
+    shortest = min(darks)
+    if bias is not None:
+        reference, start = as_written(masters[bias].data, dtype), 0.0
+    elif shortest < longest:
+        reference, start = _median_frame(darks[shortest]), shortest
+    else:
+        reference, start = 0.0, 0.0
+    return (_median_frame(darks[longest]) - reference) / (longest - start)
+
+
+def _darks_by_exptime(plan: NightPlan) -> dict:
+    """The night's raw darks (of its dark and dark-current masters), by exposure time."""
+    darks = {}
+    for master in plan.masters.values():
+        if master.kind in ("dark", "dark_current"):
+            for frame in master.frames:
+                darks.setdefault(frame.exptime, {})[frame.path] = frame
+    return {exptime: list(frames.values()) for exptime, frames in darks.items()}
+
+
+#: The most darks of one exposure time :func:`dark_rate` reads: their median rejects the
+#: cosmic rays, and the memory it takes stays bounded.
+RATE_DARKS = 9
+#: Darks of one exposure time whose median :func:`dark_rate` prefers to longer ones': the
+#: median of three leaves out a cosmic ray that hits one of them.
+RATE_MIN_DARKS = 3
+
+
+def _median_frame(frames) -> np.ndarray:
+    """The per-pixel median of the first :data:`RATE_DARKS` frames, as they are read."""
+    return np.median(np.stack([frame.read() for frame in frames[:RATE_DARKS]]), axis=0)
+
+
+def write_bad_pixels(plan: NightPlan, masters, out, parameters, existing="refuse",
+                     user_mask=None) -> Path:
+    """Write the night's bad-pixel mask (:data:`BAD_PIXELS`, uint8): ``user_mask`` when the
+    user gave one (:func:`~ccdred.badpix.read_bad_pixel_mask`), else
+    :func:`night_bad_pixels` of ``masters`` (results by name)."""
+    from astropy.io import fits
+
+    header = fits.Header()
+    for bit in (MaskBit.HOT, MaskBit.DEFECT, MaskBit.USER):
+        header.add_comment(f"mask bit {bit.value} {bit.name}: {bit.__doc__}")
+    if user_mask is not None:
+        mask, inputs = user_mask, [Path(parameters.bad_pixel_mask)]
+        history, extra = ["the user's bad-pixel mask: non-zero pixels are USER"], {}
+    else:
+        mask = night_bad_pixels(plan, masters, parameters.dtype)
+        inputs = [frame.path for master in plan.made for frame in master.frames]
+        history = ["HOT: dark current above the median + hot_sigma x mad_std (raw darks)",
+                   "DEFECT: flat/median(flat) beyond ccdmask's thresholds, grown along columns"]
+        extra = {"hot_sigma": HOT_SIGMA}
+    return _write(out, BAD_PIXELS, mask, header, "bad_pixels", inputs, parameters, existing,
+                  history, extra, dtype="uint8")
+
+
 def write_flat_intermediate(frame: Frame, term: DarkTerm, masters, out, parameters,
                             existing="refuse", dark=None, library=(), noise=None) -> Path:
     """Write a flat's dark-subtracted '_d' file, as the course script does.
@@ -749,6 +863,8 @@ def _write_products(result: NightResult, parameters, existing, steps, pool) -> N
     distinct = set(terms) | {s.term for s in plan.calibrations}
     darks = {term: term.image(images) for term in distinct} if len(distinct) <= 8 else {}
     masters = pool.submit(write_masters, plan, result.masters, out, parameters, existing, noise)
+    bad_pixels = (pool.submit(write_bad_pixels, plan, result.masters, out, parameters, existing,
+                              result.user_mask) if parameters.writes_bad_pixels() else None)
     flats = [pool.submit(write_flat_intermediate, frame, term, images, out, parameters,
                          existing, darks.get(term), plan.library_history(term.needs), noise)
              for frame, term in zip(plan.all_flats if terms else [], terms, strict=True)]
@@ -756,6 +872,7 @@ def _write_products(result: NightResult, parameters, existing, steps, pool) -> N
         step, images, out, parameters, existing, darks.get(step.term),
         plan.library_history((*step.term.needs, step.flat)), noise), plan.calibrations)
     result.products += masters.result()
+    result.products += [bad_pixels.result()] if bad_pixels is not None else []
     result.products += [flat.result() for flat in flats]
     for step, paths in zip(plan.calibrations, objects, strict=True):
         result.products.extend(paths)

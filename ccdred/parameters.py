@@ -32,7 +32,7 @@ from .plan import DARK_MODELS, PlanOptions
 from .steps import StepOptions
 
 __all__ = ["CalibrationParameters", "ClipParameters", "DetectorParameters", "KeywordParameters",
-           "LibraryParameters", "ReductionParameters",
+           "LibraryParameters", "MaskParameters", "ReductionParameters",
            "names", "option", "refusal"]
 
 
@@ -248,8 +248,29 @@ class DetectorParameters(param.Parameterized):
         return values
 
 
+class MaskParameters(param.Parameterized):
+    """The pixels not to trust: the night's bad-pixel mask, and cosmic rays in object frames.
+
+    Off by default: the course's nights and scripts know neither, the mask costs a median
+    filter per master flat (seconds at 2048²) and LACosmic about as much per object frame.
+    """
+
+    bad_pixels = param.Boolean(False, doc="write the night's bad-pixel mask (bad_pixels.fits): "
+                                          "hot pixels from the darks, dead and deviant pixels "
+                                          "from the master flats (as IRAF's ccdmask)")
+    bad_pixel_mask = param.String(None, allow_None=True,
+                                  doc="a FITS bad-pixel mask of your own (non-zero: bad), used "
+                                      "instead of the night's and written as bad_pixels.fits")
+    cosmic_rays = param.Boolean(False, doc="find cosmic rays in the object frames (LACosmic), "
+                                           "with the gain and read noise")
+
+    def writes_bad_pixels(self) -> bool:
+        """Whether the night writes its bad-pixel mask: asked for, or the user's mask given."""
+        return self.bad_pixels or self.bad_pixel_mask is not None
+
+
 class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParameters,
-                          LibraryParameters, DetectorParameters):
+                          LibraryParameters, DetectorParameters, MaskParameters):
     """Everything that decides a night's products."""
 
     def plan_options(self) -> PlanOptions:

@@ -1,0 +1,162 @@
+"""Cosmic rays in object frames (LACosmic, by astroscrappy), and one frame's mask bits.
+
+Pure numpy around ``astroscrappy.detect_cosmics`` (imported where used), arrays in,
+new arrays out. Units: images in ADU, the gain in electrons per ADU and the read noise
+in electrons, as :class:`~ccdred.noise.DetectorNoise` holds them; astroscrappy works in
+electrons (its ``gain`` multiplies the image, its ``satlevel`` is in electrons) and,
+from version 1.1, returns the cleaned image in the input's units.
+
+Masters need none of this: their combination rejects a ray, seen in one frame only.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .planes import MaskBit
+
+__all__ = ["CosmicRays", "LACosmic", "cosmic_ray_mask", "object_mask"]
+
+
+class LACosmic(NamedTuple):
+    """LACosmic's thresholds (astroscrappy's names and defaults, van Dokkum's 2001 values).
+
+    Attributes
+    ----------
+    sigclip : float
+        A pixel's Laplacian, in units of its noise, above which it is a ray.
+    sigfrac : float
+        The fraction of ``sigclip`` a ray's neighbours need to join it.
+    objlim : float
+        The contrast, Laplacian to fine structure, a ray needs over a star's core
+        (raise it when star cores are taken for rays).
+    niter : int
+        Iterations (each finds rays the last one's cleaning uncovered).
+    """
+
+    sigclip: float = 4.5
+    sigfrac: float = 0.3
+    objlim: float = 5.0
+    niter: int = 4
+
+
+class CosmicRays(NamedTuple):
+    """The rays found in an image, and the image with them replaced.
+
+    Attributes
+    ----------
+    mask : numpy.ndarray of bool
+        Where the rays are.
+    cleaned : numpy.ndarray
+        The image with each ray pixel replaced by the mean of the good pixels of
+        the 5x5 box around it, in the input's units (float32); the other pixels are
+        the input's.
+    """
+
+    mask: np.ndarray
+    cleaned: np.ndarray
+
+
+def cosmic_ray_mask(image, gain: float, read_noise: float, *, lacosmic: LACosmic = LACosmic(),
+                    saturation: float | None = None, bad_pixels=None,
+                    variance=None) -> CosmicRays:
+    """Find the cosmic rays of an object frame with LACosmic (``astroscrappy``).
+
+    The frame should keep its sky (a calibrated frame, not sky-subtracted): the noise
+    model is the image's own Poisson noise and the read noise, or ``variance`` when given.
+    A noise model below the frame's true noise finds rays in the noise: a read noise
+    smaller than the camera's, or a calibrated frame whose masters (from few frames) add
+    noise of their own, which ``variance`` can say.
+
+    Parameters
+    ----------
+    image : array-like, shape (rows, columns)
+        The frame (ADU); not changed. Non-finite pixels are left out and never rays.
+    gain : float
+        Electrons per ADU.
+    read_noise : float
+        Read noise in electrons.
+    lacosmic : LACosmic, optional
+        The detection's thresholds.
+    saturation : float, optional
+        Level (ADU) of saturated pixels: saturated stars are then not taken for rays.
+        None: no pixel is saturated.
+    bad_pixels : array-like, optional
+        Pixels left out of the detection (non-zero), e.g. a bad-pixel mask.
+    variance : array-like, optional
+        The image's variance per pixel (ADU², e.g. its uncertainty plane squared), the
+        noise model instead of the one made from the image, ``gain`` and ``read_noise``.
+
+    Returns
+    -------
+    CosmicRays
+        ``(mask, cleaned)``.
+
+    Examples
+    --------
+    >>> sky = np.random.default_rng(3).normal(200.0, 12.0, (64, 64))
+    >>> sky[20, 30] += 3000.0
+    >>> rays = cosmic_ray_mask(sky, gain=1.5, read_noise=9.0)
+    >>> bool(rays.mask[20, 30]), bool(abs(rays.cleaned[20, 30] - 200.0) < 50.0)
+    (True, True)
+    """
+    import astroscrappy
+
+    image = np.asarray(image, dtype=np.float32)
+    finite = np.isfinite(image)
+    left_out = ~finite if bad_pixels is None else ~finite | (np.asarray(bad_pixels) != 0)
+    level = np.inf if saturation is None else saturation * gain
+    known = {} if variance is None else {"invar": np.asarray(variance, dtype=np.float32)}
+    mask, cleaned = astroscrappy.detect_cosmics(
+        np.where(finite, image, 0.0).astype(np.float32), inmask=left_out, gain=gain,
+        readnoise=read_noise, satlevel=level, sepmed=True, **known, **lacosmic._asdict())
+    # astroscrappy scales the image by the gain and back: keep the pixels it did not clean
+    return CosmicRays(mask & finite, np.where(mask & finite, cleaned, image))
+
+
+def object_mask(image, noise=None, bad_pixels=None, *, cosmic_rays: bool = True,
+                lacosmic: LACosmic = LACosmic(), saturation: float | None = None,
+                variance=None) -> np.ndarray:
+    """The mask bits of one calibrated object frame (:class:`~ccdred.planes.MaskBit`).
+
+    The bad-pixel mask's bits, ``COSMIC_RAY`` where LACosmic finds a ray (see
+    :func:`cosmic_ray_mask`; the bad pixels left out of its search), and ``NOT_FINITE``
+    where the image has no finite value.
+
+    Parameters
+    ----------
+    image : array-like, shape (rows, columns)
+        The calibrated frame (ADU, its sky kept); not changed.
+    noise : DetectorNoise, optional
+        The detector's gain and read noise; needed to find cosmic rays.
+    bad_pixels : array-like of uint, optional
+        The night's bad-pixel mask (:func:`ccdred.badpix.bad_pixel_mask`).
+    cosmic_rays : bool, optional
+        Look for cosmic rays.
+    lacosmic, saturation, variance
+        As for :func:`cosmic_ray_mask`: pass the frame's variance (its uncertainty plane
+        squared) where it is known, the honest noise model.
+
+    Returns
+    -------
+    numpy.ndarray of uint8
+
+    Raises
+    ------
+    ValueError
+        When cosmic rays are wanted and ``noise`` is None.
+    """
+    image = np.asarray(image)
+    mask = (np.zeros(image.shape, np.uint8) if bad_pixels is None
+            else np.array(bad_pixels, dtype=np.uint8))
+    mask[~np.isfinite(image)] |= np.uint8(MaskBit.NOT_FINITE)
+    if cosmic_rays:
+        if noise is None:
+            msg = "finding cosmic rays needs the gain and read noise (noise is None)"
+            raise ValueError(msg)
+        rays = cosmic_ray_mask(image, noise.gain, noise.read_noise, lacosmic=lacosmic,
+                               saturation=saturation, bad_pixels=bad_pixels, variance=variance)
+        mask[rays.mask] |= np.uint8(MaskBit.COSMIC_RAY)
+    return mask

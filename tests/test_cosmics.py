@@ -1,0 +1,159 @@
+"""Cosmic rays in object frames: LACosmic on the demo night's calibrated objects against the
+rays injected into them and its stars; one frame's mask bits; the units astroscrappy works in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from scipy.ndimage import binary_dilation
+
+from ccdred.cli import main
+from ccdred.cosmics import LACosmic, cosmic_ray_mask, object_mask
+from ccdred.demo import NightSpec, make_night, night_cosmic_rays, night_truth, star_cores
+from ccdred.night import BAD_PIXELS, reduce_night
+from ccdred.noise import DetectorNoise
+from ccdred.parameters import ReductionParameters
+from ccdred.planes import MaskBit
+
+SPEC = NightSpec(shape=(512, 512))
+#: A ray's mask grows over its neighbours that pass a lower threshold (sigfrac x sigclip),
+#: a star's core among them when a ray lands beside it: core pixels this close to a ray
+#: are the ray's mask, not a star taken for a ray.
+RAY_REACH = 3
+
+
+@pytest.fixture(scope="module")
+def reduced(tmp_path_factory):
+    """The course-shaped demo night reduced with its bad-pixel mask: (result, mask, the
+    calibrated object frames, the rays injected into each)."""
+    folder = tmp_path_factory.mktemp("cosmics")
+    make_night(folder / "raw", SPEC)
+    result = reduce_night([folder / "raw"], folder / "out", ReductionParameters(bad_pixels=True))
+    objects = [fits.getdata(folder / "out" / f"{step.frame.name}_df.fits").astype(np.float32)
+               for step in result.plan.calibrations]
+    return result, fits.getdata(folder / "out" / BAD_PIXELS), objects, night_cosmic_rays(SPEC)
+
+
+def ray_bits(mask):
+    return mask & MaskBit.COSMIC_RAY > 0
+
+
+def test_the_night_knows_its_gain_and_read_noise(reduced):
+    result = reduced[0]
+    truth = night_truth(SPEC)
+    assert result.noise.gain == truth.gain
+    assert result.noise.read_noise == pytest.approx(truth.read_noise, rel=0.05)
+
+
+def test_cosmic_rays_are_found_in_every_object_frame(reduced):
+    result, bad_pixels, objects, rays = reduced
+    assert len(objects) == len(rays) == 6
+    for image, injected in zip(objects, rays, strict=True):
+        hits = injected > 0
+        found = ray_bits(object_mask(image, result.noise, bad_pixels))
+        assert hits.sum() > 50
+        assert (found & hits).sum() >= 0.9 * hits.sum()
+
+
+def test_star_cores_are_not_taken_for_rays(reduced):
+    result, bad_pixels, objects, rays = reduced
+    cores = star_cores(SPEC)
+    assert cores.sum() > 500
+    for image, injected in zip(objects, rays, strict=True):
+        far = ~binary_dilation(injected > 0, iterations=RAY_REACH)
+        found = ray_bits(object_mask(image, result.noise, bad_pixels))
+        assert (found & cores & far).sum() <= 0.01 * cores.sum()
+
+
+def test_the_bad_pixel_mask_keeps_hot_pixels_from_being_rays(reduced):
+    """A master dark clipped frame by frame leaves the hot pixels in the calibrated frames:
+    spikes LACosmic takes for rays unless the bad-pixel mask leaves them out."""
+    result, bad_pixels, objects, _ = reduced
+    hot = night_truth(SPEC).hot_pixels
+    unmasked = ray_bits(object_mask(objects[0], result.noise))
+    masked = object_mask(objects[0], result.noise, bad_pixels)
+    assert (unmasked & hot).sum() > 0.5 * hot.sum()
+    assert not (ray_bits(masked) & hot).any()
+    np.testing.assert_array_equal(masked & ~np.uint8(MaskBit.COSMIC_RAY), bad_pixels)
+
+
+def test_the_cleaned_image_is_in_the_input_units(reduced):
+    result, bad_pixels, objects, rays = reduced
+    image = objects[3]
+    found = cosmic_ray_mask(image, result.noise.gain, result.noise.read_noise,
+                            bad_pixels=bad_pixels)
+    assert found.cleaned.dtype == np.float32
+    np.testing.assert_array_equal(found.cleaned[~found.mask], image[~found.mask])
+    hits = found.mask & (rays[3] > 1000)
+    sky = np.median(image)
+    assert hits.sum() > 50
+    assert np.median(np.abs(found.cleaned[hits] - sky)) < 0.1 * np.median(image[hits] - sky)
+
+
+def test_saturated_stars_are_not_rays_when_the_level_is_given():
+    rows, columns = np.indices((64, 64))
+    star = 1e6 * np.exp(-0.5 * ((columns - 32.3) ** 2 + (rows - 30.6) ** 2) / 1.3**2)
+    image = np.minimum(np.random.default_rng(8).normal(200.0, 13.0, star.shape) + star, 30000.0)
+    assert cosmic_ray_mask(image, 1.5, 9.0).mask.sum() > 10  # the flat top's edges
+    assert not cosmic_ray_mask(image, 1.5, 9.0, saturation=30000.0).mask.any()
+
+
+def test_the_variance_is_the_noise_model_when_given():
+    """A frame noisier than its read noise says (masters of few frames add theirs): rays
+    in the noise, unless its variance is given."""
+    image = np.random.default_rng(6).normal(100.0, 20.0, (128, 128))
+    image[40, 50] += 2000.0
+    assert cosmic_ray_mask(image, 1.5, 9.0).mask.sum() > 100
+    rays = cosmic_ray_mask(image, 1.5, 9.0, variance=np.full(image.shape, 20.0**2)).mask
+    assert rays[40, 50] and rays.sum() < 10
+
+
+def frame_with_a_ray(dtype=np.float64):
+    image = np.random.default_rng(4).normal(300.0, 15.0, (48, 56)).astype(dtype)
+    image[10, 12] += 4000.0
+    return image
+
+
+def test_a_frames_mask_bits():
+    image = frame_with_a_ray()
+    image[30, 40] = np.nan
+    bad = np.zeros(image.shape, np.uint8)
+    bad[5, 6], bad[10, 12] = MaskBit.HOT, MaskBit.DEFECT
+    noise = DetectorNoise(1.5, 9.0, "option", "option")
+    mask = object_mask(image, noise, bad)
+    assert mask.dtype == np.uint8
+    assert mask[5, 6] == MaskBit.HOT and mask[30, 40] == MaskBit.NOT_FINITE
+    assert mask[10, 12] == MaskBit.DEFECT  # a bad pixel is left out of the search
+    image[25, 30] += 4000.0
+    assert object_mask(image, noise, bad)[25, 30] == MaskBit.COSMIC_RAY
+    assert not ray_bits(object_mask(image, cosmic_rays=False)).any()
+
+
+def test_cosmic_rays_need_the_noise():
+    with pytest.raises(ValueError, match="gain and read noise"):
+        object_mask(frame_with_a_ray())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("find", [
+    lambda image: cosmic_ray_mask(image, 1.5, 9.0, lacosmic=LACosmic(niter=2)),
+    lambda image: object_mask(image, DetectorNoise(1.5, 9.0, "option", "option"))])
+def test_the_input_is_not_changed(find, dtype):
+    image = frame_with_a_ray(dtype)
+    before = image.copy()
+    find(image)
+    np.testing.assert_array_equal(image, before)
+
+
+def test_the_command_line_refuses_cosmic_rays_without_the_noise(tmp_path, capsys):
+    """No bias to measure the read noise from, none in the header: one line, exit 2."""
+    make_night(tmp_path / "raw", NightSpec(shape=(48, 64), n_bias=0, filters=("V",),
+                                           object_exptimes=(30.0,)))
+    status = main(["reduce", "-q", "--cosmic-rays", "-d", str(tmp_path / "out"),
+                   str(tmp_path / "raw")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err[-1].startswith("ccdred: error:")
+    assert "--cosmic-rays needs the gain and read noise" in err[-1]
+    assert not list((tmp_path / "out").glob("*.fits"))
