@@ -22,6 +22,7 @@ import param
 from bokeh.models.widgets.tables import NumberFormatter
 
 from . import plots
+from .badpix import HOT_SIGMA
 from .compat import forget_links
 from .errors import InputError
 from .fields import fields
@@ -325,6 +326,20 @@ class Dashboard(pn.viewable.Viewer):
                                            sizing_mode="stretch_width"))
         return pn.Column(*parts, sizing_mode="stretch_width")
 
+    @staticmethod
+    def _hot_pixel_view(shown):
+        """The dark current from the raw darks, with the hot pixels the bad-pixel mask flags."""
+        if shown is None:
+            return pn.pane.Markdown("### Hot pixels\nThis night has no darks of its own.")
+        return pn.Column(
+            pn.pane.Markdown(
+                f"### Hot pixels\nDark current per pixel from the raw darks (their median, "
+                f"less the bias: a master dark clipped frame by frame leaves hot pixels out). "
+                f"Circled: the pixels `ccdred reduce --bad-pixels` flags as hot (above the "
+                f"median by {HOT_SIGMA:g} robust standard deviations)."),
+            pn.pane.HoloViews(plots.hot_pixel_map(*shown), linked_axes=False),
+            sizing_mode="stretch_width")
+
     def set_threshold(self, x) -> None:
         """Set the threshold from a click on the sweep, to the nearest 0.05 (nothing when the
         click missed)."""
@@ -451,7 +466,10 @@ class Dashboard(pn.viewable.Viewer):
                  "Masters": with_pixel("Masters", self._masters_view, pipeline.shown_dark,
                                        pipeline.shown_flat),
                  "Explore": self._explore_view(),
-                 "Detector": pane("Detector", self._detector_view, pipeline.shown_detector)}
+                 "Detector": pn.Column(
+                     pane("Detector", self._detector_view, pipeline.shown_detector),
+                     pane("Detector", self._hot_pixel_view, pipeline.shown_hot_pixels),
+                     sizing_mode="stretch_width")}
         tabs = pn.Tabs(*views.items(), active=_TABS.index(self.tab), dynamic=True,
                        sizing_mode="stretch_width")
         tabs.param.watch(lambda event: setattr(self, "tab", _TABS[event.new]), "active")

@@ -27,13 +27,14 @@ import numpy as np
 import param
 
 from . import config
+from .badpix import hot_pixels
 from .cache import MemoCache
 from .calibrate import calibrate_frame
 from .combiners import FrameChoice, MasterFlat
 from .combine import CombineResult, frame_median
 from .errors import InputError, InputProblem
 from .frames import Catalogue, Frame, read_stack, scan
-from .night import night_noise, night_photon_transfer
+from .night import dark_rate, night_noise, night_photon_transfer
 from .noise import DetectorNoise, PhotonTransferCurve, header_noise
 from .parameters import (CalibrationParameters, ClipParameters, KeywordParameters,
                          ReductionParameters, names)
@@ -434,6 +435,16 @@ class Pipeline(ReductionParameters):
         return MASTERS.get(("photon_transfer", self._frames_key(), limits),
                            lambda: night_photon_transfer(catalogue, limits))
 
+    def dark_rate(self) -> np.ndarray | None:
+        """The night's dark current (ADU/s) from its raw darks, hot pixels kept
+        (:func:`~ccdred.night.dark_rate`; None without darks), memoised on the frames and
+        the master bias it subtracts."""
+        plan, options = self._require_plan(), self.step_options()
+        biases = {m.name: self.master(m.name, options) for m in plan.of_kind("bias")}
+        key = ("dark_rate", self._frames_key(), self.dtype,
+               tuple(self._key(name, options) for name in biases))
+        return MASTERS.get(key, lambda: dark_rate(plan, biases, self.dtype))
+
     def _frames_key(self) -> tuple:
         """What decides a measurement of the night's frames: each frame's file and type."""
         return tuple((_file_key(f), f.frame_type, f.filter) for f in self.plan.catalogue.frames)
@@ -505,6 +516,13 @@ class Pipeline(ReductionParameters):
         except InputError as err:
             curve = str(err)
         return header, self.detector_noise(), curve
+
+    @param.depends(*_COMBINE)
+    def shown_hot_pixels(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The night's dark current from its raw darks (see :meth:`dark_rate`) and its hot
+        pixels (:func:`~ccdred.badpix.hot_pixels`); None without darks."""
+        rate = self.dark_rate()
+        return None if rate is None else (rate, hot_pixels(rate))
 
     @param.depends(*_COMBINE)
     def frame_levels(self) -> list[dict]:

@@ -31,7 +31,7 @@ __all__ = [
     "pixel_samples", "threshold_sweep_plot", "difference_image", "difference_summary",
     "empty_sweep", "empty_samples", "SWEEP_QUANTITIES", "pixel_summary", "sweep_summary",
     "REJECTED", "LEFT_OUT", "WHY_LEFT_OUT",
-    "photon_transfer_plot", "detector_summary",
+    "photon_transfer_plot", "detector_summary", "hot_pixel_map",
 ]
 
 _IMAGE_OPTS = {"cmap": "gray", "colorbar": True, "tools": ["hover"], "data_aspect": 1,
@@ -552,3 +552,13 @@ def detector_summary(header, noise, curve) -> str:
     table = "\n".join(["| | gain (e-/ADU) | read noise (e-) |", "| --- | ---: | ---: |",
                        *(f"| {name} | {gain} | {read_noise} |" for name, gain, read_noise in rows)])
     return table + (f"\n\nNo photon transfer curve: {curve}." if isinstance(curve, str) else "")
+
+
+def hot_pixel_map(rate, hot):
+    """The dark current (ADU/s, from the raw darks) with its hot pixels circled (``hot``:
+    bool map, :func:`~ccdred.badpix.hot_pixels`)."""
+    rows, cols = np.nonzero(hot)
+    title = f"dark current: {rows.size:,} hot pixels ({100 * rows.size / hot.size:.3f} %)"
+    points = hv.Points((cols, rows), kdims=["x", "y"], label="hot pixels").opts(
+        marker="circle", fill_alpha=0.0, line_color="#e7298a", size=8, line_width=1.5)
+    return (image(rate, title, label="ADU/s") * points).opts(legend_position="top_right")
