@@ -16,9 +16,11 @@ import numpy as np
 from .combine import ClipOptions, CombineResult
 from .combiners import FlatCombiner, MasterFlat, StackCombiner, combine_whole
 from .limits import FlatLimits
+from .planes import difference_variance, frame_variance, quotient_variance
 
 __all__ = [
     "calibrate_frame",
+    "calibration_variance",
     "calibration_steps",
     "flat_acceptance",
     "master_bias",
@@ -170,6 +172,36 @@ def calibration_steps(raw, master_dark, master_flat=None, *, dtype=np.float64,
             np.divide(block, _as_float64(master_flat[rows], master_rows), out=block)
             flat_fielded[rows] = block
     return subtracted, flat_fielded
+
+
+def calibration_variance(raw, master_dark, dark_variance, master_flat=None, flat_variance=None,
+                         *, gain: float, read_noise: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """The variances (ADU²) of both steps of :func:`calibration_steps`, in float64.
+
+    The raw frame's from the noise model (:func:`~ccdred.planes.frame_variance` of
+    ``raw - master_dark``), plus the dark's (in quadrature through the subtraction); then
+    through the division by the flat (:func:`~ccdred.planes.quotient_variance`).
+
+    Parameters
+    ----------
+    raw, master_dark, master_flat : array_like
+        As for :func:`calibration_steps`.
+    dark_variance, flat_variance : array_like
+        The masters' variances.
+    gain, read_noise : float
+        e-/ADU and e-.
+
+    Returns
+    -------
+    dark_subtracted : numpy.ndarray
+    flat_fielded : numpy.ndarray or None
+        None without a flat.
+    """
+    subtracted = subtract_dark(raw, master_dark)
+    variance = difference_variance(frame_variance(subtracted, gain, read_noise), dark_variance)
+    if master_flat is None:
+        return variance, None
+    return variance, quotient_variance(subtracted, variance, master_flat, flat_variance)
 
 
 def _as_float64(rows: np.ndarray, buffer: np.ndarray) -> np.ndarray:
