@@ -269,14 +269,15 @@ def product_digest(step: str, inputs, options: dict, version: str) -> str:
 
 
 def is_current_product(path, digest: str) -> bool:
-    """True when ``path`` is an intact product (FITS checksums verify) made to ``digest``."""
+    """True when ``path`` is an intact product (the FITS checksums of its image and planes
+    verify) made to ``digest``."""
     from astropy.io import fits
 
     try:
         with fits.open(path, mode="readonly", memmap=False) as hdus:
-            hdu = hdus[0]
-            return (hdu.header.get("HIERARCH CCDRED DIGEST") == digest
-                    and hdu.verify_checksum() == 1 and hdu.verify_datasum() == 1)
+            return (hdus[0].header.get("HIERARCH CCDRED DIGEST") == digest
+                    and all(hdu.verify_checksum() == 1 and hdu.verify_datasum() == 1
+                            for hdu in hdus))
     except (OSError, ValueError, IndexError, TypeError):
         return False
 
