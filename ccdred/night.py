@@ -25,7 +25,7 @@ import numpy as np
 
 from . import fitsio
 from ._version import __version__
-from .calibrate import calibration_steps, calibration_variance
+from .calibrate import calibration_steps, calibration_uncertainty
 from .errors import CalibrationWarning, CcdredWarning, InputError, InputProblem
 from .frames import Catalogue, Frame, scan
 from .library import add_to_library
@@ -620,9 +620,9 @@ def _master_variance(master: Master, made, noise: DetectorNoise, planes) -> np.n
         model = flat_variance(combination.data, combination.n_used, medians, gain, read_noise)
         variance = _sampled(combination, model) + scaled_variance(term, flat_term_share(medians))
         return normalised_variance(variance, combination.data, made.data)
-    # a bias or a dark: the median stands for the bias level (a typical pixel's dark
-    # current is little signal; a hot pixel's is)
-    signal = combination.data - np.median(combination.data)
+    # a bias or a dark: the median (of every 4th row and column) stands for the bias level
+    # (a typical pixel's dark current is little signal; a hot pixel's is)
+    signal = combination.data - np.median(combination.data[::4, ::4])
     model = combined_variance(frame_variance(signal, gain, read_noise), combination.n_used)
     return _sampled(combination, model) + (planes[master.bias].variance if master.bias else 0.0)
 
@@ -667,12 +667,12 @@ def read_samples(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frame_planes(samples, image, dark, dark_var, results, noise: DetectorNoise | None,
-                 saturation: float | None, flat=None, flat_var=None,
-                 extra_mask=None) -> list[dict | None]:
+                 saturation: float | None, flat=None, flat_var=None, extra_mask=None,
+                 dtype="float32") -> list[dict | None]:
     """The planes of a calibrated frame's images: for each of ``results`` (its
     dark-subtracted and flat-fielded images, either None when not made), the keywords
-    :func:`~ccdred.fitsio.write_image` takes: ``uncertainty`` (None where the noise or a
-    master's variance is unknown) and ``mask``.
+    :func:`~ccdred.fitsio.write_image` takes: ``uncertainty`` (in ``dtype``; None where the
+    noise or a master's variance is unknown) and ``mask``.
 
     Parameters
     ----------
@@ -687,14 +687,15 @@ def frame_planes(samples, image, dark, dark_var, results, noise: DetectorNoise |
     extra_mask : numpy.ndarray, optional
         Mask bits the caller adds (a bad-pixel mask, cosmic rays).
     """
-    variances = (None, None)
+    uncertainties = (None, None)
     if noise is not None and dark_var is not None and (flat is None or flat_var is not None):
-        variances = calibration_variance(image, dark, dark_var, flat, flat_var,
-                                         gain=noise.gain, read_noise=noise.read_noise)
+        uncertainties = calibration_uncertainty(
+            image, dark, dark_var, flat, flat_var, gain=noise.gain, read_noise=noise.read_noise,
+            dtype=fitsio.storage_dtype(dtype), keep_subtracted=results[0] is not None)
     return [None if result is None else
-            {"uncertainty": None if variance is None else np.sqrt(variance),
-             "mask": frame_mask(samples, result, saturation, variance, extra_mask)}
-            for result, variance in zip(results, variances, strict=True)]
+            {"uncertainty": uncertainty,
+             "mask": frame_mask(samples, result, saturation, uncertainty, extra_mask)}
+            for result, uncertainty in zip(results, uncertainties, strict=True)]
 
 
 def frame_saturation(header, samples) -> float | None:
@@ -798,15 +799,20 @@ def write_master(master: Master, result, out, parameters, existing="refuse", lib
     matched |= {"exptime": master.exptime} if master.exptime is not None else {}
     return _write(out, master.name, result.data, header, f"master_{master.kind}",
                   [f.path for f in frames], parameters, existing, history,
-                  {**_frame_options(frames[0]), **matched}, noise, _master_written(planes))
+                  {**_frame_options(frames[0]), **matched}, noise,
+                  _master_written(planes, parameters.dtype))
 
 
-def _master_written(planes: MasterPlanes | None) -> dict | None:
-    """A master's planes as :func:`~ccdred.fitsio.write_image` takes them."""
+def _master_written(planes: MasterPlanes | None, dtype) -> dict | None:
+    """A master's planes as :func:`~ccdred.fitsio.write_image` takes them (its standard
+    deviation made in the products' type)."""
     if planes is None:
         return None
-    return {"uncertainty": None if planes.variance is None else np.sqrt(planes.variance),
-            "n_rejected": planes.n_rejected}
+    uncertainty = None
+    if planes.variance is not None:
+        uncertainty = np.sqrt(planes.variance, out=np.empty(planes.variance.shape,
+                                                            fitsio.storage_dtype(dtype)))
+    return {"uncertainty": uncertainty, "n_rejected": planes.n_rejected}
 
 
 def _master_header(kind: str, header, keywords):
@@ -857,7 +863,8 @@ def write_flat_intermediate(frame: Frame, term: DarkTerm, masters, out, paramete
     written = None
     if planes is not None:
         written, _ = frame_planes(samples, image, dark, term_variance(term, planes),
-                                  (subtracted, None), noise, frame_saturation(header, samples))
+                                  (subtracted, None), noise, frame_saturation(header, samples),
+                                  dtype=parameters.dtype)
     return _write(out, f"{frame.name}_d.fits", subtracted, header,
                   "dark_subtracted", [frame.path, *term.needs], parameters, existing,
                   [term.describe(), *library], _frame_options(frame, term), noise, written)
@@ -896,7 +903,7 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
     if planes is not None:
         written = frame_planes(samples, image, dark, term_variance(term, planes), images, noise,
                                frame_saturation(header, samples), masters[step.flat],
-                               planes[step.flat].variance, extra_mask)
+                               planes[step.flat].variance, extra_mask, parameters.dtype)
     return [_write(out, name, image, header, kind, inputs, parameters, existing,
                    [term.describe(), *library], extra, noise, product_planes)
             for (name, kind, inputs), image, product_planes

@@ -446,7 +446,8 @@ class Pipeline(ReductionParameters):
         _, flat_fielded = frame_planes(
             samples, image, dark, term_variance(step.term, planes),
             (None, calibrate_frame(image, dark, flat)), self.detector_noise(),
-            frame_saturation(step.frame.header(), samples), flat, planes[step.flat].variance)
+            frame_saturation(step.frame.header(), samples), flat, planes[step.flat].variance,
+            dtype=self.dtype)
         return flat_fielded
 
     def detector_noise(self) -> DetectorNoise | None:

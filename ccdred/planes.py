@@ -70,7 +70,10 @@ def frame_variance(signal, gain: float, read_noise: float) -> np.ndarray:
     >>> frame_variance([-5.0, 0.0, 300.0], gain=1.5, read_noise=9.0).tolist()
     [36.0, 36.0, 236.0]
     """
-    return (read_noise / gain) ** 2 + np.maximum(np.asarray(signal, dtype=np.float64), 0) / gain
+    variance = np.maximum(signal, 0.0, dtype=np.float64)
+    variance /= gain
+    variance += (read_noise / gain) ** 2
+    return variance
 
 
 def combined_variance(sample_variance, n_used, average: str = "mean") -> np.ndarray:
@@ -93,9 +96,11 @@ def combined_variance(sample_variance, n_used, average: str = "mean") -> np.ndar
     if average not in ("mean", "median"):
         msg = f"average must be 'mean' or 'median', got {average!r}"
         raise ValueError(msg)
-    factor = np.pi / 2 if average == "median" else 1.0
     with np.errstate(divide="ignore"):
-        return factor * np.asarray(sample_variance, dtype=np.float64) / np.asarray(n_used)
+        variance = np.divide(sample_variance, n_used, dtype=np.float64)
+    if average == "median":
+        variance *= np.pi / 2
+    return variance
 
 
 def difference_variance(variance_a, variance_b) -> np.ndarray:
@@ -208,11 +213,14 @@ def normalised_variance(variance, combined, normalised) -> np.ndarray:
     """The variance of a normalised master flat, from its combination's: scaled by
     ``(normalised / combined)²``; infinite where the flat was set to 1.0 (no positive,
     finite combination)."""
-    combined = np.asarray(combined, dtype=np.float64)
-    good = np.isfinite(combined) & (combined > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        scaled = variance * np.square(np.asarray(normalised, dtype=np.float64) / combined)
-    return np.where(good, scaled, np.inf)
+        scaled = np.divide(normalised, combined, dtype=np.float64)
+        scaled *= scaled
+        scaled *= variance
+        good = np.greater(combined, 0)
+    good &= np.isfinite(combined)
+    scaled[~good] = np.inf
+    return scaled
 
 
 def saturation_level(header_value, dtype) -> float | None:
@@ -232,7 +240,7 @@ def saturation_level(header_value, dtype) -> float | None:
     return float(np.iinfo(dtype).max) if dtype.kind in "ui" else None
 
 
-def frame_mask(raw, result, saturation: float | None = None, variance=None,
+def frame_mask(raw, result, saturation: float | None = None, uncertainty=None,
                extra=None) -> np.ndarray:
     """The mask plane (uint8 of :class:`MaskBit`) of a calibrated frame.
 
@@ -244,8 +252,8 @@ def frame_mask(raw, result, saturation: float | None = None, variance=None,
         The calibrated image.
     saturation : float, optional
         Raw samples at or above it are ``SATURATED`` (see :func:`saturation_level`).
-    variance : array_like, optional
-        The result's variance: not finite is ``NOT_FINITE`` too.
+    uncertainty : array_like, optional
+        The result's standard deviation (or variance): not finite is ``NOT_FINITE`` too.
     extra : array_like of int, optional
         Bits a caller adds (a bad-pixel mask, cosmic rays).
 
@@ -258,8 +266,8 @@ def frame_mask(raw, result, saturation: float | None = None, variance=None,
     if saturation is not None:
         mask[np.asarray(raw) >= saturation] |= np.uint8(MaskBit.SATURATED)
     bad = ~np.isfinite(result)
-    if variance is not None:
-        bad |= ~np.isfinite(variance)
+    if uncertainty is not None:
+        bad |= ~np.isfinite(uncertainty)
     mask[bad] |= np.uint8(MaskBit.NOT_FINITE)
     if extra is not None:
         mask |= np.asarray(extra, dtype=np.uint8)
