@@ -260,8 +260,8 @@ class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParamete
     dtype = param.Selector(default="float32", objects=["float32", "float64"],
                            doc="data type of the products")
     intermediate = param.Boolean(True, doc="write the dark-subtracted '_d' files")
-    planes = param.Boolean(True, doc="write uncertainty (UNCERT) and mask (MASK) planes in the "
-                                     "products, and each master's rejected samples (NREJ)")
+    planes = param.Boolean(False, doc="write uncertainty (UNCERT) and mask (MASK) planes in "
+                                      "the products, and each master's rejected samples (NREJ)")
 
     def changed(self) -> dict:
         """The parameters whose values are not the defaults, by name."""

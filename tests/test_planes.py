@@ -18,6 +18,8 @@ from ccdred.pipeline import MASTERS, Pipeline
 from ccdred.planes import (MaskBit, combined_variance, difference_variance, frame_mask,
                            frame_variance, quotient_variance, saturation_level)
 
+#: The products with their planes.
+PLANES = ReductionParameters(planes=True)
 #: Large enough for a standard deviation of (value - truth) / uncertainty within 1 %.
 HONEST = NightSpec(shape=(96, 128), seed=29)
 
@@ -30,9 +32,9 @@ def honest(tmp_path_factory):
     make_night(folder / "raw", HONEST)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exact = reduce_night([folder / "raw"], folder / "exact")
+        exact = reduce_night([folder / "raw"], folder / "exact", PLANES)
         scaled = reduce_night([folder / "raw"], folder / "scaled",
-                              ReductionParameters(dark_model="scaled"))
+                              ReductionParameters(dark_model="scaled", planes=True))
     return exact, scaled, night_truth(HONEST)
 
 
@@ -204,7 +206,7 @@ def test_the_mask_flags_saturated_pixels(saturated_night, tmp_path):
     folder, path, patch = saturated_night
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reduce_night([folder], tmp_path)
+        reduce_night([folder], tmp_path, PLANES)
     product = CCDData.read(tmp_path / f"{fitsio.product_stem(path)}_df.fits")
     expected = np.zeros(product.shape, bool)
     expected[patch] = True
@@ -217,8 +219,8 @@ def test_without_planes_the_products_are_the_bare_images_of_today(saturated_nigh
     folder, _, _ = saturated_night
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with_planes = reduce_night([folder], tmp_path / "planes")
-        bare = reduce_night([folder], tmp_path / "bare", ReductionParameters(planes=False))
+        with_planes = reduce_night([folder], tmp_path / "planes", PLANES)
+        bare = reduce_night([folder], tmp_path / "bare")
     for product in bare.products:
         assert fitsio.read_planes(product) == {}
         np.testing.assert_array_equal(fits.getdata(product),
@@ -236,7 +238,7 @@ def test_unknown_noise_leaves_the_mask_only_and_says_so(tmp_path):
             del hdus[0].header["GAIN"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = reduce_night([tmp_path / "raw"], tmp_path / "out")
+        result = reduce_night([tmp_path / "raw"], tmp_path / "out", PLANES)
     assert result.noise is None
     product = tmp_path / "out" / f"{result.plan.objects[0].name}_df.fits"
     assert set(fitsio.read_planes(product)) == {"MASK"}
@@ -263,8 +265,9 @@ def test_three_runners_write_equal_planes(runner_nights, client, tmp_path, night
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        local = reduce_night([runner_nights / night], tmp_path / "local", memory_budget=6_000)
-        reduce_nights_on_cluster([([runner_nights / night], tmp_path / "dask")], client)
+        local = reduce_night([runner_nights / night], tmp_path / "local", PLANES,
+                             memory_budget=6_000)
+        reduce_nights_on_cluster([([runner_nights / night], tmp_path / "dask")], client, PLANES)
     for product in local.products:
         expected, actual = (fitsio.read_planes(folder / product.name)
                             for folder in (tmp_path / "local", tmp_path / "dask"))
@@ -272,7 +275,7 @@ def test_three_runners_write_equal_planes(runner_nights, client, tmp_path, night
         for name in expected:
             assert expected[name].tobytes() == actual[name].tobytes(), (product.name, name)
     MASTERS.clear()
-    pipeline = Pipeline(night=str(runner_nights / night))
+    pipeline = Pipeline(night=str(runner_nights / night), planes=True)
     for name in local.plan.made:
         planes = fitsio.read_planes(tmp_path / "local" / name.name)
         made = pipeline.master_planes(name.name)
@@ -283,3 +286,11 @@ def test_three_runners_write_equal_planes(runner_nights, client, tmp_path, night
     shown = pipeline.calibrated_planes(step.frame.path.name)
     np.testing.assert_array_equal(shown["uncertainty"].astype(np.float32), planes["UNCERT"])
     np.testing.assert_array_equal(shown["mask"], planes["MASK"])
+
+
+def test_the_command_line_turns_the_planes_on():
+    from ccdred.cli import build_parser
+
+    assert build_parser().parse_args(["reduce", "night"]).planes is False
+    assert build_parser().parse_args(["reduce", "--planes", "night"]).planes is True
+    assert ReductionParameters(planes=True).command_options() == ["--planes"]
