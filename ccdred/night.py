@@ -469,7 +469,8 @@ def night_noise(catalogue: Catalogue, parameters: ReductionParameters) -> Detect
     noise, reason = _chosen_noise(first, biases, flats, options)
     if noise is None:
         logger.info("gain and read noise unknown (%s); the products get no GAIN or RDNOISE "
-                    "card", reason)
+                    "card%s", reason, ", and no UNCERT plane (MASK only)" if parameters.planes
+                    else "")
     else:
         logger.info("gain %.3g e-/ADU (%s), read noise %.3g e- (%s)", noise.gain,
                     noise.gain_source, noise.read_noise, noise.read_noise_source)

@@ -228,7 +228,22 @@ def test_without_planes_the_products_are_the_bare_images_of_today(saturated_nigh
     assert set(fitsio.read_planes(with_planes.products[0])) == {"UNCERT", "NREJ"}
 
 
-def test_unknown_noise_leaves_the_mask_only_and_says_so(tmp_path):
+def test_without_intermediate_files_the_flat_fielded_planes_are_the_same(saturated_night,
+                                                                         tmp_path):
+    folder, path, _ = saturated_night
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reduce_night([folder], tmp_path / "all", PLANES)
+        reduce_night([folder], tmp_path / "df", ReductionParameters(planes=True,
+                                                                     intermediate=False))
+    name = f"{fitsio.product_stem(path)}_df.fits"
+    every, alone = (fitsio.read_planes(tmp_path / out / name) for out in ("all", "df"))
+    assert every.keys() == alone.keys() == {"UNCERT", "MASK"}
+    for plane in every:
+        np.testing.assert_array_equal(every[plane], alone[plane])
+
+
+def test_unknown_noise_leaves_the_mask_only_and_says_so(tmp_path, caplog):
     """A night of float frames with neither header gain nor flats to measure it."""
     spec = NightSpec(shape=(32, 40), seed=9, n_flats=1, n_objects=1, filters=("V",),
                      object_exptimes=(30.0,), saturated_flats=0, faint_flats=0)
@@ -236,13 +251,14 @@ def test_unknown_noise_leaves_the_mask_only_and_says_so(tmp_path):
     for path in paths:
         with fits.open(path, mode="update") as hdus:
             del hdus[0].header["GAIN"]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), caplog.at_level("INFO", logger="ccdred"):
         warnings.simplefilter("ignore")
         result = reduce_night([tmp_path / "raw"], tmp_path / "out", PLANES)
     assert result.noise is None
     product = tmp_path / "out" / f"{result.plan.objects[0].name}_df.fits"
     assert set(fitsio.read_planes(product)) == {"MASK"}
     assert "No UNCERT plane" in str(fits.getheader(product)["COMMENT"])
+    assert "no UNCERT plane (MASK only)" in caplog.text
 
 
 # -- runners ----------------------------------------------------------------------------
