@@ -573,7 +573,8 @@ class MasterPlanes:
     ----------
     variance : numpy.ndarray or None
         Float64 (ADU², or (ADU/s)² for a dark current); None when the gain and read noise
-        are unknown, or for a library master.
+        are unknown, or for a library master written without planes (one written with
+        them gives its ``UNCERT`` squared).
     n_rejected : numpy.ndarray or None
         Int16 samples not used per pixel (IRAF's ``nrejmasks``); None for a library master.
     """
@@ -595,8 +596,10 @@ def master_planes(master: Master, made, noise: DetectorNoise | None, planes) -> 
     planes : mapping of str to MasterPlanes
         The planes of the masters it needs (at least).
     """
-    if master.library is not None:
-        return MasterPlanes(None, None)
+    if master.library is not None:  # its UNCERT, if it was made with planes
+        uncertainty = fitsio.read_planes(master.library.path).get("UNCERT")
+        return MasterPlanes(None if uncertainty is None else
+                            np.square(uncertainty, dtype=np.float64), None)
     combination = made.combination
     n_rejected = combination.n_rejected.astype(np.int16)
     if noise is None or any(planes[need].variance is None for need in master.needs):

@@ -310,3 +310,30 @@ def test_the_command_line_turns_the_planes_on():
     assert build_parser().parse_args(["reduce", "night"]).planes is False
     assert build_parser().parse_args(["reduce", "--planes", "night"]).planes is True
     assert ReductionParameters(planes=True).command_options() == ["--planes"]
+
+
+def test_a_library_master_brings_its_uncertainty(saturated_night, tmp_path):
+    """Objects calibrated with the library's masters (and the same gain and read noise) get
+    the same planes as in the night that made the masters."""
+    folder, _, _ = saturated_night
+    library = tmp_path / "library"
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = reduce_night([folder], tmp_path / "first",
+                             ReductionParameters(planes=True, library=str(library),
+                                                 add_to_library=True))
+        for step in first.plan.calibrations:
+            (objects / step.frame.path.name).write_bytes(step.frame.path.read_bytes())
+        later = reduce_night([objects], tmp_path / "later", ReductionParameters(
+            planes=True, library=str(library), gain=first.noise.gain,
+            read_noise=first.noise.read_noise))  # no biases to measure it
+    for step in later.plan.calibrations:
+        name = f"{step.frame.name}_df.fits"
+        made, borrowed = (fitsio.read_planes(out / name) for out in (tmp_path / "first",
+                                                                      tmp_path / "later"))
+        assert borrowed.keys() == {"UNCERT", "MASK"}
+        # the library holds the masters' standard deviations in float32: equal to 1e-6
+        np.testing.assert_allclose(borrowed["UNCERT"], made["UNCERT"], rtol=1e-6)
+        np.testing.assert_array_equal(borrowed["MASK"], made["MASK"])
