@@ -4,7 +4,9 @@
 once), makes every master in memory with a thread pool (stacks larger than
 the memory budget in blocks of rows), so that a problem found in the data
 stops the run before anything is written, then writes the products with
-provenance, atomically. The product writers here serve the Dask runner too.
+provenance, atomically (with their uncertainty and mask planes when asked:
+:func:`master_planes`, :func:`frame_planes`). The product writers here serve the Dask
+runner too.
 """
 
 from __future__ import annotations
@@ -54,9 +56,9 @@ __all__ = [
     "noise_cards",
     "prepare_night",
     "prepare_nights",
+    "read_samples",
     "reduce_night",
     "run_night",
-    "read_samples",
     "summary",
     "term_variance",
     "warnings_to",
