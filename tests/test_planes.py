@@ -337,3 +337,21 @@ def test_a_library_master_brings_its_uncertainty(saturated_night, tmp_path):
         # the library holds the masters' standard deviations in float32: equal to 1e-6
         np.testing.assert_allclose(borrowed["UNCERT"], made["UNCERT"], rtol=1e-6)
         np.testing.assert_array_equal(borrowed["MASK"], made["MASK"])
+
+
+def test_a_callers_bits_reach_an_objects_mask(saturated_night, tmp_path):
+    """Where a bad-pixel mask or the frame's cosmic rays plug in: ``extra_mask``."""
+    from ccdred.night import calibrate_object
+
+    folder, _, _ = saturated_night
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = reduce_night([folder], tmp_path, PLANES)
+    step = result.plan.calibrations[0]
+    extra = np.zeros(step.frame.shape, np.uint8)
+    extra[5, 7], extra[6, 8] = MaskBit.HOT, MaskBit.COSMIC_RAY
+    before = fitsio.read_planes(tmp_path / f"{step.frame.name}_df.fits")["MASK"]
+    calibrate_object(step, result.images(), tmp_path, PLANES, "overwrite", noise=result.noise,
+                     planes=result.planes, extra_mask=extra)
+    after = fitsio.read_planes(tmp_path / f"{step.frame.name}_df.fits")["MASK"]
+    np.testing.assert_array_equal(after, before | extra)
