@@ -16,9 +16,11 @@ import numpy as np
 from .combine import ClipOptions, CombineResult
 from .combiners import FlatCombiner, MasterFlat, StackCombiner, combine_whole
 from .limits import FlatLimits
+from .planes import difference_variance, frame_variance, quotient_variance
 
 __all__ = [
     "calibrate_frame",
+    "calibration_uncertainty",
     "calibration_steps",
     "flat_acceptance",
     "master_bias",
@@ -169,6 +171,57 @@ def calibration_steps(raw, master_dark, master_flat=None, *, dtype=np.float64,
         if flat_fielded is not None:
             np.divide(block, _as_float64(master_flat[rows], master_rows), out=block)
             flat_fielded[rows] = block
+    return subtracted, flat_fielded
+
+
+def calibration_uncertainty(raw, master_dark, dark_variance, master_flat=None,
+                            flat_variance=None, *, gain: float, read_noise: float,
+                            dtype=np.float64, keep_subtracted: bool = True
+                            ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The standard deviations of both steps of :func:`calibration_steps`.
+
+    The raw frame's variance from the noise model (:func:`~ccdred.planes.frame_variance`
+    of ``raw - master_dark``), plus the dark's (in quadrature through the subtraction);
+    then through the division by the flat (:func:`~ccdred.planes.quotient_variance`).
+    The arithmetic is float64, a block of rows at a time; the results are stored in
+    ``dtype``.
+
+    Parameters
+    ----------
+    raw, master_dark, master_flat, dtype, keep_subtracted
+        As for :func:`calibration_steps`.
+    dark_variance, flat_variance : array_like
+        The masters' variances.
+    gain, read_noise : float
+        e-/ADU and e-.
+
+    Returns
+    -------
+    dark_subtracted : numpy.ndarray or None
+        None when not kept.
+    flat_fielded : numpy.ndarray or None
+        None without a flat.
+    """
+    raw = np.asarray(raw)
+    master_dark = np.broadcast_to(master_dark, raw.shape)
+    dark_variance = np.broadcast_to(dark_variance, raw.shape)
+    keep_subtracted = keep_subtracted or master_flat is None
+    subtracted = np.empty(raw.shape, dtype) if keep_subtracted else None
+    flat_fielded = None
+    if master_flat is not None:
+        master_flat = np.broadcast_to(master_flat, raw.shape)
+        flat_variance = np.broadcast_to(flat_variance, raw.shape)
+        flat_fielded = np.empty(raw.shape, dtype)
+    for start in range(0, len(raw), _CALIBRATION_ROWS):
+        rows = slice(start, start + _CALIBRATION_ROWS)
+        signal = subtract_dark(raw[rows], master_dark[rows])
+        variance = difference_variance(frame_variance(signal, gain, read_noise),
+                                       dark_variance[rows])
+        if subtracted is not None:
+            np.sqrt(variance, out=subtracted[rows])
+        if flat_fielded is not None:
+            np.sqrt(quotient_variance(signal, variance, master_flat[rows], flat_variance[rows]),
+                    out=flat_fielded[rows])
     return subtracted, flat_fielded
 
 

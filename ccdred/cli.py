@@ -79,6 +79,8 @@ def _clip_options(parser, defaults: ReductionParameters) -> None:
                        help=f"{doc.dtype.doc} (default: {defaults.dtype})")
     extra.add_argument("--no-intermediate", dest="intermediate", action="store_false",
                        help="do not write the dark-subtracted '_d' files")
+    extra.add_argument("--planes", action=argparse.BooleanOptionalAction, default=defaults.planes,
+                       help=f"{doc.planes.doc} (default: {'on' if defaults.planes else 'off'})")
     _calibration_options(parser, defaults)
     existing = extra.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true",

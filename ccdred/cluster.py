@@ -21,8 +21,8 @@ import logging
 from .errors import InputError, InputProblem
 from .fitsio import remove_partial_products
 from .night import (NightResult, add_masters_to_library, calibrate_object, create_output,
-                    existing_policy, log_plan, night_noise, prepare_nights, require_noise,
-                    write_bad_pixels, write_flat_intermediate, write_masters)
+                    existing_policy, log_plan, master_planes, night_noise, prepare_nights,
+                    require_noise, write_bad_pixels, write_flat_intermediate, write_masters)
 from .parameters import ReductionParameters
 from .steps import (as_written, choose, file_block, file_statistic, finish, make_master,
                     master_row_blocks, report_master, written_part)
@@ -91,10 +91,12 @@ def reduce_nights_on_cluster(nights, client, parameters: ReductionParameters | N
         require_noise(result, parameters)
     futures = [_submit_masters(result, client, parameters, memory_budget) for result in results]
     _check_masters(futures)
+    planes = [_submit_planes(result, masters, client) if parameters.planes else None
+              for result, masters in zip(results, futures, strict=True)]
     client.replicate([f for night in futures for f in night.values()])
-    products = _submit_products(results, futures, client, parameters,
+    products = _submit_products(results, futures, planes, client, parameters,
                                 existing_policy(True, resume))
-    _collect(products, results, futures, parameters, progress)
+    _collect(products, results, futures, planes, parameters, progress)
     return results
 
 
@@ -116,6 +118,17 @@ def _submit_masters(result: NightResult, client, parameters, budget) -> dict:
                  for rows in blocks]
         futures[name] = client.submit(finish, master, options, parts, choice, **_SUBMIT)
     return futures
+
+
+def _submit_planes(result: NightResult, masters, client) -> dict:
+    """A future of each master's :class:`~ccdred.night.MasterPlanes`, from the master's and
+    those of the masters it needs."""
+    planes = {}
+    for name, master in result.plan.masters.items():
+        needs = {need: planes[need] for need in master.needs}
+        planes[name] = client.submit(master_planes, master, masters[name], result.noise, needs,
+                                     **_SUBMIT)
+    return planes
 
 
 def _written_image(master, dtype):
@@ -140,17 +153,18 @@ def _check_masters(futures) -> None:
         raise InputError(list(dict.fromkeys(problems)))
 
 
-def _submit_products(results, futures, client, parameters, existing) -> list:
+def _submit_products(results, futures, planes, client, parameters, existing) -> list:
     """One task per write. Existing products were refused (or allowed) before anything
     was submitted; the tasks themselves overwrite (or resume), so that a task rerun
     after its worker died may replace what it had already written."""
     tasks = []
-    for i, (result, masters) in enumerate(zip(results, futures, strict=True)):
+    for i, (result, masters, night_planes) in enumerate(zip(results, futures, planes,
+                                                             strict=True)):
         plan, out = result.plan, result.output_dir
         images = {name: client.submit(_written_image, future, parameters.dtype, **_SUBMIT)
                   for name, future in masters.items()}
         tasks.append((i, client.submit(write_masters, plan, masters, out, parameters, existing,
-                                       result.noise, **_SUBMIT)))
+                                       result.noise, night_planes, **_SUBMIT)))
         if parameters.writes_bad_pixels():
             tasks.append((i, client.submit(write_bad_pixels, plan, masters, out, parameters,
                                            existing, result.user_mask, **_SUBMIT)))
@@ -159,15 +173,16 @@ def _submit_products(results, futures, client, parameters, existing) -> list:
                                         images, out, parameters, existing,
                                         library=plan.library_history(
                                             plan.flat_terms[frame.path].needs),
-                                        noise=result.noise, **_SUBMIT))
+                                        noise=result.noise, planes=night_planes, **_SUBMIT))
                       for frame in plan.all_flats]
         tasks += [(i, client.submit(calibrate_object, step, images, out, parameters, existing,
                                     library=plan.library_history((*step.term.needs, step.flat)),
-                                    noise=result.noise, **_SUBMIT)) for step in plan.calibrations]
+                                    noise=result.noise, planes=night_planes, **_SUBMIT))
+                  for step in plan.calibrations]
     return tasks
 
 
-def _collect(tasks, results, futures, parameters, progress) -> None:
+def _collect(tasks, results, futures, planes, parameters, progress) -> None:
     """Wait for the product tasks; fetch the masters; keep products in submission order."""
     from distributed import as_completed
 
@@ -179,7 +194,8 @@ def _collect(tasks, results, futures, parameters, progress) -> None:
         written = future.result()
         results[i].products.extend(written if isinstance(written, list) else [written])
     options = parameters.step_options()
-    for result, masters in zip(results, futures, strict=True):
+    for result, masters, night_planes in zip(results, futures, planes, strict=True):
+        result.planes = {name: future.result() for name, future in (night_planes or {}).items()}
         for path in remove_partial_products(result.output_dir):
             logger.info("removed %s, left by a worker that died", path)
         result.masters = {name: written_part(future.result(), parameters.dtype)

@@ -37,7 +37,9 @@ __all__ = [
     "product_digest",
     "product_stem",
     "remove_partial_products",
+    "PLANES",
     "read_image",
+    "read_planes",
     "storage_dtype",
     "write_image",
     "write_raw_frame",
@@ -267,14 +269,15 @@ def product_digest(step: str, inputs, options: dict, version: str) -> str:
 
 
 def is_current_product(path, digest: str) -> bool:
-    """True when ``path`` is an intact product (FITS checksums verify) made to ``digest``."""
+    """True when ``path`` is an intact product (the FITS checksums of its image and planes
+    verify) made to ``digest``."""
     from astropy.io import fits
 
     try:
         with fits.open(path, mode="readonly", memmap=False) as hdus:
-            hdu = hdus[0]
-            return (hdu.header.get("HIERARCH CCDRED DIGEST") == digest
-                    and hdu.verify_checksum() == 1 and hdu.verify_datasum() == 1)
+            return (hdus[0].header.get("HIERARCH CCDRED DIGEST") == digest
+                    and all(hdu.verify_checksum() == 1 and hdu.verify_datasum() == 1
+                            for hdu in hdus))
     except (OSError, ValueError, IndexError, TypeError):
         return False
 
@@ -328,12 +331,16 @@ def _set(header: fits.Header, key: str, value, comment: str) -> None:
     header[key] = (value, comment) if fits_in else value
 
 
-def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=False) -> Path:
-    """Write an image product atomically (temporary file, then rename).
+def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=False,
+                uncertainty=None, mask=None, n_rejected=None) -> Path:
+    """Write an image product atomically (temporary file, then rename), with its planes.
 
     An interrupted run leaves either the complete product or none (the
     temporary ``.NAME.*.part`` file is removed). The FITS checksum written
-    with the data lets a later run verify the file.
+    with each HDU lets a later run verify the file. The planes are image
+    extensions after the primary HDU, as :meth:`astropy.nddata.CCDData.read`
+    reads them by default (``UNCERT``, ``MASK``; see :data:`PLANES`); the primary
+    HDU is the same bytes with or without them.
 
     Parameters
     ----------
@@ -344,9 +351,16 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
     header : astropy.io.fits.Header
         Header cards for the product (see :func:`add_provenance`).
     dtype : {'float32', 'float64'}, optional
-        Stored data type.
+        Stored data type (of the image and its uncertainty).
     overwrite : bool, optional
         Replace an existing product; otherwise an existing file is an error.
+    uncertainty : numpy.ndarray, optional
+        The image's standard deviation (``UNCERT``, ``UTYPE = 'StdDevUncertainty'``).
+    mask : numpy.ndarray, optional
+        Its mask (``MASK``, uint8 bits of :class:`~ccdred.planes.MaskBit`).
+    n_rejected : numpy.ndarray, optional
+        A master's count of samples rejected per pixel (``NREJ``, int16, as IRAF's
+        ``nrejmasks``; ``CCDData`` ignores it).
 
     Returns
     -------
@@ -358,14 +372,21 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError([InputProblem(path, "exists; refusing to overwrite it")])
-    hdu = fits.PrimaryHDU(np.asarray(data, dtype=storage_dtype(dtype)), header=header)
-    hdu.add_checksum()
+    primary = fits.PrimaryHDU(np.asarray(data, dtype=storage_dtype(dtype)), header=header)
+    # as astropy writes it when extensions follow: the same primary header with or without
+    primary.header.set("EXTEND", True, after=f"NAXIS{primary.header['NAXIS']}")
+    hdus = fits.HDUList([primary])
+    for name, plane in zip(PLANES, (uncertainty, mask, n_rejected), strict=True):
+        if plane is not None:
+            hdus.append(_plane_hdu(name, plane, dtype))
+    for hdu in hdus:
+        hdu.add_checksum()
     temporary = None
     try:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",
                                          suffix=PARTIAL_SUFFIX, delete=False) as handle:
             temporary = handle.name
-            hdu.writeto(handle)
+            hdus.writeto(handle)
             os.fchmod(handle.fileno(), 0o666 & ~_UMASK)  # as open() would, not mkstemp's 0600
         os.replace(temporary, path)
     except OSError as err:
@@ -376,6 +397,31 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
         _discard(temporary)
         raise
     return path
+
+
+#: The extensions a product's planes are written in, in order: its standard deviation,
+#: its mask and (masters) its count of rejected samples; the first two are the names
+#: ``CCDData.read`` and ``CCDData.to_hdu`` take by default.
+PLANES = ("UNCERT", "MASK", "NREJ")
+
+
+def _plane_hdu(name: str, plane, dtype) -> fits.ImageHDU:
+    """One plane's image extension, in the type of its kind of plane."""
+    from astropy.io import fits
+
+    header = fits.Header()
+    if name == "UNCERT":  # the card CCDData.to_hdu writes: which uncertainty class it is
+        header["UTYPE"] = ("StdDevUncertainty", "standard deviation of the primary image")
+    stored = {"UNCERT": storage_dtype(dtype), "MASK": np.uint8, "NREJ": np.dtype(">i2")}[name]
+    return fits.ImageHDU(np.asarray(plane, dtype=stored), header=header, name=name)
+
+
+def read_planes(path) -> dict:
+    """A product's planes (see :func:`write_image`) by extension name, those it has."""
+    from astropy.io import fits
+
+    with fits.open(path, mode="readonly", memmap=False) as hdus:
+        return {hdu.name: np.asarray(hdu.data) for hdu in hdus[1:] if hdu.name in PLANES}
 
 
 def write_raw_frame(path, data, cards: dict) -> Path:

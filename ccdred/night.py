@@ -4,7 +4,9 @@
 once), makes every master in memory with a thread pool (stacks larger than
 the memory budget in blocks of rows), so that a problem found in the data
 stops the run before anything is written, then writes the products with
-provenance, atomically. The product writers here serve the Dask runner too.
+provenance, atomically (with their uncertainty and mask planes when asked:
+:func:`master_planes`, :func:`frame_planes`). The product writers here serve the Dask
+runner too.
 """
 
 from __future__ import annotations
@@ -26,37 +28,45 @@ import numpy as np
 from . import fitsio
 from ._version import __version__
 from .badpix import HOT_SIGMA, bad_pixel_mask, flat_defects, hot_pixels, read_bad_pixel_mask
-from .calibrate import calibration_steps
+from .calibrate import calibration_steps, calibration_uncertainty
 from .errors import CalibrationWarning, CcdredWarning, InputError, InputProblem
 from .frames import Catalogue, Frame, scan
 from .library import add_to_library
 from .noise import (DetectorNoise, PhotonTransferCurve, central_region, detector_noise, level_pair,
                     photon_transfer_curve)
 from .parameters import ReductionParameters
-from .planes import MaskBit
 from .plan import DarkTerm, Master, NightPlan, ObjectStep, plan_night
+from .planes import (MaskBit, combined_variance, dark_current_bias_share,
+                     dark_current_variance, flat_term_share, flat_variance, frame_mask,
+                     frame_variance, normalised_variance, saturation_level, scaled_variance)
 from .steps import as_written, make_master, report_master, written_part
 
 __all__ = [
     "BAD_PIXELS",
+    "MasterPlanes",
     "NightResult",
     "add_masters_to_library",
     "calibrate_object",
     "create_output",
     "dark_rate",
     "existing_policy",
+    "frame_planes",
+    "frame_saturation",
     "log_file",
     "log_plan",
     "log_to",
+    "master_planes",
     "night_bad_pixels",
     "night_noise",
     "noise_cards",
     "prepare_night",
     "prepare_nights",
+    "read_samples",
     "reduce_night",
     "require_noise",
     "run_night",
     "summary",
+    "term_variance",
     "warnings_to",
     "write_bad_pixels",
     "write_flat_intermediate",
@@ -87,6 +97,8 @@ class NightResult:
     user_mask : numpy.ndarray or None
         The user's bad-pixel mask (``--bad-pixel-mask``), read when the night is prepared
         (:func:`~ccdred.badpix.read_bad_pixel_mask`); None without one.
+    planes : dict of str to MasterPlanes
+        Every master's planes, by product name, when the night writes planes.
     """
 
     output_dir: Path
@@ -95,6 +107,7 @@ class NightResult:
     products: list = field(default_factory=list)
     noise: DetectorNoise | None = None
     user_mask: np.ndarray | None = None
+    planes: dict = field(default_factory=dict)
 
     @property
     def master_darks(self) -> dict:
@@ -175,8 +188,11 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
             if any(need not in result.masters for need in master.needs):
                 continue  # a master it needs failed: its problem is reported
             try:
-                result.masters[name] = _made(master, options, result.images(), memory_budget,
-                                             pool.map, parameters.dtype)
+                result.masters[name], planes = _made(
+                    master, options, result.images(), memory_budget, pool.map,
+                    parameters.dtype, result.planes if parameters.planes else None, result.noise)
+                if planes is not None:
+                    result.planes[name] = planes
             except InputError as err:
                 problems += err.problems
             steps.advance(master.label)
@@ -197,12 +213,14 @@ def add_masters_to_library(result: NightResult, parameters: ReductionParameters)
                           [result.output_dir / master.name for master in result.plan.made])
 
 
-def _made(master, options, images, budget: int, map_frames, dtype):
-    """Make a master, report it, and return what the night keeps of it, its image as written
-    (what it drops is freed before the next master is made)."""
+def _made(master, options, images, budget: int, map_frames, dtype, planes=None, noise=None):
+    """Make a master, report it, and return what the night keeps of it: its image as
+    written (what it drops is freed before the next master is made) and, given the planes
+    of the masters made before it (``planes``), its :class:`MasterPlanes` (else None)."""
     made = make_master(master, options, images, budget=budget, map_frames=map_frames)
     report_master(master, options, made)
-    return written_part(made, dtype)
+    kept = None if planes is None else master_planes(master, made, noise, planes)
+    return written_part(made, dtype), kept
 
 
 def summary(result: NightResult, limits) -> list[str]:
@@ -477,7 +495,8 @@ def night_noise(catalogue: Catalogue, parameters: ReductionParameters) -> Detect
     noise, reason = _chosen_noise(first, biases, flats, options)
     if noise is None:
         logger.info("gain and read noise unknown (%s); the products get no GAIN or RDNOISE "
-                    "card", reason)
+                    "card%s", reason, ", and no UNCERT plane (MASK only)" if parameters.planes
+                    else "")
     else:
         logger.info("gain %.3g e-/ADU (%s), read noise %.3g e- (%s)", noise.gain,
                     noise.gain_source, noise.read_noise, noise.read_noise_source)
@@ -598,6 +617,161 @@ def _central(frame: Frame, region) -> np.ndarray:
     return frame.read(rows=rows)[:, columns]
 
 
+# -- the products' planes: uncertainty, mask and rejected samples, for every runner ------
+
+#: Samples a pixel's combination needs for its variance to be measured from them (the
+#: combination's ``variance``, when the kernel gives it); with fewer, the noise model's
+#: (a variance measured from 20 samples is within about 30 %).
+SAMPLE_VARIANCE_MIN = 20
+
+#: The header keyword of the level at and above which a raw sample is saturated (ADU).
+SATURATION_KEYWORD = "SATURATE"
+
+
+@dataclass(frozen=True)
+class MasterPlanes:
+    """A master's planes: its variance, which every product it calibrates inherits, and
+    its count of rejected samples per pixel.
+
+    Attributes
+    ----------
+    variance : numpy.ndarray or None
+        Float64 (ADU², or (ADU/s)² for a dark current); None when the gain and read noise
+        are unknown, or for a library master written without planes (one written with
+        them gives its ``UNCERT`` squared).
+    n_rejected : numpy.ndarray or None
+        Int16 samples not used per pixel (IRAF's ``nrejmasks``); None for a library master.
+    """
+
+    variance: np.ndarray | None
+    n_rejected: np.ndarray | None
+
+
+def master_planes(master: Master, made, noise: DetectorNoise | None, planes) -> MasterPlanes:
+    """The planes of a master just made (its full result: a flat's combination kept).
+
+    Parameters
+    ----------
+    master : Master
+    made : CombineResult or MasterFlat
+        What :func:`~ccdred.steps.make_master` returned.
+    noise : DetectorNoise or None
+        The night's gain and read noise; None: no variance.
+    planes : mapping of str to MasterPlanes
+        The planes of the masters it needs (at least).
+    """
+    if master.library is not None:  # its UNCERT, if it was made with planes
+        uncertainty = fitsio.read_planes(master.library.path).get("UNCERT")
+        return MasterPlanes(None if uncertainty is None else
+                            np.square(uncertainty, dtype=np.float64), None)
+    combination = made.combination
+    n_rejected = combination.n_rejected.astype(np.int16)
+    if noise is None or any(planes[need].variance is None for need in master.needs):
+        return MasterPlanes(None, n_rejected)
+    return MasterPlanes(_master_variance(master, made, noise, planes), n_rejected)
+
+
+def _master_variance(master: Master, made, noise: DetectorNoise, planes) -> np.ndarray:
+    """A master's variance: its combination's (:func:`_sampled`) plus what its frames
+    shared (the master bias, a flat's dark term); a flat's normalised."""
+    combination, gain, read_noise = made.combination, noise.gain, noise.read_noise
+    if master.kind == "dark_current":
+        exptimes = [frame.exptime for frame in master.frames]
+        model = dark_current_variance(combination.data, combination.n_used,
+                                      combination.n_frames, exptimes, gain, read_noise)
+        return _sampled(combination, model) + scaled_variance(
+            planes[master.bias].variance, dark_current_bias_share(exptimes))
+    if master.kind == "flat":
+        medians = made.medians[made.accepted]
+        terms = {term for term, used in zip(master.terms, made.accepted, strict=True) if used}
+        term = sum(term_variance(t, planes) for t in terms) / len(terms)  # one, mostly
+        model = flat_variance(combination.data, combination.n_used, medians, gain, read_noise)
+        variance = _sampled(combination, model) + scaled_variance(term, flat_term_share(medians))
+        return normalised_variance(variance, combination.data, made.data)
+    # a bias or a dark: the median (of every 4th row and column) stands for the bias level
+    # (a typical pixel's dark current is little signal; a hot pixel's is)
+    signal = combination.data - np.median(combination.data[::4, ::4])
+    model = combined_variance(frame_variance(signal, gain, read_noise), combination.n_used)
+    return _sampled(combination, model) + (planes[master.bias].variance if master.bias else 0.0)
+
+
+def _sampled(combination, model) -> np.ndarray:
+    """The variance of a combination: measured from its samples (the kernel's ``variance``)
+    where it has one and :data:`SAMPLE_VARIANCE_MIN` samples were used, else ``model``."""
+    measured = getattr(combination, "variance", None)
+    if measured is None:
+        return model
+    return np.where(combination.n_used >= SAMPLE_VARIANCE_MIN, measured, model)
+
+
+def term_variance(term: DarkTerm, planes):
+    """The variance of what a :class:`~ccdred.plan.DarkTerm` subtracts, from its masters'
+    (``planes``: :class:`MasterPlanes` by name), as :meth:`~ccdred.plan.DarkTerm.image`
+    makes its image: an exact dark's own; the bias's plus the dark current's times the
+    exposure time squared; the bias's; 0 (the overscan's, of many pixels, is left out).
+    None when one is unknown."""
+    variances = {name: planes[name].variance for name in term.needs}
+    if any(variance is None for variance in variances.values()):
+        return None
+    if term.model == "exact":
+        return variances[term.dark]
+    if not term.needs:
+        return 0.0
+    variance = variances[term.bias]
+    if term.model == "scaled":
+        variance = variance + scaled_variance(variances[term.current], term.exptime)
+    return variance
+
+
+def read_samples(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+    """A frame's image as :meth:`~ccdred.frames.Frame.read` gives it, and its raw samples
+    (before the overscan's subtraction) of the same pixels, for its saturated ones."""
+    raw = fitsio.read_image(frame.path, frame.hdu)
+    if not frame.preprocess:
+        return raw, raw
+    trim = frame.preprocess.trim
+    rows, columns = (slice(None), slice(None)) if trim is None else trim.section.slices
+    return frame.preprocess(raw), raw[rows, columns]
+
+
+def frame_planes(samples, image, dark, dark_var, results, noise: DetectorNoise | None,
+                 saturation: float | None, flat=None, flat_var=None, extra_mask=None,
+                 dtype="float32") -> list[dict | None]:
+    """The planes of a calibrated frame's images: for each of ``results`` (its
+    dark-subtracted and flat-fielded images, either None when not made), the keywords
+    :func:`~ccdred.fitsio.write_image` takes: ``uncertainty`` (in ``dtype``; None where the
+    noise or a master's variance is unknown) and ``mask``.
+
+    Parameters
+    ----------
+    samples : numpy.ndarray
+        The raw samples (:func:`read_samples`).
+    image, dark, flat : numpy.ndarray
+        The preprocessed frame and the masters it was calibrated with.
+    dark_var, flat_var : numpy.ndarray or None
+        Their variances (:func:`term_variance`, :class:`MasterPlanes`).
+    saturation : float or None
+        See :func:`ccdred.planes.saturation_level`.
+    extra_mask : numpy.ndarray, optional
+        Mask bits the caller adds (a bad-pixel mask, cosmic rays).
+    """
+    uncertainties = (None, None)
+    if noise is not None and dark_var is not None and (flat is None or flat_var is not None):
+        uncertainties = calibration_uncertainty(
+            image, dark, dark_var, flat, flat_var, gain=noise.gain, read_noise=noise.read_noise,
+            dtype=fitsio.storage_dtype(dtype), keep_subtracted=results[0] is not None)
+    return [None if result is None else
+            {"uncertainty": uncertainty,
+             "mask": frame_mask(samples, result, saturation, uncertainty, extra_mask)}
+            for result, uncertainty in zip(results, uncertainties, strict=True)]
+
+
+def frame_saturation(header, samples) -> float | None:
+    """The saturation level of a frame with this header (``SATURATE``) and these raw
+    samples (see :func:`ccdred.planes.saturation_level`)."""
+    return saturation_level(header.get(SATURATION_KEYWORD), samples.dtype)
+
+
 # -- products: written here by the in-process runner, and by Dask tasks ------------------
 
 
@@ -624,10 +798,11 @@ def _is_current(out: Path, name, step, inputs, options) -> bool:
 
 
 def _write(out: Path, name, data, header, step, inputs, parameters, existing, history=(),
-           extra=None, noise=None, dtype=None) -> Path:
+           extra=None, noise=None, planes=None, dtype=None) -> Path:
     """Write one product, unless resuming and an intact one made the same way is there;
-    ``noise`` gives its GAIN and RDNOISE cards (:func:`noise_cards`); ``dtype``: the
-    stored type, the products' (``parameters.dtype``) by default."""
+    ``noise`` gives its GAIN and RDNOISE cards (:func:`noise_cards`), ``planes`` its planes
+    (:func:`~ccdred.fitsio.write_image`'s keywords); ``dtype``: the stored type, the
+    products' (``parameters.dtype``) by default."""
     options = _options(parameters, extra)
     if existing == "resume" and _is_current(out, name, step, inputs, options):
         logger.info("kept %s (current)", out / name)
@@ -639,8 +814,11 @@ def _write(out: Path, name, data, header, step, inputs, parameters, existing, hi
     header.remove("BUNIT", ignore_missing=True)
     if step in _UNITS:
         header["BUNIT"] = _UNITS[step]
+    if planes is not None and planes.get("uncertainty") is None:
+        header.add_comment("No UNCERT plane: the gain and read noise are unknown (or a "
+                           "library master's variance).")
     path = fitsio.write_image(out / name, data, header, dtype=dtype or parameters.dtype,
-                              overwrite=existing != "refuse")
+                              overwrite=existing != "refuse", **(planes or {}))
     logger.info("wrote %s", path)
     return path
 
@@ -660,22 +838,25 @@ def _frame_options(frame: Frame, term: DarkTerm | None = None) -> dict:
 
 
 def write_masters(plan: NightPlan, masters, out, parameters, existing="refuse",
-                  noise=None) -> list[Path]:
+                  noise=None, planes=None) -> list[Path]:
     """Write every master of a night (``masters``: results by name); returns their paths.
 
     ``existing`` says what to do with a product already there: 'refuse' (an
     error), 'overwrite', or 'resume' (keep it if intact and made the same way);
-    ``noise``: the night's :class:`~ccdred.noise.DetectorNoise` (see :func:`night_noise`).
+    ``noise``: the night's :class:`~ccdred.noise.DetectorNoise` (see :func:`night_noise`);
+    ``planes``: the masters' :class:`MasterPlanes` by name, when the night writes planes.
     """
     return [write_master(master, masters[master.name], out, parameters, existing,
-                         plan.library_history(master.needs), noise) for master in plan.made]
+                         plan.library_history(master.needs), noise,
+                         None if planes is None else planes[master.name])
+            for master in plan.made]
 
 
 def write_master(master: Master, result, out, parameters, existing="refuse", library=(),
-                 noise=None) -> Path:
+                 noise=None, planes: MasterPlanes | None = None) -> Path:
     """Write one master, its inputs and what was subtracted from them in its header
     (``library``: HISTORY lines naming the library masters it used; ``noise``: the night's
-    gain and read noise)."""
+    gain and read noise), with its planes (``UNCERT``, ``NREJ``) when given."""
     frames = master.frames
     if master.kind == "flat":
         frames = [f for f, ok in zip(frames, result.accepted, strict=True) if ok]
@@ -687,7 +868,20 @@ def write_master(master: Master, result, out, parameters, existing="refuse", lib
     matched |= {"exptime": master.exptime} if master.exptime is not None else {}
     return _write(out, master.name, result.data, header, f"master_{master.kind}",
                   [f.path for f in frames], parameters, existing, history,
-                  {**_frame_options(frames[0]), **matched}, noise)
+                  {**_frame_options(frames[0]), **matched}, noise,
+                  _master_written(planes, parameters.dtype))
+
+
+def _master_written(planes: MasterPlanes | None, dtype) -> dict | None:
+    """A master's planes as :func:`~ccdred.fitsio.write_image` takes them (its standard
+    deviation made in the products' type)."""
+    if planes is None:
+        return None
+    uncertainty = None
+    if planes.variance is not None:
+        uncertainty = np.sqrt(planes.variance, out=np.empty(planes.variance.shape,
+                                                            fitsio.storage_dtype(dtype)))
+    return {"uncertainty": uncertainty, "n_rejected": planes.n_rejected}
 
 
 def _master_header(kind: str, header, keywords):
@@ -810,30 +1004,42 @@ def write_bad_pixels(plan: NightPlan, masters, out, parameters, existing="refuse
 
 
 def write_flat_intermediate(frame: Frame, term: DarkTerm, masters, out, parameters,
-                            existing="refuse", dark=None, library=(), noise=None) -> Path:
+                            existing="refuse", dark=None, library=(), noise=None,
+                            planes=None) -> Path:
     """Write a flat's dark-subtracted '_d' file, as the course script does.
 
     ``masters`` maps product names to master images; ``dark`` is the image of
     ``term``, when already made; ``library``: HISTORY lines naming the library masters
     it uses (:meth:`~ccdred.plan.NightPlan.library_history`); ``noise``: the night's gain
-    and read noise.
+    and read noise; ``planes``: the masters' :class:`MasterPlanes` by name, when the night
+    writes planes (``UNCERT``, ``MASK``).
     """
     dark = term.image(masters) if dark is None else dark
-    subtracted, _ = calibration_steps(frame.read(), dark,
-                                      dtype=fitsio.storage_dtype(parameters.dtype))
-    return _write(out, f"{frame.name}_d.fits", subtracted, _frame_header(frame, parameters),
+    image, samples = read_samples(frame) if planes is not None else (frame.read(), None)
+    subtracted, _ = calibration_steps(image, dark, dtype=fitsio.storage_dtype(parameters.dtype))
+    header = _frame_header(frame, parameters)
+    written = None
+    if planes is not None:
+        written, _ = frame_planes(samples, image, dark, term_variance(term, planes),
+                                  (subtracted, None), noise, frame_saturation(header, samples),
+                                  dtype=parameters.dtype)
+    return _write(out, f"{frame.name}_d.fits", subtracted, header,
                   "dark_subtracted", [frame.path, *term.needs], parameters, existing,
-                  [term.describe(), *library], _frame_options(frame, term), noise)
+                  [term.describe(), *library], _frame_options(frame, term), noise, written)
+
 
 
 def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refuse",
-                     dark=None, library=(), noise=None) -> list[Path]:
+                     dark=None, library=(), noise=None, planes=None,
+                     extra_mask=None) -> list[Path]:
     """Dark-subtract and flat-field one object frame; write its '_d' (optional) and '_df' files.
 
     ``dark`` is the image of ``step.term``, when already made (frames of one
     exposure time share it); ``library``: HISTORY lines naming the library masters it
-    uses; ``noise``: the night's gain and read noise. When resuming and both products are
-    intact and current, nothing is read or computed.
+    uses; ``noise``: the night's gain and read noise; ``planes``: the masters'
+    :class:`MasterPlanes` by name, when the night writes planes (``UNCERT``, ``MASK``), and
+    ``extra_mask`` bits added to the mask (a bad-pixel mask, the frame's cosmic rays). When
+    resuming and both products are intact and current, nothing is read or computed.
     """
     frame, term = step.frame, step.term
     targets = ([(f"{frame.name}_d.fits", "dark_subtracted", [frame.path, *term.needs])]
@@ -846,13 +1052,20 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
         logger.info("kept the products of %s (current)", frame.path)
         return [out / name for name, _, _ in targets]
     dark = term.image(masters) if dark is None else dark
-    images = calibration_steps(frame.read(), dark, masters[step.flat],
+    image, samples = read_samples(frame) if planes is not None else (frame.read(), None)
+    images = calibration_steps(image, dark, masters[step.flat],
                                dtype=fitsio.storage_dtype(parameters.dtype),
                                keep_subtracted=parameters.intermediate)
     header = _frame_header(frame, parameters)
+    written = [None, None]
+    if planes is not None:
+        written = frame_planes(samples, image, dark, term_variance(term, planes), images, noise,
+                               frame_saturation(header, samples), masters[step.flat],
+                               planes[step.flat].variance, extra_mask, parameters.dtype)
     return [_write(out, name, image, header, kind, inputs, parameters, existing,
-                   [term.describe(), *library], extra, noise)
-            for (name, kind, inputs), image in zip(targets, images[-len(targets):], strict=True)]
+                   [term.describe(), *library], extra, noise, product_planes)
+            for (name, kind, inputs), image, product_planes
+            in zip(targets, images[-len(targets):], written[-len(targets):], strict=True)]
 
 
 def _write_products(result: NightResult, parameters, existing, steps, pool) -> None:
@@ -862,15 +1075,18 @@ def _write_products(result: NightResult, parameters, existing, steps, pool) -> N
     # Frames of one exposure time share their dark's image (a few images at most).
     distinct = set(terms) | {s.term for s in plan.calibrations}
     darks = {term: term.image(images) for term in distinct} if len(distinct) <= 8 else {}
-    masters = pool.submit(write_masters, plan, result.masters, out, parameters, existing, noise)
+    planes = result.planes if parameters.planes else None
+    masters = pool.submit(write_masters, plan, result.masters, out, parameters, existing, noise,
+                          planes)
     bad_pixels = (pool.submit(write_bad_pixels, plan, result.masters, out, parameters, existing,
                               result.user_mask) if parameters.writes_bad_pixels() else None)
     flats = [pool.submit(write_flat_intermediate, frame, term, images, out, parameters,
-                         existing, darks.get(term), plan.library_history(term.needs), noise)
+                         existing, darks.get(term), plan.library_history(term.needs), noise,
+                         planes)
              for frame, term in zip(plan.all_flats if terms else [], terms, strict=True)]
     objects = pool.map(lambda step: calibrate_object(
         step, images, out, parameters, existing, darks.get(step.term),
-        plan.library_history((*step.term.needs, step.flat)), noise), plan.calibrations)
+        plan.library_history((*step.term.needs, step.flat)), noise, planes), plan.calibrations)
     result.products += masters.result()
     result.products += [bad_pixels.result()] if bad_pixels is not None else []
     result.products += [flat.result() for flat in flats]

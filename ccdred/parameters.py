@@ -281,6 +281,8 @@ class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParamete
     dtype = param.Selector(default="float32", objects=["float32", "float64"],
                            doc="data type of the products")
     intermediate = param.Boolean(True, doc="write the dark-subtracted '_d' files")
+    planes = param.Boolean(False, doc="write uncertainty (UNCERT) and mask (MASK) planes in "
+                                      "the products, and each master's rejected samples (NREJ)")
 
     def changed(self) -> dict:
         """The parameters whose values are not the defaults, by name."""
@@ -336,6 +338,6 @@ class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParamete
     def provenance(self) -> dict:
         """The options that decide product values (and the GAIN and RDNOISE cards), for
         product headers."""
-        return {**self.step_options().provenance(), "dtype": self.dtype,
+        return {**self.step_options().provenance(), "dtype": self.dtype, "planes": self.planes,
                 "temperature_tolerance": self.temperature_tolerance,
                 **self.detector_options()}

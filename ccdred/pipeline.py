@@ -34,7 +34,8 @@ from .combiners import FrameChoice, MasterFlat
 from .combine import CombineResult, frame_median
 from .errors import InputError, InputProblem
 from .frames import Catalogue, Frame, read_stack, scan
-from .night import dark_rate, night_noise, night_photon_transfer
+from .night import (MasterPlanes, dark_rate, frame_planes, frame_saturation, master_planes,
+                    night_noise, night_photon_transfer, read_samples, term_variance)
 from .noise import DetectorNoise, PhotonTransferCurve, header_noise
 from .parameters import (CalibrationParameters, ClipParameters, KeywordParameters,
                          ReductionParameters, names)
@@ -418,6 +419,33 @@ class Pipeline(ReductionParameters):
         images = {need: self._written(need, options) for need in (*step.term.needs, step.flat)}
         MASTERS.computed["calibrate"] += 1
         return calibrate_frame(read_raw(step.frame), step.term.image(images), images[step.flat])
+
+    def master_planes(self, name, options: StepOptions | None = None) -> MasterPlanes:
+        """A master's planes (its variance and rejected samples, as a night writes them; see
+        :func:`~ccdred.night.master_planes`), memoised."""
+        options = self.step_options() if options is None else options
+        master, noise = self._master_of(name), self.detector_noise()
+        key = ("planes", self._key(name, options),
+               None if noise is None else (noise.gain, noise.read_noise))
+        return MASTERS.get(key, lambda: master_planes(
+            master, self.master(name, options), noise,
+            {need: self.master_planes(need, options) for need in master.needs}))
+
+    def calibrated_planes(self, name=None) -> dict:
+        """The planes of an object frame's flat-fielded product (``uncertainty`` and
+        ``mask``, as a night writes them; see :func:`~ccdred.night.frame_planes`)."""
+        step, options = self._object(name), self.step_options()
+        needs = (*step.term.needs, step.flat)
+        images = {need: self._written(need, options) for need in needs}
+        planes = {need: self.master_planes(need, options) for need in needs}
+        image, samples = read_samples(step.frame)
+        dark, flat = step.term.image(images), images[step.flat]
+        _, flat_fielded = frame_planes(
+            samples, image, dark, term_variance(step.term, planes),
+            (None, calibrate_frame(image, dark, flat)), self.detector_noise(),
+            frame_saturation(step.frame.header(), samples), flat, planes[step.flat].variance,
+            dtype=self.dtype)
+        return flat_fielded
 
     def detector_noise(self) -> DetectorNoise | None:
         """The night's gain and read noise, as a reduction's products say them (see

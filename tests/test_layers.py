@@ -7,8 +7,8 @@ import pytest
 
 
 @pytest.mark.parametrize("module", ["ccdred", "ccdred.compat", "ccdred.config", "ccdred.combine",
-                                    "ccdred.sections", "ccdred.calibrate", "ccdred.plan", "ccdred.steps",
-                                    "ccdred.badpix", "ccdred.cosmics",
+                                    "ccdred.sections", "ccdred.planes", "ccdred.calibrate", "ccdred.plan",
+                                    "ccdred.steps", "ccdred.badpix", "ccdred.cosmics",
                                     "ccdred.night", "ccdred.pipeline", "ccdred.cli"])
 def test_core_modules_load_no_panel_holoviews_or_dask(module):
     code = (f"import sys, {module}; "
