@@ -422,14 +422,23 @@ class Pipeline(ReductionParameters):
         MASTERS.computed["calibrate"] += 1
         return calibrate_frame(read_raw(step.frame), step.term.image(images), images[step.flat])
 
+    def step_options(self) -> StepOptions:
+        """The options that decide the masters (see
+        :meth:`~ccdred.parameters.ClipParameters.step_options`), with the night's gain and
+        read noise (:meth:`detector_noise`) in a ``ccdclip`` rejection, as a reduction's."""
+        options = super().step_options()
+        if options.clip.rejection != "ccdclip":
+            return options
+        return options.with_noise(self.detector_noise())
+
     def detector_noise(self) -> DetectorNoise | None:
         """The night's gain and read noise, as a reduction's products say them (see
         :func:`~ccdred.night.night_noise`; None when unknown), memoised on the frames, the
         ``gain`` and ``read_noise`` options and the flat limits."""
-        catalogue, options = self._require_plan().catalogue, self.step_options()
+        catalogue = self._require_plan().catalogue
         key = ("detector_noise", tuple((_file_key(f), f.frame_type, f.filter)
                                        for f in catalogue.frames),
-               self.gain, self.read_noise, options.limits)
+               self.gain, self.read_noise, self.flat_limits())
         return MASTERS.get(key, lambda: night_noise(catalogue, self))
 
     def pin(self) -> None:

@@ -70,6 +70,28 @@ class StepOptions:
     frame_clip: bool = True
     limits: FlatLimits = field(default_factory=FlatLimits)
 
+    def with_noise(self, noise) -> StepOptions:
+        """These options with the detector's gain and read noise (a
+        :class:`~ccdred.noise.DetectorNoise`, or None when unknown) in the rejection, where
+        it is ``ccdclip`` (the others are returned as they are).
+
+        Raises
+        ------
+        InputError
+            ``ccdclip`` with neither ``noise`` nor the clip's own gain and read noise,
+            saying where to give them.
+        """
+        if self.clip.rejection != "ccdclip":
+            return self
+        if noise is not None:
+            return replace(self, clip=replace(self.clip, gain=noise.gain,
+                                              read_noise=noise.read_noise))
+        try:
+            self.clip.noise_model()
+        except ValueError as err:
+            raise InputError([InputProblem(None, str(err))]) from err
+        return self
+
     def combiner(self, master: Master) -> Combiner:
         """The combiner of a planned master."""
         return _COMBINERS[master.kind](self, master)
