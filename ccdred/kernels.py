@@ -134,29 +134,49 @@ def _sort_block(ordered, network, width):  # pragma: no cover
 def _average_block(samples, lower, upper, low_ties, high_keep, weights, row, start, stop, data,
                    n_used, clip_mask, variance, frame_used):  # pragma: no cover
     """Weighted means of a block's samples within their bounds, in frame order; records the
-    mask and how many samples of each frame were used.
+    mask and how many samples of each frame were used, and the mean's variance when
+    ``variance`` is kept (not empty; see :func:`_frame_sums`)."""
+    width = stop - start
+    total = np.zeros(width)
+    weight_sum = np.zeros(width)
+    used = np.zeros(width, dtype=np.int64)
+    keep_variance = variance.shape[0] > 0
+    moments = np.zeros((3, width if keep_variance else 0))  # origin, shifted, squares
+    if keep_variance:  # two copies of the loop: the usual one has no variance branch
+        _frame_sums(samples, lower, upper, low_ties, high_keep, weights, row, start, width,
+                    clip_mask, frame_used, total, weight_sum, used, moments, True)
+    else:
+        _frame_sums(samples, lower, upper, low_ties, high_keep, weights, row, start, width,
+                    clip_mask, frame_used, total, weight_sum, used, moments, False)
+    shifted, squares = moments[1], moments[2]
+    for col in range(width):
+        n_used[row, start + col] = used[col]
+        data[row, start + col] = (total[col] / weight_sum[col]
+                                  if used[col] > 0 and weight_sum[col] > 0 else np.nan)
+        if keep_variance:
+            variance[row, start + col] = _mean_variance(squares[col], shifted[col],
+                                                        weight_sum[col], used[col])
 
-    When ``variance`` is kept (not empty), the weighted sums of squares go beside the
-    sums, about each column's first used sample (so that a level far above the spread
-    loses no digits): see :func:`_mean_variance`.
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _frame_sums(samples, lower, upper, low_ties, high_keep, weights, row, start, width,
+                clip_mask, frame_used, total, weight_sum, used, moments,
+                keep_variance):  # pragma: no cover
+    """Add up the samples within their bounds, frame by frame across the block's columns
+    (so the loop vectorises): weighted sum, weights' sum, count and, with ``keep_variance``
+    (a constant at each call), in ``moments`` each column's first used sample and the
+    weighted sums of deviations and of squared deviations from it (so that a level far
+    above the spread loses no digits; see :func:`_mean_variance`).
 
     With tie quotas (``minmax``; empty otherwise), of the samples equal to a
     column's lower bound the first ``low_ties`` (in frame order) are
     rejected, and of those equal to its upper bound all after the first
     ``high_keep``: so exactly the samples a stable sort puts at the ends go.
-    Frame by frame across the block's columns, so the loop vectorises.
     """
-    width = stop - start
-    total = np.zeros(width)
-    weight_sum = np.zeros(width)
-    used = np.zeros(width, dtype=np.int64)
+    origin, shifted, squares = moments[0], moments[1], moments[2]
     seen_low = np.zeros(width, dtype=np.int64)
     seen_high = np.zeros(width, dtype=np.int64)
     ties = low_ties.size > 0
-    keep_variance = variance.shape[0] > 0
-    origin = np.zeros(width if keep_variance else 0)
-    shifted = np.zeros(width if keep_variance else 0)
-    squares = np.zeros(width if keep_variance else 0)
     for k in range(samples.shape[0]):
         weight = weights[k]
         count = 0
@@ -181,13 +201,6 @@ def _average_block(samples, lower, upper, low_ties, high_keep, weights, row, sta
             if clip_mask.shape[0]:
                 clip_mask[k, row, start + col] = not inside
         frame_used[k] = count
-    for col in range(width):
-        n_used[row, start + col] = used[col]
-        data[row, start + col] = (total[col] / weight_sum[col]
-                                  if used[col] > 0 and weight_sum[col] > 0 else np.nan)
-        if keep_variance:
-            variance[row, start + col] = _mean_variance(squares[col], shifted[col],
-                                                        weight_sum[col], used[col])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
