@@ -264,3 +264,8 @@ def test_the_three_runners_make_the_same_ccdclip_masters(tmp_path, client):
             fits.getdata(tmp_path / "local" / name).tobytes(), name
         written = steps.as_written(pipeline.master(name).data, "float32")
         assert written.tobytes() == master.data.tobytes(), name
+    pixel = pipeline.pixel_stack("flat", 5, 7)  # the inspector's bounds: the model's sigma
+    low, centre, high = pixel.bounds[-1]
+    gain, read_noise = local.noise.gain, local.noise.read_noise
+    sigma = math.sqrt((read_noise / gain) ** 2 + centre / gain + (0.01 * centre) ** 2)
+    assert (high - centre, centre - low) == (pytest.approx(2.5 * sigma),) * 2
