@@ -102,6 +102,10 @@ class ClipOptions:
     snoise : float
         ``'ccdclip'``'s sensitivity noise, a fraction of the signal (>= 0;
         IRAF's ``snoise``): flat-field and scaling errors.
+    photon_noise : bool
+        Whether ``'ccdclip'``'s model counts the noise of the signal (its
+        photons, and ``snoise``): False for biases, whose level is the
+        electronics' pedestal, not light, so that only the read noise is left.
 
     Notes
     -----
@@ -110,9 +114,12 @@ class ClipOptions:
     the centre is the signal that made photons, and scaled. Flats are scaled
     to the first flat's level (factors near 1), where the model in that
     flat's ADU holds to within the factors' spread; IRAF instead gives each
-    frame its own sigma from its unscaled level. A stack combined without
-    offsets (biases) counts any pedestal not removed by the overscan as
-    signal, which widens the bounds (rejects less).
+    frame its own sigma from its unscaled level. Biases are combined without
+    offsets: their level is a pedestal (where no overscan removed it), so a
+    night's runners clip them with the read noise alone (``photon_noise``
+    False), as IRAF's model gives for overscan-subtracted zero frames. A
+    dark combined without a bias counts the pedestal as signal, which widens
+    its bounds (rejects less).
 
     Examples
     --------
@@ -143,6 +150,7 @@ class ClipOptions:
     gain: float | None = None
     read_noise: float | None = None
     snoise: float = 0.0
+    photon_noise: bool = True
 
     def __post_init__(self):
         for name in ("threshold", "lsigma", "hsigma"):
@@ -204,7 +212,9 @@ class ClipOptions:
                    "flats at one level to measure them from (or ClipOptions(gain=..., "
                    "read_noise=...))")
             raise ValueError(msg)
-        return (self.read_noise / self.gain) ** 2, self.gain, self.snoise
+        read_variance = (self.read_noise / self.gain) ** 2
+        return (read_variance, self.gain, self.snoise) if self.photon_noise else (
+            read_variance, math.inf, 0.0)
 
 
 def model_sigma(centre, read_variance, gain, snoise):

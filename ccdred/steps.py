@@ -104,13 +104,19 @@ class StepOptions:
 
 #: Each kind of master's combiner, from the options and the planned master.
 _COMBINERS = {
-    "bias": lambda options, master: StackCombiner(options.clip, frame_clip=False),
+    "bias": lambda options, master: StackCombiner(_bias_clip(options.clip), frame_clip=False),
     "dark": lambda options, master: StackCombiner(options.clip, options.frame_clip),
     "dark_current": lambda options, master: DarkCurrentCombiner(
         options.clip, tuple(f.exptime for f in master.frames)),
     "flat": lambda options, master: FlatCombiner(options.clip, options.limits, master.filter,
                                                  mosaic=any(f.bayer for f in master.frames)),
 }
+
+
+def _bias_clip(clip: ClipOptions) -> ClipOptions:
+    """A master bias's rejection: ``ccdclip`` with the read noise alone (a bias's level is the
+    electronics' pedestal, not light); any other as it is."""
+    return replace(clip, photon_noise=False) if clip.rejection == "ccdclip" else clip
 
 
 def offsets(master: Master, masters, rows=None) -> tuple[np.ndarray | None, np.ndarray | None]:

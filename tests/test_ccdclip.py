@@ -25,8 +25,9 @@ COMBINERS = [sigma_clip_combine, sigma_clip_combine_plain]
 
 
 def ccdclip_loop(stack, gain, read_noise, snoise=0.0, lsigma=2.5, hsigma=2.5, maxiters=10,
-                 cenfunc="median"):
-    """IRAF's ccdclip written out pixel by pixel: (mean of the used samples, count used)."""
+                 cenfunc="median", photon_noise=True):
+    """IRAF's ccdclip written out pixel by pixel: (mean of the used samples, count used);
+    without ``photon_noise``, the read noise alone."""
     data = np.full(stack.shape[1:], np.nan)
     n_used = np.zeros(stack.shape[1:], dtype=int)
     for row, col in np.ndindex(*stack.shape[1:]):
@@ -36,8 +37,8 @@ def ccdclip_loop(stack, gain, read_noise, snoise=0.0, lsigma=2.5, hsigma=2.5, ma
             if not kept:
                 break
             centre = statistics.median(kept) if cenfunc == "median" else sum(kept) / len(kept)
-            sigma = math.sqrt((read_noise / gain) ** 2 + max(centre, 0.0) / gain
-                              + (snoise * centre) ** 2)
+            signal = (max(centre, 0.0) / gain + (snoise * centre) ** 2) if photon_noise else 0.0
+            sigma = math.sqrt((read_noise / gain) ** 2 + signal)
             lower, upper = centre - lsigma * sigma, centre + hsigma * sigma
             inside = [v for v in kept if lower <= v <= upper]
             if len(inside) in (0, len(kept)):
@@ -76,6 +77,20 @@ def test_ccdclip_matches_a_loop_over_pixels(outlier_stack, combine, cenfunc, sno
     np.testing.assert_array_equal(result.n_used, n_used)
     np.testing.assert_allclose(result.data, data, rtol=1e-13)
     assert result.n_rejected.sum() > 0
+
+
+@pytest.mark.parametrize("combine", COMBINERS)
+def test_without_photon_noise_ccdclip_clips_at_the_read_noise(outlier_stack, combine):
+    """A bias's level is a pedestal, not light: the model keeps the read noise (6 ADU) alone."""
+    pedestal = outlier_stack - np.nanmedian(outlier_stack, axis=0) + 1000.0
+    clip = ClipOptions(rejection="ccdclip", gain=GAIN, read_noise=READ_NOISE, snoise=0.05,
+                       photon_noise=False)
+    result = combine(pedestal, clip=clip)
+    data, n_used = ccdclip_loop(pedestal, GAIN, READ_NOISE, photon_noise=False)
+    np.testing.assert_array_equal(result.n_used, n_used)
+    np.testing.assert_allclose(result.data, data, rtol=1e-13)
+    with_photons = combine(pedestal, rejection="ccdclip", gain=GAIN, read_noise=READ_NOISE)
+    assert result.n_rejected.sum() > with_photons.n_rejected.sum()
 
 
 def test_the_kernel_and_its_trace_reject_the_same_samples(outlier_stack):
@@ -252,7 +267,7 @@ def test_the_three_runners_make_the_same_ccdclip_masters(tmp_path, client):
     from ccdred.parameters import ReductionParameters
 
     folder = tmp_path / "raw"
-    make_night(folder, NightSpec(shape=(40, 56), seed=5))
+    make_night(folder, NightSpec.real(shape=(40, 56), seed=5))  # a bias, darks less it
     parameters = ReductionParameters(rejection="ccdclip", snoise=0.01)  # noise: measured
     local = reduce_night([folder], tmp_path / "local", parameters)
     reduce_nights_on_cluster([([folder], tmp_path / "dask")], client, parameters)
@@ -269,3 +284,5 @@ def test_the_three_runners_make_the_same_ccdclip_masters(tmp_path, client):
     gain, read_noise = local.noise.gain, local.noise.read_noise
     sigma = math.sqrt((read_noise / gain) ** 2 + centre / gain + (0.01 * centre) ** 2)
     assert (high - centre, centre - low) == (pytest.approx(2.5 * sigma),) * 2
+    low, centre, high = pipeline.pixel_stack("bias.fits", 5, 7).bounds[-1]  # the pedestal:
+    assert high - centre == pytest.approx(2.5 * read_noise / gain)  # no photons, read noise
