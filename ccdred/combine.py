@@ -619,8 +619,9 @@ def _mean_variance(values, used, frame_weights, mean):
     n_used = used.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         squares = np.where(used, (values - mean) ** 2, 0.0)
-        variance = (frame_weights * squares).sum(axis=0) / (frame_weights.sum(axis=0) * (n_used - 1))
-    return np.where((n_used >= 2) & (frame_weights.sum(axis=0) > 0), variance, np.nan)
+        weight_sum = frame_weights.sum(axis=0)
+        variance = (frame_weights * squares).sum(axis=0) / (weight_sum * (n_used - 1))
+    return np.where((n_used >= 2) & (weight_sum > 0), variance, np.nan)
 
 
 @dataclass(frozen=True)

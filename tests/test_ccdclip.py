@@ -58,7 +58,8 @@ def outlier_stack(rng):
     sigma = np.sqrt((READ_NOISE / GAIN) ** 2 + level / GAIN)
     stack = rng.normal(level, sigma, (9, 12, 17))
     outliers = rng.random(stack.shape) < 0.05
-    stack[outliers] += rng.choice([-1.0, 1.0], outliers.sum()) * rng.uniform(80, 600, outliers.sum())
+    n_outliers = outliers.sum()
+    stack[outliers] += rng.choice([-1.0, 1.0], n_outliers) * rng.uniform(80, 600, n_outliers)
     stack[3, :2, :2] = np.nan
     return stack
 
@@ -175,7 +176,8 @@ def test_the_step_options_take_the_nights_noise():
 @pytest.mark.parametrize("combine", COMBINERS)
 @pytest.mark.parametrize("clip", [ClipOptions(), ClipOptions(cenfunc="mean", threshold=2.0),
                                   ClipOptions(rejection="minmax"),
-                                  ClipOptions(rejection="ccdclip", gain=GAIN, read_noise=READ_NOISE)],
+                                  ClipOptions(rejection="ccdclip", gain=GAIN,
+                                              read_noise=READ_NOISE)],
                          ids=["sigclip", "sigclip-mean", "minmax", "ccdclip"])
 def test_variance_is_that_of_the_mean_of_the_used_samples(outlier_stack, rng, combine, clip):
     """numpy on each pixel's used samples: the sample variance (ddof=1) over their number, and
@@ -248,7 +250,8 @@ def test_reduce_with_ccdclip_writes_products(tmp_path, capsys):
     assert (header["GAIN"], header["RDNOISE"]) == (1.5, 9.0)
     sigclip = tmp_path / "sigclip"
     assert run(["-d", sigclip, "--gain", "1.5", "--read-noise", "9", folder], capsys)[0] == 0
-    assert not np.array_equal(fits.getdata(out / "flat_V.fits"), fits.getdata(sigclip / "flat_V.fits"))
+    assert not np.array_equal(fits.getdata(out / "flat_V.fits"),
+                              fits.getdata(sigclip / "flat_V.fits"))
 
 
 def test_reduce_with_ccdclip_and_no_read_noise_says_so_in_one_line(tmp_path, capsys):
