@@ -107,7 +107,7 @@ def _rejection_options(parser, defaults: ReductionParameters) -> None:
     group.add_argument("--rejection", choices=doc.rejection.objects, default=defaults.rejection,
                        help=f"{doc.rejection.doc} (default: {defaults.rejection})")
     for name, kind in (("lsigma", float), ("hsigma", float), ("stdfunc", str), ("nlow", int),
-                       ("nhigh", int), ("plow", float), ("phigh", float)):
+                       ("nhigh", int), ("plow", float), ("phigh", float), ("snoise", float)):
         default = getattr(defaults, name)
         shown = "" if default is None else f" (default: {default:g})" if kind is not str \
             else f" (default: {default})"

@@ -102,7 +102,7 @@ def reduce_nights_on_cluster(nights, client, parameters: ReductionParameters | N
 
 def _submit_masters(result: NightResult, client, parameters, budget) -> dict:
     """A future per master of a night, each depending on the masters it needs."""
-    options, futures = parameters.step_options(), {}
+    options, futures = parameters.step_options().with_noise(result.noise), {}
     for name, master in result.plan.masters.items():
         images = {need: client.submit(_written_image, futures[need], parameters.dtype, **_SUBMIT)
                   for need in master.needs}

@@ -38,6 +38,7 @@ __all__ = [
     "frame_clip_bounds",
     "frame_clip_mask",
     "frame_median",
+    "model_sigma",
     "offset_images",
     "outside_bounds",
     "RejectionTrace",
@@ -47,11 +48,13 @@ __all__ = [
 ]
 
 CENFUNCS = ("median", "mean")
-REJECTIONS = ("sigclip", "minmax", "pclip")
+REJECTIONS = ("sigclip", "minmax", "pclip", "ccdclip")
 #: The options each rejection method reads, beyond ``rejection`` itself (``threshold``,
-#: ``cenfunc`` and ``maxiters`` also set the per-frame clipping of darks, whatever the method).
+#: ``cenfunc`` and ``maxiters`` also set the per-frame clipping of darks, whatever the method;
+#: ``ccdclip`` also reads the detector's ``gain`` and ``read_noise``, which are no choice).
 REJECTION_OPTIONS = {"sigclip": ("threshold", "cenfunc", "maxiters", "lsigma", "hsigma", "stdfunc"),
-                     "minmax": ("nlow", "nhigh"), "pclip": ("plow", "phigh")}
+                     "minmax": ("nlow", "nhigh"), "pclip": ("plow", "phigh"),
+                     "ccdclip": ("threshold", "cenfunc", "maxiters", "lsigma", "hsigma", "snoise")}
 STDFUNCS = ("std", "mad_std")
 _MAX_HISTOGRAM_BINS = 1 << 20
 
@@ -69,15 +72,18 @@ class ClipOptions:
         Centre of the clipping bounds.
     maxiters : int
         Most bound computations per pixel (>= 1).
-    rejection : {'sigclip', 'minmax', 'pclip'}
+    rejection : {'sigclip', 'minmax', 'pclip', 'ccdclip'}
         ``'sigclip'``: iterative sigma clipping (the course script's, as
         ``astropy.stats.sigma_clip``); ``'minmax'``: drop the ``nlow`` lowest
         and ``nhigh`` highest samples (as IRAF's ``imcombine``; of tied
         samples the earliest frames go first at the low end, the latest at the
         high end); ``'pclip'``: keep the samples between the ``plow``-th and
-        ``phigh``-th percentiles (numpy's linear interpolation), once.
+        ``phigh``-th percentiles (numpy's linear interpolation), once;
+        ``'ccdclip'``: clipping as ``'sigclip'``, but with the sigma the CCD
+        noise model gives at the centre (IRAF's ``ccdclip``, see
+        :func:`model_sigma`) instead of the samples' measured spread.
     lsigma, hsigma : float or None
-        Separate low and high sigma-clipping thresholds (as IRAF's); None
+        Separate low and high clipping thresholds (as IRAF's); None
         takes ``threshold``.
     stdfunc : {'std', 'mad_std'}
         Spread of the sigma-clipping bounds: the standard deviation, or the
@@ -88,6 +94,32 @@ class ClipOptions:
         more samples than ``nlow + nhigh`` keeps none.
     plow, phigh : float
         Percentiles ``'pclip'`` keeps between (0 <= plow < phigh <= 100).
+    gain, read_noise : float or None
+        The detector's gain (e-/ADU, > 0) and read noise (e-, >= 0), which
+        ``'ccdclip'`` needs (combining with it raises a ValueError while
+        either is None); a night's runners set them from its
+        :class:`~ccdred.noise.DetectorNoise`.
+    snoise : float
+        ``'ccdclip'``'s sensitivity noise, a fraction of the signal (>= 0;
+        IRAF's ``snoise``): flat-field and scaling errors.
+    photon_noise : bool
+        Whether ``'ccdclip'``'s model counts the noise of the signal (its
+        photons, and ``snoise``): False for biases, whose level is the
+        electronics' pedestal, not light, so that only the read noise is left.
+
+    Notes
+    -----
+    ``'ccdclip'`` evaluates the model at the centre of the samples *as they
+    are combined*: less their offsets (a flat's dark, a dark's bias), so that
+    the centre is the signal that made photons, and scaled. Flats are scaled
+    to the first flat's level (factors near 1), where the model in that
+    flat's ADU holds to within the factors' spread; IRAF instead gives each
+    frame its own sigma from its unscaled level. Biases are combined without
+    offsets: their level is a pedestal (where no overscan removed it), so a
+    night's runners clip them with the read noise alone (``photon_noise``
+    False), as IRAF's model gives for overscan-subtracted zero frames. A
+    dark combined without a bias counts the pedestal as signal, which widens
+    its bounds (rejects less).
 
     Examples
     --------
@@ -96,6 +128,8 @@ class ClipOptions:
 'lsigma': 3.0, 'hsigma': 3.0, 'stdfunc': 'std'}
     >>> ClipOptions(rejection="minmax", nhigh=2).describe()
     {'rejection': 'minmax', 'nlow': 1, 'nhigh': 2}
+    >>> ClipOptions(rejection="ccdclip", gain=1.5, read_noise=9.0).describe()["snoise"]
+    0.0
     >>> ClipOptions(cenfunc="mode")
     Traceback (most recent call last):
     ...
@@ -113,6 +147,10 @@ class ClipOptions:
     nhigh: int = 1
     plow: float = 10.0
     phigh: float = 90.0
+    gain: float | None = None
+    read_noise: float | None = None
+    snoise: float = 0.0
+    photon_noise: bool = True
 
     def __post_init__(self):
         for name in ("threshold", "lsigma", "hsigma"):
@@ -136,6 +174,11 @@ class ClipOptions:
             raise ValueError(msg)
         object.__setattr__(self, "plow", plow)
         object.__setattr__(self, "phigh", phigh)
+        if self.gain is not None:
+            object.__setattr__(self, "gain", _positive("gain", self.gain))
+        if self.read_noise is not None:
+            object.__setattr__(self, "read_noise", _not_negative("read_noise", self.read_noise))
+        object.__setattr__(self, "snoise", _not_negative("snoise", self.snoise))
 
     @property
     def sigma_lower(self) -> float:
@@ -156,9 +199,48 @@ class ClipOptions:
         described = {"rejection": self.rejection}
         for name in REJECTION_OPTIONS[self.rejection]:
             described[name] = getattr(self, name)
-        if self.rejection == "sigclip":
+        if self.rejection in ("sigclip", "ccdclip"):
             described.update(lsigma=self.sigma_lower, hsigma=self.sigma_upper)
         return described
+
+    def noise_model(self) -> tuple[float, float, float]:
+        """``'ccdclip'``'s model: the read noise's variance in ADU², the gain and ``snoise``
+        (see :func:`model_sigma`); a ValueError saying where to give them when unknown."""
+        if self.gain is None or self.read_noise is None:
+            msg = ("ccdclip needs the detector's gain and read noise: give --gain and "
+                   "--read-noise, or GAIN and RDNOISE in the headers, or two biases and two "
+                   "flats at one level to measure them from (or ClipOptions(gain=..., "
+                   "read_noise=...))")
+            raise ValueError(msg)
+        read_variance = (self.read_noise / self.gain) ** 2
+        return (read_variance, self.gain, self.snoise) if self.photon_noise else (
+            read_variance, math.inf, 0.0)
+
+
+def model_sigma(centre, read_variance, gain, snoise):
+    """The CCD noise model's sigma (ADU) at signal ``centre`` (ADU), as IRAF's ``ccdclip``.
+
+    ``sigma**2 = read_variance + max(centre, 0) / gain + (snoise * centre)**2``:
+    read noise, photon noise of the signal, and a noise proportional to it.
+
+    Parameters
+    ----------
+    centre : float or numpy.ndarray
+        The signal, in ADU above the bias.
+    read_variance : float
+        The read noise's variance in ADU² (``(read_noise / gain)**2``).
+    gain : float
+        Electrons per ADU.
+    snoise : float
+        The proportional noise, a fraction of the signal.
+
+    Examples
+    --------
+    >>> float(model_sigma(1500.0, 225.0, 1.5, 0.0))  # sqrt(225 + 1500 / 1.5)
+    35.0
+    """
+    relative = np.multiply(snoise, centre)
+    return np.sqrt(read_variance + np.maximum(centre, 0.0) / gain + relative * relative)
 
 
 def _positive(name, value) -> float:
@@ -168,6 +250,17 @@ def _positive(name, value) -> float:
         number = math.nan
     if not math.isfinite(number) or number <= 0:
         msg = f"{name} must be a positive number, got {value!r}"
+        raise ValueError(msg)
+    return number
+
+
+def _not_negative(name, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        msg = f"{name} must be a finite number >= 0, got {value!r}"
         raise ValueError(msg)
     return number
 
@@ -201,6 +294,9 @@ class CombineResult:
     n_left_out_per_frame : numpy.ndarray
         1-D int64, of those, the samples left out before the rejection: not
         finite (or masked), or outside their frame's valid range.
+    variance : numpy.ndarray or None
+        2-D float64, the variance of each combined value from its used
+        samples (see :func:`sigma_clip_combine`); None when not asked for.
     """
 
     data: np.ndarray
@@ -209,6 +305,7 @@ class CombineResult:
     n_frames: int
     n_rejected_per_frame: np.ndarray
     n_left_out_per_frame: np.ndarray
+    variance: np.ndarray | None = None
 
     @property
     def n_rejected(self) -> np.ndarray:
@@ -311,7 +408,7 @@ def _frame_indices(frames, depth):
 
 def sigma_clip_combine(stack, *, clip: ClipOptions | None = None, weights=None, mask=None,
                        scale=None, valid_range=None, frames=None, offsets=None, offset_index=None,
-                       keep_mask: bool = True, **options) -> CombineResult:
+                       keep_mask: bool = True, variance: bool = False, **options) -> CombineResult:
     """Reject samples of a stack along its first axis and average what is kept.
 
     Parameters
@@ -342,6 +439,13 @@ def sigma_clip_combine(stack, *, clip: ClipOptions | None = None, weights=None, 
         Which of ``offsets`` each frame takes; the first for all by default.
     keep_mask : bool, optional
         Return the 3-D ``clip_mask``; False saves one byte per sample.
+    variance : bool, optional
+        Return the variance of each combined value (the weighted mean of its
+        used samples ``x`` with weights ``w``) from the samples' scatter:
+        ``sum(w * (x - mean)**2) / (sum(w) * (n_used - 1))``, which is the
+        sample variance (``ddof=1``) over ``n_used`` for equal weights, and
+        ``1 / sum(w)`` on average for inverse-variance weights; NaN where
+        fewer than two samples were used. Computed in the same pass.
     clip : ClipOptions, optional
         The rejection, validated once when it was made; sigma clipping at
         2.5 by default.
@@ -373,6 +477,7 @@ def sigma_clip_combine(stack, *, clip: ClipOptions | None = None, weights=None, 
     data = np.empty((rows, cols))
     n_used = np.empty((rows, cols), dtype=np.int16)
     clip_mask = np.empty((n, rows, cols) if keep_mask else (0, 0, 0), dtype=bool)
+    variances = np.empty((rows, cols) if variance else (0, 0))
     n_rejected, n_left_out = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     per_frame = [_kernel_array(a, np.float64) for a in (valid_low, valid_high)]
     per_frame += [_kernel_array(offset_index, np.int64)]
@@ -384,11 +489,11 @@ def sigma_clip_combine(stack, *, clip: ClipOptions | None = None, weights=None, 
         left_out_per_task = np.empty_like(used_per_task)
         combine_rows(samples, _kernel_array(chosen, np.int64), per_frame[0], per_frame[1],
                      offset_rows, *per_frame[2:], rejection, network, first, data, n_used,
-                     clip_mask, used_per_task, left_out_per_task)
+                     clip_mask, variances, used_per_task, left_out_per_task)
         n_rejected += height * cols - used_per_task.sum(axis=0)
         n_left_out += left_out_per_task.sum(axis=0)
     return CombineResult(data, clip_mask if keep_mask else None, n_used, n, n_rejected,
-                         n_left_out)
+                         n_left_out, variances if variance else None)
 
 
 #: Bytes of samples (and offsets) a combination converts for the kernel at a time, at most
@@ -460,10 +565,12 @@ _NO_OFFSETS = np.zeros((0, 0, 0))
 
 
 def _rejection_arguments(options: ClipOptions) -> tuple:
-    """The options as the kernel takes them: one tuple of numbers."""
+    """The options as the kernel takes them: one tuple of numbers (a noise model that
+    changes nothing but ``ccdclip``'s)."""
+    model = options.noise_model() if options.rejection == "ccdclip" else (0.0, 1.0, 0.0)
     return (REJECTIONS.index(options.rejection), options.sigma_lower, options.sigma_upper,
             options.cenfunc == "median", options.stdfunc == "mad_std", options.maxiters,
-            options.nlow, options.nhigh, options.plow, options.phigh)
+            options.nlow, options.nhigh, options.plow, options.phigh, *model)
 
 
 
@@ -491,7 +598,8 @@ def sorting_network(n: int) -> np.ndarray:
 
 def sigma_clip_combine_plain(stack, *, clip: ClipOptions | None = None, weights=None, mask=None,
                              scale=None, valid_range=None, frames=None, offsets=None,
-                             offset_index=None, **options) -> CombineResult:
+                             offset_index=None, variance: bool = False,
+                             **options) -> CombineResult:
     """Plain numpy twin of :func:`sigma_clip_combine`, kept for testing and reading.
 
     Same parameters and result; whole-array numpy operations, float64
@@ -507,7 +615,19 @@ def sigma_clip_combine_plain(stack, *, clip: ClipOptions | None = None, weights=
         data = (np.where(used, values, 0.0) * frame_weights).sum(axis=0) / weight_sum
     data[used.sum(axis=0) == 0] = np.nan
     return CombineResult(data, ~used, used.sum(axis=0).astype(np.int16), len(values),
-                         np.sum(~used, axis=(1, 2)), np.sum(trace.premasked, axis=(1, 2)))
+                         np.sum(~used, axis=(1, 2)), np.sum(trace.premasked, axis=(1, 2)),
+                         _mean_variance(values, used, frame_weights, data) if variance else None)
+
+
+def _mean_variance(values, used, frame_weights, mean):
+    """The variance of weighted means (see :func:`sigma_clip_combine`): the weighted squared
+    deviations of the used samples over ``sum(w) * (n_used - 1)``."""
+    n_used = used.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        squares = np.where(used, (values - mean) ** 2, 0.0)
+        weight_sum = frame_weights.sum(axis=0)
+        variance = (frame_weights * squares).sum(axis=0) / (weight_sum * (n_used - 1))
+    return np.where((n_used >= 2) & (weight_sum > 0), variance, np.nan)
 
 
 @dataclass(frozen=True)
@@ -561,7 +681,7 @@ def trace_rejection(stack, *, clip: ClipOptions | None = None, weights=None, mas
                  & (stored <= high[:, None, None]))
     if mask is not None:
         valid &= ~mask
-    if clip.rejection == "sigclip":
+    if clip.rejection in ("sigclip", "ccdclip"):
         used, iteration, bounds = _sigma_clip_trace(values, valid, clip)
     else:
         used, bounds = (_minmax_plain if clip.rejection == "minmax" else _pclip_plain)(
@@ -573,7 +693,8 @@ def trace_rejection(stack, *, clip: ClipOptions | None = None, weights=None, mas
 
 def _sigma_clip_trace(values, valid, options):
     """Sigma clipping along the first axis, keeping every iteration's bounds: the plain numpy
-    twin of ``kernels._sigma_bounds`` (separate on purpose: readable, and it keeps the history
+    twin of ``kernels._sigma_bounds`` and, with the noise model's sigma (``ccdclip``), of
+    ``kernels._noise_bounds`` (separate on purpose: readable, and it keeps the history
     the kernel does not), adding in the kernel's order; the tests compare the two."""
     kept = np.where(valid, values, np.nan)
     iteration = np.zeros(values.shape, dtype=np.int64)
@@ -588,10 +709,8 @@ def _sigma_clip_trace(values, valid, options):
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = _sum_in_order(ordered) / count
             median = np.nanmedian(kept, axis=0)
-            std = (MAD_TO_SIGMA * np.nanmedian(np.abs(kept - median), axis=0)
-                   if options.stdfunc == "mad_std"
-                   else np.sqrt(_sum_in_order((ordered - mean) ** 2) / count))
-        centre = median if options.cenfunc == "median" else mean
+            centre = median if options.cenfunc == "median" else mean
+            std = _spread(kept, ordered, count, mean, median, centre, options)
         lower = np.where(live, centre - options.sigma_lower * std, lower)
         upper = np.where(live, centre + options.sigma_upper * std, upper)
         history.append(np.where(live, [lower, centre, upper], np.nan))
@@ -604,6 +723,16 @@ def _sigma_clip_trace(values, valid, options):
     with np.errstate(invalid="ignore"):
         used = valid & (values >= lower) & (values <= upper)
     return used, np.where(used | ~valid, 0, iteration), np.array(history)
+
+
+def _spread(kept, ordered, count, mean, median, centre, options):
+    """The sigma of the clipping bounds: the noise model's at the centre (``ccdclip``), or
+    the kept samples' measured one (``stdfunc``)."""
+    if options.rejection == "ccdclip":
+        return model_sigma(centre, *options.noise_model())
+    if options.stdfunc == "mad_std":
+        return MAD_TO_SIGMA * np.nanmedian(np.abs(kept - median), axis=0)
+    return np.sqrt(_sum_in_order((ordered - mean) ** 2) / count)
 
 
 def _minmax_plain(values, valid, options):
@@ -787,7 +916,7 @@ def concatenate_rows(results) -> CombineResult:
     results = list(results)
     if len(results) == 1:
         return results[0]
-    masks = [r.clip_mask for r in results]
+    masks, variances = [r.clip_mask for r in results], [r.variance for r in results]
     return CombineResult(
         np.concatenate([r.data for r in results]),
         None if any(m is None for m in masks) else np.concatenate(masks, axis=1),
@@ -795,4 +924,5 @@ def concatenate_rows(results) -> CombineResult:
         results[0].n_frames,
         sum(r.n_rejected_per_frame for r in results),
         sum(r.n_left_out_per_frame for r in results),
+        None if any(v is None for v in variances) else np.concatenate(variances),
     )

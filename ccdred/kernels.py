@@ -64,9 +64,11 @@ def _combine_rows_signature(stack_type):
             _F8_1D, _F8_1D,
             numba.types.Tuple((numba.int64, numba.float64, numba.float64, numba.boolean,
                                numba.boolean, numba.int64, numba.int64, numba.int64,
-                               numba.float64, numba.float64)),
+                               numba.float64, numba.float64, numba.float64, numba.float64,
+                               numba.float64)),
             numba.int64[:, ::1], numba.int64, numba.float64[:, ::1], numba.int16[:, ::1],
-            numba.boolean[:, :, ::1], numba.int64[:, ::1], numba.int64[:, ::1])
+            numba.boolean[:, :, ::1], numba.float64[:, ::1], numba.int64[:, ::1],
+            numba.int64[:, ::1])
 
 
 #: The versions of each entry point that :mod:`ccdred.combine` calls (arrays C-contiguous,
@@ -75,7 +77,8 @@ def _combine_rows_signature(stack_type):
 #: holds that none does.
 SIGNATURES = {
     "combine_rows": [_combine_rows_signature(getattr(numba, name)) for name in STACK_TYPES],
-    "sampled_median": [(_read_only(getattr(numba, name), 1), _read_only(getattr(numba, offset), 1))
+    "sampled_median": [(_read_only(getattr(numba, name), 1),
+                        _read_only(getattr(numba, offset), 1))
                        for name in STACK_TYPES for offset in OFFSET_TYPES],
     "histogram": [(_I8_1D, _I8_1D)],
     "histogram_bounds": [(_I8_1D, numba.float64, numba.boolean, numba.int64)],
@@ -84,13 +87,14 @@ SIGNATURES = {
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def combine_rows(stack, frames, valid_low, valid_high, offsets, offset_index, weights, scale,
-                 rejection, network, first_row, data, n_used, clip_mask,
+                 rejection, network, first_row, data, n_used, clip_mask, variance,
                  used_per_task, left_out_per_task):  # pragma: no cover - compiled
     """Combine a block of rows: ``stack`` holds frames' rows (NaN where masked), of which
     ``frames`` are combined, ``offsets`` the same rows of the offset images (none: empty),
-    and the results go to rows ``first_row`` on of ``data``, ``n_used`` and ``clip_mask``
-    (not kept: empty); per task (a row's block of columns) and frame, the samples used and
-    those left out before the rejection (not finite, or outside the frame's valid range)."""
+    and the results go to rows ``first_row`` on of ``data``, ``n_used``, ``clip_mask`` and
+    ``variance`` (the combined value's, see :func:`_average_block`; not kept: empty); per
+    task (a row's block of columns) and frame, the samples used and those left out before
+    the rejection (not finite, or outside the frame's valid range)."""
     n, rows, cols = frames.shape[0], stack.shape[1], stack.shape[2]
     n_blocks = (cols + BLOCK - 1) // BLOCK
     for task in numba.prange(rows * n_blocks):
@@ -103,7 +107,7 @@ def combine_rows(stack, frames, valid_low, valid_high, offsets, offset_index, we
         _sort_block(ordered, network, stop - start)
         lower, upper, low_ties, high_keep = _block_bounds(ordered, stop - start, rejection, network)
         _average_block(samples, lower, upper, low_ties, high_keep, weights, first_row + row, start,
-                       stop, data, n_used, clip_mask, used_per_task[task])
+                       stop, data, n_used, clip_mask, variance, used_per_task[task])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -140,20 +144,48 @@ def _sort_block(ordered, network, width):  # pragma: no cover
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _average_block(samples, lower, upper, low_ties, high_keep, weights, row, start, stop, data,
-                   n_used, clip_mask, frame_used):  # pragma: no cover
+                   n_used, clip_mask, variance, frame_used):  # pragma: no cover
     """Weighted means of a block's samples within their bounds, in frame order; records the
-    mask and how many samples of each frame were used.
+    mask and how many samples of each frame were used, and the mean's variance when
+    ``variance`` is kept (not empty; see :func:`_frame_sums`)."""
+    width = stop - start
+    total = np.zeros(width)
+    weight_sum = np.zeros(width)
+    used = np.zeros(width, dtype=np.int64)
+    keep_variance = variance.shape[0] > 0
+    moments = np.zeros((3, width if keep_variance else 0))  # origin, shifted, squares
+    if keep_variance:  # two copies of the loop: the usual one has no variance branch
+        _frame_sums(samples, lower, upper, low_ties, high_keep, weights, row, start, width,
+                    clip_mask, frame_used, total, weight_sum, used, moments, True)
+    else:
+        _frame_sums(samples, lower, upper, low_ties, high_keep, weights, row, start, width,
+                    clip_mask, frame_used, total, weight_sum, used, moments, False)
+    shifted, squares = moments[1], moments[2]
+    for col in range(width):
+        n_used[row, start + col] = used[col]
+        data[row, start + col] = (total[col] / weight_sum[col]
+                                  if used[col] > 0 and weight_sum[col] > 0 else np.nan)
+        if keep_variance:
+            variance[row, start + col] = _mean_variance(squares[col], shifted[col],
+                                                        weight_sum[col], used[col])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _frame_sums(samples, lower, upper, low_ties, high_keep, weights, row, start, width,
+                clip_mask, frame_used, total, weight_sum, used, moments,
+                keep_variance):  # pragma: no cover
+    """Add up the samples within their bounds, frame by frame across the block's columns
+    (so the loop vectorises): weighted sum, weights' sum, count and, with ``keep_variance``
+    (a constant at each call), in ``moments`` each column's first used sample and the
+    weighted sums of deviations and of squared deviations from it (so that a level far
+    above the spread loses no digits; see :func:`_mean_variance`).
 
     With tie quotas (``minmax``; empty otherwise), of the samples equal to a
     column's lower bound the first ``low_ties`` (in frame order) are
     rejected, and of those equal to its upper bound all after the first
     ``high_keep``: so exactly the samples a stable sort puts at the ends go.
-    Frame by frame across the block's columns, so the loop vectorises.
     """
-    width = stop - start
-    total = np.zeros(width)
-    weight_sum = np.zeros(width)
-    used = np.zeros(width, dtype=np.int64)
+    origin, shifted, squares = moments[0], moments[1], moments[2]
     seen_low = np.zeros(width, dtype=np.int64)
     seen_high = np.zeros(width, dtype=np.int64)
     ties = low_ties.size > 0
@@ -171,21 +203,34 @@ def _average_block(samples, lower, upper, low_ties, high_keep, weights, row, sta
                 seen_high[col] += at_high
             total[col] += weight * value if inside else 0.0
             weight_sum[col] += weight if inside else 0.0
+            if keep_variance:
+                origin[col] = value if inside and used[col] == 0 else origin[col]
+                deviation = value - origin[col] if inside else 0.0
+                shifted[col] += weight * deviation
+                squares[col] += weight * deviation * deviation
             used[col] += inside
             count += inside
             if clip_mask.shape[0]:
                 clip_mask[k, row, start + col] = not inside
         frame_used[k] = count
-    for col in range(width):
-        n_used[row, start + col] = used[col]
-        data[row, start + col] = (total[col] / weight_sum[col]
-                                  if used[col] > 0 and weight_sum[col] > 0 else np.nan)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mean_variance(squares, shifted, weight_sum, n):  # pragma: no cover
+    """The variance of a weighted mean of ``n`` samples, from their weighted sums of squared
+    and of plain deviations from a point: sum w (x - mean)^2 / (W (n - 1)), W the weights'
+    sum. Equal weights: the sample variance (ddof=1) over n; inverse-variance weights: 1 / W
+    in expectation. NaN for fewer than two samples."""
+    if n < 2 or weight_sum <= 0:
+        return np.nan
+    return max(squares - shifted * shifted / weight_sum, 0.0) / (weight_sum * (n - 1))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _block_bounds(ordered, width, rejection, network):  # pragma: no cover
     """Each column's final bounds and tie quotas (see :func:`_average_block`), by method."""
-    method, lsigma, hsigma, use_median, use_mad, maxiters, nlow, nhigh, plow, phigh = rejection
+    (method, lsigma, hsigma, use_median, use_mad, maxiters, nlow, nhigh, plow, phigh,
+     read_variance, gain, snoise) = rejection
     n = ordered.shape[0]
     count = np.zeros(width, dtype=np.int64)
     for k in range(n):
@@ -197,6 +242,9 @@ def _block_bounds(ordered, width, rejection, network):  # pragma: no cover
         lower, upper = _minmax_bounds(ordered, count, nlow, nhigh, low_ties, high_keep)
     elif method == 2:
         lower, upper = _percentile_bounds(ordered, count, plow, phigh)
+    elif method == 3:
+        lower, upper = _noise_bounds(ordered, count, lsigma, hsigma, use_median, maxiters,
+                                     read_variance, gain, snoise)
     else:
         lower, upper = _sigma_bounds(ordered, count, lsigma, hsigma, use_median, use_mad,
                                      maxiters, network)
@@ -308,6 +356,49 @@ def _sigma_bounds(ordered, count, lsigma, hsigma, use_median, use_mad, maxiters,
         if n_active == 0:
             break
     return lower, upper
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _noise_bounds(ordered, count, lsigma, hsigma, use_median, maxiters, read_variance, gain,
+                  snoise):  # pragma: no cover
+    """Final bounds of clipping every column of a sorted block by the CCD noise model
+    (IRAF's ``ccdclip``): ``centre -/+ sigma``, with ``sigma**2 = read_variance +
+    max(centre, 0) / gain + (snoise * centre)**2`` in the samples' units, iterated as
+    :func:`_sigma_bounds` is (its plain twin: ``combine._sigma_clip_trace``).
+
+    The spread is the model's, not measured: only the centre is computed each
+    iteration, column by column over its kept run ``lo:hi``.
+    """
+    width = count.shape[0]
+    lower = np.full(width, np.nan)
+    upper = np.full(width, np.nan)
+    for col in range(width):
+        lo, hi = 0, count[col]
+        for _ in range(maxiters):
+            if hi == lo:
+                break
+            centre = (_column_median(ordered, col, lo, hi) if use_median
+                      else _column_sums(ordered, col, lo, hi)[0])
+            sigma = _model_sigma(centre, read_variance, gain, snoise)
+            lower[col] = centre - lsigma * sigma
+            upper[col] = centre + hsigma * sigma
+            new_lo, new_hi = lo, hi
+            while new_lo < new_hi and ordered[new_lo, col] < lower[col]:
+                new_lo += 1
+            while new_hi > new_lo and ordered[new_hi - 1, col] > upper[col]:
+                new_hi -= 1
+            if (new_lo == lo and new_hi == hi) or new_lo == new_hi:
+                break
+            lo, hi = new_lo, new_hi
+    return lower, upper
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _model_sigma(centre, read_variance, gain, snoise):  # pragma: no cover
+    """The CCD noise model's sigma at level ``centre`` (``combine.model_sigma``'s twin, to
+    the bit: the same operations in the same order)."""
+    relative = snoise * centre
+    return np.sqrt(read_variance + max(centre, 0.0) / gain + relative * relative)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -176,10 +176,11 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
     flat of a filter within the limits) stops the run before any product is
     written.
     """
-    plan, options = result.plan, parameters.step_options()
+    plan = result.plan
     create_output(result.output_dir, existing)
     log_plan(plan)
     result.noise = night_noise(plan.catalogue, parameters)
+    options = parameters.step_options().with_noise(result.noise)
     require_noise(result, parameters)
     steps = _Progress(progress, len(plan.masters) + len(plan.calibrations))
     with _pool(threads) as pool:
@@ -489,7 +490,7 @@ def night_noise(catalogue: Catalogue, parameters: ReductionParameters) -> Detect
         When an option is not finite.
     """
     options = parameters.detector_options()
-    biases, flats = (_noise_frames(catalogue, parameters.step_options().limits)
+    biases, flats = (_noise_frames(catalogue, parameters.flat_limits())
                      if None in options.values() else ([], []))
     first = next(iter(catalogue.frames), None)  # None: a folder without frames (Pipeline's)
     noise, reason = _chosen_noise(first, biases, flats, options)

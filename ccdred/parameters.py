@@ -170,7 +170,9 @@ class ClipParameters(param.Parameterized):
     rejection = param.Selector(default=ClipOptions.rejection, objects=list(REJECTIONS),
                                doc="how samples are rejected: sigclip (sigma clipping, as the "
                                    "course script), minmax (drop the nlow lowest and nhigh "
-                                   "highest), pclip (keep those between two percentiles)")
+                                   "highest), pclip (keep those between two percentiles), "
+                                   "ccdclip (sigma clipping with the sigma of the detector's "
+                                   "noise model, from its gain and read noise, as IRAF's)")
     threshold = param.Number(ClipOptions.threshold, bounds=(0, None), inclusive_bounds=(False, True),
                              softbounds=(1.0, 5.0), step=0.1,
                              doc="sigma-clipping threshold, in standard deviations")
@@ -195,6 +197,9 @@ class ClipParameters(param.Parameterized):
                         doc="pclip: percentile below which samples are rejected")
     phigh = param.Number(ClipOptions.phigh, bounds=(0, 100), step=1,
                          doc="pclip: percentile above which samples are rejected")
+    snoise = param.Number(ClipOptions.snoise, bounds=(0, None), softbounds=(0, 0.1), step=0.005,
+                          doc="ccdclip: noise proportional to the signal, as a fraction of it "
+                              "(IRAF's snoise: flat-field and scaling errors)")
     frame_clip = param.Boolean(StepOptions.frame_clip,
                                doc="sigma-clip each dark on its own first (masks hot pixels, "
                                    "as the course script does)")
@@ -213,8 +218,15 @@ class ClipParameters(param.Parameterized):
         """Everything that decides the masters' values; an InputError saying which value is
         wrong when they cannot go together (``plow`` above ``phigh``, an infinite sigma)."""
         try:
-            return StepOptions(self.clip(), self.frame_clip,
-                               FlatLimits(self.upper_limit, self.lower_limit))
+            return StepOptions(self.clip(), self.frame_clip, self.flat_limits())
+        except ValueError as err:
+            raise InputError([InputProblem(None, str(err))]) from err
+
+    def flat_limits(self) -> FlatLimits:
+        """The limits on the flats' medians (also what the gain is measured from; see
+        :func:`ccdred.night.night_noise`); an InputError when they cannot go together."""
+        try:
+            return FlatLimits(self.upper_limit, self.lower_limit)
         except ValueError as err:
             raise InputError([InputProblem(None, str(err))]) from err
 

@@ -446,20 +446,29 @@ class Pipeline(ReductionParameters):
             frame_saturation(step.frame.header(), samples), flat, planes[step.flat].variance,
             dtype=self.dtype)
         return flat_fielded
+    def step_options(self) -> StepOptions:
+        """The options that decide the masters (see
+        :meth:`~ccdred.parameters.ClipParameters.step_options`), with the night's gain and
+        read noise (:meth:`detector_noise`) in a ``ccdclip`` rejection, as a reduction's."""
+        options = super().step_options()
+        if options.clip.rejection != "ccdclip":
+            return options
+        return options.with_noise(self.detector_noise())
 
     def detector_noise(self) -> DetectorNoise | None:
         """The night's gain and read noise, as a reduction's products say them (see
         :func:`~ccdred.night.night_noise`; None when unknown), memoised on the frames, the
         ``gain`` and ``read_noise`` options and the flat limits."""
-        catalogue, options = self._require_plan().catalogue, self.step_options()
-        key = ("detector_noise", self._frames_key(), self.gain, self.read_noise, options.limits)
+        catalogue = self._require_plan().catalogue
+        key = ("detector_noise", self._frames_key(), self.gain, self.read_noise,
+               self.flat_limits())
         return MASTERS.get(key, lambda: night_noise(catalogue, self))
 
     def photon_transfer(self) -> PhotonTransferCurve:
         """The night's photon transfer curve (:func:`~ccdred.night.night_photon_transfer`),
         memoised on the frames and the flat limits; InputError when the night has too few
         biases or flats for one."""
-        catalogue, limits = self._require_plan().catalogue, self.step_options().limits
+        catalogue, limits = self._require_plan().catalogue, self.flat_limits()
         return MASTERS.get(("photon_transfer", self._frames_key(), limits),
                            lambda: night_photon_transfer(catalogue, limits))
 

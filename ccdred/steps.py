@@ -70,6 +70,28 @@ class StepOptions:
     frame_clip: bool = True
     limits: FlatLimits = field(default_factory=FlatLimits)
 
+    def with_noise(self, noise) -> StepOptions:
+        """These options with the detector's gain and read noise (a
+        :class:`~ccdred.noise.DetectorNoise`, or None when unknown) in the rejection, where
+        it is ``ccdclip`` (the others are returned as they are).
+
+        Raises
+        ------
+        InputError
+            ``ccdclip`` with neither ``noise`` nor the clip's own gain and read noise,
+            saying where to give them.
+        """
+        if self.clip.rejection != "ccdclip":
+            return self
+        if noise is not None:
+            return replace(self, clip=replace(self.clip, gain=noise.gain,
+                                              read_noise=noise.read_noise))
+        try:
+            self.clip.noise_model()
+        except ValueError as err:
+            raise InputError([InputProblem(None, str(err))]) from err
+        return self
+
     def combiner(self, master: Master) -> Combiner:
         """The combiner of a planned master."""
         return _COMBINERS[master.kind](self, master)
@@ -82,13 +104,19 @@ class StepOptions:
 
 #: Each kind of master's combiner, from the options and the planned master.
 _COMBINERS = {
-    "bias": lambda options, master: StackCombiner(options.clip, frame_clip=False),
+    "bias": lambda options, master: StackCombiner(_bias_clip(options.clip), frame_clip=False),
     "dark": lambda options, master: StackCombiner(options.clip, options.frame_clip),
     "dark_current": lambda options, master: DarkCurrentCombiner(
         options.clip, tuple(f.exptime for f in master.frames)),
     "flat": lambda options, master: FlatCombiner(options.clip, options.limits, master.filter,
                                                  mosaic=any(f.bayer for f in master.frames)),
 }
+
+
+def _bias_clip(clip: ClipOptions) -> ClipOptions:
+    """A master bias's rejection: ``ccdclip`` with the read noise alone (a bias's level is the
+    electronics' pedestal, not light); any other as it is."""
+    return replace(clip, photon_noise=False) if clip.rejection == "ccdclip" else clip
 
 
 def offsets(master: Master, masters, rows=None) -> tuple[np.ndarray | None, np.ndarray | None]:

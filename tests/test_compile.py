@@ -80,6 +80,7 @@ WORKLOAD = textwrap.dedent('''
                            weights=read_only(np.ones(5)), scale=np.linspace(1, 2, 10)[::2],
                            stdfunc="mad_std")
         sigma_clip_combine(stack, rejection="pclip", keep_mask=False)
+        sigma_clip_combine(stack, rejection="ccdclip", gain=1.5, read_noise=9.0, variance=True)
         frame_median(stack[0])
         if stack.dtype.kind in "iu":
             frame_clip_bounds(stack[2])

@@ -53,12 +53,13 @@ NUMBERS = {
     "nhigh": [0, 1, 2, 3, 20, -1],
     "plow": [10, 0, 50, 95, 100, -5, None],
     "phigh": [90, 100, 50, 5, 0, 120],
+    "snoise": [0.0, 0.02, -0.1, None, math.inf],
     "upper_limit": [38000, 100, 40000, 65535, 0, -1, None, math.nan],
     "lower_limit": [None, 100, 40000, 0, -1, math.inf],
     "temperature_tolerance": [1, 0, 5, -1, None],
 }
 CHOICES = {
-    "rejection": ["sigclip", "minmax", "pclip", "avsigclip"],
+    "rejection": ["sigclip", "minmax", "pclip", "ccdclip", "avsigclip"],
     "cenfunc": ["median", "mean", "mode"],
     "stdfunc": ["std", "mad_std", "var"],
     "frame_clip": [True, False],
