@@ -21,8 +21,9 @@ import logging
 from .errors import InputError, InputProblem
 from .fitsio import remove_partial_products
 from .night import (NightResult, add_masters_to_library, calibrate_object, create_output,
-                    existing_policy, log_plan, master_planes, night_noise, prepare_nights,
-                    require_noise, write_bad_pixels, write_flat_intermediate, write_masters)
+                    existing_policy, log_plan, master_planes, night_mask, night_noise,
+                    prepare_nights, require_noise, write_bad_pixels, write_flat_intermediate,
+                    write_masters)
 from .parameters import ReductionParameters
 from .steps import (as_written, choose, file_block, file_statistic, finish, make_master,
                     master_row_blocks, report_master, written_part)
@@ -165,9 +166,11 @@ def _submit_products(results, futures, planes, client, parameters, existing) -> 
                   for name, future in masters.items()}
         tasks.append((i, client.submit(write_masters, plan, masters, out, parameters, existing,
                                        result.noise, night_planes, **_SUBMIT)))
-        if parameters.writes_bad_pixels():
-            tasks.append((i, client.submit(write_bad_pixels, plan, masters, out, parameters,
-                                           existing, result.user_mask, **_SUBMIT)))
+        mask = (client.submit(night_mask, plan, masters, parameters, result.user_mask, **_SUBMIT)
+                if parameters.writes_bad_pixels() else None)
+        if mask is not None:
+            tasks.append((i, client.submit(write_bad_pixels, mask, plan, out, parameters,
+                                           existing, **_SUBMIT)))
         if parameters.intermediate:
             tasks += [(i, client.submit(write_flat_intermediate, frame, plan.flat_terms[frame.path],
                                         images, out, parameters, existing,
@@ -177,7 +180,8 @@ def _submit_products(results, futures, planes, client, parameters, existing) -> 
                       for frame in plan.all_flats]
         tasks += [(i, client.submit(calibrate_object, step, images, out, parameters, existing,
                                     library=plan.library_history((*step.term.needs, step.flat)),
-                                    noise=result.noise, planes=night_planes, **_SUBMIT))
+                                    noise=result.noise, planes=night_planes, extra_mask=mask,
+                                    **_SUBMIT))
                   for step in plan.calibrations]
     return tasks
 

@@ -29,6 +29,7 @@ from . import fitsio
 from ._version import __version__
 from .badpix import HOT_SIGMA, bad_pixel_mask, flat_defects, hot_pixels, read_bad_pixel_mask
 from .calibrate import calibration_steps, calibration_uncertainty
+from .cosmics import object_mask
 from .errors import CalibrationWarning, CcdredWarning, InputError, InputProblem
 from .frames import Catalogue, Frame, scan
 from .library import add_to_library
@@ -57,6 +58,7 @@ __all__ = [
     "log_to",
     "master_planes",
     "night_bad_pixels",
+    "night_mask",
     "night_noise",
     "noise_cards",
     "prepare_night",
@@ -364,11 +366,20 @@ def prepare_night(paths, output_dir, parameters: ReductionParameters,
     names = plan.product_names(parameters.intermediate)
     if not names:
         raise InputError([_nothing_to_make(catalogue, paths)])
+    _require_planes(parameters)
     user_mask = (read_bad_pixel_mask(parameters.bad_pixel_mask, catalogue.frames[0].shape)
                  if parameters.bad_pixel_mask else None)
     _check_output(output_dir, names + ([BAD_PIXELS] if parameters.writes_bad_pixels() else []),
                   existing)
     return NightResult(output_dir, plan, user_mask=user_mask)
+
+
+def _require_planes(parameters: ReductionParameters) -> None:
+    """InputError when cosmic rays are asked for without the planes their bits go to."""
+    if parameters.cosmic_rays and not parameters.planes:
+        msg = ("--cosmic-rays needs --planes: the rays are marked in the products' MASK "
+               "plane (bit 16), which only --planes writes")
+        raise InputError([InputProblem(None, msg)])
 
 
 def require_noise(result: NightResult, parameters: ReductionParameters) -> None:
@@ -981,21 +992,25 @@ def _median_frame(frames) -> np.ndarray:
     return np.median(np.stack([frame.read() for frame in frames[:RATE_DARKS]]), axis=0)
 
 
-def write_bad_pixels(plan: NightPlan, masters, out, parameters, existing="refuse",
-                     user_mask=None) -> Path:
-    """Write the night's bad-pixel mask (:data:`BAD_PIXELS`, uint8): ``user_mask`` when the
-    user gave one (:func:`~ccdred.badpix.read_bad_pixel_mask`), else
+def night_mask(plan: NightPlan, masters, parameters, user_mask=None) -> np.ndarray:
+    """The night's bad-pixel mask (uint8 :class:`~ccdred.planes.MaskBit` bits):
+    ``user_mask`` when the user gave one (:func:`~ccdred.badpix.read_bad_pixel_mask`), else
     :func:`night_bad_pixels` of ``masters`` (results by name)."""
+    return user_mask if user_mask is not None else night_bad_pixels(plan, masters,
+                                                                    parameters.dtype)
+
+
+def write_bad_pixels(mask, plan: NightPlan, out, parameters, existing="refuse") -> Path:
+    """Write the night's bad-pixel mask (:data:`BAD_PIXELS`, uint8; see :func:`night_mask`)."""
     from astropy.io import fits
 
     header = fits.Header()
     for bit in (MaskBit.HOT, MaskBit.DEFECT, MaskBit.USER):
         header.add_comment(f"mask bit {bit.value} {bit.name}: {bit.__doc__}")
-    if user_mask is not None:
-        mask, inputs = user_mask, [Path(parameters.bad_pixel_mask)]
+    if parameters.bad_pixel_mask is not None:
+        inputs = [Path(parameters.bad_pixel_mask)]
         history, extra = ["the user's bad-pixel mask: non-zero pixels are USER"], {}
     else:
-        mask = night_bad_pixels(plan, masters, parameters.dtype)
         inputs = [frame.path for master in plan.made for frame in master.frames]
         history = ["HOT: dark current above the median + hot_sigma x mad_std (raw darks)",
                    "DEFECT: flat/median(flat) beyond ccdmask's thresholds, grown along columns"]
@@ -1063,10 +1078,23 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
         written = frame_planes(samples, image, dark, term_variance(term, planes), images, noise,
                                frame_saturation(header, samples), masters[step.flat],
                                planes[step.flat].variance, extra_mask, parameters.dtype)
+    if parameters.cosmic_rays and planes is not None:  # (prepare_night requires the planes)
+        rays = _cosmic_rays(images[-1], written[-1], noise, extra_mask)
+        for product_planes in written[-len(targets):]:
+            product_planes["mask"] |= rays
     return [_write(out, name, image, header, kind, inputs, parameters, existing,
                    [term.describe(), *library], extra, noise, product_planes)
             for (name, kind, inputs), image, product_planes
             in zip(targets, images[-len(targets):], written[-len(targets):], strict=True)]
+
+
+def _cosmic_rays(flat_fielded, planes, noise, bad_pixels) -> np.ndarray:
+    """The COSMIC_RAY bits of a flat-fielded frame (:func:`~ccdred.cosmics.object_mask`),
+    its uncertainty plane squared the noise model, its bad pixels left out of the search."""
+    variance = None if planes.get("uncertainty") is None else np.square(
+        planes["uncertainty"], dtype=np.float64)
+    bits = object_mask(flat_fielded, noise, bad_pixels, variance=variance)
+    return bits & np.uint8(MaskBit.COSMIC_RAY)
 
 
 def _write_products(result: NightResult, parameters, existing, steps, pool) -> None:
@@ -1079,15 +1107,18 @@ def _write_products(result: NightResult, parameters, existing, steps, pool) -> N
     planes = result.planes if parameters.planes else None
     masters = pool.submit(write_masters, plan, result.masters, out, parameters, existing, noise,
                           planes)
-    bad_pixels = (pool.submit(write_bad_pixels, plan, result.masters, out, parameters, existing,
-                              result.user_mask) if parameters.writes_bad_pixels() else None)
+    mask = (night_mask(plan, result.masters, parameters, result.user_mask)
+            if parameters.writes_bad_pixels() else None)
+    bad_pixels = (pool.submit(write_bad_pixels, mask, plan, out, parameters, existing)
+                  if mask is not None else None)
     flats = [pool.submit(write_flat_intermediate, frame, term, images, out, parameters,
                          existing, darks.get(term), plan.library_history(term.needs), noise,
                          planes)
              for frame, term in zip(plan.all_flats if terms else [], terms, strict=True)]
     objects = pool.map(lambda step: calibrate_object(
         step, images, out, parameters, existing, darks.get(step.term),
-        plan.library_history((*step.term.needs, step.flat)), noise, planes), plan.calibrations)
+        plan.library_history((*step.term.needs, step.flat)), noise, planes, mask),
+        plan.calibrations)
     result.products += masters.result()
     result.products += [bad_pixels.result()] if bad_pixels is not None else []
     result.products += [flat.result() for flat in flats]

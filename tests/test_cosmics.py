@@ -150,10 +150,51 @@ def test_the_command_line_refuses_cosmic_rays_without_the_noise(tmp_path, capsys
     """No bias to measure the read noise from, none in the header: one line, exit 2."""
     make_night(tmp_path / "raw", NightSpec(shape=(48, 64), n_bias=0, filters=("V",),
                                            object_exptimes=(30.0,)))
-    status = main(["reduce", "-q", "--cosmic-rays", "-d", str(tmp_path / "out"),
+    status = main(["reduce", "-q", "--cosmic-rays", "--planes", "-d", str(tmp_path / "out"),
                    str(tmp_path / "raw")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2
     assert err[-1].startswith("ccdred: error:")
     assert "--cosmic-rays needs the gain and read noise" in err[-1]
     assert not list((tmp_path / "out").glob("*.fits"))
+
+
+def test_the_command_line_refuses_cosmic_rays_without_the_planes(tmp_path, capsys):
+    """The rays' bits go to the MASK plane: without --planes, one line, exit 2, nothing."""
+    make_night(tmp_path / "raw", NightSpec(shape=(48, 64)))
+    status = main(["reduce", "-q", "--cosmic-rays", "-d", str(tmp_path / "out"),
+                   str(tmp_path / "raw")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and "--cosmic-rays needs --planes" in err[-1]
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+#: A course-shaped night small enough for two runners, its rays and hot pixels known.
+MASKED_SPEC = NightSpec(shape=(256, 256), seed=11)
+
+
+def test_the_products_masks_hold_the_rays_and_the_bad_pixels_in_both_runners(client, tmp_path):
+    """With --planes --bad-pixels --cosmic-rays, each calibrated frame's MASK (as CCDData
+    reads it) marks >= 90 % of the rays injected into it (COSMIC_RAY) and the night's hot
+    pixels (HOT); the Dask runner writes the same masks."""
+    from astropy.nddata import CCDData
+
+    from ccdred.cluster import reduce_nights_on_cluster
+
+    make_night(tmp_path / "raw", MASKED_SPEC)
+    parameters = ReductionParameters(planes=True, bad_pixels=True, cosmic_rays=True)
+    result = reduce_night([tmp_path / "raw"], tmp_path / "local", parameters)
+    reduce_nights_on_cluster([([tmp_path / "raw"], tmp_path / "dask")], client, parameters)
+    bad_pixels = fits.getdata(tmp_path / "local" / BAD_PIXELS)
+    hot = bad_pixels & MaskBit.HOT > 0
+    assert hot.sum() > 20
+    names = [f"{step.frame.name}_df.fits" for step in result.plan.calibrations]
+    found = injected = 0
+    for name, rays in zip(names, night_cosmic_rays(MASKED_SPEC), strict=True):
+        mask = fits.getdata(tmp_path / "local" / name, "MASK")
+        assert fits.getdata(tmp_path / "dask" / name, "MASK").tobytes() == mask.tobytes()
+        assert (CCDData.read(tmp_path / "local" / name).mask == (mask > 0)).all()
+        assert ((mask & MaskBit.HOT) > 0)[hot].all()
+        found += (ray_bits(mask) & (rays > 0)).sum()
+        injected += (rays > 0).sum()
+    assert found >= 0.9 * injected > 100  # every object frame's, together
