@@ -4,9 +4,10 @@ A :class:`ViewScheduler` makes the views of a session's tabs (:class:`View`),
 each drawn by a function and drawn again when a parameter it depends on
 changes, but only while its tab is on show. A drawing is computed in the
 thread that made the change, one at a time per session, in the views' order
-(what is seen first, first), and dropped when a newer change overtakes it;
-each drawing is shown as soon as it is drawn, on the server's event loop,
-with whatever else was drawn by then, in one update of the page. The
+(what is seen first, first), and dropped when a newer change overtakes it.
+Drawings are shown on the server's event loop: a view of order 0 as soon as it
+is drawn, the others together once the change's drawings are all drawn, each
+time with whatever else was drawn by then, in one update of the page. The
 :class:`~ccdred.dashboard.Dashboard` owns one and says only what to draw.
 """
 
@@ -83,9 +84,8 @@ class ViewScheduler:
 
         Notes
         -----
-        Each drawing is shown as soon as it is drawn; a watcher that runs after
-        the views' own (a higher precedence) shows what a change set with
-        :meth:`set_with_drawings` when no view was drawn for it.
+        A watcher that runs after the views' own (a higher precedence) shows
+        the change's drawings (those of order 0 were shown as soon as drawn).
         """
         owner.param.watch(self._flush, list(names or owner.param), precedence=_AFTER_VIEWS)
 
@@ -182,7 +182,7 @@ class View(param.Parameterized):
     :meth:`ViewScheduler.follow`). A drawing that fails is logged with its
     traceback, by the scheduler's logger; the view keeps its drawing, and the
     change's other views are shown. The views a change draws are drawn in
-    their ``order``, each shown as soon as it is drawn (see :meth:`ViewScheduler.view`).
+    their ``order`` (see :meth:`ViewScheduler.view`).
 
     Parameters
     ----------
@@ -208,6 +208,8 @@ class View(param.Parameterized):
         The view's tab.
     draw : callable
         Draws the view now (what :meth:`drawn` shows once a change has been handled).
+    order : int
+        ``order``.
     """
 
     count = param.Integer(default=0, doc="numbers the drawings shown")
@@ -216,6 +218,7 @@ class View(param.Parameterized):
                  dependencies: list, order: int = 0):
         super().__init__()
         self._scheduler, self.tab, self.draw, self._missed = scheduler, tab, draw, False
+        self.order = order
         self._shown = _NOT_DRAWN
         self.requested, self._numbering = 0, threading.Lock()
         owners = {}
@@ -276,7 +279,8 @@ class View(param.Parameterized):
                 return
             if number == self.requested:  # not overtaken while drawn
                 self._scheduler._deliver(self, functools.partial(self._show, number, drawing))
-                self._scheduler._flush()
+                if self.order == 0:  # seen first: shown now, not with the change's others
+                    self._scheduler._flush()
 
 
 def _dependencies(methods: Iterable) -> list:

@@ -90,22 +90,29 @@ def test_a_change_is_shown_in_one_update_on_the_pages_event_loop(scheduler, sour
     assert text.object == "3.0"
 
 
-def test_a_change_draws_its_views_in_order_each_shown_before_the_next_is_drawn(scheduler,
-                                                                                source):
-    """The summary made first but ordered after the map: the map is drawn first and on show
-    (no page: shown at once) while the summary is drawn."""
+def test_a_change_draws_its_views_in_order_the_first_shown_at_once_the_rest_together(
+        scheduler, source):
+    """The summary and the bars, made first but ordered after the map: the map is drawn
+    first and on show (no page: shown at once) while they are drawn; the summary is shown
+    with the bars, once both are drawn."""
     events = []
 
     def summary():
         events.append(("summary drawn; map shows", views["map"].drawn()))
         return f"summary {source.value}"
 
-    views = {"summary": scheduler.view("A", summary, depends_on=[source.shown], order=1)}
+    def bars():
+        events.append(("bars drawn; summary shown", views["summary"].count))
+        return f"bars {source.value}"
+
+    views = {"summary": scheduler.view("A", summary, depends_on=[source.shown], order=1),
+             "bars": scheduler.view("A", bars, depends_on=[source.shown], order=1)}
     views["map"] = scheduler.view("A", lambda: events.append(("map drawn", None))
                                   or f"map {source.value}", depends_on=[source.shown])
     source.value = 2.0
-    assert events == [("map drawn", None), ("summary drawn; map shows", "map 2.0")]
-    assert views["summary"].drawn() == "summary 2.0"
+    assert events == [("map drawn", None), ("summary drawn; map shows", "map 2.0"),
+                      ("bars drawn; summary shown", 0)]
+    assert [views[name].drawn() for name in ("summary", "bars")] == ["summary 2.0", "bars 2.0"]
     with pytest.raises(ValueError, match="order must be an integer from 0 to 9"):
         scheduler.view("A", summary, depends_on=[source.shown], order=10)
 
