@@ -38,10 +38,13 @@ class Night:
         The raw frames.
     truth : NightTruth or None
         What the demo night was simulated from (None for a night of your own).
+    spec : NightSpec or None
+        The demo night's :class:`~ccdred.demo.NightSpec` (None for a night of your own).
     """
 
     folder: Path
     truth: NightTruth | None
+    spec: NightSpec | None = None
 
 
 def start(folder=None, *, real: bool = False) -> Night:
@@ -66,7 +69,54 @@ def start(folder=None, *, real: bool = False) -> Night:
     size = config.demo_size()
     spec = (NightSpec.real if real else NightSpec)(shape=(size, size))
     cache = config.cache_dir()
-    return Night(demo_night(cache / ("real" if real else ""), spec), night_truth(spec))
+    return Night(demo_night(cache / ("real" if real else ""), spec), night_truth(spec), spec)
+
+
+def ray_or_star(night: Night, index: int = 0) -> dict:
+    """Two pixels of the demo night's object frame ``index`` (in observing order), named
+    'a' and 'b': the brightest cosmic ray that hit it away from the stars, and the centre
+    of the star whose light there is nearest the ray's, in an order the night's seed sets
+    (for the exercise 'ray-or-star').
+
+    Returns
+    -------
+    dict
+        ``{'a': (x, y), 'b': (x, y)}``.
+
+    Raises
+    ------
+    ValueError
+        For a night of your own (no truth), or a frame no ray hit away from the stars.
+    """
+    ray, star = _ray_and_star(night, index)
+    first, second = (ray, star) if night.spec.seed % 2 else (star, ray)
+    return {"a": first, "b": second}
+
+
+def _ray_and_star(night: Night, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(x, y) of the brightest ray of object frame ``index`` 5 pixels or more from any star
+    core, and of the brightest star pixel nearest it in light."""
+    from scipy.ndimage import binary_dilation
+
+    from .demo import night_cosmic_rays, star_cores, star_field
+
+    if night.spec is None:
+        raise ValueError("this exercise needs the demo night: it knows where the rays are")
+    rays = night_cosmic_rays(night.spec)[index]
+    stars = star_field(night.spec.shape, np.random.default_rng([night.spec.seed, 3]))
+    far = ~binary_dilation(star_cores(night.spec), iterations=5)
+    if not (rays > 0)[far].any():
+        raise ValueError(f"no cosmic ray hit object frame {index} away from the stars")
+    y, x = np.unravel_index(np.argmax(np.where(far, rays, 0.0)), rays.shape)
+    cores = np.flatnonzero(star_cores(night.spec))
+    core = cores[np.argmin(np.abs(stars.flat[cores] * 60.0 - rays[y, x]))]
+    star_y, star_x = np.unravel_index(core, rays.shape)
+    return (int(x), int(y)), (int(star_x), int(star_y))
+
+
+def _the_ray(night: Night, positions: dict, index: int = 0) -> str:
+    ray, _ = _ray_and_star(night, index)
+    return next(name for name, position in positions.items() if tuple(position) == ray)
 
 
 def workspace() -> tempfile.TemporaryDirectory:
@@ -460,6 +510,15 @@ EXERCISES = {
         "(the Poisson variance of N electrons is N).",
         lambda flat_a, flat_b, bias_a, bias_b: _gain(flat_a, flat_b, bias_a, bias_b),
         tolerance=0.05),
+    "hot-fraction": Exercise(
+        "What fraction of the chip's pixels is hot? Answer a fraction between 0 and 1.",
+        "count `badpix.hot_pixels(rate)` and divide by the number of pixels: `hot.mean()`.",
+        lambda truth: float(np.mean(truth.hot_pixels)), tolerance=0.0003, fraction=True),
+    "ray-or-star": Exercise(
+        "Which of the two pixels, 'a' or 'b', is a cosmic ray?",
+        "a star's light is spread over several pixels by the seeing; a ray's charge lands "
+        "in one or two. Compare each with its neighbours.",
+        lambda night, positions, index=0: _the_ray(night, positions, index)),
     "master-bias-noise": Exercise(
         "How many times smaller is the noise of the master bias than that of one bias (each "
         "less the true bias)?",

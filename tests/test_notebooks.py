@@ -28,8 +28,8 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 SIZE = 128
 
 
-def test_there_are_eight_numbered_notebooks_linked_from_readme():
-    assert [p.name[:3] for p in NOTEBOOKS] == [f"0{i}-" for i in range(1, 9)]
+def test_there_are_nine_numbered_notebooks_linked_from_readme():
+    assert [p.name[:3] for p in NOTEBOOKS] == [f"0{i}-" for i in range(1, 10)]
     readme = (REPO / "README.md").read_text()
     assert all(f"notebooks/{p.name}" in readme for p in NOTEBOOKS)
 

@@ -8,7 +8,7 @@ from astropy.io import fits
 from astropy.stats import mad_std, sigma_clip
 
 from ccdred import teaching
-from ccdred.demo import NightSpec, make_night, night_truth
+from ccdred.demo import NightSpec, make_night, night_cosmic_rays, night_truth, star_cores
 from ccdred.frames import scan
 from ccdred.pipeline import Pipeline
 from ccdred.teaching import EXERCISES, check
@@ -85,14 +85,24 @@ def cases(pipeline, real_pipeline, tmp_path, surviving=None, quietest=(None,)):
     gain = (((flat_a.mean() + flat_b.mean()) - (raw_biases[0].mean() + raw_biases[1].mean()))
             / (np.var(flat_a - flat_b) - np.var(raw_biases[0] - raw_biases[1])))
     master_bias = np.mean(raw_biases, axis=0)  # too few biases to reject any
+    truth = night_truth(SMALL_SPEC)
+    ray_spec = NightSpec(shape=(128, 128), seed=8)
+    ray_night = teaching.Night(tmp_path, night_truth(ray_spec), ray_spec)
+    positions = teaching.ray_or_star(ray_night)
+    hit = night_cosmic_rays(ray_spec)[0] > 0
+    ray = next(name for name, (x, y) in positions.items() if hit[y, x])  # the truth's
     return {
+        "hot-fraction": ({"truth": truth}, np.count_nonzero(truth.hot_pixels) / truth.hot_pixels.size,
+                         100 * np.count_nonzero(truth.hot_pixels) / truth.hot_pixels.size),
+        "ray-or-star": ({"night": ray_night, "positions": positions}, ray,
+                        {"a": "b", "b": "a"}[ray]),
         "read-noise": ({"bias_a": raw_biases[0], "bias_b": raw_biases[1]},
                        np.std(raw_biases[0] - raw_biases[1]) / math.sqrt(2),
                        np.std(raw_biases[0] - raw_biases[1])),
         "gain": ({"flat_a": flat_a, "flat_b": flat_b, "bias_a": raw_biases[0],
                   "bias_b": raw_biases[1]}, gain, 1 / gain),
         "master-bias-noise": ({"bias": raw_biases[0], "master": master_bias,
-                               "true_bias": night_truth(SMALL_SPEC).bias},
+                               "true_bias": truth.bias},
                               math.sqrt(len(raw_biases)), len(raw_biases)),
         "frame-counts": ({"catalogue": catalogue},
                          {kind: sum(f.frame_type == kind for f in catalogue.frames)
@@ -217,3 +227,17 @@ def test_only_a_fraction_is_told_it_looks_like_a_percentage():
     assert check("samuelson", round(right, 3), n_frames=6)
     assert "is the right answer rounded" in check("samuelson", round(right, 1), n_frames=6).message
     assert "percentage" not in check("samuelson", 100 * right, n_frames=6).message
+
+
+def test_the_ray_and_the_star_are_told_apart_by_the_truth():
+    """One of the two pixels is hit by a ray, the other is a star's core, and the names swap
+    with the seed; a night of your own has no truth to ask."""
+    for seed in (8, 9):
+        spec = NightSpec(shape=(128, 128), seed=seed)
+        positions = teaching.ray_or_star(teaching.Night(None, night_truth(spec), spec))
+        hit = night_cosmic_rays(spec)[0] > 0
+        cores = star_cores(spec)
+        assert sorted((bool(hit[y, x]), bool(cores[y, x])) for x, y in positions.values()) == \
+            [(False, True), (True, False)]
+    with pytest.raises(ValueError, match="needs the demo night"):
+        teaching.ray_or_star(teaching.Night(None, None))
