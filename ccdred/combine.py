@@ -38,6 +38,7 @@ __all__ = [
     "frame_clip_bounds",
     "frame_clip_mask",
     "frame_median",
+    "mean_variance",
     "model_sigma",
     "offset_images",
     "outside_bounds",
@@ -616,12 +617,25 @@ def sigma_clip_combine_plain(stack, *, clip: ClipOptions | None = None, weights=
     data[used.sum(axis=0) == 0] = np.nan
     return CombineResult(data, ~used, used.sum(axis=0).astype(np.int16), len(values),
                          np.sum(~used, axis=(1, 2)), np.sum(trace.premasked, axis=(1, 2)),
-                         _mean_variance(values, used, frame_weights, data) if variance else None)
+                         mean_variance(values, used, frame_weights, data) if variance else None)
 
 
-def _mean_variance(values, used, frame_weights, mean):
-    """The variance of weighted means (see :func:`sigma_clip_combine`): the weighted squared
-    deviations of the used samples over ``sum(w) * (n_used - 1)``."""
+def mean_variance(values, used, frame_weights, mean) -> np.ndarray:
+    """The variance of weighted means from their samples (as :func:`sigma_clip_combine`'s
+    ``variance``): the weighted squared deviations of the used samples from ``mean`` over
+    ``sum(w) * (n_used - 1)``; NaN where fewer than two samples were used.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (n_frames, ...)
+        The samples.
+    used : numpy.ndarray of bool, same shape
+        The samples averaged.
+    frame_weights : numpy.ndarray, same shape
+        Each sample's weight, 0 where not used.
+    mean : numpy.ndarray
+        The weighted mean of the used samples (one per pixel).
+    """
     n_used = used.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         squares = np.where(used, (values - mean) ** 2, 0.0)

@@ -372,8 +372,9 @@ _INNER_LEGEND = {"legend_position": "top_left",
 def pixel_summary(pixel) -> str:
     """Markdown: the inspected pixel in words (which samples were rejected, and when)."""
     used = int(np.count_nonzero(~pixel.rejected))
+    error = f" ± {pixel.uncertainty:.3g}" if np.isfinite(pixel.uncertainty) else ""
     lines = [f"**{pixel.master} pixel (x={pixel.x}, y={pixel.y})**: {used} of "
-             f"{len(pixel.frames)} samples used, combined {pixel.combined:.6g}"
+             f"{len(pixel.frames)} samples used, combined {pixel.combined:.6g}{error}"
              f"{'' if np.isfinite(pixel.combined) else ' (none left: the master takes its mean)'}"]
     for name, value, status in zip(pixel.frames, pixel.values, (
             _sample_status(m, r, i) for m, r, i in zip(pixel.premasked, pixel.rejected,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import fitsio
-from .combine import ClipOptions, CombineResult, frame_median
+from .combine import ClipOptions, CombineResult, frame_median, mean_variance
 from .combiners import (Combiner, DarkCurrentCombiner, FlatCombiner, FrameChoice, MasterFlat,
                         StackCombiner, darks_for_frames, frame_statistics)
 from .constants import MAD_TO_SIGMA
@@ -295,6 +295,9 @@ class PixelStack:
         The weighted mean of the used samples, in the samples' units.
     value : float
         The master's value at the pixel (a master flat's is normalised).
+    uncertainty : float
+        The standard error of ``combined`` from its used samples
+        (:func:`~ccdred.combine.mean_variance`); NaN with fewer than two.
     """
 
     master: str
@@ -308,6 +311,7 @@ class PixelStack:
     bounds: tuple
     combined: float
     value: float
+    uncertainty: float = float("nan")
 
 
 def pixel_stack(master: Master, options: StepOptions, stack, choice: FrameChoice, masters,
@@ -348,7 +352,14 @@ def pixel_stack(master: Master, options: StepOptions, stack, choice: FrameChoice
         trace.values[:, 0, 0], trace.premasked[:, 0, 0], rejected,
         np.where(rejected, trace.iteration[:, 0, 0], 0),
         tuple(b for b in bounds if not np.isnan(b).all()), float(decided.data[0, 0]),
-        float(result.data[y, x]))
+        float(result.data[y, x]), _standard_error(trace, ~rejected, decided.data))
+
+
+def _standard_error(trace, used, combined) -> float:
+    """The standard error of one pixel's combined value from its ``used`` samples."""
+    used = used[:, None, None]
+    weights = trace.weights[:, None, None] * used
+    return float(np.sqrt(mean_variance(trace.values, used, weights, combined))[0, 0])
 
 
 def threshold_sweep(master: Master, options: StepOptions, stack, choice: FrameChoice, masters,

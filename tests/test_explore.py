@@ -92,6 +92,12 @@ def test_dark_pixel_stack_agrees_with_astropy_and_the_master(pipeline, options, 
             np.testing.assert_allclose(pixel.combined, values[~pixel.rejected].mean(),
                                        rtol=1e-12)
             assert pixel.combined == master.data[y, x]
+        used = values[~pixel.rejected]
+        if used.size >= 2:  # the standard error of the mean of the used samples
+            np.testing.assert_allclose(pixel.uncertainty,
+                                       np.std(used, ddof=1) / np.sqrt(used.size), rtol=1e-9)
+        else:
+            assert np.isnan(pixel.uncertainty)
 
 
 @pytest.mark.parametrize("options", METHODS)

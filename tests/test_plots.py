@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import holoviews as hv
 import numpy as np
 import pytest
@@ -135,6 +137,8 @@ def test_pixel_summary_names_each_rejected_sample_and_its_iteration():
     assert lines[0] == "**flat_V.fits pixel (x=1, y=2)**: 1 of 3 samples used, combined 2"
     assert lines[1].startswith("- a.fits: 1, left out before the combination")
     assert lines[2] == "- c.fits: 9, rejected by the combination, in iteration 2"
+    with_error = replace(pixel, uncertainty=0.0123456)
+    assert plots.pixel_summary(with_error).splitlines()[0].endswith("combined 2 ± 0.0123")
 
 
 def test_a_new_pixel_changes_no_bokeh_model_of_its_plot(monkeypatch):
