@@ -197,8 +197,8 @@ def _collect(tasks, results, futures, planes, parameters, progress) -> None:
     for i, future in tasks:
         written = future.result()
         results[i].products.extend(written if isinstance(written, list) else [written])
-    options = parameters.step_options()
     for result, masters, night_planes in zip(results, futures, planes, strict=True):
+        options = parameters.step_options().with_noise(result.noise)
         result.planes = {name: future.result() for name, future in (night_planes or {}).items()}
         for path in remove_partial_products(result.output_dir):
             logger.info("removed %s, left by a worker that died", path)

@@ -574,8 +574,6 @@ def _rejection_arguments(options: ClipOptions) -> tuple:
             options.nlow, options.nhigh, options.plow, options.phigh, *model)
 
 
-
-
 def sorting_network(n: int) -> np.ndarray:
     """Comparator pairs (i, j), i < j, of Batcher's odd-even merge sort for ``n`` items.
 

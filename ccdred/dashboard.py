@@ -231,7 +231,7 @@ class Dashboard(pn.viewable.Viewer):
     def _clip_view(self):
         """Clip maps and rejected samples per frame, as DynamicMaps: a change sends new data
         to the plots on show instead of new plots; each plot has its own axes."""
-        def dynamic(build, shown, empty, order=0):
+        def dynamic(build, shown, empty, order=0):  # the maps: order 0, shown at once
             plot = hv.DynamicMap(self._reactive(build, shown, tab="Clipping", error=empty,
                                                 order=order)).opts(framewise=True)
             return pn.pane.HoloViews(plot, linked_axes=False, sizing_mode="stretch_width")
@@ -241,8 +241,7 @@ class Dashboard(pn.viewable.Viewer):
         # the masters made by then. The summary asks each master itself, to say each one's
         # problem on its own line.
         summary = self.scheduler.view("Clipping", self._clip_summary,
-                                      depends_on=[pipeline.shown_dark, pipeline.shown_flat],
-                                      order=1)
+                                      depends_on=[pipeline.shown_dark, pipeline.shown_flat])
         return pn.Column(
             pn.panel(pn.bind(summary.drawn, summary.param.count), lazy=True),
             "The maps and bars count the samples not used: left out before the combination, or "
@@ -262,10 +261,9 @@ class Dashboard(pn.viewable.Viewer):
         """The inspected pixel's samples, following the parameters and the taps, on ``tab``
         (drawn after the tab's other views)."""
         plot = hv.DynamicMap(self._reactive(plots.pixel_samples, self.pipeline.shown_pixel,
-                                            tab=tab, error=plots.empty_samples, order=1))
+                                            tab=tab, error=plots.empty_samples))
         return pn.Column(pn.panel(self._reactive(plots.pixel_summary, self.pipeline.shown_pixel,
-                                                 tab=tab, error=_said_elsewhere, order=1),
-                                  lazy=True),
+                                                 tab=tab, error=_said_elsewhere), lazy=True),
                          pn.pane.HoloViews(plot, linked_axes=False))
 
     def _tappable(self, pane, inspect):
@@ -358,7 +356,7 @@ class Dashboard(pn.viewable.Viewer):
                    linked_axes=False),
             sizing_mode="stretch_width")
 
-    def _reactive(self, build, *methods, tab: str, error=None, order: int = 0):
+    def _reactive(self, build, *methods, tab: str, error=None, order: int = 1):
         """``build(*the values of methods)``, as a function bound to the view's drawings (see
         :class:`~ccdred.views.View`): drawn again only when its tab is on show, in the thread that made
         the change, for the latest change only, and shown with the change's other views in
@@ -369,7 +367,7 @@ class Dashboard(pn.viewable.Viewer):
         view = self._view(build, *methods, tab=tab, error=error, order=order)
         return pn.bind(view.drawn, view.param.count)
 
-    def _view(self, build, *methods, tab: str, error=None, order: int = 0) -> View:
+    def _view(self, build, *methods, tab: str, error=None, order: int = 1) -> View:
         """The :class:`~ccdred.views.View` of ``build(*the values of methods)`` on ``tab``,
         drawn in ``order`` among a change's views (see :meth:`~ccdred.views.ViewScheduler.view`)."""
         def draw():

@@ -23,7 +23,7 @@ import numpy as np
 from . import fitsio
 
 __all__ = ["NightSpec", "NightTruth", "demo_night", "make_night", "night_cosmic_rays",
-           "night_truth", "star_cores"]
+           "night_stars", "night_truth", "star_cores"]
 
 GAIN = 1.5  # electrons per ADU
 READ_NOISE = 6.0  # ADU (9 electrons)
@@ -245,11 +245,16 @@ def star_field(shape, rng, n_stars=None, fwhm=3.0) -> np.ndarray:
     return image
 
 
+def night_stars(spec: NightSpec = NightSpec()) -> np.ndarray:
+    """The light (ADU/s, before the pixel response and noise) of the stars every object
+    frame of the night sees."""
+    return star_field(spec.shape, np.random.default_rng([spec.seed, 3]))
+
+
 def star_cores(spec: NightSpec = NightSpec(), level=100.0) -> np.ndarray:
     """Bool map of the object frames' star cores: each star's brightest pixels, those whose
     light (before noise) reaches ``level`` ADU in the shortest object exposure."""
-    stars = star_field(spec.shape, np.random.default_rng([spec.seed, 3]))
-    return stars * min(spec.object_exptimes) >= level
+    return night_stars(spec) * min(spec.object_exptimes) >= level
 
 
 def cosmic_rays(shape, rng, exptime) -> np.ndarray:
@@ -417,7 +422,7 @@ def _flat_frames(spec, truth, rng):
 
 
 def _object_frames(spec, truth, rng, hits=None):
-    stars = star_field(spec.shape, np.random.default_rng([spec.seed, 3]))
+    stars = night_stars(spec)
     for name, exptime in zip(spec.filters, spec.object_exptimes, strict=True):
         sky = 4.0  # ADU/s
         light = _coloured(spec, (sky + stars) * exptime * truth.flat_response[name], SKY_COLOUR)

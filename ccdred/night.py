@@ -631,11 +631,6 @@ def _central(frame: Frame, region) -> np.ndarray:
 
 # -- the products' planes: uncertainty, mask and rejected samples, for every runner ------
 
-#: Samples a pixel's combination needs for its variance to be measured from them (the
-#: combination's ``variance``, when the kernel gives it); with fewer, the noise model's
-#: (a variance measured from 20 samples is within about 30 %).
-SAMPLE_VARIANCE_MIN = 20
-
 #: The header keyword of the level at and above which a raw sample is saturated (ADU).
 SATURATION_KEYWORD = "SATURATE"
 
@@ -684,36 +679,30 @@ def master_planes(master: Master, made, noise: DetectorNoise | None, planes) -> 
 
 
 def _master_variance(master: Master, made, noise: DetectorNoise, planes) -> np.ndarray:
-    """A master's variance: its combination's (:func:`_sampled`) plus what its frames
-    shared (the master bias, a flat's dark term); a flat's normalised."""
+    """A master's variance: its combination's, from the noise model and the samples each
+    pixel used, plus what its frames shared (the master bias, a flat's dark term); a
+    flat's normalised."""
     combination, gain, read_noise = made.combination, noise.gain, noise.read_noise
     if master.kind == "dark_current":
         exptimes = [frame.exptime for frame in master.frames]
         model = dark_current_variance(combination.data, combination.n_used,
                                       combination.n_frames, exptimes, gain, read_noise)
-        return _sampled(combination, model) + scaled_variance(
+        return model + scaled_variance(
             planes[master.bias].variance, dark_current_bias_share(exptimes))
     if master.kind == "flat":
         medians = made.medians[made.accepted]
         terms = {term for term, used in zip(master.terms, made.accepted, strict=True) if used}
         term = sum(term_variance(t, planes) for t in terms) / len(terms)  # one, mostly
         model = flat_variance(combination.data, combination.n_used, medians, gain, read_noise)
-        variance = _sampled(combination, model) + scaled_variance(term, flat_term_share(medians))
+        variance = model + scaled_variance(term, flat_term_share(medians))
         return normalised_variance(variance, combination.data, made.data)
-    # a bias or a dark: the median (of every 4th row and column) stands for the bias level
-    # (a typical pixel's dark current is little signal; a hot pixel's is)
-    signal = combination.data - np.median(combination.data[::4, ::4])
+    # a bias or a dark: less its bias it is all signal; with its bias in (the course's
+    # darks), the median (of every 4th row and column) stands for the bias level (a
+    # typical pixel's dark current is then taken for bias; a hot pixel's is signal)
+    signal = (combination.data if master.bias else
+              combination.data - np.median(combination.data[::4, ::4]))
     model = combined_variance(frame_variance(signal, gain, read_noise), combination.n_used)
-    return _sampled(combination, model) + (planes[master.bias].variance if master.bias else 0.0)
-
-
-def _sampled(combination, model) -> np.ndarray:
-    """The variance of a combination: measured from its samples (the kernel's ``variance``)
-    where it has one and :data:`SAMPLE_VARIANCE_MIN` samples were used, else ``model``."""
-    measured = getattr(combination, "variance", None)
-    if measured is None:
-        return model
-    return np.where(combination.n_used >= SAMPLE_VARIANCE_MIN, measured, model)
+    return model + (planes[master.bias].variance if master.bias else 0.0)
 
 
 def term_variance(term: DarkTerm, planes):
@@ -1042,7 +1031,6 @@ def write_flat_intermediate(frame: Frame, term: DarkTerm, masters, out, paramete
     return _write(out, f"{frame.name}_d.fits", subtracted, header,
                   "dark_subtracted", [frame.path, *term.needs], parameters, existing,
                   [term.describe(), *library], _frame_options(frame, term), noise, written)
-
 
 
 def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refuse",

@@ -11,6 +11,8 @@ place; they equal the course script's.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import os
 import re
@@ -280,6 +282,31 @@ class MaskParameters(param.Parameterized):
         """Whether the night writes its bad-pixel mask: asked for, or the user's mask given."""
         return self.bad_pixels or self.bad_pixel_mask is not None
 
+    def mask_options(self) -> dict:
+        """The mask options that are on, for product headers (their values go into the
+        masks of the products, so that resuming with other ones makes them again); the
+        user's mask as its path and its contents' SHA-256."""
+        options = {name: True for name in ("bad_pixels", "cosmic_rays") if getattr(self, name)}
+        if self.bad_pixel_mask is not None:
+            options |= {"bad_pixel_mask": self.bad_pixel_mask,
+                        "bad_pixel_mask_sha256": _file_digest(self.bad_pixel_mask)}
+        return options
+
+
+def _file_digest(path) -> str:
+    """The SHA-256 of a file's bytes, once per version of the file (every product's header
+    asks); '' when it cannot be read (reading it says why)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return ""
+    return _digest_of(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest_of(path: str, _mtime_ns: int, _size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
 
 class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParameters,
                           LibraryParameters, DetectorParameters, MaskParameters):
@@ -352,4 +379,4 @@ class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParamete
         product headers."""
         return {**self.step_options().provenance(), "dtype": self.dtype, "planes": self.planes,
                 "temperature_tolerance": self.temperature_tolerance,
-                **self.detector_options()}
+                **self.detector_options(), **self.mask_options()}

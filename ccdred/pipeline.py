@@ -174,6 +174,7 @@ class Pipeline(ReductionParameters):
 
     @param.depends("catalogue", *names(CalibrationParameters), "library", "library_max_age",
                    watch=True, on_init=True)
+
     def _plan(self) -> None:
         if self.catalogue is None:
             return
@@ -446,6 +447,7 @@ class Pipeline(ReductionParameters):
             frame_saturation(step.frame.header(), samples), flat, planes[step.flat].variance,
             dtype=self.dtype)
         return flat_fielded
+
     def step_options(self) -> StepOptions:
         """The options that decide the masters (see
         :meth:`~ccdred.parameters.ClipParameters.step_options`), with the night's gain and

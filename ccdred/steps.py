@@ -35,7 +35,6 @@ __all__ = [
     "choose",
     "combine_block",
     "frame_statistic",
-    "left_out",
     "make_master",
     "master_row_blocks",
     "offsets",

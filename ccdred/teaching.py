@@ -98,18 +98,20 @@ def _ray_and_star(night: Night, index: int) -> tuple[tuple[int, int], tuple[int,
     core, and of the brightest star pixel nearest it in light."""
     from scipy.ndimage import binary_dilation
 
-    from .demo import night_cosmic_rays, star_cores, star_field
+    from .demo import night_cosmic_rays, night_stars, star_cores
 
     if night.spec is None:
         raise ValueError("this exercise needs the demo night: it knows where the rays are")
     rays = night_cosmic_rays(night.spec)[index]
-    stars = star_field(night.spec.shape, np.random.default_rng([night.spec.seed, 3]))
+    exptimes = [t for t in night.spec.object_exptimes for _ in range(night.spec.n_objects)]
+    stars = night_stars(night.spec)
     far = ~binary_dilation(star_cores(night.spec), iterations=5)
     if not (rays > 0)[far].any():
         raise ValueError(f"no cosmic ray hit object frame {index} away from the stars")
     y, x = np.unravel_index(np.argmax(np.where(far, rays, 0.0)), rays.shape)
     cores = np.flatnonzero(star_cores(night.spec))
-    core = cores[np.argmin(np.abs(stars.flat[cores] * 60.0 - rays[y, x]))]
+    # the star light (ADU/s) over the frame's exposure nearest the ray's charge
+    core = cores[np.argmin(np.abs(stars.flat[cores] * exptimes[index] - rays[y, x]))]
     star_y, star_x = np.unravel_index(core, rays.shape)
     return (int(x), int(y)), (int(star_x), int(star_y))
 

@@ -90,7 +90,7 @@ class ViewScheduler:
         owner.param.watch(self._flush, list(names or owner.param), precedence=_AFTER_VIEWS)
 
     def view(self, tab: str, draw: Callable[[], object], depends_on: Iterable,
-             order: int = 0) -> View:
+             order: int = 1) -> View:
         """A new view of ``tab``, drawn by ``draw``.
 
         Parameters
@@ -215,7 +215,7 @@ class View(param.Parameterized):
     count = param.Integer(default=0, doc="numbers the drawings shown")
 
     def __init__(self, scheduler: ViewScheduler, tab: str, draw: Callable[[], object],
-                 dependencies: list, order: int = 0):
+                 dependencies: list, order: int = 1):
         super().__init__()
         self._scheduler, self.tab, self.draw, self._missed = scheduler, tab, draw, False
         self.order = order

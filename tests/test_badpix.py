@@ -3,6 +3,8 @@ ccdproc's ``ccdmask``; the user's mask file; the ``bad_pixels.fits`` product of 
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -255,3 +257,28 @@ def test_a_resumed_night_keeps_its_mask_and_a_new_one_refuses_it(small_night, tm
     (tmp_path / "out" / BAD_PIXELS).rename(tmp_path / "other" / BAD_PIXELS)
     with pytest.raises(InputError, match="already holds 1 of this night's products"):
         reduce_night([small_night[0]], tmp_path / "other", parameters)
+
+
+def test_resuming_with_the_masks_makes_the_products_again(small_night, tmp_path):
+    """Products made without the bad-pixel mask are not current for a run with it (nor
+    for another user mask): resuming rewrites them, and their MASK planes get its bits."""
+    folder, _ = small_night
+    out = tmp_path / "out"
+    reduce_night([folder], out, ReductionParameters(planes=True))
+    name = next(out.glob("*_df.fits")).name
+    assert not (fits.getdata(out / name, "MASK") & MaskBit.HOT).any()
+    reduce_night([folder], out, ReductionParameters(planes=True, bad_pixels=True),
+                 resume=True)
+    mask = fits.getdata(out / name, "MASK")
+    assert (mask & MaskBit.HOT).any()
+    np.testing.assert_array_equal(mask & MaskBit.HOT, fits.getdata(out / BAD_PIXELS) & MaskBit.HOT)
+    user = np.zeros(mask.shape, np.uint8)
+    user[3, 4] = 1
+    for value in (1, 2):  # the same file name, other contents: made again
+        user[3, 4] = value
+        fits.PrimaryHDU(user).writeto(tmp_path / "mine.fits", overwrite=True)
+        reduce_night([folder], out, ReductionParameters(
+            planes=True, bad_pixel_mask=str(tmp_path / "mine.fits")), resume=True)
+        assert fits.getdata(out / name, "MASK")[3, 4] & MaskBit.USER
+        assert fits.getheader(out / name)["HIERARCH CCDRED BAD_PIXEL_MASK_SHA256"] == \
+            hashlib.sha256((tmp_path / "mine.fits").read_bytes()).hexdigest()

@@ -11,7 +11,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 
 from ccdred import fitsio
-from ccdred.demo import NightSpec, make_night, night_truth, star_field
+from ccdred.demo import NightSpec, make_night, night_stars, night_truth
 from ccdred.night import reduce_night
 from ccdred.parameters import ReductionParameters
 from ccdred.pipeline import MASTERS, Pipeline
@@ -84,7 +84,7 @@ def test_a_calibrated_object_is_as_uncertain_as_it_says(honest, index):
     without stars or hot pixels; cosmic rays (not masked yet) are left out beyond 6 sigma."""
     exact, _, truth = honest
     step = exact.plan.calibrations[index]
-    stars = star_field(HONEST.shape, np.random.default_rng([HONEST.seed, 3]))
+    stars = night_stars(HONEST)
     sky = 4.0 * step.frame.exptime
     pull = pulls(exact.output_dir / f"{step.frame.name}_df.fits", sky,
                  (stars * step.frame.exptime < 0.01 * sky) & ~truth.hot_pixels)

@@ -105,10 +105,10 @@ def test_a_change_draws_its_views_in_order_the_first_shown_at_once_the_rest_toge
         events.append(("bars drawn; summary shown", views["summary"].count))
         return f"bars {source.value}"
 
-    views = {"summary": scheduler.view("A", summary, depends_on=[source.shown], order=1),
-             "bars": scheduler.view("A", bars, depends_on=[source.shown], order=1)}
+    views = {"summary": scheduler.view("A", summary, depends_on=[source.shown]),
+             "bars": scheduler.view("A", bars, depends_on=[source.shown])}  # order 1
     views["map"] = scheduler.view("A", lambda: events.append(("map drawn", None))
-                                  or f"map {source.value}", depends_on=[source.shown])
+                                  or f"map {source.value}", depends_on=[source.shown], order=0)
     source.value = 2.0
     assert events == [("map drawn", None), ("summary drawn; map shows", "map 2.0"),
                       ("bars drawn; summary shown", 0)]
