@@ -174,7 +174,6 @@ class Pipeline(ReductionParameters):
 
     @param.depends("catalogue", *names(CalibrationParameters), "library", "library_max_age",
                    watch=True, on_init=True)
-
     def _plan(self) -> None:
         if self.catalogue is None:
             return
