@@ -76,6 +76,7 @@ class Dashboard(pn.viewable.Viewer):
     night = param.Selector(default=None, objects=[], allow_None=True, check_on_set=True,
                            doc="night folder under the data root")
     status = param.String(default="", doc="the night on show, or why a choice was refused")
+    library_status = param.String(default="", doc="why a library folder was refused")
     tab = param.Selector(default=_TABS[0], objects=list(_TABS), doc="the tab on show")
 
     def __init__(self, data_root, output_root, night=None, ready=None, **params):
@@ -89,6 +90,9 @@ class Dashboard(pn.viewable.Viewer):
         self.folder_input = pn.widgets.TextInput(name="or type a folder under the data root",
                                                   placeholder="night folder")
         self.folder_input.param.watch(self._typed_folder, "value")
+        self.library_input = pn.widgets.TextInput(name="Library folder, under the data root",
+                                                   placeholder="none")
+        self.library_input.param.watch(self._typed_library, "value")
         self.night = night if night in self.param.night.objects else next(iter(self.param.night.objects), None)
 
     @classmethod
@@ -130,6 +134,32 @@ class Dashboard(pn.viewable.Viewer):
         if self.night != listed:
             self.night = listed
         self.status = f"Night: {name}"
+
+    def _typed_library(self, event) -> None:
+        """Use the calibration library typed (a folder under the data root; empty: none);
+        a folder refused keeps the last one, and says why."""
+        if not event.new.strip():
+            self.pipeline.library, self.library_status = None, ""
+            return
+        try:
+            folder = resolve_under(self._data_root, event.new.strip())
+        except InputError as err:
+            self.library_status = f"Error: {err}"
+            return
+        self.pipeline.library, self.library_status = str(folder), ""
+
+    def _library_view(self, plan, library_status):
+        """Where each master of the night comes from: its frames, or the library (which
+        file, taken when); and why a library folder was refused."""
+        if plan is None:
+            sources = "No night chosen."
+        else:
+            sources = "\n".join(f"- {master.label}: {self._public(master.source())}"
+                                for master in plan.masters.values()) or "This night makes no master."
+        text = f"**{library_status}**\n\n{sources}" if library_status else sources
+        # a library file's long name wraps anywhere rather than leaving the card
+        return pn.pane.Markdown(text, sizing_mode="stretch_width",
+                                stylesheets=[":host { overflow-wrap: anywhere; }"])
 
     async def _reduce(self, _event) -> None:
         await self.job.run(self.pipeline.night, self.pipeline)
@@ -423,6 +453,10 @@ class Dashboard(pn.viewable.Viewer):
                                                                 "object_frame", "inspect"],
                                      show_name=False),
                 card("Calibration", names(CalibrationParameters)),
+                pn.Card(self.library_input, *fields(self.pipeline, ["library_max_age"]),
+                        pn.panel(pn.bind(self._library_view, self.pipeline.param.plan,
+                                         self.param.library_status)),
+                        title="Calibration library", collapsed=True),
                 card("Header keywords", names(KeywordParameters)),
                 reduce_button, pn.Card(self._same_elsewhere(), title="The same outside the page",
                                        collapsed=True)]

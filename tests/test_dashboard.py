@@ -183,3 +183,51 @@ def _same_elsewhere_pane(dashboard):
     card = next(item for item in dashboard._sidebar()
                 if isinstance(item, pn.Card) and item.title == "The same outside the page")
     return card.objects[0]
+
+
+@pytest.fixture(scope="module")
+def library_root(tmp_path_factory):
+    """A data root holding a calibration library (made from a demo night by the command
+    line) and a night of that night's object frames alone."""
+    import shutil
+
+    from astropy.io import fits
+
+    from ccdred.cli import main
+
+    root = tmp_path_factory.mktemp("library-root")
+    make_night(root / "whole", NightSpec(shape=(48, 64), seed=5))
+    assert main(["reduce", "-q", "-d", str(root / "whole-out"), "--library", str(root / "lib"),
+                 "--add-to-library", str(root / "whole")]) == 0
+    (root / "objects").mkdir()
+    for path in (root / "whole").glob("*.fits"):
+        if fits.getval(path, "IMAGETYP") == "LIGHT":
+            shutil.copy(path, root / "objects")
+    return root
+
+
+def test_the_library_card_takes_a_folder_under_the_root_and_says_where_masters_come_from(
+        library_root, tmp_path):
+    """A night of objects alone is calibrated from the library typed in the card, which
+    names each library master's file (relative to the data root) and when it was taken;
+    a folder outside the root is refused in words and the library stays; emptied: none."""
+    board = Dashboard(library_root, tmp_path / "out", night="objects")
+    assert board.pipeline.plan.problems  # no calibrations of its own
+    board.library_input.value = "lib"
+    assert board.pipeline.library == str(library_root / "lib")
+    assert not board.pipeline.plan.problems
+    text = board._library_view(board.pipeline.plan, board.library_status).object
+    dark = board.pipeline.calibration
+    assert f"library master lib/{dark}, taken " in text
+    assert str(library_root) not in text  # no server path shown
+    board.library_input.value = "../elsewhere"
+    assert board.pipeline.library == str(library_root / "lib")
+    assert "outside the data root; refused" in board.library_status
+    assert "outside the data root" in board._library_view(board.pipeline.plan,
+                                                          board.library_status).object
+    board.library_input.value = ""
+    assert board.pipeline.library is None and board.library_status == ""
+    assert board._library_view(board.pipeline.plan, "").object == "This night makes no master."
+    board.night = "whole"  # a night of its own frames: each master from them
+    text = board._library_view(board.pipeline.plan, "").object
+    assert "- master dark 30 s: from 5 frames" in text and "library" not in text
