@@ -126,6 +126,13 @@ def read_raw_stack(frames) -> np.ndarray:
     return RAW_FRAMES.get(key, load)
 
 
+def _require_frames(master: Master) -> None:
+    """InputError for a library master: its frames, and so its samples, are not here."""
+    if master.library is not None:
+        msg = f"{master.name} is a library master: its frames are not in this night"
+        raise InputError([InputProblem(master.library.path, msg)])
+
+
 def raw_median(frame: Frame) -> float:
     """Median of a (preprocessed) raw frame, computed once per process."""
     return MASTERS.get(("median", *_file_key(frame)), lambda: frame_median(read_raw(frame)))
@@ -244,9 +251,7 @@ class Pipeline(ReductionParameters):
 
     def _stack(self, master: Master) -> np.ndarray:
         """A master's raw frames as one stack, read once per process (read-only)."""
-        if master.library is not None:
-            msg = f"{master.name} is a library master: its frames are not in this night"
-            raise InputError([InputProblem(master.library.path, msg)])
+        _require_frames(master)
         return read_raw_stack(master.frames)
 
     def _statistics(self, name, options: StepOptions) -> list:
@@ -351,7 +356,9 @@ class Pipeline(ReductionParameters):
 
         ``master``: ``'dark'``, ``'flat'`` or a product name, as for :meth:`pixel_stack`.
         """
-        return sample_counts(self.master(self._name(master)).combination)
+        name = self._name(master)
+        _require_frames(self._master_of(name))
+        return sample_counts(self.master(name).combination)
 
     def _name(self, master) -> str:
         """A product name from 'dark' (the selected calibration master), 'flat' (the selected
