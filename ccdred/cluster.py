@@ -22,7 +22,7 @@ from .errors import InputError, InputProblem
 from .fitsio import remove_partial_products
 from .night import (NightResult, add_masters_to_library, calibrate_object, create_output,
                     existing_policy, log_plan, master_planes, night_mask, night_noise,
-                    prepare_nights, require_noise, write_bad_pixels, write_flat_intermediate,
+                    prepare_nights, write_bad_pixels, write_flat_intermediate,
                     write_masters)
 from .parameters import ReductionParameters
 from .steps import (as_written, choose, file_block, file_statistic, finish, make_master,
@@ -89,7 +89,6 @@ def reduce_nights_on_cluster(nights, client, parameters: ReductionParameters | N
         create_output(result.output_dir, existing_policy(overwrite, resume))
         log_plan(result.plan)
         result.noise = night_noise(result.plan.catalogue, parameters)  # on the client
-        require_noise(result, parameters)
     futures = [_submit_masters(result, client, parameters, memory_budget) for result in results]
     _check_masters(futures)
     planes = [_submit_planes(result, masters, client) if parameters.planes else None

@@ -208,10 +208,8 @@ class ClipOptions:
         """``'ccdclip'``'s model: the read noise's variance in ADU², the gain and ``snoise``
         (see :func:`model_sigma`); a ValueError saying where to give them when unknown."""
         if self.gain is None or self.read_noise is None:
-            msg = ("ccdclip needs the detector's gain and read noise: give --gain and "
-                   "--read-noise, or GAIN and RDNOISE in the headers, or two biases and two "
-                   "flats at one level to measure them from (or ClipOptions(gain=..., "
-                   "read_noise=...))")
+            msg = ("ccdclip needs the detector's gain and read noise (ClipOptions' gain and "
+                   "read_noise)")
             raise ValueError(msg)
         read_variance = (self.read_noise / self.gain) ** 2
         return (read_variance, self.gain, self.snoise) if self.photon_noise else (

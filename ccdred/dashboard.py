@@ -29,8 +29,8 @@ from .fields import fields
 from .job import ReductionJob
 from .keywords import FRAME_TYPES
 from .combine import REJECTION_OPTIONS
-from .parameters import (CalibrationParameters, ClipParameters, KeywordParameters,
-                         ReductionParameters, names)
+from .parameters import (CalibrationParameters, ClipParameters, DetectorParameters,
+                         KeywordParameters, ReductionParameters, names)
 from .pipeline import Pipeline
 from .prepare import is_prepared, prepare_in_background
 from .serve import app_options, list_nights, page_design, resolve_under
@@ -56,7 +56,7 @@ _ALWAYS_SHOWN = ("rejection", "threshold", "cenfunc", "maxiters", "frame_clip", 
                  "lower_limit")
 _TABLE_COLUMNS = ["file", "type", "exptime", "filter", "median", "status", "gets"]
 _PREPARING = ("**Preparing ccdred: first run only.** The kernels are being compiled "
-              "(about half a minute on a laptop); the views appear by themselves when they are "
+              "(one to three minutes on 2 cores); the views appear by themselves when they are "
               "ready. `ccdred prepare` does this once after install.")
 #: The tabs, in order; a view is computed only while its tab is on show
 _TABS = ("Frames", "Clipping", "Before / after", "Masters", "Explore", "Detector")
@@ -453,6 +453,7 @@ class Dashboard(pn.viewable.Viewer):
                                                                 "object_frame", "inspect"],
                                      show_name=False),
                 card("Calibration", names(CalibrationParameters)),
+                card("Detector", names(DetectorParameters)),
                 pn.Card(self.library_input, *fields(self.pipeline, ["library_max_age"]),
                         pn.panel(pn.bind(self._library_view, self.pipeline.param.plan,
                                          self.param.library_status)),

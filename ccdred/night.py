@@ -40,7 +40,7 @@ from .plan import DarkTerm, Master, NightPlan, ObjectStep, plan_night
 from .planes import (MaskBit, combined_variance, dark_current_bias_share,
                      dark_current_variance, flat_term_share, flat_variance, frame_mask,
                      frame_variance, normalised_variance, saturation_level, scaled_variance)
-from .steps import as_written, make_master, report_master, written_part
+from .steps import UNKNOWN_NOISE, as_written, make_master, report_master, written_part
 
 __all__ = [
     "BAD_PIXELS",
@@ -65,7 +65,6 @@ __all__ = [
     "prepare_nights",
     "read_samples",
     "reduce_night",
-    "require_noise",
     "run_night",
     "summary",
     "term_variance",
@@ -183,7 +182,6 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
     log_plan(plan)
     result.noise = night_noise(plan.catalogue, parameters)
     options = parameters.step_options().with_noise(result.noise)
-    require_noise(result, parameters)
     steps = _Progress(progress, len(plan.masters) + len(plan.calibrations))
     with _pool(threads) as pool:
         problems = []
@@ -367,6 +365,7 @@ def prepare_night(paths, output_dir, parameters: ReductionParameters,
     if not names:
         raise InputError([_nothing_to_make(catalogue, paths)])
     _require_planes(parameters)
+    _require_noise(catalogue, parameters, Path(paths[0]) if len(paths) == 1 else None)
     user_mask = (read_bad_pixel_mask(parameters.bad_pixel_mask, catalogue.frames[0].shape)
                  if parameters.bad_pixel_mask else None)
     _check_output(output_dir, names + ([BAD_PIXELS] if parameters.writes_bad_pixels() else []),
@@ -382,13 +381,18 @@ def _require_planes(parameters: ReductionParameters) -> None:
         raise InputError([InputProblem(None, msg)])
 
 
-def require_noise(result: NightResult, parameters: ReductionParameters) -> None:
-    """InputError when ``cosmic_rays`` is asked for and the night's gain or read noise
-    stayed unknown (LACosmic's noise model needs both)."""
-    if parameters.cosmic_rays and result.noise is None:
-        msg = ("--cosmic-rays needs the gain and read noise: the header has none and the "
-               "night has too few biases and flats to measure them; give --gain and --read-noise")
-        raise InputError([InputProblem(result.output_dir, msg)])
+def _require_noise(catalogue: Catalogue, parameters: ReductionParameters, where) -> None:
+    """InputError, before anything is written, when ``ccdclip`` or cosmic rays need a gain
+    and read noise this night cannot give (``where``: the night's folder, for the message)."""
+    needs = [what for what, asked in (("ccdclip", parameters.rejection == "ccdclip"),
+                                      ("--cosmic-rays", parameters.cosmic_rays)) if asked]
+    if not needs:
+        return
+    with warnings.catch_warnings():  # said again, into the log, when the night is run
+        warnings.simplefilter("ignore")
+        noise = night_noise(catalogue, parameters)
+    if noise is None:
+        raise InputError([InputProblem(where, f"{' and '.join(needs)} {UNKNOWN_NOISE}")])
 
 
 def _nothing_to_make(catalogue, paths) -> InputProblem:
@@ -784,7 +788,8 @@ _UNITS = {"master_bias": ("ADU", "unit of the data"), "master_dark": ("ADU", "un
           "master_dark_current": ("adu/s", "ADU per second of exposure"),
           "master_flat": ("", "dimensionless: normalised to mean 1"),
           "dark_subtracted": ("ADU", "unit of the data"),
-          "flat_fielded": ("ADU", "unit of the data")}
+          "flat_fielded": ("ADU", "unit of the data"),
+          "bad_pixels": ("", "dimensionless: bits of ccdred.planes.MaskBit")}
 
 #: Each master's frame type (its value under the night's frame-type keyword) and what it is.
 _MASTER_TYPES = {"bias": ("bias", "master bias"), "dark": ("dark", "master dark"),

@@ -58,7 +58,7 @@ def prepare(cache: Path | None = None, demo_size: int | None = None, report=None
     started = time.perf_counter()
     report(f"simulating the {size}x{size} demo night into {cache} (a few seconds)")
     night = demo_night(cache, NightSpec(shape=(size, size)))
-    report("compiling the kernels (about 80 s on 2 cores, once)")
+    report("compiling the kernels (80-160 s on 2 cores, once)")
     compile_kernels()
     cache.mkdir(parents=True, exist_ok=True)
     _marker(cache).touch()

@@ -50,6 +50,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Why a night cannot give what needs its gain and read noise, and where to give them.
+UNKNOWN_NOISE = ("needs the detector's gain and read noise, and this night's are not known (no "
+                 "GAIN and RDNOISE in its headers, too few biases and flats to measure them): "
+                 "give them with --gain and --read-noise (in the dashboard, the Detector card)")
+
+
 @dataclass(frozen=True)
 class StepOptions:
     """The options that decide the masters' values, and the combiner of each master.
@@ -88,7 +94,7 @@ class StepOptions:
         try:
             self.clip.noise_model()
         except ValueError as err:
-            raise InputError([InputProblem(None, str(err))]) from err
+            raise InputError([InputProblem(None, f"ccdclip {UNKNOWN_NOISE}")]) from err
         return self
 
     def combiner(self, master: Master) -> Combiner:

@@ -271,6 +271,9 @@ def test_resuming_with_the_masks_makes_the_products_again(small_night, tmp_path)
                  resume=True)
     mask = fits.getdata(out / name, "MASK")
     assert (mask & MaskBit.HOT).any()
+    from astropy.nddata import CCDData
+
+    assert (CCDData.read(out / BAD_PIXELS).data == fits.getdata(out / BAD_PIXELS)).all()
     np.testing.assert_array_equal(mask & MaskBit.HOT, fits.getdata(out / BAD_PIXELS) & MaskBit.HOT)
     user = np.zeros(mask.shape, np.uint8)
     user[3, 4] = 1

@@ -149,7 +149,7 @@ def test_ccdclip_rejects_the_gaussian_tail_of_simulated_frames(rng):
 
 def test_ccdclip_needs_the_gain_and_read_noise():
     stack = np.ones((3, 2, 2))
-    with pytest.raises(ValueError, match="gain and read noise: give --gain and --read-noise"):
+    with pytest.raises(ValueError, match="ccdclip needs the detector's gain and read noise"):
         sigma_clip_combine(stack, rejection="ccdclip", gain=GAIN)
     with pytest.raises(ValueError, match="gain and read noise"):
         trace_rejection(stack, rejection="ccdclip", read_noise=READ_NOISE)
@@ -262,7 +262,9 @@ def test_reduce_with_ccdclip_and_no_read_noise_says_so_in_one_line(tmp_path, cap
     lines = [line for line in err.splitlines() if "ccdclip" in line]
     assert status == 2
     assert len(lines) == 1 and "--gain and --read-noise" in lines[0]
+    assert f"{folder}: ccdclip needs the detector's gain and read noise" in lines[0]
     assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # refused before anything is written, the log too
 
 
 def test_the_three_runners_make_the_same_ccdclip_masters(tmp_path, client):

@@ -316,7 +316,7 @@ def test_warnings_into_a_pipe_are_whole_lines_with_no_progress_bar(night_files, 
     assert "\r" not in done.stderr and "step/s" not in done.stderr
     lines = done.stderr.splitlines()
     assert_each_warning_once_and_whole(lines)
-    assert len(lines) == 3 and lines[-1].startswith("ccdred: 31 products in ")
+    assert len(lines) == 3 and lines[-1].startswith("ccdred: 31 products in "), lines
 
 
 #: Valid values other than the defaults, for parameters whose other values are not

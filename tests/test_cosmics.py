@@ -155,8 +155,9 @@ def test_the_command_line_refuses_cosmic_rays_without_the_noise(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2
     assert err[-1].startswith("ccdred: error:")
-    assert "--cosmic-rays needs the gain and read noise" in err[-1]
-    assert not list((tmp_path / "out").glob("*.fits"))
+    assert "--cosmic-rays needs the detector's gain and read noise" in err[-1]
+    assert str(tmp_path / "raw") in err[-1]
+    assert not (tmp_path / "out").exists()  # refused before anything is written, the log too
 
 
 def test_the_command_line_refuses_cosmic_rays_without_the_planes(tmp_path, capsys):

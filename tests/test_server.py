@@ -125,10 +125,12 @@ def test_only_the_tab_on_show_computes_and_a_tab_shown_again_is_up_to_date(app_u
     assert back["frame levels"] == moved["frame levels"] + 1
 
 
-def test_a_move_reaches_the_page_in_one_update(app_url, calls):
+def test_a_move_reaches_the_page_in_a_few_updates_not_one_per_view(app_url, calls):
     """The Clipping tab's summary, clip maps, rejected-sample bars and pixel view, redrawn
-    for one threshold move, come to the page in one patch (drawn in Panel's threads, then
-    shown together on the server's loop), not one per view."""
+    for one threshold move, come to the page in at most three patches (drawn in Panel's
+    threads, shown on the server's loop): each clip map as soon as it is drawn, then the
+    other views together (or fewer, when one is drawn before the last is shown): not one
+    per view."""
     async def move():
         session = ProtocolSession(app_url)
         await session.open()
@@ -147,8 +149,8 @@ def test_a_move_reaches_the_page_in_one_update(app_url, calls):
     assert built[0][1].startswith("ThreadPoolExecutor")
     with_views = [patch for patch in patches
                   if any(event in ("ColumnDataChanged data", "ModelChanged text") for event in patch)]
-    assert len(with_views) == 1
-    assert with_views[0].count("ColumnDataChanged data") >= 5  # every plot's data
+    assert 1 <= len(with_views) <= 3
+    assert sum(patch.count("ColumnDataChanged data") for patch in with_views) >= 5  # every plot
 
 
 async def _settled(calls: Counter, quiet: float = 1.0, timeout: float = 30.0) -> None:
