@@ -348,7 +348,9 @@ class Dashboard(pn.viewable.Viewer):
             "they share (the bias pattern, the flat field): its variance is the noise alone. "
             "Per frame, the variance of flats grows with their signal as *signal / gain*, on "
             "top of the read noise's variance: a straight line, whose slope gives the gain and "
-            "whose intercept the read noise.\n\n" + plots.detector_summary(header, noise, curve))]
+            "whose intercept the read noise. (The reduction measures the read noise from two "
+            "biases directly; the curve's, from its fit's intercept, differs by the fit's "
+            "uncertainty.)\n\n" + plots.detector_summary(header, noise, curve))]
         if not isinstance(curve, str):
             parts.append(pn.pane.HoloViews(plots.photon_transfer_plot(curve),
                                            sizing_mode="stretch_width"))

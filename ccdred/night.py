@@ -1009,6 +1009,10 @@ def write_bad_pixels(mask, plan: NightPlan, out, parameters, existing="refuse") 
         history = ["HOT: dark current above the median + hot_sigma x mad_std (raw darks)",
                    "DEFECT: flat/median(flat) beyond ccdmask's thresholds, grown along columns"]
         extra = {"hot_sigma": HOT_SIGMA}
+    counts = ", ".join(f"{np.count_nonzero(mask & bit):,} {bit.name.lower()}"
+                       for bit in (MaskBit.HOT, MaskBit.DEFECT, MaskBit.USER)
+                       if np.count_nonzero(mask & bit))
+    logger.info("bad-pixel mask: %s", counts or "no bad pixel")
     return _write(out, BAD_PIXELS, mask, header, "bad_pixels", inputs, parameters, existing,
                   history, extra, dtype="uint8")
 
@@ -1073,6 +1077,7 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
                                planes[step.flat].variance, extra_mask, parameters.dtype)
     if parameters.cosmic_rays and planes is not None:  # (prepare_night requires the planes)
         rays = _cosmic_rays(images[-1], written[-1], noise, extra_mask)
+        logger.info("%s: %d pixels of cosmic rays", frame.path.name, np.count_nonzero(rays))
         for product_planes in written[-len(targets):]:
             product_planes["mask"] |= rays
     return [_write(out, name, image, header, kind, inputs, parameters, existing,

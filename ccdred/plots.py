@@ -560,6 +560,6 @@ def hot_pixel_map(rate, hot):
     bool map, :func:`~ccdred.badpix.hot_pixels`)."""
     rows, cols = np.nonzero(hot)
     title = f"dark current: {rows.size:,} hot pixels ({100 * rows.size / hot.size:.3f} %)"
-    points = hv.Points((cols, rows), kdims=["x", "y"], label="hot pixels").opts(
+    points = hv.Points((cols, rows), kdims=["x", "y"]).opts(
         marker="circle", fill_alpha=0.0, line_color="#e7298a", size=8, line_width=1.5)
-    return (image(rate, title, label="ADU/s") * points).opts(legend_position="top_right")
+    return (image(rate, title, label="ADU/s") * points).opts(show_legend=False)
