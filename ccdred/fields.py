@@ -76,10 +76,6 @@ class Field(pn.viewable.Viewer):
         try:
             with param.parameterized.edit_constant(self.widget):
                 self.widget.param.update(dict.fromkeys({"value", self._event}, self._shown(value)))
-            if "fixed_start" in self.widget.param:
-                # an editable slider's page widens its range to any value typed, also one
-                # the parameter refuses: its range sent again puts it back
-                self.widget.param.trigger("start", "end")
         finally:
             self._showing = False
 
