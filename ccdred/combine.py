@@ -521,8 +521,10 @@ def _kernel_blocks(stack, frames, mask, offsets):
     passed as it is, with the indices of the chosen frames. Any other (integer,
     big-endian, a strided view, or masked) is converted: the chosen frames in float64,
     NaN where ``mask`` is True (as the kernel treats a masked sample), into one buffer of
-    at most :data:`_KERNEL_BLOCK_BYTES` a block of rows at a time. The offsets' rows
-    are float64 (an empty stack when there are none).
+    at most :data:`_KERNEL_BLOCK_BYTES` a block of rows at a time, with the offsets'
+    rows in float64. ``offsets`` are as :func:`offset_images` makes them (float32 or
+    float64, contiguous; an empty stack when there are none) and passed as they are with
+    a stack that is.
     """
     from .kernels import STACK_TYPES
 
@@ -531,7 +533,7 @@ def _kernel_blocks(stack, frames, mask, offsets):
         offsets = _NO_OFFSETS
     if (mask is None and type(stack) is np.ndarray and stack.dtype.name in STACK_TYPES
             and stack.dtype.isnative and stack.flags.c_contiguous and stack.flags.aligned):
-        yield 0, _read_only(stack), frames, _read_only(_kernel_array(offsets, np.float64))
+        yield 0, _read_only(stack), frames, _read_only(offsets)
         return
     n_offsets = 0 if offsets is _NO_OFFSETS else len(offsets)
     height = max(1, min(rows, _KERNEL_BLOCK_BYTES // max(1, 8 * cols * (n + n_offsets))))
@@ -837,22 +839,26 @@ def frame_clip_bounds(frame, *, threshold=ClipOptions.threshold, cenfunc=ClipOpt
 def _histogram(frame, least, n_bins) -> np.ndarray:
     """Counts of each value of an integer frame from its ``least``, ``n_bins`` of them.
 
-    The kernel counts int64 values less the least: they are converted a chunk at a time
-    (whatever the frame's integer type, byte order or memory), so one compiled version
-    serves every frame. Differences are taken in int64 with numpy's wrap-around, exact
-    for uint64 too since they are small.
+    Raw 16-bit frames (native, contiguous) are counted as they are. Any other integer
+    frame is converted to int64 less the least a chunk at a time (whatever its type,
+    byte order or memory), so two compiled versions serve every frame. Differences are
+    taken in int64 with numpy's wrap-around, exact for uint64 too since they are small.
     """
     from .kernels import HISTOGRAM_CHUNK, histogram
 
+    counts = np.zeros(n_bins, dtype=np.int64)
+    if (frame.dtype == np.uint16 and frame.dtype.isnative and frame.flags.c_contiguous
+            and frame.flags.aligned):
+        histogram(_read_only(frame.reshape(-1)), int(least), counts)
+        return counts
     values = frame.reshape(-1)
     least = np.array(least).astype(np.int64)  # wrapped as the values are, for uint64
-    counts = np.zeros(n_bins, dtype=np.int64)
     chunk = np.empty(min(HISTOGRAM_CHUNK, values.size), dtype=np.int64)
     for start in range(0, values.size, chunk.size):
         part = chunk[: min(chunk.size, values.size - start)]
         np.copyto(part, values[start:start + part.size], casting="unsafe")
         np.subtract(part, least, out=part)
-        histogram(part, counts)
+        histogram(part, 0, counts)
     return counts
 
 

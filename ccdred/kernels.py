@@ -9,7 +9,8 @@ neither numba nor LLVM; the first combination pays that once (see
 
 Each entry point takes a few fixed sets of argument types, whatever the data's
 (see :data:`SIGNATURES`): :func:`combine_rows` reads the stacks raw frames come in
-(16-bit, float32 once overscan-corrected, float64) as they are, passed read-only,
+(16-bit, float32 once overscan-corrected, float64) and the offsets subtracted from
+them (masters as written in float32, or float64) as they are, passed read-only,
 and :mod:`ccdred.combine` converts any other (a block of rows at a time, to
 float64), so that ``ccdred prepare`` compiles every version a run can need, and a
 new stack type, byte order or memory layout compiles nothing at run time.
@@ -55,12 +56,13 @@ def _read_only(dtype, ndim: int = 3) -> numba.types.Array:
 #: The stack types :func:`combine_rows` reads as they are (any other is converted to float64).
 STACK_TYPES = ("uint16", "float32", "float64")
 
-#: The offset types :func:`sampled_median` reads as they are (masters as written, or float64).
+#: The offset types :func:`combine_rows` and :func:`sampled_median` read as they are (masters
+#: as written, or float64).
 OFFSET_TYPES = ("float32", "float64")
 
 
-def _combine_rows_signature(stack_type):
-    return (_read_only(stack_type), _I8_1D, _F8_1D, _F8_1D, _read_only(numba.float64), _I8_1D,
+def _combine_rows_signature(stack_type, offset_type):
+    return (_read_only(stack_type), _I8_1D, _F8_1D, _F8_1D, _read_only(offset_type), _I8_1D,
             _F8_1D, _F8_1D,
             numba.types.Tuple((numba.int64, numba.float64, numba.float64, numba.boolean,
                                numba.boolean, numba.int64, numba.int64, numba.int64,
@@ -76,11 +78,13 @@ def _combine_rows_signature(stack_type):
 #: call with other types would compile another version at run time: ``tests/test_compile.py``
 #: holds that none does.
 SIGNATURES = {
-    "combine_rows": [_combine_rows_signature(getattr(numba, name)) for name in STACK_TYPES],
+    "combine_rows": [_combine_rows_signature(getattr(numba, name), getattr(numba, offset))
+                     for name in STACK_TYPES for offset in OFFSET_TYPES],
     "sampled_median": [(_read_only(getattr(numba, name), 1),
                         _read_only(getattr(numba, offset), 1))
                        for name in STACK_TYPES for offset in OFFSET_TYPES],
-    "histogram": [(_I8_1D, _I8_1D)],
+    "histogram": [(_read_only(numba.uint16, 1), numba.int64, _I8_1D),
+                  (_I8_1D, numba.int64, _I8_1D)],
     "histogram_bounds": [(_I8_1D, numba.float64, numba.boolean, numba.int64)],
 }
 
@@ -614,10 +618,10 @@ def _histogram_median_float(values):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def histogram(values, counts):  # pragma: no cover - compiled
-    """Add one to ``counts[v]`` for each value ``v`` of ``values``."""
+def histogram(values, least, counts):  # pragma: no cover - compiled
+    """Add one to ``counts[v - least]`` for each value ``v`` of ``values``."""
     for value in values:
-        counts[value] += 1
+        counts[np.int64(value) - least] += 1
 
 
 @numba.njit(cache=True, nogil=True)
