@@ -228,9 +228,9 @@ class Dashboard(pn.viewable.Viewer):
         """Treat one file as another frame type (or 'ignore' it); the file is not touched."""
         self.pipeline.frame_types = {**self.pipeline.frame_types, glob.escape(file_name): frame_type}
 
-    def _before_after_view(self, shown):
+    def _before_after_view(self, shown, mask):
         name, raw, calibrated = shown
-        layout = plots.before_after(raw, calibrated, name)
+        layout = plots.before_after(raw, calibrated, name, mask)
         for element in layout:
             self._inspect_on_tap(element, "flat")
         return pn.Column(_panes(layout, linked_axes=True),
@@ -434,7 +434,8 @@ class Dashboard(pn.viewable.Viewer):
 
     def _sidebar(self) -> list:
         def card(title, parameters, collapsed=True):
-            return pn.Card(*fields(self.pipeline, parameters), title=title, collapsed=collapsed)
+            return pn.Card(*fields(self.pipeline, parameters), title=title, collapsed=collapsed,
+                           sizing_mode="stretch_width")
 
         reduce_button = pn.widgets.Button(name="Reduce night", button_type="primary",
                                           disabled=self.job.param.running)
@@ -456,6 +457,7 @@ class Dashboard(pn.viewable.Viewer):
                                      show_name=False),
                 card("Calibration", names(CalibrationParameters)),
                 card("Detector", names(DetectorParameters)),
+                card("Masks", ["bad_pixels", "cosmic_rays"]),
                 pn.Card(self.library_input, *fields(self.pipeline, ["library_max_age"]),
                         pn.panel(pn.bind(self._library_view, self.pipeline.param.plan,
                                          self.param.library_status)),
@@ -497,7 +499,7 @@ class Dashboard(pn.viewable.Viewer):
         views = {"Frames": pane("Frames", self._levels_view, pipeline.frame_levels),
                  "Clipping": self._clip_view(),
                  "Before / after": with_pixel("Before / after", self._before_after_view,
-                                              pipeline.shown_calibrated),
+                                              pipeline.shown_calibrated, pipeline.shown_mask),
                  "Masters": with_pixel("Masters", self._masters_view, pipeline.shown_dark,
                                        pipeline.shown_flat),
                  "Explore": self._explore_view(),

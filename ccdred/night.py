@@ -48,6 +48,7 @@ __all__ = [
     "NightResult",
     "add_masters_to_library",
     "calibrate_object",
+    "cosmic_ray_bits",
     "create_output",
     "dark_rate",
     "existing_policy",
@@ -1076,7 +1077,7 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
                                frame_saturation(header, samples), masters[step.flat],
                                planes[step.flat].variance, extra_mask, parameters.dtype)
     if parameters.cosmic_rays and planes is not None:  # (prepare_night requires the planes)
-        rays = _cosmic_rays(images[-1], written[-1], noise, extra_mask)
+        rays = cosmic_ray_bits(images[-1], written[-1], noise, extra_mask)
         logger.info("%s: %d pixels of cosmic rays", frame.path.name, np.count_nonzero(rays))
         for product_planes in written[-len(targets):]:
             product_planes["mask"] |= rays
@@ -1086,9 +1087,24 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
             in zip(targets, images[-len(targets):], written[-len(targets):], strict=True)]
 
 
-def _cosmic_rays(flat_fielded, planes, noise, bad_pixels) -> np.ndarray:
-    """The COSMIC_RAY bits of a flat-fielded frame (:func:`~ccdred.cosmics.object_mask`),
-    its uncertainty plane squared the noise model, its bad pixels left out of the search."""
+def cosmic_ray_bits(flat_fielded, planes, noise, bad_pixels) -> np.ndarray:
+    """The ``COSMIC_RAY`` bits of a flat-fielded frame (:func:`~ccdred.cosmics.object_mask`),
+    its uncertainty plane squared the noise model, its bad pixels left out of the search.
+
+    Parameters
+    ----------
+    flat_fielded : numpy.ndarray
+        The frame as its product holds it.
+    planes : dict
+        Its planes (:func:`frame_planes`): the ``uncertainty`` is used where known.
+    noise : DetectorNoise
+    bad_pixels : numpy.ndarray or None
+        The night's bad-pixel mask (:func:`night_mask`).
+
+    Returns
+    -------
+    numpy.ndarray of uint8
+    """
     variance = None if planes.get("uncertainty") is None else np.square(
         planes["uncertainty"], dtype=np.float64)
     bits = object_mask(flat_fielded, noise, bad_pixels, variance=variance)

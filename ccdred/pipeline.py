@@ -27,25 +27,28 @@ import numpy as np
 import param
 
 from . import config
-from .badpix import hot_pixels
+from .badpix import hot_pixels, read_bad_pixel_mask
 from .cache import MemoCache
-from .calibrate import calibrate_frame
+from .calibrate import calibrate_frame, calibration_steps
 from .combiners import FrameChoice, MasterFlat
 from .combine import CombineResult, frame_median
 from .errors import InputError, InputProblem
+from .fitsio import storage_dtype
 from .frames import Catalogue, Frame, read_stack, scan
-from .night import (MasterPlanes, dark_rate, frame_planes, frame_saturation, master_planes,
-                    night_noise, night_photon_transfer, read_samples, term_variance)
+from .night import (MasterPlanes, cosmic_ray_bits, dark_rate, frame_planes, frame_saturation,
+                    master_planes, night_bad_pixels, night_noise, night_photon_transfer,
+                    read_samples, term_variance)
 from .noise import DetectorNoise, PhotonTransferCurve, header_noise
 from .parameters import (CalibrationParameters, ClipParameters, KeywordParameters,
-                         ReductionParameters, names)
+                         MaskParameters, ReductionParameters, names)
 from .plan import Master, NightPlan, build_plan
-from .steps import (PixelStack, SampleCounts, StepOptions, as_written, choose,
+from .steps import (UNKNOWN_NOISE, PixelStack, SampleCounts, StepOptions, as_written, choose,
                     make_master, pixel_stack, sample_counts, stack_statistics, threshold_sweep)
 
 __all__ = ["MASTERS", "RAW_FRAMES", "SWEEP_SAMPLES", "Pipeline", "raw_median", "read_raw", "read_raw_stack"]
 
 _MB = 1 << 20
+
 
 
 #: Raw frames, shared by every session of the process (read-only arrays).
@@ -440,19 +443,61 @@ class Pipeline(ReductionParameters):
 
     def calibrated_planes(self, name=None) -> dict:
         """The planes of an object frame's flat-fielded product (``uncertainty`` and
-        ``mask``, as a night writes them; see :func:`~ccdred.night.frame_planes`)."""
+        ``mask``, as a night with these options writes them; see
+        :func:`~ccdred.night.frame_planes`): the mask with the night's bad pixels
+        (:meth:`night_bad_pixels`) and, with ``cosmic_rays``, the rays found in the frame."""
+        return self._calibrated_with_planes(name)[1]
+
+    def _calibrated_with_planes(self, name=None) -> tuple[np.ndarray, dict]:
+        """An object frame's flat-fielded image as its product holds it, and its planes."""
         step, options = self._object(name), self.step_options()
         needs = (*step.term.needs, step.flat)
         images = {need: self._written(need, options) for need in needs}
         planes = {need: self.master_planes(need, options) for need in needs}
         image, samples = read_samples(step.frame)
         dark, flat = step.term.image(images), images[step.flat]
-        _, flat_fielded = frame_planes(
-            samples, image, dark, term_variance(step.term, planes),
-            (None, calibrate_frame(image, dark, flat)), self.detector_noise(),
+        _, flat_fielded = calibration_steps(image, dark, flat, dtype=storage_dtype(self.dtype),
+                                            keep_subtracted=False)
+        noise, bad_pixels = self.detector_noise(), self.night_bad_pixels()
+        _, written = frame_planes(
+            samples, image, dark, term_variance(step.term, planes), (None, flat_fielded), noise,
             frame_saturation(step.frame.header(), samples), flat, planes[step.flat].variance,
-            dtype=self.dtype)
-        return flat_fielded
+            bad_pixels, dtype=self.dtype)
+        if self.cosmic_rays:
+            if noise is None:
+                raise InputError([InputProblem(None, f"cosmic rays {UNKNOWN_NOISE}")])
+            written["mask"] |= cosmic_ray_bits(flat_fielded, written, noise, bad_pixels)
+        return flat_fielded, written
+
+    def object_mask(self, name=None) -> np.ndarray:
+        """The ``MASK`` plane of an object frame's flat-fielded product (the selected one
+        by default; see :meth:`calibrated_planes`), memoised on the frame, its masters,
+        the detector's noise and the mask options."""
+        step, options = self._object(name), self.step_options()
+        noise = self.detector_noise()
+        key = ("object_mask", _file_key(step.frame), self.dtype, self.cosmic_rays,
+               tuple(sorted(self.mask_options().items())),
+               tuple(self._key(need, options) for need in (*step.term.needs, step.flat)),
+               None if noise is None else (noise.gain, noise.read_noise))
+        return MASTERS.get(key, lambda: self.calibrated_planes(name)["mask"])
+
+    def night_bad_pixels(self) -> np.ndarray | None:
+        """The night's bad-pixel mask as its reduction writes it (see
+        :func:`~ccdred.night.night_mask`): the user's mask file (``bad_pixel_mask``), else
+        with ``bad_pixels`` hot pixels from the raw darks and defects from the master
+        flats; None when neither is asked for. Memoised."""
+        if not self.writes_bad_pixels():
+            return None
+        plan, options = self._require_plan(), self.step_options()
+        if self.bad_pixel_mask is not None:
+            return MASTERS.get(("user_mask", tuple(sorted(self.mask_options().items()))),
+                               lambda: read_bad_pixel_mask(self.bad_pixel_mask,
+                                                           plan.catalogue.frames[0].shape))
+        masters = {m.name: self.master(m.name, options) for m in plan.masters.values()
+                   if m.kind in ("bias", "flat")}
+        key = ("bad_pixels", self._frames_key(), self.dtype,
+               tuple(self._key(name, options) for name in masters))
+        return MASTERS.get(key, lambda: night_bad_pixels(plan, masters, self.dtype))
 
     def step_options(self) -> StepOptions:
         """The options that decide the masters (see
@@ -546,6 +591,14 @@ class Pipeline(ReductionParameters):
     def shown_calibrated(self) -> tuple[str, np.ndarray, np.ndarray]:
         """The selected object frame: name, raw (preprocessed) and calibrated images."""
         return self.object_frame, self.raw_object(), self.calibrated()
+
+    @param.depends(*_COMBINE, "object_frame", *names(MaskParameters), "gain", "read_noise")
+    def shown_mask(self) -> np.ndarray | None:
+        """The selected object frame's mask plane (:meth:`object_mask`) when a bad-pixel
+        mask or cosmic rays are asked for; None (nothing computed) otherwise."""
+        if not (self.writes_bad_pixels() or self.cosmic_rays):
+            return None
+        return self.object_mask()
 
     @param.depends("plan", "gain", "read_noise", "upper_limit", "lower_limit")
     def shown_detector(self) -> tuple:

@@ -16,6 +16,7 @@ from bokeh.models import BasicTickFormatter
 from holoviews.operation.datashader import rasterize
 
 from .errors import InputError, InputProblem
+from .planes import MaskBit
 from .steps import PixelStack
 
 __all__ = [
@@ -74,10 +75,41 @@ def image(data, title: str, *, clim=None, label="ADU", cmap="gray"):
     return element.opts(**options)
 
 
-def before_after(raw, calibrated, name: str):
-    """Raw and calibrated frame side by side; pan and zoom are linked."""
-    return (image(raw, f"{name}: raw") + image(calibrated, f"{name}: calibrated")).opts(
-        shared_axes=True)
+def before_after(raw, calibrated, name: str, mask=None):
+    """Raw and calibrated frame side by side; pan and zoom are linked. With ``mask`` (the
+    calibrated product's ``MASK`` plane), its pixels are marked on the calibrated frame by
+    reason (see :func:`masked_pixels`)."""
+    after = image(calibrated, f"{name}: calibrated")
+    if mask is not None:
+        after = (after * masked_pixels(mask)).opts(legend_position="bottom")
+    return (image(raw, f"{name}: raw") + after).opts(shared_axes=True)
+
+
+#: How :func:`masked_pixels` marks each reason of a mask plane, in this order (a pixel
+#: masked for several reasons is marked for the first).
+MASK_MARKS = {MaskBit.COSMIC_RAY: ("cosmic ray", "red"), MaskBit.HOT: ("hot pixel", "orange"),
+              MaskBit.DEFECT: ("flat defect", "magenta"), MaskBit.USER: ("your mask", "cyan"),
+              MaskBit.SATURATED: ("saturated", "yellow"), MaskBit.NOT_FINITE: ("no value", "lime")}
+
+
+def masked_pixels(mask, max_points: int = 20_000):
+    """The pixels of a mask plane (uint8 :class:`~ccdred.planes.MaskBit` bits) as open
+    squares, one colour and legend entry per reason (:data:`MASK_MARKS`) with its count
+    of pixels; a reason with more than ``max_points`` pixels shows an even subset, and
+    its legend says so."""
+    unmarked = np.array(mask, dtype=np.uint8)
+    overlay = [hv.Points(([], []), kdims=["x", "y"])]  # an empty mask: an empty overlay
+    for bit, (reason, colour) in MASK_MARKS.items():
+        rows, cols = np.nonzero(unmarked & np.uint8(bit))
+        unmarked[rows, cols] = 0
+        if rows.size == 0:
+            continue
+        step = -(-rows.size // max_points)
+        shown = "" if step == 1 else f", {rows[::step].size} shown"
+        overlay.append(hv.Points((cols[::step], rows[::step]), kdims=["x", "y"],
+                                 label=f"{reason} ({rows.size}{shown})").opts(
+            color=colour, marker="square", fill_alpha=0.0, size=6, line_width=1))
+    return hv.Overlay(overlay)
 
 
 def clip_map(n_rejected, n_frames: int, title: str, max_pixels: int = 512):

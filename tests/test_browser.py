@@ -485,3 +485,53 @@ def test_a_tab_shown_again_draws_what_changed_while_it_was_hidden(browser, serve
         screenshot(page, name)
     assert not errors, errors
     page.close()
+
+
+def legend_labels(page) -> list[str]:
+    """The labels of every plot legend's entries on the page."""
+    return page.evaluate("""() => {
+        const labels = [];
+        for (const doc of Bokeh.documents)
+            for (const model of doc.all_models)
+                if (model.renderers && model.label && typeof model.label.value === "string")
+                    labels.push(model.label.value);
+        return labels;
+    }""")
+
+
+def test_the_masks_card_marks_the_bad_pixels_on_the_calibrated_frame(browser, server, tmp_path):
+    """Bad pixels asked for in the Masks card are marked on the Before / after tab's
+    calibrated frame: as many hot pixels as the bad_pixels.fits a reduction of the night
+    with --bad-pixels writes; unticked, no mask is drawn."""
+    from astropy.io import fits
+
+    from ccdred.night import BAD_PIXELS, reduce_night
+    from ccdred.parameters import ReductionParameters
+    from ccdred.planes import MaskBit
+
+    reduce_night([server["root"] / "night1"], tmp_path / "out",
+                 ReductionParameters(bad_pixels=True))
+    hot = int(np.count_nonzero(fits.getdata(tmp_path / "out" / BAD_PIXELS) & MaskBit.HOT))
+    assert hot > 0
+    page = open_page(browser, server)
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.get_by_text("Before / after", exact=True).first.click()
+    page.wait_for_selector("text=Click a pixel", timeout=60_000)
+    assert not [label for label in legend_labels(page) if "hot pixel" in label]
+    page.get_by_text("Masks", exact=True).first.click()
+    bad_pixels = page.locator(".bk-Checkbox").filter(has_text="Bad pixels").locator("input")
+    bad_pixels.check()
+    deadline = time.monotonic() + 60
+    while not (marked := [label for label in legend_labels(page) if "hot pixel" in label]):
+        assert time.monotonic() < deadline, legend_labels(page)
+        time.sleep(0.3)
+    assert marked == [f"hot pixel ({hot})"]
+    screenshot(page, "before-after-masks")
+    bad_pixels.uncheck()
+    deadline = time.monotonic() + 60
+    while [label for label in legend_labels(page) if "hot pixel" in label]:
+        assert time.monotonic() < deadline, "the marks stayed after unticking"
+        time.sleep(0.3)
+    assert not errors, errors
+    page.close()

@@ -177,7 +177,9 @@ MASKED_SPEC = NightSpec(shape=(256, 256), seed=11)
 def test_the_products_masks_hold_the_rays_and_the_bad_pixels_in_both_runners(client, tmp_path):
     """With --planes --bad-pixels --cosmic-rays, each calibrated frame's MASK (as CCDData
     reads it) marks >= 90 % of the rays injected into it (COSMIC_RAY) and the night's hot
-    pixels (HOT); the Dask runner writes the same masks."""
+    pixels (HOT); the Dask runner writes the same masks, and the dashboard's Pipeline
+    shows them (its Before / after tab)."""
+    from ccdred.pipeline import MASTERS, Pipeline
     from astropy.nddata import CCDData
 
     from ccdred.cluster import reduce_nights_on_cluster
@@ -190,10 +192,13 @@ def test_the_products_masks_hold_the_rays_and_the_bad_pixels_in_both_runners(cli
     hot = bad_pixels & MaskBit.HOT > 0
     assert hot.sum() > 20
     names = [f"{step.frame.name}_df.fits" for step in result.plan.calibrations]
+    MASTERS.clear()
+    pipeline = Pipeline(night=str(tmp_path / "raw"), **parameters.param.values(onlychanged=True))
     found = injected = 0
     for name, rays in zip(names, night_cosmic_rays(MASKED_SPEC), strict=True):
         mask = fits.getdata(tmp_path / "local" / name, "MASK")
         assert fits.getdata(tmp_path / "dask" / name, "MASK").tobytes() == mask.tobytes()
+        assert pipeline.object_mask(name.replace("_df.fits", ".fits")).tobytes() == mask.tobytes()
         assert (CCDData.read(tmp_path / "local" / name).mask == (mask > 0)).all()
         assert ((mask & MaskBit.HOT) > 0)[hot].all()
         found += (ray_bits(mask) & (rays > 0)).sum()

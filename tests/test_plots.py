@@ -306,3 +306,33 @@ def test_the_frames_log_axis_keeps_a_power_of_ten_near_its_levels(night_files):
     assert np.log10(high / low) >= 2
     decades = np.arange(np.ceil(np.log10(low)), np.floor(np.log10(high)) + 1)
     assert all(np.min(np.abs(decades - np.log10(level))) <= 1 for level in levels)
+
+
+def test_masked_pixels_mark_each_pixel_once_for_its_first_reason():
+    """A pixel both hot and without a value is marked as hot; the legend counts each
+    reason's pixels, and a reason past ``max_points`` shows an even subset and says so."""
+    from ccdred.planes import MaskBit
+
+    mask = np.zeros((40, 50), dtype=np.uint8)
+    mask[3, 4] = MaskBit.HOT | MaskBit.NOT_FINITE
+    mask[10, 20] = MaskBit.NOT_FINITE
+    mask[20:30, 0:10] = MaskBit.SATURATED  # 100 pixels
+    points = {p.label: p for p in plots.masked_pixels(mask, max_points=30)
+              if isinstance(p, hv.Points) and p.label}
+    assert set(points) == {"hot pixel (1)", "no value (1)", "saturated (100, 25 shown)"}
+    assert points["hot pixel (1)"].array().tolist() == [[4, 3]]  # (x, y): column, row
+    assert points["no value (1)"].array().tolist() == [[20, 10]]
+    saturated = points["saturated (100, 25 shown)"].array()
+    assert ((saturated[:, 0] < 10) & (saturated[:, 1] >= 20) & (saturated[:, 1] < 30)).all()
+
+
+def test_before_after_marks_the_mask_on_the_calibrated_frame_only():
+    from ccdred.planes import MaskBit
+
+    raw = np.ones((8, 8))
+    mask = np.zeros((8, 8), dtype=np.uint8)
+    mask[2, 5] = MaskBit.COSMIC_RAY
+    before, after = plots.before_after(raw, raw, "f", mask)
+    assert isinstance(before, hv.Image)
+    assert [p.label for p in after if isinstance(p, hv.Points) and p.label] == ["cosmic ray (1)"]
+    assert isinstance(plots.before_after(raw, raw, "f")[1], hv.Image)
