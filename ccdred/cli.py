@@ -131,6 +131,7 @@ def _calibration_options(parser, defaults: ReductionParameters) -> None:
     for name in ("overscan", "overscan_function", "trim"):
         group.add_argument(f"--{name.replace('_', '-')}", default=getattr(defaults, name),
                            help=f"{doc[name].doc} (default: {getattr(defaults, name)})")
+    group.add_argument("--tile", action="store_true", help=doc.tile.doc)
     group.add_argument("--temperature-tolerance", type=float, metavar="DEGREES",
                        default=defaults.temperature_tolerance,
                        help=f"{doc.temperature_tolerance.doc} "
