@@ -398,6 +398,6 @@ class Mosaic:
         lines = [f"tiled from {len(self.amplifiers)} image extensions, placed by DETSEC"]
         for amp in self.amplifiers:
             done = amp.preprocess.describe()
-            lines.append(f"extension {amp.name}: DETSEC {amp.placement}, trim {done['trim']}, "
-                         f"overscan {done['overscan']}")
+            lines += [f"extension {amp.name} placed at DETSEC {amp.placement}",
+                      f"  its trim {done['trim']}, overscan {done['overscan']}"]
         return lines
