@@ -16,7 +16,7 @@ from astropy.io import fits
 from ccdred import steps
 from ccdred.cli import main
 from ccdred.demo import (AMPLIFIER_GAIN, BIAS_LEVEL, NightSpec, amplifier_layout, make_night,
-                         night_stars, night_truth)
+                         night_stars, night_truth, star_cores)
 from ccdred.frames import PreprocessOptions, scan
 from ccdred.night import reduce_night
 from ccdred.parameters import ReductionParameters
@@ -192,6 +192,19 @@ def test_the_calibrated_object_is_the_true_sky_and_stars_whatever_the_amplifier(
     pulls = (calibrated / scale - light) / np.sqrt(light / gain + read_noise**2)
     robust_std = 1.4826 * np.median(np.abs(pulls - np.median(pulls)))  # cosmic rays aside
     assert 0.9 < robust_std < 1.2
+    assert np.abs(pulls[star_cores(SPECS[1])]).max() < 4  # the stars where the truth has them
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_the_calibrated_object_is_the_one_amplifier_night_s_scaled(nights, n):
+    """The same frames (same noise, same cosmic rays) read through several amplifiers: the
+    products differ by the flat's normalisation and the amplifiers' overscan noise only."""
+    name = first_object(nights / f"out{n}").name
+    tiled = fits.getdata(nights / f"out{n}" / name).astype(np.float64)
+    single = fits.getdata(nights / "out1" / name).astype(np.float64)
+    scale = np.median(tiled / single)
+    # each row's overscan: a median of 24 pixels of 6 ADU read noise (x its gain), 1.6 ADU
+    assert np.std(tiled / scale - single) < 4.0
 
 
 @pytest.mark.parametrize("n", [2, 4])
