@@ -123,6 +123,10 @@ class NightSpec:
     defects: bool = False
     amplifiers: int = 1
 
+    def __post_init__(self):
+        if self.amplifiers != 1:
+            amplifier_layout(self.shape, self.amplifiers)  # ValueError naming what is wrong
+
     @classmethod
     def real(cls, **changes) -> NightSpec:
         """A night shaped like real cameras': overscan, a drifting bias level, more

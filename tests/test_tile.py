@@ -347,3 +347,13 @@ def test_tiling_problems_of_every_file_are_said_at_once_by_the_command_line(nigh
     err = capsys.readouterr().err
     assert f"{folder / 'demo_0001.fits'}: extension 2 (AMP2): no DETSEC" in err
     assert f"{folder / 'demo_0002.fits'}: extension 2 (AMP2): no usable DATASEC" in err
+
+
+def test_the_demo_command_writes_a_night_through_four_amplifiers(tmp_path, capsys):
+    assert main(["demo", str(tmp_path / "odd"), "--size", "15", "--amplifiers", "4"]) == 2
+    assert "2 or 4 amplifiers over an even number of rows and columns" in capsys.readouterr().err
+    assert main(["demo", str(tmp_path / "night"), "--size", "16", "--amplifiers", "4"]) == 0
+    catalogue = scan([tmp_path / "night"], preprocessing=PreprocessOptions(tile=True))
+    assert catalogue.problems == () and len(catalogue.frames) == 38
+    assert {len(frame.preprocess.amplifiers) for frame in catalogue.frames} == {4}
+    assert {frame.shape for frame in catalogue.frames} == {(16, 16)}
