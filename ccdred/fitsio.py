@@ -504,19 +504,18 @@ def write_raw_frame(path, data, cards: dict) -> Path:
     return Path(path)
 
 
-def write_raw_extensions(path, images, cards: dict, extension_cards, compress=False) -> Path:
+def write_raw_extensions(path, images, cards: dict, extension_cards) -> Path:
     """Write a multi-amplifier raw frame: ``cards`` in a primary header without data, then
     one image extension per image with its own ``extension_cards`` (``INHERIT = T``).
 
-    For simulated nights; ``compress`` writes RICE tile-compressed extensions (``.fits.fz``).
+    For simulated nights, as :func:`write_raw_frame`.
     """
     from astropy.io import fits
 
     hdus = fits.HDUList([fits.PrimaryHDU(header=fits.Header(list(cards.items())))])
-    kind = fits.CompImageHDU if compress else fits.ImageHDU
     for data, own in zip(images, extension_cards, strict=True):
         header = fits.Header([("INHERIT", True), *own.items()])
-        hdus.append(kind(data, header=header, name=own.get("EXTNAME")))
+        hdus.append(fits.ImageHDU(data, header=header, name=own.get("EXTNAME")))
     hdus.writeto(path, overwrite=True)
     return Path(path)
 

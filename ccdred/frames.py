@@ -94,7 +94,8 @@ class Frame:
         """The header of the image HDU (read again from the file); a tiled frame's says so."""
         if isinstance(self.preprocess, Mosaic):
             primary, images = fitsio.image_hdus(self.path)
-            return fitsio.tiled_header(primary, images[0][1], self.shape, self.preprocess.history())
+            return fitsio.tiled_header(primary, images[0][1], self.shape,
+                                       self.preprocess.history())
         return fitsio.find_image_hdu(self.path)[1]
 
     def raw(self):
@@ -289,7 +290,7 @@ class PreprocessOptions:
 
         Each extension's overscan and trim are resolved from its own header
         as a frame's are (:meth:`resolve`), and placed by its DETSEC. Every
-        problem (no DETSEC, no DATASEC, a trimmed image the size of its
+        problem (no DETSEC, no DATASEC, a trimmed image not the size of its
         DETSEC, DETSECs that overlap or leave holes, an overscan in some
         extensions only) is said with ``problem(message)``, naming the
         extension; None is returned then.
@@ -306,11 +307,10 @@ class PreprocessOptions:
         for name, message in layout_problems([amp.placement for amp in amplifiers],
                                              [amp.name for amp in amplifiers]):
             refuse(name, message)
-        with_overscan = [amp.preprocess.overscan is not None for amp in amplifiers]
-        for amp in amplifiers if any(with_overscan) and not all(with_overscan) else ():
-            if amp.preprocess.overscan is None:
-                refuse(amp.name, "no usable BIASSEC, where other extensions have one "
-                                 "(--overscan none uses none)")
+        without = [amp for amp in amplifiers if amp.preprocess.overscan is None]
+        for amp in without if len(without) < len(amplifiers) else ():
+            refuse(amp.name, "no usable BIASSEC, where other extensions have one "
+                             "(--overscan none uses none)")
         return None if refused else Mosaic(tuple(amplifiers))
 
     def _amplifier(self, index, header, refuse, note) -> Amplifier | None:

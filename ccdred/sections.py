@@ -210,7 +210,7 @@ class Placement:
 
     @classmethod
     def parse(cls, text: str) -> Placement:
-        """The placement a ``DETSEC`` string describes; ValueError naming it when it does not parse."""
+        """The placement a ``DETSEC`` describes; ValueError naming it when it does not parse."""
         match = _SECTION.match(str(text).strip())
         if not match or min(map(int, match.groups())) < 1:
             msg = f"{text!r} is not a FITS section [x1:x2,y1:y2] (1-based)"
