@@ -21,6 +21,7 @@ from ccdred.frames import PreprocessOptions, scan
 from ccdred.night import reduce_night
 from ccdred.parameters import ReductionParameters
 from ccdred.pipeline import MASTERS, Pipeline
+from ccdred.planes import MaskBit
 from ccdred.sections import Placement, Preprocess, Section, Trim, layout_problems, tile
 
 #: The one-amplifier night, and the same night read through 2 and 4 amplifiers (a wide
@@ -241,6 +242,31 @@ def test_the_runners_make_equal_tiled_products(nights, client, tmp_path, n):
     product = first_object(nights / f"out{n}")
     calibrated = pipeline.calibrated(product.name.replace("_df.fits", ".fits"))
     np.testing.assert_array_equal(calibrated.astype(np.float32), written[product.name])
+
+
+def test_row_blocks_of_tiled_frames_change_no_product(nights, tmp_path):
+    blocks = reduce_night([nights / "raw4"], tmp_path / "blocks", ReductionParameters(tile=True),
+                          memory_budget=6_000)
+    assert blocks.plan.masters
+    whole = product_data(nights / "out4")
+    for name, data in product_data(tmp_path / "blocks").items():
+        np.testing.assert_array_equal(data, whole[name], err_msg=name)
+
+
+def test_planes_of_a_tiled_night_mark_its_saturated_pixels(nights, tmp_path):
+    """The raw samples of a tiled frame (before each amplifier's overscan) find its
+    saturated pixels: one made so in a flat-fielded object's raw amplifier is masked."""
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    for path in (nights / "raw2").glob("*.fits"):
+        (folder / path.name).write_bytes(path.read_bytes())
+    with fits.open(folder / "demo_0033.fits", mode="update") as hdus:
+        hdus[2].data[5, 3] = 65535  # AMP2 is flipped: detector column 80 - 3, row 6
+    assert reduce(folder, tmp_path / "out", "--tile", "--planes") == 0
+    with fits.open(tmp_path / "out" / "demo_0033_df.fits") as hdus:
+        assert hdus["UNCERT"].data.shape == hdus["MASK"].data.shape == BASE["shape"]
+        saturated = np.argwhere(hdus["MASK"].data & MaskBit.SATURATED)
+    assert saturated.tolist() == [[5, 76]]
 
 
 def test_tile_can_be_set_on_a_pipeline_after_it_scanned(nights):
