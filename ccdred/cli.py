@@ -131,6 +131,7 @@ def _calibration_options(parser, defaults: ReductionParameters) -> None:
     for name in ("overscan", "overscan_function", "trim"):
         group.add_argument(f"--{name.replace('_', '-')}", default=getattr(defaults, name),
                            help=f"{doc[name].doc} (default: {getattr(defaults, name)})")
+    group.add_argument("--tile", action="store_true", help=doc.tile.doc)
     group.add_argument("--temperature-tolerance", type=float, metavar="DEGREES",
                        default=defaults.temperature_tolerance,
                        help=f"{doc.temperature_tolerance.doc} "
@@ -221,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--real", action="store_true",
                       help="a night as real cameras take it: overscan strip, drifting bias, more "
                            "biases, darks at fewer exposure times than the objects")
+    demo.add_argument("--amplifiers", type=int, choices=(1, 2, 4), default=1,
+                      help="read through 2 or 4 amplifiers, an image extension each with its "
+                           "own bias level, gain and overscan (reduce it with --tile)")
     demo.add_argument("--overwrite", action="store_true",
                       help="write into a folder that already holds files (refused by default)")
     export = commands.add_parser(
@@ -406,7 +410,12 @@ def _demo(args) -> int:
         print(f"ccdred: error: {folder}: folder already holds files; use --overwrite to write "
               "the demo night into it anyway", file=sys.stderr)
         return EXIT_INPUT
-    spec = (NightSpec.real if args.real else NightSpec)(shape=(args.size, args.size), seed=args.seed)
+    try:
+        spec = (NightSpec.real if args.real else NightSpec)(
+            shape=(args.size, args.size), seed=args.seed, amplifiers=args.amplifiers)
+    except ValueError as err:
+        print(f"ccdred: error: {err}", file=sys.stderr)
+        return EXIT_INPUT
     paths = make_night(args.dir, spec)
     print(f"ccdred: wrote {len(paths)} raw frames to {args.dir}", file=sys.stderr)
     return 0

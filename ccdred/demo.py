@@ -22,13 +22,19 @@ import numpy as np
 
 from . import fitsio
 
-__all__ = ["NightSpec", "NightTruth", "demo_night", "make_night", "night_cosmic_rays",
-           "night_stars", "night_truth", "star_cores"]
+__all__ = ["NightSpec", "NightTruth", "amplifier_layout", "demo_night", "make_night",
+           "night_cosmic_rays", "night_stars", "night_truth", "star_cores"]
 
 GAIN = 1.5  # electrons per ADU
 READ_NOISE = 6.0  # ADU (9 electrons)
 BIAS_LEVEL = 1000.0  # ADU
 SATURATION = 65535
+#: Each amplifier's bias level (ADU) and gain (ADU per ADU of the one-amplifier camera), in
+#: the order of :func:`amplifier_layout`.
+AMPLIFIER_BIAS = (1000.0, 1180.0, 940.0, 1090.0)
+AMPLIFIER_GAIN = (1.0, 0.92, 1.07, 0.96)
+#: Columns of each amplifier's overscan strip, when the night's ``overscan`` is not given.
+AMPLIFIER_OVERSCAN = 8
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,14 @@ class NightSpec:
         (:func:`pixel_defects`), which every filter's flats and objects see; the
         truth's ``defects`` says where. Off by default, so that the course's nights
         stay as they were.
+    amplifiers : {1, 2, 4}
+        Amplifiers the detector is read through. With 2 (left and right halves)
+        or 4 (quadrants), each file holds an image extension per amplifier (see
+        :func:`amplifier_layout`), the night's keywords in the primary header:
+        the same frames as the one-amplifier night's, each amplifier adding its
+        own bias level (:data:`AMPLIFIER_BIAS`) and gain (:data:`AMPLIFIER_GAIN`,
+        its ``GAIN``), with an overscan strip (``overscan`` columns, else
+        :data:`AMPLIFIER_OVERSCAN`) and its BIASSEC, DATASEC and DETSEC.
     """
 
     shape: tuple[int, int] = (512, 512)
@@ -107,6 +121,11 @@ class NightSpec:
     flat_levels: tuple[float, ...] = ()
     bayer: str | None = None
     defects: bool = False
+    amplifiers: int = 1
+
+    def __post_init__(self):
+        if self.amplifiers != 1:
+            amplifier_layout(self.shape, self.amplifiers)  # ValueError naming what is wrong
 
     @classmethod
     def real(cls, **changes) -> NightSpec:
@@ -311,6 +330,10 @@ def make_night(folder, spec: NightSpec = NightSpec()) -> list[Path]:
     readout = np.random.default_rng([spec.seed, 4])
     for number, (data, cards) in enumerate(_frames(spec), start=1):
         cards["DATE-OBS"] = (start + datetime.timedelta(minutes=2 * number)).isoformat()
+        if spec.amplifiers > 1:
+            paths.append(_write_amplifiers(folder / f"demo_{number:04d}.fits", data, cards,
+                                           bias_level_drift(spec, number), spec, readout))
+            continue
         if spec.overscan:
             data, cards = _read_out(data, cards, bias_level_drift(spec, number), spec, readout)
         path = folder / f"demo_{number:04d}.fits"
@@ -357,6 +380,64 @@ def _read_out(data, cards, drift, spec, rng):
     cards = {**cards, "BIASSEC": f"[{cols + 1}:{cols + spec.overscan},1:{rows}]",
              "TRIMSEC": f"[1:{cols},1:{rows}]"}
     return np.clip(np.round(image), 0, SATURATION).astype(np.uint16), cards
+
+
+def amplifier_layout(shape, amplifiers: int) -> list[tuple[slice, slice, bool, bool]]:
+    """Where each amplifier reads the detector: (rows, columns, flip_x, flip_y) per amplifier.
+
+    Two amplifiers read the left and right halves, four the quadrants (lower
+    left, lower right, upper left, upper right); those on the right read their
+    rows from the right edge (flipped left to right), those on top from the
+    top (flipped bottom to top), as a detector read at its corners is.
+
+    Examples
+    --------
+    >>> [(c.start, c.stop, fx) for r, c, fx, fy in amplifier_layout((4, 6), 2)]
+    [(0, 3, False), (3, 6, True)]
+    """
+    if amplifiers not in (2, 4) or shape[0] % 2 or shape[1] % 2:
+        msg = f"2 or 4 amplifiers over an even number of rows and columns, got {amplifiers} " \
+              f"over {shape}"
+        raise ValueError(msg)
+    rows, cols = shape[0] // 2, shape[1] // 2
+    bands = [slice(0, shape[0])] if amplifiers == 2 else [slice(0, rows), slice(rows, shape[0])]
+    return [(band, half, half.start > 0, band.start > 0)
+            for band in bands for half in (slice(0, cols), slice(cols, shape[1]))]
+
+
+def _write_amplifiers(path, data, cards, drift, spec, rng) -> Path:
+    """Write a frame as a multi-amplifier camera reads it: an extension per amplifier."""
+    layout = amplifier_layout(data.shape, spec.amplifiers)
+    images, own = [], []
+    for number, (rows, cols, flip_x, flip_y) in enumerate(layout):
+        image, sections = _amplifier_readout(data[rows, cols], drift[rows], number, flip_x,
+                                             flip_y, spec, rng)
+        corner = (cols.start + 1, cols.stop, rows.start + 1, rows.stop)
+        x = corner[1::-1] if flip_x else corner[:2]
+        y = corner[3:1:-1] if flip_y else corner[2:]
+        images.append(image)
+        own.append({"EXTNAME": f"AMP{number + 1}", **sections,
+                    "DETSEC": f"[{x[0]}:{x[1]},{y[0]}:{y[1]}]",
+                    "GAIN": spec.gain / AMPLIFIER_GAIN[number]})
+    shared = {key: value for key, value in cards.items() if key != "GAIN"}
+    shared |= {"DETSIZE": f"[1:{data.shape[1]},1:{data.shape[0]}]", "NAMPS": len(layout)}
+    return fitsio.write_raw_extensions(path, images, shared, own)
+
+
+def _amplifier_readout(region, drift, number, flip_x, flip_y, spec, rng):
+    """One amplifier's image as it reads ``region`` (ADU of the one-amplifier camera): in
+    its readout order, at its gain and bias level, with an overscan strip; and its sections."""
+    gain, level = AMPLIFIER_GAIN[number], AMPLIFIER_BIAS[number]
+    flip = (slice(None, None, -1 if flip_y else 1), slice(None, None, -1 if flip_x else 1))
+    rows, cols = region.shape
+    width = spec.overscan or AMPLIFIER_OVERSCAN
+    read_noise = rng.normal(0.0, gain * spec.read_noise / spec.gain, (rows, width))
+    # the uniform term undoes the first rounding, as in _read_out
+    signal = gain * (region[flip] - BIAS_LEVEL + rng.uniform(-0.5, 0.5, region.shape))
+    image = level + drift[flip[0]] + np.hstack([signal, read_noise])
+    sections = {"BIASSEC": f"[{cols + 1}:{cols + width},1:{rows}]",
+                "DATASEC": f"[1:{cols},1:{rows}]"}
+    return np.clip(np.round(image), 0, SATURATION).astype(np.uint16), sections
 
 
 #: Relative brightness, per colour, of the flat lamp and of the sky through a colour mosaic.
@@ -439,7 +520,8 @@ def demo_night(cache_dir, spec: NightSpec = NightSpec()) -> Path:
     """
     cache_dir = Path(cache_dir)
     folder = cache_dir / (f"demo-{spec.shape[0]}x{spec.shape[1]}-seed{spec.seed}"
-                          + ("-defects" if spec.defects else ""))
+                          + ("-defects" if spec.defects else "")
+                          + (f"-{spec.amplifiers}amp" if spec.amplifiers > 1 else ""))
     if folder.is_dir():
         return folder
     cache_dir.mkdir(parents=True, exist_ok=True)

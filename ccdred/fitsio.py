@@ -31,6 +31,7 @@ __all__ = [
     "FITS_SUFFIXES",
     "add_provenance",
     "find_image_hdu",
+    "image_hdus",
     "image_dtype",
     "is_current_product",
     "is_fits",
@@ -41,7 +42,9 @@ __all__ = [
     "read_image",
     "read_planes",
     "storage_dtype",
+    "tiled_header",
     "write_image",
+    "write_raw_extensions",
     "write_raw_frame",
 ]
 
@@ -96,26 +99,58 @@ def find_image_hdu(path) -> tuple[int, fits.Header]:
         When the file is not FITS, cannot be parsed, holds no image, or is
         shorter than its header says (truncated).
     """
+    return _image_hdus(path, first_only=True)[1][0]
+
+
+def image_hdus(path) -> tuple[fits.Header, list[tuple[int, fits.Header]]]:
+    """The primary header, and the index and header of every HDU holding image data.
+
+    Each header is as :func:`find_image_hdu` gives it (``INHERIT`` honoured).
+    A product's planes (:data:`PLANES`) are not images of their own: a
+    product has one image. Several images are a multi-amplifier (or
+    multi-CCD) frame's extensions.
+
+    Raises
+    ------
+    InputError
+        As :func:`find_image_hdu`.
+    """
+    return _image_hdus(path, first_only=False)
+
+
+def _image_hdus(path, first_only: bool) -> tuple[fits.Header, list[tuple[int, fits.Header]]]:
     from astropy.io import fits
 
     if not is_fits(path):
         raise InputError([InputProblem(Path(path), "not a FITS file")])
+    found = []
     try:
         with warnings.catch_warnings(), \
                 fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdus:
             warnings.filterwarnings("ignore", message="File may have been truncated")
+            primary = hdus[0].header.copy()
             for index, hdu in enumerate(hdus):
-                if hdu.header.get("NAXIS", 0) > 0 and hdu.is_image:
+                if _is_image(index, hdu):
                     _check_complete(path, hdu)
-                    if index > 0 and hdu.header.get("INHERIT") is True:
-                        return index, _inherited(hdus[0].header, hdu.header)
-                    return index, hdu.header.copy()
+                    found.append((index, _inherited(primary, hdu.header)
+                                  if index > 0 and hdu.header.get("INHERIT") is True
+                                  else hdu.header.copy()))
+                    if first_only:
+                        break
     except InputError:
         raise
     except (OSError, ValueError, TypeError, KeyError) as err:
         msg = f"unreadable FITS file ({_reason(err)})"
         raise InputError([InputProblem(Path(path), msg)]) from err
-    raise InputError([InputProblem(Path(path), "holds no image data")])
+    if not found:
+        raise InputError([InputProblem(Path(path), "holds no image data")])
+    return primary, found
+
+
+def _is_image(index: int, hdu) -> bool:
+    """An HDU holding image data, other than a product's plane."""
+    return (hdu.header.get("NAXIS", 0) > 0 and hdu.is_image
+            and not (index > 0 and hdu.name in PLANES))
 
 
 def _inherited(primary: fits.Header, extension: fits.Header) -> fits.Header:
@@ -131,6 +166,37 @@ def _inherited(primary: fits.Header, extension: fits.Header) -> fits.Header:
                and not card.keyword.startswith("NAXIS")]
     merged.extend(general, strip=False, unique=True)
     return merged
+
+
+#: The cards of a multi-amplifier frame's extension that describe that amplifier alone.
+_AMPLIFIER_CARDS = ("BIASSEC", "DATASEC", "TRIMSEC", "DETSEC", "CCDSEC", "AMPSEC", "EXTNAME",
+                    "EXTVER", "INHERIT", "GAIN", "EGAIN", "RDNOISE", "READNOIS")
+
+
+def tiled_header(primary: fits.Header, extension: fits.Header, shape,
+                 history=()) -> fits.Header:
+    """The header of a multi-amplifier frame read as one image of ``shape`` (rows, columns).
+
+    The primary header's cards, then those of the first image ``extension`` the
+    primary lacks, except those that describe one amplifier (its sections,
+    BIASSEC, DATASEC, TRIMSEC, DETSEC, ..., its GAIN and RDNOISE); the
+    extension's data type; ``history`` as HISTORY lines.
+    """
+    from astropy.io import fits
+
+    general = fits.Header([card for card in extension.cards
+                           if card.keyword not in _AMPLIFIER_CARDS])
+    header = _inherited(general, primary)
+    for key in ("BITPIX", "BZERO", "BSCALE", "BLANK"):
+        header.remove(key, ignore_missing=True, remove_all=True)
+        if key in extension:
+            header.set(key, extension[key], after="SIMPLE" if key == "BITPIX" else None)
+    header["NAXIS"] = 2
+    header.set("NAXIS1", int(shape[1]), after="NAXIS")
+    header.set("NAXIS2", int(shape[0]), after="NAXIS1")
+    for line in history:
+        header.add_history(line)
+    return header
 
 
 def _check_complete(path, hdu) -> None:
@@ -435,6 +501,22 @@ def write_raw_frame(path, data, cards: dict) -> Path:
     for key, value in cards.items():
         header[key] = value
     fits.PrimaryHDU(data, header=header).writeto(path, overwrite=True)
+    return Path(path)
+
+
+def write_raw_extensions(path, images, cards: dict, extension_cards) -> Path:
+    """Write a multi-amplifier raw frame: ``cards`` in a primary header without data, then
+    one image extension per image with its own ``extension_cards`` (``INHERIT = T``).
+
+    For simulated nights, as :func:`write_raw_frame`.
+    """
+    from astropy.io import fits
+
+    hdus = fits.HDUList([fits.PrimaryHDU(header=fits.Header(list(cards.items())))])
+    for data, own in zip(images, extension_cards, strict=True):
+        header = fits.Header([("INHERIT", True), *own.items()])
+        hdus.append(fits.ImageHDU(data, header=header, name=own.get("EXTNAME")))
+    hdus.writeto(path, overwrite=True)
     return Path(path)
 
 

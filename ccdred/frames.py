@@ -18,7 +18,8 @@ import numpy as np
 from . import fitsio
 from .errors import InputError, InputProblem
 from .keywords import FRAME_TYPES, Keywords, is_placeholder
-from .sections import Overscan, Preprocess, Section, Trim
+from .sections import Amplifier, Mosaic, Overscan, Placement, Preprocess, Section, Trim, \
+    layout_problems
 
 __all__ = ["Catalogue", "Frame", "Note", "PreprocessOptions", "expand_paths", "fits_files",
            "read_frame", "read_stack", "scan", "stack_dtype"]
@@ -53,10 +54,13 @@ class Frame:
         after the preprocessing.
     temperature : float or None
         CCD temperature (CCD-TEMP, else SET-TEMP), degrees C.
-    preprocess : Preprocess
+    preprocess : Preprocess or Mosaic
         Overscan subtraction and trim applied whenever the image is read
         (in float64; stacks of such frames are float32); ``shape`` is the
-        preprocessed image's.
+        preprocessed image's. A multi-amplifier frame read with ``tile``
+        (:class:`PreprocessOptions`) has a :class:`~ccdred.sections.Mosaic`:
+        each amplifier preprocessed, then placed by its DETSEC (``hdu`` is the
+        first amplifier's).
     type_keyword : str or None
         The keyword ``imagetyp`` was read from: the configured one, or the
         first of its alternatives present (OBSTYPE, ...); None when the header
@@ -77,7 +81,7 @@ class Frame:
     date_obs: str | None = None
     dtype: str = "float64"
     temperature: float | None = None
-    preprocess: Preprocess = field(default_factory=Preprocess)
+    preprocess: Preprocess | Mosaic = field(default_factory=Preprocess)
     type_keyword: str | None = None
     bayer: str | None = None
 
@@ -87,14 +91,24 @@ class Frame:
         return fitsio.product_stem(self.path)
 
     def header(self):
-        """The header of the image HDU (read again from the file)."""
+        """The header of the image HDU (read again from the file); a tiled frame's says so."""
+        if isinstance(self.preprocess, Mosaic):
+            primary, images = fitsio.image_hdus(self.path)
+            return fitsio.tiled_header(primary, images[0][1], self.shape,
+                                       self.preprocess.history())
         return fitsio.find_image_hdu(self.path)[1]
+
+    def raw(self):
+        """The image as stored: an array, or a tiled frame's amplifier images (a list)."""
+        if isinstance(self.preprocess, Mosaic):
+            return [fitsio.read_image(self.path, amp.hdu) for amp in self.preprocess.amplifiers]
+        return fitsio.read_image(self.path, self.hdu)
 
     def read(self, rows=None, out=None) -> np.ndarray:
         """The (preprocessed) image, or a block of its ``rows``; stored into ``out`` if given."""
         if not self.preprocess:
             return fitsio.read_image(self.path, self.hdu, rows=rows, out=out)
-        raw = fitsio.read_image(self.path, self.hdu)
+        raw = self.raw()
         if rows is None:
             return self.preprocess(raw, out=out)
         image = self.preprocess(raw)[rows]
@@ -239,11 +253,17 @@ class PreprocessOptions:
         See :class:`~ccdred.sections.Overscan`.
     trim : str
         ``'auto'`` (TRIMSEC, else DATASEC, when valid), ``'none'``, or a section.
+    tile : bool
+        Read a file of several image extensions (amplifiers or CCDs) as one
+        image: each extension's overscan and trim as above, from its own
+        header, then placed by its DETSEC (see :meth:`mosaic`). Without it,
+        such a file is refused.
     """
 
     overscan: str = "auto"
     overscan_function: str = Overscan.function
     trim: str = "auto"
+    tile: bool = False
 
     def __post_init__(self):
         for name in ("overscan", "trim"):
@@ -264,6 +284,59 @@ class PreprocessOptions:
         trim = self._section(self.trim, ("TRIMSEC", "DATASEC"), header, shape, problem, note)
         return Preprocess(None if overscan is None else Overscan(overscan, self.overscan_function),
                           None if trim is None else Trim(trim))
+
+    def mosaic(self, images, problem, note) -> Mosaic | None:
+        """The tiling of a multi-amplifier frame's ``images`` ((index, header) pairs).
+
+        Each extension's overscan and trim are resolved from its own header
+        as a frame's are (:meth:`resolve`), and placed by its DETSEC. Every
+        problem (no DETSEC, no DATASEC, a trimmed image not the size of its
+        DETSEC, DETSECs that overlap or leave holes, an overscan in some
+        extensions only) is said with ``problem(message)``, naming the
+        extension; None is returned then.
+        """
+        refused = []
+
+        def refuse(name, message):
+            refused.append(name)
+            problem(f"extension {name}: {message}")
+
+        amplifiers = [self._amplifier(index, header, refuse, note) for index, header in images]
+        if refused:
+            return None
+        for name, message in layout_problems([amp.placement for amp in amplifiers],
+                                             [amp.name for amp in amplifiers]):
+            refuse(name, message)
+        without = [amp for amp in amplifiers if amp.preprocess.overscan is None]
+        for amp in without if len(without) < len(amplifiers) else ():
+            refuse(amp.name, "no usable BIASSEC, where other extensions have one "
+                             "(--overscan none uses none)")
+        return None if refused else Mosaic(tuple(amplifiers))
+
+    def _amplifier(self, index, header, refuse, note) -> Amplifier | None:
+        """One extension's :class:`~ccdred.sections.Amplifier`, or None (refused)."""
+        extname = str(header.get("EXTNAME", "")).strip()
+        name = f"{index} ({extname})" if extname else str(index)
+        if "DETSEC" not in header:
+            refuse(name, "no DETSEC: where it lies on the detector is unknown")
+            return None
+        try:
+            placement = Placement.parse(header["DETSEC"])
+        except ValueError as err:
+            refuse(name, f"DETSEC: {err}")
+            return None
+        shape = (int(header.get("NAXIS2", 0)), int(header.get("NAXIS1", 0)))
+        preprocess = self.resolve(header, shape, lambda message: refuse(name, message), note)
+        if self.trim == "auto" and preprocess.trim is None:
+            refuse(name, "no usable DATASEC (nor TRIMSEC): which pixels were exposed is unknown")
+            return None
+        trimmed = preprocess.shape(shape)
+        if trimmed != placement.section.shape:
+            refuse(name, f"its trimmed image ({trimmed[1]}x{trimmed[0]}) is not the size of "
+                         f"its DETSEC {placement} ({placement.section.shape[1]}x"
+                         f"{placement.section.shape[0]})")
+            return None
+        return Amplifier(index, name, preprocess, placement)
 
     @staticmethod
     def _section(choice, keywords, header, shape, problem, note) -> Section | None:
@@ -366,7 +439,7 @@ def read_frame(path, keywords: Keywords = Keywords(),
     fit the image, or a frame type read from OBSTYPE where IMAGETYP is missing).
     """
     path = Path(path)
-    hdu, header = fitsio.find_image_hdu(path)
+    primary, images = fitsio.image_hdus(path)
     problems = []
 
     def problem(message):
@@ -375,6 +448,12 @@ def read_frame(path, keywords: Keywords = Keywords(),
     def noted(message, topic=None):
         (note or _ignore)(Note(path, message, topic))
 
+    hdu, header = images[0]
+    mosaic = _mosaic(images, preprocessing, problem, noted)
+    if problems:
+        raise InputError(problems)
+    if mosaic is not None:
+        header = fitsio.tiled_header(primary, header, mosaic.shape())
     naxis = header.get(keywords.naxis, 0)
     if naxis != 2:
         problem(f"image has {naxis} axes ({keywords.naxis}); a 2-D image is needed")
@@ -390,7 +469,7 @@ def read_frame(path, keywords: Keywords = Keywords(),
     if frame_type in ("flat", "object") and not filter_name:
         problem(f"no filter keyword ({', '.join(keywords.filter_keywords())}) on a "
                 f"{frame_type} frame")
-    preprocess = preprocessing.resolve(header, raw_shape, problem, noted)
+    preprocess = mosaic or preprocessing.resolve(header, raw_shape, problem, noted)
     if problems:
         raise InputError(problems)
     # Overscan-corrected frames are computed in float64 and stacked in float32 (0.002 ADU
@@ -402,6 +481,19 @@ def read_frame(path, keywords: Keywords = Keywords(),
                  preprocess.shape(raw_shape), header.get("DATE-OBS"), np.dtype(dtype).name,
                  _temperature(header), preprocess, type_keyword,
                  str(header["BAYERPAT"]).strip() or None if "BAYERPAT" in header else None)
+
+
+def _mosaic(images, preprocessing: PreprocessOptions, problem, noted) -> Mosaic | None:
+    """A multi-amplifier frame's tiling (``preprocessing.tile``); None for one image, and
+    when ``problem`` was told why the images cannot be read as one (without ``tile``, or
+    a tiling's problems)."""
+    if len(images) == 1:
+        return None
+    if not preprocessing.tile:
+        problem(f"{len(images)} image extensions (amplifiers or CCDs): give --tile to read "
+                "them as one image placed by their DETSEC")
+        return None
+    return preprocessing.mosaic(images, problem, noted)
 
 
 def _first_present(header, keys) -> tuple[str | None, str | None]:

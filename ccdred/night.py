@@ -732,12 +732,10 @@ def term_variance(term: DarkTerm, planes):
 def read_samples(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
     """A frame's image as :meth:`~ccdred.frames.Frame.read` gives it, and its raw samples
     (before the overscan's subtraction) of the same pixels, for its saturated ones."""
-    raw = fitsio.read_image(frame.path, frame.hdu)
+    raw = frame.raw()
     if not frame.preprocess:
         return raw, raw
-    trim = frame.preprocess.trim
-    rows, columns = (slice(None), slice(None)) if trim is None else trim.section.slices
-    return frame.preprocess(raw), raw[rows, columns]
+    return frame.preprocess(raw), frame.preprocess.samples(raw)
 
 
 def frame_planes(samples, image, dark, dark_var, results, noise: DetectorNoise | None,
