@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -538,7 +539,8 @@ class _Builder:
             else:
                 why = (f"this night takes no master {role} from the library (it takes: "
                        f"{', '.join(sorted(taken)) or 'none'})")
-            problems.append(InputProblem(None, f"library master {file} chosen for {role}, but {why}"))
+            where = self.options.library.folder / file if self.options.library else Path(file)
+            problems.append(InputProblem(where, f"chosen as library master {role}, but {why}"))
         return problems
 
     def _uncalibrated(self, frame: Frame) -> DarkTerm:

@@ -312,3 +312,178 @@ def test_a_file_that_is_not_fits_is_refused_by_name(tmp_path):
     with pytest.raises(InputError, match="broken.fits.*cannot be added to the library"):
         add_to_library(tmp_path / "lib", [broken])
     assert not [p for p in (tmp_path / "lib").glob("*") if not p.name.startswith(".")]
+
+
+# -- choosing another library master than the nearest ------------------------------------
+
+#: The course night's date, for the dated copies of its masters.
+TAKEN = datetime.datetime(2021, 2, 14, 11)
+
+
+def dated_copy(master: Path, folder: Path, days: float, gain=None) -> Path:
+    """A copy of ``master`` in ``folder`` taken ``days`` after it; its image multiplied by
+    ``gain`` (an array) when given, so that products made with it differ."""
+    folder.mkdir(exist_ok=True)
+    with fits.open(master) as hdus:
+        header, data = hdus[0].header.copy(), hdus[0].data
+    taken = datetime.datetime.fromisoformat(header["DATE-OBS"])
+    header["DATE-OBS"] = (taken + datetime.timedelta(days=days)).isoformat()
+    data = data if gain is None else (data * gain).astype(data.dtype)
+    copy = folder / master.name
+    fits.writeto(copy, data, header, overwrite=True, checksum=True)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def other_flat(course, tmp_path_factory):
+    """The course library with a second flat V, taken 3 days later, whose pixels respond
+    otherwise (a gradient across the columns); and a library holding that flat V alone
+    (with the course's darks and flat R), as a night given that flat directly."""
+    _, whole, lib = course
+    root = tmp_path_factory.mktemp("other-flat")
+    gradient = np.linspace(0.9, 1.1, SPEC.shape[1], dtype=np.float32)
+    copy = dated_copy(whole / "flat_V.fits", root / "copies", 3, gradient)
+    two = root / "two-flats"
+    shutil.copytree(lib, two)
+    later, = add_to_library(two, [copy])
+    alone = root / "alone"
+    shutil.copytree(lib, alone)
+    (alone / INDEX).unlink()
+    next(alone.glob("*_flat_V.fits")).unlink()
+    add_to_library(alone, [copy])
+    return two, later.name, alone
+
+
+def test_candidates_are_every_fitting_master_nearest_first(course, tmp_path):
+    _, whole, _ = course
+    copies = tmp_path / "copies"
+    library = tmp_path / "lib"
+    for days in (-5, 2, 9, 50):
+        add_to_library(library, [dated_copy(whole / "flat_V.fits", copies, days)])
+    add_to_library(library, [dated_copy(whole / "flat_R.fits", copies, 2)])
+    setup, when = Setup("ccdred demo camera", SPEC.shape), datetime.datetime(2021, 2, 17)
+    fitting, why = open_library(library).candidates("flat", setup, when, max_age=30,
+                                                    filter="V")
+    assert [m.path.name[:9] for m in fitting] == ["20210216T", "20210223T", "20210209T"]
+    taken = datetime.datetime.fromisoformat(fits.getval(whole / "flat_V.fits", "DATE-OBS"))
+    assert [m.age for m in fitting] == [pytest.approx((when - taken).total_seconds() / 86400 - d)
+                                        for d in (2, 9, -5)]
+    assert len(why) == 1 and why[0].endswith("is 47.5 days from this night "
+                                             "(--library-max-age 30)")  # flat R: not said
+    nearest, _ = open_library(library).nearest("flat", setup, when, max_age=30, filter="V")
+    assert nearest == fitting[0]
+    assert fitting[1].age_words() == f"{-fitting[1].age:.2f} days after the night"
+    assert fitting[0].age_words() == f"{fitting[0].age:.2f} days before the night"
+
+
+def in_library(lib: Path, product: str) -> str:
+    """The library's file name of the course night's product ``product``."""
+    name, = (p.name for p in lib.glob(f"20210214T*_{product}"))
+    return name
+
+
+@pytest.mark.parametrize(("product", "wanted", "reason"), [
+    ("flat_R.fits", {}, "is of filter 'R'"),
+    ("dark_00030000.fits", {}, "is a master dark, not a master flat"),
+    ("flat_V.fits", {"max_age": 0.1}, "is 2.5 days from this night (--library-max-age 0.1)"),
+    ("flat_V.fits", {"setup": Setup("other", SPEC.shape)},
+     "is of another setup: instrument 'ccdred demo camera', the frame's 'other'"),
+    (None, {}, "is not in the library "),
+])
+def test_a_chosen_master_that_does_not_fit_says_why(course, product, wanted, reason):
+    _, _, lib = course
+    file = in_library(lib, product) if product else "no_such_flat.fits"
+    need = {"setup": Setup("ccdred demo camera", SPEC.shape), "max_age": 30, **wanted}
+    found, why = open_library(lib).chosen(file, "flat", when=datetime.datetime(2021, 2, 17),
+                                          filter="V", **need)
+    assert found is None and why.startswith(reason)
+    fits_it = in_library(lib, "flat_V.fits")
+    found, why = open_library(lib).chosen(fits_it, "flat", Setup("ccdred demo camera", SPEC.shape),
+                                          datetime.datetime(2021, 2, 17), filter="V")
+    assert why is None and found.path == lib / fits_it
+
+
+def test_a_chosen_master_makes_the_products_of_a_night_given_it_directly(course, objects,
+                                                                        other_flat, tmp_path):
+    _, whole, _ = course
+    two, later, alone = other_flat
+    assert reduce("-d", tmp_path / "nearest", "--library", two, objects) == 0
+    assert reduce("-d", tmp_path / "chosen", "--library", two, "--library-master",
+                  f"flat_V={later}", objects) == 0
+    assert reduce("-d", tmp_path / "direct", "--library", alone, objects) == 0
+    nearest, chosen = df_products(tmp_path / "nearest"), df_products(tmp_path / "chosen")
+    direct, want = df_products(tmp_path / "direct"), df_products(whole)
+    v_frames = [name for name in want if fits.getval(whole / name, "FILTER") == "V"]
+    assert v_frames and chosen.keys() == direct.keys() == want.keys()
+    for name in want:
+        assert nearest[name].tobytes() == want[name].tobytes(), name  # the default: nearest
+        assert chosen[name].tobytes() == direct[name].tobytes(), name
+        assert (chosen[name].tobytes() == want[name].tobytes()) == (name not in v_frames), name
+    history = str(fits.getheader(tmp_path / "chosen" / v_frames[0])["HISTORY"]).replace("\n", "")
+    assert f"{two / later}, taken 2021-02-17" in history and "2.98 days after the night" in history
+    # the Pipeline the dashboard drives calibrates with the choice as the night does
+    pipeline = Pipeline(night=str(objects), library=str(two), library_choice={"flat_V": later})
+    assert pipeline.plan.flats["V"].name == later
+    frame = v_frames[0].removesuffix("_df.fits") + ".fits"
+    calibrated = fitsio.storage_dtype("float32").type(pipeline.calibrated(frame))
+    np.testing.assert_array_equal(calibrated, chosen[v_frames[0]])
+
+
+def test_the_plan_lists_each_library_masters_candidates(course, objects, other_flat, capsys):
+    two, later, _ = other_flat
+    assert reduce("--plan", "--library", two, "--library-master", f"flat_V={later}",
+                  objects) == 0
+    shown = capsys.readouterr().out
+    lines = shown.splitlines()
+    start = lines.index("    flat_V candidates (choose with --library-master flat_V=FILE):")
+    nearest, chosen = lines[start + 1], lines[start + 2]
+    assert nearest.strip().startswith(f"{in_library(two, 'flat_V.fits')}: taken 2021-02-14T")
+    assert nearest.endswith("days before the night") and "used" not in nearest
+    assert chosen.strip().startswith(f"{later}: taken 2021-02-17T")
+    assert chosen.endswith("days after the night, used")
+    assert f"master flat V (library): {later} library master" in shown
+    assert "flat_R candidates" in shown and "dark_00030000 candidates" in shown
+
+
+@pytest.mark.parametrize(("choice", "said"), [
+    ("flat_V={flat_R}", "{lib}/{flat_R}: chosen as library master flat_V, but it is of filter 'R'"),
+    ("flat_V=nothing.fits", "{lib}/nothing.fits: chosen as library master flat_V, but it is "
+                            "not in the library {lib}"),
+    ("flat_V={later}", "{lib}/{later}: chosen as library master flat_V, but it is 3.0 days "
+                       "from this night (--library-max-age 2)"),
+    ("dark_00030000={flat_R}", "{lib}/{flat_R}: chosen as library master dark_00030000, but it "
+                               "is a master flat, not a master dark"),
+    ("flat_B={flat_R}", "{lib}/{flat_R}: chosen as library master flat_B, but this night takes "
+                        "no master flat_B from the library (it takes: dark_00030000, "
+                        "dark_00060000, flat_R, flat_V)"),
+])
+def test_a_choice_that_does_not_fit_is_refused_before_anything_is_written(
+        course, objects, other_flat, tmp_path, capsys, choice, said):
+    two, later, _ = other_flat
+    names = {"lib": two, "later": later, "flat_R": in_library(two, "flat_R.fits")}
+    status = reduce("-d", tmp_path / "out", "--library", two, "--library-max-age", 2,
+                    "--library-master", choice.format(**names), objects)
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.splitlines() == [f"ccdred: error: {said.format(**names)}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_choice_for_a_master_the_night_makes_itself_is_refused(course, other_flat, tmp_path,
+                                                                 capsys):
+    paths, _, _ = course
+    two, later, _ = other_flat
+    with_flats = copy_frames(paths, tmp_path / "with-flats", {"LIGHT", "FLAT"})
+    assert reduce("-d", tmp_path / "out", "--library", two, "--library-master",
+                  f"flat_V={later}", with_flats) == 2
+    assert ("this night makes flat_V from its own frames, which win over the library"
+            in capsys.readouterr().err)
+    assert reduce("-d", tmp_path / "out", "--library-master", f"flat_V={later}", with_flats) == 2
+    assert "no library is given (--library DIR)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_library_master_option_reads_name_equals_file(capsys):
+    with pytest.raises(SystemExit):
+        main(["reduce", "--library-master", "flat_V", "night"])
+    assert "expected NAME=FILE" in capsys.readouterr().err
