@@ -156,7 +156,7 @@ class Dashboard(pn.viewable.Viewer):
         ``library_choice`` (the nearest, the default, is no choice)."""
         menus = []
         for master in [] if plan is None else [m for m in plan.masters.values() if m.library]:
-            menu = pn.widgets.Select(name=f"{master.role} from the library", options={
+            menu = pn.widgets.Select(label=f"{master.role} from the library", options={
                 f"{c.date_obs} ({c.age_words()}): {c.path.name}": c.path.name
                 for c in master.candidates}, value=master.library.path.name,
                 sizing_mode="stretch_width")

@@ -487,3 +487,49 @@ def test_the_library_master_option_reads_name_equals_file(capsys):
     with pytest.raises(SystemExit):
         main(["reduce", "--library-master", "flat_V", "night"])
     assert "expected NAME=FILE" in capsys.readouterr().err
+
+
+@pytest.fixture
+def library_root(objects, other_flat, tmp_path):
+    """A data root holding the night of objects and the library of two flats V."""
+    root = tmp_path / "root"
+    shutil.copytree(objects, root / "night")
+    shutil.copytree(other_flat[0], root / "zz-lib")
+    return root
+
+
+def test_the_library_card_offers_each_library_masters_candidates(library_root, other_flat,
+                                                                 tmp_path):
+    from ccdred.dashboard import Dashboard
+
+    two, later, alone = other_flat
+    board = Dashboard(library_root, tmp_path / "out", night="night")
+    board.library_input.value = "zz-lib"
+    menus = {menu.label: menu for menu in board._library_choices(board.pipeline.plan)}
+    assert sorted(menus) == [f"{role} from the library" for role in
+                             ("dark_00030000", "dark_00060000", "flat_R", "flat_V")]
+    flat, nearest = menus["flat_V from the library"], in_library(two, "flat_V.fits")
+    assert list(flat.options.values()) == [nearest, later] and flat.value == nearest
+    first, second = flat.options
+    assert first.startswith("2021-02-14T11:40:00 (") and "days before the night): " in first
+    assert second.startswith("2021-02-17T11:40:00 (") and second.endswith(f"after the night): {later}")
+    flat.value = later
+    assert board.pipeline.library_choice == {"flat_V": later}
+    assert board.pipeline.plan.flats["V"].name == later and not board.pipeline.plan.problems
+    text = board._library_view(board.pipeline.plan, "").object
+    assert f"master flat V (library): library master zz-lib/{later}, taken 2021-02-17" in text
+    assert f"--library-master=flat_V={later}" in board._reproduction()
+    # the product follows: as a night given that flat V alone
+    step = next(s for s in board.pipeline.plan.calibrations if s.frame.filter == "V")
+    direct = Pipeline(night=str(library_root / "night"), library=str(alone))
+    np.testing.assert_array_equal(board.pipeline.calibrated(step.frame.path.name),
+                                  direct.calibrated(step.frame.path.name))
+    # the nearest chosen again is no choice; another library (or night) forgets the choice
+    menus = {menu.label: menu for menu in board._library_choices(board.pipeline.plan)}
+    assert menus["flat_V from the library"].value == later
+    menus["flat_V from the library"].value = nearest
+    assert board.pipeline.library_choice == {}
+    board.pipeline.library_choice = {"flat_V": later}
+    board.library_input.value = ""
+    assert board.pipeline.library_choice == {} and len(board._library_choices(
+        board.pipeline.plan)) == 0
