@@ -533,3 +533,54 @@ def test_the_library_card_offers_each_library_masters_candidates(library_root, o
     board.library_input.value = ""
     assert board.pipeline.library_choice == {} and len(board._library_choices(
         board.pipeline.plan)) == 0
+
+
+@pytest.mark.browser
+def test_another_library_master_chosen_in_the_browser_makes_the_products(
+        library_root, objects, other_flat, tmp_path):
+    """In a real browser: the library typed in the card, the flat V menu set to the later
+    flat; the card names it, and "Reduce night" writes the products of a night given it."""
+    import os
+
+    from ccdred.prepare import prepare
+    from ccdred.testing import CHROMIUM, CHROMIUM_ARGS, serve_app
+
+    from .conftest import unavailable
+
+    if not Path(CHROMIUM).exists():
+        unavailable(f"{CHROMIUM} not found: install Debian's chromium", "CCDRED_REQUIRE_BROWSER")
+    from playwright.sync_api import sync_playwright
+
+    two, later, alone = other_flat
+    prepare(tmp_path / "cache", demo_size=64)  # as after `ccdred prepare` (a small demo night)
+    output_root, log_path = tmp_path / "products", tmp_path / "serve.log"
+    with open(log_path, "w") as log, serve_app(
+            ["--data-root", library_root, "--output-root", output_root], log=log,
+            env={**os.environ, "CCDRED_CACHE": str(tmp_path / "cache")}) as (_, url), \
+            sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.wait_for_selector("text=Reduce night", timeout=60_000)
+        page.get_by_text("Calibration library").first.click()
+        folder = page.get_by_placeholder("none")
+        folder.fill("zz-lib")
+        folder.press("Enter")
+        page.wait_for_selector(f"text=library master zz-lib/{in_library(two, 'flat_V.fits')}",
+                               timeout=60_000)
+        menu = page.locator(".bk-input-group", has_text="flat_V from the library").locator("select")
+        assert menu.locator("option").all_inner_texts()[1].endswith(f"after the night): {later}")
+        menu.select_option(index=1)
+        page.wait_for_selector(f"text=library master zz-lib/{later}", timeout=60_000)
+        page.get_by_text("Reduce night").first.click()
+        page.wait_for_selector("text=products in", timeout=120_000)
+        browser.close()
+    assert "Traceback" not in log_path.read_text()
+    assert reduce("-d", tmp_path / "direct", "--library", alone, objects) == 0
+    written, = output_root.glob("night_*")
+    got, want = df_products(written), df_products(tmp_path / "direct")
+    assert got.keys() == want.keys() and got
+    for name in want:
+        assert got[name].tobytes() == want[name].tobytes(), name
+    v_frame = next(p for p in written.glob("*_df.fits") if fits.getval(p, "FILTER") == "V")
+    assert f"zz-lib/{later}, taken" in str(fits.getheader(v_frame)["HISTORY"]).replace("\n", "")
