@@ -320,12 +320,13 @@ def test_a_file_that_is_not_fits_is_refused_by_name(tmp_path):
 TAKEN = datetime.datetime(2021, 2, 14, 11)
 
 
-def dated_copy(master: Path, folder: Path, days: float, gain=None) -> Path:
-    """A copy of ``master`` in ``folder`` taken ``days`` after it; its image multiplied by
-    ``gain`` (an array) when given, so that products made with it differ."""
+def dated_copy(master: Path, folder: Path, days: float, gain=None, **cards) -> Path:
+    """A copy of ``master`` in ``folder`` taken ``days`` after it, with header ``cards``; its
+    image multiplied by ``gain`` (an array) when given, so that products made with it differ."""
     folder.mkdir(exist_ok=True)
     with fits.open(master) as hdus:
         header, data = hdus[0].header.copy(), hdus[0].data
+    header.update(cards)
     taken = datetime.datetime.fromisoformat(header["DATE-OBS"])
     header["DATE-OBS"] = (taken + datetime.timedelta(days=days)).isoformat()
     data = data if gain is None else (data * gain).astype(data.dtype)
@@ -374,6 +375,16 @@ def test_candidates_are_every_fitting_master_nearest_first(course, tmp_path):
     assert nearest == fitting[0]
     assert fitting[1].age_words() == f"{-fitting[1].age:.2f} days after the night"
     assert fitting[0].age_words() == f"{fitting[0].age:.2f} days before the night"
+    # darks: of the frame's exposure time and temperature only
+    for days, temperature in ((1, -10.0), (2, -20.0), (3, -10.5)):
+        add_to_library(library, [dated_copy(whole / "dark_00030000.fits", copies, days,
+                                            **{"CCD-TEMP": temperature})])
+    add_to_library(library, [dated_copy(whole / "dark_00060000.fits", copies, 2,
+                                        **{"CCD-TEMP": -10.0})])
+    fitting, why = open_library(library).candidates("dark", setup, when, exptime=30.0,
+                                                    temperature=-10.2)
+    assert [m.path.name[:9] for m in fitting] == ["20210217T", "20210215T"]  # 0.47, 1.53 d
+    assert len(why) == 1 and why[0].endswith("was taken at -20 C, not within 1 C of -10.2 C")
 
 
 def in_library(lib: Path, product: str) -> str:
