@@ -202,8 +202,20 @@ class Library:
         A master fits when its setup is ``setup``; a flat's filter is ``filter``, a dark's
         exposure time ``exptime``; a bias's or dark's temperature is within ``tolerance``
         of ``temperature`` (or both are unknown); and it was taken at most ``max_age`` days
-        from ``when`` (either way). ``wanted``: ``filter``, ``exptime``, ``temperature``,
-        ``tolerance`` (default 1 degree).
+        from ``when`` (either way).
+
+        Parameters
+        ----------
+        kind : {'bias', 'dark', 'dark_current', 'flat'}
+        setup : Setup
+            The frame's.
+        when : datetime.datetime or None
+            When the night was taken (:func:`night_time`).
+        max_age : float or None
+            Days; None: any age.
+        **wanted
+            ``filter`` (flats), ``exptime`` (darks), ``temperature`` (degrees C, or None)
+            and ``tolerance`` (degrees, default 1).
 
         Returns
         -------
@@ -231,8 +243,16 @@ class Library:
     def chosen(self, file: str, kind: str, setup: Setup, when: datetime.datetime | None, *,
                max_age: float | None = None, **wanted) -> tuple[LibraryMaster | None, str | None]:
         """The library master named ``file`` (a file name in the library), if it fits what
-        :meth:`candidates` asks of a master; else None and why not, in words ("is of
-        filter 'B'", "is not in the library ...")."""
+        :meth:`candidates` asks of a master (the same parameters).
+
+        Returns
+        -------
+        found : LibraryMaster or None
+        why : str or None
+            Why it does not fit, in words to follow its name: "is of filter 'B'", "is a
+            master dark, not a master flat", "is of another setup: ...", "is 40.0 days from
+            this night (--library-max-age 30)", "is not in the library DIR".
+        """
         entry = next((e for e in self.entries if e.file == file), None)
         if entry is None:
             return None, f"is not in the library {self.folder}"

@@ -6,6 +6,7 @@ import datetime
 import json
 import multiprocessing
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from ccdred.demo import NightSpec, make_night
 from ccdred.errors import InputError
 from ccdred.frames import scan
 from ccdred.library import INDEX, Setup, add_to_library, open_library, setup_of
-from ccdred.pipeline import Pipeline
+from ccdred.pipeline import MASTERS, Pipeline
 from ccdred.plan import PlanOptions, build_plan
 
 #: The course demo night, small.
@@ -524,17 +525,22 @@ def test_the_library_card_offers_each_library_masters_candidates(library_root, o
     first, second = flat.options
     assert first.startswith("2021-02-14T11:40:00 (") and "days before the night): " in first
     assert second.startswith("2021-02-17T11:40:00 (") and second.endswith(f"after the night): {later}")
+    frame = next(s.frame for s in board.pipeline.plan.calibrations if s.frame.filter == "V")
+    before = board.pipeline.calibrated(frame.path.name)
+    counts = Counter(MASTERS.computed)
     flat.value = later
+    after = board.pipeline.calibrated(frame.path.name)
+    # only what depends on the flat V: its file read, the frame calibrated again
+    assert Counter(MASTERS.computed) - counts == Counter({"library": 1, "calibrate": 1})
+    assert not np.array_equal(before, after)
     assert board.pipeline.library_choice == {"flat_V": later}
     assert board.pipeline.plan.flats["V"].name == later and not board.pipeline.plan.problems
     text = board._library_view(board.pipeline.plan, "").object
     assert f"master flat V (library): library master zz-lib/{later}, taken 2021-02-17" in text
     assert f"--library-master=flat_V={later}" in board._reproduction()
     # the product follows: as a night given that flat V alone
-    step = next(s for s in board.pipeline.plan.calibrations if s.frame.filter == "V")
     direct = Pipeline(night=str(library_root / "night"), library=str(alone))
-    np.testing.assert_array_equal(board.pipeline.calibrated(step.frame.path.name),
-                                  direct.calibrated(step.frame.path.name))
+    np.testing.assert_array_equal(after, direct.calibrated(frame.path.name))
     # the nearest chosen again is no choice; another library (or night) forgets the choice
     menus = {menu.label: menu for menu in board._library_choices(board.pipeline.plan)}
     assert menus["flat_V from the library"].value == later
