@@ -566,7 +566,7 @@ def test_another_library_master_chosen_in_the_browser_makes_the_products(
 
     if not Path(CHROMIUM).exists():
         unavailable(f"{CHROMIUM} not found: install Debian's chromium", "CCDRED_REQUIRE_BROWSER")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     two, later, alone = other_flat
     prepare(tmp_path / "cache", demo_size=64)  # as after `ccdred prepare` (a small demo night)
@@ -586,6 +586,7 @@ def test_another_library_master_chosen_in_the_browser_makes_the_products(
         page.wait_for_selector(f"text=library master zz-lib/{in_library(two, 'flat_V.fits')}",
                                timeout=60_000)
         menu = page.locator(".bk-input-group", has_text="flat_V from the library").locator("select")
+        expect(menu.locator("option")).to_have_count(2, timeout=60_000)  # drawn after the text
         assert menu.locator("option").all_inner_texts()[1].endswith(f"after the night): {later}")
         menu.select_option(index=1)
         page.wait_for_selector(f"text=library master zz-lib/{later}", timeout=60_000)
