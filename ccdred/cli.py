@@ -123,6 +123,14 @@ def _frame_type(text: str) -> tuple[str, str]:
     return glob, kind.strip().lower()
 
 
+def _library_master(text: str) -> tuple[str, str]:
+    name, sep, file = text.partition("=")
+    if not sep or not name.strip() or not file.strip():
+        msg = f"expected NAME=FILE (e.g. 'flat_V=20210214T110200_cam_flat_V.fits'), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return name.strip(), file.strip()
+
+
 def _calibration_options(parser, defaults: ReductionParameters) -> None:
     doc = defaults.param
     group = parser.add_argument_group("bias, dark model, overscan and trim (beyond nimccdred.py)")
@@ -152,6 +160,9 @@ def _library_options(parser, defaults: ReductionParameters) -> None:
                        help=f"{doc.library_max_age.doc} (default: {defaults.library_max_age:g})")
     group.add_argument("--add-to-library", action="store_true", help=doc.add_to_library.doc +
                        " (needs --library DIR; made if missing)")
+    group.add_argument("--library-master", type=_library_master, action="append", default=[],
+                       metavar="NAME=FILE", dest="library_choice",
+                       help=f"{doc.library_choice.doc}; repeatable")
     group.add_argument("--plan", action="store_true",
                        help="print the plan (each master, from the night's frames or the "
                             "library, and what each frame gets) and write nothing")
@@ -241,6 +252,7 @@ def _parameters(args) -> ReductionParameters:
     values = {name: getattr(args, name) for name in names(ReductionParameters) if hasattr(args, name)}
     values["upper_limit"], values["lower_limit"] = args.upperlimit, args.lowerlimit
     values["frame_types"] = dict(args.frame_types)
+    values["library_choice"] = dict(args.library_choice)
     try:
         parameters = ReductionParameters(**values)
     except ValueError as err:  # param names its class and attribute: say the option instead

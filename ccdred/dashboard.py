@@ -126,7 +126,7 @@ class Dashboard(pn.viewable.Viewer):
             shown = self.status.removeprefix("Night: ") if self.status.startswith("Night: ") else ""
             self.status = f"Error: {err}" + (f" (still showing {shown})" if shown else "")
             return
-        self.pipeline.night = str(folder)
+        self.pipeline.param.update(night=str(folder), library_choice={})  # chosen for another night
         name = folder.relative_to(self._data_root).as_posix()
         # a typed folder that the list does not hold leaves the list empty, not showing
         # the night before (choosing that one again then opens it)
@@ -139,14 +139,37 @@ class Dashboard(pn.viewable.Viewer):
         """Use the calibration library typed (a folder under the data root; empty: none);
         a folder refused keeps the last one, and says why."""
         if not event.new.strip():
-            self.pipeline.library, self.library_status = None, ""
+            self.pipeline.param.update(library=None, library_choice={})
+            self.library_status = ""
             return
         try:
             folder = resolve_under(self._data_root, event.new.strip())
         except InputError as err:
             self.library_status = f"Error: {err}"
             return
-        self.pipeline.library, self.library_status = str(folder), ""
+        self.pipeline.param.update(library=str(folder), library_choice={})  # chosen in another
+        self.library_status = ""
+
+    def _library_choices(self, plan) -> pn.Column:
+        """A menu per library master of the plan: every fitting one (taken when, how long
+        before the night), the one used selected; choosing another sets the pipeline's
+        ``library_choice`` (the nearest, the default, is no choice)."""
+        menus = []
+        for master in [] if plan is None else [m for m in plan.masters.values() if m.library]:
+            menu = pn.widgets.Select(label=f"{master.role} from the library", options={
+                f"{c.date_obs} ({c.age_words()}): {c.path.name}": c.path.name
+                for c in master.candidates}, value=master.library.path.name,
+                sizing_mode="stretch_width")
+            menu.param.watch(lambda event, role=master.role, nearest=master.candidates[0]:
+                             self._choose_library_master(role, event.new, nearest), "value")
+            menus.append(menu)
+        return pn.Column(*menus, margin=0, sizing_mode="stretch_width")
+
+    def _choose_library_master(self, role: str, file: str, nearest) -> None:
+        choice = {name: chosen for name, chosen in self.pipeline.library_choice.items()
+                  if name != role}
+        self.pipeline.library_choice = choice if file == nearest.path.name else {**choice,
+                                                                                 role: file}
 
     def _library_view(self, plan, library_status):
         """Where each master of the night comes from: its frames, or the library (which
@@ -461,6 +484,7 @@ class Dashboard(pn.viewable.Viewer):
                 pn.Card(self.library_input, *fields(self.pipeline, ["library_max_age"]),
                         pn.panel(pn.bind(self._library_view, self.pipeline.param.plan,
                                          self.param.library_status)),
+                        pn.panel(pn.bind(self._library_choices, self.pipeline.param.plan)),
                         title="Calibration library", collapsed=True),
                 card("Header keywords", names(KeywordParameters)),
                 reduce_button, pn.Card(self._same_elsewhere(), title="The same outside the page",

@@ -7,9 +7,11 @@ cache of what their headers say: what decides whether a master fits a frame
 master's filter, exposure time and temperature) and when it was taken
 (``DATE-OBS``). A missing or stale index is rebuilt from the headers.
 
-:meth:`Library.nearest` picks, for a frame's needs, the fitting master
-nearest in time (and says why the others were not taken); the plan
-(:mod:`ccdred.plan`) names it as a :class:`LibraryMaster`. :func:`add_to_library`
+:meth:`Library.candidates` lists, for a frame's needs, the fitting masters
+nearest in time first (and says why the others were not taken);
+:meth:`Library.nearest` is the first of them, and :meth:`Library.chosen`
+says whether a master a user names fits. The plan (:mod:`ccdred.plan`) names
+the one used as a :class:`LibraryMaster`. :func:`add_to_library`
 adds products atomically: each file is written to a temporary file in the
 library and renamed, and the index is rewritten the same way under an
 exclusive ``fcntl.flock`` on ``.index.lock``, so that nights reduced at once
@@ -170,7 +172,11 @@ class LibraryMaster:
 
     def describe(self) -> str:
         """Where it comes from, in words, for logs and HISTORY."""
-        return f"library master {self.path}, taken {self.date_obs}, {self.age:.2f} days before the night"
+        return f"library master {self.path}, taken {self.date_obs}, {self.age_words()}"
+
+    def age_words(self) -> str:
+        """Its age in words: '2.54 days before the night' (or after it)."""
+        return f"{abs(self.age):.2f} days {'after' if self.age < 0 else 'before'} the night"
 
 
 @dataclass(frozen=True)
@@ -188,36 +194,101 @@ class Library:
     folder: Path
     entries: tuple[LibraryEntry, ...] = ()
 
-    def nearest(self, kind: str, setup: Setup, when: datetime.datetime | None, *,
-                max_age: float | None = None, filter: str | None = None,
-                exptime: float | None = None, temperature: float | None = None,
-                tolerance: float = 1.0) -> tuple[LibraryMaster | None, list[str]]:
-        """The fitting master of ``kind`` taken nearest ``when``, and why those of its kind
-        and setup that do not fit were left out.
+    def candidates(self, kind: str, setup: Setup, when: datetime.datetime | None, *,
+                   max_age: float | None = None, **wanted) -> tuple[list[LibraryMaster], list[str]]:
+        """Every fitting master of ``kind``, nearest ``when`` first, and why those of its
+        kind and setup that do not fit were left out.
 
         A master fits when its setup is ``setup``; a flat's filter is ``filter``, a dark's
         exposure time ``exptime``; a bias's or dark's temperature is within ``tolerance``
         of ``temperature`` (or both are unknown); and it was taken at most ``max_age`` days
         from ``when`` (either way).
+
+        Parameters
+        ----------
+        kind : {'bias', 'dark', 'dark_current', 'flat'}
+        setup : Setup
+            The frame's.
+        when : datetime.datetime or None
+            When the night was taken (:func:`night_time`).
+        max_age : float or None
+            Days; None: any age.
+        **wanted
+            ``filter`` (flats), ``exptime`` (darks), ``temperature`` (degrees C, or None)
+            and ``tolerance`` (degrees, default 1).
+
+        Returns
+        -------
+        fitting : list of LibraryMaster
+            Nearest in time first (ties by file name).
+        why : list of str
+            Each left-out master of the flat's filter or the dark's exposure time, and why.
         """
-        candidates, why = [], []
+        fitting, why = [], []
         for entry in (e for e in self.entries if e.kind == kind and e.setup == setup):
-            reason = _misfit(entry, filter, exptime, temperature, tolerance)
-            taken = _parse_time(entry.date_obs)
-            if reason is None and (taken is None or when is None):
-                reason = "has no DATE-OBS" if taken is None else "cannot be dated against " \
-                         "this night (its frames have no DATE-OBS)"
-            if reason is None:
-                age = (when - taken).total_seconds() / _DAY
-                if max_age is not None and abs(age) > max_age:
-                    reason = f"is {abs(age):.1f} days from this night (--library-max-age {max_age:g})"
-                else:
-                    candidates.append((abs(age), entry.file, LibraryMaster(
-                        self.folder / entry.file, entry.date_obs, age)))
-            if reason is not None and (filter is None or entry.filter == filter) and (
-                    exptime is None or entry.exptime == exptime):
+            found, reason = self._judge(entry, when, max_age, **wanted)
+            if found is not None:
+                fitting.append(found)
+            elif wanted.get("filter") in (None, entry.filter) and \
+                    wanted.get("exptime") in (None, entry.exptime):
                 why.append(f"{self.folder / entry.file} {reason}")
-        return (min(candidates)[2] if candidates else None), why
+        return sorted(fitting, key=lambda m: (abs(m.age), m.path.name)), why
+
+    def nearest(self, kind: str, setup: Setup, when: datetime.datetime | None,
+                **wanted) -> tuple[LibraryMaster | None, list[str]]:
+        """The first of :meth:`candidates` (None when none fits), and why others do not fit."""
+        fitting, why = self.candidates(kind, setup, when, **wanted)
+        return (fitting[0] if fitting else None), why
+
+    def chosen(self, file: str, kind: str, setup: Setup, when: datetime.datetime | None, *,
+               max_age: float | None = None, **wanted) -> tuple[LibraryMaster | None, str | None]:
+        """The library master named ``file`` (a file name in the library), if it fits what
+        :meth:`candidates` asks of a master (the same parameters).
+
+        Returns
+        -------
+        found : LibraryMaster or None
+        why : str or None
+            Why it does not fit, in words to follow its name: "is of filter 'B'", "is a
+            master dark, not a master flat", "is of another setup: ...", "is 40.0 days from
+            this night (--library-max-age 30)", "is not in the library DIR".
+        """
+        entry = next((e for e in self.entries if e.file == file), None)
+        if entry is None:
+            return None, f"is not in the library {self.folder}"
+        if entry.kind != kind:
+            return None, f"is a master {_KIND_WORDS[entry.kind]}, not a master {_KIND_WORDS[kind]}"
+        if entry.setup != setup:
+            return None, f"is of another setup: {_setup_misfit(entry.setup, setup)}"
+        return self._judge(entry, when, max_age, **wanted)
+
+    def _judge(self, entry: LibraryEntry, when, max_age, filter=None, exptime=None,
+               temperature=None, tolerance=1.0) -> tuple[LibraryMaster | None, str | None]:
+        """An entry of the right kind and setup as a LibraryMaster, or None and why it does
+        not fit."""
+        reason = _misfit(entry, filter, exptime, temperature, tolerance)
+        taken = _parse_time(entry.date_obs)
+        if reason is None and taken is None:
+            reason = "has no DATE-OBS"
+        elif reason is None and when is None:
+            reason = "cannot be dated against this night (its frames have no DATE-OBS)"
+        if reason is not None:
+            return None, reason
+        age = (when - taken).total_seconds() / _DAY
+        if max_age is not None and abs(age) > max_age:
+            return None, f"is {abs(age):.1f} days from this night (--library-max-age {max_age:g})"
+        return LibraryMaster(self.folder / entry.file, entry.date_obs, age), None
+
+
+#: Master kinds in words.
+_KIND_WORDS = {"bias": "bias", "dark": "dark", "dark_current": "dark current", "flat": "flat"}
+
+
+def _setup_misfit(setup: Setup, wanted: Setup) -> str:
+    """How a master's setup differs from the frame's, in words."""
+    return "; ".join(f"{name} {getattr(setup, name)!r}, the frame's {getattr(wanted, name)!r}"
+                     for name in ("instrument", "shape", "binning", "readout")
+                     if getattr(setup, name) != getattr(wanted, name))
 
 
 def _misfit(entry: LibraryEntry, filter_name, exptime, temperature, tolerance) -> str | None:

@@ -43,7 +43,7 @@ _PARAMETER = re.compile(r"\w+ parameter '\w+\.(\w+)'")
 #: The command line's options named otherwise than their parameters (the course script's
 #: names, and one ``--frame-type GLOB=TYPE`` per rule)
 _OPTIONS = {"upper_limit": "--upperlimit", "lower_limit": "--lowerlimit",
-            "frame_types": "--frame-type"}
+            "frame_types": "--frame-type", "library_choice": "--library-master"}
 
 
 def option(name: str) -> str:
@@ -157,6 +157,9 @@ class LibraryParameters(param.Parameterized):
                                    doc="library masters taken more than this many days from "
                                        "the night are not used")
     add_to_library = param.Boolean(False, doc="add the masters the night makes to the library")
+    library_choice = param.Dict(default={}, doc="master (bias, dark_00030000, dark_current, "
+                                                "flat_V: as --plan names it) -> the library "
+                                                "file to use for it instead of the nearest")
 
     def open_library(self):
         """The :class:`~ccdred.library.Library` named (None without one); InputError when
@@ -319,7 +322,8 @@ class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParamete
     def plan_options(self) -> PlanOptions:
         """The options that decide the plan, the library's masters included."""
         return replace(CalibrationParameters.plan_options(self), library=self.open_library(),
-                       library_max_age=self.library_max_age)
+                       library_max_age=self.library_max_age,
+                       library_choice=tuple(self.library_choice.items()))
 
     dtype = param.Selector(default="float32", objects=["float32", "float64"],
                            doc="data type of the products")
@@ -344,8 +348,8 @@ class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParamete
         """
         options = []
         for name, value in self.changed().items():
-            if name == "frame_types":
-                options += [f"{option(name)}={glob}={kind}" for glob, kind in value.items()]
+            if isinstance(value, dict):  # --frame-type GLOB=TYPE, --library-master NAME=FILE
+                options += [f"{option(name)}={key}={item}" for key, item in value.items()]
             elif isinstance(value, bool):  # a switch turned on, or one on by default turned off
                 options.append(option(name) if value else option(name).replace("--", "--no-", 1))
             elif isinstance(value, list):

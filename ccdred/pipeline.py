@@ -184,7 +184,7 @@ class Pipeline(ReductionParameters):
         self.catalogue = scan([self.night], keywords, preprocessing)
 
     @param.depends("catalogue", *names(CalibrationParameters), "library", "library_max_age",
-                   watch=True, on_init=True)
+                   "library_choice", watch=True, on_init=True)
     def _plan(self) -> None:
         if self.catalogue is None:
             return

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +33,7 @@ __all__ = [
     "dark_product_name",
     "describe_plan",
     "flat_product_name",
+    "master_role",
     "plan_night",
     "safe_filter_name",
 ]
@@ -43,6 +45,20 @@ DARK_MODELS = ("auto", "exact", "scaled", "none")
 def dark_product_name(exptime: float, group: str = "") -> str:
     """The course script's master dark name: exposure time in ms, truncated, 8 digits."""
     return "dark_%08d%s.fits" % (exptime * 1000, group)
+
+
+def master_role(kind: str, exptime: float | None = None, filter: str | None = None) -> str:
+    """What a master is for, as the night names a master of its own frames, without the
+    temperature group and ``.fits`` (see :attr:`Master.role`).
+
+    Examples
+    --------
+    >>> master_role("dark", exptime=30.0), master_role("flat", filter="V"), master_role("bias")
+    ('dark_00030000', 'flat_V', 'bias')
+    """
+    if kind == "dark":
+        return dark_product_name(exptime).removesuffix(".fits")
+    return flat_product_name(filter).removesuffix(".fits") if kind == "flat" else kind
 
 
 def safe_filter_name(filter_name: str) -> str:
@@ -136,6 +152,9 @@ class Master:
     library : LibraryMaster or None
         A master read from the calibration library instead of combined (``frames`` is
         empty; ``name`` is its library file's name); the night does not write it.
+    candidates : tuple of LibraryMaster
+        For a library master: every library master that fits, nearest in time first
+        (``library`` is one of them: the nearest, or the one the user chose).
     """
 
     kind: str
@@ -146,6 +165,14 @@ class Master:
     bias: str | None = None
     terms: tuple[DarkTerm, ...] = ()
     library: LibraryMaster | None = None
+    candidates: tuple[LibraryMaster, ...] = ()
+
+    @property
+    def role(self) -> str:
+        """What the master is for, as the night would name a master of its own frames
+        (``bias``, ``dark_00030000``, ``dark_current``, ``flat_V``): the name a library
+        choice gives it (:attr:`PlanOptions.library_choice`)."""
+        return master_role(self.kind, self.exptime, self.filter)
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -307,12 +334,17 @@ class PlanOptions:
         without flats, takes the fitting library master nearest in time.
     library_max_age : float or None
         Library masters taken more than this many days from the night are not used.
+    library_choice : tuple of (str, str)
+        ``(role, file)`` pairs: the library master (a file name in the library) to use
+        for a master's :attr:`~Master.role` instead of the nearest; one that does not
+        fit, or a role the night does not take from the library, is a problem.
     """
 
     dark_model: str = "auto"
     temperature_tolerance: float = 1.0
     library: Library | None = None
     library_max_age: float | None = 30.0
+    library_choice: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if self.dark_model not in DARK_MODELS:
@@ -364,6 +396,7 @@ class _Builder:
         self.notes: list[str] = []
         self.when = night_time(catalogue.frames) if options.library else None
         self.setups: dict = {}
+        self.choice = dict(options.library_choice)
 
     def plan(self) -> NightPlan:
         flats = self.catalogue.of_type("flat")
@@ -379,7 +412,8 @@ class _Builder:
                       if f.path in terms and f.filter in flat_masters)
         plan = NightPlan(self.catalogue, self._ordered(),
                          {f.path: terms[f.path] for f in flats if f.path in terms}, steps)
-        return replace(plan, problems=(*self.problems, *_clash_problems(plan)),
+        problems = (*self.problems, *self._unused_choices(), *_clash_problems(plan))
+        return replace(plan, problems=tuple(dict.fromkeys(problems)),
                        notes=tuple(dict.fromkeys(self.notes)))
 
     def _ordered(self) -> dict:
@@ -459,20 +493,55 @@ class _Builder:
         return DarkTerm("none", exptime, bias=bias), []
 
     def _borrow(self, kind: str, frame: Frame, **wanted) -> tuple[str | None, list[str]]:
-        """The name of the library master of ``kind`` that fits ``frame`` (planned as a master
-        read from the library), or None and why those near it do not fit."""
+        """The name of the library master of ``kind`` for ``frame`` (planned as a master read
+        from the library): the user's choice, else the fitting one nearest in time; or
+        None and why those near it do not fit."""
         library, options = self.options.library, self.options
         if library is None:
             return None, []
         if frame.path not in self.setups:
             self.setups[frame.path] = setup_of(frame.header(), frame.shape)
-        found, why = library.nearest(kind, self.setups[frame.path], self.when,
-                                     max_age=options.library_max_age,
-                                     temperature=frame.temperature,
-                                     tolerance=options.temperature_tolerance, **wanted)
+        need = {"kind": kind, "setup": self.setups[frame.path], "when": self.when,
+                "max_age": options.library_max_age, "temperature": frame.temperature,
+                "tolerance": options.temperature_tolerance, **wanted}
+        fitting, why = library.candidates(**need)
+        found = self._chosen(master_role(kind, **wanted), need) or next(iter(fitting), None)
         if found is None:
             return None, why
-        return self._add(Master(kind, found.path.name, (), library=found, **wanted)), []
+        return self._add(Master(kind, found.path.name, (), library=found,
+                                candidates=tuple(fitting), **wanted)), []
+
+    def _chosen(self, role: str, need: dict) -> LibraryMaster | None:
+        """The library master the user chose for ``role``, if it fits ``need``; else None,
+        and a problem says why (so that the nearest stands in only for the views)."""
+        file = self.choice.get(role)
+        if file is None:
+            return None
+        found, reason = self.options.library.chosen(file, **need)
+        if found is None:
+            self.problems.append(InputProblem(self.options.library.folder / file,
+                                              f"chosen as library master {role}, but it {reason}"))
+        return found
+
+    def _unused_choices(self) -> list[InputProblem]:
+        """A problem for each library choice whose role the night does not take from the
+        library: it makes that master from its own frames, or needs no such master."""
+        taken = {m.role for m in self.masters.values() if m.library is not None}
+        own = {m.role for m in self.masters.values() if m.library is None}
+        problems = []
+        for role, file in self.choice.items():
+            if role in taken:
+                continue
+            if self.options.library is None:
+                why = "no library is given (--library DIR)"
+            elif role in own:
+                why = f"this night makes {role} from its own frames, which win over the library"
+            else:
+                why = (f"this night takes no master {role} from the library (it takes: "
+                       f"{', '.join(sorted(taken)) or 'none'})")
+            where = self.options.library.folder / file if self.options.library else Path(file)
+            problems.append(InputProblem(where, f"chosen as library master {role}, but {why}"))
+        return problems
 
     def _uncalibrated(self, frame: Frame) -> DarkTerm:
         """The term of a frame in a night without bias and dark frames: its overscan, if it
@@ -530,11 +599,27 @@ class _Builder:
 
 
 def describe_plan(plan: NightPlan) -> list[str]:
-    """The plan in lines of words: each master and where it comes from, then what each flat
-    and object frame gets (``ccdred reduce --plan``), before anything is computed."""
-    lines = [f"{master.label}: {master.name} {master.source()}" for master in plan.masters.values()]
+    """The plan in lines of words: each master and where it comes from (for a library master,
+    also every fitting one, with its age), then what each flat and object frame gets
+    (``ccdred reduce --plan``), before anything is computed."""
+    lines = []
+    for master in plan.masters.values():
+        lines.append(f"{master.label}: {master.name} {master.source()}")
+        lines += [f"  {line}" for line in _candidate_lines(master)]
     lines += [f"{path.name}: {gets}" for path, gets in sorted(plan.gets().items())]
     return lines + [f"note: {note}" for note in plan.notes]
+
+
+def _candidate_lines(master: Master) -> list[str]:
+    """A library master's candidates, nearest first, the one used marked."""
+    if master.library is None:
+        return []
+    lines = [f"{master.role} candidates (choose with --library-master {master.role}=FILE):"]
+    for candidate in master.candidates:
+        used = ", used" if candidate.path == master.library.path else ""
+        lines.append(f"  {candidate.path.name}: taken {candidate.date_obs}, "
+                     f"{candidate.age_words()}{used}")
+    return lines
 
 
 def _names(frames, most: int = 5) -> str:

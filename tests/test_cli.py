@@ -323,6 +323,7 @@ def test_warnings_into_a_pipe_are_whole_lines_with_no_progress_bar(night_files, 
 #: generic ("X" is no overscan section)
 _OTHER_VALUES = {"overscan": "none", "trim": "[1:10,1:12]", "overscan_function": "legendre:2",
                  "frame_types": {"dark-*.fits": "ignore", "a b.fits": "flat"},
+                 "library_choice": {"flat_V": "20210214T110200_cam_flat_V.fits", "bias": "b.fits"},
                  "keyword_datatype_flat": ["Flat Field", "SKYFLAT"]}
 
 

@@ -6,6 +6,7 @@ import datetime
 import json
 import multiprocessing
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from ccdred.demo import NightSpec, make_night
 from ccdred.errors import InputError
 from ccdred.frames import scan
 from ccdred.library import INDEX, Setup, add_to_library, open_library, setup_of
-from ccdred.pipeline import Pipeline
+from ccdred.pipeline import MASTERS, Pipeline
 from ccdred.plan import PlanOptions, build_plan
 
 #: The course demo night, small.
@@ -312,3 +313,292 @@ def test_a_file_that_is_not_fits_is_refused_by_name(tmp_path):
     with pytest.raises(InputError, match="broken.fits.*cannot be added to the library"):
         add_to_library(tmp_path / "lib", [broken])
     assert not [p for p in (tmp_path / "lib").glob("*") if not p.name.startswith(".")]
+
+
+# -- choosing another library master than the nearest ------------------------------------
+
+#: The course night's date, for the dated copies of its masters.
+TAKEN = datetime.datetime(2021, 2, 14, 11)
+
+
+def dated_copy(master: Path, folder: Path, days: float, gain=None, **cards) -> Path:
+    """A copy of ``master`` in ``folder`` taken ``days`` after it, with header ``cards``; its
+    image multiplied by ``gain`` (an array) when given, so that products made with it differ."""
+    folder.mkdir(exist_ok=True)
+    with fits.open(master) as hdus:
+        header, data = hdus[0].header.copy(), hdus[0].data
+    header.update(cards)
+    taken = datetime.datetime.fromisoformat(header["DATE-OBS"])
+    header["DATE-OBS"] = (taken + datetime.timedelta(days=days)).isoformat()
+    data = data if gain is None else (data * gain).astype(data.dtype)
+    copy = folder / master.name
+    fits.writeto(copy, data, header, overwrite=True, checksum=True)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def other_flat(course, tmp_path_factory):
+    """The course library with a second flat V, taken 3 days later, whose pixels respond
+    otherwise (a gradient across the columns); and a library holding that flat V alone
+    (with the course's darks and flat R), as a night given that flat directly."""
+    _, whole, lib = course
+    root = tmp_path_factory.mktemp("other-flat")
+    gradient = np.linspace(0.9, 1.1, SPEC.shape[1], dtype=np.float32)
+    copy = dated_copy(whole / "flat_V.fits", root / "copies", 3, gradient)
+    two = root / "two-flats"
+    shutil.copytree(lib, two)
+    later, = add_to_library(two, [copy])
+    alone = root / "alone"
+    shutil.copytree(lib, alone)
+    (alone / INDEX).unlink()
+    next(alone.glob("*_flat_V.fits")).unlink()
+    add_to_library(alone, [copy])
+    return two, later.name, alone
+
+
+def test_candidates_are_every_fitting_master_nearest_first(course, tmp_path):
+    _, whole, _ = course
+    copies = tmp_path / "copies"
+    library = tmp_path / "lib"
+    for days in (-5, 2, 9, 50):
+        add_to_library(library, [dated_copy(whole / "flat_V.fits", copies, days)])
+    add_to_library(library, [dated_copy(whole / "flat_R.fits", copies, 2)])
+    setup, when = Setup("ccdred demo camera", SPEC.shape), datetime.datetime(2021, 2, 17)
+    fitting, why = open_library(library).candidates("flat", setup, when, max_age=30,
+                                                    filter="V")
+    assert [m.path.name[:9] for m in fitting] == ["20210216T", "20210223T", "20210209T"]
+    taken = datetime.datetime.fromisoformat(fits.getval(whole / "flat_V.fits", "DATE-OBS"))
+    assert [m.age for m in fitting] == [pytest.approx((when - taken).total_seconds() / 86400 - d)
+                                        for d in (2, 9, -5)]
+    assert len(why) == 1 and why[0].endswith("is 47.5 days from this night "
+                                             "(--library-max-age 30)")  # flat R: not said
+    nearest, _ = open_library(library).nearest("flat", setup, when, max_age=30, filter="V")
+    assert nearest == fitting[0]
+    assert fitting[1].age_words() == f"{-fitting[1].age:.2f} days after the night"
+    assert fitting[0].age_words() == f"{fitting[0].age:.2f} days before the night"
+    # darks: of the frame's exposure time and temperature only
+    for days, temperature in ((1, -10.0), (2, -20.0), (3, -10.5)):
+        add_to_library(library, [dated_copy(whole / "dark_00030000.fits", copies, days,
+                                            **{"CCD-TEMP": temperature})])
+    add_to_library(library, [dated_copy(whole / "dark_00060000.fits", copies, 2,
+                                        **{"CCD-TEMP": -10.0})])
+    fitting, why = open_library(library).candidates("dark", setup, when, exptime=30.0,
+                                                    temperature=-10.2)
+    assert [m.path.name[:9] for m in fitting] == ["20210217T", "20210215T"]  # 0.47, 1.53 d
+    assert len(why) == 1 and why[0].endswith("was taken at -20 C, not within 1 C of -10.2 C")
+
+
+def in_library(lib: Path, product: str) -> str:
+    """The library's file name of the course night's product ``product``."""
+    name, = (p.name for p in lib.glob(f"20210214T*_{product}"))
+    return name
+
+
+@pytest.mark.parametrize(("product", "wanted", "reason"), [
+    ("flat_R.fits", {}, "is of filter 'R'"),
+    ("dark_00030000.fits", {}, "is a master dark, not a master flat"),
+    ("flat_V.fits", {"max_age": 0.1}, "is 2.5 days from this night (--library-max-age 0.1)"),
+    ("flat_V.fits", {"setup": Setup("other", SPEC.shape)},
+     "is of another setup: instrument 'ccdred demo camera', the frame's 'other'"),
+    (None, {}, "is not in the library "),
+])
+def test_a_chosen_master_that_does_not_fit_says_why(course, product, wanted, reason):
+    _, _, lib = course
+    file = in_library(lib, product) if product else "no_such_flat.fits"
+    need = {"setup": Setup("ccdred demo camera", SPEC.shape), "max_age": 30, **wanted}
+    found, why = open_library(lib).chosen(file, "flat", when=datetime.datetime(2021, 2, 17),
+                                          filter="V", **need)
+    assert found is None and why.startswith(reason)
+    fits_it = in_library(lib, "flat_V.fits")
+    found, why = open_library(lib).chosen(fits_it, "flat", Setup("ccdred demo camera", SPEC.shape),
+                                          datetime.datetime(2021, 2, 17), filter="V")
+    assert why is None and found.path == lib / fits_it
+
+
+def test_a_chosen_master_makes_the_products_of_a_night_given_it_directly(course, objects,
+                                                                        other_flat, tmp_path):
+    _, whole, _ = course
+    two, later, alone = other_flat
+    assert reduce("-d", tmp_path / "nearest", "--library", two, objects) == 0
+    assert reduce("-d", tmp_path / "chosen", "--library", two, "--library-master",
+                  f"flat_V={later}", objects) == 0
+    assert reduce("-d", tmp_path / "direct", "--library", alone, objects) == 0
+    nearest, chosen = df_products(tmp_path / "nearest"), df_products(tmp_path / "chosen")
+    direct, want = df_products(tmp_path / "direct"), df_products(whole)
+    v_frames = [name for name in want if fits.getval(whole / name, "FILTER") == "V"]
+    assert v_frames and chosen.keys() == direct.keys() == want.keys()
+    for name in want:
+        assert nearest[name].tobytes() == want[name].tobytes(), name  # the default: nearest
+        assert chosen[name].tobytes() == direct[name].tobytes(), name
+        assert (chosen[name].tobytes() == want[name].tobytes()) == (name not in v_frames), name
+    history = str(fits.getheader(tmp_path / "chosen" / v_frames[0])["HISTORY"]).replace("\n", "")
+    assert f"{two / later}, taken 2021-02-17" in history and "2.98 days after the night" in history
+    # the Pipeline the dashboard drives calibrates with the choice as the night does
+    pipeline = Pipeline(night=str(objects), library=str(two), library_choice={"flat_V": later})
+    assert pipeline.plan.flats["V"].name == later
+    frame = v_frames[0].removesuffix("_df.fits") + ".fits"
+    calibrated = fitsio.storage_dtype("float32").type(pipeline.calibrated(frame))
+    np.testing.assert_array_equal(calibrated, chosen[v_frames[0]])
+
+
+def test_the_plan_lists_each_library_masters_candidates(course, objects, other_flat, capsys):
+    two, later, _ = other_flat
+    assert reduce("--plan", "--library", two, "--library-master", f"flat_V={later}",
+                  objects) == 0
+    shown = capsys.readouterr().out
+    lines = shown.splitlines()
+    start = lines.index("    flat_V candidates (choose with --library-master flat_V=FILE):")
+    nearest, chosen = lines[start + 1], lines[start + 2]
+    assert nearest.strip().startswith(f"{in_library(two, 'flat_V.fits')}: taken 2021-02-14T")
+    assert nearest.endswith("days before the night") and "used" not in nearest
+    assert chosen.strip().startswith(f"{later}: taken 2021-02-17T")
+    assert chosen.endswith("days after the night, used")
+    assert f"master flat V (library): {later} library master" in shown
+    assert "flat_R candidates" in shown and "dark_00030000 candidates" in shown
+
+
+@pytest.mark.parametrize(("choice", "said"), [
+    ("flat_V={flat_R}", "{lib}/{flat_R}: chosen as library master flat_V, but it is of filter 'R'"),
+    ("flat_V=nothing.fits", "{lib}/nothing.fits: chosen as library master flat_V, but it is "
+                            "not in the library {lib}"),
+    ("flat_V={later}", "{lib}/{later}: chosen as library master flat_V, but it is 3.0 days "
+                       "from this night (--library-max-age 2)"),
+    ("dark_00030000={flat_R}", "{lib}/{flat_R}: chosen as library master dark_00030000, but it "
+                               "is a master flat, not a master dark"),
+    ("flat_B={flat_R}", "{lib}/{flat_R}: chosen as library master flat_B, but this night takes "
+                        "no master flat_B from the library (it takes: dark_00030000, "
+                        "dark_00060000, flat_R, flat_V)"),
+])
+def test_a_choice_that_does_not_fit_is_refused_before_anything_is_written(
+        course, objects, other_flat, tmp_path, capsys, choice, said):
+    two, later, _ = other_flat
+    names = {"lib": two, "later": later, "flat_R": in_library(two, "flat_R.fits")}
+    status = reduce("-d", tmp_path / "out", "--library", two, "--library-max-age", 2,
+                    "--library-master", choice.format(**names), objects)
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.splitlines() == [f"ccdred: error: {said.format(**names)}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_choice_for_a_master_the_night_makes_itself_is_refused(course, other_flat, tmp_path,
+                                                                 capsys):
+    paths, _, _ = course
+    two, later, _ = other_flat
+    with_flats = copy_frames(paths, tmp_path / "with-flats", {"LIGHT", "FLAT"})
+    assert reduce("-d", tmp_path / "out", "--library", two, "--library-master",
+                  f"flat_V={later}", with_flats) == 2
+    assert ("this night makes flat_V from its own frames, which win over the library"
+            in capsys.readouterr().err)
+    assert reduce("-d", tmp_path / "out", "--library-master", f"flat_V={later}", with_flats) == 2
+    assert "no library is given (--library DIR)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_library_master_option_reads_name_equals_file(capsys):
+    with pytest.raises(SystemExit):
+        main(["reduce", "--library-master", "flat_V", "night"])
+    assert "expected NAME=FILE" in capsys.readouterr().err
+
+
+@pytest.fixture
+def library_root(objects, other_flat, tmp_path):
+    """A data root holding the night of objects and the library of two flats V."""
+    root = tmp_path / "root"
+    shutil.copytree(objects, root / "night")
+    shutil.copytree(other_flat[0], root / "zz-lib")
+    return root
+
+
+def test_the_library_card_offers_each_library_masters_candidates(library_root, other_flat,
+                                                                 tmp_path):
+    from ccdred.dashboard import Dashboard
+
+    two, later, alone = other_flat
+    board = Dashboard(library_root, tmp_path / "out", night="night")
+    board.library_input.value = "zz-lib"
+    menus = {menu.label: menu for menu in board._library_choices(board.pipeline.plan)}
+    assert sorted(menus) == [f"{role} from the library" for role in
+                             ("dark_00030000", "dark_00060000", "flat_R", "flat_V")]
+    flat, nearest = menus["flat_V from the library"], in_library(two, "flat_V.fits")
+    assert list(flat.options.values()) == [nearest, later] and flat.value == nearest
+    first, second = flat.options
+    assert first.startswith("2021-02-14T11:40:00 (") and "days before the night): " in first
+    assert second.startswith("2021-02-17T11:40:00 (") and second.endswith(f"after the night): {later}")
+    frame = next(s.frame for s in board.pipeline.plan.calibrations if s.frame.filter == "V")
+    before = board.pipeline.calibrated(frame.path.name)
+    counts = Counter(MASTERS.computed)
+    flat.value = later
+    after = board.pipeline.calibrated(frame.path.name)
+    # only what depends on the flat V: its file read, the frame calibrated again
+    assert Counter(MASTERS.computed) - counts == Counter({"library": 1, "calibrate": 1})
+    assert not np.array_equal(before, after)
+    assert board.pipeline.library_choice == {"flat_V": later}
+    assert board.pipeline.plan.flats["V"].name == later and not board.pipeline.plan.problems
+    text = board._library_view(board.pipeline.plan, "").object
+    assert f"master flat V (library): library master zz-lib/{later}, taken 2021-02-17" in text
+    assert f"--library-master=flat_V={later}" in board._reproduction()
+    # the product follows: as a night given that flat V alone
+    direct = Pipeline(night=str(library_root / "night"), library=str(alone))
+    np.testing.assert_array_equal(after, direct.calibrated(frame.path.name))
+    # the nearest chosen again is no choice; another library (or night) forgets the choice
+    menus = {menu.label: menu for menu in board._library_choices(board.pipeline.plan)}
+    assert menus["flat_V from the library"].value == later
+    menus["flat_V from the library"].value = nearest
+    assert board.pipeline.library_choice == {}
+    board.pipeline.library_choice = {"flat_V": later}
+    board.library_input.value = ""
+    assert board.pipeline.library_choice == {} and len(board._library_choices(
+        board.pipeline.plan)) == 0
+
+
+@pytest.mark.browser
+def test_another_library_master_chosen_in_the_browser_makes_the_products(
+        library_root, objects, other_flat, tmp_path):
+    """In a real browser: the library typed in the card, the flat V menu set to the later
+    flat; the card names it, and "Reduce night" writes the products of a night given it."""
+    import os
+
+    from ccdred.prepare import prepare
+    from ccdred.testing import CHROMIUM, CHROMIUM_ARGS, serve_app
+
+    from .conftest import unavailable
+
+    if not Path(CHROMIUM).exists():
+        unavailable(f"{CHROMIUM} not found: install Debian's chromium", "CCDRED_REQUIRE_BROWSER")
+    from playwright.sync_api import expect, sync_playwright
+
+    two, later, alone = other_flat
+    prepare(tmp_path / "cache", demo_size=64)  # as after `ccdred prepare` (a small demo night)
+    output_root, log_path = tmp_path / "products", tmp_path / "serve.log"
+    with open(log_path, "w") as log, serve_app(
+            ["--data-root", library_root, "--output-root", output_root], log=log,
+            env={**os.environ, "CCDRED_CACHE": str(tmp_path / "cache")}) as (_, url), \
+            sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.wait_for_selector("text=Reduce night", timeout=60_000)
+        page.get_by_text("Calibration library").first.click()
+        folder = page.get_by_placeholder("none")
+        folder.fill("zz-lib")
+        folder.press("Enter")
+        page.wait_for_selector(f"text=library master zz-lib/{in_library(two, 'flat_V.fits')}",
+                               timeout=60_000)
+        menu = page.locator(".bk-input-group", has_text="flat_V from the library").locator("select")
+        expect(menu.locator("option")).to_have_count(2, timeout=60_000)  # drawn after the text
+        assert menu.locator("option").all_inner_texts()[1].endswith(f"after the night): {later}")
+        menu.select_option(index=1)
+        page.wait_for_selector(f"text=library master zz-lib/{later}", timeout=60_000)
+        page.get_by_text("Reduce night").first.click()
+        page.wait_for_selector("text=products in", timeout=120_000)
+        browser.close()
+    assert "Traceback" not in log_path.read_text()
+    assert reduce("-d", tmp_path / "direct", "--library", alone, objects) == 0
+    written, = output_root.glob("night_*")
+    got, want = df_products(written), df_products(tmp_path / "direct")
+    assert got.keys() == want.keys() and got
+    for name in want:
+        assert got[name].tobytes() == want[name].tobytes(), name
+    v_frame = next(p for p in written.glob("*_df.fits") if fits.getval(p, "FILTER") == "V")
+    assert f"zz-lib/{later}, taken" in str(fits.getheader(v_frame)["HISTORY"]).replace("\n", "")
