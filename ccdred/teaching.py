@@ -24,8 +24,8 @@ import numpy as np
 from . import config
 from .demo import NightSpec, NightTruth, demo_night, night_truth
 
-__all__ = ["EXERCISES", "Exercise", "Night", "Verdict", "check", "export_html", "near_miss",
-           "start", "workspace"]
+__all__ = ["APERTURE", "EXERCISES", "Exercise", "Night", "Verdict", "check",
+           "export_html", "masked_star", "near_miss", "ray_or_star", "start", "workspace"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,69 @@ def _ray_and_star(night: Night, index: int) -> tuple[tuple[int, int], tuple[int,
 def _the_ray(night: Night, positions: dict, index: int = 0) -> str:
     ray, _ = _ray_and_star(night, index)
     return next(name for name, position in positions.items() if tuple(position) == ray)
+
+
+#: The star-flux exercise's least aperture radius, pixels (the sky: from 2 to 3 radii).
+APERTURE = 4.0
+
+
+def masked_star(night: Night, mask) -> tuple[tuple[int, int], float]:
+    """The demo night's star with a pixel of ``mask`` (True: masked; e.g. the hot pixels
+    found) nearest its peak, and the aperture radius that holds that pixel (at least
+    :data:`APERTURE`), for the exercise 'star-flux'.
+
+    Returns
+    -------
+    position : (int, int)
+        The star's peak, (x, y).
+    radius : float
+        Pixels.
+
+    Raises
+    ------
+    ValueError
+        For a night of your own (no truth), or a mask of no pixel.
+    """
+    from scipy import ndimage
+
+    from .demo import night_stars, star_cores
+
+    if night.spec is None:
+        raise ValueError("this exercise needs the demo night: it knows where the stars are")
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        raise ValueError("the mask has no pixel")
+    stars = night_stars(night.spec)
+    labels, n_stars = ndimage.label(star_cores(night.spec))
+    peaks = ndimage.maximum_position(stars, labels, range(1, n_stars + 1))
+    distance = ndimage.distance_transform_edt(~mask)
+    y, x = min(peaks, key=lambda peak: (distance[peak], -stars[peak]))
+    return (int(x), int(y)), max(APERTURE, float(np.ceil(distance[y, x])) + 1.0)
+
+
+def _flux_change(image, mask, position, radius) -> float:
+    """Percent by which a star's flux with every pixel exceeds its flux with the masked
+    pixels replaced by the mean of their unmasked neighbours (3x3)."""
+    from scipy import ndimage
+
+    good = ~np.asarray(mask, dtype=bool)
+    image = np.asarray(image, dtype=np.float64)
+    box = np.ones((3, 3))
+    sums = ndimage.correlate(np.where(good, image, 0.0), box, mode="constant")
+    counts = ndimage.correlate(good.astype(np.float64), box, mode="constant")
+    filled = np.where(good | (counts == 0), image, sums / np.maximum(counts, 1.0))
+    return float(100.0 * (_aperture_flux(image, position, radius)
+                          / _aperture_flux(filled, position, radius) - 1.0))
+
+
+def _aperture_flux(image, position, radius) -> float:
+    """The light within ``radius`` of ``position`` less the sky (the median between 2 and 3
+    radii)."""
+    x, y = position
+    rows, cols = np.indices(image.shape)
+    distance = np.hypot(cols - x, rows - y)
+    sky = np.median(image[(distance >= 2 * radius) & (distance < 3 * radius)])
+    return float(np.sum(image[distance <= radius] - sky))
 
 
 def workspace() -> tempfile.TemporaryDirectory:
@@ -521,6 +584,14 @@ EXERCISES = {
         "a star's light is spread over several pixels by the seeing; a ray's charge lands "
         "in one or two. Compare each with its neighbours.",
         lambda night, positions, index=0: _the_ray(night, positions, index)),
+    "star-flux": Exercise(
+        "By how many percent is the star's flux, measured with every pixel of its aperture, "
+        "larger than with its masked pixels replaced by the mean of their unmasked "
+        "neighbours?",
+        "measure twice with `aperture_flux`, once on `calibrated` and once on "
+        "`filled(calibrated, hot)`; answer 100 * (first / second - 1).",
+        lambda image, mask, position, radius: _flux_change(image, mask, position, radius),
+        tolerance=0.05),
     "master-bias-noise": Exercise(
         "How many times smaller is the noise of the master bias than that of one bias (each "
         "less the true bias)?",

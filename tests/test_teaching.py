@@ -62,6 +62,35 @@ def surviving(pipeline) -> float:
     return math.inf
 
 
+def flux_change_by_hand(image, mask, position, radius) -> float:
+    """The star-flux answer, pixel by pixel: the masked pixels filled with the mean of their
+    unmasked neighbours (3x3), each flux the aperture's sum less the sky (the median of the
+    ring from 2 to 3 radii)."""
+    filled = image.astype(np.float64)
+    rows, cols = image.shape
+    for y, x in np.argwhere(mask):
+        neighbours = [image[j, i] for j in range(y - 1, y + 2) for i in range(x - 1, x + 2)
+                      if 0 <= j < rows and 0 <= i < cols and not mask[j, i]]
+        if neighbours:
+            filled[y, x] = np.mean(neighbours)
+
+    def flux(values):
+        total, ring = 0.0, []
+        for y in range(rows):
+            for x in range(cols):
+                distance = math.dist((x, y), position)
+                if 2 * radius <= distance < 3 * radius:
+                    ring.append(values[y, x])
+        sky = np.median(ring)
+        for y in range(rows):
+            for x in range(cols):
+                if math.dist((x, y), position) <= radius:
+                    total += values[y, x] - sky
+        return total
+
+    return 100 * (flux(image) / flux(filled) - 1)
+
+
 def cases(pipeline, real_pipeline, tmp_path, surviving=None, quietest=(None,)):
     """name -> (context, a right answer, a wrong answer), right answers found independently."""
     catalogue = pipeline.catalogue
@@ -91,7 +120,12 @@ def cases(pipeline, real_pipeline, tmp_path, surviving=None, quietest=(None,)):
     positions = teaching.ray_or_star(ray_night)
     hit = night_cosmic_rays(ray_spec)[0] > 0
     ray = next(name for name, (x, y) in positions.items() if hit[y, x])  # the truth's
+    star_night = teaching.Night(None, truth, SMALL_SPEC)
+    position, radius = teaching.masked_star(star_night, truth.hot_pixels)
+    flux_change = flux_change_by_hand(calibrated, truth.hot_pixels, position, radius)
     return {
+        "star-flux": ({"image": calibrated, "mask": truth.hot_pixels, "position": position,
+                       "radius": radius}, flux_change, flux_change + 1.0),
         "hot-fraction": ({"truth": truth}, np.count_nonzero(truth.hot_pixels) / truth.hot_pixels.size,
                          100 * np.count_nonzero(truth.hot_pixels) / truth.hot_pixels.size),
         "ray-or-star": ({"night": ray_night, "positions": positions}, ray,
@@ -241,3 +275,20 @@ def test_the_ray_and_the_star_are_told_apart_by_the_truth():
             [(False, True), (True, False)]
     with pytest.raises(ValueError, match="needs the demo night"):
         teaching.ray_or_star(teaching.Night(None, None))
+
+
+def test_the_masked_star_has_the_mask_nearest_its_peak_within_its_aperture():
+    """The star whose peak is nearest a masked pixel, the aperture reaching that pixel; a
+    night of your own, or an empty mask, is refused."""
+    for seed in (8, 9):
+        spec = NightSpec(shape=(128, 128), seed=seed)
+        truth = night_truth(spec)
+        (x, y), radius = teaching.masked_star(teaching.Night(None, truth, spec), truth.hot_pixels)
+        assert star_cores(spec)[y, x]
+        hot = np.argwhere(truth.hot_pixels)
+        nearest = min(math.dist((x, y), (col, row)) for row, col in hot)
+        assert max(teaching.APERTURE, nearest) <= radius <= max(teaching.APERTURE, nearest + 2)
+    with pytest.raises(ValueError, match="needs the demo night"):
+        teaching.masked_star(teaching.Night(None, None), truth.hot_pixels)
+    with pytest.raises(ValueError, match="no pixel"):
+        teaching.masked_star(teaching.Night(None, truth, spec), np.zeros((128, 128), bool))
