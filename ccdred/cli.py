@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ._version import __version__
 from .config import DEMO_SIZE
-from .compat import option_strings
+from .compat import option_strings, parser_options
 from .errors import InputError, InputProblem
 from .parameters import (CalibrationParameters, DetectorParameters, ReductionParameters, names,
                          option, refusal)
@@ -194,6 +194,9 @@ def _suggestion(parser, message: str) -> str:
     elif message.startswith("unrecognized arguments:"):
         words = message.split(":", 1)[1].split()
         wanted = next((w.split("=")[0] for w in words if w.startswith("-")), "")
+        owners = [prog for prog, options in parser_options(parser).items() if wanted in options]
+        if owners:  # an option of another command: no other is "meant"
+            return f"; {wanted} is an option of {' and '.join(owners)}"
         options = option_strings(parser)
     else:
         return ""

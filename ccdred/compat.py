@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 
 __all__ = ["add_render_hook", "design_without", "forget_links", "held_models", "option_strings",
-           "patch_inline_stylesheets", "raw_data_offset", "set_madvise_hugepage"]
+           "parser_options", "patch_inline_stylesheets", "raw_data_offset", "set_madvise_hugepage"]
 
 
 # -- numpy ---------------------------------------------------------------------------------
@@ -60,13 +60,19 @@ def option_strings(parser) -> list[str]:
     Python 3.11-3.13 argparse: ``ArgumentParser._actions``; argparse has no public
     list of the options it was given.
     """
-    strings = []
+    return [option for options in parser_options(parser).values() for option in options]
+
+
+def parser_options(parser) -> dict[str, list[str]]:
+    """The option strings of an argument parser and of each of its sub-commands' parsers,
+    by the parser's ``prog`` (e.g. ``'ccdred export'``); see :func:`option_strings`."""
+    options = {parser.prog: []}
     for action in parser._actions:  # noqa: SLF001
-        strings += action.option_strings
+        options[parser.prog] += action.option_strings
         if isinstance(action.choices, dict):
             for sub in action.choices.values():
-                strings += option_strings(sub)
-    return strings
+                options |= parser_options(sub)
+    return options
 
 
 # -- Bokeh ----------------------------------------------------------------------------------

@@ -150,6 +150,7 @@ def test_module_entry_point_and_demo(tmp_path):
     (["--treshold", "3"], "unrecognized arguments: --treshold; did you mean --threshold?"),
     (["-c", "medain"], "invalid choice: 'medain' (choose from 'median', 'mean'); did you mean median?"),
     (["--dark-model", "scale"], "did you mean scaled?"),
+    (["-o", "out"], "unrecognized arguments: -o; -o is an option of ccdred export\n"),
 ])
 def test_mistyped_options_are_one_line_with_a_suggestion(night_files, args, message):
     done = subprocess.run([sys.executable, "-m", "ccdred", "reduce", *args,
