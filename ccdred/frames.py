@@ -397,7 +397,27 @@ def scan(paths, keywords: Keywords = Keywords(),
         if frame.frame_type is None and keywords.override(frame.path.name) != "ignore":
             logger.warning("%s: %s = %r is not a known frame type; frame not used",
                            frame.path, frame.type_keyword, frame.imagetyp)
-    return Catalogue(tuple(frames), tuple(problems), keywords, _summarise(notes))
+    return Catalogue(tuple(frames), _grouped_problems(problems), keywords, _summarise(notes))
+
+
+#: Files that share one problem, word for word, beyond which it is said once for them all.
+PROBLEM_GROUP = 3
+
+
+def _grouped_problems(problems) -> tuple[InputProblem, ...]:
+    """Each problem once: said of more than :data:`PROBLEM_GROUP` files (a night of frames
+    all refused alike), it names the first file and counts the others."""
+    groups = _grouped(problems, lambda problem: (problem.path is None, problem.message))
+    if all(len(group) <= PROBLEM_GROUP for group in groups.values()):
+        return tuple(problems)
+    said = []
+    for group in groups.values():
+        if len(group) > PROBLEM_GROUP and group[0].path is not None:
+            said.append(InputProblem(group[0].path, group[0].message
+                                     + _others(group, " (and {} other files)")))
+        else:
+            said.extend(group)
+    return tuple(said)
 
 
 def _summarise(notes) -> tuple[str, ...]:

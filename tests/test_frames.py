@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from ccdred.errors import InputError
+from ccdred.errors import InputError, InputProblem
 from ccdred.frames import read_frame, scan
 from ccdred.keywords import Keywords
 
@@ -130,6 +130,27 @@ def test_every_problem_is_reported_at_once(tmp_path, write_fits):
     assert messages.pop("big.fits") == "image size 10x16 differs from the night's 10x8 (2 frames)"
     assert messages.pop("gone.fits") == "no such file or folder"
     assert messages == {}
+
+
+@pytest.mark.parametrize("n_files", [3, 4, 38])
+def test_a_problem_of_many_files_is_said_once_naming_the_first(tmp_path, write_fits, n_files):
+    """A night whose frames are all refused alike is one line (the first file and how many
+    others), not one per file; up to three files, each is named."""
+    from ccdred.frames import PROBLEM_GROUP
+
+    cards = {k: v for k, v in LIGHT.items() if k != "IMAGETYP"}
+    paths = [write_fits(f"f{i:02d}.fits", **cards) for i in range(n_files)]
+    write_fits("good.fits", **LIGHT)
+    (tmp_path / "fake.fits").write_text("SIMPLE? no, this is text")
+    problems = scan([tmp_path]).problems
+    missing = [p for p in problems if p.message.startswith("no IMAGETYP keyword")]
+    assert [p for p in problems if p not in missing] == [
+        InputProblem(tmp_path / "fake.fits", "not a FITS file")]
+    if n_files <= PROBLEM_GROUP:
+        assert [p.path for p in missing] == paths
+    else:
+        assert [p.path for p in missing] == [paths[0]]
+        assert missing[0].message.endswith(f" (and {n_files - 1} other files)")
 
 
 def test_custom_keywords(write_fits):
