@@ -39,7 +39,7 @@ class LACosmic(NamedTuple):
     sigclip: float = 4.5
     sigfrac: float = 0.3
     objlim: float = 5.0
-    niter: int = 4
+    niter: int = 1
 
 
 class CosmicRays(NamedTuple):
@@ -102,18 +102,63 @@ def cosmic_ray_mask(image, gain: float, read_noise: float, *, lacosmic: LACosmic
     >>> bool(rays.mask[20, 30]), bool(abs(rays.cleaned[20, 30] - 200.0) < 50.0)
     (True, True)
     """
-    import astroscrappy
-
-    image = np.asarray(image, dtype=np.float32)
+    image = np.ascontiguousarray(image, dtype=np.float32)
     finite = np.isfinite(image)
     left_out = ~finite if bad_pixels is None else ~finite | (np.asarray(bad_pixels) != 0)
+    image_in = np.where(finite, image, np.float32(0.0))
+    variance = None if variance is None else np.ascontiguousarray(variance, dtype=np.float32)
     level = np.inf if saturation is None else saturation * gain
-    known = {} if variance is None else {"invar": np.asarray(variance, dtype=np.float32)}
-    mask, cleaned = astroscrappy.detect_cosmics(
-        np.where(finite, image, 0.0).astype(np.float32), inmask=left_out, gain=gain,
-        readnoise=read_noise, satlevel=level, sepmed=True, **known, **lacosmic._asdict())
+    find = _one_iteration if lacosmic.niter == 1 else _iterations
+    mask, cleaned = find(image_in, left_out, variance, gain, read_noise, level, lacosmic)
     # astroscrappy scales the image by the gain and back: keep the pixels it did not clean
     return CosmicRays(mask & finite, np.where(mask & finite, cleaned, image))
+
+
+def _iterations(image, left_out, variance, gain, read_noise, level, lacosmic):
+    """``astroscrappy.detect_cosmics`` on the whole frame: (mask, cleaned image)."""
+    import astroscrappy
+
+    known = {} if variance is None else {"invar": variance}
+    return astroscrappy.detect_cosmics(image, inmask=left_out, gain=gain, readnoise=read_noise,
+                                       satlevel=level, sepmed=True, **known,
+                                       **lacosmic._asdict())
+
+
+def _one_iteration(image, left_out, variance, gain, read_noise, level, lacosmic):
+    """LACosmic's one iteration compiled (:mod:`ccdred.lacosmic`), with astroscrappy's
+    float32 arithmetic for the electrons, the noise model and the mask it grows:
+    (mask, cleaned image), as :func:`_iterations` with ``niter=1``."""
+    from astroscrappy.utils import median
+
+    from . import lacosmic as kernels
+
+    gain = np.float32(gain)
+    electrons = image * gain
+    noise_model = (electrons + np.float32(read_noise) * np.float32(read_noise)
+                   if variance is None else variance * (gain * gain))
+    bad = _grown_mask(electrons, left_out, np.float32(level))
+    rays = kernels.ray_mask(electrons, noise_model, bad, *lacosmic[:3])
+    cleaned = kernels.clean_rays(electrons, rays, bad, np.float32(np.nan))
+    if np.isnan(cleaned[rays]).any():  # a ray whose 5x5 box has no good pixel
+        good = np.ascontiguousarray(electrons[~bad])
+        cleaned = kernels.clean_rays(electrons, rays, bad, median(good, good.size))
+    return rays, cleaned / gain
+
+
+def _grown_mask(electrons, left_out, level) -> np.ndarray:
+    """astroscrappy's mask of pixels that are never rays: the pixels left out, grown by
+    one, and the saturated stars' cores (saturated pixels whose 7x7 separable median is
+    above a tenth of the level), grown by 4."""
+    from astroscrappy.utils import dilate3, dilate5
+
+    from .lacosmic import sepmed7
+
+    bad = np.asarray(dilate3(left_out), dtype=bool)
+    saturated = electrons >= level
+    if saturated.any():
+        saturated &= sepmed7(electrons) > np.float32(float(level) / 10.0)
+        bad |= np.asarray(dilate5(saturated, 2), dtype=bool)
+    return bad
 
 
 def object_mask(image, noise=None, bad_pixels=None, *, cosmic_rays: bool = True,
