@@ -21,6 +21,7 @@ import numpy as np
 __all__ = ["clean_rays", "ray_mask", "sepmed7"]
 
 _F4_2D = numba.float32[:, ::1]
+_B1_2D = numba.boolean[:, ::1]
 
 
 def ray_mask(electrons: np.ndarray, noise_model: np.ndarray, bad: np.ndarray, sigclip: float,
@@ -202,7 +203,21 @@ def _signal_to_noise(signal, noise):
     return ratio - sepmed7(ratio)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sepmed9_at(data, j, i):
+    """astroscrappy's ``sepmedfilt9`` at one pixel: the input within 4 of an edge, else
+    the median of 9 down the column of the medians of 9 along the rows."""
+    rows, columns = data.shape
+    if j < 4 or i < 4 or j >= rows - 4 or i >= columns - 4:
+        return data[j, i]
+    along = np.empty(9, np.float32)
+    for k in range(9):
+        along[k] = np.sort(data[j - 4 + k, i - 4:i + 5])[4]
+    return np.sort(along)[4]
+
+
+@numba.njit(numba.uint8[:, ::1](_F4_2D, _F4_2D, _F4_2D, _B1_2D, numba.float32, numba.float32),
+            cache=True, nogil=True)
 def _seeds(signal_to_noise, fine, noise, good, sigclip, objlim):
     """Pixels above ``sigclip`` whose contrast to the fine structure (the 5x5 separable
     median less its 9x9 separable median, over the noise, floored at 0.01) is above
@@ -219,20 +234,7 @@ def _seeds(signal_to_noise, fine, noise, good, sigclip, objlim):
     return seeds
 
 
-@numba.njit(cache=True, nogil=True)
-def _sepmed9_at(data, j, i):
-    """astroscrappy's ``sepmedfilt9`` at one pixel: the input within 4 of an edge, else
-    the median of 9 down the column of the medians of 9 along the rows."""
-    rows, columns = data.shape
-    if j < 4 or i < 4 or j >= rows - 4 or i >= columns - 4:
-        return data[j, i]
-    along = np.empty(9, np.float32)
-    for k in range(9):
-        along[k] = np.sort(data[j - 4 + k, i - 4:i + 5])[4]
-    return np.sort(along)[4]
-
-
-@numba.njit(cache=True, nogil=True)
+@numba.njit(_F4_2D(_F4_2D, _B1_2D, _B1_2D, numba.float32), cache=True, nogil=True)
 def clean_rays(electrons, rays, bad, background):
     """astroscrappy's ``meanmask`` cleaning: each ray pixel (2 or more from the edges)
     becomes the float32 mean of the 5x5 box's pixels that are neither rays nor bad, or
