@@ -1,8 +1,10 @@
 """Cosmic rays in object frames: LACosmic on the demo night's calibrated objects against the
-rays injected into them and its stars; one frame's mask bits; the units astroscrappy works in."""
+rays injected into them and its stars; the compiled iteration against astroscrappy's, pixel
+for pixel; one frame's mask bits; the units astroscrappy works in."""
 
 from __future__ import annotations
 
+import astroscrappy
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -46,24 +48,118 @@ def test_the_night_knows_its_gain_and_read_noise(reduced):
     assert result.noise.read_noise == pytest.approx(truth.read_noise, rel=0.05)
 
 
-def test_cosmic_rays_are_found_in_every_object_frame(reduced):
+#: The default (one iteration, compiled) and the thorough setting (astroscrappy's four).
+SETTINGS = [LACosmic(), LACosmic(niter=4)]
+
+
+@pytest.mark.parametrize("lacosmic", SETTINGS, ids=["default", "thorough"])
+def test_cosmic_rays_are_found_in_every_object_frame(reduced, lacosmic):
     result, bad_pixels, objects, rays = reduced
     assert len(objects) == len(rays) == 6
     for image, injected in zip(objects, rays, strict=True):
         hits = injected > 0
-        found = ray_bits(object_mask(image, result.noise, bad_pixels))
+        found = ray_bits(object_mask(image, result.noise, bad_pixels, lacosmic=lacosmic))
         assert hits.sum() > 50
         assert (found & hits).sum() >= 0.9 * hits.sum()
 
 
-def test_star_cores_are_not_taken_for_rays(reduced):
+@pytest.mark.parametrize("lacosmic", SETTINGS, ids=["default", "thorough"])
+def test_star_cores_are_not_taken_for_rays(reduced, lacosmic):
     result, bad_pixels, objects, rays = reduced
     cores = star_cores(SPEC)
     assert cores.sum() > 500
     for image, injected in zip(objects, rays, strict=True):
         far = ~binary_dilation(injected > 0, iterations=RAY_REACH)
-        found = ray_bits(object_mask(image, result.noise, bad_pixels))
+        found = ray_bits(object_mask(image, result.noise, bad_pixels, lacosmic=lacosmic))
         assert (found & cores & far).sum() <= 0.01 * cores.sum()
+
+
+def astroscrappy_once(image, gain, read_noise, bad_pixels=None, saturation=None,
+                      variance=None, lacosmic=LACosmic()):
+    """The oracle: astroscrappy's own one iteration on the whole frame, given what
+    :func:`cosmic_ray_mask` gives it (the mask and the image where it kept the pixel)."""
+    image = np.asarray(image, dtype=np.float32)
+    finite = np.isfinite(image)
+    left_out = ~finite if bad_pixels is None else ~finite | (bad_pixels != 0)
+    known = {} if variance is None else {"invar": np.asarray(variance, np.float32)}
+    mask, cleaned = astroscrappy.detect_cosmics(
+        np.where(finite, image, 0.0).astype(np.float32), inmask=left_out, gain=gain,
+        readnoise=read_noise, satlevel=np.inf if saturation is None else saturation * gain,
+        sepmed=True, **known, **{**lacosmic._asdict(), "niter": 1})
+    return mask & finite, np.where(mask & finite, cleaned, image)
+
+
+def assert_as_astroscrappy(image, gain, read_noise, **options):
+    found = cosmic_ray_mask(image, gain, read_noise, **options)
+    mask, cleaned = astroscrappy_once(image, gain, read_noise, **options)
+    assert mask.any()
+    np.testing.assert_array_equal(found.mask, mask)
+    np.testing.assert_array_equal(found.cleaned, cleaned)
+
+
+@pytest.mark.parametrize("noise_model", ["image", "variance"])
+@pytest.mark.parametrize("index", [0, 3])
+def test_one_iteration_is_astroscrappys_on_the_night(reduced, index, noise_model):
+    """The compiled iteration's rays and cleaned pixels are astroscrappy's, to the bit, on
+    the demo night's objects (with its bad-pixel mask, and a noise model of its own)."""
+    result, bad_pixels, objects, _ = reduced
+    image = objects[index]
+    variance = (None if noise_model == "image"
+                else np.maximum(image, 0.0) / result.noise.gain + 40.0**2)
+    assert_as_astroscrappy(image, result.noise.gain, result.noise.read_noise,
+                           bad_pixels=bad_pixels, variance=variance)
+
+
+def hard_frame(shape, seed=5):
+    """Sky and stars with rays on every edge, in the corners, in a 7x7 block, beside bad
+    and non-finite pixels, one with no good pixel to be cleaned from (in a ring of bad
+    pixels, grown onto its neighbours), and a saturated star."""
+    rng = np.random.default_rng(seed)
+    rows, columns = np.indices(shape)
+    image = rng.normal(400.0, 20.0, shape)
+    for row, column, flux in [(shape[0] * 0.3, shape[1] * 0.6, 4e4), (shape[0] * 0.7, 5.2, 2e5)]:
+        image += flux * np.exp(-0.5 * ((rows - row) ** 2 + (columns - column) ** 2) / 1.5**2)
+    image = np.minimum(image, 50000.0)
+    for offset in range(min(shape) // 2):
+        image[offset, (7 * offset) % shape[1]] += 3000.0
+        image[-1 - offset, (5 * offset + 3) % shape[1]] += 3000.0
+        image[(3 * offset + 1) % shape[0], offset] += 2500.0
+        image[(11 * offset) % shape[0], -1 - offset] += 2500.0
+    image[0, 0] = image[-1, -1] = image[0, -1] = image[-1, 0] = 9000.0
+    middle = shape[0] // 2, shape[1] // 2
+    image[middle[0] - 3:middle[0] + 4, middle[1] - 3:middle[1] + 4] += 6000.0
+    image[middle[0] + 6, middle[1] - 6] = np.nan
+    bad = np.zeros(shape, np.uint8)
+    bad[middle[0] + 5, middle[1] + 5] = 1
+    lonely = 3 * shape[0] // 4, shape[1] // 4  # a ray in a ring of bad pixels
+    bad[lonely[0] - 2:lonely[0] + 3, lonely[1] - 2:lonely[1] + 3] = 1
+    bad[lonely[0] - 1:lonely[0] + 2, lonely[1] - 1:lonely[1] + 2] = 0
+    image[lonely] += 5000.0
+    return image, bad
+
+
+@pytest.mark.parametrize("shape", [(64, 80), (37, 53), (14, 17)])
+@pytest.mark.parametrize("saturation", [None, 50000.0])
+def test_one_iteration_is_astroscrappys_at_the_edges(shape, saturation):
+    """Rays on the edges and corners (where astroscrappy's filters and Laplacian keep edge
+    rules of their own), a block of rays, bad, non-finite and saturated pixels."""
+    image, bad = hard_frame(shape)
+    assert_as_astroscrappy(image, 1.3, 7.0, bad_pixels=bad, saturation=saturation)
+    assert_as_astroscrappy(image, 1.3, 7.0, variance=np.full(shape, 30.0**2),
+                           lacosmic=LACosmic(sigclip=4.0, sigfrac=0.5, objlim=3.0))
+
+
+@pytest.mark.parametrize("shape", [(2048 // 16, 2048 // 16), (7, 7), (6, 11)])
+def test_the_separable_median_is_astroscrappys(shape):
+    """With ties (integers) and without, and frames no wider than the filter."""
+    from astroscrappy.utils import sepmedfilt7
+
+    from ccdred.lacosmic import sepmed7
+
+    rng = np.random.default_rng(2)
+    for data in (rng.normal(0.0, 1.0, shape), rng.integers(0, 4, shape)):
+        data = data.astype(np.float32)
+        np.testing.assert_array_equal(sepmed7(data), sepmedfilt7(data))
 
 
 def test_the_bad_pixel_mask_keeps_hot_pixels_from_being_rays(reduced):
