@@ -29,7 +29,7 @@ from . import fitsio
 from ._version import __version__
 from .badpix import HOT_SIGMA, bad_pixel_mask, flat_defects, hot_pixels, read_bad_pixel_mask
 from .calibrate import calibration_steps, calibration_uncertainty
-from .cosmics import object_mask
+from .cosmics import LACosmic, object_mask
 from .errors import CalibrationWarning, CcdredWarning, InputError, InputProblem
 from .frames import Catalogue, Frame, scan
 from .library import add_to_library
@@ -1076,7 +1076,8 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
                                frame_saturation(header, samples), masters[step.flat],
                                planes[step.flat].variance, extra_mask, parameters.dtype)
     if parameters.cosmic_rays and planes is not None:  # (prepare_night requires the planes)
-        rays = _cosmic_rays(images[-1], written[-1], noise, extra_mask)
+        rays = _cosmic_rays(images[-1], written[-1], noise, extra_mask,
+                            LACosmic(niter=parameters.cosmic_ray_iterations))
         logger.info("%s: %d pixels of cosmic rays", frame.path.name, np.count_nonzero(rays))
         for product_planes in written[-len(targets):]:
             product_planes["mask"] |= rays
@@ -1086,12 +1087,12 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
             in zip(targets, images[-len(targets):], written[-len(targets):], strict=True)]
 
 
-def _cosmic_rays(flat_fielded, planes, noise, bad_pixels) -> np.ndarray:
+def _cosmic_rays(flat_fielded, planes, noise, bad_pixels, lacosmic) -> np.ndarray:
     """The COSMIC_RAY bits of a flat-fielded frame (:func:`~ccdred.cosmics.object_mask`),
     its uncertainty plane squared the noise model, its bad pixels left out of the search."""
     variance = None if planes.get("uncertainty") is None else np.square(
         planes["uncertainty"], dtype=np.float64)
-    bits = object_mask(flat_fielded, noise, bad_pixels, variance=variance)
+    bits = object_mask(flat_fielded, noise, bad_pixels, variance=variance, lacosmic=lacosmic)
     return bits & np.uint8(MaskBit.COSMIC_RAY)
 
 

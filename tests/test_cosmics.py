@@ -4,6 +4,8 @@ for pixel; one frame's mask bits; the units astroscrappy works in."""
 
 from __future__ import annotations
 
+import logging
+
 import astroscrappy
 import numpy as np
 import pytest
@@ -295,3 +297,27 @@ def test_the_products_masks_hold_the_rays_and_the_bad_pixels_in_both_runners(cli
         found += (ray_bits(mask) & (rays > 0)).sum()
         injected += (rays > 0).sum()
     assert found >= 0.9 * injected > 100  # every object frame's, together
+
+
+def test_the_command_line_refuses_no_iterations(tmp_path, capsys):
+    status = main(["reduce", "-q", "--cosmic-rays", "--planes", "--cosmic-ray-iterations", "0",
+                   "-d", str(tmp_path / "out"), str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err[-1] == "ccdred: error: --cosmic-ray-iterations must be at least 1, not 0."
+
+
+def test_other_iterations_make_the_object_products_again(tmp_path, caplog):
+    """The iterations are in the products' provenance: resuming with others remakes them."""
+    make_night(tmp_path / "raw", NightSpec(shape=(48, 64)))
+    once = ReductionParameters(planes=True, cosmic_rays=True)
+    reduce_night([tmp_path / "raw"], tmp_path / "out", once)
+    with caplog.at_level(logging.INFO, logger="ccdred"):
+        reduce_night([tmp_path / "raw"], tmp_path / "out", once, resume=True)
+        kept = caplog.text.count("kept the products of")
+        caplog.clear()
+        reduce_night([tmp_path / "raw"], tmp_path / "out",
+                     ReductionParameters(planes=True, cosmic_rays=True, cosmic_ray_iterations=2),
+                     resume=True)
+    assert kept == 6
+    assert "kept the products of" not in caplog.text
