@@ -3,8 +3,9 @@
 Numpy around ``astroscrappy.detect_cosmics`` and :mod:`ccdred.lacosmic` (numba), both
 imported where used; arrays in, new arrays out. Units: images in ADU, the gain in
 electrons per ADU and the read noise in electrons, as :class:`~ccdred.noise.DetectorNoise`
-holds them; astroscrappy works in electrons (its ``gain`` multiplies the image, its ``satlevel`` is in electrons) and,
-from version 1.1, returns the cleaned image in the input's units.
+holds them; astroscrappy works in electrons (its ``gain`` multiplies the image, its
+``satlevel`` is in electrons) and, from version 1.1, returns the cleaned image in the
+input's units.
 
 One iteration, the default, runs compiled (:mod:`ccdred.lacosmic`): astroscrappy's mask
 and cleaned image to the pixel, about 0.3 s of CPU per 2048² frame against astroscrappy's
