@@ -9,8 +9,8 @@ filter (a 9-pixel median of a 5-pixel one) is taken only at the pixels that pass
 first threshold, since only their ratio to it is asked. Every float32 operation is
 astroscrappy's, in its order, so the mask is the same to the pixel:
 ``tests/test_cosmics.py`` holds it to ``astroscrappy.detect_cosmics`` with ``niter=1``.
-The frame's outermost rows and columns, where astroscrappy's Laplacian, filters and
-dilations take their own edge rules, use astroscrappy's own functions.
+The Laplacian's outermost rows and columns (with edge rules of their own) and the
+masks' dilations are astroscrappy's own functions.
 """
 
 from __future__ import annotations
@@ -245,10 +245,10 @@ def clean_rays(electrons, rays, bad, background):
         for i in range(2, columns - 2):
             if rays[j, i]:
                 total, count = np.float32(0.0), 0
-                for l in range(-2, 3):
-                    for k in range(-2, 3):
-                        if not (rays[j + l, i + k] or bad[j + l, i + k]):
-                            total = total + electrons[j + l, i + k]
+                for dj in range(-2, 3):
+                    for di in range(-2, 3):
+                        if not (rays[j + dj, i + di] or bad[j + dj, i + di]):
+                            total = total + electrons[j + dj, i + di]
                             count += 1
                 out[j, i] = background if count == 0 else total / np.float32(count)
     return out
