@@ -31,13 +31,15 @@ class LACosmic(NamedTuple):
 
     Why one iteration by default, where astroscrappy has four: on the 2048² demo night
     (its six calibrated objects, 9335 ray pixels, their variance the noise model) one
-    iteration finds the same rays (98.2 % of the ray pixels; 4 iterations: the same) and
-    flags no more star cores (0.04 %), and an iteration costs as much as the first, since
-    each filters the whole frame again: 4 took 6-10 s of CPU a frame. Later iterations find
-    what cleaning the first rays uncovers (the wings of rays many pixels long, which the
-    demo's one-pixel hits do not have): ask for them with ``niter`` (``ccdred reduce
-    --cosmic-ray-iterations 4``); they run astroscrappy, about 3 s of CPU an iteration.
-    ``sigclip`` 4.5 and ``objlim`` 5 are kept: ``benchmarks/cosmics.py`` measures others.
+    iteration finds the same rays as four (98.2 % of the ray pixels) and flags no more
+    star cores (0.04 % against 0.05 %), and each iteration filters the whole frame again:
+    four took 8.3 s of CPU a frame, one compiled takes 0.3 s (``benchmarks/README.md``,
+    2026-12-07; the target is 1 s). Later iterations find what cleaning the first rays
+    uncovers (the wings of long tracks, which the demo's one-pixel hits do not have): ask
+    for them with ``niter`` (``ccdred reduce --cosmic-ray-iterations 4``); they run
+    astroscrappy, 2.6 s of CPU for the first iteration and 1.6-1.9 s for each further one.
+    ``sigclip`` 4.5 and ``objlim`` 5 are kept (van Dokkum's, astroscrappy's and ccdproc's):
+    4.0-5.5 and 3-8 found the same rays on the demo night.
 
     Attributes
     ----------
