@@ -20,6 +20,8 @@ from ccdred.noise import DetectorNoise
 from ccdred.parameters import ReductionParameters
 from ccdred.planes import MaskBit
 
+from .conftest import SHARED, unavailable
+
 SPEC = NightSpec(shape=(512, 512))
 #: A ray's mask grows over its neighbours that pass a lower threshold (sigfrac x sigclip),
 #: a star's core among them when a ray lands beside it: core pixels this close to a ray
@@ -149,6 +151,22 @@ def test_one_iteration_is_astroscrappys_at_the_edges(shape, saturation):
     assert_as_astroscrappy(image, 1.3, 7.0, bad_pixels=bad, saturation=saturation)
     assert_as_astroscrappy(image, 1.3, 7.0, variance=np.full(shape, 30.0**2),
                            lacosmic=LACosmic(sigclip=4.0, sigfrac=0.5, objlim=3.0))
+
+
+def test_one_iteration_is_astroscrappys_on_a_real_frame():
+    """A 60 s CAFOS exposure of NGC 2420 less its bias: real rays (tracks, not only the
+    demo's one-pixel hits) and saturated stars. Four iterations find a little more (the
+    tracks' wings that cleaning uncovers), which is why they stay an option."""
+    cafos = SHARED / "realdata" / "cafos-ngc2420"
+    if not cafos.is_dir():
+        unavailable(f"real data not found at {cafos}", "CCDRED_REQUIRE_REALDATA")
+    bias = np.mean([fits.getdata(path).astype(np.float32)
+                    for path in sorted(cafos.glob("calib_bias_*"))], axis=0)
+    image = fits.getdata(cafos / "science_NGC2420_V_uamA_0031.fits.gz") - bias
+    assert_as_astroscrappy(image, 1.43, 7.4, saturation=60000.0)
+    once = cosmic_ray_mask(image, 1.43, 7.4, saturation=60000.0).mask
+    four = cosmic_ray_mask(image, 1.43, 7.4, saturation=60000.0, lacosmic=LACosmic(niter=4)).mask
+    assert once.sum() > 100 and not (once & ~four).any() and four.sum() > once.sum()
 
 
 @pytest.mark.parametrize("shape", [(2048 // 16, 2048 // 16), (7, 7), (6, 11)])
