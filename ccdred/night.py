@@ -29,7 +29,7 @@ from . import fitsio
 from ._version import __version__
 from .badpix import HOT_SIGMA, bad_pixel_mask, flat_defects, hot_pixels, read_bad_pixel_mask
 from .calibrate import calibration_steps, calibration_uncertainty
-from .cosmics import object_mask
+from .cosmics import LACosmic, object_mask
 from .errors import CalibrationWarning, CcdredWarning, InputError, InputProblem
 from .frames import Catalogue, Frame, scan
 from .library import add_to_library
@@ -1075,7 +1075,8 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
                                frame_saturation(header, samples), masters[step.flat],
                                planes[step.flat].variance, extra_mask, parameters.dtype)
     if parameters.cosmic_rays and planes is not None:  # (prepare_night requires the planes)
-        rays = cosmic_ray_bits(images[-1], written[-1], noise, extra_mask)
+        rays = cosmic_ray_bits(images[-1], written[-1], noise, extra_mask,
+                               LACosmic(niter=parameters.cosmic_ray_iterations))
         logger.info("%s: %d pixels of cosmic rays", frame.path.name, np.count_nonzero(rays))
         for product_planes in written[-len(targets):]:
             product_planes["mask"] |= rays
@@ -1085,7 +1086,8 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
             in zip(targets, images[-len(targets):], written[-len(targets):], strict=True)]
 
 
-def cosmic_ray_bits(flat_fielded, planes, noise, bad_pixels) -> np.ndarray:
+def cosmic_ray_bits(flat_fielded, planes, noise, bad_pixels,
+                    lacosmic: LACosmic = LACosmic()) -> np.ndarray:
     """The ``COSMIC_RAY`` bits of a flat-fielded frame (:func:`~ccdred.cosmics.object_mask`),
     its uncertainty plane squared the noise model, its bad pixels left out of the search.
 
@@ -1098,6 +1100,8 @@ def cosmic_ray_bits(flat_fielded, planes, noise, bad_pixels) -> np.ndarray:
     noise : DetectorNoise
     bad_pixels : numpy.ndarray or None
         The night's bad-pixel mask (:func:`night_mask`).
+    lacosmic : LACosmic, optional
+        LACosmic's thresholds and iterations (``--cosmic-ray-iterations``).
 
     Returns
     -------
@@ -1105,7 +1109,7 @@ def cosmic_ray_bits(flat_fielded, planes, noise, bad_pixels) -> np.ndarray:
     """
     variance = None if planes.get("uncertainty") is None else np.square(
         planes["uncertainty"], dtype=np.float64)
-    bits = object_mask(flat_fielded, noise, bad_pixels, variance=variance)
+    bits = object_mask(flat_fielded, noise, bad_pixels, variance=variance, lacosmic=lacosmic)
     return bits & np.uint8(MaskBit.COSMIC_RAY)
 
 

@@ -32,6 +32,7 @@ from .cache import MemoCache
 from .calibrate import calibrate_frame, calibration_steps
 from .combiners import FrameChoice, MasterFlat
 from .combine import CombineResult, frame_median
+from .cosmics import LACosmic
 from .errors import InputError, InputProblem
 from .fitsio import storage_dtype
 from .frames import Catalogue, Frame, read_stack, scan
@@ -467,7 +468,8 @@ class Pipeline(ReductionParameters):
         if self.cosmic_rays:
             if noise is None:
                 raise InputError([InputProblem(None, f"cosmic rays {UNKNOWN_NOISE}")])
-            written["mask"] |= cosmic_ray_bits(flat_fielded, written, noise, bad_pixels)
+            written["mask"] |= cosmic_ray_bits(flat_fielded, written, noise, bad_pixels,
+                                               LACosmic(niter=self.cosmic_ray_iterations))
         return flat_fielded, written
 
     def object_mask(self, name=None) -> np.ndarray:

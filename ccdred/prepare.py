@@ -88,8 +88,9 @@ def prepare_in_background(cache: Path | None = None, report=None) -> threading.E
 
 def compile_kernels() -> list[str]:
     """Compile (or load from numba's cache) the version of each kernel that ccdred calls,
-    for any stack type; returns the kernels' names."""
-    from . import kernels
+    for any stack type, and LACosmic's (:mod:`ccdred.lacosmic`, compiled as it is
+    imported); returns the combination kernels' names."""
+    from . import kernels, lacosmic  # noqa: F401
 
     for name, signatures in kernels.SIGNATURES.items():
         for signature in signatures:
