@@ -131,6 +131,16 @@ def _library_master(text: str) -> tuple[str, str]:
     return name.strip(), file.strip()
 
 
+def _one_each(pairs, option: str) -> dict:
+    """``NAME=VALUE`` pairs as a dict; ValueError for a name given twice."""
+    names = [name for name, _ in pairs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        msg = f"{option}: {', '.join(twice)} given more than once"
+        raise ValueError(msg)
+    return dict(pairs)
+
+
 def _calibration_options(parser, defaults: ReductionParameters) -> None:
     doc = defaults.param
     group = parser.add_argument_group("bias, dark model, overscan and trim (beyond nimccdred.py)")
@@ -259,7 +269,7 @@ def _parameters(args) -> ReductionParameters:
     values = {name: getattr(args, name) for name in names(ReductionParameters) if hasattr(args, name)}
     values["upper_limit"], values["lower_limit"] = args.upperlimit, args.lowerlimit
     values["frame_types"] = dict(args.frame_types)
-    values["library_choice"] = dict(args.library_choice)
+    values["library_choice"] = _one_each(args.library_choice, "--library-master")
     try:
         parameters = ReductionParameters(**values)
     except ValueError as err:  # param names its class and attribute: say the option instead

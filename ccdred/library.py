@@ -242,8 +242,8 @@ class Library:
 
     def chosen(self, file: str, kind: str, setup: Setup, when: datetime.datetime | None, *,
                max_age: float | None = None, **wanted) -> tuple[LibraryMaster | None, str | None]:
-        """The library master named ``file`` (a file name in the library), if it fits what
-        :meth:`candidates` asks of a master (the same parameters).
+        """The library master named ``file`` (a file name in the library, or its path), if
+        it fits what :meth:`candidates` asks of a master (the same parameters).
 
         Returns
         -------
@@ -253,7 +253,7 @@ class Library:
             master dark, not a master flat", "is of another setup: ...", "is 40.0 days from
             this night (--library-max-age 30)", "is not in the library DIR".
         """
-        entry = next((e for e in self.entries if e.file == file), None)
+        entry = next((e for e in self.entries if e.file == self._name_in(file)), None)
         if entry is None:
             return None, f"is not in the library {self.folder}"
         if entry.kind != kind:
@@ -261,6 +261,14 @@ class Library:
         if entry.setup != setup:
             return None, f"is of another setup: {_setup_misfit(entry.setup, setup)}"
         return self._judge(entry, when, max_age, **wanted)
+
+    def _name_in(self, file: str) -> str:
+        """A file's name in the library: itself, or a path's name when the path lies in the
+        library's folder (given from anywhere); else the path as given (in no library)."""
+        path = Path(file)
+        if len(path.parts) > 1 and path.resolve().parent == Path(self.folder).resolve():
+            return path.name
+        return file
 
     def _judge(self, entry: LibraryEntry, when, max_age, filter=None, exptime=None,
                temperature=None, tolerance=1.0) -> tuple[LibraryMaster | None, str | None]:

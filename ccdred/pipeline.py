@@ -475,32 +475,60 @@ class Pipeline(ReductionParameters):
     def object_mask(self, name=None) -> np.ndarray:
         """The ``MASK`` plane of an object frame's flat-fielded product (the selected one
         by default; see :meth:`calibrated_planes`), memoised on the frame, its masters,
-        the detector's noise and the mask options."""
+        the night's bad-pixel mask, the detector's noise and the mask options.
+
+        Returns
+        -------
+        numpy.ndarray of uint8
+            :class:`~ccdred.planes.MaskBit` bits per pixel.
+        """
         step, options = self._object(name), self.step_options()
         noise = self.detector_noise()
-        key = ("object_mask", _file_key(step.frame), self.dtype, self.cosmic_rays,
-               tuple(sorted(self.mask_options().items())),
+        key = ("object_mask", _file_key(step.frame), self.dtype, step.term,
+               tuple(sorted(self.mask_options().items())), self._bad_pixels_key(),
                tuple(self._key(need, options) for need in (*step.term.needs, step.flat)),
                None if noise is None else (noise.gain, noise.read_noise))
         return MASTERS.get(key, lambda: self.calibrated_planes(name)["mask"])
 
     def night_bad_pixels(self) -> np.ndarray | None:
         """The night's bad-pixel mask as its reduction writes it (see
-        :func:`~ccdred.night.night_mask`): the user's mask file (``bad_pixel_mask``), else
-        with ``bad_pixels`` hot pixels from the raw darks and defects from the master
-        flats; None when neither is asked for. Memoised."""
+        :func:`~ccdred.night.night_mask`), memoised.
+
+        Returns
+        -------
+        numpy.ndarray of uint8 or None
+            The user's mask file (``bad_pixel_mask``), else with ``bad_pixels`` the hot
+            pixels from the raw darks and the defects of the master flats; None when
+            neither is asked for.
+        """
         if not self.writes_bad_pixels():
             return None
-        plan, options = self._require_plan(), self.step_options()
+        plan = self._require_plan()
         if self.bad_pixel_mask is not None:
-            return MASTERS.get(("user_mask", tuple(sorted(self.mask_options().items()))),
-                               lambda: read_bad_pixel_mask(self.bad_pixel_mask,
-                                                           plan.catalogue.frames[0].shape))
-        masters = {m.name: self.master(m.name, options) for m in plan.masters.values()
-                   if m.kind in ("bias", "flat")}
-        key = ("bad_pixels", self._frames_key(), self.dtype,
-               tuple(self._key(name, options) for name in masters))
-        return MASTERS.get(key, lambda: night_bad_pixels(plan, masters, self.dtype))
+            return MASTERS.get(self._bad_pixels_key(), lambda: read_bad_pixel_mask(
+                self.bad_pixel_mask, plan.catalogue.frames[0].shape))
+        options = self.step_options()
+        masters = {name: self.master(name, options) for name in self._bad_pixel_masters()}
+        return MASTERS.get(self._bad_pixels_key(),
+                           lambda: night_bad_pixels(plan, masters, self.dtype))
+
+    def _bad_pixel_masters(self) -> list[str]:
+        """The masters the night's bad-pixel mask is made with: the bias and the flats."""
+        return [m.name for m in self._require_plan().masters.values()
+                if m.kind in ("bias", "flat")]
+
+    def _bad_pixels_key(self) -> tuple | None:
+        """What decides :meth:`night_bad_pixels` (None when there is none): the user's
+        mask file (its path and contents) and the night's image shape, or every frame of
+        the night (its raw darks) and the masters it is made with."""
+        if not self.writes_bad_pixels():
+            return None
+        shape = next((f.shape for f in self._require_plan().catalogue.frames), None)
+        if self.bad_pixel_mask is not None:
+            return ("user_mask", tuple(sorted(self.mask_options().items())), shape)
+        options = self.step_options()
+        return ("bad_pixels", self._frames_key(), self.dtype,
+                tuple(self._key(name, options) for name in self._bad_pixel_masters()))
 
     def step_options(self) -> StepOptions:
         """The options that decide the masters (see

@@ -49,7 +49,20 @@ def dark_product_name(exptime: float, group: str = "") -> str:
 
 def master_role(kind: str, exptime: float | None = None, filter: str | None = None) -> str:
     """What a master is for, as the night names a master of its own frames, without the
-    temperature group and ``.fits`` (see :attr:`Master.role`).
+    temperature group and ``.fits`` (see :attr:`Master.role`): the name a user chooses a
+    library master by (``--library-master NAME=FILE``).
+
+    Parameters
+    ----------
+    kind : {'bias', 'dark', 'dark_current', 'flat'}
+    exptime : float, optional
+        A dark's exposure time (s).
+    filter : str, optional
+        A flat's filter.
+
+    Returns
+    -------
+    str
 
     Examples
     --------

@@ -96,7 +96,19 @@ def masked_pixels(mask, max_points: int = 20_000):
     """The pixels of a mask plane (uint8 :class:`~ccdred.planes.MaskBit` bits) as open
     squares, one colour and legend entry per reason (:data:`MASK_MARKS`) with its count
     of pixels; a reason with more than ``max_points`` pixels shows an even subset, and
-    its legend says so."""
+    its legend says so.
+
+    Parameters
+    ----------
+    mask : array_like of uint8, shape (rows, columns)
+    max_points : int, optional
+
+    Returns
+    -------
+    holoviews.Overlay
+        Of :class:`holoviews.Points` in pixel coordinates (x: column, y: row), to lay
+        over :func:`image` of the same frame.
+    """
     unmarked = np.array(mask, dtype=np.uint8)
     overlay = [hv.Points(([], []), kdims=["x", "y"])]  # an empty mask: an empty overlay
     for bit, (reason, colour) in MASK_MARKS.items():

@@ -285,3 +285,37 @@ def test_resuming_with_the_masks_makes_the_products_again(small_night, tmp_path)
         assert fits.getdata(out / name, "MASK")[3, 4] & MaskBit.USER
         assert fits.getheader(out / name)["HIERARCH CCDRED BAD_PIXEL_MASK_SHA256"] == \
             hashlib.sha256((tmp_path / "mine.fits").read_bytes()).hexdigest()
+
+
+def test_the_dashboard_mask_follows_a_dark_changed_on_disk(tmp_path):
+    """The Pipeline's object mask is remade when a raw dark of another exposure time (which
+    the hot pixels come from) changes: its memo is keyed on every frame of the night."""
+    from ccdred.pipeline import MASTERS, Pipeline
+
+    spec = NightSpec(shape=(64, 64), seed=4)
+    make_night(tmp_path / "raw", spec)
+    MASTERS.clear()
+    pipeline = Pipeline(night=str(tmp_path / "raw"), bad_pixels=True)
+    y, x = 10, 20
+    assert not pipeline.object_mask()[y, x] & MaskBit.HOT
+    longest = max(spec.dark_exptimes)
+    for path in sorted((tmp_path / "raw").glob("*.fits")):
+        with fits.open(path, mode="update") as hdus:
+            header = hdus[0].header
+            if header["IMAGETYP"] == spec.imagetyp["dark"] and header["EXPTIME"] == longest:
+                hdus[0].data[y, x] = 60000
+    assert pipeline.object_mask()[y, x] & MaskBit.HOT
+
+
+def test_one_mask_file_for_two_nights_of_other_sizes_is_refused_for_the_second(tmp_path):
+    from ccdred.pipeline import MASTERS, Pipeline
+
+    make_night(tmp_path / "small", NightSpec(shape=(64, 64), seed=4))
+    make_night(tmp_path / "large", NightSpec(shape=(96, 96), seed=4))
+    mask = tmp_path / "mask.fits"
+    fits.writeto(mask, np.zeros((64, 64), np.uint8))
+    MASTERS.clear()
+    assert Pipeline(night=str(tmp_path / "small"),
+                    bad_pixel_mask=str(mask)).night_bad_pixels().shape == (64, 64)
+    with pytest.raises(InputError, match="mask.fits"):
+        Pipeline(night=str(tmp_path / "large"), bad_pixel_mask=str(mask)).night_bad_pixels()

@@ -495,6 +495,18 @@ def test_a_choice_for_a_master_the_night_makes_itself_is_refused(course, other_f
     assert not (tmp_path / "out").exists()
 
 
+def test_a_choice_may_be_a_path_into_the_library_but_not_given_twice(course, objects,
+                                                                     other_flat, capsys):
+    two, later, _ = other_flat
+    assert reduce("--plan", "--library", two, "--library-master",
+                  f"flat_V={two / later}", objects) == 0
+    assert f"master flat V (library): {later} library master" in capsys.readouterr().out
+    assert reduce("--plan", "--library", two, "--library-master", f"flat_V={later}",
+                  "--library-master", "flat_V=other.fits", objects) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "ccdred: error: --library-master: flat_V given more than once"]
+
+
 def test_the_library_master_option_reads_name_equals_file(capsys):
     with pytest.raises(SystemExit):
         main(["reduce", "--library-master", "flat_V", "night"])
