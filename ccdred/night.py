@@ -367,6 +367,7 @@ def prepare_night(paths, output_dir, parameters: ReductionParameters,
     if not names:
         raise InputError([_nothing_to_make(catalogue, paths)])
     _require_planes(parameters)
+    _require_one_image_for_library(plan, parameters)
     _require_noise(catalogue, parameters, Path(paths[0]) if len(paths) == 1 else None)
     user_mask = (read_bad_pixel_mask(parameters.bad_pixel_mask, catalogue.frames[0].shape)
                  if parameters.bad_pixel_mask else None)
@@ -381,6 +382,20 @@ def _require_planes(parameters: ReductionParameters) -> None:
         msg = ("--cosmic-rays needs --planes: the rays are marked in the products' MASK "
                "plane (bit 16), which only --planes writes")
         raise InputError([InputProblem(None, msg)])
+
+
+def _require_one_image_for_library(plan: NightPlan, parameters: ReductionParameters) -> None:
+    """InputError when masters written an extension per amplifier would go to the library,
+    which keeps (and reads back) masters of one image."""
+    if not parameters.add_to_library:
+        return
+    split = next((frame for master in plan.made for frame in master.frames
+                  if _layout(frame, parameters) is not None), None)
+    if split is not None:
+        msg = (f"{len(split.preprocess.amplifiers)} image extensions (amplifiers): "
+               "--add-to-library keeps masters of one image; give --tile with it to write "
+               "the masters as one image placed by their DETSECs")
+        raise InputError([InputProblem(split.path, msg)])
 
 
 def _require_noise(catalogue: Catalogue, parameters: ReductionParameters, where) -> None:
@@ -815,8 +830,8 @@ def _write(out: Path, name, data, header, step, inputs, parameters, existing, hi
         logger.info("kept %s (current)", out / name)
         return out / name
     if layout is not None:
-        history = [*history, f"written as {len(layout.amplifiers)} image extensions, the raw "
-                             "frames' (--tile writes one image)"]
+        history = [*history, f"written as {len(layout.amplifiers)} image extensions, one per "
+                             "amplifier (--tile: one image)"]
     header = fitsio.add_provenance(header, step=step, inputs=inputs, options=options,
                                    version=__version__, history=history)
     for key, card in noise_cards(noise).items():
