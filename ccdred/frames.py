@@ -244,6 +244,10 @@ def expand_paths(paths) -> tuple[list[Path], list[InputProblem]]:
 class PreprocessOptions:
     """Which overscan and trim to apply, before anything else, to every frame.
 
+    A file of several image extensions (amplifiers or CCDs) is read as one
+    image: each extension's overscan and trim as below, from its own header,
+    then placed by its DETSEC (see :meth:`mosaic`).
+
     Parameters
     ----------
     overscan : str
@@ -253,10 +257,6 @@ class PreprocessOptions:
         See :class:`~ccdred.sections.Overscan`.
     trim : str
         ``'auto'`` (TRIMSEC, else DATASEC, when valid), ``'none'``, or a section.
-
-    A file of several image extensions (amplifiers or CCDs) is read as one
-    image: each extension's overscan and trim as above, from its own header,
-    then placed by its DETSEC (see :meth:`mosaic`).
     """
 
     overscan: str = "auto"
