@@ -403,8 +403,8 @@ def test_each_product_has_the_raw_frames_extensions(split, n):
             planes = {hdu.name for hdu in hdus[1:]} & set(PLANES)
             for plane in planes:
                 assert [hdu.ver for hdu in amplifier_hdus(hdus, plane)] == list(range(1, n + 1))
-        assert planes == ({"UNCERT", "NREJ"} if name.endswith("0.fits") or "flat_" in name
-                          and not name.endswith("_d.fits") else {"UNCERT", "MASK"}), name
+            master = hdus[0].header["HIERARCH CCDRED STEP"].startswith("master_")
+        assert planes == ({"UNCERT", "NREJ"} if master else {"UNCERT", "MASK"}), name
 
 
 @pytest.mark.parametrize("n", [2, 4])
@@ -434,6 +434,22 @@ def test_the_split_products_say_how_they_were_made(split):
     assert "tiled from 4 image extensions, placed by DETSEC" in history
     assert "written as 4 image extensions, one per amplifier (--tile: one image)" in history
     assert "HIERARCH CCDRED EXTENSIONS" not in fits.getheader(first_object(split / "tiled4"))
+
+
+def test_resume_keeps_the_split_products_and_remakes_them_as_one_image_with_tile(split,
+                                                                               tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for path in (split / "split2").glob("*.fits"):
+        (out / path.name).write_bytes(path.read_bytes())
+    kept = {path.name: path.read_bytes() for path in out.glob("*.fits")}
+    assert reduce(split / "raw2", out, "--planes", "--resume") == 0
+    assert {path.name: path.read_bytes() for path in out.glob("*.fits")} == kept
+    assert reduce(split / "raw2", out, "--planes", "--resume", "--tile") == 0
+    for path in out.glob("*.fits"):
+        assert fits.getdata(path, 0).shape == BASE["shape"], path.name
+        assert_same_bits(fits.getdata(path, 0), fits.getdata(split / "tiled2" / path.name, 0),
+                         path.name)
 
 
 def test_ccddata_reads_an_amplifier_and_its_planes(split):
