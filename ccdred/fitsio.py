@@ -506,7 +506,9 @@ def _amplifier_hdus(mosaic, data, header: fits.Header, dtype, planes) -> fits.HD
     primary.header.set("EXTEND", True, after="NAXIS")
     hdus = fits.HDUList([primary])
     for amp, part in zip(mosaic.amplifiers, mosaic.split(data), strict=True):
-        hdu = fits.ImageHDU(np.asarray(part, dtype=storage_dtype(dtype)), name=amp.extname)
+        # a contiguous copy: astropy writes (and checksums) a strided view far slower
+        hdu = fits.ImageHDU(np.ascontiguousarray(part, dtype=storage_dtype(dtype)),
+                            name=amp.extname)
         hdu.header.update(_amplifier_cards(amp, part.shape, header))
         hdus.append(hdu)
     for name, plane in planes.items():
@@ -514,7 +516,7 @@ def _amplifier_hdus(mosaic, data, header: fits.Header, dtype, planes) -> fits.HD
             continue
         for number, (amp, part) in enumerate(zip(mosaic.amplifiers, mosaic.split(plane),
                                                  strict=True), start=1):
-            hdu = _plane_hdu(name, part, dtype)
+            hdu = _plane_hdu(name, np.ascontiguousarray(part), dtype)
             hdu.ver = number
             hdu.header["DETSEC"] = (str(amp.placement), f"{name} of extension {amp.name}")
             hdus.append(hdu)
