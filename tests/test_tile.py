@@ -492,6 +492,27 @@ def test_the_dashboard_s_reduction_writes_the_extensions(split, tmp_path):
         assert hdus[("AMP2", 1)].tobytes() == written[name][("AMP2", 1)].tobytes(), name
 
 
+def test_a_split_night_takes_the_masters_a_tile_night_added_to_the_library(split, tmp_path):
+    """Library masters are one (tiled) image; a night written per amplifier applies them
+    to its tiled frames as its own: its products, tiled back, are the --tile night's."""
+    library = tmp_path / "library"
+    assert reduce(split / "raw2", tmp_path / "whole", "--tile", "--library", library,
+                  "--add-to-library") == 0
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    for path in (split / "raw2").glob("*.fits"):
+        if fits.getval(path, "IMAGETYP") == "LIGHT":
+            (objects / path.name).write_bytes(path.read_bytes())
+    assert reduce(objects, tmp_path / "out", "--library", library) == 0
+    products = sorted((tmp_path / "out").glob("*_df.fits"))
+    assert products and not list((tmp_path / "out").glob("flat_*"))
+    for product in products:
+        with fits.open(product) as hdus:
+            assert [hdu.name for hdu in hdus] == ["PRIMARY", "AMP1", "AMP2"], product.name
+        assert_same_bits(tiled_back(product), fits.getdata(tmp_path / "whole" / product.name),
+                         product.name)
+
+
 def test_a_product_given_again_is_read_as_a_multi_amplifier_frame(split, tmp_path):
     """A calibrated frame written per amplifier, read back as a raw frame: its extensions
     placed by their DETSECs, trimmed to their DATASECs (all their pixels), no overscan."""
