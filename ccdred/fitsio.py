@@ -106,9 +106,9 @@ def image_hdus(path) -> tuple[fits.Header, list[tuple[int, fits.Header]]]:
     """The primary header, and the index and header of every HDU holding image data.
 
     Each header is as :func:`find_image_hdu` gives it (``INHERIT`` honoured).
-    A product's planes (:data:`PLANES`) are not images of their own: a
-    product has one image. Several images are a multi-amplifier (or
-    multi-CCD) frame's extensions.
+    A product's planes (:data:`PLANES`) are not images of their own.
+    Several images are a multi-amplifier (or multi-CCD) frame's extensions,
+    or those of a product written per amplifier (:func:`write_image`).
 
     Raises
     ------
