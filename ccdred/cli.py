@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "biases, darks at fewer exposure times than the objects")
     demo.add_argument("--amplifiers", type=int, choices=(1, 2, 4), default=1,
                       help="read through 2 or 4 amplifiers, an image extension each with its "
-                           "own bias level, gain and overscan (reduce it with --tile)")
+                           "own bias level, gain and overscan")
     demo.add_argument("--overwrite", action="store_true",
                       help="write into a folder that already holds files (refused by default)")
     export = commands.add_parser(

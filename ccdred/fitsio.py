@@ -106,9 +106,9 @@ def image_hdus(path) -> tuple[fits.Header, list[tuple[int, fits.Header]]]:
     """The primary header, and the index and header of every HDU holding image data.
 
     Each header is as :func:`find_image_hdu` gives it (``INHERIT`` honoured).
-    A product's planes (:data:`PLANES`) are not images of their own: a
-    product has one image. Several images are a multi-amplifier (or
-    multi-CCD) frame's extensions.
+    A product's planes (:data:`PLANES`) are not images of their own.
+    Several images are a multi-amplifier (or multi-CCD) frame's extensions,
+    or those of a product written per amplifier (:func:`write_image`).
 
     Raises
     ------
@@ -398,7 +398,7 @@ def _set(header: fits.Header, key: str, value, comment: str) -> None:
 
 
 def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=False,
-                uncertainty=None, mask=None, n_rejected=None) -> Path:
+                uncertainty=None, mask=None, n_rejected=None, mosaic=None) -> Path:
     """Write an image product atomically (temporary file, then rename), with its planes.
 
     An interrupted run leaves either the complete product or none (the
@@ -427,6 +427,10 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
     n_rejected : numpy.ndarray, optional
         A master's count of samples rejected per pixel (``NREJ``, int16, as IRAF's
         ``nrejmasks``; ``CCDData`` ignores it).
+    mosaic : Mosaic, optional
+        Write the image as the raw frames' extensions (see :func:`_amplifier_hdus`):
+        ``header`` in a primary HDU without data, then an image extension per
+        amplifier of :class:`~ccdred.sections.Mosaic`, then each plane's extensions.
 
     Returns
     -------
@@ -438,13 +442,16 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError([InputProblem(path, "exists; refusing to overwrite it")])
-    primary = fits.PrimaryHDU(np.asarray(data, dtype=storage_dtype(dtype)), header=header)
-    # as astropy writes it when extensions follow: the same primary header with or without
-    primary.header.set("EXTEND", True, after=f"NAXIS{primary.header['NAXIS']}")
-    hdus = fits.HDUList([primary])
-    for name, plane in zip(PLANES, (uncertainty, mask, n_rejected), strict=True):
-        if plane is not None:
-            hdus.append(_plane_hdu(name, plane, dtype))
+    planes = dict(zip(PLANES, (uncertainty, mask, n_rejected), strict=True))
+    if mosaic is None:
+        primary = fits.PrimaryHDU(np.asarray(data, dtype=storage_dtype(dtype)), header=header)
+        # as astropy writes it when extensions follow: the same primary header with or without
+        primary.header.set("EXTEND", True, after=f"NAXIS{primary.header['NAXIS']}")
+        hdus = fits.HDUList([primary])
+        hdus += [_plane_hdu(name, plane, dtype) for name, plane in planes.items()
+                 if plane is not None]
+    else:
+        hdus = _amplifier_hdus(mosaic, data, header, dtype, planes)
     for hdu in hdus:
         hdu.add_checksum()
     temporary = None
@@ -480,6 +487,48 @@ def _plane_hdu(name: str, plane, dtype) -> fits.ImageHDU:
         header["UTYPE"] = ("StdDevUncertainty", "standard deviation of the primary image")
     stored = {"UNCERT": storage_dtype(dtype), "MASK": np.uint8, "NREJ": np.dtype(">i2")}[name]
     return fits.ImageHDU(np.asarray(plane, dtype=stored), header=header, name=name)
+
+
+def _amplifier_hdus(mosaic, data, header: fits.Header, dtype, planes) -> fits.HDUList:
+    """A product's HDUs with the raw frames' extensions: one image extension per amplifier.
+
+    The primary HDU holds ``header`` and no data. Each amplifier's extension holds its
+    part of ``data`` as it was read out (:meth:`~ccdred.sections.Mosaic.split`), with
+    its EXTNAME, its DETSEC, a DATASEC of all its pixels (trimmed already), INHERIT = T
+    (its frame type, filter and provenance are the primary's) and the primary's BUNIT.
+    Each plane of ``planes`` (name to image or None, see :data:`PLANES`) follows as an
+    extension per amplifier of that name, its EXTVER the amplifier's number (1, 2, ...).
+    Read back, the file is a multi-amplifier frame: tiled by its DETSECs, it is ``data``.
+    """
+    from astropy.io import fits
+
+    primary = fits.PrimaryHDU(header=header)
+    primary.header.set("EXTEND", True, after="NAXIS")
+    hdus = fits.HDUList([primary])
+    for amp, part in zip(mosaic.amplifiers, mosaic.split(data), strict=True):
+        # a contiguous copy: astropy writes (and checksums) a strided view far slower
+        hdu = fits.ImageHDU(np.ascontiguousarray(part, dtype=storage_dtype(dtype)),
+                            name=amp.extname)
+        hdu.header.update(_amplifier_cards(amp, part.shape, header))
+        hdus.append(hdu)
+    for name, plane in planes.items():
+        if plane is None:
+            continue
+        for number, (amp, part) in enumerate(zip(mosaic.amplifiers, mosaic.split(plane),
+                                                 strict=True), start=1):
+            hdu = _plane_hdu(name, np.ascontiguousarray(part), dtype)
+            hdu.ver = number
+            hdu.header["DETSEC"] = (str(amp.placement), f"{name} of extension {amp.name}")
+            hdus.append(hdu)
+    return hdus
+
+
+def _amplifier_cards(amp, shape, header: fits.Header) -> dict:
+    """The cards of one amplifier's extension in a product (see :func:`_amplifier_hdus`)."""
+    cards = {"INHERIT": (True, "the primary header's cards apply"),
+             "DETSEC": (str(amp.placement), "where it lies on the detector"),
+             "DATASEC": (f"[1:{shape[1]},1:{shape[0]}]", "overscan-corrected and trimmed")}
+    return cards | ({"BUNIT": header["BUNIT"]} if "BUNIT" in header else {})
 
 
 def read_planes(path) -> dict:

@@ -57,10 +57,10 @@ class Frame:
     preprocess : Preprocess or Mosaic
         Overscan subtraction and trim applied whenever the image is read
         (in float64; stacks of such frames are float32); ``shape`` is the
-        preprocessed image's. A multi-amplifier frame read with ``tile``
-        (:class:`PreprocessOptions`) has a :class:`~ccdred.sections.Mosaic`:
-        each amplifier preprocessed, then placed by its DETSEC (``hdu`` is the
-        first amplifier's).
+        preprocessed image's. A multi-amplifier frame (several image
+        extensions) has a :class:`~ccdred.sections.Mosaic`: each amplifier
+        preprocessed, then placed by its DETSEC (``hdu`` is the first
+        amplifier's).
     type_keyword : str or None
         The keyword ``imagetyp`` was read from: the configured one, or the
         first of its alternatives present (OBSTYPE, ...); None when the header
@@ -244,6 +244,10 @@ def expand_paths(paths) -> tuple[list[Path], list[InputProblem]]:
 class PreprocessOptions:
     """Which overscan and trim to apply, before anything else, to every frame.
 
+    A file of several image extensions (amplifiers or CCDs) is read as one
+    image: each extension's overscan and trim as below, from its own header,
+    then placed by its DETSEC (see :meth:`mosaic`).
+
     Parameters
     ----------
     overscan : str
@@ -253,17 +257,11 @@ class PreprocessOptions:
         See :class:`~ccdred.sections.Overscan`.
     trim : str
         ``'auto'`` (TRIMSEC, else DATASEC, when valid), ``'none'``, or a section.
-    tile : bool
-        Read a file of several image extensions (amplifiers or CCDs) as one
-        image: each extension's overscan and trim as above, from its own
-        header, then placed by its DETSEC (see :meth:`mosaic`). Without it,
-        such a file is refused.
     """
 
     overscan: str = "auto"
     overscan_function: str = Overscan.function
     trim: str = "auto"
-    tile: bool = False
 
     def __post_init__(self):
         for name in ("overscan", "trim"):
@@ -336,7 +334,7 @@ class PreprocessOptions:
                          f"its DETSEC {placement} ({placement.section.shape[1]}x"
                          f"{placement.section.shape[0]})")
             return None
-        return Amplifier(index, name, preprocess, placement)
+        return Amplifier(index, name, preprocess, placement, extname or None)
 
     @staticmethod
     def _section(choice, keywords, header, shape, problem, note) -> Section | None:
@@ -469,7 +467,7 @@ def read_frame(path, keywords: Keywords = Keywords(),
         (note or _ignore)(Note(path, message, topic))
 
     hdu, header = images[0]
-    mosaic = _mosaic(images, preprocessing, problem, noted)
+    mosaic = preprocessing.mosaic(images, problem, noted) if len(images) > 1 else None
     if problems:
         raise InputError(problems)
     if mosaic is not None:
@@ -501,19 +499,6 @@ def read_frame(path, keywords: Keywords = Keywords(),
                  preprocess.shape(raw_shape), header.get("DATE-OBS"), np.dtype(dtype).name,
                  _temperature(header), preprocess, type_keyword,
                  str(header["BAYERPAT"]).strip() or None if "BAYERPAT" in header else None)
-
-
-def _mosaic(images, preprocessing: PreprocessOptions, problem, noted) -> Mosaic | None:
-    """A multi-amplifier frame's tiling (``preprocessing.tile``); None for one image, and
-    when ``problem`` was told why the images cannot be read as one (without ``tile``, or
-    a tiling's problems)."""
-    if len(images) == 1:
-        return None
-    if not preprocessing.tile:
-        problem(f"{len(images)} image extensions (amplifiers or CCDs): give --tile to read "
-                "them as one image placed by their DETSEC")
-        return None
-    return preprocessing.mosaic(images, problem, noted)
 
 
 def _first_present(header, keys) -> tuple[str | None, str | None]:

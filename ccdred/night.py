@@ -40,6 +40,7 @@ from .plan import DarkTerm, Master, NightPlan, ObjectStep, plan_night
 from .planes import (MaskBit, combined_variance, dark_current_bias_share,
                      dark_current_variance, flat_term_share, flat_variance, frame_mask,
                      frame_variance, normalised_variance, saturation_level, scaled_variance)
+from .sections import Mosaic
 from .steps import UNKNOWN_NOISE, as_written, make_master, report_master, written_part
 
 __all__ = [
@@ -366,6 +367,7 @@ def prepare_night(paths, output_dir, parameters: ReductionParameters,
     if not names:
         raise InputError([_nothing_to_make(catalogue, paths)])
     _require_planes(parameters)
+    _require_one_image_for_library(plan, parameters)
     _require_noise(catalogue, parameters, Path(paths[0]) if len(paths) == 1 else None)
     user_mask = (read_bad_pixel_mask(parameters.bad_pixel_mask, catalogue.frames[0].shape)
                  if parameters.bad_pixel_mask else None)
@@ -380,6 +382,20 @@ def _require_planes(parameters: ReductionParameters) -> None:
         msg = ("--cosmic-rays needs --planes: the rays are marked in the products' MASK "
                "plane (bit 16), which only --planes writes")
         raise InputError([InputProblem(None, msg)])
+
+
+def _require_one_image_for_library(plan: NightPlan, parameters: ReductionParameters) -> None:
+    """InputError when masters written an extension per amplifier would go to the library,
+    which keeps (and reads back) masters of one image."""
+    if not parameters.add_to_library:
+        return
+    split = next((frame for master in plan.made for frame in master.frames
+                  if _layout(frame, parameters) is not None), None)
+    if split is not None:
+        msg = (f"{len(split.preprocess.amplifiers)} image extensions (amplifiers): "
+               "--add-to-library keeps masters of one image; give --tile with it to write "
+               "the masters as one image placed by their DETSECs")
+        raise InputError([InputProblem(split.path, msg)])
 
 
 def _require_noise(catalogue: Catalogue, parameters: ReductionParameters, where) -> None:
@@ -803,15 +819,19 @@ def _is_current(out: Path, name, step, inputs, options) -> bool:
 
 
 def _write(out: Path, name, data, header, step, inputs, parameters, existing, history=(),
-           extra=None, noise=None, planes=None, dtype=None) -> Path:
+           extra=None, noise=None, planes=None, dtype=None, layout=None) -> Path:
     """Write one product, unless resuming and an intact one made the same way is there;
     ``noise`` gives its GAIN and RDNOISE cards (:func:`noise_cards`), ``planes`` its planes
     (:func:`~ccdred.fitsio.write_image`'s keywords); ``dtype``: the stored type, the
-    products' (``parameters.dtype``) by default."""
+    products' (``parameters.dtype``) by default; ``layout``: the amplifiers it is written
+    as, an extension each (:func:`_layout`)."""
     options = _options(parameters, extra)
     if existing == "resume" and _is_current(out, name, step, inputs, options):
         logger.info("kept %s (current)", out / name)
         return out / name
+    if layout is not None:
+        history = [*history, f"written as {len(layout.amplifiers)} image extensions, one per "
+                             "amplifier (--tile: one image)"]
     header = fitsio.add_provenance(header, step=step, inputs=inputs, options=options,
                                    version=__version__, history=history)
     for key, card in noise_cards(noise).items():
@@ -823,7 +843,7 @@ def _write(out: Path, name, data, header, step, inputs, parameters, existing, hi
         header.add_comment("No UNCERT plane: the gain and read noise are unknown (or a "
                            "library master's variance).")
     path = fitsio.write_image(out / name, data, header, dtype=dtype or parameters.dtype,
-                              overwrite=existing != "refuse", **(planes or {}))
+                              overwrite=existing != "refuse", mosaic=layout, **(planes or {}))
     logger.info("wrote %s", path)
     return path
 
@@ -837,9 +857,25 @@ def _options(parameters, extra=None) -> dict:
     return {**parameters.provenance(), **rules, **(extra or {})}
 
 
-def _frame_options(frame: Frame, term: DarkTerm | None = None) -> dict:
-    """The per-frame calibration recorded in a product's header."""
-    return {**frame.preprocess.describe(), **({"dark_model": term.model} if term else {})}
+def _frame_options(frame: Frame, parameters, term: DarkTerm | None = None) -> dict:
+    """The per-frame calibration recorded in a product's header, and its extensions (one
+    per amplifier, see :func:`_layout`) when it has several."""
+    layout = _layout(frame, parameters)
+    return {**frame.preprocess.describe(), **({"dark_model": term.model} if term else {}),
+            **({"extensions": len(layout.amplifiers)} if layout is not None else {})}
+
+
+def _layout(frame: Frame, parameters) -> Mosaic | None:
+    """The amplifiers the products of ``frame`` are written as, an image extension each
+    (:func:`~ccdred.fitsio.write_image`): a multi-amplifier frame's, unless ``tile``;
+    None (one image) for a frame of one image.
+
+    Either way the night is computed on the tiled image: a master's pixel combines the
+    same samples as the amplifier's alone would, and a master flat is normalised over the
+    whole detector, so that the amplifiers' gain differences are flat-fielded out.
+    """
+    mosaic = frame.preprocess
+    return mosaic if isinstance(mosaic, Mosaic) and not parameters.tile else None
 
 
 def write_masters(plan: NightPlan, masters, out, parameters, existing="refuse",
@@ -873,8 +909,9 @@ def write_master(master: Master, result, out, parameters, existing="refuse", lib
     matched |= {"exptime": master.exptime} if master.exptime is not None else {}
     return _write(out, master.name, result.data, header, f"master_{master.kind}",
                   [f.path for f in frames], parameters, existing, history,
-                  {**_frame_options(frames[0]), **matched}, noise,
-                  _master_written(planes, parameters.dtype))
+                  {**_frame_options(frames[0], parameters), **matched}, noise,
+                  _master_written(planes, parameters.dtype),
+                  layout=_layout(frames[0], parameters))
 
 
 def _master_written(planes: MasterPlanes | None, dtype) -> dict | None:
@@ -1038,7 +1075,8 @@ def write_flat_intermediate(frame: Frame, term: DarkTerm, masters, out, paramete
                                   dtype=parameters.dtype)
     return _write(out, f"{frame.name}_d.fits", subtracted, header,
                   "dark_subtracted", [frame.path, *term.needs], parameters, existing,
-                  [term.describe(), *library], _frame_options(frame, term), noise, written)
+                  [term.describe(), *library], _frame_options(frame, parameters, term), noise,
+                  written, layout=_layout(frame, parameters))
 
 
 def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refuse",
@@ -1057,7 +1095,7 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
     targets = ([(f"{frame.name}_d.fits", "dark_subtracted", [frame.path, *term.needs])]
                if parameters.intermediate else [])
     targets.append((f"{frame.name}_df.fits", "flat_fielded", [frame.path, *term.needs, step.flat]))
-    extra = _frame_options(frame, term)
+    extra = _frame_options(frame, parameters, term)
     options = _options(parameters, extra)
     if existing == "resume" and all(_is_current(out, name, kind, inputs, options)
                                     for name, kind, inputs in targets):
@@ -1081,7 +1119,8 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
         for product_planes in written[-len(targets):]:
             product_planes["mask"] |= rays
     return [_write(out, name, image, header, kind, inputs, parameters, existing,
-                   [term.describe(), *library], extra, noise, product_planes)
+                   [term.describe(), *library], extra, noise, product_planes,
+                   layout=_layout(frame, parameters))
             for (name, kind, inputs), image, product_planes
             in zip(targets, images[-len(targets):], written[-len(targets):], strict=True)]
 

@@ -127,10 +127,12 @@ class CalibrationParameters(param.Parameterized):
                                       doc="overscan per row/column: median, mean or legendre:N")
     trim = param.String(PreprocessOptions.trim,
                         doc="section to keep: auto (TRIMSEC, else DATASEC), none, or [x1:x2,y1:y2]")
-    tile = param.Boolean(PreprocessOptions.tile,
-                         doc="read a file of several image extensions (amplifiers) as one "
-                             "image: each overscan-corrected and trimmed by its own BIASSEC and "
-                             "DATASEC, placed by its DETSEC")
+    tile = param.Boolean(False,
+                         doc="write the products of a night of several image extensions "
+                             "(amplifiers) as one image, each amplifier placed by its DETSEC, "
+                             "instead of an extension per amplifier (either way each is "
+                             "overscan-corrected and trimmed by its own BIASSEC and DATASEC "
+                             "and the night is calibrated as one detector image)")
     temperature_tolerance = param.Number(PlanOptions.temperature_tolerance, bounds=(0, None),
                                          softbounds=(0, 10), step=0.5,
                                          doc="biases and darks within this many degrees C form "
@@ -141,8 +143,8 @@ class CalibrationParameters(param.Parameterized):
         return PlanOptions(self.dark_model, self.temperature_tolerance)
 
     def preprocessing(self) -> PreprocessOptions:
-        """The overscan, trim and tiling options."""
-        return PreprocessOptions(self.overscan, self.overscan_function, self.trim, self.tile)
+        """The overscan and trim options."""
+        return PreprocessOptions(self.overscan, self.overscan_function, self.trim)
 
 
 class LibraryParameters(param.Parameterized):

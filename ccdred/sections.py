@@ -6,7 +6,8 @@ exposed pixels, and :class:`Preprocess` applies both, first and identically to
 every frame type. Each is a small frozen object holding its validated options.
 A multi-amplifier frame is a :class:`Mosaic`: each :class:`Amplifier`'s image
 preprocessed on its own, then placed on the detector by its ``DETSEC`` (a
-:class:`Placement`, which may be flipped) with :func:`tile`.
+:class:`Placement`, which may be flipped) with :func:`tile`; :func:`untile` cuts a
+detector image back into the amplifiers' images, as they were read out.
 
 Arrays in, new arrays (or views) out: inputs are never changed, and nothing here
 touches files.
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Amplifier", "Mosaic", "Overscan", "Placement", "Preprocess", "Section", "Trim",
-           "layout_problems", "tile"]
+           "layout_problems", "tile", "untile"]
 
 _SECTION = re.compile(r"^\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]$")
 
@@ -274,11 +275,53 @@ def tile(images, placements, out=None) -> np.ndarray:
             msg = (f"an image of {np.shape(image)[1]}x{np.shape(image)[0]} pixels cannot be "
                    f"placed at {placement} ({_size(placement.section)})")
             raise ValueError(msg)
-        s = placement.section
-        rows = slice(s.y1 - bounds.y1, s.y2 - bounds.y1 + 1)
-        cols = slice(s.x1 - bounds.x1, s.x2 - bounds.x1 + 1)
-        np.copyto(out[rows, cols], placement.oriented(image), casting="unsafe")
+        np.copyto(out[_within(placement.section, bounds)], placement.oriented(image),
+                  casting="unsafe")
     return out
+
+
+def untile(image, placements) -> list[np.ndarray]:
+    """Cut a detector image into the amplifiers' images: the inverse of :func:`tile`.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The detector image, as :func:`tile` made it from images placed by ``placements``.
+    placements : sequence of Placement
+        Each amplifier's ``DETSEC``.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Each amplifier's image (a view of ``image``), in its readout orientation: the
+        flips of its placement undone, so that ``tile(untile(image, p), p)`` equals
+        ``image``.
+
+    Raises
+    ------
+    ValueError
+        When ``image`` is not the shape of the placements' extent.
+
+    Examples
+    --------
+    >>> placements = [Placement.parse("[1:2,1:1]"), Placement.parse("[4:3,1:1]")]
+    >>> [part.tolist() for part in untile(np.array([[1, 2, 4, 3]]), placements)]
+    [[[1, 2]], [[3, 4]]]
+    """
+    image = np.asarray(image)
+    bounds = _bounds(placements)
+    if image.shape != bounds.shape:
+        msg = (f"an image of {image.shape[1]}x{image.shape[0]} pixels is not the "
+               f"{_size(bounds)} of the DETSECs' extent {bounds}")
+        raise ValueError(msg)
+    return [placement.oriented(image[_within(placement.section, bounds)])
+            for placement in placements]
+
+
+def _within(section: Section, bounds: Section) -> tuple[slice, slice]:
+    """(rows, columns) slices of ``section`` in the image of ``bounds``."""
+    return (slice(section.y1 - bounds.y1, section.y2 - bounds.y1 + 1),
+            slice(section.x1 - bounds.x1, section.x2 - bounds.x1 + 1))
 
 
 def _size(section: Section) -> str:
@@ -331,12 +374,15 @@ class Amplifier:
         Its own overscan (its BIASSEC) and trim (its DATASEC or TRIMSEC).
     placement : Placement
         Its DETSEC.
+    extname : str or None
+        Its EXTNAME (None when it has none): the name of its extension in products.
     """
 
     hdu: int
     name: str
     preprocess: Preprocess
     placement: Placement
+    extname: str | None = None
 
 
 @dataclass(frozen=True)
@@ -375,6 +421,11 @@ class Mosaic:
     def placements(self) -> list[Placement]:
         """The amplifiers' DETSECs, in order."""
         return [amp.placement for amp in self.amplifiers]
+
+    def split(self, image) -> list[np.ndarray]:
+        """A tiled image (a product's) cut back into the amplifiers' images, each as it was
+        read out (see :func:`untile`)."""
+        return untile(image, self.placements)
 
     @property
     def overscan(self) -> Overscan | None:

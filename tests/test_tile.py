@@ -17,12 +17,14 @@ from ccdred import steps
 from ccdred.cli import main
 from ccdred.demo import (AMPLIFIER_GAIN, BIAS_LEVEL, NightSpec, amplifier_layout, make_night,
                          night_stars, night_truth, star_cores)
-from ccdred.frames import PreprocessOptions, scan
+from ccdred.fitsio import PLANES
+from ccdred.frames import scan
+from ccdred.job import reduce_one_night
 from ccdred.night import reduce_night
 from ccdred.parameters import ReductionParameters
 from ccdred.pipeline import MASTERS, Pipeline
 from ccdred.planes import MaskBit
-from ccdred.sections import Placement, Preprocess, Section, Trim, layout_problems, tile
+from ccdred.sections import Placement, Preprocess, Section, Trim, layout_problems, tile, untile
 
 #: The one-amplifier night, and the same night read through 2 and 4 amplifiers (a wide
 #: overscan strip, so that each amplifier's bias level is known to a fraction of an ADU).
@@ -73,6 +75,59 @@ def test_tile_does_not_change_its_inputs():
 def test_tile_refuses_an_image_of_another_size_than_its_detsec():
     with pytest.raises(ValueError, match=r"4x3 pixels cannot be placed at \[1:5,1:3\] \(5x3\)"):
         tile(_quadrants(np.float64)[:1], [Placement.parse("[1:5,1:3]")])
+
+
+#: DETSECs of 2 and 4 amplifiers of 4x3 pixels, read out flipped in x, in y, in both.
+LAYOUTS = {
+    "2 flipped in x": ["[1:4,1:3]", "[8:5,1:3]"],
+    "2 flipped in y": ["[1:4,1:3]", "[1:4,6:4]"],
+    "2 flipped in both": ["[4:1,3:1]", "[8:5,3:1]"],
+    "4 flipped in x, y, both": ["[1:4,1:3]", "[8:5,1:3]", "[1:4,6:4]", "[8:5,6:4]"],
+    "4 of a detector part": ["[104:101,11:13]", "[105:108,11:13]", "[104:101,14:16]",
+                             "[108:105,16:14]"],
+}
+
+
+@pytest.mark.parametrize("detsecs", LAYOUTS.values(), ids=LAYOUTS.keys())
+def test_untile_gives_back_each_amplifier_image_as_read_out(detsecs):
+    placements = [Placement.parse(d) for d in detsecs]
+    images = _quadrants(np.float32)[:len(detsecs)]
+    parts = untile(tile(images, placements), placements)
+    assert len(parts) == len(images)
+    for part, image in zip(parts, images, strict=True):
+        assert part.dtype == image.dtype
+        np.testing.assert_array_equal(part, image)
+
+
+@pytest.mark.parametrize("detsecs", LAYOUTS.values(), ids=LAYOUTS.keys())
+def test_tile_of_untile_is_the_detector_image(detsecs):
+    placements = [Placement.parse(d) for d in detsecs]
+    sections = [placement.section for placement in placements]
+    shape = (max(s.y2 for s in sections) - min(s.y1 for s in sections) + 1,
+             max(s.x2 for s in sections) - min(s.x1 for s in sections) + 1)
+    detector = np.random.default_rng(3).random(shape)
+    kept = detector.copy()
+    parts = untile(detector, placements)
+    assert all(np.shares_memory(part, detector) for part in parts)  # views: no copy
+    np.testing.assert_array_equal(tile(parts, placements), detector)
+    np.testing.assert_array_equal(detector, kept)
+
+
+def test_untile_cuts_by_hand_placed_quadrants():
+    detector = np.arange(48).reshape(6, 8)
+    detsecs = ["[1:4,1:3]", "[8:5,1:3]", "[1:4,6:4]", "[8:5,6:4]"]
+    parts = untile(detector, [Placement.parse(d) for d in detsecs])
+    np.testing.assert_array_equal(parts[0], detector[0:3, 0:4])
+    np.testing.assert_array_equal(parts[1], detector[0:3, 7:3:-1])
+    np.testing.assert_array_equal(parts[2], detector[5:2:-1, 0:4])
+    np.testing.assert_array_equal(parts[3], detector[5:2:-1, 7:3:-1])
+
+
+def test_untile_refuses_an_image_of_another_size_than_the_detsecs_extent():
+    placements = [Placement.parse("[1:4,1:3]"), Placement.parse("[8:5,1:3]")]
+    with pytest.raises(ValueError, match=r"7x3 pixels is not the 8x3 of the DETSECs' extent "
+                                         r"\[1:8,1:3\]"):
+        untile(np.zeros((3, 7)), placements)
 
 
 def test_placement_reads_and_writes_back_a_flipped_detsec():
@@ -269,9 +324,10 @@ def test_planes_of_a_tiled_night_mark_its_saturated_pixels(nights, tmp_path):
     assert saturated.tolist() == [[5, 76]]
 
 
-def test_tile_can_be_set_on_a_pipeline_after_it_scanned(nights):
+def test_a_pipeline_shows_the_tiled_image_with_or_without_tile(nights):
     pipeline = Pipeline(night=str(nights / "raw2"))
-    assert pipeline.catalogue.frames == () and len(pipeline.catalogue.problems) == 38
+    assert len(pipeline.catalogue.frames) == 38 and pipeline.catalogue.problems == ()
+    assert {frame.shape for frame in pipeline.catalogue.frames} == {BASE["shape"]}
     pipeline.tile = True
     assert len(pipeline.catalogue.frames) == 38 and pipeline.catalogue.problems == ()
 
@@ -292,22 +348,200 @@ def test_tile_compressed_extensions_reduce_as_the_plain_ones(nights, tmp_path):
         np.testing.assert_array_equal(compressed[name], plain[name], err_msg=name)
 
 
+# -- products with the raw frames' extensions (without --tile) --------------------------
+
+
+@pytest.fixture(scope="module")
+def split(nights):
+    """The 2- and 4-amplifier nights reduced with their planes, without ``--tile`` (an
+    extension per amplifier) and with it (one image)."""
+    for n in (2, 4):
+        assert reduce(nights / f"raw{n}", nights / f"split{n}", "--planes") == 0
+        assert reduce(nights / f"raw{n}", nights / f"tiled{n}", "--planes", "--tile") == 0
+    return nights
+
+
+def amplifier_hdus(hdus, name=None):
+    """A product's image extensions (``name``: a plane's extensions instead)."""
+    return [hdu for hdu in hdus[1:] if (hdu.name == name if name else hdu.name not in PLANES)]
+
+
+def tiled_back(path, name=None) -> np.ndarray:
+    """A product's extensions (or a plane's) tiled by their DETSECs."""
+    with fits.open(path) as hdus:
+        parts = amplifier_hdus(hdus, name)
+        return tile([hdu.data for hdu in parts], [Placement.parse(hdu.header["DETSEC"])
+                                                  for hdu in parts])
+
+
+def every_hdu(folder) -> dict:
+    """Each product's HDUs' data, by product name and HDU (name, version)."""
+    data = {}
+    for path in sorted(folder.glob("*.fits")):
+        with fits.open(path) as hdus:
+            data[path.name] = {(hdu.name, hdu.ver): None if hdu.data is None else hdu.data.copy()
+                               for hdu in hdus}
+    return data
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_each_product_has_the_raw_frames_extensions(split, n):
+    with fits.open(split / f"raw{n}" / "demo_0001.fits") as hdus:
+        raw = [(hdu.name, hdu.header["DETSEC"]) for hdu in hdus[1:]]
+    tiled = {p.name for p in (split / f"tiled{n}").glob("*.fits")}
+    assert {p.name for p in (split / f"split{n}").glob("*.fits")} == tiled
+    for name in tiled - {"bad_pixels.fits"}:
+        with fits.open(split / f"split{n}" / name) as hdus:
+            assert hdus[0].data is None, name
+            assert hdus[0].header["HIERARCH CCDRED EXTENSIONS"] == n
+            images = amplifier_hdus(hdus)
+            assert [(hdu.name, hdu.header["DETSEC"]) for hdu in images] == raw, name
+            for hdu in images:
+                rows, cols = hdu.data.shape
+                assert hdu.header["DATASEC"] == f"[1:{cols},1:{rows}]"
+                assert hdu.header["INHERIT"] is True
+            planes = {hdu.name for hdu in hdus[1:]} & set(PLANES)
+            for plane in planes:
+                assert [hdu.ver for hdu in amplifier_hdus(hdus, plane)] == list(range(1, n + 1))
+            master = hdus[0].header["HIERARCH CCDRED STEP"].startswith("master_")
+        assert planes == ({"UNCERT", "NREJ"} if master else {"UNCERT", "MASK"}), name
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_tiled_back_each_product_is_the_tile_night_s_bit_for_bit(split, n):
+    for path in sorted((split / f"tiled{n}").glob("*.fits")):
+        product = split / f"split{n}" / path.name
+        if path.name == "bad_pixels.fits":  # one image, as --bad-pixel-mask reads it back
+            assert fits.getdata(product).tobytes() == fits.getdata(path).tobytes()
+            continue
+        with fits.open(path) as hdus:
+            expected = {hdu.name: hdu.data for hdu in hdus}
+        assert_same_bits(tiled_back(product), expected["PRIMARY"], path.name)
+        for plane in set(expected) & set(PLANES):
+            assert_same_bits(tiled_back(product, plane), expected[plane], (path.name, plane))
+
+
+def assert_same_bits(actual, expected, what):
+    """The same type (whatever the byte order) and the same values, bit for bit."""
+    native = expected.dtype.newbyteorder("=")
+    assert actual.dtype.newbyteorder("=") == native, what
+    assert actual.astype(native).tobytes() == expected.astype(native).tobytes(), what
+
+
+def test_the_split_products_say_how_they_were_made(split):
+    header = fits.getheader(first_object(split / "split4"))
+    history = str(header["HISTORY"])
+    assert "tiled from 4 image extensions, placed by DETSEC" in history
+    assert "written as 4 image extensions, one per amplifier (--tile: one image)" in history
+    assert "HIERARCH CCDRED EXTENSIONS" not in fits.getheader(first_object(split / "tiled4"))
+
+
+def test_resume_keeps_the_split_products_and_remakes_them_as_one_image_with_tile(split,
+                                                                               tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for path in (split / "split2").glob("*.fits"):
+        (out / path.name).write_bytes(path.read_bytes())
+    kept = {path.name: path.read_bytes() for path in out.glob("*.fits")}
+    assert reduce(split / "raw2", out, "--planes", "--resume") == 0
+    assert {path.name: path.read_bytes() for path in out.glob("*.fits")} == kept
+    assert reduce(split / "raw2", out, "--planes", "--resume", "--tile") == 0
+    for path in out.glob("*.fits"):
+        assert fits.getdata(path, 0).shape == BASE["shape"], path.name
+        assert_same_bits(fits.getdata(path, 0), fits.getdata(split / "tiled2" / path.name, 0),
+                         path.name)
+
+
+def test_ccddata_reads_an_amplifier_and_its_planes(split):
+    from astropy.nddata import CCDData
+
+    product = first_object(split / "split4")
+    with fits.open(product) as hdus:
+        amp2, uncert2, mask2 = (hdus["AMP2"].data, hdus["UNCERT", 2].data, hdus["MASK", 2].data)
+        assert hdus["AMP2"].header["BUNIT"] == hdus[0].header["BUNIT"]
+    ccd = CCDData.read(product, hdu=2, hdu_uncertainty=("UNCERT", 2), hdu_mask=("MASK", 2))
+    np.testing.assert_array_equal(ccd.data, amp2)
+    np.testing.assert_array_equal(ccd.uncertainty.array, uncert2)
+    np.testing.assert_array_equal(ccd.mask, mask2 != 0)
+    first = CCDData.read(product, hdu=1)  # the defaults: the first amplifier's planes
+    assert first.shape == amp2.shape and first.uncertainty.array.shape == amp2.shape
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_the_runners_write_the_same_extensions(split, client, tmp_path, n):
+    from ccdred.cluster import reduce_nights_on_cluster
+
+    reduce_nights_on_cluster([([split / f"raw{n}"], tmp_path / "dask")], client,
+                             ReductionParameters(planes=True))
+    written, dask = every_hdu(split / f"split{n}"), every_hdu(tmp_path / "dask")
+    assert dask.keys() == written.keys()
+    for name, hdus in written.items():
+        assert dask[name].keys() == hdus.keys(), name
+        for key, data in hdus.items():
+            assert (data is None and dask[name][key] is None
+                    or dask[name][key].tobytes() == data.tobytes()), (name, key)
+
+
+def test_the_dashboard_s_reduction_writes_the_extensions(split, tmp_path):
+    """"Reduce night" runs the night runner with the Pipeline's parameters (no ``tile``)."""
+    pipeline = Pipeline(night=str(split / "raw2"), planes=True)
+    reduce_one_night(split / "raw2", tmp_path / "out", pipeline, progress=None)
+    written = every_hdu(split / "split2")
+    for name, hdus in every_hdu(tmp_path / "out").items():
+        assert hdus.keys() == written[name].keys(), name
+        assert hdus[("AMP2", 1)].tobytes() == written[name][("AMP2", 1)].tobytes(), name
+
+
+def test_a_split_night_takes_the_masters_a_tile_night_added_to_the_library(split, tmp_path):
+    """Library masters are one (tiled) image; a night written per amplifier applies them
+    to its tiled frames as its own: its products, tiled back, are the --tile night's."""
+    library = tmp_path / "library"
+    assert reduce(split / "raw2", tmp_path / "whole", "--tile", "--library", library,
+                  "--add-to-library") == 0
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    for path in (split / "raw2").glob("*.fits"):
+        if fits.getval(path, "IMAGETYP") == "LIGHT":
+            (objects / path.name).write_bytes(path.read_bytes())
+    assert reduce(objects, tmp_path / "out", "--library", library) == 0
+    products = sorted((tmp_path / "out").glob("*_df.fits"))
+    assert products and not list((tmp_path / "out").glob("flat_*"))
+    for product in products:
+        with fits.open(product) as hdus:
+            assert [hdu.name for hdu in hdus] == ["PRIMARY", "AMP1", "AMP2"], product.name
+        assert_same_bits(tiled_back(product), fits.getdata(tmp_path / "whole" / product.name),
+                         product.name)
+
+
+def test_a_product_given_again_is_read_as_a_multi_amplifier_frame(split, tmp_path):
+    """A calibrated frame written per amplifier, read back as a raw frame: its extensions
+    placed by their DETSECs, trimmed to their DATASECs (all their pixels), no overscan."""
+    folder = tmp_path / "again"
+    folder.mkdir()
+    name = first_object(split / "split4").name
+    (folder / name).write_bytes((split / "split4" / name).read_bytes())
+    catalogue = scan([folder])
+    assert catalogue.problems == ()
+    (frame,) = catalogue.frames
+    assert frame.frame_type == "object" and frame.shape == BASE["shape"]
+    assert [amp.extname for amp in frame.preprocess.amplifiers] == ["AMP1", "AMP2", "AMP3",
+                                                                   "AMP4"]
+    assert frame.preprocess.overscan is None
+    np.testing.assert_array_equal(frame.read(), fits.getdata(split / "tiled4" / name))
+
+
 # -- what is refused ------------------------------------------------------------------
 
 
-def test_several_image_extensions_without_tile_are_refused_naming_the_file(nights, tmp_path,
-                                                                         capsys):
-    assert reduce(nights / "raw4", tmp_path / "out") == 2
+def test_add_to_library_without_tile_is_refused_naming_the_file(nights, tmp_path, capsys):
+    library = tmp_path / "library"
+    library.mkdir()
+    assert reduce(nights / "raw2", tmp_path / "out", "--library", library,
+                  "--add-to-library") == 2
     err = capsys.readouterr().err
-    assert (f"{nights / 'raw4' / 'demo_0001.fits'}: 4 image extensions (amplifiers or CCDs): "
-            "give --tile to read them as one image placed by their DETSEC") in err
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_single_image_night_is_read_as_before_with_tile(nights, tmp_path):
-    plain = scan([nights / "raw1"])
-    tiled = scan([nights / "raw1"], preprocessing=PreprocessOptions(tile=True))
-    assert tiled == plain
+    assert ("2 image extensions (amplifiers): --add-to-library keeps masters of one image; "
+            "give --tile with it") in err
+    assert not (tmp_path / "out").exists() and list(library.glob("*.fits")) == []
 
 
 def _damaged(nights, tmp_path, changes):
@@ -321,7 +555,7 @@ def _damaged(nights, tmp_path, changes):
 
 
 def _problems(folder):
-    catalogue = scan([folder], preprocessing=PreprocessOptions(tile=True))
+    catalogue = scan([folder])
     assert catalogue.frames == ()
     return sorted(problem.message for problem in catalogue.problems)
 
@@ -379,7 +613,7 @@ def test_the_demo_command_writes_a_night_through_four_amplifiers(tmp_path, capsy
     assert main(["demo", str(tmp_path / "odd"), "--size", "15", "--amplifiers", "4"]) == 2
     assert "2 or 4 amplifiers over an even number of rows and columns" in capsys.readouterr().err
     assert main(["demo", str(tmp_path / "night"), "--size", "16", "--amplifiers", "4"]) == 0
-    catalogue = scan([tmp_path / "night"], preprocessing=PreprocessOptions(tile=True))
+    catalogue = scan([tmp_path / "night"])
     assert catalogue.problems == () and len(catalogue.frames) == 38
     assert {len(frame.preprocess.amplifiers) for frame in catalogue.frames} == {4}
     assert {frame.shape for frame in catalogue.frames} == {(16, 16)}
