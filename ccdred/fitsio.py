@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import tempfile
 import warnings
 import zlib
@@ -130,7 +131,7 @@ def _image_hdus(path, first_only: bool) -> tuple[fits.Header, list[tuple[int, fi
             warnings.filterwarnings("ignore", message="File may have been truncated")
             primary = hdus[0].header.copy()
             for index, hdu in enumerate(hdus):
-                if _is_image(index, hdu):
+                if _is_image(index, hdu, planes=first_only):
                     _check_complete(path, hdu)
                     found.append((index, _inherited(primary, hdu.header)
                                   if index > 0 and hdu.header.get("INHERIT") is True
@@ -147,10 +148,11 @@ def _image_hdus(path, first_only: bool) -> tuple[fits.Header, list[tuple[int, fi
     return primary, found
 
 
-def _is_image(index: int, hdu) -> bool:
-    """An HDU holding image data, other than a product's plane."""
+def _is_image(index: int, hdu, planes: bool) -> bool:
+    """An HDU holding image data; a product's plane (an extension named as one) only with
+    ``planes`` (looking for a file's first image, not counting its amplifiers)."""
     return (hdu.header.get("NAXIS", 0) > 0 and hdu.is_image
-            and not (index > 0 and hdu.name in PLANES))
+            and (planes or not (index > 0 and hdu.name in PLANES)))
 
 
 def _inherited(primary: fits.Header, extension: fits.Header) -> fits.Header:
@@ -168,29 +170,59 @@ def _inherited(primary: fits.Header, extension: fits.Header) -> fits.Header:
     return merged
 
 
-#: The cards of a multi-amplifier frame's extension that describe that amplifier alone.
-_AMPLIFIER_CARDS = ("BIASSEC", "DATASEC", "TRIMSEC", "DETSEC", "CCDSEC", "AMPSEC", "EXTNAME",
-                    "EXTVER", "INHERIT", "GAIN", "EGAIN", "RDNOISE", "READNOIS")
+#: The cards of a multi-amplifier frame's extensions that place one amplifier: left out of
+#: its tiled header, also where the primary header has them.
+_AMPLIFIER_SECTIONS = ("BIASSEC", "DATASEC", "TRIMSEC", "DETSEC", "CCDSEC", "AMPSEC", "EXTNAME",
+                       "EXTVER", "INHERIT")
+
+#: An amplifier's own detector values: kept in the tiled header only when every amplifier
+#: has the same (else the night measures its own, or has none).
+_AMPLIFIER_VALUES = ("GAIN", "EGAIN", "RDNOISE", "READNOIS", "CCDSENS", "CCDRON", "SATURATE")
+
+#: An extension's cards that map its own pixels (WCS, IRAF's LTV/LTM, its data range): untrue
+#: of the tiled image.
+_PIXEL_MAPPING = re.compile(r"^(CRPIX\d|LTV\d|LTM\d_\d|DATAMIN|DATAMAX)$")
 
 
-def tiled_header(primary: fits.Header, extension: fits.Header, shape,
-                 history=()) -> fits.Header:
-    """The header of a multi-amplifier frame read as one image of ``shape`` (rows, columns).
+def tiled_header(primary: fits.Header, extensions, shape, history=()) -> fits.Header:
+    """The header of a multi-amplifier frame read as one image.
 
-    The primary header's cards, then those of the first image ``extension`` the
-    primary lacks, except those that describe one amplifier (its sections,
-    BIASSEC, DATASEC, TRIMSEC, DETSEC, ..., its GAIN and RDNOISE); the
-    extension's data type; ``history`` as HISTORY lines.
+    The primary header's cards, then those of the first amplifier's extension
+    the primary lacks, except the cards that place one amplifier
+    (:data:`_AMPLIFIER_SECTIONS`) or map its pixels (WCS reference pixel,
+    LTV/LTM, DATAMIN/DATAMAX); an amplifier's gain, read noise or saturation
+    only when every amplifier has the same value; the first extension's data
+    type.
+
+    Parameters
+    ----------
+    primary : astropy.io.fits.Header
+    extensions : sequence of astropy.io.fits.Header
+        The amplifiers' extension headers, the first first.
+    shape : (int, int)
+        The tiled image's (rows, columns).
+    history : sequence of str, optional
+        HISTORY lines to add (how it was tiled).
+
+    Returns
+    -------
+    astropy.io.fits.Header
     """
     from astropy.io import fits
 
-    general = fits.Header([card for card in extension.cards
-                           if card.keyword not in _AMPLIFIER_CARDS])
-    header = _inherited(general, primary)
+    first = extensions[0]
+    differ = {key for key in _AMPLIFIER_VALUES
+              if len({repr(h.get(key)) for h in extensions}) > 1}
+    general = fits.Header([card for card in first.cards
+                           if card.keyword not in (*_AMPLIFIER_SECTIONS, *differ)
+                           and not _PIXEL_MAPPING.match(card.keyword)])
+    own = fits.Header([card for card in primary.cards
+                       if card.keyword not in _AMPLIFIER_SECTIONS])
+    header = _inherited(general, own)
     for key in ("BITPIX", "BZERO", "BSCALE", "BLANK"):
         header.remove(key, ignore_missing=True, remove_all=True)
-        if key in extension:
-            header.set(key, extension[key], after="SIMPLE" if key == "BITPIX" else None)
+        if key in first:
+            header.set(key, first[key], after="SIMPLE" if key == "BITPIX" else None)
     header["NAXIS"] = 2
     header.set("NAXIS1", int(shape[1]), after="NAXIS")
     header.set("NAXIS2", int(shape[0]), after="NAXIS1")
@@ -558,6 +590,20 @@ def write_raw_extensions(path, images, cards: dict, extension_cards) -> Path:
     one image extension per image with its own ``extension_cards`` (``INHERIT = T``).
 
     For simulated nights, as :func:`write_raw_frame`.
+
+    Parameters
+    ----------
+    path : path-like
+    images : sequence of numpy.ndarray
+        Each amplifier's raw image, overscan included.
+    cards : dict
+        The primary header's keywords.
+    extension_cards : sequence of dict
+        Each extension's own keywords (its EXTNAME, sections, GAIN, ...).
+
+    Returns
+    -------
+    pathlib.Path
     """
     from astropy.io import fits
 

@@ -94,8 +94,10 @@ class Frame:
         """The header of the image HDU (read again from the file); a tiled frame's says so."""
         if isinstance(self.preprocess, Mosaic):
             primary, images = fitsio.image_hdus(self.path)
-            return fitsio.tiled_header(primary, images[0][1], self.shape,
-                                       self.preprocess.history())
+            headers = dict(images)
+            return fitsio.tiled_header(primary, [headers[amp.hdu] for amp in
+                                                 self.preprocess.amplifiers],
+                                       self.shape, self.preprocess.history())
         return fitsio.find_image_hdu(self.path)[1]
 
     def raw(self):
@@ -305,6 +307,11 @@ class PreprocessOptions:
         for name, message in layout_problems([amp.placement for amp in amplifiers],
                                              [amp.name for amp in amplifiers]):
             refuse(name, message)
+        types = [fitsio.image_dtype(header) for _, header in images]
+        for amp, dtype in zip(amplifiers, types, strict=True):
+            if dtype != types[0]:
+                refuse(amp.name, f"its data type ({dtype}) differs from extension "
+                                 f"{amplifiers[0].name}'s ({types[0]})")
         without = [amp for amp in amplifiers if amp.preprocess.overscan is None]
         for amp in without if len(without) < len(amplifiers) else ():
             refuse(amp.name, "no usable BIASSEC, where other extensions have one "
@@ -322,6 +329,9 @@ class PreprocessOptions:
             placement = Placement.parse(header["DETSEC"])
         except ValueError as err:
             refuse(name, f"DETSEC: {err}")
+            return None
+        if header.get("NAXIS") != 2:
+            refuse(name, f"image has {header.get('NAXIS')} axes; an amplifier's has 2")
             return None
         shape = (int(header.get("NAXIS2", 0)), int(header.get("NAXIS1", 0)))
         preprocess = self.resolve(header, shape, lambda message: refuse(name, message), note)
@@ -467,11 +477,17 @@ def read_frame(path, keywords: Keywords = Keywords(),
         (note or _ignore)(Note(path, message, topic))
 
     hdu, header = images[0]
-    mosaic = preprocessing.mosaic(images, problem, noted) if len(images) > 1 else None
+    # several images, one with a DETSEC: a detector's amplifiers (each must say where it lies)
+    amplifiers = len(images) > 1 and any("DETSEC" in image for _, image in images)
+    if len(images) > 1 and not amplifiers:
+        noted(f"{len(images) - 1} more image extensions not read: none has a DETSEC, so they "
+              "are not amplifiers of one detector (the first image is the frame)",
+              topic="image extensions")
+    mosaic = preprocessing.mosaic(images, problem, noted) if amplifiers else None
     if problems:
         raise InputError(problems)
     if mosaic is not None:
-        header = fitsio.tiled_header(primary, header, mosaic.shape())
+        header = fitsio.tiled_header(primary, [image for _, image in images], mosaic.shape())
     naxis = header.get(keywords.naxis, 0)
     if naxis != 2:
         problem(f"image has {naxis} axes ({keywords.naxis}); a 2-D image is needed")

@@ -63,8 +63,7 @@ _FRAME_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
 #: Most samples a threshold sweep combines at once; a larger stack is swept on every n-th row.
 SWEEP_SAMPLES = 1 << 24
 
-_SCAN = ("night", *names(KeywordParameters), "overscan", "overscan_function", "trim",
-         "tile")
+_SCAN = ("night", *names(KeywordParameters), "overscan", "overscan_function", "trim")
 _PLAN = ("plan",)
 #: What decides the masters once the plan is made: the combining, and the type the masters
 #: are applied in (flats and objects are calibrated with the masters as written)

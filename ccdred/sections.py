@@ -335,6 +335,17 @@ def layout_problems(placements, names) -> list[tuple[str, str]]:
     two); holes (pixels of the extent that no placement covers) are counted
     and named by the first of ``names``.
 
+    Parameters
+    ----------
+    placements : sequence of Placement
+    names : sequence of str
+        One per placement, to name it by (e.g. ``'2 (AMP2)'``).
+
+    Returns
+    -------
+    list of (str, str)
+        Empty when the placements tile their extent exactly once.
+
     Examples
     --------
     >>> layout_problems([Placement.parse("[1:2,1:1]"), Placement.parse("[4:4,1:1]")], "ab")
@@ -402,9 +413,6 @@ class Mosaic:
     """
 
     amplifiers: tuple[Amplifier, ...]
-
-    def __bool__(self) -> bool:
-        return True
 
     def __call__(self, raws, out=None) -> np.ndarray:
         """The tiled image of the amplifiers' preprocessed images (stored into ``out`` if given)."""

@@ -617,3 +617,60 @@ def test_the_demo_command_writes_a_night_through_four_amplifiers(tmp_path, capsy
     assert catalogue.problems == () and len(catalogue.frames) == 38
     assert {len(frame.preprocess.amplifiers) for frame in catalogue.frames} == {4}
     assert {frame.shape for frame in catalogue.frames} == {(16, 16)}
+
+
+# -- files that are not a detector's amplifiers, and what a tiled header keeps -------------
+
+
+def test_an_amplifier_of_three_axes_or_another_data_type_is_refused(nights, tmp_path):
+    def cube(hdus):
+        hdus[2].data = np.stack([hdus[2].data, hdus[2].data])
+
+    (tmp_path / "cube").mkdir()
+    assert _problems(_damaged(nights, tmp_path / "cube", cube)) == [
+        "extension 2 (AMP2): image has 3 axes; an amplifier's has 2"]
+
+    def floats(hdus):
+        hdus[2].data = hdus[2].data.astype(np.float32)
+
+    (tmp_path / "floats").mkdir()
+    assert _problems(_damaged(nights, tmp_path / "floats", floats)) == [
+        "extension 2 (AMP2): its data type (float32) differs from extension 1 (AMP1)'s (uint16)"]
+
+
+def test_a_frame_with_an_image_extension_of_no_detsec_is_its_first_image(tmp_path):
+    """A plain frame with an extra image (a preview) is read as before: its first image,
+    the other said once for the night."""
+    make_night(tmp_path / "night", NightSpec(shape=(32, 40), seed=3))
+    for path in sorted((tmp_path / "night").glob("*.fits")):
+        with fits.open(path, mode="append") as hdus:
+            hdus.append(fits.ImageHDU(np.zeros((8, 8), np.uint16), name="PREVIEW"))
+    catalogue = scan([tmp_path / "night"])
+    assert catalogue.problems == ()
+    assert {frame.shape for frame in catalogue.frames} == {(32, 40)}
+    assert [note for note in catalogue.notes if "image extensions not read" in note] != []
+
+
+def test_a_mask_in_an_extension_named_mask_is_read(tmp_path):
+    from ccdred.badpix import read_bad_pixel_mask
+
+    mask = np.zeros((6, 5), np.uint8)
+    mask[2, 3] = 1
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(mask, name="MASK")]).writeto(
+        tmp_path / "mask.fits")
+    assert np.argwhere(read_bad_pixel_mask(tmp_path / "mask.fits", (6, 5))).tolist() == [[2, 3]]
+
+
+def test_the_tiled_header_keeps_detector_values_every_amplifier_shares():
+    from ccdred.fitsio import tiled_header
+
+    primary = fits.Header({"OBSERVER": "me", "DATASEC": "[1:2048,1:4096]", "GAIN": 9.9})
+    amps = [fits.Header({"DETSEC": d, "DATASEC": "[1:10,1:4]", "SATURATE": 60000, "EGAIN": g,
+                         "CRPIX1": 12.0, "RDNOISE": 5.0})
+            for d, g in (("[1:10,1:4]", 1.5), ("[20:11,1:4]", 1.6))]
+    header = tiled_header(primary, amps, (4, 20))
+    assert header["OBSERVER"] == "me" and header["GAIN"] == 9.9  # the primary's own
+    assert header["SATURATE"] == 60000 and header["RDNOISE"] == 5.0  # shared
+    for key in ("DATASEC", "DETSEC", "EGAIN", "CRPIX1"):  # one amplifier's
+        assert key not in header, key
+    assert (header["NAXIS1"], header["NAXIS2"]) == (20, 4)
