@@ -295,14 +295,16 @@ class Pipeline(ReductionParameters):
         Returns
         -------
         PixelStack
-            The kernel's decisions for that pixel, with each iteration's bounds.
+            The kernel's decisions for that pixel, with each iteration's bounds, and the
+            measured and noise-model sigmas (the night's :meth:`detector_noise`).
         """
         name, options = self._name(master), self.step_options()
         plan_master = self._master_of(name)
         try:
             return pixel_stack(plan_master, options, self._stack(plan_master),
                                self._choice(name, options), self._images(plan_master, options),
-                               self.master(name, options), int(x), int(y))
+                               self.master(name, options), int(x), int(y),
+                               self.detector_noise())
         except ValueError as err:
             raise InputError([InputProblem(None, str(err))]) from err
 

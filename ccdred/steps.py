@@ -18,7 +18,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import fitsio
-from .combine import ClipOptions, CombineResult, frame_median, mean_variance
+from .combine import (ClipOptions, CombineResult, frame_median, mean_variance, model_bounds,
+                      model_sigma, sigma_bounds)
 from .combiners import (Combiner, DarkCurrentCombiner, FlatCombiner, FrameChoice, MasterFlat,
                         StackCombiner, darks_for_frames, frame_statistics)
 from .constants import MAD_TO_SIGMA
@@ -119,9 +120,10 @@ _COMBINERS = {
 
 
 def _bias_clip(clip: ClipOptions) -> ClipOptions:
-    """A master bias's rejection: ``ccdclip`` with the read noise alone (a bias's level is the
-    electronics' pedestal, not light); any other as it is."""
-    return replace(clip, photon_noise=False) if clip.rejection == "ccdclip" else clip
+    """A master bias's rejection, its noise model the read noise alone (a bias's level is the
+    electronics' pedestal, not light): ``ccdclip`` clips with it, the pixel inspector shows
+    it beside any other rejection's measured sigma."""
+    return replace(clip, photon_noise=False)
 
 
 def offsets(master: Master, masters, rows=None) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -303,6 +305,17 @@ class PixelStack:
     uncertainty : float
         The standard error of ``combined`` from its used samples
         (:func:`~ccdred.combine.mean_variance`); NaN with fewer than two.
+    measured_sigma, model_sigma : float
+        The spread of the samples at the last iteration's centre: measured from the used
+        samples (the rejection's ``stdfunc``: their standard deviation, or MAD-based), and
+        the CCD noise model's (:func:`~ccdred.combine.model_sigma` with the night's gain,
+        read noise and ``snoise``; read noise alone for a bias). NaN for ``minmax`` and
+        ``pclip`` (no sigma), with no used sample, or (the model's) when the gain or read
+        noise is unknown.
+    measured_bounds, model_bounds : tuple of (float, float)
+        ``(low, high)``: the last centre -/+ the thresholds times each sigma
+        (:func:`~ccdred.combine.sigma_bounds`); with ``ccdclip`` the model's are the
+        rejection's final bounds.
     """
 
     master: str
@@ -317,10 +330,14 @@ class PixelStack:
     combined: float
     value: float
     uncertainty: float = float("nan")
+    measured_sigma: float = float("nan")
+    model_sigma: float = float("nan")
+    measured_bounds: tuple = (float("nan"), float("nan"))
+    model_bounds: tuple = (float("nan"), float("nan"))
 
 
 def pixel_stack(master: Master, options: StepOptions, stack, choice: FrameChoice, masters,
-                result, x: int, y: int) -> PixelStack:
+                result, x: int, y: int, noise=None) -> PixelStack:
     """The samples of one pixel of a master and the rejection's decisions on them.
 
     Parameters
@@ -337,6 +354,9 @@ def pixel_stack(master: Master, options: StepOptions, stack, choice: FrameChoice
         The master itself (for its value at the pixel).
     x, y : int
         Column and row, 0-based.
+    noise : DetectorNoise, optional
+        The night's gain and read noise, for the noise model's sigma beside the measured
+        one (a ``ccdclip`` rejection's own are in ``options`` already).
     """
     rows, cols = np.shape(stack)[1:]
     if not (0 <= x < cols and 0 <= y < rows):
@@ -351,13 +371,39 @@ def pixel_stack(master: Master, options: StepOptions, stack, choice: FrameChoice
         raise ValueError(f"{master.name}: {err}") from err
     decided = combine_block(master, options, pixel, choice, masters, where)
     rejected = decided.n_rejected_per_frame > 0
-    bounds = [tuple(map(float, step[:, 0, 0])) for step in trace.bounds]
+    bounds = tuple(b for b in (tuple(map(float, step[:, 0, 0])) for step in trace.bounds)
+                   if not np.isnan(b).all())
     return PixelStack(
         master.name, x, y, tuple(master.frames[i].path.name for i in choice.frames[choice.used]),
         trace.values[:, 0, 0], trace.premasked[:, 0, 0], rejected,
-        np.where(rejected, trace.iteration[:, 0, 0], 0),
-        tuple(b for b in bounds if not np.isnan(b).all()), float(decided.data[0, 0]),
-        float(result.data[y, x]), _standard_error(trace, ~rejected, decided.data))
+        np.where(rejected, trace.iteration[:, 0, 0], 0), bounds, float(decided.data[0, 0]),
+        float(result.data[y, x]), _standard_error(trace, ~rejected, decided.data),
+        **_sigmas(trace.values[~rejected, 0, 0], bounds[-1][1] if bounds else np.nan,
+                  _model_clip(options.combiner(master).clip, noise)))
+
+
+def _model_clip(clip: ClipOptions, noise) -> ClipOptions:
+    """A combiner's rejection with the night's gain and read noise (``noise``: a
+    :class:`~ccdred.noise.DetectorNoise` or None), for its noise model (``ccdclip``'s has
+    them already)."""
+    if noise is None or clip.rejection == "ccdclip":
+        return clip
+    return replace(clip, gain=noise.gain, read_noise=noise.read_noise)
+
+
+def _sigmas(used, centre, clip: ClipOptions) -> dict:
+    """A pixel's measured and model sigmas about ``centre`` and their bounds (see
+    :class:`PixelStack`), from its ``used`` samples; none for a rejection without sigma."""
+    if clip.rejection not in ("sigclip", "ccdclip") or not used.size:
+        return {}
+    measured = (MAD_TO_SIGMA * np.median(np.abs(used - np.median(used)))
+                if clip.stdfunc == "mad_std" else np.std(used))
+    sigmas = {"measured_sigma": float(measured),
+              "measured_bounds": tuple(map(float, sigma_bounds(centre, measured, clip)))}
+    if clip.gain is not None and clip.read_noise is not None:
+        sigmas |= {"model_sigma": float(model_sigma(centre, *clip.noise_model())),
+                   "model_bounds": tuple(map(float, model_bounds(centre, clip)))}
+    return sigmas
 
 
 def _standard_error(trace, used, combined) -> float:
