@@ -7,7 +7,9 @@ choice of the frames that enter (once), the combination of a block of rows,
 and a finish. :func:`make_master` runs them in process;
 the Dask runner submits the same functions as tasks; the interactive
 pipeline feeds them its cached stacks. ``masters`` arguments map the
-product names of the masters already made to their 2-D images.
+product names of the masters already made to their 2-D images, and
+:data:`PREMASK` to the bad-pixel mask a master's combination leaves out, where a
+runner gives one (see :func:`premask`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .limits import FlatLimits
 from .plan import Master
 
 __all__ = [
+    "PREMASK",
     "PixelStack",
     "SampleCounts",
     "StepOptions",
@@ -41,6 +44,7 @@ __all__ = [
     "offsets",
     "pixel_noise",
     "pixel_stack",
+    "premask",
     "read_library_master",
     "report_master",
     "sample_counts",
@@ -126,6 +130,37 @@ def _bias_clip(clip: ClipOptions) -> ClipOptions:
     return replace(clip, photon_noise=False)
 
 
+#: The key of the bad-pixel mask among a master's images (``masters``): a runner puts it there
+#: for the masters whose combination leaves its pixels out (see :func:`premask`).
+PREMASK = "bad_pixels.fits"
+
+
+def premask(masters, rows=None) -> np.ndarray | None:
+    """The pixels (of ``rows``: a slice, or a tuple of slices) whose samples a master's
+    combination leaves out: where the bad-pixel mask a runner gave among ``masters``
+    (:data:`PREMASK`; uint8 bits) is not zero; None without one.
+
+    Every frame's sample of such a pixel is pre-masked, through the kernel's ``mask`` as a
+    not-finite sample is (counted in ``n_left_out_per_frame``): the pixel has no sample left
+    and takes the value of a pixel whose every sample was rejected (the master's mean; 1.0 in
+    a master flat), finite as every master is, with an infinite variance in its planes.
+    Which pixels those are the mask itself says (``bad_pixels.fits``, and the ``MASK``
+    plane of the calibrated frames). The frames' statistics (a flat's median, a dark's own
+    clipping bounds) are measured without it, so the frames chosen and their scales stay.
+
+    Examples
+    --------
+    >>> premask({PREMASK: np.array([[0, 4], [1, 0]], np.uint8)}, slice(1, 2)).tolist()
+    [[True, False]]
+    >>> premask({}) is None
+    True
+    """
+    mask = masters.get(PREMASK)
+    if mask is None:
+        return None
+    return np.asarray(mask)[slice(None) if rows is None else rows] != 0
+
+
 def offsets(master: Master, masters, rows=None) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The images subtracted from a master's frames (of ``rows``), and which each frame takes:
     its dark terms (flats), the master bias (the dark current), or none."""
@@ -173,7 +208,8 @@ def combine_block(master: Master, options: StepOptions, stack, choice: FrameChoi
                   rows=None) -> CombineResult:
     """Combine a stack holding the frames of ``choice`` (or a block of their ``rows``)."""
     images, index = offsets(master, masters, rows)
-    return options.combiner(master).combine(stack, choice, images, _of(index, choice))
+    return options.combiner(master).combine(stack, choice, images, _of(index, choice),
+                                            premask(masters, rows))
 
 
 def file_block(master: Master, options: StepOptions, rows, choice: FrameChoice,
@@ -185,9 +221,9 @@ def file_block(master: Master, options: StepOptions, rows, choice: FrameChoice,
     return combine_block(master, options, stack, used, masters, rows)
 
 
-def finish(master: Master, options: StepOptions, parts, choice: FrameChoice):
-    """Join the row blocks into the master."""
-    return options.combiner(master).finish(parts, choice)
+def finish(master: Master, options: StepOptions, parts, choice: FrameChoice, masters=None):
+    """Join the row blocks into the master (``masters``: for its :func:`premask`)."""
+    return options.combiner(master).finish(parts, choice, premask(masters or {}))
 
 
 def _of(index, choice: FrameChoice):
@@ -247,7 +283,7 @@ def make_master(master: Master, options: StepOptions, masters, *, budget: int = 
                                      range(len(master.frames))))
         choice = choose(master, options, statistics)
         parts = [file_block(master, options, rows, choice, masters) for rows in blocks]
-    return finish(master, options, parts, choice)
+    return finish(master, options, parts, choice, masters)
 
 
 def read_library_master(master: Master, options: StepOptions) -> CombineResult | MasterFlat:
@@ -266,9 +302,10 @@ def _combine_reading(master: Master, options: StepOptions, masters, map_frames):
     by the combination as it needs them (one exposure time at a time: less memory)."""
     choice = choose(master, options, [None] * len(master.frames))
     images, index = offsets(master, masters)
-    part = options.combiner(master).combine(None, choice, images, index, read=lambda frames: (
-        read_stack([master.frames[i] for i in frames], map_frames=map_frames)))
-    return finish(master, options, [part], choice)
+    part = options.combiner(master).combine(
+        None, choice, images, index, premask(masters),
+        read=lambda frames: read_stack([master.frames[i] for i in frames], map_frames=map_frames))
+    return finish(master, options, [part], choice, masters)
 
 
 @dataclass(frozen=True)
@@ -366,7 +403,8 @@ def pixel_stack(master: Master, options: StepOptions, stack, choice: FrameChoice
     pixel = np.asarray(stack)[(slice(None), *where)]
     images, index = offsets(master, masters, where)
     try:
-        trace = options.combiner(master).trace(pixel, choice, images, _of(index, choice))
+        trace = options.combiner(master).trace(pixel, choice, images, _of(index, choice),
+                                               premask(masters, where))
     except ValueError as err:
         raise ValueError(f"{master.name}: {err}") from err
     decided = combine_block(master, options, pixel, choice, masters, where)
