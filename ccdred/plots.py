@@ -471,7 +471,9 @@ def _sigma_lines(pixel, span):
     (dash-dotted), where known: whether the samples scatter as the detector predicts."""
     def rows(bounds, sigma, what):
         return [(span[0], value, span[1], value, len(pixel.bounds),
-                 f"{what} {side} bound (σ {sigma:.4g})") for value, side in zip(bounds, ("low", "high"), strict=True) if np.isfinite(value)]
+                 f"{what} {side} bound (σ {sigma:.4g})")
+                for value, side in zip(bounds, ("low", "high"), strict=True)
+                if np.isfinite(value)]
 
     return (_lines(rows(pixel.model_bounds, pixel.model_sigma, "noise model"), MODEL_LABEL,
                    "#6a3d9a", "dashed")
