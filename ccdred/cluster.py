@@ -22,11 +22,11 @@ from .errors import InputError, InputProblem
 from .fitsio import remove_partial_products
 from .night import (NightResult, add_masters_to_library, calibrate_object, create_output,
                     existing_policy, log_plan, master_planes, night_mask, night_noise,
-                    prepare_nights, write_bad_pixels, write_flat_intermediate,
+                    night_premask, prepare_nights, write_bad_pixels, write_flat_intermediate,
                     write_masters)
 from .parameters import ReductionParameters
-from .steps import (as_written, choose, file_block, file_statistic, finish, make_master,
-                    master_row_blocks, report_master, written_part)
+from .steps import (PREMASK, as_written, choose, file_block, file_statistic, finish,
+                    make_master, master_row_blocks, report_master, written_part)
 
 __all__ = ["connect", "reduce_nights_on_cluster"]
 
@@ -102,10 +102,12 @@ def reduce_nights_on_cluster(nights, client, parameters: ReductionParameters | N
 
 def _submit_masters(result: NightResult, client, parameters, budget) -> dict:
     """A future per master of a night, each depending on the masters it needs."""
-    options, futures = parameters.step_options().with_noise(result.noise), {}
+    options, futures, premasks = parameters.step_options().with_noise(result.noise), {}, {}
     for name, master in result.plan.masters.items():
         images = {need: client.submit(_written_image, futures[need], parameters.dtype, **_SUBMIT)
                   for need in master.needs}
+        mask = _premask_image(result, master, futures, client, parameters, premasks)
+        images |= mask
         blocks = master_row_blocks(master, options, budget)
         if len(blocks) == 1:
             futures[name] = client.submit(make_master, master, options, images, budget=budget,
@@ -116,8 +118,23 @@ def _submit_masters(result: NightResult, client, parameters, budget) -> dict:
         choice = client.submit(choose, master, options, statistics, **_SUBMIT)
         parts = [client.submit(file_block, master, options, rows, choice, images, **_SUBMIT)
                  for rows in blocks]
-        futures[name] = client.submit(finish, master, options, parts, choice, **_SUBMIT)
+        futures[name] = client.submit(finish, master, options, parts, choice, mask, **_SUBMIT)
     return futures
+
+
+def _premask_image(result: NightResult, master, futures, client, parameters, premasks) -> dict:
+    """``{PREMASK: a future of the mask}`` when a bad-pixel mask is asked for (see
+    :func:`~ccdred.night.night_premask`; the future gives None for a master it does not
+    pre-mask), else nothing. One task per kind of master (``premasks``), given the master
+    biases (what :func:`~ccdred.night.dark_rate` reads of the masters)."""
+    if not parameters.writes_bad_pixels():
+        return {}
+    kind = (master.kind, master.library is None)
+    if kind not in premasks:
+        biases = {m.name: futures[m.name] for m in result.plan.of_kind("bias") if m.name in futures}
+        premasks[kind] = client.submit(night_premask, result.plan, master, biases, parameters,
+                                       result.user_mask, **_SUBMIT)
+    return {PREMASK: premasks[kind]}
 
 
 def _submit_planes(result: NightResult, masters, client) -> dict:

@@ -39,11 +39,13 @@ __all__ = [
     "frame_clip_mask",
     "frame_median",
     "mean_variance",
+    "model_bounds",
     "model_sigma",
     "offset_images",
     "outside_bounds",
     "RejectionTrace",
     "sigma_clip_combine",
+    "sigma_bounds",
     "sigma_clip_combine_plain",
     "trace_rejection",
 ]
@@ -240,6 +242,36 @@ def model_sigma(centre, read_variance, gain, snoise):
     """
     relative = np.multiply(snoise, centre)
     return np.sqrt(read_variance + np.maximum(centre, 0.0) / gain + relative * relative)
+
+
+def sigma_bounds(centre, sigma, clip: ClipOptions) -> tuple:
+    """``(lower, upper)``: ``centre - sigma_lower * sigma`` and ``centre + sigma_upper * sigma``,
+    the clipping bounds of a centre and a sigma (measured, or the model's) with ``clip``'s
+    thresholds, computed as the kernels compute them.
+
+    Examples
+    --------
+    >>> sigma_bounds(100.0, 10.0, ClipOptions(threshold=3, hsigma=2))
+    (70.0, 120.0)
+    """
+    return centre - clip.sigma_lower * sigma, centre + clip.sigma_upper * sigma
+
+
+def model_bounds(centre, clip: ClipOptions) -> tuple:
+    """``(lower, upper)``: the bounds the CCD noise model gives at ``centre`` (the samples'
+    centre as combined: less their offsets, scaled), ``centre -/+ threshold * sigma`` with
+    :func:`model_sigma` of ``clip``'s noise model (:meth:`ClipOptions.noise_model`). At the
+    final centre of a ``'ccdclip'`` rejection they are its final bounds, to the bit; with any
+    other rejection they say what the detector predicts (a ValueError while the gain or
+    read noise is unknown).
+
+    Examples
+    --------
+    >>> clip = ClipOptions(threshold=2, gain=1.5, read_noise=22.5)
+    >>> [float(bound) for bound in model_bounds(1500.0, clip)]  # 1500 -/+ 2 sqrt(225 + 1000)
+    [1430.0, 1570.0]
+    """
+    return sigma_bounds(centre, model_sigma(centre, *clip.noise_model()), clip)
 
 
 def _positive(name, value) -> float:

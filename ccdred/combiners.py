@@ -10,7 +10,9 @@ A combiner makes one master from a stack of frames in pieces that any runner
    enter the master (a :class:`FrameChoice`: the flats within the limits);
 3. :meth:`~Combiner.combine`: the combination of any block of rows of the
    frames chosen, and :meth:`~Combiner.trace`, the same for a few pixels,
-   iteration by iteration;
+   iteration by iteration; both may be given a ``premask``, pixels whose samples
+   every frame leaves out (a bad-pixel mask), which reaches the kernel as its
+   ``mask`` of pre-masked samples;
 4. :meth:`~Combiner.finish`: the blocks joined into the master.
 
 :class:`StackCombiner` (master bias, master dark), :class:`DarkCurrentCombiner`
@@ -105,27 +107,34 @@ class Combiner:
         messages): all of them."""
         return FrameChoice.every(statistics)
 
-    def combine(self, stack, choice: FrameChoice, offsets=None, offset_index=None) -> CombineResult:
+    def combine(self, stack, choice: FrameChoice, offsets=None, offset_index=None,
+                premask=None) -> CombineResult:
         """The combination of a stack (or a block of its rows) of the frames ``choice``
         describes; NaN where nothing is left.
 
         ``offsets`` are images subtracted from the frames (one, or a stack) and
         ``offset_index`` (one per frame of ``choice``) which each frame takes,
-        as for :func:`~ccdred.combine.sigma_clip_combine`.
+        as for :func:`~ccdred.combine.sigma_clip_combine`; ``premask`` (2-D bool, of
+        the block's shape) the pixels every frame's sample leaves out before the
+        rejection (the kernel's ``mask``: counted in ``n_left_out_per_frame``).
         """
+        arguments = self._arguments(choice, offsets, offset_index)
         return sigma_clip_combine(stack, keep_mask=False,
-                                  **self._arguments(choice, offsets, offset_index))
+                                  **_with_premask(arguments, len(stack), premask))
 
-    def trace(self, stack, choice: FrameChoice, offsets=None, offset_index=None) -> RejectionTrace:
+    def trace(self, stack, choice: FrameChoice, offsets=None, offset_index=None,
+              premask=None) -> RejectionTrace:
         """What :meth:`combine` does to each sample of a few pixels, iteration by iteration
         (of the used frames only)."""
-        return trace_rejection(stack, **self._arguments(choice, offsets, offset_index))
+        arguments = self._arguments(choice, offsets, offset_index)
+        return trace_rejection(stack, **_with_premask(arguments, len(stack), premask))
 
     def _arguments(self, choice, offsets, offset_index) -> dict:
         raise NotImplementedError
 
-    def finish(self, parts, choice: FrameChoice):
-        """Join row blocks; pixels where every sample was rejected take the master's mean."""
+    def finish(self, parts, choice: FrameChoice, premask=None):
+        """Join row blocks; pixels where every sample was rejected (or pre-masked: see
+        :meth:`combine`) take the master's mean."""
         return _fill_unused(concatenate_rows(parts))
 
     def report(self, result, paths) -> None:
@@ -205,8 +214,8 @@ class DarkCurrentCombiner(Combiner):
         """Nothing: darks are not clipped on their own for the dark current."""
         return None
 
-    def combine(self, stack, choice: FrameChoice, offsets=None, offset_index=None, *,
-                read=None) -> CombineResult:
+    def combine(self, stack, choice: FrameChoice, offsets=None, offset_index=None,
+                premask=None, *, read=None) -> CombineResult:
         """The dark current of (a block of rows of) a stack of darks; NaN where nothing is left.
 
         With ``read``, a function returning the stack of the darks (of
@@ -221,7 +230,7 @@ class DarkCurrentCombiner(Combiner):
             frames = np.flatnonzero(exptimes == exptime)
             level = sigma_clip_combine(stack if read is None else read(frames), offsets=offsets,
                                        keep_mask=False, frames=frames if read is None else None,
-                                       clip=self.clip)
+                                       clip=self.clip, mask=_frames_mask(premask, len(frames)))
             weight = level.n_used * exptime
             numerator = numerator + np.where(level.n_used > 0, weight * level.data, 0.0)
             denominator = denominator + weight * exptime
@@ -233,7 +242,8 @@ class DarkCurrentCombiner(Combiner):
         return CombineResult(current, None, n_used.astype(np.int16), len(exptimes), rejected,
                              left_out)
 
-    def trace(self, stack, choice, offsets=None, offset_index=None) -> RejectionTrace:
+    def trace(self, stack, choice, offsets=None, offset_index=None,
+              premask=None) -> RejectionTrace:
         """Not traced: the current is a fit across exposure times, not one combination."""
         msg = ("the dark current is fitted across exposure times; look at the samples of a "
                "bias, a master dark or a master flat")
@@ -257,7 +267,8 @@ class MasterFlat:
     accepted : numpy.ndarray
         Bool per input flat: used or rejected by the limits.
     n_bad_pixels : int
-        Pixels set to 1.0 because no usable value was left.
+        Pixels set to 1.0 because no usable value was left, those of the bad-pixel mask
+        that pre-masked the flats not counted (they are 1.0 too, by choice).
     """
 
     data: np.ndarray
@@ -326,10 +337,13 @@ class FlatCombiner(Combiner):
         return {"weights": used, "scale": used[0] / used, "frames": np.flatnonzero(choice.used),
                 "offsets": offsets, "offset_index": index, "clip": self.clip}
 
-    def finish(self, parts, choice: FrameChoice) -> MasterFlat:
-        """Join the row blocks and normalise."""
+    def finish(self, parts, choice: FrameChoice, premask=None) -> MasterFlat:
+        """Join the row blocks and normalise; the pixels of ``premask`` (see :meth:`combine`)
+        are 1.0 and not counted as bad."""
         combined = concatenate_rows(parts)
         normalised, n_bad = normalise_flat(combined.data, mosaic=self.mosaic)
+        if premask is not None:
+            n_bad -= int(np.count_nonzero(premask))
         return MasterFlat(normalised, combined, np.asarray(choice.statistics, dtype=np.float64),
                           choice.used.copy(), n_bad)
 
@@ -398,6 +412,18 @@ def frame_statistics(combiner: Combiner, stack, offsets=None, offset_index=None,
     images, index = offset_images(offsets, offset_index, len(stack), np.shape(stack)[1:])
     return list(map_frames(lambda frame, i: combiner.frame_statistic(frame, images[i]), stack,
                            index))
+
+
+def _with_premask(arguments: dict, depth: int, premask) -> dict:
+    """A combination's ``arguments`` with ``premask`` (2-D bool, or None) as the kernel's
+    ``mask`` of the frames it combines (``arguments``' ``frames`` of a stack ``depth`` deep)."""
+    frames = arguments.get("frames")
+    return arguments | {"mask": _frames_mask(premask, depth if frames is None else len(frames))}
+
+
+def _frames_mask(premask, n: int):
+    """``premask`` (2-D bool) as the mask of ``n`` frames (a read-only view), or None."""
+    return None if premask is None else np.broadcast_to(premask, (n, *np.shape(premask)))
 
 
 def _fill_unused(result: CombineResult) -> CombineResult:

@@ -41,7 +41,8 @@ from .planes import (MaskBit, combined_variance, dark_current_bias_share,
                      dark_current_variance, flat_term_share, flat_variance, frame_mask,
                      frame_variance, normalised_variance, saturation_level, scaled_variance)
 from .sections import Mosaic
-from .steps import UNKNOWN_NOISE, as_written, make_master, report_master, written_part
+from .steps import (PREMASK, UNKNOWN_NOISE, as_written, make_master, report_master,
+                    written_part)
 
 __all__ = [
     "BAD_PIXELS",
@@ -62,6 +63,7 @@ __all__ = [
     "night_bad_pixels",
     "night_mask",
     "night_noise",
+    "night_premask",
     "noise_cards",
     "prepare_night",
     "prepare_nights",
@@ -186,13 +188,14 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
     options = parameters.step_options().with_noise(result.noise)
     steps = _Progress(progress, len(plan.masters) + len(plan.calibrations))
     with _pool(threads) as pool:
-        problems = []
+        problems, premasks = [], {}
         for name, master in plan.masters.items():
             if any(need not in result.masters for need in master.needs):
                 continue  # a master it needs failed: its problem is reported
             try:
+                images = result.images() | _premask_image(master, result, parameters, premasks)
                 result.masters[name], planes = _made(
-                    master, options, result.images(), memory_budget, pool.map,
+                    master, options, images, memory_budget, pool.map,
                     parameters.dtype, result.planes if parameters.planes else None, result.noise)
                 if planes is not None:
                     result.planes[name] = planes
@@ -205,6 +208,18 @@ def run_night(result: NightResult, parameters: ReductionParameters, existing: st
     logger.info("wrote %d products to %s", len(result.products), result.output_dir)
     add_masters_to_library(result, parameters)
     return result
+
+
+def _premask_image(master, result: NightResult, parameters, premasks: dict) -> dict:
+    """``{PREMASK: mask}`` when the bad-pixel mask pre-masks ``master`` (see
+    :func:`night_premask`), else nothing; ``premasks`` keeps the masks found, by kind of
+    master, so that the darks are read once."""
+    kind = (master.kind, master.library is None)
+    if kind not in premasks:
+        premasks[kind] = night_premask(result.plan, master, result.masters, parameters,
+                                       result.user_mask)
+    mask = premasks[kind]
+    return {} if mask is None else {PREMASK: mask}
 
 
 def add_masters_to_library(result: NightResult, parameters: ReductionParameters) -> list[Path]:
@@ -1020,6 +1035,32 @@ RATE_MIN_DARKS = 3
 def _median_frame(frames) -> np.ndarray:
     """The per-pixel median of the first :data:`RATE_DARKS` frames, as they are read."""
     return np.median(np.stack([frame.read() for frame in frames[:RATE_DARKS]]), axis=0)
+
+
+def night_premask(plan: NightPlan, master, masters, parameters,
+                  user_mask=None) -> np.ndarray | None:
+    """The bad-pixel mask (uint8 :class:`~ccdred.planes.MaskBit` bits) whose pixels the
+    combination of ``master`` leaves out (:func:`~ccdred.steps.premask`), or None.
+
+    - The user's mask (``user_mask``, from ``--bad-pixel-mask``): every master the night
+      makes, bias to flats.
+    - The mask found (``--bad-pixels``): its hot pixels, from the raw darks and the master
+      bias (the ``HOT`` bits of :func:`night_bad_pixels`, ``masters``: results by name, the
+      master bias among them), pre-mask the master flats, made after them. Its defects are
+      found in the master flats themselves, which leaves no later combination for them
+      (the objects are calibrated, not combined).
+    - Otherwise nothing: a night without a mask is made as it always was.
+
+    Masters read from the library are not combined: nothing.
+    """
+    if master.library is not None:
+        return None
+    if user_mask is not None:
+        return user_mask
+    if not (parameters.bad_pixels and master.kind == "flat"):
+        return None
+    rate = dark_rate(plan, masters, parameters.dtype)
+    return None if rate is None else bad_pixel_mask(hot=hot_pixels(rate))
 
 
 def night_mask(plan: NightPlan, masters, parameters, user_mask=None) -> np.ndarray:

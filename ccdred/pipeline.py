@@ -38,13 +38,14 @@ from .fitsio import storage_dtype
 from .frames import Catalogue, Frame, read_stack, scan
 from .night import (MasterPlanes, cosmic_ray_bits, dark_rate, frame_planes, frame_saturation,
                     master_planes, night_bad_pixels, night_noise, night_photon_transfer,
-                    read_samples, term_variance)
+                    night_premask, read_samples, term_variance)
 from .noise import DetectorNoise, PhotonTransferCurve, header_noise
 from .parameters import (CalibrationParameters, ClipParameters, KeywordParameters,
                          MaskParameters, ReductionParameters, names)
 from .plan import Master, NightPlan, build_plan
-from .steps import (UNKNOWN_NOISE, PixelStack, SampleCounts, StepOptions, as_written, choose,
-                    make_master, pixel_stack, sample_counts, stack_statistics, threshold_sweep)
+from .steps import (PREMASK, UNKNOWN_NOISE, PixelStack, SampleCounts, StepOptions, as_written,
+                    choose, make_master, pixel_stack, sample_counts, stack_statistics,
+                    threshold_sweep)
 
 __all__ = ["MASTERS", "RAW_FRAMES", "SWEEP_SAMPLES", "Pipeline", "raw_median", "read_raw", "read_raw_stack"]
 
@@ -235,14 +236,44 @@ class Pipeline(ReductionParameters):
         return tuple(_file_key(f) for f in master.frames)
 
     def _needs_key(self, master: Master, options: StepOptions) -> tuple:
-        """What decides the images a master is made with: its needs, and the type they are
-        applied in (see :func:`~ccdred.steps.as_written`)."""
+        """What decides the images a master is made with: its needs, the type they are
+        applied in (see :func:`~ccdred.steps.as_written`), and the bad-pixel mask it
+        leaves out."""
         needs = tuple(self._key(need, options) for need in master.needs)
+        premask = self._premask_key(master, options)
+        needs += (premask,) if premask else ()
         return (self.dtype, *needs) if needs else ()
 
     def _images(self, master: Master, options: StepOptions) -> dict:
-        """The images of the masters ``master`` needs, as the night's products hold them."""
-        return {need: self._written(need, options) for need in master.needs}
+        """The images of the masters ``master`` needs, as the night's products hold them, and
+        the bad-pixel mask its combination leaves out (as :data:`~ccdred.steps.PREMASK`)."""
+        images = {need: self._written(need, options) for need in master.needs}
+        key = self._premask_key(master, options)
+        mask = MASTERS.get(key, lambda: self._premask(master, options)) if key else None
+        return images if mask is None else images | {PREMASK: mask}
+
+    def _premask_key(self, master: Master, options: StepOptions) -> tuple:
+        """What decides the bad-pixel mask a master's combination leaves out (see
+        :func:`~ccdred.night.night_premask`): the user's mask file, or the hot pixels of the
+        night's darks less its master bias for a master flat; () for none."""
+        if master.library is not None or not self.writes_bad_pixels():
+            return ()
+        if self.bad_pixel_mask is not None:
+            return ("premask", self._bad_pixels_key())
+        if master.kind != "flat":
+            return ()
+        return ("premask", "hot", self._frames_key(), self.dtype,
+                tuple(self._key(m.name, options) for m in self.plan.of_kind("bias")))
+
+    def _premask(self, master: Master, options: StepOptions) -> np.ndarray | None:
+        """The bad-pixel mask a master's combination leaves out, as a night finds it: the
+        user's, or the hot pixels of the darks less the master bias (the masters it needs
+        are made only then: the user's mask pre-masks the bias itself)."""
+        plan = self._require_plan()
+        if self.bad_pixel_mask is not None:  # read, no master made
+            return night_premask(plan, master, {}, self, self.night_bad_pixels())
+        biases = {m.name: self.master(m.name, options) for m in plan.of_kind("bias")}
+        return night_premask(plan, master, biases, self)
 
     def _written(self, name, options: StepOptions) -> np.ndarray:
         """A master's image as its product holds it (see :func:`~ccdred.steps.as_written`),
@@ -299,14 +330,16 @@ class Pipeline(ReductionParameters):
         Returns
         -------
         PixelStack
-            The kernel's decisions for that pixel, with each iteration's bounds.
+            The kernel's decisions for that pixel, with each iteration's bounds, and the
+            measured and noise-model sigmas (the night's :meth:`detector_noise`).
         """
         name, options = self._name(master), self.step_options()
         plan_master = self._master_of(name)
         try:
             return pixel_stack(plan_master, options, self._stack(plan_master),
                                self._choice(name, options), self._images(plan_master, options),
-                               self.master(name, options), int(x), int(y))
+                               self.master(name, options), int(x), int(y),
+                               self.detector_noise())
         except ValueError as err:
             raise InputError([InputProblem(None, str(err))]) from err
 

@@ -31,7 +31,7 @@ __all__ = [
     "zscale_limits", "decades_around", "plain_numbers",
     "pixel_samples", "threshold_sweep_plot", "difference_image", "difference_summary",
     "empty_sweep", "empty_samples", "SWEEP_QUANTITIES", "pixel_summary", "sweep_summary",
-    "REJECTED", "LEFT_OUT", "WHY_LEFT_OUT",
+    "REJECTED", "LEFT_OUT", "WHY_LEFT_OUT", "MODEL_LABEL", "MEASURED_LABEL",
     "photon_transfer_plot", "detector_summary", "hot_pixel_map",
 ]
 
@@ -368,7 +368,8 @@ def pixel_samples(pixel, title: str | None = None):
     """One pixel's samples across the frames (a :class:`~ccdred.steps.PixelStack`): used,
     rejected by the combination and left out before it told apart by colour and marker (the
     hover says in which iteration a sample went); the last iteration's bounds and centre, the
-    earlier bounds fainter; the combined value. ``title``: the pixel in words by default."""
+    earlier bounds fainter; the bounds of the noise model's sigma and of the measured one
+    (see :func:`_sigma_lines`); the combined value. ``title``: the pixel in words by default."""
     n = len(pixel.frames)
     statuses = [_sample_status(masked, rejected, it) for masked, rejected, it in
                 zip(pixel.premasked, pixel.rejected, pixel.iteration, strict=True)]
@@ -377,7 +378,7 @@ def pixel_samples(pixel, title: str | None = None):
     kinds = np.where(pixel.premasked, "left out", np.where(pixel.rejected, "rejected", "used"))
     span = (-0.5, max(n, 1) - 0.5)
     # framewise on each element: an overlay's own option does not reach its elements' ranges
-    overlay = _bound_lines(pixel.bounds, span)
+    overlay = _bound_lines(pixel.bounds, span) * _sigma_lines(pixel, span)
     for kind, (colour, marker, size) in _SAMPLE_STYLES.items():
         overlay *= hv.Scatter(
             _columns([row for row, its in zip(rows, kinds, strict=True) if its == kind],
@@ -414,12 +415,15 @@ _INNER_LEGEND = {"legend_position": "top_left",
 
 
 def pixel_summary(pixel) -> str:
-    """Markdown: the inspected pixel in words (which samples were rejected, and when)."""
+    """Markdown: the inspected pixel in words (which samples were rejected, and when; the
+    measured sigma beside the noise model's)."""
     used = int(np.count_nonzero(~pixel.rejected))
     error = f" ± {pixel.uncertainty:.3g}" if np.isfinite(pixel.uncertainty) else ""
     lines = [f"**{pixel.master} pixel (x={pixel.x}, y={pixel.y})**: {used} of "
              f"{len(pixel.frames)} samples used, combined {pixel.combined:.6g}{error}"
              f"{'' if np.isfinite(pixel.combined) else ' (none left: the master takes its mean)'}"]
+    sigmas = _sigmas_line(pixel)
+    lines += [sigmas] if sigmas else []
     for name, value, status in zip(pixel.frames, pixel.values, (
             _sample_status(m, r, i) for m, r, i in zip(pixel.premasked, pixel.rejected,
                                                         pixel.iteration, strict=True)),
@@ -427,6 +431,22 @@ def pixel_summary(pixel) -> str:
         if status != "used":
             lines.append(f"- {name}: {value:.6g}, {status}")
     return "\n".join(lines)
+
+
+def _sigmas_line(pixel) -> str:
+    """The inspected pixel's measured sigma beside the noise model's, in words ('' when the
+    rejection has no sigma)."""
+    if not np.isfinite(pixel.measured_sigma):
+        return ""
+    model = (f"noise model σ {pixel.model_sigma:.4g}" if np.isfinite(pixel.model_sigma)
+             else "noise model unknown (no gain and read noise)")
+    return (f"- spread: measured σ {pixel.measured_sigma:.4g}, {model} (bounds: "
+            f"{_pair(pixel.measured_bounds)} measured, {_pair(pixel.model_bounds)} model)")
+
+
+def _pair(bounds) -> str:
+    """``low … high``, or 'none' when unknown."""
+    return "none" if not np.isfinite(bounds).all() else f"{bounds[0]:.6g} … {bounds[1]:.6g}"
 
 
 def sweep_summary(shown) -> str:
@@ -475,11 +495,6 @@ def _bound_lines(bounds, span):
     """The last iteration's low and high bounds (dashed) and centre (dotted); the earlier
     iterations' bounds fainter. Each line of one colour (see ``_SAMPLE_STYLES``)."""
     last = len(bounds)
-    def lines(rows, label, colour, dash, width=2):
-        return hv.Segments(_columns(rows, _SEGMENT_COLUMNS, text=("line",)), _SEGMENT_COLUMNS[:4],
-                           _SEGMENT_COLUMNS[4:], label=label).opts(
-            color=colour, line_width=width, line_dash=dash, framewise=True, tools=["hover"],
-            hover_tooltips=["line", "iteration", "value"])
 
     def bound(i, value, line):
         return (span[0], value, span[1], value, i, line)
@@ -489,8 +504,37 @@ def _bound_lines(bounds, span):
     final = [bound(last, value, line) for value, line in
              ((bounds[-1][0], "low bound"), (bounds[-1][2], "high bound"))] if bounds else []
     centre = [bound(last, bounds[-1][1], "centre")] if bounds else []
-    return (lines(earlier, "earlier bounds", "#fdae6b", "dashed", width=1)
-            * lines(final, "bounds", "#d94801", "dashed") * lines(centre, "centre", "#7f2704", "dotted"))
+    return (_lines(earlier, "earlier bounds", "#fdae6b", "dashed", width=1)
+            * _lines(final, "bounds", "#d94801", "dashed")
+            * _lines(centre, "centre", "#7f2704", "dotted"))
+
+
+def _sigma_lines(pixel, span):
+    """The last centre -/+ the thresholds times the noise model's sigma (dashed; with
+    ``ccdclip`` the rejection's own bounds) and times the samples' measured sigma
+    (dash-dotted), where known: whether the samples scatter as the detector predicts."""
+    def rows(bounds, sigma, what):
+        return [(span[0], value, span[1], value, len(pixel.bounds),
+                 f"{what} {side} bound (σ {sigma:.4g})")
+                for value, side in zip(bounds, ("low", "high"), strict=True)
+                if np.isfinite(value)]
+
+    return (_lines(rows(pixel.model_bounds, pixel.model_sigma, "noise model"), MODEL_LABEL,
+                   "#6a3d9a", "dashed")
+            * _lines(rows(pixel.measured_bounds, pixel.measured_sigma, "measured"),
+                     MEASURED_LABEL, "#1f78b4", "dashdot", width=1))
+
+
+#: The legend's names of the bounds of the noise model's sigma and of the measured one.
+MODEL_LABEL, MEASURED_LABEL = "noise model", "measured σ"
+
+
+def _lines(rows, label, colour, dash, width=2):
+    """Horizontal segments of one colour and dash, ``rows`` as ``_SEGMENT_COLUMNS``."""
+    return hv.Segments(_columns(rows, _SEGMENT_COLUMNS, text=("line",)), _SEGMENT_COLUMNS[:4],
+                       _SEGMENT_COLUMNS[4:], label=label).opts(
+        color=colour, line_width=width, line_dash=dash, framewise=True, tools=["hover"],
+        hover_tooltips=["line", "iteration", "value"])
 
 
 _SEGMENT_COLUMNS = ["frame", "value", "frame_end", "value_end", "iteration", "line"]

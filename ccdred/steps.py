@@ -7,7 +7,9 @@ choice of the frames that enter (once), the combination of a block of rows,
 and a finish. :func:`make_master` runs them in process;
 the Dask runner submits the same functions as tasks; the interactive
 pipeline feeds them its cached stacks. ``masters`` arguments map the
-product names of the masters already made to their 2-D images.
+product names of the masters already made to their 2-D images, and
+:data:`PREMASK` to the bad-pixel mask a master's combination leaves out, where a
+runner gives one (see :func:`premask`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import fitsio
-from .combine import ClipOptions, CombineResult, frame_median, mean_variance
+from .combine import (ClipOptions, CombineResult, frame_median, mean_variance, model_bounds,
+                      model_sigma, sigma_bounds)
 from .combiners import (Combiner, DarkCurrentCombiner, FlatCombiner, FrameChoice, MasterFlat,
                         StackCombiner, darks_for_frames, frame_statistics)
 from .constants import MAD_TO_SIGMA
@@ -28,6 +31,7 @@ from .limits import FlatLimits
 from .plan import Master
 
 __all__ = [
+    "PREMASK",
     "PixelStack",
     "SampleCounts",
     "StepOptions",
@@ -40,6 +44,7 @@ __all__ = [
     "offsets",
     "pixel_noise",
     "pixel_stack",
+    "premask",
     "read_library_master",
     "report_master",
     "sample_counts",
@@ -119,9 +124,41 @@ _COMBINERS = {
 
 
 def _bias_clip(clip: ClipOptions) -> ClipOptions:
-    """A master bias's rejection: ``ccdclip`` with the read noise alone (a bias's level is the
-    electronics' pedestal, not light); any other as it is."""
-    return replace(clip, photon_noise=False) if clip.rejection == "ccdclip" else clip
+    """A master bias's rejection, its noise model the read noise alone (a bias's level is the
+    electronics' pedestal, not light): ``ccdclip`` clips with it, the pixel inspector shows
+    it beside any other rejection's measured sigma."""
+    return replace(clip, photon_noise=False)
+
+
+#: The key of the bad-pixel mask among a master's images (``masters``): a runner puts it there
+#: for the masters whose combination leaves its pixels out (see :func:`premask`).
+PREMASK = "bad_pixels.fits"
+
+
+def premask(masters, rows=None) -> np.ndarray | None:
+    """The pixels (of ``rows``: a slice, or a tuple of slices) whose samples a master's
+    combination leaves out: where the bad-pixel mask a runner gave among ``masters``
+    (:data:`PREMASK`; uint8 bits) is not zero; None without one.
+
+    Every frame's sample of such a pixel is pre-masked, through the kernel's ``mask`` as a
+    not-finite sample is (counted in ``n_left_out_per_frame``): the pixel has no sample left
+    and takes the value of a pixel whose every sample was rejected (the master's mean; 1.0 in
+    a master flat), finite as every master is, with an infinite variance in its planes.
+    Which pixels those are the mask itself says (``bad_pixels.fits``, and the ``MASK``
+    plane of the calibrated frames). The frames' statistics (a flat's median, a dark's own
+    clipping bounds) are measured without it, so the frames chosen and their scales stay.
+
+    Examples
+    --------
+    >>> premask({PREMASK: np.array([[0, 4], [1, 0]], np.uint8)}, slice(1, 2)).tolist()
+    [[True, False]]
+    >>> premask({}) is None
+    True
+    """
+    mask = masters.get(PREMASK)
+    if mask is None:
+        return None
+    return np.asarray(mask)[slice(None) if rows is None else rows] != 0
 
 
 def offsets(master: Master, masters, rows=None) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -171,7 +208,8 @@ def combine_block(master: Master, options: StepOptions, stack, choice: FrameChoi
                   rows=None) -> CombineResult:
     """Combine a stack holding the frames of ``choice`` (or a block of their ``rows``)."""
     images, index = offsets(master, masters, rows)
-    return options.combiner(master).combine(stack, choice, images, _of(index, choice))
+    return options.combiner(master).combine(stack, choice, images, _of(index, choice),
+                                            premask(masters, rows))
 
 
 def file_block(master: Master, options: StepOptions, rows, choice: FrameChoice,
@@ -183,9 +221,9 @@ def file_block(master: Master, options: StepOptions, rows, choice: FrameChoice,
     return combine_block(master, options, stack, used, masters, rows)
 
 
-def finish(master: Master, options: StepOptions, parts, choice: FrameChoice):
-    """Join the row blocks into the master."""
-    return options.combiner(master).finish(parts, choice)
+def finish(master: Master, options: StepOptions, parts, choice: FrameChoice, masters=None):
+    """Join the row blocks into the master (``masters``: for its :func:`premask`)."""
+    return options.combiner(master).finish(parts, choice, premask(masters or {}))
 
 
 def _of(index, choice: FrameChoice):
@@ -245,7 +283,7 @@ def make_master(master: Master, options: StepOptions, masters, *, budget: int = 
                                      range(len(master.frames))))
         choice = choose(master, options, statistics)
         parts = [file_block(master, options, rows, choice, masters) for rows in blocks]
-    return finish(master, options, parts, choice)
+    return finish(master, options, parts, choice, masters)
 
 
 def read_library_master(master: Master, options: StepOptions) -> CombineResult | MasterFlat:
@@ -264,9 +302,10 @@ def _combine_reading(master: Master, options: StepOptions, masters, map_frames):
     by the combination as it needs them (one exposure time at a time: less memory)."""
     choice = choose(master, options, [None] * len(master.frames))
     images, index = offsets(master, masters)
-    part = options.combiner(master).combine(None, choice, images, index, read=lambda frames: (
-        read_stack([master.frames[i] for i in frames], map_frames=map_frames)))
-    return finish(master, options, [part], choice)
+    part = options.combiner(master).combine(
+        None, choice, images, index, premask(masters),
+        read=lambda frames: read_stack([master.frames[i] for i in frames], map_frames=map_frames))
+    return finish(master, options, [part], choice, masters)
 
 
 @dataclass(frozen=True)
@@ -303,6 +342,17 @@ class PixelStack:
     uncertainty : float
         The standard error of ``combined`` from its used samples
         (:func:`~ccdred.combine.mean_variance`); NaN with fewer than two.
+    measured_sigma, model_sigma : float
+        The spread of the samples at the last iteration's centre: measured from the used
+        samples (the rejection's ``stdfunc``: their standard deviation, or MAD-based), and
+        the CCD noise model's (:func:`~ccdred.combine.model_sigma` with the night's gain,
+        read noise and ``snoise``; read noise alone for a bias). NaN for ``minmax`` and
+        ``pclip`` (no sigma), with no used sample, or (the model's) when the gain or read
+        noise is unknown.
+    measured_bounds, model_bounds : tuple of (float, float)
+        ``(low, high)``: the last centre -/+ the thresholds times each sigma
+        (:func:`~ccdred.combine.sigma_bounds`); with ``ccdclip`` the model's are the
+        rejection's final bounds.
     """
 
     master: str
@@ -317,10 +367,14 @@ class PixelStack:
     combined: float
     value: float
     uncertainty: float = float("nan")
+    measured_sigma: float = float("nan")
+    model_sigma: float = float("nan")
+    measured_bounds: tuple = (float("nan"), float("nan"))
+    model_bounds: tuple = (float("nan"), float("nan"))
 
 
 def pixel_stack(master: Master, options: StepOptions, stack, choice: FrameChoice, masters,
-                result, x: int, y: int) -> PixelStack:
+                result, x: int, y: int, noise=None) -> PixelStack:
     """The samples of one pixel of a master and the rejection's decisions on them.
 
     Parameters
@@ -337,6 +391,9 @@ def pixel_stack(master: Master, options: StepOptions, stack, choice: FrameChoice
         The master itself (for its value at the pixel).
     x, y : int
         Column and row, 0-based.
+    noise : DetectorNoise, optional
+        The night's gain and read noise, for the noise model's sigma beside the measured
+        one (a ``ccdclip`` rejection's own are in ``options`` already).
     """
     rows, cols = np.shape(stack)[1:]
     if not (0 <= x < cols and 0 <= y < rows):
@@ -346,18 +403,45 @@ def pixel_stack(master: Master, options: StepOptions, stack, choice: FrameChoice
     pixel = np.asarray(stack)[(slice(None), *where)]
     images, index = offsets(master, masters, where)
     try:
-        trace = options.combiner(master).trace(pixel, choice, images, _of(index, choice))
+        trace = options.combiner(master).trace(pixel, choice, images, _of(index, choice),
+                                               premask(masters, where))
     except ValueError as err:
         raise ValueError(f"{master.name}: {err}") from err
     decided = combine_block(master, options, pixel, choice, masters, where)
     rejected = decided.n_rejected_per_frame > 0
-    bounds = [tuple(map(float, step[:, 0, 0])) for step in trace.bounds]
+    bounds = tuple(b for b in (tuple(map(float, step[:, 0, 0])) for step in trace.bounds)
+                   if not np.isnan(b).all())
     return PixelStack(
         master.name, x, y, tuple(master.frames[i].path.name for i in choice.frames[choice.used]),
         trace.values[:, 0, 0], trace.premasked[:, 0, 0], rejected,
-        np.where(rejected, trace.iteration[:, 0, 0], 0),
-        tuple(b for b in bounds if not np.isnan(b).all()), float(decided.data[0, 0]),
-        float(result.data[y, x]), _standard_error(trace, ~rejected, decided.data))
+        np.where(rejected, trace.iteration[:, 0, 0], 0), bounds, float(decided.data[0, 0]),
+        float(result.data[y, x]), _standard_error(trace, ~rejected, decided.data),
+        **_sigmas(trace.values[~rejected, 0, 0], bounds[-1][1] if bounds else np.nan,
+                  _model_clip(options.combiner(master).clip, noise)))
+
+
+def _model_clip(clip: ClipOptions, noise) -> ClipOptions:
+    """A combiner's rejection with the night's gain and read noise (``noise``: a
+    :class:`~ccdred.noise.DetectorNoise` or None), for its noise model (``ccdclip``'s has
+    them already)."""
+    if noise is None or clip.rejection == "ccdclip":
+        return clip
+    return replace(clip, gain=noise.gain, read_noise=noise.read_noise)
+
+
+def _sigmas(used, centre, clip: ClipOptions) -> dict:
+    """A pixel's measured and model sigmas about ``centre`` and their bounds (see
+    :class:`PixelStack`), from its ``used`` samples; none for a rejection without sigma."""
+    if clip.rejection not in ("sigclip", "ccdclip") or not used.size:
+        return {}
+    measured = (MAD_TO_SIGMA * np.median(np.abs(used - np.median(used)))
+                if clip.stdfunc == "mad_std" else np.std(used))
+    sigmas = {"measured_sigma": float(measured),
+              "measured_bounds": tuple(map(float, sigma_bounds(centre, measured, clip)))}
+    if clip.gain is not None and clip.read_noise is not None:
+        sigmas |= {"model_sigma": float(model_sigma(centre, *clip.noise_model())),
+                   "model_bounds": tuple(map(float, model_bounds(centre, clip)))}
+    return sigmas
 
 
 def _standard_error(trace, used, combined) -> float:

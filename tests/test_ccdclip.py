@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from scipy.stats import norm
 
-from ccdred import steps
+from ccdred import plots, steps
 from ccdred.cli import main
-from ccdred.combine import (ClipOptions, concatenate_rows, sigma_clip_combine,
+from ccdred.combine import (ClipOptions, concatenate_rows, model_bounds, sigma_clip_combine,
                             sigma_clip_combine_plain, trace_rejection)
 from ccdred.demo import NightSpec, make_night
 from ccdred.errors import InputError
@@ -291,3 +292,73 @@ def test_the_three_runners_make_the_same_ccdclip_masters(tmp_path, client):
     assert (high - centre, centre - low) == (pytest.approx(2.5 * sigma),) * 2
     low, centre, high = pipeline.pixel_stack("bias.fits", 5, 7).bounds[-1]  # the pedestal:
     assert high - centre == pytest.approx(2.5 * read_noise / gain)  # no photons, read noise
+
+
+# -- the pixel inspector: the noise model's bounds beside the measured ones -----------------
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory):
+    """Two nights of a detector of gain 1.5 and read noise 9 e-: a real camera's (biases,
+    the dark current, flats less it and the bias) and a course's (darks, bias in)."""
+    folder = tmp_path_factory.mktemp("inspector")
+    for name, spec in (("real", NightSpec.real), ("course", NightSpec)):
+        make_night(folder / name, spec(shape=(40, 56), seed=5, gain=GAIN, read_noise=READ_NOISE))
+    return folder
+
+
+def _inspected(pipeline, name, n=4):
+    """Pixels of a master: up to ``n`` where the combination rejected a sample, and two
+    where it rejected none."""
+    combination = pipeline.master(name).combination
+    short = np.argwhere(combination.n_used < combination.n_frames)[:n]
+    full = np.argwhere(combination.n_used == combination.n_frames)[:2]
+    assert len(short) == n, name  # the test sees rejections, or it proves nothing
+    return [pipeline.pixel_stack(name, int(x), int(y)) for y, x in (*short, *full)]
+
+
+@pytest.mark.parametrize(("night", "name", "photon_noise", "snoise"),
+                         [("real", "bias.fits", False, 0.01), ("real", "flat_V.fits", True, 0.0),
+                          ("course", "flat_R.fits", True, 0.01),
+                          ("course", "dark_00030000.fits", True, 0.01)])
+def test_the_model_bounds_reject_exactly_what_the_kernel_rejects(nights, night, name,
+                                                                 photon_noise, snoise):
+    """At the final centre, :func:`model_bounds` (the inspector's) leaves outside exactly the
+    samples the kernel rejected, pixel by pixel, for a bias (read noise alone), a flat less
+    its dark and a dark; its sigma is the formula's, written out here."""
+    MASTERS.clear()
+    pipeline = Pipeline(night=str(nights / night), rejection="ccdclip", gain=GAIN,
+                        read_noise=READ_NOISE, snoise=snoise)
+    clip = ClipOptions(rejection="ccdclip", gain=GAIN, read_noise=READ_NOISE, snoise=snoise,
+                       photon_noise=photon_noise)
+    for pixel in _inspected(pipeline, name):
+        centre = pixel.bounds[-1][1]
+        low, high = model_bounds(centre, clip)
+        outside = (pixel.values < low) | (pixel.values > high)
+        assert np.array_equal(outside | pixel.premasked, pixel.rejected), (name, pixel)
+        assert pixel.model_bounds == (low, high) == pixel.bounds[-1][::2]
+        signal = (max(centre, 0) / GAIN + (snoise * centre) ** 2) if photon_noise else 0.0
+        assert pixel.model_sigma == pytest.approx(math.sqrt((READ_NOISE / GAIN) ** 2
+                                                        + signal))
+        used = pixel.values[~pixel.rejected]
+        assert pixel.measured_sigma == pytest.approx(np.std(used))
+        assert pixel.measured_bounds == pytest.approx(
+            (centre - 2.5 * np.std(used), centre + 2.5 * np.std(used)))
+
+
+def test_with_sigclip_the_inspector_shows_the_model_as_information(nights):
+    """sigclip's bounds are the measured sigma's; the noise model's sigma is given beside them
+    when the gain and read noise are known, and is NaN (said in words) when they are not."""
+    MASTERS.clear()
+    pipeline = Pipeline(night=str(nights / "real"), gain=GAIN, read_noise=READ_NOISE)
+    for pixel in _inspected(pipeline, "flat_V.fits"):
+        low, centre, high = pixel.bounds[-1]
+        assert pixel.measured_bounds == pytest.approx((low, high))  # converged: the same std
+        assert pixel.model_sigma == pytest.approx(math.sqrt((READ_NOISE / GAIN) ** 2
+                                                            + centre / GAIN))
+    bias = pipeline.pixel_stack("bias.fits", 3, 4)
+    assert bias.model_sigma == pytest.approx(READ_NOISE / GAIN)  # a pedestal: no photons
+    summary = plots.pixel_summary(bias).splitlines()[1]
+    assert f"measured σ {bias.measured_sigma:.4g}, noise model σ 6 " in summary
+    unknown = replace(bias, model_sigma=math.nan, model_bounds=(math.nan, math.nan))
+    assert "noise model unknown" in plots.pixel_summary(unknown)

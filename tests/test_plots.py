@@ -172,6 +172,25 @@ def test_a_new_pixel_changes_no_bokeh_model_of_its_plot(monkeypatch):
     assert changes == []
 
 
+def test_the_pixel_plot_draws_both_sigmas_bounds_labelled():
+    """The plot's "noise model" and "measured σ" lines are the pixel's bounds, each named in
+    the legend; a pixel without them draws the same layers, empty."""
+    from ccdred.steps import PixelStack
+
+    pixel = PixelStack("flat_V.fits", 1, 2, ("a.fits", "b.fits", "c.fits"),
+                       np.array([100.0, 104.0, 160.0]), np.zeros(3, bool),
+                       np.array([False, False, True]), np.array([0, 0, 1]),
+                       ((70.0, 104.0, 138.0),), 102.0, 1.0, 2.0, 2.0, 13.6, (97.0, 107.0),
+                       (70.0, 138.0))
+    lines = {element.label: element for element in plots.pixel_samples(pixel)
+             if isinstance(element, hv.Segments)}
+    assert sorted(lines[plots.MODEL_LABEL].dimension_values("value")) == [70.0, 138.0]
+    assert sorted(lines[plots.MEASURED_LABEL].dimension_values("value")) == [97.0, 107.0]
+    nothing = {element.label: len(element) for element in plots.empty_samples()
+               if isinstance(element, hv.Segments)}
+    assert nothing[plots.MODEL_LABEL] == nothing[plots.MEASURED_LABEL] == 0
+
+
 @pytest.mark.parametrize("pixel", ["empty", "real"])
 def test_the_pixel_plot_colours_no_glyph_per_sample(pixel):
     """Every glyph of the pixel plot has one colour, marker and size: a colour per sample is
@@ -191,7 +210,7 @@ def test_the_pixel_plot_colours_no_glyph_per_sample(pixel):
     visuals = {f"{type(glyph).__name__}.{name}": getattr(glyph, name) for glyph in glyphs
                for name in ("line_color", "fill_color", "marker", "size")
                if name in glyph.properties()}
-    assert len(glyphs) == 7  # three kinds of sample, three kinds of line, the combined value
+    assert len(glyphs) == 9  # three kinds of sample, five kinds of line, the combined value
     assert not [name for name, value in visuals.items() if isinstance(value, Field)], visuals
 
 
