@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 
 __all__ = ["add_render_hook", "design_without", "forget_links", "held_models", "option_strings",
-           "parser_options", "patch_inline_stylesheets", "raw_data_offset", "set_madvise_hugepage"]
+           "parser_options", "patch_inline_stylesheets", "raw_data_offset", "set_madvise_hugepage",
+           "slider_of"]
 
 
 # -- numpy ---------------------------------------------------------------------------------
@@ -126,6 +127,19 @@ def forget_links(widgets) -> None:
     held = {id(widget) for widget in widgets}
     for source in [source for source in Link.registry if id(source) in held]:
         del Link.registry[source]
+
+
+def slider_of(widget):
+    """The slider inside an editable slider (None for any other widget).
+
+    Panel 1.9.4: ``_EditableContinuousSlider._slider``. Its text box widens the slider's
+    range in the browser to take a value typed outside it (a JavaScript callback), and
+    the new ``start`` or ``end`` reaches this slider, not the editable slider's own;
+    no public parameter says or sets the range on show.
+    """
+    from panel.widgets.slider import _EditableContinuousSlider
+
+    return widget._slider if isinstance(widget, _EditableContinuousSlider) else None
 
 
 def add_render_hook(hook) -> None:

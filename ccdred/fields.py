@@ -16,6 +16,7 @@ import math
 import panel as pn
 import param
 
+from . import compat
 from .parameters import refusal
 
 __all__ = ["Field", "fields"]
@@ -51,6 +52,10 @@ class Field(pn.viewable.Viewer):
                                      css_classes=["ccdred-refused"])
         self.widget.param.watch(self._typed, self._event)
         owner.param.watch(lambda event: self._show(event.new), name)
+        self._slider = compat.slider_of(self.widget)
+        if self._slider is not None:
+            self._slider.param.watch(self._fit_range, ["start", "end"])
+            owner.param.watch(self._fit_range, name)
 
     def _typed(self, event) -> None:
         if self._showing:
@@ -65,6 +70,8 @@ class Field(pn.viewable.Viewer):
             self.message.object = f"{why} Kept: {_in_words(kept)}."
             self.message.visible = True
             self._show(kept)
+            if self._slider is not None:
+                self._fit_range()
         else:
             self.message.visible = False
             if value is not event.new or self._as_text:  # as the parameter took it
@@ -78,6 +85,15 @@ class Field(pn.viewable.Viewer):
                 self.widget.param.update(dict.fromkeys({"value", self._event}, self._shown(value)))
         finally:
             self._showing = False
+
+    def _fit_range(self, *_events) -> None:
+        """An editable slider's range: its own, widened to the parameter's value only. Its
+        text box widens it in the browser to any value typed, also to one refused."""
+        kept = getattr(self._owner, self._name)
+        start, end = self.widget.start, self.widget.end
+        if kept is not None:
+            start, end = min(start, kept), max(end, kept)
+        self._slider.param.update(start=start, end=end)
 
     def _shown(self, value):
         """The widget's value for a parameter's value."""

@@ -434,6 +434,33 @@ def test_pinning_shows_no_difference_until_the_parameters_change(browser, server
     page.close()
 
 
+def _slider_ranges(page) -> list:
+    return page.evaluate("""() => Bokeh.documents.flatMap((doc) => [...doc.all_models])
+        .filter((m) => m.type !== undefined && m.type.endsWith("Slider"))
+        .map((m) => [m.start, m.end])""")
+
+
+def test_a_refused_threshold_is_said_and_leaves_the_slider_as_it_was(browser, server):
+    """The slider's text box widens the slider in the browser to any value typed: a refused
+    one is said beside the field, and the slider keeps its range and the value kept."""
+    page = open_page(browser, server)
+    before = show_clipping(page)
+    ranges = _slider_ranges(page)
+    assert [0.5, 5] in ranges, ranges
+    set_threshold(page, -1)
+    page.get_by_text("Kept: 2.5.").first.wait_for(timeout=30_000)
+    screenshot(page, "threshold-refused")
+    deadline = time.monotonic() + 10
+    while _slider_ranges(page) != ranges and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _slider_ranges(page) == ranges
+    assert threshold_field(page).input_value() == "2.5"
+    screenshot(page, "threshold-refused")
+    set_threshold(page, 1.5)  # the slider still moves the masters
+    wait_for_change(page, before)
+    page.close()
+
+
 def test_a_dragged_threshold_is_computed_once_where_it_is_let_go(browser, server):
     """A drag passes many thresholds; only the one it ends on is computed (no queue)."""
     page = open_page(browser, server)

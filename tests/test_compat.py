@@ -162,3 +162,8 @@ def test_held_models_walk_the_graph_again_only_when_models_change(monkeypatch):
     with compat.held_models(None):  # no page: nothing held
         pass
     assert "invalidate" not in vars(document.models)  # the manager is as it was
+
+
+def test_only_an_editable_slider_has_a_slider_inside():
+    assert compat.slider_of(pn.widgets.FloatInput()) is None
+    assert isinstance(compat.slider_of(pn.widgets.EditableFloatSlider()), pn.widgets.FloatSlider)

@@ -6,6 +6,7 @@ import panel as pn
 import param
 import pytest
 
+from ccdred import compat
 from ccdred.dashboard import _CLIP_WIDGETS
 from ccdred.fields import Field, fields
 from ccdred.pipeline import Pipeline
@@ -28,6 +29,23 @@ def test_a_refused_threshold_is_said_and_the_last_good_one_kept(pipeline, typed,
     assert pipeline.threshold == 2.5
     assert field.widget.value == 2.5 and field.widget.value_throttled == 2.5
     assert field.message.visible and field.message.object == said
+
+
+def test_a_refused_threshold_leaves_the_slider_s_range_as_it_was(pipeline):
+    """The slider's text box widens the range in the browser to a value typed outside it,
+    refused or not: the range is the slider's own, widened to the value kept only."""
+    field = fields(pipeline, ["threshold"], _CLIP_WIDGETS)[0]
+    slider = compat.slider_of(field.widget)
+    with param.edit_constant(field.widget):  # as the page sends it
+        field.widget.param.update(value=-1.0, value_throttled=-1.0)
+    slider.start = -1.0  # the page's own widening, which arrives after the value
+    assert (slider.start, slider.end) == (0.5, 5.0)
+    with param.edit_constant(field.widget):
+        field.widget.param.update(value=7.0, value_throttled=7.0)
+    slider.end = 7.0
+    assert pipeline.threshold == 7.0 and (slider.start, slider.end) == (0.5, 7.0)
+    pipeline.threshold = 2.0  # back inside: the slider's own range again
+    assert (slider.start, slider.end) == (0.5, 5.0)
 
 
 def test_a_good_value_is_taken_and_clears_the_message(pipeline):
