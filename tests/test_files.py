@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from ccdred import steps
 from ccdred.cli import main
 from ccdred.demo import NightSpec, make_night
+from ccdred.pipeline import MASTERS, Pipeline
 
 #: Small nights: one without and one with an overscan strip (BIASSEC and TRIMSEC cards).
 SPECS = {"plain": NightSpec(shape=(24, 32), seed=11),
@@ -165,3 +167,52 @@ def test_a_compressed_lco_style_night_is_the_same_on_every_runner(night, tmp_pat
         written = fits.getdata(night / "out" / name)
         np.testing.assert_array_equal(pipeline.master(name).data.astype(written.dtype), written,
                                       err_msg=name)
+
+
+def _inherit(header, data, path):
+    image = fits.ImageHDU(data, fits.Header({"INHERIT": True, "EXTNAME": "SCI"}))
+    fits.HDUList([fits.PrimaryHDU(header=header), image]).writeto(path)
+
+
+def _obstype(header, data, path):
+    header["OBSTYPE"] = LCO_TYPES[header.pop("IMAGETYP")]
+    fits.PrimaryHDU(data, header).writeto(path)
+
+
+def _compressed(header, data, path):
+    tiled = fits.CompImageHDU(data, header, compression_type="RICE_1")
+    fits.HDUList([fits.PrimaryHDU(), tiled]).writeto(path)
+
+
+def _placeholders(header, data, path):
+    header["BIASSEC"] = header["TRIMSEC"] = "UNKNOWN"
+    fits.PrimaryHDU(data, header).writeto(path)
+
+
+#: Each way of writing a night, and the suffix of its files.
+WRITERS = {"inherit": (_inherit, ".fits"), "obstype": (_obstype, ".fits"),
+           "compressed": (_compressed, ".fits.fz"), "placeholders": (_placeholders, ".fits")}
+
+
+@pytest.mark.parametrize("kind", sorted(WRITERS))
+def test_every_runner_makes_the_command_line_s_products(night, tmp_path, capsys, client, kind):
+    """The Dask runner writes the command line's products byte for byte; the dashboard's
+    Pipeline makes its masters and calibrated frames."""
+    from ccdred.cluster import reduce_nights_on_cluster
+
+    write, suffix = WRITERS[kind]
+    raw = rewrite(night, tmp_path / kind, write, suffix)
+    reduce(raw, tmp_path / "cli", capsys)
+    reduce_nights_on_cluster([([raw], tmp_path / "dask")], client)
+    written = {p.name: fits.getdata(p) for p in sorted((tmp_path / "cli").glob("*.fits"))}
+    assert sorted(written) == sorted(p.name for p in (tmp_path / "dask").glob("*.fits")) != []
+    for name, data in written.items():
+        assert fits.getdata(tmp_path / "dask" / name).tobytes() == data.tobytes(), name
+    MASTERS.clear()
+    pipeline = Pipeline(night=str(raw))
+    for name in pipeline.plan.masters:
+        master = steps.as_written(pipeline.master(name).data, "float32")
+        assert master.tobytes() == written[name].astype(master.dtype).tobytes(), name
+    for step in pipeline.plan.calibrations:
+        calibrated = pipeline.calibrated(step.frame.path.name).astype(np.float32)
+        np.testing.assert_array_equal(calibrated, written[f"{step.frame.name}_df.fits"])
