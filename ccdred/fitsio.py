@@ -124,20 +124,13 @@ def _image_hdus(path, first_only: bool) -> tuple[fits.Header, list[tuple[int, fi
 
     if not is_fits(path):
         raise InputError([InputProblem(Path(path), "not a FITS file")])
-    found = []
     try:
-        with warnings.catch_warnings(), \
-                fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdus:
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="File may have been truncated")
-            primary = hdus[0].header.copy()
-            for index, hdu in enumerate(hdus):
-                if _is_image(index, hdu, planes=first_only):
-                    _check_complete(path, hdu)
-                    found.append((index, _inherited(primary, hdu.header)
-                                  if index > 0 and hdu.header.get("INHERIT") is True
-                                  else hdu.header.copy()))
-                    if first_only:
-                        break
+            warnings.filterwarnings("ignore", message="Error validating header")  # said below
+            with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdus:
+                primary = hdus[0].header.copy()
+                found = _images(path, hdus, primary, first_only)
     except InputError:
         raise
     except (OSError, ValueError, TypeError, KeyError) as err:
@@ -146,6 +139,22 @@ def _image_hdus(path, first_only: bool) -> tuple[fits.Header, list[tuple[int, fi
     if not found:
         raise InputError([InputProblem(Path(path), "holds no image data")])
     return primary, found
+
+
+def _images(path, hdus, primary, first_only: bool) -> list[tuple[int, fits.Header]]:
+    """The index and header of each image HDU of the open file ``hdus`` (the first only
+    with ``first_only``), each checked complete."""
+    found = []
+    for index, hdu in enumerate(hdus):
+        if _is_image(index, hdu, planes=first_only):
+            _check_complete(path, hdu)
+            found.append((index, _inherited(primary, hdu.header)
+                          if index > 0 and hdu.header.get("INHERIT") is True
+                          else hdu.header.copy()))
+            if first_only:
+                return found
+    _check_last_header(path, hdus[-1])
+    return found
 
 
 def _is_image(index: int, hdu, planes: bool) -> bool:
@@ -244,6 +253,22 @@ def _check_complete(path, hdu) -> None:
     if os.path.getsize(path) < needed:
         msg = f"truncated: header promises {needed} bytes, file has {os.path.getsize(path)}"
         raise InputError([InputProblem(Path(path), msg)])
+
+
+def _check_last_header(path, hdu) -> None:
+    """InputError when an extension header follows ``hdu``, the last HDU astropy could read
+    (a file cut inside that header, or a header damaged): astropy takes its bytes for padding
+    after the last HDU, and the frame would silently lose the extensions from there on."""
+    offset = raw_data_offset(hdu)
+    if offset is None:
+        return
+    end = offset + hdu.fileinfo()["datSpan"]
+    with open(path, "rb") as handle:
+        handle.seek(end)
+        if handle.read(8) == b"XTENSION":
+            msg = (f"truncated or damaged: the extension header at byte {end} cannot be read "
+                   f"(file has {os.path.getsize(path)} bytes)")
+            raise InputError([InputProblem(Path(path), msg)])
 
 
 def _reason(err: BaseException) -> str:

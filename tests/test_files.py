@@ -122,7 +122,7 @@ def test_placeholder_sections_are_one_line_for_the_night(night, tmp_path, capsys
         assert_same_products(tmp_path / "out", night)  # no strip to lose: the same night
 
 
-@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "header cut"])
 def test_a_damaged_compressed_file_is_named(night, tmp_path, capsys, damage):
     def compress(header, data, path):
         tiled = fits.CompImageHDU(data, header, compression_type="GZIP_1")
@@ -137,13 +137,18 @@ def test_a_damaged_compressed_file_is_named(night, tmp_path, capsys, damage):
     raw = broken.read_bytes()
     if damage == "truncated":
         raw = raw[:heap]
-    else:  # every compressed tile
+    elif damage == "corrupt":  # every compressed tile
         raw = raw[:heap] + b"Z" * (end - heap) + raw[end:]
+    else:  # inside the compressed image's header, right after the primary's
+        raw = raw[:2880 + 400]
     broken.write_bytes(raw)
     status = main(["reduce", "-q", "-d", str(tmp_path / "out"), str(tiled)])
     err = capsys.readouterr().err
-    expected = "truncated" if damage == "truncated" else "cannot read image data"
+    expected = {"truncated": "truncated", "corrupt": "cannot read image data",
+                "header cut": "truncated or damaged: the extension header at byte 2880 cannot "
+                              "be read (file has 3280 bytes)"}[damage]
     assert status == 2 and f"ccdred: error: {broken}: {expected}" in err, err
+    assert "WARNING: " not in err  # none of astropy's warnings about the damage
     assert not list(tmp_path.glob("out/*.fits"))
 
 
