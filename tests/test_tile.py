@@ -638,6 +638,19 @@ def test_an_amplifier_of_three_axes_or_another_data_type_is_refused(nights, tmp_
         "extension 2 (AMP2): its data type (float32) differs from extension 1 (AMP1)'s (uint16)"]
 
 
+def test_a_frame_cut_inside_its_last_amplifier_s_header_is_refused_as_truncated(nights,
+                                                                                 tmp_path):
+    """Not read as a frame of the amplifiers before the cut (astropy takes the cut header
+    for padding after the last HDU)."""
+    folder = _damaged(nights, tmp_path, lambda hdus: None)
+    frame = folder / "demo_0001.fits"
+    with fits.open(frame) as hdus:
+        start = hdus[2].fileinfo()["hdrLoc"]
+    frame.write_bytes(frame.read_bytes()[:start + 400])
+    assert _problems(folder) == [f"truncated or damaged: the extension header at byte {start} "
+                                 f"cannot be read (file has {start + 400} bytes)"]
+
+
 def test_a_frame_with_an_image_extension_of_no_detsec_is_its_first_image(tmp_path):
     """A plain frame with an extra image (a preview) is read as before: its first image,
     the other said once for the night."""
