@@ -179,6 +179,8 @@ class Note:
 
 
 _PLACEHOLDER_SECTIONS = "header sections that are placeholders, not used"
+#: The note of frames whose type value is none of the known ones.
+_UNKNOWN_TYPES = "frames of an unknown type, not used"
 
 
 def stack_dtype(frames) -> np.dtype:
@@ -401,10 +403,9 @@ def scan(paths, keywords: Keywords = Keywords(),
         except InputError as err:
             problems.extend(err.problems)
     problems.extend(_shape_problems(frames))
-    for frame in frames:
-        if frame.frame_type is None and keywords.override(frame.path.name) != "ignore":
-            logger.warning("%s: %s = %r is not a known frame type; frame not used",
-                           frame.path, frame.type_keyword, frame.imagetyp)
+    notes.extend(Note(frame.path, f"{frame.type_keyword} = {frame.imagetyp!r}", _UNKNOWN_TYPES)
+                 for frame in frames
+                 if frame.frame_type is None and keywords.override(frame.path.name) != "ignore")
     return Catalogue(tuple(frames), _grouped_problems(problems), keywords, _summarise(notes))
 
 
