@@ -148,7 +148,7 @@ def _images(path, hdus, primary, first_only: bool) -> list[tuple[int, fits.Heade
     for index, hdu in enumerate(hdus):
         if _is_image(index, hdu, planes=first_only):
             _check_complete(path, hdu)
-            found.append((index, _inherited(primary, hdu.header)
+            found.append((index, inherited(primary, hdu.header)
                           if index > 0 and hdu.header.get("INHERIT") is True
                           else hdu.header.copy()))
             if first_only:
@@ -164,11 +164,20 @@ def _is_image(index: int, hdu, planes: bool) -> bool:
             and (planes or not (index > 0 and hdu.name in PLANES)))
 
 
-def _inherited(primary: fits.Header, extension: fits.Header) -> fits.Header:
+def inherited(primary: fits.Header, extension: fits.Header) -> fits.Header:
     """The extension's header, plus the primary's cards it does not have itself.
 
     The primary's structural and scaling cards (which describe its own, empty,
     data) are left out, as is INHERIT, which has done its job.
+
+    Parameters
+    ----------
+    primary, extension : astropy.io.fits.Header
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        A new header; neither input is changed.
     """
     merged = extension.copy()
     merged.remove("INHERIT", ignore_missing=True, remove_all=True)
@@ -227,7 +236,7 @@ def tiled_header(primary: fits.Header, extensions, shape, history=()) -> fits.He
                            and not _PIXEL_MAPPING.match(card.keyword)])
     own = fits.Header([card for card in primary.cards
                        if card.keyword not in _AMPLIFIER_SECTIONS])
-    header = _inherited(general, own)
+    header = inherited(general, own)
     for key in ("BITPIX", "BZERO", "BSCALE", "BLANK"):
         header.remove(key, ignore_missing=True, remove_all=True)
         if key in first:

@@ -69,6 +69,10 @@ class Frame:
         The colour-filter mosaic (``BAYERPAT``, e.g. 'RGGB') of a one-shot colour
         camera's frame, recorded as is (ccdred calibrates the mosaic, it does not
         debayer); None for a monochrome sensor.
+    primary_cards : bool
+        The image extension has no frame-type keyword and no ``INHERIT`` card,
+        and the primary header has one: the frame's header is the extension's
+        plus the primary's cards, as if it said ``INHERIT = T``.
     """
 
     path: Path
@@ -84,6 +88,7 @@ class Frame:
     preprocess: Preprocess | Mosaic = field(default_factory=Preprocess)
     type_keyword: str | None = None
     bayer: str | None = None
+    primary_cards: bool = False
 
     @property
     def name(self) -> str:
@@ -98,6 +103,9 @@ class Frame:
             return fitsio.tiled_header(primary, [headers[amp.hdu] for amp in
                                                  self.preprocess.amplifiers],
                                        self.shape, self.preprocess.history())
+        if self.primary_cards:
+            primary, images = fitsio.image_hdus(self.path)
+            return fitsio.inherited(primary, dict(images)[self.hdu])
         return fitsio.find_image_hdu(self.path)[1]
 
     def raw(self):
@@ -179,6 +187,9 @@ class Note:
 
 
 _PLACEHOLDER_SECTIONS = "header sections that are placeholders, not used"
+#: The note of frames whose keywords are in the primary header, the image in an extension.
+_PRIMARY_CARDS = ("no frame-type keyword in the image extension, nor INHERIT: the primary "
+                  "header's keywords read as well")
 #: The note of frames whose type value is none of the known ones.
 _UNKNOWN_TYPES = "frames of an unknown type, not used"
 
@@ -487,6 +498,11 @@ def read_frame(path, keywords: Keywords = Keywords(),
     mosaic = preprocessing.mosaic(images, problem, noted) if amplifiers else None
     if problems:
         raise InputError(problems)
+    primary_cards = (mosaic is None and hdu > 0 and "INHERIT" not in header
+                     and _has_frame_type(primary, keywords) and not _has_frame_type(header, keywords))
+    if primary_cards:
+        header = fitsio.inherited(primary, header)
+        noted(f"extension {hdu}", _PRIMARY_CARDS)
     if mosaic is not None:
         header = fitsio.tiled_header(primary, [image for _, image in images], mosaic.shape())
     naxis = header.get(keywords.naxis, 0)
@@ -497,8 +513,10 @@ def read_frame(path, keywords: Keywords = Keywords(),
     frame_type = keywords.frame_type_of(path.name, imagetyp)
     if imagetyp is None and frame_type is None:
         others = ", ".join(keywords.imagetyp_keywords()[1:])
+        hint = (f" (the primary header has one, but extension {hdu} says INHERIT = F)"
+                if hdu > 0 and _has_frame_type(primary, keywords) else "")
         problem(f"no {keywords.imagetyp} keyword (nor {others}): cannot tell bias, dark, "
-                "flat or object apart")
+                f"flat or object apart{hint}")
     exptime = _exptime(header, keywords, problem if frame_type in ("dark", "flat", "object") else None)
     filter_name = _first_present(header, keywords.filter_keywords())[1]
     if frame_type in ("flat", "object") and not filter_name:
@@ -515,7 +533,13 @@ def read_frame(path, keywords: Keywords = Keywords(),
                  filter_name if frame_type in ("flat", "object") else None,
                  preprocess.shape(raw_shape), header.get("DATE-OBS"), np.dtype(dtype).name,
                  _temperature(header), preprocess, type_keyword,
-                 str(header["BAYERPAT"]).strip() or None if "BAYERPAT" in header else None)
+                 str(header["BAYERPAT"]).strip() or None if "BAYERPAT" in header else None,
+                 primary_cards)
+
+
+def _has_frame_type(header, keywords: Keywords) -> bool:
+    """Whether the header has one of the frame-type keywords (blank or not)."""
+    return any(key in header for key in keywords.imagetyp_keywords())
 
 
 def _first_present(header, keys) -> tuple[str | None, str | None]:

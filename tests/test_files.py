@@ -85,6 +85,17 @@ def test_keywords_in_the_primary_header_with_inherit(night, tmp_path, capsys):
     assert_same_products(tmp_path / "out", night)
 
 
+def test_keywords_in_the_primary_header_without_inherit_said_once(night, tmp_path, capsys):
+    primary_night = rewrite(night, tmp_path / "mef", _primary)
+    err = reduce(primary_night, tmp_path / "out", capsys)
+    n_files = len(list(primary_night.iterdir()))
+    assert [line for line in err.splitlines() if "INHERIT" in line] == [
+        "ccdred: warning: no frame-type keyword in the image extension, nor INHERIT: the "
+        f"primary header's keywords read as well: extension 1 in "
+        f"{primary_night / 'demo_0001.fits'} and {n_files - 1} other files"]
+    assert_same_products(tmp_path / "out", night)
+
+
 def test_frame_types_from_obstype_said_once(night, tmp_path, capsys):
     def lco(header, data, path):
         header["OBSTYPE"] = LCO_TYPES[header.pop("IMAGETYP")]
@@ -179,6 +190,11 @@ def _inherit(header, data, path):
     fits.HDUList([fits.PrimaryHDU(header=header), image]).writeto(path)
 
 
+def _primary(header, data, path):
+    """Keywords in the primary header, the image in an extension without INHERIT."""
+    fits.HDUList([fits.PrimaryHDU(header=header), fits.ImageHDU(data)]).writeto(path)
+
+
 def _obstype(header, data, path):
     header["OBSTYPE"] = LCO_TYPES[header.pop("IMAGETYP")]
     fits.PrimaryHDU(data, header).writeto(path)
@@ -195,7 +211,8 @@ def _placeholders(header, data, path):
 
 
 #: Each way of writing a night, and the suffix of its files.
-WRITERS = {"inherit": (_inherit, ".fits"), "obstype": (_obstype, ".fits"),
+WRITERS = {"inherit": (_inherit, ".fits"), "primary": (_primary, ".fits"),
+           "obstype": (_obstype, ".fits"),
            "compressed": (_compressed, ".fits.fz"), "placeholders": (_placeholders, ".fits")}
 
 

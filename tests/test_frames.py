@@ -254,12 +254,32 @@ def test_inherit_gives_the_extension_the_primary_keywords(tmp_path):
     np.testing.assert_array_equal(frame.read(), image.data)
 
 
-def test_without_inherit_the_extension_header_stands_alone(tmp_path):
+def test_with_inherit_false_the_extension_header_stands_alone(tmp_path):
     primary = fits.PrimaryHDU(header=fits.Header({"IMAGETYP": "DARK", "EXPTIME": 5.0}))
     image = fits.ImageHDU(np.zeros((8, 10), np.uint16), fits.Header({"INHERIT": False}))
     fits.HDUList([primary, image]).writeto(tmp_path / "mef.fits")
-    with pytest.raises(InputError, match=r"mef\.fits: no IMAGETYP keyword"):
+    with pytest.raises(InputError, match=r"mef\.fits: no IMAGETYP keyword .* apart \(the primary "
+                                         r"header has one, but extension 1 says INHERIT = F\)"):
         read_frame(tmp_path / "mef.fits")
+
+
+def test_without_inherit_the_frame_type_in_the_primary_header_alone_is_read(tmp_path):
+    """The primary header's keywords are read as well (the extension's own winning),
+    said once for the night; an extension with a frame-type keyword stands alone."""
+    primary = fits.PrimaryHDU(header=fits.Header({"IMAGETYP": "DARK", "EXPTIME": 5.0,
+                                                  "INSTRUME": "cam"}))
+    for name, own in (("a.fits", {}), ("b.fits", {"EXPTIME": 7.0}),
+                      ("c.fits", {"OBSTYPE": "BIAS"})):
+        image = fits.ImageHDU(np.zeros((8, 10), np.uint16), fits.Header(own))
+        fits.HDUList([primary, image]).writeto(tmp_path / name)
+    catalogue = scan([tmp_path])
+    assert [(f.frame_type, f.exptime, f.primary_cards) for f in catalogue.frames] == [
+        ("dark", 5.0, True), ("dark", 7.0, True), ("bias", 0.0, False)]
+    assert catalogue.frames[0].header()["INSTRUME"] == "cam"
+    assert "INSTRUME" not in catalogue.frames[2].header()
+    assert catalogue.notes[0] == (
+        "no frame-type keyword in the image extension, nor INHERIT: the primary header's "
+        f"keywords read as well: extension 1 in {tmp_path / 'a.fits'} and 1 other files")
 
 
 @pytest.mark.parametrize("compression", ["RICE_1", "GZIP_1", "GZIP_2"])
