@@ -95,6 +95,11 @@ class Frame:
         """File name without folder and FITS suffix (the stem of its products)."""
         return fitsio.product_stem(self.path)
 
+    @property
+    def n_amplifiers(self) -> int:
+        """The amplifiers the image was read through (its image extensions placed by DETSEC)."""
+        return len(self.preprocess.amplifiers) if isinstance(self.preprocess, Mosaic) else 1
+
     def header(self):
         """The header of the image HDU (read again from the file); a tiled frame's says so."""
         if isinstance(self.preprocess, Mosaic):

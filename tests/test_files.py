@@ -238,3 +238,18 @@ def test_every_runner_makes_the_command_line_s_products(night, tmp_path, capsys,
     for step in pipeline.plan.calibrations:
         calibrated = pipeline.calibrated(step.frame.path.name).astype(np.float32)
         np.testing.assert_array_equal(calibrated, written[f"{step.frame.name}_df.fits"])
+
+
+def test_row_blocks_of_compressed_frames_change_no_product(night, tmp_path, capsys):
+    """A memory budget of a few rows: each row block decompresses its own tiles (the
+    section path), the products are those of whole images."""
+    from ccdred.night import reduce_night
+
+    write, suffix = WRITERS["compressed"]
+    raw = rewrite(night, tmp_path / "compressed", write, suffix)
+    reduce(raw, tmp_path / "whole", capsys)
+    blocks = reduce_night([raw], tmp_path / "blocks", memory_budget=4_000)
+    assert blocks.products
+    for path in sorted((tmp_path / "whole").glob("*.fits")):
+        assert (fits.getdata(tmp_path / "blocks" / path.name).tobytes()
+                == fits.getdata(path).tobytes()), path.name

@@ -320,14 +320,17 @@ def test_the_nearest_master_in_time_is_taken(course, tmp_path):
     assert found.path.name.startswith("20210216T") and found.age == pytest.approx(13 / 24)
 
 
-@pytest.mark.parametrize(("cards", "binning", "readout"), [
-    ({}, None, None),
-    ({"XBINNING": 2, "YBINNING": 2, "CCDSUM": "1 1"}, "2x2", None),
-    ({"CCDSUM": "2 1", "READOUTM": "Fast "}, "2x1", "Fast"),
+@pytest.mark.parametrize(("cards", "binning", "readout", "amplifiers"), [
+    ({}, None, None, 1),
+    ({"XBINNING": 2, "YBINNING": 2, "CCDSUM": "1 1"}, "2x2", None, 1),
+    ({"CCDSUM": "2 1", "READOUTM": "Fast "}, "2x1", "Fast", 1),
+    ({"HIERARCH CCDRED TILE": "4 amplifiers by DETSEC"}, None, None, 4),
 ])
-def test_the_setup_names_binning_and_readout_where_the_header_says_them(cards, binning, readout):
+def test_the_setup_names_binning_readout_and_amplifiers_where_the_header_says_them(
+        cards, binning, readout, amplifiers):
     header = fits.Header({"INSTRUME": "cam ", **cards})
-    assert setup_of(header, (4, 6)) == Setup("cam", (4, 6), binning, readout)
+    assert setup_of(header, (4, 6)) == Setup("cam", (4, 6), binning, readout, amplifiers)
+    assert setup_of(header, (4, 6), amplifiers=2).amplifiers == 2  # a frame's own count
 
 
 def test_a_night_s_own_filter_keyword_reaches_the_library(tmp_path):

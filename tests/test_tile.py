@@ -513,6 +513,30 @@ def test_a_split_night_takes_the_masters_a_tile_night_added_to_the_library(split
                          product.name)
 
 
+def test_library_masters_of_another_amplifier_layout_are_not_used(split, tmp_path, capsys):
+    """The camera read through 2 amplifiers, then 4 (same instrument, same image size):
+    the 2-amplifier night's masters (each amplifier's bias level and gain in them) do not
+    calibrate the 4-amplifier night, nor the one-amplifier night; a chosen one says why."""
+    library = tmp_path / "library"
+    assert reduce(split / "raw2", tmp_path / "whole", "--tile", "--library", library,
+                  "--add-to-library") == 0
+    flat = next(library.glob("*flat_V.fits"))
+    assert fits.getval(flat, "HIERARCH CCDRED TILE") == "2 amplifiers by DETSEC"
+    for n in (4, 1):
+        objects = tmp_path / f"objects{n}"
+        objects.mkdir()
+        for path in (split / f"raw{n}").glob("*.fits"):
+            if fits.getval(path, "IMAGETYP") == "LIGHT":
+                (objects / path.name).write_bytes(path.read_bytes())
+        capsys.readouterr()
+        assert reduce(objects, tmp_path / f"out{n}", "--tile", "--library", library) == 2
+        assert "no flat for filter 'V'" in capsys.readouterr().err
+        assert reduce(objects, tmp_path / f"out{n}", "--tile", "--library", library,
+                      f"--library-master=flat_V={flat.name}") == 2
+        assert f"amplifiers 2, the frame's {n}" in capsys.readouterr().err
+        assert not (tmp_path / f"out{n}").exists()
+
+
 def test_a_product_given_again_is_read_as_a_multi_amplifier_frame(split, tmp_path):
     """A calibrated frame written per amplifier, read back as a raw frame: its extensions
     placed by their DETSECs, trimmed to their DATASECs (all their pixels), no overscan."""
