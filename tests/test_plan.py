@@ -114,6 +114,37 @@ def test_a_night_without_biases_and_darks_is_flat_fielded(tmp_path, capsys, over
         assert level > BIAS_LEVEL  # it stayed
 
 
+@pytest.mark.parametrize("overscan", [24, 0])
+def test_the_runners_flat_field_a_night_without_biases_and_darks_alike(tmp_path, client,
+                                                                      overscan):
+    """Dask writes the in-process runner's products byte for byte; the Pipeline makes its
+    flats and calibrated frames."""
+    from astropy.io import fits
+
+    from ccdred.cluster import reduce_nights_on_cluster
+    from ccdred.demo import NightSpec
+    from ccdred.night import reduce_night
+    from ccdred.pipeline import MASTERS, Pipeline
+
+    raw = _without_biases_and_darks(tmp_path / "raw",
+                                    NightSpec.real(shape=(40, 48), seed=9, overscan=overscan))
+    with pytest.warns(UserWarning, match="overscan is the only|bias level stays"):
+        local = reduce_night([raw], tmp_path / "local")
+    reduce_nights_on_cluster([([raw], tmp_path / "dask")], client)
+    names = sorted(p.name for p in (tmp_path / "local").glob("*.fits"))
+    assert names == sorted(p.name for p in (tmp_path / "dask").glob("*.fits"))
+    assert set(names) == set(local.plan.product_names()) and "flat_V.fits" in names
+    for name in names:
+        assert (fits.getdata(tmp_path / "dask" / name).tobytes()
+                == fits.getdata(tmp_path / "local" / name).tobytes()), name
+    MASTERS.clear()
+    pipeline = Pipeline(night=str(raw))
+    for step in local.plan.calibrations:
+        calibrated = pipeline.calibrated(step.frame.path.name).astype(np.float32)
+        written = fits.getdata(tmp_path / "local" / f"{step.frame.name}_df.fits")
+        np.testing.assert_array_equal(calibrated, written, err_msg=step.frame.name)
+
+
 def test_an_exact_dark_model_without_darks_is_still_refused(tmp_path, capsys):
     from ccdred.cli import main
     from ccdred.demo import NightSpec
