@@ -504,7 +504,8 @@ def read_frame(path, keywords: Keywords = Keywords(),
     if problems:
         raise InputError(problems)
     primary_cards = (mosaic is None and hdu > 0 and "INHERIT" not in header
-                     and _has_frame_type(primary, keywords) and not _has_frame_type(header, keywords))
+                     and _has_frame_type(primary, keywords)
+                     and not _has_frame_type(header, keywords))
     if primary_cards:
         header = fitsio.inherited(primary, header)
         noted(f"extension {hdu}", _PRIMARY_CARDS)

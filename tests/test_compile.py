@@ -92,7 +92,8 @@ WORKLOAD = textwrap.dedent('''
     assert main(["reduce", "-q", "-d", str(work / "cafos"), str(realdata / "cafos-ngc2420")]) == 0
     kinds = {"amplifiers": NightSpec(shape=(64, 80), seed=30, overscan=24, amplifiers=4),
              "bayer": NightSpec(shape=(64, 80), seed=11, bayer="RGGB"),
-             "flat-only": NightSpec(shape=(64, 80), seed=8), "plain": NightSpec(shape=(64, 80), seed=12)}
+             "flat-only": NightSpec(shape=(64, 80), seed=8),
+             "plain": NightSpec(shape=(64, 80), seed=12)}
     for kind, spec in kinds.items():
         make_night(work / kind, spec)
     (work / "lco").mkdir()
