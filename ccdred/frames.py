@@ -503,9 +503,7 @@ def read_frame(path, keywords: Keywords = Keywords(),
     mosaic = preprocessing.mosaic(images, problem, noted) if amplifiers else None
     if problems:
         raise InputError(problems)
-    primary_cards = (mosaic is None and hdu > 0 and "INHERIT" not in header
-                     and _has_frame_type(primary, keywords)
-                     and not _has_frame_type(header, keywords))
+    primary_cards = mosaic is None and _keywords_in_primary(primary, hdu, header, keywords)
     if primary_cards:
         header = fitsio.inherited(primary, header)
         noted(f"extension {hdu}", _PRIMARY_CARDS)
@@ -541,6 +539,13 @@ def read_frame(path, keywords: Keywords = Keywords(),
                  _temperature(header), preprocess, type_keyword,
                  str(header["BAYERPAT"]).strip() or None if "BAYERPAT" in header else None,
                  primary_cards)
+
+
+def _keywords_in_primary(primary, hdu: int, header, keywords: Keywords) -> bool:
+    """Whether an image extension's keywords are in the primary header although it does
+    not say INHERIT: it has no frame-type keyword, the primary has one."""
+    return (hdu > 0 and "INHERIT" not in header and _has_frame_type(primary, keywords)
+            and not _has_frame_type(header, keywords))
 
 
 def _has_frame_type(header, keywords: Keywords) -> bool:
