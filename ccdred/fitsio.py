@@ -124,20 +124,13 @@ def _image_hdus(path, first_only: bool) -> tuple[fits.Header, list[tuple[int, fi
 
     if not is_fits(path):
         raise InputError([InputProblem(Path(path), "not a FITS file")])
-    found = []
     try:
-        with warnings.catch_warnings(), \
-                fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdus:
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="File may have been truncated")
-            primary = hdus[0].header.copy()
-            for index, hdu in enumerate(hdus):
-                if _is_image(index, hdu, planes=first_only):
-                    _check_complete(path, hdu)
-                    found.append((index, _inherited(primary, hdu.header)
-                                  if index > 0 and hdu.header.get("INHERIT") is True
-                                  else hdu.header.copy()))
-                    if first_only:
-                        break
+            warnings.filterwarnings("ignore", message="Error validating header")  # said below
+            with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdus:
+                primary = hdus[0].header.copy()
+                found = _images(path, hdus, primary, first_only)
     except InputError:
         raise
     except (OSError, ValueError, TypeError, KeyError) as err:
@@ -148,6 +141,22 @@ def _image_hdus(path, first_only: bool) -> tuple[fits.Header, list[tuple[int, fi
     return primary, found
 
 
+def _images(path, hdus, primary, first_only: bool) -> list[tuple[int, fits.Header]]:
+    """The index and header of each image HDU of the open file ``hdus`` (the first only
+    with ``first_only``), each checked complete."""
+    found = []
+    for index, hdu in enumerate(hdus):
+        if _is_image(index, hdu, planes=first_only):
+            _check_complete(path, hdu)
+            found.append((index, inherited(primary, hdu.header)
+                          if index > 0 and hdu.header.get("INHERIT") is True
+                          else hdu.header.copy()))
+            if first_only:
+                return found
+    _check_last_header(path, hdus[-1])
+    return found
+
+
 def _is_image(index: int, hdu, planes: bool) -> bool:
     """An HDU holding image data; a product's plane (an extension named as one) only with
     ``planes`` (looking for a file's first image, not counting its amplifiers)."""
@@ -155,11 +164,20 @@ def _is_image(index: int, hdu, planes: bool) -> bool:
             and (planes or not (index > 0 and hdu.name in PLANES)))
 
 
-def _inherited(primary: fits.Header, extension: fits.Header) -> fits.Header:
+def inherited(primary: fits.Header, extension: fits.Header) -> fits.Header:
     """The extension's header, plus the primary's cards it does not have itself.
 
     The primary's structural and scaling cards (which describe its own, empty,
     data) are left out, as is INHERIT, which has done its job.
+
+    Parameters
+    ----------
+    primary, extension : astropy.io.fits.Header
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        A new header; neither input is changed.
     """
     merged = extension.copy()
     merged.remove("INHERIT", ignore_missing=True, remove_all=True)
@@ -218,7 +236,7 @@ def tiled_header(primary: fits.Header, extensions, shape, history=()) -> fits.He
                            and not _PIXEL_MAPPING.match(card.keyword)])
     own = fits.Header([card for card in primary.cards
                        if card.keyword not in _AMPLIFIER_SECTIONS])
-    header = _inherited(general, own)
+    header = inherited(general, own)
     for key in ("BITPIX", "BZERO", "BSCALE", "BLANK"):
         header.remove(key, ignore_missing=True, remove_all=True)
         if key in first:
@@ -244,6 +262,22 @@ def _check_complete(path, hdu) -> None:
     if os.path.getsize(path) < needed:
         msg = f"truncated: header promises {needed} bytes, file has {os.path.getsize(path)}"
         raise InputError([InputProblem(Path(path), msg)])
+
+
+def _check_last_header(path, hdu) -> None:
+    """InputError when an extension header follows ``hdu``, the last HDU astropy could read
+    (a file cut inside that header, or a header damaged): astropy takes its bytes for padding
+    after the last HDU, and the frame would silently lose the extensions from there on."""
+    offset = raw_data_offset(hdu)
+    if offset is None:
+        return
+    end = offset + hdu.fileinfo()["datSpan"]
+    with open(path, "rb") as handle:
+        handle.seek(end)
+        if handle.read(8) == b"XTENSION":
+            msg = (f"truncated or damaged: the extension header at byte {end} cannot be read "
+                   f"(file has {os.path.getsize(path)} bytes)")
+            raise InputError([InputProblem(Path(path), msg)])
 
 
 def _reason(err: BaseException) -> str:

@@ -69,6 +69,10 @@ class Frame:
         The colour-filter mosaic (``BAYERPAT``, e.g. 'RGGB') of a one-shot colour
         camera's frame, recorded as is (ccdred calibrates the mosaic, it does not
         debayer); None for a monochrome sensor.
+    primary_cards : bool
+        The image extension has no frame-type keyword and no ``INHERIT`` card,
+        and the primary header has one: the frame's header is the extension's
+        plus the primary's cards, as if it said ``INHERIT = T``.
     """
 
     path: Path
@@ -84,11 +88,17 @@ class Frame:
     preprocess: Preprocess | Mosaic = field(default_factory=Preprocess)
     type_keyword: str | None = None
     bayer: str | None = None
+    primary_cards: bool = False
 
     @property
     def name(self) -> str:
         """File name without folder and FITS suffix (the stem of its products)."""
         return fitsio.product_stem(self.path)
+
+    @property
+    def n_amplifiers(self) -> int:
+        """The amplifiers the image was read through (its image extensions placed by DETSEC)."""
+        return len(self.preprocess.amplifiers) if isinstance(self.preprocess, Mosaic) else 1
 
     def header(self):
         """The header of the image HDU (read again from the file); a tiled frame's says so."""
@@ -98,6 +108,9 @@ class Frame:
             return fitsio.tiled_header(primary, [headers[amp.hdu] for amp in
                                                  self.preprocess.amplifiers],
                                        self.shape, self.preprocess.history())
+        if self.primary_cards:
+            primary, images = fitsio.image_hdus(self.path)
+            return fitsio.inherited(primary, dict(images)[self.hdu])
         return fitsio.find_image_hdu(self.path)[1]
 
     def raw(self):
@@ -179,6 +192,11 @@ class Note:
 
 
 _PLACEHOLDER_SECTIONS = "header sections that are placeholders, not used"
+#: The note of frames whose keywords are in the primary header, the image in an extension.
+_PRIMARY_CARDS = ("no frame-type keyword in the image extension, nor INHERIT: the primary "
+                  "header's keywords read as well")
+#: The note of frames whose type value is none of the known ones.
+_UNKNOWN_TYPES = "frames of an unknown type, not used"
 
 
 def stack_dtype(frames) -> np.dtype:
@@ -401,10 +419,9 @@ def scan(paths, keywords: Keywords = Keywords(),
         except InputError as err:
             problems.extend(err.problems)
     problems.extend(_shape_problems(frames))
-    for frame in frames:
-        if frame.frame_type is None and keywords.override(frame.path.name) != "ignore":
-            logger.warning("%s: %s = %r is not a known frame type; frame not used",
-                           frame.path, frame.type_keyword, frame.imagetyp)
+    notes.extend(Note(frame.path, f"{frame.type_keyword} = {frame.imagetyp!r}", _UNKNOWN_TYPES)
+                 for frame in frames
+                 if frame.frame_type is None and keywords.override(frame.path.name) != "ignore")
     return Catalogue(tuple(frames), _grouped_problems(problems), keywords, _summarise(notes))
 
 
@@ -486,6 +503,10 @@ def read_frame(path, keywords: Keywords = Keywords(),
     mosaic = preprocessing.mosaic(images, problem, noted) if amplifiers else None
     if problems:
         raise InputError(problems)
+    primary_cards = mosaic is None and _keywords_in_primary(primary, hdu, header, keywords)
+    if primary_cards:
+        header = fitsio.inherited(primary, header)
+        noted(f"extension {hdu}", _PRIMARY_CARDS)
     if mosaic is not None:
         header = fitsio.tiled_header(primary, [image for _, image in images], mosaic.shape())
     naxis = header.get(keywords.naxis, 0)
@@ -496,8 +517,10 @@ def read_frame(path, keywords: Keywords = Keywords(),
     frame_type = keywords.frame_type_of(path.name, imagetyp)
     if imagetyp is None and frame_type is None:
         others = ", ".join(keywords.imagetyp_keywords()[1:])
+        hint = (f" (the primary header has one, but extension {hdu} says INHERIT = F)"
+                if hdu > 0 and _has_frame_type(primary, keywords) else "")
         problem(f"no {keywords.imagetyp} keyword (nor {others}): cannot tell bias, dark, "
-                "flat or object apart")
+                f"flat or object apart{hint}")
     exptime = _exptime(header, keywords, problem if frame_type in ("dark", "flat", "object") else None)
     filter_name = _first_present(header, keywords.filter_keywords())[1]
     if frame_type in ("flat", "object") and not filter_name:
@@ -514,7 +537,20 @@ def read_frame(path, keywords: Keywords = Keywords(),
                  filter_name if frame_type in ("flat", "object") else None,
                  preprocess.shape(raw_shape), header.get("DATE-OBS"), np.dtype(dtype).name,
                  _temperature(header), preprocess, type_keyword,
-                 str(header["BAYERPAT"]).strip() or None if "BAYERPAT" in header else None)
+                 str(header["BAYERPAT"]).strip() or None if "BAYERPAT" in header else None,
+                 primary_cards)
+
+
+def _keywords_in_primary(primary, hdu: int, header, keywords: Keywords) -> bool:
+    """Whether an image extension's keywords are in the primary header although it does
+    not say INHERIT: it has no frame-type keyword, the primary has one."""
+    return (hdu > 0 and "INHERIT" not in header and _has_frame_type(primary, keywords)
+            and not _has_frame_type(header, keywords))
+
+
+def _has_frame_type(header, keywords: Keywords) -> bool:
+    """Whether the header has one of the frame-type keywords (blank or not)."""
+    return any(key in header for key in keywords.imagetyp_keywords())
 
 
 def _first_present(header, keys) -> tuple[str | None, str | None]:

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 #: The index file in a library folder, and the lock file its writers take.
 INDEX = "index.json"
 _LOCK = ".index.lock"
-_FORMAT = "ccdred library index 1"
+_FORMAT = "ccdred library index 2"  # 2: a setup's amplifiers
 #: Master kinds by the product's ``HIERARCH CCDRED STEP``.
 _KINDS = {"master_bias": "bias", "master_dark": "dark", "master_dark_current": "dark_current",
           "master_flat": "flat"}
@@ -68,16 +68,22 @@ class Setup:
         ``'XxY'`` from ``XBINNING``/``YBINNING``, else ``CCDSUM``.
     readout : str or None
         The readout mode (``READMODE``, ``READOUTM`` or ``READOUT``).
+    amplifiers : int
+        The amplifiers the image was read through (a multi-amplifier frame's
+        image extensions; a master's ``CCDRED TILE``), each with its own bias
+        level and gain.
     """
 
     instrument: str | None
     shape: tuple[int, int]
     binning: str | None = None
     readout: str | None = None
+    amplifiers: int = 1
 
 
-def setup_of(header, shape) -> Setup:
-    """The :class:`Setup` a header describes, for an image of ``shape``."""
+def setup_of(header, shape, amplifiers: int | None = None) -> Setup:
+    """The :class:`Setup` a header describes, for an image of ``shape`` read through
+    ``amplifiers`` (None: as the header's ``CCDRED TILE`` says, else one)."""
     instrument = _text(header.get("INSTRUME"))
     binning = None
     if "XBINNING" in header and "YBINNING" in header:
@@ -85,7 +91,10 @@ def setup_of(header, shape) -> Setup:
     elif _text(header.get("CCDSUM")):
         binning = "x".join(_text(header["CCDSUM"]).split())
     readout = next((_text(header[key]) for key in _READOUT if _text(header.get(key))), None)
-    return Setup(instrument, tuple(int(n) for n in shape), binning, readout)
+    if amplifiers is None:
+        tiled = _text(header.get("HIERARCH CCDRED TILE"))  # 'N amplifiers by DETSEC'
+        amplifiers = int(tiled.split()[0]) if tiled else 1
+    return Setup(instrument, tuple(int(n) for n in shape), binning, readout, amplifiers)
 
 
 def _text(value) -> str | None:
@@ -295,7 +304,7 @@ _KIND_WORDS = {"bias": "bias", "dark": "dark", "dark_current": "dark current", "
 def _setup_misfit(setup: Setup, wanted: Setup) -> str:
     """How a master's setup differs from the frame's, in words."""
     return "; ".join(f"{name} {getattr(setup, name)!r}, the frame's {getattr(wanted, name)!r}"
-                     for name in ("instrument", "shape", "binning", "readout")
+                     for name in ("instrument", "shape", "binning", "readout", "amplifiers")
                      if getattr(setup, name) != getattr(wanted, name))
 
 

@@ -374,8 +374,10 @@ def prepare_night(paths, output_dir, parameters: ReductionParameters,
         Every problem with the input or the output folder.
     """
     catalogue = scan(paths, parameters.keywords(), parameters.preprocessing())
+    for note in catalogue.notes:  # said even if the plan fails: frames of an unknown type
+        warnings.warn(note, CalibrationWarning, stacklevel=2)
     plan = plan_night(catalogue, parameters.plan_options())
-    for note in (*catalogue.notes, *plan.notes):
+    for note in plan.notes:
         warnings.warn(note, CalibrationWarning, stacklevel=2)
     output_dir = Path(output_dir)
     names = plan.product_names(parameters.intermediate)

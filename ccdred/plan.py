@@ -513,7 +513,7 @@ class _Builder:
         if library is None:
             return None, []
         if frame.path not in self.setups:
-            self.setups[frame.path] = setup_of(frame.header(), frame.shape)
+            self.setups[frame.path] = setup_of(frame.header(), frame.shape, frame.n_amplifiers)
         need = {"kind": kind, "setup": self.setups[frame.path], "when": self.when,
                 "max_age": options.library_max_age, "temperature": frame.temperature,
                 "tolerance": options.temperature_tolerance, **wanted}

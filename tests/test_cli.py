@@ -194,6 +194,19 @@ def test_a_night_that_makes_nothing_is_an_input_error_listing_what_it_holds(nigh
     assert not (tmp_path / "out").exists()
 
 
+def test_flats_of_an_unknown_type_are_said_with_the_flats_they_leave_missing(night_copy,
+                                                                             tmp_path, capsys):
+    """The error says no flat; the warning before it says why (the log alone did)."""
+    flats = sorted(p for p in night_copy.iterdir() if fits.getval(p, "IMAGETYP") == "FLAT")
+    for flat in flats:
+        fits.setval(flat, "IMAGETYP", value="LAMPFLAT2")
+    status, err = run(["-d", tmp_path / "out", night_copy], capsys)
+    assert status == 2 and "error: " in err and "no flat for filter" in err
+    assert (f"warning: frames of an unknown type, not used: IMAGETYP = 'LAMPFLAT2' in "
+            f"{flats[0]} and {len(flats) - 1} other files\n") in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_demo_refuses_a_folder_that_holds_files_unless_told(tmp_path, capsys):
     (tmp_path / "n").mkdir()
     (tmp_path / "n" / "notes.txt").write_text("mine")

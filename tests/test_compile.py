@@ -5,7 +5,9 @@ tests use, next to the package: in CI, where it starts empty, this is where the 
 compile, so the test costs little more than its workload; then another process combines stacks of every type a night can hold (raw
 uint16 read from a FITS file with BZERO, int16, big-endian, int32, float32, float64,
 read-only memory maps, strided views, with and without masks and offsets), measures
-their frames, reduces both real nights of ../shared/realdata and computes what the
+their frames, reduces both real nights of ../shared/realdata and simulated nights of
+every file kind (four amplifiers, per extension and ``--tile``; a Bayer mosaic; flats and
+objects only; tile-compressed with OBSTYPE in the primary header), and computes what the
 dashboard shows of the demo night (raw frames held read-only). None of it may compile:
 numba's dispatchers count what they compile (cache misses), the cache folder gains no
 file, and each kernel holds the versions ``kernels.SIGNATURES`` names.
@@ -38,6 +40,7 @@ WORKLOAD = textwrap.dedent('''
     from ccdred import fitsio, kernels
     from ccdred.cli import main
     from ccdred.combine import frame_clip_bounds, frame_median, sigma_clip_combine
+    from ccdred.demo import NightSpec, make_night
     from ccdred.pipeline import Pipeline
 
     work, realdata, demo = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
@@ -87,6 +90,31 @@ WORKLOAD = textwrap.dedent('''
     assert main(["reduce", "-q", "-d", str(work / "stl"), "--frame-type", "flat-*=flat",
                  str(realdata / "stl1001-lab")]) == 0
     assert main(["reduce", "-q", "-d", str(work / "cafos"), str(realdata / "cafos-ngc2420")]) == 0
+    kinds = {"amplifiers": NightSpec(shape=(64, 80), seed=30, overscan=24, amplifiers=4),
+             "bayer": NightSpec(shape=(64, 80), seed=11, bayer="RGGB"),
+             "flat-only": NightSpec(shape=(64, 80), seed=8),
+             "plain": NightSpec(shape=(64, 80), seed=12)}
+    for kind, spec in kinds.items():
+        make_night(work / kind, spec)
+    (work / "lco").mkdir()
+    for path in sorted((work / "plain").glob("*.fits")):  # compressed, keywords in the primary
+        header, data = fits.getheader(path), fits.getdata(path)
+        header["OBSTYPE"] = {"LIGHT": "EXPOSE", "FLAT": "SKYFLAT"}.get(header["IMAGETYP"],
+                                                                      header["IMAGETYP"])
+        del header["IMAGETYP"]
+        tiled = fits.CompImageHDU(data, fits.Header({"INHERIT": True}), compression_type="RICE_1")
+        fits.HDUList([fits.PrimaryHDU(header=header), tiled]).writeto(
+            work / "lco" / f"{path.stem}.fits.fz")
+    for path in (work / "flat-only").glob("*.fits"):  # a CMOS night: flats and objects only
+        if fits.getval(path, "IMAGETYP") in ("BIAS", "DARK"):
+            path.unlink()
+    for kind, options in (("amplifiers", []), ("amplifiers", ["--tile"]), ("bayer", []),
+                          ("flat-only", []), ("lco", [])):
+        out = work / f"out-{kind}{''.join(options)}"
+        assert main(["reduce", "-q", "-d", str(out), *options, str(work / kind)]) == 0, kind
+    for kind in ("lco", "amplifiers"):
+        lco = Pipeline(night=str(work / kind))
+        lco.master_dark(), lco.master_flat(), lco.calibrated()
     pipeline = Pipeline(night=str(demo))  # the dashboard's first pages
     pipeline.master_dark(), pipeline.master_flat(), pipeline.calibrated()
     for inspect in ("flat", "dark"):

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from ccdred import steps
 from ccdred.cli import main
 from ccdred.demo import NightSpec, make_night
+from ccdred.pipeline import MASTERS, Pipeline
 
 #: Small nights: one without and one with an overscan strip (BIASSEC and TRIMSEC cards).
 SPECS = {"plain": NightSpec(shape=(24, 32), seed=11),
@@ -83,6 +85,17 @@ def test_keywords_in_the_primary_header_with_inherit(night, tmp_path, capsys):
     assert_same_products(tmp_path / "out", night)
 
 
+def test_keywords_in_the_primary_header_without_inherit_said_once(night, tmp_path, capsys):
+    primary_night = rewrite(night, tmp_path / "mef", _primary)
+    err = reduce(primary_night, tmp_path / "out", capsys)
+    n_files = len(list(primary_night.iterdir()))
+    assert [line for line in err.splitlines() if "INHERIT" in line] == [
+        "ccdred: warning: no frame-type keyword in the image extension, nor INHERIT: the "
+        f"primary header's keywords read as well: extension 1 in "
+        f"{primary_night / 'demo_0001.fits'} and {n_files - 1} other files"]
+    assert_same_products(tmp_path / "out", night)
+
+
 def test_frame_types_from_obstype_said_once(night, tmp_path, capsys):
     def lco(header, data, path):
         header["OBSTYPE"] = LCO_TYPES[header.pop("IMAGETYP")]
@@ -120,7 +133,7 @@ def test_placeholder_sections_are_one_line_for_the_night(night, tmp_path, capsys
         assert_same_products(tmp_path / "out", night)  # no strip to lose: the same night
 
 
-@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "header cut"])
 def test_a_damaged_compressed_file_is_named(night, tmp_path, capsys, damage):
     def compress(header, data, path):
         tiled = fits.CompImageHDU(data, header, compression_type="GZIP_1")
@@ -135,13 +148,18 @@ def test_a_damaged_compressed_file_is_named(night, tmp_path, capsys, damage):
     raw = broken.read_bytes()
     if damage == "truncated":
         raw = raw[:heap]
-    else:  # every compressed tile
+    elif damage == "corrupt":  # every compressed tile
         raw = raw[:heap] + b"Z" * (end - heap) + raw[end:]
+    else:  # inside the compressed image's header, right after the primary's
+        raw = raw[:2880 + 400]
     broken.write_bytes(raw)
     status = main(["reduce", "-q", "-d", str(tmp_path / "out"), str(tiled)])
     err = capsys.readouterr().err
-    expected = "truncated" if damage == "truncated" else "cannot read image data"
+    expected = {"truncated": "truncated", "corrupt": "cannot read image data",
+                "header cut": "truncated or damaged: the extension header at byte 2880 cannot "
+                              "be read (file has 3280 bytes)"}[damage]
     assert status == 2 and f"ccdred: error: {broken}: {expected}" in err, err
+    assert "WARNING: " not in err  # none of astropy's warnings about the damage
     assert not list(tmp_path.glob("out/*.fits"))
 
 
@@ -165,3 +183,73 @@ def test_a_compressed_lco_style_night_is_the_same_on_every_runner(night, tmp_pat
         written = fits.getdata(night / "out" / name)
         np.testing.assert_array_equal(pipeline.master(name).data.astype(written.dtype), written,
                                       err_msg=name)
+
+
+def _inherit(header, data, path):
+    image = fits.ImageHDU(data, fits.Header({"INHERIT": True, "EXTNAME": "SCI"}))
+    fits.HDUList([fits.PrimaryHDU(header=header), image]).writeto(path)
+
+
+def _primary(header, data, path):
+    """Keywords in the primary header, the image in an extension without INHERIT."""
+    fits.HDUList([fits.PrimaryHDU(header=header), fits.ImageHDU(data)]).writeto(path)
+
+
+def _obstype(header, data, path):
+    header["OBSTYPE"] = LCO_TYPES[header.pop("IMAGETYP")]
+    fits.PrimaryHDU(data, header).writeto(path)
+
+
+def _compressed(header, data, path):
+    tiled = fits.CompImageHDU(data, header, compression_type="RICE_1")
+    fits.HDUList([fits.PrimaryHDU(), tiled]).writeto(path)
+
+
+def _placeholders(header, data, path):
+    header["BIASSEC"] = header["TRIMSEC"] = "UNKNOWN"
+    fits.PrimaryHDU(data, header).writeto(path)
+
+
+#: Each way of writing a night, and the suffix of its files.
+WRITERS = {"inherit": (_inherit, ".fits"), "primary": (_primary, ".fits"),
+           "obstype": (_obstype, ".fits"),
+           "compressed": (_compressed, ".fits.fz"), "placeholders": (_placeholders, ".fits")}
+
+
+@pytest.mark.parametrize("kind", sorted(WRITERS))
+def test_every_runner_makes_the_command_line_s_products(night, tmp_path, capsys, client, kind):
+    """The Dask runner writes the command line's products byte for byte; the dashboard's
+    Pipeline makes its masters and calibrated frames."""
+    from ccdred.cluster import reduce_nights_on_cluster
+
+    write, suffix = WRITERS[kind]
+    raw = rewrite(night, tmp_path / kind, write, suffix)
+    reduce(raw, tmp_path / "cli", capsys)
+    reduce_nights_on_cluster([([raw], tmp_path / "dask")], client)
+    written = {p.name: fits.getdata(p) for p in sorted((tmp_path / "cli").glob("*.fits"))}
+    assert sorted(written) == sorted(p.name for p in (tmp_path / "dask").glob("*.fits")) != []
+    for name, data in written.items():
+        assert fits.getdata(tmp_path / "dask" / name).tobytes() == data.tobytes(), name
+    MASTERS.clear()
+    pipeline = Pipeline(night=str(raw))
+    for name in pipeline.plan.masters:
+        master = steps.as_written(pipeline.master(name).data, "float32")
+        assert master.tobytes() == written[name].astype(master.dtype).tobytes(), name
+    for step in pipeline.plan.calibrations:
+        calibrated = pipeline.calibrated(step.frame.path.name).astype(np.float32)
+        np.testing.assert_array_equal(calibrated, written[f"{step.frame.name}_df.fits"])
+
+
+def test_row_blocks_of_compressed_frames_change_no_product(night, tmp_path, capsys):
+    """A memory budget of a few rows: each row block decompresses its own tiles (the
+    section path), the products are those of whole images."""
+    from ccdred.night import reduce_night
+
+    write, suffix = WRITERS["compressed"]
+    raw = rewrite(night, tmp_path / "compressed", write, suffix)
+    reduce(raw, tmp_path / "whole", capsys)
+    blocks = reduce_night([raw], tmp_path / "blocks", memory_budget=4_000)
+    assert blocks.products
+    for path in sorted((tmp_path / "whole").glob("*.fits")):
+        assert (fits.getdata(tmp_path / "blocks" / path.name).tobytes()
+                == fits.getdata(path).tobytes()), path.name

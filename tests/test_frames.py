@@ -160,11 +160,20 @@ def test_custom_keywords(write_fits):
     assert (frame.frame_type, frame.exptime, frame.filter) == ("object", 5.0, "B")
 
 
-def test_unknown_frame_type_is_kept_but_not_used(write_fits, caplog):
-    path = write_fits("focus.fits", IMAGETYP="FOCUS", EXPTIME=1.0)
-    catalogue = scan([path])
-    assert catalogue.frames[0].frame_type is None and not catalogue.problems
-    assert "'FOCUS' is not a known frame type" in caplog.text
+def test_unknown_frame_types_are_kept_but_not_used_and_said_once(tmp_path, write_fits):
+    for i in range(3):
+        write_fits(f"focus{i}.fits", IMAGETYP="FOCUS", EXPTIME=1.0)
+    write_fits("arc.fits", IMAGETYP="ARC", EXPTIME=1.0)
+    write_fits("bias.fits", IMAGETYP="BIAS", EXPTIME=0.0)
+    catalogue = scan([tmp_path])
+    assert [f.frame_type for f in catalogue.frames] == [None, "bias", None, None, None]
+    assert not catalogue.problems
+    assert catalogue.notes == (
+        f"frames of an unknown type, not used: IMAGETYP = 'ARC' in {tmp_path / 'arc.fits'}; "
+        f"IMAGETYP = 'FOCUS' in {tmp_path / 'focus0.fits'} and 2 other files",)
+    ignored = scan([tmp_path], Keywords(frame_types=(("focus*", "ignore"),)))
+    assert ignored.notes == (
+        f"frames of an unknown type, not used: IMAGETYP = 'ARC' in {tmp_path / 'arc.fits'}",)
 
 
 @pytest.mark.parametrize("cards,expected", [
@@ -202,10 +211,11 @@ def test_a_fallback_frame_type_keyword_is_said_once_per_night(tmp_path, write_fi
                                f"{tmp_path / 'f0.fits'} and 3 other files",)
 
 
-def test_unknown_fallback_value_names_its_keyword(write_fits, caplog):
+def test_unknown_fallback_value_names_its_keyword(write_fits):
     path = write_fits("arc.fits", OBSTYPE="ARC", EXPTIME=1.0)
-    assert scan([path]).frames[0].frame_type is None
-    assert "OBSTYPE = 'ARC' is not a known frame type" in caplog.text
+    catalogue = scan([path])
+    assert catalogue.frames[0].frame_type is None
+    assert f"OBSTYPE = 'ARC' in {path}" in catalogue.notes[-1]
 
 
 @pytest.mark.parametrize("placeholder", ["UNKNOWN", "unknown", "N/A", "", "NONE"])
@@ -244,12 +254,32 @@ def test_inherit_gives_the_extension_the_primary_keywords(tmp_path):
     np.testing.assert_array_equal(frame.read(), image.data)
 
 
-def test_without_inherit_the_extension_header_stands_alone(tmp_path):
+def test_with_inherit_false_the_extension_header_stands_alone(tmp_path):
     primary = fits.PrimaryHDU(header=fits.Header({"IMAGETYP": "DARK", "EXPTIME": 5.0}))
     image = fits.ImageHDU(np.zeros((8, 10), np.uint16), fits.Header({"INHERIT": False}))
     fits.HDUList([primary, image]).writeto(tmp_path / "mef.fits")
-    with pytest.raises(InputError, match=r"mef\.fits: no IMAGETYP keyword"):
+    with pytest.raises(InputError, match=r"mef\.fits: no IMAGETYP keyword .* apart \(the primary "
+                                         r"header has one, but extension 1 says INHERIT = F\)"):
         read_frame(tmp_path / "mef.fits")
+
+
+def test_without_inherit_the_frame_type_in_the_primary_header_alone_is_read(tmp_path):
+    """The primary header's keywords are read as well (the extension's own winning),
+    said once for the night; an extension with a frame-type keyword stands alone."""
+    primary = fits.PrimaryHDU(header=fits.Header({"IMAGETYP": "DARK", "EXPTIME": 5.0,
+                                                  "INSTRUME": "cam"}))
+    for name, own in (("a.fits", {}), ("b.fits", {"EXPTIME": 7.0}),
+                      ("c.fits", {"OBSTYPE": "BIAS"})):
+        image = fits.ImageHDU(np.zeros((8, 10), np.uint16), fits.Header(own))
+        fits.HDUList([primary, image]).writeto(tmp_path / name)
+    catalogue = scan([tmp_path])
+    assert [(f.frame_type, f.exptime, f.primary_cards) for f in catalogue.frames] == [
+        ("dark", 5.0, True), ("dark", 7.0, True), ("bias", 0.0, False)]
+    assert catalogue.frames[0].header()["INSTRUME"] == "cam"
+    assert "INSTRUME" not in catalogue.frames[2].header()
+    assert catalogue.notes[0] == (
+        "no frame-type keyword in the image extension, nor INHERIT: the primary header's "
+        f"keywords read as well: extension 1 in {tmp_path / 'a.fits'} and 1 other files")
 
 
 @pytest.mark.parametrize("compression", ["RICE_1", "GZIP_1", "GZIP_2"])

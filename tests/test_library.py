@@ -237,6 +237,50 @@ def test_two_adds_at_once_keep_both_nights(course, tmp_path):
     assert open_library(library).entries == indexed
 
 
+def test_two_dask_nights_at_once_add_to_one_library(course, client, tmp_path):
+    """Two nights (three days apart) reduced at once on one Dask cluster, each by its own
+    thread, both adding to one library: every master of both nights is indexed, a copy of
+    its product byte for byte, and the index is the one its headers give."""
+    import threading
+
+    from ccdred.cluster import reduce_nights_on_cluster
+    from ccdred.parameters import ReductionParameters
+
+    paths, _, _ = course
+    library = tmp_path / "lib"
+    library.mkdir()
+    parameters = ReductionParameters(library=str(library), add_to_library=True)
+    nights = [copy_frames(paths, tmp_path / f"night-{days}", {"BIAS", "DARK", "FLAT", "LIGHT"},
+                          days=days) for days in (0, 3)]
+    failures = []
+
+    def run(night):
+        try:
+            reduce_nights_on_cluster([([night], tmp_path / f"out-{night.name}")], client,
+                                     parameters)
+        except Exception as err:  # said by the assertion below, not lost in the thread
+            failures.append(err)
+
+    threads = [threading.Thread(target=run, args=(night,)) for night in nights]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert failures == [] and not any(thread.is_alive() for thread in threads)
+    entries = open_library(library).entries
+    assert Counter(e.date_obs[:10] for e in entries) == {
+        "2021-02-14": 5, "2021-02-17": 5}
+    for night in nights:
+        for product in [*(tmp_path / f"out-{night.name}").glob("dark_*.fits"),
+                        *(tmp_path / f"out-{night.name}").glob("flat_*.fits")]:
+            day = fits.getval(product, "DATE-OBS")[:10].replace("-", "")
+            copy, = library.glob(f"{day}T*_ccdred_demo_camera_{product.name}")
+            assert copy.read_bytes() == product.read_bytes(), copy
+    assert not list(library.glob(".*.part"))
+    (library / INDEX).unlink()
+    assert open_library(library).entries == entries
+
+
 @pytest.mark.parametrize("change", ["instrument", "shape", "filter", "binning"])
 def test_a_master_of_another_setup_is_not_used(course, change):
     _, _, lib = course
@@ -276,14 +320,17 @@ def test_the_nearest_master_in_time_is_taken(course, tmp_path):
     assert found.path.name.startswith("20210216T") and found.age == pytest.approx(13 / 24)
 
 
-@pytest.mark.parametrize(("cards", "binning", "readout"), [
-    ({}, None, None),
-    ({"XBINNING": 2, "YBINNING": 2, "CCDSUM": "1 1"}, "2x2", None),
-    ({"CCDSUM": "2 1", "READOUTM": "Fast "}, "2x1", "Fast"),
+@pytest.mark.parametrize(("cards", "binning", "readout", "amplifiers"), [
+    ({}, None, None, 1),
+    ({"XBINNING": 2, "YBINNING": 2, "CCDSUM": "1 1"}, "2x2", None, 1),
+    ({"CCDSUM": "2 1", "READOUTM": "Fast "}, "2x1", "Fast", 1),
+    ({"HIERARCH CCDRED TILE": "4 amplifiers by DETSEC"}, None, None, 4),
 ])
-def test_the_setup_names_binning_and_readout_where_the_header_says_them(cards, binning, readout):
+def test_the_setup_names_binning_readout_and_amplifiers_where_the_header_says_them(
+        cards, binning, readout, amplifiers):
     header = fits.Header({"INSTRUME": "cam ", **cards})
-    assert setup_of(header, (4, 6)) == Setup("cam", (4, 6), binning, readout)
+    assert setup_of(header, (4, 6)) == Setup("cam", (4, 6), binning, readout, amplifiers)
+    assert setup_of(header, (4, 6), amplifiers=2).amplifiers == 2  # a frame's own count
 
 
 def test_a_night_s_own_filter_keyword_reaches_the_library(tmp_path):

@@ -76,10 +76,12 @@ def _without_biases_and_darks(folder, spec):
     return folder
 
 
+@pytest.mark.parametrize("dark_model", ["auto", "none"])
 @pytest.mark.parametrize("overscan", [24, 0])
-def test_a_night_without_biases_and_darks_is_flat_fielded(tmp_path, capsys, overscan):
+def test_a_night_without_biases_and_darks_is_flat_fielded(tmp_path, capsys, overscan, dark_model):
     """The overscan is then its only bias correction (IRAF's zerocor=no darkcor=no); without
-    one, the bias level stays, and a warning says so."""
+    one, the bias level stays, and a warning says so. The log and each product's history
+    say which corrections the frame got."""
     from astropy.io import fits
 
     from ccdred.cli import main
@@ -87,7 +89,8 @@ def test_a_night_without_biases_and_darks_is_flat_fielded(tmp_path, capsys, over
 
     spec = NightSpec.real(shape=(64, 48), seed=8, overscan=overscan)
     raw = _without_biases_and_darks(tmp_path / "raw", spec)
-    assert main(["reduce", "-q", "-d", str(tmp_path / "out"), str(raw)]) == 0
+    assert main(["reduce", "-q", "--dark-model", dark_model, "-d", str(tmp_path / "out"),
+                 str(raw)]) == 0
     warned = capsys.readouterr().err
     products = sorted(p.name for p in (tmp_path / "out").glob("*.fits"))
     assert not [p for p in products if p.startswith(("bias", "dark"))]
@@ -99,12 +102,47 @@ def test_a_night_without_biases_and_darks_is_flat_fielded(tmp_path, capsys, over
     master_flat = fits.getdata(tmp_path / "out" / "flat_V.fits")
     assert np.std(master_flat / response) < 0.02  # flats less nothing still show the response
     level = np.median(fits.getdata(tmp_path / "out" / objects[0]))
+    correction = "overscan only" if overscan else "no bias correction"
+    logged = (tmp_path / "out" / "ccdred.log").read_text()
+    for product in objects:  # a line per frame: its bias correction, its flat
+        assert f"  {product.replace('_df', '')}: {correction} (no bias" in logged, product
     if overscan:
         assert "overscan only" in history and "overscan is the only bias correction" in warned
         assert level < BIAS_LEVEL / 2  # the overscan took the bias level away
     else:
         assert "bias level stays" in history and "bias level stays" in warned
         assert level > BIAS_LEVEL  # it stayed
+
+
+@pytest.mark.parametrize("overscan", [24, 0])
+def test_the_runners_flat_field_a_night_without_biases_and_darks_alike(tmp_path, client,
+                                                                      overscan):
+    """Dask writes the in-process runner's products byte for byte; the Pipeline makes its
+    flats and calibrated frames."""
+    from astropy.io import fits
+
+    from ccdred.cluster import reduce_nights_on_cluster
+    from ccdred.demo import NightSpec
+    from ccdred.night import reduce_night
+    from ccdred.pipeline import MASTERS, Pipeline
+
+    raw = _without_biases_and_darks(tmp_path / "raw",
+                                    NightSpec.real(shape=(40, 48), seed=9, overscan=overscan))
+    with pytest.warns(UserWarning, match="overscan is the only|bias level stays"):
+        local = reduce_night([raw], tmp_path / "local")
+    reduce_nights_on_cluster([([raw], tmp_path / "dask")], client)
+    names = sorted(p.name for p in (tmp_path / "local").glob("*.fits"))
+    assert names == sorted(p.name for p in (tmp_path / "dask").glob("*.fits"))
+    assert set(names) == set(local.plan.product_names()) and "flat_V.fits" in names
+    for name in names:
+        assert (fits.getdata(tmp_path / "dask" / name).tobytes()
+                == fits.getdata(tmp_path / "local" / name).tobytes()), name
+    MASTERS.clear()
+    pipeline = Pipeline(night=str(raw))
+    for step in local.plan.calibrations:
+        calibrated = pipeline.calibrated(step.frame.path.name).astype(np.float32)
+        written = fits.getdata(tmp_path / "local" / f"{step.frame.name}_df.fits")
+        np.testing.assert_array_equal(calibrated, written, err_msg=step.frame.name)
 
 
 def test_an_exact_dark_model_without_darks_is_still_refused(tmp_path, capsys):

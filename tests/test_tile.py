@@ -513,6 +513,30 @@ def test_a_split_night_takes_the_masters_a_tile_night_added_to_the_library(split
                          product.name)
 
 
+def test_library_masters_of_another_amplifier_layout_are_not_used(split, tmp_path, capsys):
+    """The camera read through 2 amplifiers, then 4 (same instrument, same image size):
+    the 2-amplifier night's masters (each amplifier's bias level and gain in them) do not
+    calibrate the 4-amplifier night, nor the one-amplifier night; a chosen one says why."""
+    library = tmp_path / "library"
+    assert reduce(split / "raw2", tmp_path / "whole", "--tile", "--library", library,
+                  "--add-to-library") == 0
+    flat = next(library.glob("*flat_V.fits"))
+    assert fits.getval(flat, "HIERARCH CCDRED TILE") == "2 amplifiers by DETSEC"
+    for n in (4, 1):
+        objects = tmp_path / f"objects{n}"
+        objects.mkdir()
+        for path in (split / f"raw{n}").glob("*.fits"):
+            if fits.getval(path, "IMAGETYP") == "LIGHT":
+                (objects / path.name).write_bytes(path.read_bytes())
+        capsys.readouterr()
+        assert reduce(objects, tmp_path / f"out{n}", "--tile", "--library", library) == 2
+        assert "no flat for filter 'V'" in capsys.readouterr().err
+        assert reduce(objects, tmp_path / f"out{n}", "--tile", "--library", library,
+                      f"--library-master=flat_V={flat.name}") == 2
+        assert f"amplifiers 2, the frame's {n}" in capsys.readouterr().err
+        assert not (tmp_path / f"out{n}").exists()
+
+
 def test_a_product_given_again_is_read_as_a_multi_amplifier_frame(split, tmp_path):
     """A calibrated frame written per amplifier, read back as a raw frame: its extensions
     placed by their DETSECs, trimmed to their DATASECs (all their pixels), no overscan."""
@@ -636,6 +660,19 @@ def test_an_amplifier_of_three_axes_or_another_data_type_is_refused(nights, tmp_
     (tmp_path / "floats").mkdir()
     assert _problems(_damaged(nights, tmp_path / "floats", floats)) == [
         "extension 2 (AMP2): its data type (float32) differs from extension 1 (AMP1)'s (uint16)"]
+
+
+def test_a_frame_cut_inside_its_last_amplifier_s_header_is_refused_as_truncated(nights,
+                                                                                 tmp_path):
+    """Not read as a frame of the amplifiers before the cut (astropy takes the cut header
+    for padding after the last HDU)."""
+    folder = _damaged(nights, tmp_path, lambda hdus: None)
+    frame = folder / "demo_0001.fits"
+    with fits.open(frame) as hdus:
+        start = hdus[2].fileinfo()["hdrLoc"]
+    frame.write_bytes(frame.read_bytes()[:start + 400])
+    assert _problems(folder) == [f"truncated or damaged: the extension header at byte {start} "
+                                 f"cannot be read (file has {start + 400} bytes)"]
 
 
 def test_a_frame_with_an_image_extension_of_no_detsec_is_its_first_image(tmp_path):
