@@ -222,15 +222,24 @@ class Dashboard(pn.viewable.Viewer):
             sizing_mode="stretch_width")
 
     def _levels_view(self, levels):
-        problems = [self._public(str(p)) for p in self.pipeline.plan.problems]
-        alert = pn.pane.Alert("**This night cannot be reduced yet:**\n\n" + "\n".join(
-            f"- {p}" for p in problems), alert_type="warning") if problems else None
+        """The night's problems and notes (what a reduction would warn of), the frames'
+        levels, and the frame table."""
+        plan = self.pipeline.plan
+        alerts = [alert for alert in (
+            self._listed("This night cannot be reduced yet:", plan.problems, "warning"),
+            self._listed("Notes on this night:", (*plan.catalogue.notes, *plan.notes), "info"))
+            if alert is not None]
         if not levels:
-            return alert
-        return pn.Column(*([alert] if alert else []),
-                         plots.frame_levels_plot(levels, self.pipeline.upper_limit,
-                                                 self.pipeline.lower_limit),
+            return alerts[0] if alerts else None
+        return pn.Column(*alerts, plots.frame_levels_plot(levels, self.pipeline.upper_limit,
+                                                          self.pipeline.lower_limit),
                          self.frame_table(levels), sizing_mode="stretch_width")
+
+    def _listed(self, title: str, items, alert_type: str) -> pn.pane.Alert | None:
+        """An alert listing ``items`` (problems or notes) under ``title``; None for none."""
+        lines = [f"- {self._public(str(item))}" for item in items]
+        return pn.pane.Alert("\n".join([f"**{title}**", "", *lines]),
+                             alert_type=alert_type) if lines else None
 
     def frame_table(self, levels):
         """The frames, one per row; a frame's type can be changed, or the frame ignored."""

@@ -61,6 +61,26 @@ def test_a_folder_without_frames_says_so_in_the_views(dashboard):
     assert isinstance(frames, pn.pane.Alert) and "no FITS files in this folder" in frames.object
 
 
+def test_the_frames_view_says_the_nights_notes(tmp_path):
+    """What a reduction would warn of (placeholder sections, frames of an unknown type) is
+    said above the frames, the server's paths left out."""
+    from astropy.io import fits
+
+    data_root = tmp_path / "data"
+    paths = make_night(data_root / "noted", NightSpec(shape=(24, 32), seed=9))
+    for number, path in enumerate(paths):
+        with fits.open(path, mode="update") as hdus:
+            hdus[0].header["BIASSEC"] = "UNKNOWN"
+            if number == 0:
+                hdus[0].header["IMAGETYP"] = "LAMPFLAT2"
+    board = Dashboard(data_root, tmp_path / "products", night="noted")
+    frames = board.tabs()[0].object()
+    notes = [pane.object for pane in frames if isinstance(pane, pn.pane.Alert)]
+    assert len(notes) == 1 and notes[0].startswith("**Notes on this night:**"), notes
+    assert "BIASSEC = 'UNKNOWN'" in notes[0] and "LAMPFLAT2" in notes[0]
+    assert str(data_root) not in notes[0]
+
+
 def test_changing_a_frames_type_in_the_table_reclassifies_it(dashboard):
     dashboard.night = "night1"
     levels = dashboard.pipeline.frame_levels()
