@@ -38,7 +38,8 @@ from .frames import _temperature
 from .keywords import Keywords
 
 __all__ = ["INDEX", "Library", "LibraryEntry", "LibraryMaster", "Setup", "add_to_library",
-           "library_name", "night_time", "open_library", "setup_of"]
+           "library_name", "night_time", "open_library", "require_writable",
+           "setup_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -342,7 +343,8 @@ def night_time(frames) -> datetime.datetime | None:
 
 def open_library(folder) -> Library:
     """The library in ``folder``, from its index (rebuilt from the headers, and rewritten,
-    when it is missing, unreadable or does not list the folder's files).
+    when it is missing, unreadable or does not list the folder's files; a folder that
+    cannot be written, a library shared read-only, is indexed in memory only).
 
     Raises
     ------
@@ -354,9 +356,29 @@ def open_library(folder) -> Library:
         raise InputError([InputProblem(folder, "no such library folder")])
     index = _current_index(folder)
     if index is None:
-        with _locked(folder):
-            index = _current_index(folder) or _rebuild(folder)
+        try:
+            with _locked(folder):
+                index = _current_index(folder) or _rebuild(folder)
+        except OSError as err:  # a library shared read-only: indexed for this run alone
+            logger.info("the library %s cannot be written (%s): indexed in memory",
+                        folder, err.strerror or err)
+            index = _rebuild(folder, write=False)
     return Library(folder, tuple(LibraryEntry.from_json(e) for e in index["masters"]))
+
+
+def require_writable(folder) -> None:
+    """InputError unless masters can be added to the library in ``folder`` (an existing
+    folder where its index lock can be taken and files made): said before a night is
+    reduced, not after."""
+    folder = Path(folder)
+    try:
+        with _locked(folder), tempfile.NamedTemporaryFile(dir=folder, prefix=".",
+                                                          suffix=fitsio.PARTIAL_SUFFIX):
+            pass  # a new file can be made there, as each master's copy is
+    except OSError as err:
+        raise InputError([InputProblem(folder, f"the library cannot be written "
+                                               f"({err.strerror or err}): --add-to-library "
+                                               f"needs a library folder you can write")]) from err
 
 
 def library_name(header, name: str) -> str:

@@ -28,7 +28,7 @@ from .combine import CENFUNCS, REJECTION_OPTIONS, REJECTIONS, STDFUNCS
 from .errors import InputError, InputProblem
 from .frames import PreprocessOptions
 from .keywords import Keywords
-from .library import Library, open_library
+from .library import Library, open_library, require_writable
 from .noise import GAIN_KEYWORDS, READ_NOISE_KEYWORDS
 from .plan import DARK_MODELS, PlanOptions
 from .steps import StepOptions
@@ -172,6 +172,8 @@ class LibraryParameters(param.Parameterized):
             return None
         if self.add_to_library and not os.path.isdir(self.library):
             return Library(Path(self.library))  # made when the night's masters are added
+        if self.add_to_library:
+            require_writable(self.library)
         return open_library(self.library)
 
 

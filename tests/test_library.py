@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import multiprocessing
+import os
 import shutil
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -661,3 +664,50 @@ def test_another_library_master_chosen_in_the_browser_makes_the_products(
         assert got[name].tobytes() == want[name].tobytes(), name
     v_frame = next(p for p in written.glob("*_df.fits") if fits.getval(p, "FILTER") == "V")
     assert f"zz-lib/{later}, taken" in str(fits.getheader(v_frame)["HISTORY"]).replace("\n", "")
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``folder`` made read-only for this process: its mode, or for root (whom modes do not
+    stop) the immutable attribute."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", folder]).returncode:
+        pytest.skip("root cannot make a folder read-only here (no chattr, or a file system "
+                    "without attributes)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", folder], check=True)
+
+
+def test_a_library_shared_read_only_is_indexed_in_memory(course, tmp_path, capsys):
+    """A library whose index is out of date (another version's, or a file copied in) and
+    whose folder cannot be written: read from the headers, nothing written."""
+    _, _, lib = course
+    shared = tmp_path / "shared"
+    shutil.copytree(lib, shared)
+    (shared / INDEX).unlink()
+    (shared / ".index.lock").unlink(missing_ok=True)
+    with read_only(shared):
+        assert open_library(shared).entries == open_library(lib).entries
+        assert reduce("-d", tmp_path / "out", "--library", shared, course[0][0].parent) == 0
+    assert sorted(p.name for p in shared.iterdir()) == sorted(
+        p.name for p in lib.iterdir() if p.name not in (INDEX, ".index.lock"))
+
+
+def test_adding_to_a_read_only_library_is_refused_before_anything_is_written(course, tmp_path,
+                                                                             capsys):
+    _, _, lib = course
+    shared = tmp_path / "shared"
+    shutil.copytree(lib, shared)
+    with read_only(shared):
+        assert reduce("-d", tmp_path / "out", "--library", shared, "--add-to-library",
+                      course[0][0].parent) == 2
+    assert f"{shared}: the library cannot be written" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
