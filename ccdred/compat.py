@@ -13,7 +13,7 @@ import contextlib
 
 __all__ = ["add_render_hook", "design_without", "forget_links", "held_models", "option_strings",
            "parser_options", "patch_inline_stylesheets", "raw_data_offset", "set_madvise_hugepage",
-           "slider_of"]
+           "editable_slider_parts"]
 
 
 # -- numpy ---------------------------------------------------------------------------------
@@ -129,17 +129,22 @@ def forget_links(widgets) -> None:
         del Link.registry[source]
 
 
-def slider_of(widget):
-    """The slider inside an editable slider (None for any other widget).
+def editable_slider_parts(widget):
+    """The slider and the text box inside an editable slider; None for any other widget.
 
-    Panel 1.9.4: ``_EditableContinuousSlider._slider``. Its text box widens the slider's
-    range in the browser to take a value typed outside it (a JavaScript callback), and
-    the new ``start`` or ``end`` reaches this slider, not the editable slider's own;
-    no public parameter says or sets the range on show.
+    Panel 1.9.4: ``_EditableContinuousSlider._slider`` and ``._value_edit``, which no
+    public parameter exposes. Two of their ways need mending from outside: the text box
+    widens the slider's range in the browser to a value typed outside it (a JavaScript
+    callback), and the new ``start`` or ``end`` reaches the inner slider only; and the
+    text box's ``value_throttled`` changes only when a value is typed, so it keeps the last
+    one typed (0 at first) while the slider moves or a refused value is put back, and
+    typing that value again sends no change.
     """
     from panel.widgets.slider import _EditableContinuousSlider
 
-    return widget._slider if isinstance(widget, _EditableContinuousSlider) else None
+    if not isinstance(widget, _EditableContinuousSlider):
+        return None
+    return widget._slider, widget._value_edit
 
 
 def add_render_hook(hook) -> None:

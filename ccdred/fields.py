@@ -51,11 +51,12 @@ class Field(pn.viewable.Viewer):
         self.message = pn.pane.Alert("", alert_type="warning", visible=False, margin=(0, 10),
                                      css_classes=["ccdred-refused"])
         self.widget.param.watch(self._typed, self._event)
-        owner.param.watch(lambda event: self._show(event.new), name)
-        self._slider = compat.slider_of(self.widget)
+        owner.param.watch(self._taken_elsewhere, name)
+        self._slider, self._text_box = compat.editable_slider_parts(self.widget) or (None, None)
         if self._slider is not None:
             self._slider.param.watch(self._fit_range, ["start", "end"])
             owner.param.watch(self._fit_range, name)
+            self._show(getattr(owner, name))  # its text box's last value typed: none yet
 
     def _typed(self, event) -> None:
         if self._showing:
@@ -65,7 +66,7 @@ class Field(pn.viewable.Viewer):
             self._owner.param.update({self._name: self._number(value) if self._as_text else value})
         except ValueError as err:
             kept, label = getattr(self._owner, self._name), self.widget.label
-            why = (f"{label} cannot be empty." if value is None
+            why = (self._nothing_typed() if value is None
                    else refusal(err, lambda _name: label))
             self.message.object = f"{why} Kept: {_in_words(kept)}."
             self.message.visible = True
@@ -83,8 +84,26 @@ class Field(pn.viewable.Viewer):
         try:
             with param.parameterized.edit_constant(self.widget):
                 self.widget.param.update(dict.fromkeys({"value", self._event}, self._shown(value)))
+            if self._text_box is not None:
+                # nothing typed since (NaN): any value typed, the one shown too, is a change
+                with param.parameterized.edit_constant(self._text_box), \
+                        param.parameterized.edit_constant(self.widget):
+                    self._text_box.value_throttled = self.widget.value_throttled = math.nan
         finally:
             self._showing = False
+
+    def _taken_elsewhere(self, event) -> None:
+        """The parameter set (typed here and taken, or set by a slider or a click): shown,
+        and a refusal said before is over."""
+        self._show(event.new)
+        self.message.visible = False
+
+    def _nothing_typed(self) -> str:
+        """Why no value was taken: a number box sends nothing for an empty box and for text
+        that is no number alike ('abc', or '1e9' in a box of whole numbers)."""
+        label = self.widget.label
+        return f"{label} cannot be empty." if self._as_text else \
+            f"{label} needs a number (the box was empty, or held no number it takes)."
 
     def _fit_range(self, *_events) -> None:
         """An editable slider's range: its own, widened to the parameter's value only. Its

@@ -49,6 +49,10 @@ class FlatLimits:
                 msg = f"{name} limit must be a number, got {value!r}"
                 raise ValueError(msg)
             object.__setattr__(self, name, float(value))
+        if self.lower is not None and self.lower > self.upper:
+            msg = (f"lower limit {self.lower:g} is above the upper limit {self.upper:g}: "
+                   f"no flat can be within them")
+            raise ValueError(msg)
 
     def accepts(self, medians) -> np.ndarray:
         """Bool per flat: its median lies within the limits (a NaN median never does)."""

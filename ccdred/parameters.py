@@ -216,9 +216,11 @@ class ClipParameters(param.Parameterized):
     frame_clip = param.Boolean(StepOptions.frame_clip,
                                doc="sigma-clip each dark on its own first (masks hot pixels, "
                                    "as the course script does)")
-    upper_limit = param.Number(FlatLimits.upper, softbounds=(0, 65535), step=500,
+    upper_limit = param.Number(FlatLimits.upper, bounds=(0, None), inclusive_bounds=(False, True),
+                               softbounds=(0, 65535), step=500,
                                doc="reject flats whose median is above this (ADU)")
-    lower_limit = param.Number(FlatLimits.lower, allow_None=True, softbounds=(0, 65535), step=500,
+    lower_limit = param.Number(FlatLimits.lower, allow_None=True, bounds=(0, None),
+                               softbounds=(0, 65535), step=500,
                                doc="reject flats whose median is below this (ADU); off by default")
 
     def clip(self) -> ClipOptions:

@@ -441,21 +441,29 @@ def _slider_ranges(page) -> list:
 
 
 def test_a_refused_threshold_is_said_and_leaves_the_slider_as_it_was(browser, server):
-    """The slider's text box widens the slider in the browser to any value typed: a refused
-    one is said beside the field, and the slider keeps its range and the value kept."""
+    """Each refused value typed is said beside the field, the value kept shown in the box
+    (0 first: the box's own last typed value; the same refused value twice; an emptied
+    box); the kept value typed ends the message. The slider's text box widens the slider
+    in the browser to any value typed: the slider keeps its range."""
     page = open_page(browser, server)
     before = show_clipping(page)
     ranges = _slider_ranges(page)
     assert [0.5, 5] in ranges, ranges
-    set_threshold(page, -1)
-    page.get_by_text("Kept: 2.5.").first.wait_for(timeout=30_000)
-    screenshot(page, "threshold-refused")
-    deadline = time.monotonic() + 10
-    while _slider_ranges(page) != ranges and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _slider_ranges(page) == ranges
-    assert threshold_field(page).input_value() == "2.5"
-    screenshot(page, "threshold-refused")
+    field = threshold_field(page)
+    for typed, said in (("0", "must be greater than 0, not 0"),
+                        ("-1", "must be greater than 0, not -1"),
+                        ("-1", "must be greater than 0, not -1"), ("", "needs a number")):
+        field.fill(typed)
+        field.press("Enter")
+        page.get_by_text(f"Threshold {said}").first.wait_for(timeout=30_000)
+        assert wait_for_text_change(field.input_value, typed) == "2.5"
+        deadline = time.monotonic() + 10
+        while _slider_ranges(page) != ranges and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _slider_ranges(page) == ranges, typed
+        screenshot(page, "threshold-refused")
+        set_threshold(page, 2.5)  # the value kept, typed: the refusal is over
+        page.get_by_text("Kept: 2.5.").first.wait_for(state="hidden", timeout=30_000)
     set_threshold(page, 1.5)  # the slider still moves the masters
     wait_for_change(page, before)
     page.close()

@@ -164,6 +164,9 @@ def test_held_models_walk_the_graph_again_only_when_models_change(monkeypatch):
     assert "invalidate" not in vars(document.models)  # the manager is as it was
 
 
-def test_only_an_editable_slider_has_a_slider_inside():
-    assert compat.slider_of(pn.widgets.FloatInput()) is None
-    assert isinstance(compat.slider_of(pn.widgets.EditableFloatSlider()), pn.widgets.FloatSlider)
+def test_only_an_editable_slider_has_a_slider_and_a_text_box_inside():
+    assert compat.editable_slider_parts(pn.widgets.FloatInput()) is None
+    slider, text_box = compat.editable_slider_parts(pn.widgets.EditableFloatSlider(value=2.5))
+    assert isinstance(slider, pn.widgets.FloatSlider) and isinstance(text_box, pn.widgets.FloatInput)
+    assert (slider.value, text_box.value) == (2.5, 2.5)
+    assert text_box.value_throttled != 2.5  # Panel's stale last value typed, which Field mends
