@@ -21,6 +21,7 @@ their dependencies with ``param.depends``. No Panel here.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -172,21 +173,33 @@ class Pipeline(ReductionParameters):
     plan = param.ClassSelector(class_=NightPlan, default=None, allow_None=True, precedence=-1,
                                doc="the night's plan (output)")
 
+    def __init__(self, **params):
+        # one scan or plan at a time: a server handles a session's changes in several
+        # threads, and a scan of older parameters must not replace a newer one's
+        self._deriving = threading.RLock()
+        super().__init__(**params)
+
     @param.depends(*_SCAN, watch=True, on_init=True)
     def _scan(self) -> None:
-        if self.night is None:
-            return
-        MASTERS.computed["scan"] += 1
-        try:
-            keywords, preprocessing = self.keywords(), self.preprocessing()
-        except ValueError as err:  # e.g. a trim section typed half: every view says so
-            self.catalogue = Catalogue((), (InputProblem(None, str(err)),))
-            return
-        self.catalogue = scan([self.night], keywords, preprocessing)
+        with self._deriving:
+            if self.night is None:
+                return
+            MASTERS.computed["scan"] += 1
+            try:
+                keywords, preprocessing = self.keywords(), self.preprocessing()
+            except ValueError as err:  # e.g. a trim section typed half: every view says so
+                self.catalogue = Catalogue((), (InputProblem(None, str(err)),))
+                return
+            self.catalogue = scan([self.night], keywords, preprocessing)
 
     @param.depends("catalogue", *names(CalibrationParameters), "library", "library_max_age",
                    "library_choice", watch=True, on_init=True)
     def _plan(self) -> None:
+        with self._deriving:
+            self._make_plan()
+
+    def _make_plan(self) -> None:
+        """The plan of the catalogue, and the choices of what to show that it offers."""
         if self.catalogue is None:
             return
         try:
