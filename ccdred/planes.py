@@ -50,7 +50,7 @@ class MaskBit(enum.IntFlag):
     """No finite value (every sample rejected, or a flat of zero)."""
 
 
-def frame_variance(signal, gain: float, read_noise: float) -> np.ndarray:
+def frame_variance(signal, gain: float, read_noise: float, out=None) -> np.ndarray:
     """The variance (ADU²) of a raw frame's pixels from the detector's noise model.
 
     ``(read_noise / gain)² + max(signal, 0) / gain``: the read noise, and the shot noise
@@ -64,19 +64,21 @@ def frame_variance(signal, gain: float, read_noise: float) -> np.ndarray:
         Electrons per ADU.
     read_noise : float
         Read noise in electrons.
+    out : numpy.ndarray of float64, optional
+        Where to put the result (``signal`` itself, to spare a copy).
 
     Examples
     --------
     >>> frame_variance([-5.0, 0.0, 300.0], gain=1.5, read_noise=9.0).tolist()
     [36.0, 36.0, 236.0]
     """
-    variance = np.maximum(signal, 0.0, dtype=np.float64)
+    variance = np.maximum(signal, 0.0, out=out, dtype=np.float64)
     variance /= gain
     variance += (read_noise / gain) ** 2
     return variance
 
 
-def combined_variance(sample_variance, n_used, average: str = "mean") -> np.ndarray:
+def combined_variance(sample_variance, n_used, average: str = "mean", out=None) -> np.ndarray:
     """The variance of the average of ``n_used`` samples, each of ``sample_variance``.
 
     The mean's is ``sample_variance / n``; the median's ``pi/2`` times that (for many
@@ -87,6 +89,8 @@ def combined_variance(sample_variance, n_used, average: str = "mean") -> np.ndar
     sample_variance : array_like
     n_used : array_like of int
     average : {'mean', 'median'}
+    out : numpy.ndarray of float64, optional
+        Where to put the result (``sample_variance`` itself, to spare a copy).
 
     Examples
     --------
@@ -97,7 +101,7 @@ def combined_variance(sample_variance, n_used, average: str = "mean") -> np.ndar
         msg = f"average must be 'mean' or 'median', got {average!r}"
         raise ValueError(msg)
     with np.errstate(divide="ignore"):
-        variance = np.divide(sample_variance, n_used, dtype=np.float64)
+        variance = np.divide(sample_variance, n_used, out=out, dtype=np.float64)
     if average == "median":
         variance *= np.pi / 2
     return variance
@@ -198,8 +202,12 @@ def flat_variance(combined, n_used, medians, gain: float, read_noise: float) -> 
     gain, read_noise : float
     """
     ratio = flat_term_share(medians)
-    signal = np.maximum(np.asarray(combined, dtype=np.float64), 0) / ratio
-    return ratio**2 * combined_variance(frame_variance(signal, gain, read_noise), n_used)
+    variance = np.maximum(combined, 0.0, dtype=np.float64)  # the signal, then its variance
+    variance /= ratio
+    combined_variance(frame_variance(variance, gain, read_noise, out=variance), n_used,
+                      out=variance)
+    variance *= ratio**2
+    return variance
 
 
 def flat_term_share(medians) -> float:
@@ -262,13 +270,31 @@ def frame_mask(raw, result, saturation: float | None = None, uncertainty=None,
     >>> frame_mask([10, 65535, 20], [1.0, 2.0, np.nan], saturation=65535).tolist()
     [0, 8, 32]
     """
-    mask = np.zeros(np.shape(result), dtype=np.uint8)
-    if saturation is not None:
-        mask[np.asarray(raw) >= saturation] |= np.uint8(MaskBit.SATURATED)
-    bad = ~np.isfinite(result)
-    if uncertainty is not None:
-        bad |= ~np.isfinite(uncertainty)
-    mask[bad] |= np.uint8(MaskBit.NOT_FINITE)
-    if extra is not None:
-        mask |= np.asarray(extra, dtype=np.uint8)
+    result = np.asarray(result)
+    mask = np.empty(result.shape, dtype=np.uint8)
+    extra = None if extra is None else np.asarray(extra, dtype=np.uint8)
+    for start in range(0, len(result), _MASK_ROWS):  # temporaries of a few rows, in the cache
+        rows = slice(start, start + _MASK_ROWS)
+        _mask_rows(mask[rows], None if saturation is None else np.asarray(raw)[rows],
+                   result[rows], saturation,
+                   None if uncertainty is None else np.asarray(uncertainty)[rows],
+                   None if extra is None else extra[rows])
     return mask
+
+
+#: Rows of a mask made at a time (:func:`frame_mask`).
+_MASK_ROWS = 64
+
+
+def _mask_rows(mask, raw, result, saturation, uncertainty, extra) -> None:
+    """Fill ``mask``, some rows of :func:`frame_mask`'s, from the same rows of its inputs."""
+    if saturation is None:
+        mask.fill(0)
+    else:
+        np.multiply(np.greater_equal(raw, saturation), np.uint8(MaskBit.SATURATED), out=mask)
+    finite = np.isfinite(result)
+    if uncertainty is not None:
+        finite &= np.isfinite(uncertainty)
+    np.bitwise_or(mask, np.uint8(MaskBit.NOT_FINITE), out=mask, where=~finite)
+    if extra is not None:
+        mask |= extra
