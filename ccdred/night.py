@@ -683,7 +683,8 @@ class MasterPlanes:
         are unknown, or for a library master written without planes (one written with
         them gives its ``UNCERT`` squared).
     n_rejected : numpy.ndarray or None
-        Int16 samples not used per pixel (IRAF's ``nrejmasks``); None for a library master.
+        Samples not used per pixel (IRAF's ``nrejmasks``), in the type they are written in
+        (:data:`~ccdred.fitsio.REJECTED_DTYPE`); None for a library master.
     """
 
     variance: np.ndarray | None
@@ -708,7 +709,7 @@ def master_planes(master: Master, made, noise: DetectorNoise | None, planes) -> 
         return MasterPlanes(None if uncertainty is None else
                             np.square(uncertainty, dtype=np.float64), None)
     combination = made.combination
-    n_rejected = combination.n_rejected.astype(np.int16)
+    n_rejected = combination.n_rejected.astype(fitsio.REJECTED_DTYPE)
     if noise is None or any(planes[need].variance is None for need in master.needs):
         return MasterPlanes(None, n_rejected)
     return MasterPlanes(_master_variance(master, made, noise, planes), n_rejected)
