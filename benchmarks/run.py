@@ -69,13 +69,15 @@ def make(name) -> list[Path]:
 
 
 def timed(command, **kwargs) -> dict:
-    """Run a command under GNU time; wall and CPU (user + system) seconds, peak RSS in MB."""
+    """Run a command under GNU time; wall and CPU (user + system, and each) seconds, peak
+    RSS in MB."""
     with tempfile.NamedTemporaryFile("r") as report:
         subprocess.run(["/usr/bin/time", "-o", report.name, "-f", "%e %U %S %M",
                         *map(str, command)],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
         wall, user, system, rss_kb = report.read().split()[-4:]
-    return {"seconds": float(wall), "cpu": float(user) + float(system), "rss_mb": int(rss_kb) / 1024}
+    return {"seconds": float(wall), "cpu": float(user) + float(system), "user": float(user),
+            "system": float(system), "rss_mb": int(rss_kb) / 1024}
 
 
 def fresh(name) -> Path:
@@ -357,10 +359,8 @@ def bench_planes(size: int, repeat=3) -> list[dict]:
     task = f"demo night {size}x{size}: {len(list(night.glob('*.fits')))} frames"
     rows = []
     for label in tools:
-        row = _median_row(task, label, runs[label], f"{sizes[label] / 1e6:.0f} MB of products")
-        cpu = sorted(m["cpu"] for m in runs[label])
-        row["note"] += f"; CPU median {np.median(cpu):.2f} s, range {cpu[0]:.2f}-{cpu[-1]:.2f} s"
-        rows.append(row)
+        rows.append(_median_row(task, label, runs[label],
+                                f"{sizes[label] / 1e6:.0f} MB of products; {_cpu(runs[label])}"))
     cpu = [np.median([m["cpu"] for m in runs[label]]) for label in tools]
     rows[1]["note"] += (f"; {rows[1]['seconds'] / rows[0]['seconds']:.2f}x the wall time, "
                         f"{cpu[1] / cpu[0]:.2f}x the CPU, "
@@ -370,13 +370,20 @@ def bench_planes(size: int, repeat=3) -> list[dict]:
         for label, extra in tools.items():
             rewrites[label].append(_rewrite(RESULTS / f"planes{size}{'-'.join(extra)}",
                                             RESULTS / "planes-rewritten"))
-    for label in tools:
-        rows.append(_median_row(task, f"{label}: its products written again", rewrites[label],
-                                "from memory, one thread, as fitsio.write_image writes them "
-                                "(checksums included): what the bytes alone cost"))
-        cpu = sorted(m["cpu"] for m in rewrites[label])
-        rows[-1]["note"] += f"; CPU median {np.median(cpu):.2f} s, range {cpu[0]:.2f}-{cpu[-1]:.2f} s"
+    rows += [_median_row(task, f"{label}: its products written again", rewrites[label],
+                         "from memory, one thread, as fitsio.write_image writes them (checksums "
+                         f"included): what the bytes alone cost; {_cpu(rewrites[label])}")
+             for label in tools]
     return rows
+
+
+def _cpu(measured) -> str:
+    """Median and range of the CPU seconds of ``measured`` runs, and the user and system
+    times' medians."""
+    cpu = sorted(m["cpu"] for m in measured)
+    return (f"CPU median {np.median(cpu):.2f} s, range {cpu[0]:.2f}-{cpu[-1]:.2f} s (user "
+            f"{np.median([m['user'] for m in measured]):.2f}, system "
+            f"{np.median([m['system'] for m in measured]):.2f})")
 
 
 def _rewrite(folder: Path, scratch: Path) -> dict:
@@ -398,8 +405,9 @@ def _rewrite(folder: Path, scratch: Path) -> dict:
         fitsio.write_image(scratch / name, data, header, uncertainty=planes.get("UNCERT"),
                            mask=planes.get("MASK"), n_rejected=planes.get("NREJ"))
     after = resource.getrusage(resource.RUSAGE_SELF)
-    return {"seconds": time.perf_counter() - started, "rss_mb": None,
-            "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    return {"seconds": time.perf_counter() - started, "rss_mb": None, "cpu": user + system,
+            "user": user, "system": system}
 
 
 def markdown(rows) -> str:
