@@ -270,23 +270,25 @@ def frame_mask(raw, result, saturation: float | None = None, uncertainty=None,
     >>> frame_mask([10, 65535, 20], [1.0, 2.0, np.nan], saturation=65535).tolist()
     [0, 8, 32]
     """
-    result = np.asarray(result)
+    shape = np.shape(result)
+    result = np.atleast_1d(result)
+    raw, uncertainty, extra = (
+        None if plane is None else np.broadcast_to(np.asarray(plane, dtype), result.shape)
+        for plane, dtype in ((None if saturation is None else raw, None),
+                             (uncertainty, None), (extra, np.uint8)))
     mask = np.empty(result.shape, dtype=np.uint8)
-    extra = None if extra is None else np.asarray(extra, dtype=np.uint8)
     for start in range(0, len(result), _MASK_ROWS):  # temporaries of a few rows, in the cache
         rows = slice(start, start + _MASK_ROWS)
-        _mask_rows(mask[rows], None if saturation is None else np.asarray(raw)[rows],
-                   result[rows], saturation,
-                   None if uncertainty is None else np.asarray(uncertainty)[rows],
-                   None if extra is None else extra[rows])
-    return mask
+        _mask_rows(mask[rows], result[rows], saturation,
+                   *(None if plane is None else plane[rows] for plane in (raw, uncertainty, extra)))
+    return mask.reshape(shape)
 
 
 #: Rows of a mask made at a time (:func:`frame_mask`).
 _MASK_ROWS = 64
 
 
-def _mask_rows(mask, raw, result, saturation, uncertainty, extra) -> None:
+def _mask_rows(mask, result, saturation, raw, uncertainty, extra) -> None:
     """Fill ``mask``, some rows of :func:`frame_mask`'s, from the same rows of its inputs."""
     if saturation is None:
         mask.fill(0)

@@ -196,6 +196,14 @@ def test_the_mask_is_made_the_same_in_blocks_of_rows():
                for bit in (MaskBit.SATURATED, MaskBit.NOT_FINITE, MaskBit.HOT))
 
 
+def test_the_mask_takes_one_pixel_and_bits_for_every_pixel():
+    assert frame_mask(70000, np.nan, 65535, extra=MaskBit.HOT) == (
+        MaskBit.HOT | MaskBit.SATURATED | MaskBit.NOT_FINITE)
+    mask = frame_mask(np.zeros((3, 2)), np.ones((3, 2)), None, uncertainty=np.inf,
+                      extra=np.uint8(MaskBit.USER))
+    assert mask.tolist() == [[MaskBit.USER | MaskBit.NOT_FINITE] * 2] * 3
+
+
 def test_saturation_comes_from_the_header_else_the_raw_type():
     assert saturation_level(None, np.uint16) == 65535
     assert saturation_level(40000, np.uint16) == 40000
