@@ -16,6 +16,7 @@ import numpy as np
 from .combine import ClipOptions, CombineResult
 from .combiners import FlatCombiner, MasterFlat, StackCombiner, combine_whole
 from .limits import FlatLimits
+from .planes import frame_variance, quotient_variance
 
 __all__ = [
     "calibrate_frame",
@@ -182,9 +183,8 @@ def calibration_uncertainty(raw, master_dark, dark_variance, master_flat=None,
     The raw frame's variance from the noise model (:func:`~ccdred.planes.frame_variance`
     of ``raw - master_dark``), plus the dark's (in quadrature through the subtraction);
     then through the division by the flat (:func:`~ccdred.planes.quotient_variance`).
-    The arithmetic is float64, the same operations in the same order as those functions
-    (so the same values), a block of rows at a time in buffers made once; the results
-    are stored in ``dtype``.
+    The arithmetic is float64, a block of rows at a time in buffers made once; the
+    results are stored in ``dtype``.
 
     Parameters
     ----------
@@ -212,27 +212,19 @@ def calibration_uncertainty(raw, master_dark, dark_variance, master_flat=None,
         master_flat = np.broadcast_to(master_flat, raw.shape)
         flat_variance = np.broadcast_to(flat_variance, raw.shape)
         flat_fielded = np.empty(raw.shape, dtype)
-    # signal, its variance, the flat's square (and a master's rows), the quotient's variance
+    # the signal, its variance, a master's rows as float64, the quotient's variance
     buffers = np.empty((4, min(_CALIBRATION_ROWS, len(raw)), *raw.shape[1:]))
     for start in range(0, len(raw), _CALIBRATION_ROWS):
         rows = slice(start, start + _CALIBRATION_ROWS)
-        signal, variance, square, quotient = buffers[:, : len(raw[rows])]
-        subtract_dark(raw[rows], _as_float64(master_dark[rows], square), out=signal)
-        # frame_variance(signal) + dark_variance
-        np.maximum(signal, 0.0, out=variance)
-        variance /= gain
-        variance += (read_noise / gain) ** 2
-        variance += dark_variance[rows]
+        signal, variance, master_rows, quotient = buffers[:, : len(raw[rows])]
+        subtract_dark(raw[rows], _as_float64(master_dark[rows], master_rows), out=signal)
+        frame_variance(signal, gain, read_noise, out=variance)
+        variance += dark_variance[rows]  # difference_variance, in place
         if subtracted is not None:
             np.sqrt(variance, out=subtracted[rows])
         if flat_fielded is not None:
-            # quotient_variance: (variance + signal² flat_variance / flat²) / flat²
-            np.square(_as_float64(master_flat[rows], square), out=square)
-            np.square(signal, out=quotient)
-            quotient *= flat_variance[rows]
-            quotient /= square
-            quotient += variance
-            quotient /= square
+            quotient_variance(signal, variance, _as_float64(master_flat[rows], master_rows),
+                              flat_variance[rows], out=quotient)
             np.sqrt(quotient, out=flat_fielded[rows])
     return subtracted, flat_fielded
 

@@ -117,19 +117,30 @@ def scaled_variance(variance, factor) -> np.ndarray:
     return np.square(factor, dtype=np.float64) * variance
 
 
-def quotient_variance(numerator, numerator_variance, flat, flat_variance) -> np.ndarray:
+def quotient_variance(numerator, numerator_variance, flat, flat_variance,
+                      out=None) -> np.ndarray:
     """The variance of ``numerator / flat`` (a frame divided by a master flat), to first order.
 
-    ``var_a / f² + a² var_f / f⁴``.
+    ``var_a / f² + a² var_f / f⁴``, computed as ``(var_a + a² var_f / f²) / f²``.
+
+    Parameters
+    ----------
+    numerator, numerator_variance, flat, flat_variance : array_like
+    out : numpy.ndarray of float64, optional
+        Where to put the result.
 
     Examples
     --------
     >>> quotient_variance(100.0, 25.0, 2.0, 0.01).item()
     12.5
     """
-    numerator = np.asarray(numerator, dtype=np.float64)
     flat_square = np.square(flat, dtype=np.float64)
-    return (numerator_variance + numerator**2 * flat_variance / flat_square) / flat_square
+    variance = np.square(numerator, out=out, dtype=np.float64)
+    variance *= flat_variance
+    variance /= flat_square
+    variance += numerator_variance
+    variance /= flat_square
+    return variance
 
 
 def dark_current_variance(current, n_used, n_frames: int, exptimes, gain: float,
