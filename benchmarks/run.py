@@ -6,9 +6,11 @@ Usage (from the repository root, in the project's environment)::
     pip install -e ".[test,bench]"
     python benchmarks/run.py                # everything: about 6 minutes (nights made once)
     python benchmarks/run.py --parts kernel,night,dask   # some of it
+    python benchmarks/run.py --parts planes --planes-sizes 1024,2048 --results /tmp/out
 
 Nights are simulated with ``ccdred.demo`` into ``benchmarks/data`` (kept
-between runs); products go to ``benchmarks/results``. Every process is timed
+between runs; the planes part's demo nights into the dashboard benchmark's cache,
+``$CCDRED_CACHE/ccdred-bench``); products go to ``benchmarks/results`` (``--results``). Every process is timed
 with GNU time (wall seconds, peak RSS). Prints a Markdown table.
 """
 
@@ -18,6 +20,7 @@ import argparse
 import compileall
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -66,13 +69,15 @@ def make(name) -> list[Path]:
 
 
 def timed(command, **kwargs) -> dict:
-    """Run a command under GNU time; wall and CPU (user + system) seconds, peak RSS in MB."""
+    """Run a command under GNU time; wall and CPU (user + system, and each) seconds, peak
+    RSS in MB."""
     with tempfile.NamedTemporaryFile("r") as report:
         subprocess.run(["/usr/bin/time", "-o", report.name, "-f", "%e %U %S %M",
                         *map(str, command)],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
         wall, user, system, rss_kb = report.read().split()[-4:]
-    return {"seconds": float(wall), "cpu": float(user) + float(system), "rss_mb": int(rss_kb) / 1024}
+    return {"seconds": float(wall), "cpu": float(user) + float(system), "user": float(user),
+            "system": float(system), "rss_mb": int(rss_kb) / 1024}
 
 
 def fresh(name) -> Path:
@@ -237,7 +242,8 @@ def _median_row(task, tool, measured, note) -> dict:
     if len(seconds) > 1:
         spread = f"median of {len(seconds)}, range {seconds[0]:.2f}-{seconds[-1]:.2f} s"
         note = f"{note}; {spread}" if note else spread
-    return _row(task, tool, float(np.median(seconds)), max(m["rss_mb"] for m in measured), note)
+    rss = [m["rss_mb"] for m in measured if m["rss_mb"] is not None]
+    return _row(task, tool, float(np.median(seconds)), max(rss) if rss else None, note)
 
 
 def bench_interactive(files) -> list[dict]:
@@ -331,6 +337,79 @@ def bench_dask(name, files) -> list[dict]:
     return rows
 
 
+def bench_planes(size: int, repeat=3) -> list[dict]:
+    """The demo night (seed 2021) of ``size``² reduced without and with ``--planes``,
+    interleaved ``repeat`` times after a warm-up run each; medians and ranges of wall and
+    CPU (user + system) time, and the products' bytes."""
+    from ccdred.demo import NightSpec, demo_night
+
+    cache = Path(os.environ.get("CCDRED_CACHE", tempfile.gettempdir())) / "ccdred-bench"
+    night = demo_night(cache, NightSpec(shape=(size, size), seed=2021))
+    tools = {"ccdred reduce": [], "ccdred reduce --planes": ["--planes"]}
+    runs = {label: [] for label in tools}
+    sizes = {}
+    for turn in range(repeat + 1):  # the first turn warms the page cache and numba's cache
+        for label, extra in tools.items():
+            out = fresh(f"planes{size}{'-'.join(extra)}")
+            os.sync()  # the last run's products reach the disk now, not during this run
+            measured = timed([sys.executable, "-m", "ccdred", "reduce", "-q", "-d", out, *extra,
+                              night], cwd=_mkdir(RESULTS))
+            runs[label] += [measured] if turn else []
+            sizes[label] = sum(p.stat().st_size for p in out.glob("*.fits"))
+    task = f"demo night {size}x{size}: {len(list(night.glob('*.fits')))} frames"
+    rows = []
+    for label in tools:
+        rows.append(_median_row(task, label, runs[label],
+                                f"{sizes[label] / 1e6:.0f} MB of products; {_cpu(runs[label])}"))
+    cpu = [np.median([m["cpu"] for m in runs[label]]) for label in tools]
+    rows[1]["note"] += (f"; {rows[1]['seconds'] / rows[0]['seconds']:.2f}x the wall time, "
+                        f"{cpu[1] / cpu[0]:.2f}x the CPU, "
+                        f"{sizes['ccdred reduce --planes'] / sizes['ccdred reduce']:.2f}x the bytes")
+    rewrites = {label: [] for label in tools}
+    for _ in range(repeat):
+        for label, extra in tools.items():
+            rewrites[label].append(_rewrite(RESULTS / f"planes{size}{'-'.join(extra)}",
+                                            RESULTS / "planes-rewritten"))
+    rows += [_median_row(task, f"{label}: its products written again", rewrites[label],
+                         "from memory, one thread, as fitsio.write_image writes them (checksums "
+                         f"included): what the bytes alone cost; {_cpu(rewrites[label])}")
+             for label in tools]
+    return rows
+
+
+def _cpu(measured) -> str:
+    """Median and range of the CPU seconds of ``measured`` runs, and the user and system
+    times' medians."""
+    cpu = sorted(m["cpu"] for m in measured)
+    return (f"CPU median {np.median(cpu):.2f} s, range {cpu[0]:.2f}-{cpu[-1]:.2f} s (user "
+            f"{np.median([m['user'] for m in measured]):.2f}, system "
+            f"{np.median([m['system'] for m in measured]):.2f})")
+
+
+def _rewrite(folder: Path, scratch: Path) -> dict:
+    """Wall and CPU seconds of writing ``folder``'s products again into ``scratch``, their
+    images and planes read into memory first."""
+    from astropy.io import fits
+
+    from ccdred import fitsio
+
+    products = []
+    for path in sorted(folder.glob("*.fits")):
+        with fits.open(path, memmap=False) as hdus:
+            products.append((path.name, hdus[0].data, hdus[0].header, fitsio.read_planes(path)))
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    os.sync()
+    started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    for name, data, header, planes in products:
+        fitsio.write_image(scratch / name, data, header, uncertainty=planes.get("UNCERT"),
+                           mask=planes.get("MASK"), n_rejected=planes.get("NREJ"))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    return {"seconds": time.perf_counter() - started, "rss_mb": None, "cpu": user + system,
+            "user": user, "system": system}
+
+
 def markdown(rows) -> str:
     lines = ["| task | tool | wall (s) | peak RSS (MB) | note |", "| --- | --- | ---: | ---: | --- |"]
     for r in rows:
@@ -340,18 +419,25 @@ def markdown(rows) -> str:
 
 
 def main(argv=None) -> None:
+    global RESULTS  # noqa: PLW0603  (every part writes under it: --results)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts",
-                        default="kernel,dark,night,calibration,interactive,seed,dask,explore",
+                        default="kernel,dark,night,calibration,interactive,seed,dask,explore,"
+                                "planes",
                         help="comma-separated parts to run (default: all)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each tool on night57, interleaved; medians (default 3)")
+    parser.add_argument("--planes-sizes", default="2048",
+                        help="comma-separated demo night sizes of the planes part (default 2048)")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help=f"folder for the products (default {RESULTS})")
     args = parser.parse_args(argv)
+    RESULTS = args.results
     parts = set(args.parts.split(","))
     # A regular install byte-compiles the package; an editable one may not have (e.g. with
     # PYTHONDONTWRITEBYTECODE set), and every timed process would compile it again.
     compileall.compile_dir(REPO / "ccdred", quiet=1)
-    night57 = make("night57")
+    night57 = make("night57") if parts & {"dark", "night", "calibration", "dask"} else []
     rows = []
     rows += bench_kernel() if "kernel" in parts else []
     rows += bench_master_dark(night57) if "dark" in parts else []
@@ -363,6 +449,8 @@ def main(argv=None) -> None:
     rows += bench_night("night534", make("night534"), False) if "seed" in parts else []
     rows += bench_dask("night57", night57) if "dask" in parts else []
     rows += bench_explore(make("demo2048")) if "explore" in parts else []
+    for size in map(int, args.planes_sizes.split(",")) if "planes" in parts else []:
+        rows += bench_planes(size, args.repeat)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"results-{'-'.join(sorted(parts))}.json").write_text(json.dumps(rows, indent=1))
     print(markdown(rows))

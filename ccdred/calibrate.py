@@ -16,7 +16,7 @@ import numpy as np
 from .combine import ClipOptions, CombineResult
 from .combiners import FlatCombiner, MasterFlat, StackCombiner, combine_whole
 from .limits import FlatLimits
-from .planes import difference_variance, frame_variance, quotient_variance
+from .planes import frame_variance, quotient_variance
 
 __all__ = [
     "calibrate_frame",
@@ -183,8 +183,8 @@ def calibration_uncertainty(raw, master_dark, dark_variance, master_flat=None,
     The raw frame's variance from the noise model (:func:`~ccdred.planes.frame_variance`
     of ``raw - master_dark``), plus the dark's (in quadrature through the subtraction);
     then through the division by the flat (:func:`~ccdred.planes.quotient_variance`).
-    The arithmetic is float64, a block of rows at a time; the results are stored in
-    ``dtype``.
+    The arithmetic is float64, a block of rows at a time in buffers made once; the
+    results are stored in ``dtype``.
 
     Parameters
     ----------
@@ -212,16 +212,20 @@ def calibration_uncertainty(raw, master_dark, dark_variance, master_flat=None,
         master_flat = np.broadcast_to(master_flat, raw.shape)
         flat_variance = np.broadcast_to(flat_variance, raw.shape)
         flat_fielded = np.empty(raw.shape, dtype)
+    # the signal, its variance, a master's rows as float64, the quotient's variance
+    buffers = np.empty((4, min(_CALIBRATION_ROWS, len(raw)), *raw.shape[1:]))
     for start in range(0, len(raw), _CALIBRATION_ROWS):
         rows = slice(start, start + _CALIBRATION_ROWS)
-        signal = subtract_dark(raw[rows], master_dark[rows])
-        variance = difference_variance(frame_variance(signal, gain, read_noise),
-                                       dark_variance[rows])
+        signal, variance, master_rows, quotient = buffers[:, : len(raw[rows])]
+        subtract_dark(raw[rows], _as_float64(master_dark[rows], master_rows), out=signal)
+        frame_variance(signal, gain, read_noise, out=variance)
+        variance += dark_variance[rows]  # difference_variance, in place
         if subtracted is not None:
             np.sqrt(variance, out=subtracted[rows])
         if flat_fielded is not None:
-            np.sqrt(quotient_variance(signal, variance, master_flat[rows], flat_variance[rows]),
-                    out=flat_fielded[rows])
+            quotient_variance(signal, variance, _as_float64(master_flat[rows], master_rows),
+                              flat_variance[rows], out=quotient)
+            np.sqrt(quotient, out=flat_fielded[rows])
     return subtracted, flat_fielded
 
 

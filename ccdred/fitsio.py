@@ -40,6 +40,7 @@ __all__ = [
     "product_stem",
     "remove_partial_products",
     "PLANES",
+    "REJECTED_DTYPE",
     "read_image",
     "read_planes",
     "storage_dtype",
@@ -543,6 +544,10 @@ def write_image(path, data, header: fits.Header, *, dtype="float32", overwrite=F
 #: ``CCDData.read`` and ``CCDData.to_hdu`` take by default.
 PLANES = ("UNCERT", "MASK", "NREJ")
 
+#: The type a master's ``NREJ`` plane is stored in (int16, as IRAF's ``nrejmasks``; in
+#: FITS's byte order: counts made in it are written as they are).
+REJECTED_DTYPE = np.dtype(">i2")
+
 
 def _plane_hdu(name: str, plane, dtype) -> fits.ImageHDU:
     """One plane's image extension, in the type of its kind of plane."""
@@ -551,7 +556,7 @@ def _plane_hdu(name: str, plane, dtype) -> fits.ImageHDU:
     header = fits.Header()
     if name == "UNCERT":  # the card CCDData.to_hdu writes: which uncertainty class it is
         header["UTYPE"] = ("StdDevUncertainty", "standard deviation of the primary image")
-    stored = {"UNCERT": storage_dtype(dtype), "MASK": np.uint8, "NREJ": np.dtype(">i2")}[name]
+    stored = {"UNCERT": storage_dtype(dtype), "MASK": np.uint8, "NREJ": REJECTED_DTYPE}[name]
     return fits.ImageHDU(np.asarray(plane, dtype=stored), header=header, name=name)
 
 

@@ -685,7 +685,8 @@ class MasterPlanes:
         are unknown, or for a library master written without planes (one written with
         them gives its ``UNCERT`` squared).
     n_rejected : numpy.ndarray or None
-        Int16 samples not used per pixel (IRAF's ``nrejmasks``); None for a library master.
+        Samples not used per pixel (IRAF's ``nrejmasks``), in the type they are written in
+        (:data:`~ccdred.fitsio.REJECTED_DTYPE`); None for a library master.
     """
 
     variance: np.ndarray | None
@@ -710,7 +711,7 @@ def master_planes(master: Master, made, noise: DetectorNoise | None, planes) -> 
         return MasterPlanes(None if uncertainty is None else
                             np.square(uncertainty, dtype=np.float64), None)
     combination = made.combination
-    n_rejected = combination.n_rejected.astype(np.int16)
+    n_rejected = combination.n_rejected.astype(fitsio.REJECTED_DTYPE)
     if noise is None or any(planes[need].variance is None for need in master.needs):
         return MasterPlanes(None, n_rejected)
     return MasterPlanes(_master_variance(master, made, noise, planes), n_rejected)
@@ -730,17 +731,28 @@ def _master_variance(master: Master, made, noise: DetectorNoise, planes) -> np.n
     if master.kind == "flat":
         medians = made.medians[made.accepted]
         terms = {term for term, used in zip(master.terms, made.accepted, strict=True) if used}
-        term = sum(term_variance(t, planes) for t in terms) / len(terms)  # one, mostly
-        model = flat_variance(combination.data, combination.n_used, medians, gain, read_noise)
-        variance = model + scaled_variance(term, flat_term_share(medians))
+        variance = flat_variance(combination.data, combination.n_used, medians, gain,
+                                 read_noise)
+        variance += scaled_variance(_mean_term_variance(terms, planes),
+                                    flat_term_share(medians))
         return normalised_variance(variance, combination.data, made.data)
     # a bias or a dark: less its bias it is all signal; with its bias in (the course's
     # darks), the median (of every 4th row and column) stands for the bias level (a
     # typical pixel's dark current is then taken for bias; a hot pixel's is signal)
-    signal = (combination.data if master.bias else
-              combination.data - np.median(combination.data[::4, ::4]))
-    model = combined_variance(frame_variance(signal, gain, read_noise), combination.n_used)
-    return model + (planes[master.bias].variance if master.bias else 0.0)
+    variance = (np.array(combination.data, dtype=np.float64) if master.bias else
+                np.subtract(combination.data, np.median(combination.data[::4, ::4]),
+                            dtype=np.float64))
+    combined_variance(frame_variance(variance, gain, read_noise, out=variance),
+                      combination.n_used, out=variance)
+    if master.bias:
+        variance += planes[master.bias].variance
+    return variance
+
+
+def _mean_term_variance(terms, planes):
+    """The mean variance of a flat's dark terms (:func:`term_variance`): one, mostly."""
+    variances = [term_variance(term, planes) for term in terms]
+    return variances[0] if len(variances) == 1 else sum(variances) / len(variances)
 
 
 def term_variance(term: DarkTerm, planes):

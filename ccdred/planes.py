@@ -50,7 +50,7 @@ class MaskBit(enum.IntFlag):
     """No finite value (every sample rejected, or a flat of zero)."""
 
 
-def frame_variance(signal, gain: float, read_noise: float) -> np.ndarray:
+def frame_variance(signal, gain: float, read_noise: float, out=None) -> np.ndarray:
     """The variance (ADU²) of a raw frame's pixels from the detector's noise model.
 
     ``(read_noise / gain)² + max(signal, 0) / gain``: the read noise, and the shot noise
@@ -64,19 +64,21 @@ def frame_variance(signal, gain: float, read_noise: float) -> np.ndarray:
         Electrons per ADU.
     read_noise : float
         Read noise in electrons.
+    out : numpy.ndarray of float64, optional
+        Where to put the result (``signal`` itself, to spare a copy).
 
     Examples
     --------
     >>> frame_variance([-5.0, 0.0, 300.0], gain=1.5, read_noise=9.0).tolist()
     [36.0, 36.0, 236.0]
     """
-    variance = np.maximum(signal, 0.0, dtype=np.float64)
+    variance = np.maximum(signal, 0.0, out=out, dtype=np.float64)
     variance /= gain
     variance += (read_noise / gain) ** 2
     return variance
 
 
-def combined_variance(sample_variance, n_used, average: str = "mean") -> np.ndarray:
+def combined_variance(sample_variance, n_used, average: str = "mean", out=None) -> np.ndarray:
     """The variance of the average of ``n_used`` samples, each of ``sample_variance``.
 
     The mean's is ``sample_variance / n``; the median's ``pi/2`` times that (for many
@@ -87,6 +89,8 @@ def combined_variance(sample_variance, n_used, average: str = "mean") -> np.ndar
     sample_variance : array_like
     n_used : array_like of int
     average : {'mean', 'median'}
+    out : numpy.ndarray of float64, optional
+        Where to put the result (``sample_variance`` itself, to spare a copy).
 
     Examples
     --------
@@ -97,7 +101,7 @@ def combined_variance(sample_variance, n_used, average: str = "mean") -> np.ndar
         msg = f"average must be 'mean' or 'median', got {average!r}"
         raise ValueError(msg)
     with np.errstate(divide="ignore"):
-        variance = np.divide(sample_variance, n_used, dtype=np.float64)
+        variance = np.divide(sample_variance, n_used, out=out, dtype=np.float64)
     if average == "median":
         variance *= np.pi / 2
     return variance
@@ -113,19 +117,30 @@ def scaled_variance(variance, factor) -> np.ndarray:
     return np.square(factor, dtype=np.float64) * variance
 
 
-def quotient_variance(numerator, numerator_variance, flat, flat_variance) -> np.ndarray:
+def quotient_variance(numerator, numerator_variance, flat, flat_variance,
+                      out=None) -> np.ndarray:
     """The variance of ``numerator / flat`` (a frame divided by a master flat), to first order.
 
-    ``var_a / f² + a² var_f / f⁴``.
+    ``var_a / f² + a² var_f / f⁴``, computed as ``(var_a + a² var_f / f²) / f²``.
+
+    Parameters
+    ----------
+    numerator, numerator_variance, flat, flat_variance : array_like
+    out : numpy.ndarray of float64, optional
+        Where to put the result.
 
     Examples
     --------
     >>> quotient_variance(100.0, 25.0, 2.0, 0.01).item()
     12.5
     """
-    numerator = np.asarray(numerator, dtype=np.float64)
     flat_square = np.square(flat, dtype=np.float64)
-    return (numerator_variance + numerator**2 * flat_variance / flat_square) / flat_square
+    variance = np.square(numerator, out=out, dtype=np.float64)
+    variance *= flat_variance
+    variance /= flat_square
+    variance += numerator_variance
+    variance /= flat_square
+    return variance
 
 
 def dark_current_variance(current, n_used, n_frames: int, exptimes, gain: float,
@@ -198,8 +213,12 @@ def flat_variance(combined, n_used, medians, gain: float, read_noise: float) -> 
     gain, read_noise : float
     """
     ratio = flat_term_share(medians)
-    signal = np.maximum(np.asarray(combined, dtype=np.float64), 0) / ratio
-    return ratio**2 * combined_variance(frame_variance(signal, gain, read_noise), n_used)
+    variance = np.maximum(combined, 0.0, dtype=np.float64)  # the signal, then its variance
+    variance /= ratio
+    combined_variance(frame_variance(variance, gain, read_noise, out=variance), n_used,
+                      out=variance)
+    variance *= ratio**2
+    return variance
 
 
 def flat_term_share(medians) -> float:
@@ -262,13 +281,33 @@ def frame_mask(raw, result, saturation: float | None = None, uncertainty=None,
     >>> frame_mask([10, 65535, 20], [1.0, 2.0, np.nan], saturation=65535).tolist()
     [0, 8, 32]
     """
-    mask = np.zeros(np.shape(result), dtype=np.uint8)
-    if saturation is not None:
-        mask[np.asarray(raw) >= saturation] |= np.uint8(MaskBit.SATURATED)
-    bad = ~np.isfinite(result)
+    shape = np.shape(result)
+    result = np.atleast_1d(result)
+    raw, uncertainty, extra = (
+        None if plane is None else np.broadcast_to(np.asarray(plane, dtype), result.shape)
+        for plane, dtype in ((None if saturation is None else raw, None),
+                             (uncertainty, None), (extra, np.uint8)))
+    mask = np.empty(result.shape, dtype=np.uint8)
+    for start in range(0, len(result), _MASK_ROWS):  # temporaries of a few rows, in the cache
+        rows = slice(start, start + _MASK_ROWS)
+        _mask_rows(mask[rows], result[rows], saturation,
+                   *(None if plane is None else plane[rows] for plane in (raw, uncertainty, extra)))
+    return mask.reshape(shape)
+
+
+#: Rows of a mask made at a time (:func:`frame_mask`).
+_MASK_ROWS = 64
+
+
+def _mask_rows(mask, result, saturation, raw, uncertainty, extra) -> None:
+    """Fill ``mask``, some rows of :func:`frame_mask`'s, from the same rows of its inputs."""
+    if saturation is None:
+        mask.fill(0)
+    else:
+        np.multiply(np.greater_equal(raw, saturation), np.uint8(MaskBit.SATURATED), out=mask)
+    finite = np.isfinite(result)
     if uncertainty is not None:
-        bad |= ~np.isfinite(uncertainty)
-    mask[bad] |= np.uint8(MaskBit.NOT_FINITE)
+        finite &= np.isfinite(uncertainty)
+    np.bitwise_or(mask, np.uint8(MaskBit.NOT_FINITE), out=mask, where=~finite)
     if extra is not None:
-        mask |= np.asarray(extra, dtype=np.uint8)
-    return mask
+        mask |= extra

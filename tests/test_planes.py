@@ -11,6 +11,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 
 from ccdred import fitsio
+from ccdred.calibrate import calibration_uncertainty
 from ccdred.demo import NightSpec, make_night, night_stars, night_truth
 from ccdred.night import reduce_night
 from ccdred.parameters import ReductionParameters
@@ -138,6 +139,70 @@ def test_the_propagation_leaves_its_inputs_alone():
     quotient_variance(frame, frame.copy(), flat, flat / 100)
     frame_variance(frame, 1.5, 9.0)
     assert frame.tolist() == [100.0] * 4 and flat.tolist() == [0.9] * 4
+
+
+@pytest.mark.parametrize("dtype", [">f4", "float64"])
+@pytest.mark.parametrize("keep_subtracted", [True, False])
+def test_a_calibrations_uncertainty_is_the_noise_models(dtype, keep_subtracted):
+    """Row block by row block, in buffers, the same values as the noise model's formulas
+    on whole float64 frames: across blocks (300 rows), a negative signal, a zero flat and
+    an infinite flat variance."""
+    rng = np.random.default_rng(6)
+    shape = (300, 17)
+    raw = rng.integers(0, 65535, shape).astype(np.uint16)
+    dark = rng.normal(1000.0, 30.0, shape).astype(np.float32)
+    flat = rng.normal(1.0, 0.05, shape).astype(np.float32)
+    flat[131, 3] = 0.0
+    dark_var, flat_var = rng.uniform(1.0, 30.0, shape), rng.uniform(0.0, 1e-4, shape)
+    flat_var[250, 7] = np.inf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        subtracted, flat_fielded = calibration_uncertainty(
+            raw, dark, dark_var, flat, flat_var, gain=1.5, read_noise=9.0, dtype=dtype,
+            keep_subtracted=keep_subtracted)
+        signal = raw.astype(np.float64) - dark.astype(np.float64)
+        variance = np.maximum(signal, 0.0) / 1.5 + (9.0 / 1.5) ** 2 + dark_var
+        square = flat.astype(np.float64) ** 2
+        expected = np.sqrt((variance + signal**2 * flat_var / square) / square).astype(dtype)
+    assert signal.min() < 0 and not np.isfinite(expected).all()
+    assert flat_fielded.dtype == np.dtype(dtype) and flat_fielded.tobytes() == expected.tobytes()
+    assert subtracted is None if not keep_subtracted else (
+        subtracted.tobytes() == np.sqrt(variance).astype(dtype).tobytes())
+
+
+def test_the_in_place_variances_are_the_new_ones():
+    signal = np.array([-5.0, 0.0, 300.0, 7e4])
+    expected = combined_variance(frame_variance(signal, 1.5, 9.0), [4, 9, 0, 2], "median")
+    out = signal.copy()
+    same = combined_variance(frame_variance(out, 1.5, 9.0, out=out), [4, 9, 0, 2], "median",
+                             out=out)
+    assert same is out and out.tolist() == expected.tolist()
+
+
+def test_the_mask_is_made_the_same_in_blocks_of_rows():
+    """Bits in every block of rows (200 rows): saturated samples, a value or an uncertainty
+    not finite, the caller's bits; against whole-frame numpy expressions."""
+    rng = np.random.default_rng(7)
+    shape = (200, 9)
+    raw = rng.integers(60000, 65536, shape).astype(np.uint16)
+    result = rng.normal(0.0, 1.0, shape).astype(">f4")
+    uncertainty = np.abs(result) + 1
+    result[rng.random(shape) < 0.05] = np.nan
+    uncertainty[rng.random(shape) < 0.05] = np.inf
+    extra = (rng.random(shape) < 0.05).astype(np.uint8) * np.uint8(MaskBit.HOT)
+    mask = frame_mask(raw, result, 65000.0, uncertainty, extra)
+    expected = (np.where(raw >= 65000, 8, 0) | extra
+                | np.where(np.isfinite(result) & np.isfinite(uncertainty), 0, 32))
+    assert mask.dtype == np.uint8 and np.array_equal(mask, expected)
+    assert all(np.any(mask[rows] & bit) for rows in (slice(0, 64), slice(128, 200))
+               for bit in (MaskBit.SATURATED, MaskBit.NOT_FINITE, MaskBit.HOT))
+
+
+def test_the_mask_takes_one_pixel_and_bits_for_every_pixel():
+    assert frame_mask(70000, np.nan, 65535, extra=MaskBit.HOT) == (
+        MaskBit.HOT | MaskBit.SATURATED | MaskBit.NOT_FINITE)
+    mask = frame_mask(np.zeros((3, 2)), np.ones((3, 2)), None, uncertainty=np.inf,
+                      extra=np.uint8(MaskBit.USER))
+    assert mask.tolist() == [[MaskBit.USER | MaskBit.NOT_FINITE] * 2] * 3
 
 
 def test_saturation_comes_from_the_header_else_the_raw_type():
