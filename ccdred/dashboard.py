@@ -263,17 +263,19 @@ class Dashboard(pn.viewable.Viewer):
     def _before_after_view(self, shown, mask):
         name, raw, calibrated = shown
         layout = plots.before_after(raw, calibrated, name, mask)
+        filter_name = self.pipeline.object_filter(name)
         for element in layout:
-            self._inspect_on_tap(element, "flat")
+            self._inspect_on_tap(element, "flat", filter_name)
         return pn.Column(_panes(layout, linked_axes=True),
-                         "Click a pixel to see the samples of the master flat there.",
-                         sizing_mode="stretch_width")
+                         f"Click a pixel to see the samples of the master flat {filter_name} "
+                         f"(this frame's) there.", sizing_mode="stretch_width")
 
-    def _inspect_on_tap(self, source, inspect) -> None:
+    def _inspect_on_tap(self, source, inspect, filter_name=None) -> None:
         """A tap on this image (an element or a DynamicMap of images) inspects that pixel of
-        the ``inspect`` ('dark' or 'flat') master."""
+        the ``inspect`` ('dark' or 'flat') master (with ``filter_name``: the flat of that
+        filter, then on show)."""
         hv.streams.Tap(source=source).add_subscriber(
-            lambda x=None, y=None: self.inspect(inspect, x, y))
+            lambda x=None, y=None: self.inspect(inspect, x, y, filter_name))
 
     def _masters_view(self, dark, flat):
         """Each master beside its histogram; the two masters do not share axes."""
@@ -333,11 +335,13 @@ class Dashboard(pn.viewable.Viewer):
         self._inspect_on_tap(pane.object, inspect)
         return pane
 
-    def inspect(self, master: str, x, y) -> None:
-        """Show the samples of pixel (x, y) of the 'dark' or 'flat' master on show."""
+    def inspect(self, master: str, x, y, filter_name=None) -> None:
+        """Show the samples of pixel (x, y) of the 'dark' or 'flat' master on show (with
+        ``filter_name``: the master flat of that filter, shown from then on)."""
         if x is not None and y is not None:
+            chosen = {} if filter_name is None else {"filter": filter_name}
             self.pipeline.param.update(inspect=master, pixel_x=max(0, round(x)),
-                                       pixel_y=max(0, round(y)))
+                                       pixel_y=max(0, round(y)), **chosen)
 
     def _explore_view(self):
         """The threshold sweep of the inspected master (a click sets the threshold), the

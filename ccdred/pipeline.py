@@ -464,6 +464,11 @@ class Pipeline(ReductionParameters):
                 return step
         raise InputError([InputProblem(None, f"no object frame named {name!r}")])
 
+    def object_filter(self, name=None) -> str | None:
+        """The filter of the master flat an object frame is divided by (the selected one by
+        default): the ``filter`` that shows and inspects that flat."""
+        return self._require_plan().masters[self._object(name).flat].filter
+
     def raw_object(self, name=None) -> np.ndarray:
         """The (preprocessed) raw image of an object frame (the selected one by default)."""
         return read_raw(self._object(name).frame)

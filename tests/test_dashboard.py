@@ -115,6 +115,27 @@ def test_reduce_night_reports_products_and_the_folder(dashboard):
     assert "master flat V from 7 frames" in log and "wrote" in log
 
 
+def test_a_tap_on_before_after_inspects_the_frame_s_own_flat(dashboard):
+    """An object frame of filter V, the flat on show R: a tap on its calibrated image shows
+    the samples of master flat V (the one it was divided by), and shows that flat."""
+    dashboard.night = "night1"
+    pipeline = dashboard.pipeline
+    pipeline.filter = "R"
+    pipeline.object_frame = next(step.frame.path.name for step in pipeline.plan.calibrations
+                                 if step.frame.filter == "V")
+    assert pipeline.object_filter() == "V"
+    shown = pipeline.shown_calibrated()
+    view = dashboard._before_after_view(shown, None)
+    assert "master flat V (this frame's)" in view[1].object
+    taps = [stream for element in hv.streams.Stream.registry
+            for stream in hv.streams.Stream.registry[element]
+            if isinstance(stream, hv.streams.Tap) and stream.subscribers]
+    taps[-1].event(x=10.2, y=12.7)
+    assert (pipeline.inspect, pipeline.filter, pipeline.pixel_x, pipeline.pixel_y) == (
+        "flat", "V", 10, 13)
+    assert pipeline.shown_pixel().master == "flat_V.fits"
+
+
 def test_the_frames_view_follows_the_products_dtype(dashboard):
     """The flats' levels are taken less their dark terms as the products hold them, so the
     products' type decides them too (found by the state machine, tests/test_states.py)."""
