@@ -13,6 +13,8 @@ the boundary, so the versions compiled here are all that a run ever loads
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -24,11 +26,15 @@ __all__ = ["compile_kernels", "is_prepared", "prepare", "prepare_in_background"]
 
 
 def _marker(cache: Path) -> Path:
-    return cache / f".prepared-{__version__}"
+    """The file that says :func:`prepare` has finished for this version of ccdred installed
+    here: numba keeps the compiled kernels beside the package (or in ``NUMBA_CACHE_DIR``),
+    so another clone or install of the same version has compiled nothing yet."""
+    installed = f"{Path(__file__).resolve().parent}|{os.environ.get('NUMBA_CACHE_DIR', '')}"
+    return cache / f".prepared-{__version__}-{hashlib.sha1(installed.encode()).hexdigest()[:12]}"
 
 
 def is_prepared(cache: Path | None = None) -> bool:
-    """Whether :func:`prepare` has finished for this version of ccdred."""
+    """Whether :func:`prepare` has finished for this version of ccdred, installed here."""
     return _marker(cache or config.cache_dir()).exists()
 
 
@@ -58,8 +64,9 @@ def prepare(cache: Path | None = None, demo_size: int | None = None, report=None
     started = time.perf_counter()
     report(f"simulating the {size}x{size} demo night into {cache} (a few seconds)")
     night = demo_night(cache, NightSpec(shape=(size, size)))
-    report("compiling the kernels (80-160 s on 2 cores, once)")
-    compile_kernels()
+    report("compiling the kernels (2-3 minutes on 2 cores, once)")
+    compile_kernels(lambda done, total, name: report(
+        f"  {done} of {total} compiled ({name}), {time.perf_counter() - started:.0f} s"))
     cache.mkdir(parents=True, exist_ok=True)
     _marker(cache).touch()
     report(f"ready in {time.perf_counter() - started:.0f} s")
@@ -86,13 +93,22 @@ def prepare_in_background(cache: Path | None = None, report=None) -> threading.E
         return _BACKGROUND["done"]
 
 
-def compile_kernels() -> list[str]:
+def compile_kernels(progress=None) -> list[str]:
     """Compile (or load from numba's cache) the version of each kernel that ccdred calls,
     for any stack type, and LACosmic's (:mod:`ccdred.lacosmic`, compiled as it is
-    imported); returns the combination kernels' names."""
-    from . import kernels, lacosmic  # noqa: F401
+    imported); returns the combination kernels' names.
 
-    for name, signatures in kernels.SIGNATURES.items():
-        for signature in signatures:
-            getattr(kernels, name).compile(signature)
+    ``progress(done, total, name)`` is called after LACosmic's and after each version.
+    """
+    from . import kernels
+
+    versions = [(name, signature) for name, signatures in kernels.SIGNATURES.items()
+                for signature in signatures]
+    report = progress or (lambda done, total, name: None)
+    from . import lacosmic  # noqa: F401  (its kernels compile as it is imported)
+
+    report(1, len(versions) + 1, "LACosmic")
+    for done, (name, signature) in enumerate(versions, start=2):
+        getattr(kernels, name).compile(signature)
+        report(done, len(versions) + 1, name)
     return list(kernels.SIGNATURES)

@@ -148,9 +148,25 @@ def prepared(tmp_path_factory):
     """A cache folder (the demo night's) that ``ccdred prepare`` has filled, the kernels
     compiled into numba's cache."""
     cache = tmp_path_factory.mktemp("prepared")
-    subprocess.run([sys.executable, "-m", "ccdred", "prepare"], env=_environment(cache),
-                   check=True, capture_output=True, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "ccdred", "prepare"], env=_environment(cache),
+                          check=True, capture_output=True, text=True, timeout=900)
+    from ccdred.kernels import SIGNATURES
+
+    total = sum(map(len, SIGNATURES.values())) + 1
+    # what it is doing, kernel by kernel (a student waiting minutes sees it move)
+    assert f"ccdred:   1 of {total} compiled (LACosmic)" in done.stderr, done.stderr
+    assert f"ccdred:   {total} of {total} compiled" in done.stderr, done.stderr
     return cache
+
+
+def test_prepared_is_said_of_this_install_only(prepared, monkeypatch):
+    """The kernels are compiled beside the package (or in NUMBA_CACHE_DIR): another clone or
+    cache of the same version has compiled nothing, and the dashboard prepares again."""
+    from ccdred.prepare import is_prepared
+
+    assert is_prepared(prepared)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(prepared / "elsewhere"))
+    assert not is_prepared(prepared)
 
 
 def test_no_kernel_compiles_after_prepare(prepared, tmp_path):
