@@ -103,6 +103,11 @@ def resolve_under(root, path) -> Path:
 # server, or carry it inline.
 
 
+#: The HoloViews elements ccdred's plots are made of (see :mod:`ccdred.plots`).
+_PLOT_KINDS = ("Curve", "Histogram", "Image", "Points", "Scatter", "Segments", "Spikes",
+               "Overlay")
+
+
 def load_extensions(*, notebook: bool = False, **options) -> None:
     """Load HoloViews' Bokeh backend and Panel with the dashboard's extensions (before a
     dashboard or a plot is made), so that a page asks no other host for anything.
@@ -123,6 +128,9 @@ def load_extensions(*, notebook: bool = False, **options) -> None:
     import panel as pn
 
     hv.extension("bokeh", logo=False, inline=notebook)
+    # the mouse wheel scrolls the page, as a reader expects; a plot zooms with its wheel
+    # tool once chosen in its toolbar (students scrolled, and a plot zoomed instead)
+    hv.opts.defaults(*(getattr(hv.opts, kind)(active_tools=["pan"]) for kind in _PLOT_KINDS))
     pn.extension(*PANEL_EXTENSIONS, inline=notebook, **options)
     if notebook:
         add_render_hook(_inline_stylesheets)

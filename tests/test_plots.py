@@ -355,3 +355,19 @@ def test_before_after_marks_the_mask_on_the_calibrated_frame_only():
     assert isinstance(before, hv.Image)
     assert [p.label for p in after if isinstance(p, hv.Points) and p.label] == ["cosmic ray (1)"]
     assert isinstance(plots.before_after(raw, raw, "f")[1], hv.Image)
+
+
+@pytest.mark.parametrize("name", ["image", "levels", "samples"])
+def test_the_mouse_wheel_scrolls_the_page_until_a_plot_is_clicked(name):
+    """With the dashboard's extensions loaded, no plot takes the wheel at once (students
+    scrolled the page and zoomed a plot instead): Bokeh's 'auto' gives it the wheel once
+    clicked."""
+    from ccdred.serve import load_extensions
+
+    load_extensions()
+    element = {"image": lambda: plots.image(np.arange(12.0).reshape(3, 4), "frame"),
+               "levels": lambda: hv.Curve([1, 2, 3]) * hv.Scatter([1, 2, 3]),
+               "samples": lambda: hv.Spikes([(0, 1), (1, 2)])}[name]()
+    toolbar = hv.render(element).toolbar
+    assert toolbar.active_scroll == "auto"
+    assert any(type(tool).__name__ == "WheelZoomTool" for tool in toolbar.tools)
