@@ -394,7 +394,7 @@ def pixel_samples(pixel, title: str | None = None):
     return overlay.opts(
         title=title, width=900, height=380,
         xticks=list(enumerate(pixel.frames)) or [(0, "")], xrotation=60, xlim=span,
-        ylabel="sample as combined", padding=(0.05, (0.05, 0.25)), **_INNER_LEGEND,
+        ylabel="sample as combined", padding=(0.05, (0.05, 0.4)), **_INNER_LEGEND,
         **plain_numbers("y"))
 
 
