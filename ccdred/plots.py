@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 _IMAGE_OPTS = {"cmap": "gray", "colorbar": True, "tools": ["hover"], "data_aspect": 1,
-               "frame_height": 300, "xlabel": "column", "ylabel": "row"}
+               "frame_height": 270, "xlabel": "column", "ylabel": "row"}
 
 #: Images with more pixels than this are rasterized with datashader.
 RASTERIZE_ABOVE = 512 * 512
