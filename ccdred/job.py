@@ -71,7 +71,8 @@ class ReductionJob(param.Parameterized):
             self.param.update(output=str(out), products=[p.name for p in result.products],
                               summary=summary(result, values.step_options().limits) + said,
                               status=f"Reduced {night.name}: {len(result.products)} products in "
-                                     f"{out.name}")
+                                     f"{out.name}, in the server's output folder (its "
+                                     f"--output-root); download them below")
         except InputError as err:
             self.param.update(error=str(err), status=f"{night.name} was not reduced")
         finally:
