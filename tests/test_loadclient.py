@@ -21,8 +21,10 @@ def app_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("data-root")
     make_night(root / "night1", NightSpec(shape=(384, 384), seed=5))
     prepare(root.parent)
-    with serve_app(["--data-root", root, "--output-root", tmp_path_factory.mktemp("out")]) as (
-            _process, url):
+    # the server on the cache just prepared (else it prepares its own first: the sessions
+    # would meet the "preparing" page)
+    with serve_app(["--data-root", root, "--output-root", tmp_path_factory.mktemp("out")],
+                   env={**os.environ, "CCDRED_CACHE": str(root.parent)}) as (_process, url):
         yield url
 
 
@@ -88,6 +90,7 @@ def test_sessions_are_served_by_several_processes_with_num_procs(tmp_path):
     make_night(root / "night1", NightSpec(shape=(256, 256), seed=6))
     prepare(tmp_path)
     with serve_app(["--data-root", root, "--output-root", tmp_path / "out"],
+                   env={**os.environ, "CCDRED_CACHE": str(tmp_path)},
                    panel_options=["--num-procs", "2"]) as (process, url):
         servers = _children(process.pid)
 
