@@ -230,7 +230,8 @@ class Dashboard(pn.viewable.Viewer):
             self._listed("Notes on this night:", (*plan.catalogue.notes, *plan.notes), "info"))
             if alert is not None]
         if not levels:
-            return alerts[0] if alerts else None
+            return pn.Column(*alerts, sizing_mode="stretch_width") if len(alerts) > 1 else \
+                next(iter(alerts), None)
         return pn.Column(*alerts, plots.frame_levels_plot(levels, self.pipeline.upper_limit,
                                                           self.pipeline.lower_limit),
                          self.frame_table(levels), sizing_mode="stretch_width")

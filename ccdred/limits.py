@@ -49,10 +49,6 @@ class FlatLimits:
                 msg = f"{name} limit must be a number, got {value!r}"
                 raise ValueError(msg)
             object.__setattr__(self, name, float(value))
-        if self.lower is not None and self.lower > self.upper:
-            msg = (f"lower limit {self.lower:g} is above the upper limit {self.upper:g}: "
-                   f"no flat can be within them")
-            raise ValueError(msg)
 
     def accepts(self, medians) -> np.ndarray:
         """Bool per flat: its median lies within the limits (a NaN median never does)."""
@@ -105,6 +101,10 @@ class FlatLimits:
         filter_name : str
             Their filter, for the message.
         """
+        if self.lower is not None and self.lower > self.upper:  # the flats' problem alone
+            msg = (f"lower limit {self.lower:g} is above the upper limit {self.upper:g}: "
+                   f"no flat of filter {filter_name!r} can be within them")
+            raise InputError([InputProblem(None, msg)])
         accepted = self.accepts(medians) | _lone_usable(medians)
         if not accepted.any():
             details = ", ".join(f"{_file_name(p)} {m:.0f}" for p, m in zip(paths, medians, strict=True))

@@ -179,6 +179,16 @@ class Pipeline(ReductionParameters):
         self._deriving = threading.RLock()
         super().__init__(**params)
 
+    def __getstate__(self):
+        """Picklable (a notebook may send a Pipeline to Dask): its lock is made anew."""
+        state = super().__getstate__()
+        state.pop("_deriving", None)
+        return state
+
+    def __setstate__(self, state):
+        self._deriving = threading.RLock()
+        super().__setstate__(state)
+
     @param.depends(*_SCAN, watch=True, on_init=True)
     def _scan(self) -> None:
         with self._deriving:

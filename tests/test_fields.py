@@ -90,11 +90,14 @@ def test_a_flat_limit_below_zero_is_refused(pipeline, name, typed, said):
     assert field.message.visible and field.message.object == said
 
 
-def test_a_lower_limit_above_the_upper_one_is_an_input_error(pipeline):
-    pipeline.lower_limit = 50000.0
+def test_a_lower_limit_above_the_upper_one_is_the_flats_input_error(night_files):
+    """Raised first (on the way to raising both): the flats say so, the frames' levels and the
+    master dark are still shown."""
+    pipeline = Pipeline(night=str(night_files[0].parent), lower_limit=50000.0)
     with pytest.raises(InputError, match="lower limit 50000 is above the upper limit 38000: "
-                                         "no flat can be within them"):
-        pipeline.step_options()
+                                         "no flat of filter '.' can be within them"):
+        pipeline.shown_flat()
+    assert pipeline.frame_levels() and pipeline.shown_dark()[1].data.size
 
 
 def test_a_value_set_elsewhere_ends_a_refusal(pipeline):

@@ -176,3 +176,14 @@ def test_a_section_typed_half_is_one_input_problem_until_corrected(night_files):
         pipeline.shown_dark()
     pipeline.trim = "auto"
     assert pipeline.shown_dark()[1].data.shape == SMALL_SPEC.shape
+
+
+def test_a_pipeline_pickles_and_copies_with_its_parameters(night_files):
+    import copy
+    import pickle
+
+    pipeline = Pipeline(night=str(night_files[0].parent), threshold=3.1)
+    for twin in (pickle.loads(pickle.dumps(pipeline)), copy.deepcopy(pipeline)):
+        assert (twin.night, twin.threshold) == (pipeline.night, 3.1)
+        twin.trim = "none"  # its own lock: a scan runs
+        assert twin.catalogue.frames and pipeline.trim == "auto"
