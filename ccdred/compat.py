@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 
-__all__ = ["add_render_hook", "design_without", "forget_links", "held_models", "option_strings",
-           "parser_options", "patch_inline_stylesheets", "raw_data_offset", "set_madvise_hugepage",
-           "editable_slider_parts"]
+__all__ = ["add_render_hook", "design_without", "editable_slider_parts", "forget_links",
+           "held_models", "option_strings", "parser_options", "patch_inline_stylesheets",
+           "raw_data_offset", "set_madvise_hugepage"]
 
 
 # -- numpy ---------------------------------------------------------------------------------

@@ -55,7 +55,6 @@ class Field(pn.viewable.Viewer):
         self._slider, self._text_box = compat.editable_slider_parts(self.widget) or (None, None)
         if self._slider is not None:
             self._slider.param.watch(self._fit_range, ["start", "end"])
-            owner.param.watch(self._fit_range, name)
             self._show(getattr(owner, name))  # its text box's last value typed: none yet
 
     def _typed(self, event) -> None:
@@ -70,9 +69,7 @@ class Field(pn.viewable.Viewer):
                    else refusal(err, lambda _name: label))
             self.message.object = f"{why} Kept: {_in_words(kept)}."
             self.message.visible = True
-            self._show(kept)
-            if self._slider is not None:
-                self._fit_range()
+            self._show(kept)  # (a range widened to the value refused: see _fit_range)
         else:
             self.message.visible = False
             if value is not event.new or self._as_text:  # as the parameter took it
@@ -97,6 +94,8 @@ class Field(pn.viewable.Viewer):
         and a refusal said before is over."""
         self._show(event.new)
         self.message.visible = False
+        if self._slider is not None:
+            self._fit_range()
 
     def _nothing_typed(self) -> str:
         """Why no value was taken: a number box sends nothing for an empty box and for text
@@ -107,7 +106,9 @@ class Field(pn.viewable.Viewer):
 
     def _fit_range(self, *_events) -> None:
         """An editable slider's range: its own, widened to the parameter's value only. Its
-        text box widens it in the browser to any value typed, also to one refused."""
+        text box widens it in the browser to any value typed, also to one refused: that
+        widening reaches the inner slider, whose watcher calls this, in whichever order it
+        comes with the refused value (a refusal does not change the parameter's value)."""
         kept = getattr(self._owner, self._name)
         start, end = self.widget.start, self.widget.end
         if kept is not None:
