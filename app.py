@@ -2,13 +2,14 @@
 ``panel serve app.py --args --data-root DIR [--output-root DIR]``."""
 
 from ccdred.dashboard import Dashboard
-from ccdred.serve import load_extensions, use_small_pages
+from ccdred.serve import load_extensions, prepare_memory
 
 # Every file of the page from this server, none from another host (serve.py). Sessions'
 # updates run in a thread pool, not on the server's event loop: one user's recomputation
 # then never holds up another's page (the kernels release the GIL).
 load_extensions(nthreads=2)
-# Fresh arrays in ordinary pages: a threshold move is about a fifth faster (serve.py).
-use_small_pages()
+# Arrays in ordinary pages, freed memory reused, the masters' memory faulted in at start:
+# a threshold move is about a fifth faster for each (serve.py). Once per process.
+prepare_memory()
 
 Dashboard.from_args().servable(title="ccdred")

@@ -15,6 +15,7 @@ variable                   what                                  default
 ``CCDRED_SCHEDULER``       the dashboard's Dask scheduler        none: in process
 ``CCDRED_RAW_CACHE_MB``    raw frames kept per process           4096
 ``CCDRED_MASTER_CACHE_MB`` masters kept per process              2048
+``CCDRED_RESERVE_MB``      memory a server faults in at start    the master cache's
 =========================  ====================================  ====================
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 __all__ = ["DEMO_SIZE", "cache_dir", "data_root", "demo_size", "master_cache_mb",
            "night_folder", "numpy_decides_huge_pages", "output_root", "raw_cache_mb",
-           "scheduler"]
+           "reserve_mb", "scheduler"]
 
 #: Width and height of the demo night, the same for the dashboard, notebooks and ``ccdred demo``.
 DEMO_SIZE = 512
@@ -72,6 +73,12 @@ def raw_cache_mb() -> int:
 def master_cache_mb() -> int:
     """Megabytes of masters a process keeps for its sessions (``CCDRED_MASTER_CACHE_MB``)."""
     return _integer("CCDRED_MASTER_CACHE_MB", 2048)
+
+
+def reserve_mb() -> int:
+    """Megabytes of memory a dashboard server faults in when it starts, for the masters it
+    will make (``CCDRED_RESERVE_MB``; :func:`master_cache_mb` by default; 0: none)."""
+    return _integer("CCDRED_RESERVE_MB", master_cache_mb())
 
 
 def numpy_decides_huge_pages() -> bool:

@@ -1,0 +1,61 @@
+"""A dashboard server's memory (:func:`ccdred.serve.prepare_memory`): freed memory is reused
+and the reserve is faulted in once, counted by the page faults a fresh process takes
+(each test runs in a new interpreter: the C library's settings are for the whole process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+#: Page faults of filling a new 64 MB array after freeing another, in a new interpreter that
+#: first runs the setup given as its argument; printed as JSON with the setup's result.
+_REFILL = """
+import json, resource, sys
+import numpy as np
+from ccdred import serve
+
+result = eval(sys.argv[1])
+first = np.ones(8 << 20)  # 64 MB, filled
+del first
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+second = np.ones(8 << 20)
+print(json.dumps([repr(result), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before]))
+"""
+
+#: 64 MB in pages of 4 kB
+_PAGES = (64 << 20) // 4096
+
+
+def _refill_faults(setup: str, **env) -> tuple[str, int]:
+    """The setup's result and the page faults of the second 64 MB array, in a new process."""
+    done = subprocess.run([sys.executable, "-c", _REFILL, setup], capture_output=True,
+                          text=True, check=True, env={**os.environ, **env})
+    result, faults = json.loads(done.stdout)
+    return result, faults
+
+
+def test_a_server_reuses_the_memory_it_frees():
+    """By default a freed 64 MB array is given back and the next one faulted in page by
+    page (in ordinary pages, as the server makes them); after keep_freed_memory the next one
+    reuses it."""
+    _, faults_by_default = _refill_faults("serve.use_small_pages()")
+    kept, faults_kept = _refill_faults("(serve.use_small_pages(), serve.keep_freed_memory())")
+    assert faults_by_default > _PAGES // 2
+    assert kept == "(True, True)"
+    assert faults_kept < _PAGES // 20
+
+
+def test_the_reserve_is_faulted_in_once_and_reused():
+    """prepare_memory reserves CCDRED_RESERVE_MB in a thread, once per process; the arrays
+    made after it take no new pages."""
+    setup = ("(lambda t: (t.join(), t.name, serve.prepare_memory() is t))(serve.prepare_memory())")
+    result, faults = _refill_faults(setup, CCDRED_RESERVE_MB="256")
+    assert result == "(None, 'ccdred-reserve', True)"
+    assert faults < _PAGES // 20
+
+
+def test_no_reserve_when_told_none():
+    result, _ = _refill_faults("serve.prepare_memory()", CCDRED_RESERVE_MB="0")
+    assert result == "None"
