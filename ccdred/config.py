@@ -15,7 +15,7 @@ variable                   what                                  default
 ``CCDRED_SCHEDULER``       the dashboard's Dask scheduler        none: in process
 ``CCDRED_RAW_CACHE_MB``    raw frames kept per process           4096
 ``CCDRED_MASTER_CACHE_MB`` masters kept per process              2048
-``CCDRED_RESERVE_MB``      memory a server faults in at start    the master cache's
+``CCDRED_RESERVE_MB``      memory a server faults in at start    see below
 =========================  ====================================  ====================
 """
 
@@ -75,10 +75,11 @@ def master_cache_mb() -> int:
     return _integer("CCDRED_MASTER_CACHE_MB", 2048)
 
 
-def reserve_mb() -> int:
+def reserve_mb() -> int | None:
     """Megabytes of memory a dashboard server faults in when it starts, for the masters it
-    will make (``CCDRED_RESERVE_MB``; :func:`master_cache_mb` by default; 0: none)."""
-    return _integer("CCDRED_RESERVE_MB", master_cache_mb())
+    will make (``CCDRED_RESERVE_MB``; 0: none). None when unset: the server decides
+    (:func:`ccdred.serve.prepare_memory`)."""
+    return _integer("CCDRED_RESERVE_MB", None)
 
 
 def numpy_decides_huge_pages() -> bool:
@@ -91,7 +92,7 @@ def _path(variable: str) -> Path | None:
     return Path(value) if value else None
 
 
-def _integer(variable: str, default: int) -> int:
+def _integer(variable: str, default: int | None) -> int | None:
     """An integer environment variable; a value that is not one is refused, naming both.
 
     Examples

@@ -15,9 +15,9 @@ from .compat import add_render_hook, design_without, patch_inline_stylesheets, s
 from .errors import InputError, InputProblem
 from .frames import fits_files
 
-__all__ = ["PANEL_EXTENSIONS", "app_options", "keep_freed_memory", "list_nights",
-           "load_extensions", "page_design", "prepare_memory", "reserve_memory", "resolve_under",
-           "use_small_pages"]
+__all__ = ["PANEL_EXTENSIONS", "app_options", "free_pages_go_to_host", "keep_freed_memory",
+           "list_nights", "load_extensions", "page_design", "prepare_memory", "reserve_memory",
+           "resolve_under", "use_small_pages"]
 
 #: Panel's extensions the dashboard's widgets need, loaded before a dashboard is made.
 PANEL_EXTENSIONS = ("tabulator",)
@@ -71,15 +71,37 @@ def use_small_pages() -> bool:
 @functools.cache
 def prepare_memory() -> threading.Thread | None:
     """Set up a dashboard server's memory, once per process: arrays in ordinary pages
-    (:func:`use_small_pages`), freed memory kept for the next arrays
-    (:func:`keep_freed_memory`) and, when it is, :func:`ccdred.config.reserve_mb` of it
-    faulted in at once (:func:`reserve_memory`). Returns the reserving thread, if any.
+    (:func:`use_small_pages`); and on a machine that hands its free memory to a host
+    (:func:`free_pages_go_to_host`), or when ``CCDRED_RESERVE_MB`` says how much, freed
+    memory kept for the next arrays (:func:`keep_freed_memory`) and as much as the master
+    cache may hold (:func:`ccdred.config.master_cache_mb`) faulted in at once
+    (:func:`reserve_memory`). Returns the reserving thread, if any.
     """
     use_small_pages()
     megabytes = config.reserve_mb()
-    if not keep_freed_memory() or megabytes <= 0:
+    if megabytes is None:
+        megabytes = config.master_cache_mb() if free_pages_go_to_host() else 0
+    if megabytes <= 0 or not keep_freed_memory():
         return None
     return reserve_memory(megabytes)
+
+
+#: The virtio balloon's feature "free page reporting" (VIRTIO_BALLOON_F_REPORTING)
+_FREE_PAGE_REPORTING = 5
+
+
+def free_pages_go_to_host(sysfs=Path("/sys")) -> bool:
+    """Whether this machine is a virtual machine that reports its free memory to its host
+    (a virtio balloon with free page reporting, Linux's ``sysfs``): the host then takes
+    those pages back, and each one is faulted in from the host when it is used again."""
+    for device in (Path(sysfs) / "bus/virtio/drivers/virtio_balloon").glob("virtio*"):
+        try:
+            features = (device / "features").read_text()
+        except OSError:
+            continue
+        if features[_FREE_PAGE_REPORTING:_FREE_PAGE_REPORTING + 1] == "1":
+            return True
+    return False
 
 
 #: glibc's ``mallopt`` parameters (``malloc.h``)

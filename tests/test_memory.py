@@ -9,6 +9,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from ccdred.serve import free_pages_go_to_host
+
 #: Page faults of filling a new 64 MB array after freeing another, in a new interpreter that
 #: first runs the setup given as its argument; printed as JSON with the setup's result.
 _REFILL = """
@@ -29,9 +33,11 @@ _PAGES = (64 << 20) // 4096
 
 
 def _refill_faults(setup: str, **env) -> tuple[str, int]:
-    """The setup's result and the page faults of the second 64 MB array, in a new process."""
+    """The setup's result and the page faults of the second 64 MB array, in a new process
+    (with these environment variables more; None: one unset)."""
+    env = {name: value for name, value in {**os.environ, **env}.items() if value is not None}
     done = subprocess.run([sys.executable, "-c", _REFILL, setup], capture_output=True,
-                          text=True, check=True, env={**os.environ, **env})
+                          text=True, check=True, env=env)
     result, faults = json.loads(done.stdout)
     return result, faults
 
@@ -59,3 +65,26 @@ def test_the_reserve_is_faulted_in_once_and_reused():
 def test_no_reserve_when_told_none():
     result, _ = _refill_faults("serve.prepare_memory()", CCDRED_RESERVE_MB="0")
     assert result == "None"
+
+
+@pytest.mark.parametrize(("features", "reported"), [
+    ("0110010000000000000000000000000010000000", True),   # this benchmark machine's balloon
+    ("0110000000000000000000000000000010000000", False),  # a balloon without the reporting
+    (None, False)])                                        # no balloon
+def test_a_machine_hands_free_pages_to_its_host_when_its_balloon_reports_them(
+        tmp_path, features, reported):
+    drivers = tmp_path / "bus/virtio/drivers"
+    (drivers / "virtio_console/virtio1").mkdir(parents=True)
+    (drivers / "virtio_console/virtio1/features").write_text("1" * 64)
+    if features is not None:
+        (drivers / "virtio_balloon/virtio0").mkdir(parents=True)
+        (drivers / "virtio_balloon/virtio0/features").write_text(features + "\n")
+    assert free_pages_go_to_host(tmp_path) is reported
+
+
+def test_without_a_setting_the_reserve_is_made_where_free_pages_go_to_the_host():
+    """CCDRED_RESERVE_MB unset: a reserve (of the master cache's size, here made small) on
+    a machine whose balloon reports free pages, none elsewhere."""
+    result, _ = _refill_faults("(lambda t: t and (t.join(), t.name))(serve.prepare_memory())",
+                               CCDRED_RESERVE_MB=None, CCDRED_MASTER_CACHE_MB="128")
+    assert result == ("(None, 'ccdred-reserve')" if free_pages_go_to_host() else "None")
