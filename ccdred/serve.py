@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import functools
+import logging
 import os
 import threading
 from pathlib import Path
@@ -18,6 +19,8 @@ from .frames import fits_files
 __all__ = ["PANEL_EXTENSIONS", "app_options", "free_pages_go_to_host", "keep_freed_memory",
            "list_nights", "load_extensions", "page_design", "prepare_memory", "reserve_memory",
            "resolve_under", "use_small_pages"]
+
+logger = logging.getLogger(__name__)
 
 #: Panel's extensions the dashboard's widgets need, loaded before a dashboard is made.
 PANEL_EXTENSIONS = ("tabulator",)
@@ -78,7 +81,11 @@ def prepare_memory() -> threading.Thread | None:
     (:func:`reserve_memory`). Returns the reserving thread, if any.
     """
     use_small_pages()
-    megabytes = config.reserve_mb()
+    try:
+        megabytes = config.reserve_mb()
+    except ValueError as err:  # a speed setting that is not a number: said, not fatal
+        logger.warning("%s; the server decides the reserve", err)
+        megabytes = None
     if megabytes is None:
         megabytes = config.master_cache_mb() if free_pages_go_to_host() else 0
     if megabytes <= 0 or not keep_freed_memory():
