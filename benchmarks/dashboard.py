@@ -76,7 +76,7 @@ def move(page, threshold: float, quiet: float = 1.5) -> tuple[float, float]:
     return (first_map - pressed) / 1000, (max(change[0] for change in changes) - pressed) / 1000
 
 
-def measure(url: str, thresholds) -> dict:
+def measure(url: str, thresholds: tuple[float, ...]) -> dict:
     """Load the page and move the threshold to each of ``thresholds`` (the first move after
     the load timed apart)."""
     from playwright.sync_api import sync_playwright
@@ -105,6 +105,8 @@ def main(argv=None) -> None:
                         help=f"timed moves (at most {len(THRESHOLDS) - 1})")
     parser.add_argument("--each", action="store_true", help="also print each move's seconds")
     args = parser.parse_args(argv)
+    if not 0 < args.moves < len(THRESHOLDS):
+        parser.error(f"--moves: 1 to {len(THRESHOLDS) - 1}")
     print("| demo night | first page load | first move after load: map, all | "
           f"{args.moves} moves to new thresholds: first map, median (range) | "
           "every plot, median (range) |\n| --- | ---: | ---: | ---: | ---: |")

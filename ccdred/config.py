@@ -15,7 +15,9 @@ variable                   what                                  default
 ``CCDRED_SCHEDULER``       the dashboard's Dask scheduler        none: in process
 ``CCDRED_RAW_CACHE_MB``    raw frames kept per process           4096
 ``CCDRED_MASTER_CACHE_MB`` masters kept per process              2048
-``CCDRED_RESERVE_MB``      memory a server faults in at start    see below
+``CCDRED_RESERVE_MB``      memory a server faults in at start    where free pages go
+                                                                 to a host: the
+                                                                 master cache's
 =========================  ====================================  ====================
 """
 

@@ -60,7 +60,7 @@ def use_small_pages() -> bool:
     numpy marks every array of 4 MB or more for huge pages, and reads
     ``NUMPY_MADVISE_HUGEPAGE`` only when it is imported, which ``panel serve`` does
     before ``app.py`` runs: so this turns it off through numpy's own switch. A
-    threshold move makes about 120 MB of new arrays (masters, counts, the normalised
+    threshold move makes about 130 MB of new arrays (masters, counts, the normalised
     flat); on the 2-core benchmark machine, faulting them in as huge pages made every
     other stretch of moves 1.7x slower, with three times the operating system's time
     (``benchmarks/README.md``: one session's moves p50 0.73-0.76 s with huge pages,
@@ -73,12 +73,21 @@ def use_small_pages() -> bool:
 
 @functools.cache
 def prepare_memory() -> threading.Thread | None:
-    """Set up a dashboard server's memory, once per process: arrays in ordinary pages
-    (:func:`use_small_pages`); and on a machine that hands its free memory to a host
-    (:func:`free_pages_go_to_host`), or when ``CCDRED_RESERVE_MB`` says how much, freed
-    memory kept for the next arrays (:func:`keep_freed_memory`) and as much as the master
-    cache may hold (:func:`ccdred.config.master_cache_mb`) faulted in at once
-    (:func:`reserve_memory`). Returns the reserving thread, if any.
+    """Set up a dashboard server's memory, once per process (``app.py`` calls it before
+    anything else of a session runs).
+
+    Arrays go in ordinary pages (:func:`use_small_pages`). On a machine that hands its
+    free memory to a host (:func:`free_pages_go_to_host`), or when ``CCDRED_RESERVE_MB``
+    says how much, the memory the process frees is kept for its next arrays
+    (:func:`keep_freed_memory`) and as much as the master cache may hold
+    (:func:`ccdred.config.master_cache_mb`) is faulted in at once (:func:`reserve_memory`).
+    A process forked after it (``panel serve --num-procs`` with ``--warm``) prepares its
+    own.
+
+    Returns
+    -------
+    threading.Thread or None
+        The thread faulting the reserve in, if there is one.
     """
     use_small_pages()
     try:
@@ -93,14 +102,24 @@ def prepare_memory() -> threading.Thread | None:
     return reserve_memory(megabytes)
 
 
+os.register_at_fork(after_in_child=prepare_memory.cache_clear)
+
 #: The virtio balloon's feature "free page reporting" (VIRTIO_BALLOON_F_REPORTING)
 _FREE_PAGE_REPORTING = 5
 
 
-def free_pages_go_to_host(sysfs=Path("/sys")) -> bool:
-    """Whether this machine is a virtual machine that reports its free memory to its host
-    (a virtio balloon with free page reporting, Linux's ``sysfs``): the host then takes
-    those pages back, and each one is faulted in from the host when it is used again."""
+def free_pages_go_to_host(sysfs: Path | str = Path("/sys")) -> bool:
+    """Whether this machine is a virtual machine that reports its free memory to its host.
+
+    A virtio balloon with free page reporting (its feature bit 5, read from Linux's
+    ``sysfs``): the host takes the guest's free pages back, and each one is faulted in
+    from the host when it is used again.
+
+    Parameters
+    ----------
+    sysfs : path-like, optional
+        Where sysfs is mounted.
+    """
     for device in (Path(sysfs) / "bus/virtio/drivers/virtio_balloon").glob("virtio*"):
         try:
             features = (device / "features").read_text()
@@ -117,30 +136,46 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 def keep_freed_memory() -> bool:
     """Make this (server) process reuse the memory it frees rather than give it back to the
-    operating system; True if the C library took it (glibc), False elsewhere.
+    operating system.
 
     glibc serves each block of 32 MB or more (a 2048x2048 float64 image) by a mapping of
     its own, unmapped when freed, and gives back the free top of its heaps. A virtual
     machine that returns its free pages to the host (virtio-balloon free page reporting,
     as the benchmark machine does) then faults every page of the next array in from the
     host: there a new 32 MB array took 90-110 ms to fill, a reused one 1 ms, and a
-    threshold move makes about 130 MB of new arrays. With one arena (threads share it),
-    no mappings and no trimming, the next arrays reuse what was freed. The process's
-    resident memory stays at its peak, which the caches bound
-    (:func:`ccdred.config.master_cache_mb`, :func:`ccdred.config.raw_cache_mb`).
+    threshold move makes about 130 MB of new arrays. With one arena, no mappings and no
+    trimming, the next arrays reuse what was freed. Threads that allocated before keep
+    their own arenas (whose blocks over 64 MB are still mapped apart), so it is set
+    before a server's threads start. The process's resident memory stays at its peak:
+    the caches (:func:`ccdred.config.master_cache_mb`, :func:`ccdred.config.raw_cache_mb`)
+    and what a change makes for a moment, in one heap that is never trimmed.
+
+    Returns
+    -------
+    bool
+        True if the C library took every setting (glibc), False elsewhere.
     """
     libc = _glibc()
     if libc is None:
         return False
     settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))  # -1: never
-    return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
+    return all([libc.mallopt(parameter, value) == 1 for parameter, value in settings])
 
 
 def reserve_memory(megabytes: int) -> threading.Thread:
-    """Fault ``megabytes`` of memory in and free them, in a thread of the lowest priority
-    (started and returned): after :func:`keep_freed_memory`, the masters a server makes
-    first reuse it instead of faulting fresh pages in. At most a quarter of the memory
-    free now is taken.
+    """Fault memory in and free it, in a thread of the lowest priority: after
+    :func:`keep_freed_memory`, the masters a server makes first reuse it instead of
+    faulting fresh pages in.
+
+    Parameters
+    ----------
+    megabytes : int
+        How much; at most a quarter of the memory free now is taken.
+
+    Returns
+    -------
+    threading.Thread
+        The thread, started.
     """
     free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     size = min(megabytes << 20, free // 4)
