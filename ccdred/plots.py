@@ -290,21 +290,29 @@ def empty_bars(_message: str = ""):
 
 
 def frame_levels_plot(rows, upper_limit: float, lower_limit: float | None = None):
-    """Per-frame medians coloured by type and filter, the limits as lines, rejected flats marked.
+    """Per-frame medians coloured by type and filter, the limits as lines, rejected and
+    suspect flats marked.
 
-    Rows without a median (frames not used) are left out.
+    Frames are numbered from 1, in the order of ``rows`` (the frame table's); rows without
+    a median (frames not used) are left out.
     """
-    table = [{**row, "frame": i, "group": _group(row)} for i, row in enumerate(rows)
+    table = [{**row, "frame": i, "group": _group(row)} for i, row in enumerate(rows, start=1)
              if row.get("median") is not None and np.isfinite(row["median"])]
     vdims = ["file", "group", "exptime", "status"]
     points = hv.Points(table, kdims=["frame", "median"], vdims=vdims).opts(
         color="group", cmap="Category10", size=9, tools=["hover"], legend_position="right",
         responsive=True, height=380, title="Per-frame median (flats less their dark)",
         ylabel="median (ADU)", logy=True)
-    rejected = [row for row in table if row["status"].startswith("rejected")]
-    marks = hv.Points(rejected, kdims=["frame", "median"], vdims=vdims, label="rejected").opts(
-        marker="x", size=16, color="black", line_width=3, tools=["hover"])
-    span = (-0.5, max(len(rows), 1) - 0.5)
+
+    def marked(status: str, label: str, **style):
+        chosen = [row for row in table if row["status"].startswith(status)]
+        return hv.Points(chosen, kdims=["frame", "median"], vdims=vdims, label=label).opts(
+            size=16, line_width=3, tools=["hover"], **style)
+
+    marks = (marked("rejected", "rejected", marker="x", color="black")
+             * marked("used, suspect", "suspect (used)", marker="circle", fill_alpha=0.0,
+                      line_color="#d62728"))
+    span = (0.5, max(len(rows), 1) + 0.5)
     overlay = points * marks * _level_line(upper_limit, span, "upper limit", "#444444")
     if lower_limit is not None:
         overlay *= _level_line(lower_limit, span, "lower limit", "#999999")

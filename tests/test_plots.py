@@ -303,6 +303,23 @@ def test_a_clip_map_s_colour_bar_has_finite_limits_on_its_first_drawing():
         assert bar.color_mapper.high > bar.color_mapper.low
 
 
+def test_frames_are_numbered_from_one_and_rejected_and_suspect_flats_marked():
+    """The plot's frame numbers are the table's rows counted from 1; a rejected flat is
+    marked with a cross, a used flat far from its filter's level with a ring."""
+    rows = [{"file": name, "type": "flat", "filter": "V", "exptime": 5.0, "median": median,
+             "status": status}
+            for name, median, status in (("a.fits", 45_000.0, "rejected: above upper limit"),
+                                         ("b.fits", 22_000.0, "used"),
+                                         ("c.fits", 300.0, "used, suspect: median 300, 73x "
+                                                           "below the filter's 22000"))]
+    overlay = plots.frame_levels_plot(rows, 38_000.0)
+    points = {element.label: element.dframe() for element in overlay
+              if isinstance(element, hv.Points)}
+    assert points[""]["frame"].tolist() == [1, 2, 3]
+    assert points["rejected"]["file"].tolist() == ["a.fits"]
+    assert points["suspect (used)"][["frame", "file"]].values.tolist() == [[3, "c.fits"]]
+
+
 def test_the_frames_log_axis_keeps_a_power_of_ten_near_its_levels(night_files):
     """After a low flat was ignored, the levels (biases and darks at 1,000 ADU, flats at
     15,000-26,000) spanned less than two decades, which Bokeh's LogTicker ticks linearly:
