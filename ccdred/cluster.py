@@ -192,7 +192,7 @@ def _submit_products(results, futures, planes, client, parameters, existing) -> 
                                         images, out, parameters, existing,
                                         library=plan.library_history(
                                             plan.flat_terms[frame.path].needs),
-                                        noise=result.noise, planes=night_planes, **_SUBMIT))
+                                        noise=result.noise, **_SUBMIT))
                       for frame in plan.all_flats]
         tasks += [(i, client.submit(calibrate_object, step, images, out, parameters, existing,
                                     library=plan.library_history((*step.term.needs, step.flat)),

@@ -1109,29 +1109,22 @@ def write_bad_pixels(mask, plan: NightPlan, out, parameters, existing="refuse") 
 
 
 def write_flat_intermediate(frame: Frame, term: DarkTerm, masters, out, parameters,
-                            existing="refuse", dark=None, library=(), noise=None,
-                            planes=None) -> Path:
-    """Write a flat's dark-subtracted '_d' file, as the course script does.
+                            existing="refuse", dark=None, library=(), noise=None) -> Path:
+    """Write a flat's dark-subtracted '_d' file, as the course script does: an
+    intermediate, without planes (see :func:`calibrate_object`).
 
     ``masters`` maps product names to master images; ``dark`` is the image of
     ``term``, when already made; ``library``: HISTORY lines naming the library masters
     it uses (:meth:`~ccdred.plan.NightPlan.library_history`); ``noise``: the night's gain
-    and read noise; ``planes``: the masters' :class:`MasterPlanes` by name, when the night
-    writes planes (``UNCERT``, ``MASK``).
+    and read noise (for the header).
     """
     dark = term.image(masters) if dark is None else dark
-    image, samples = read_samples(frame) if planes is not None else (frame.read(), None)
-    subtracted, _ = calibration_steps(image, dark, dtype=fitsio.storage_dtype(parameters.dtype))
-    header = _frame_header(frame, parameters)
-    written = None
-    if planes is not None:
-        written, _ = frame_planes(samples, image, dark, term_variance(term, planes),
-                                  (subtracted, None), noise, frame_saturation(header, samples),
-                                  dtype=parameters.dtype)
-    return _write(out, f"{frame.name}_d.fits", subtracted, header,
+    subtracted, _ = calibration_steps(frame.read(), dark,
+                                      dtype=fitsio.storage_dtype(parameters.dtype))
+    return _write(out, f"{frame.name}_d.fits", subtracted, _frame_header(frame, parameters),
                   "dark_subtracted", [frame.path, *term.needs], parameters, existing,
                   [term.describe(), *library], _frame_options(frame, parameters, term), noise,
-                  written, layout=_layout(frame, parameters))
+                  layout=_layout(frame, parameters))
 
 
 def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refuse",
@@ -1143,8 +1136,11 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
     exposure time share it); ``library``: HISTORY lines naming the library masters it
     uses; ``noise``: the night's gain and read noise; ``planes``: the masters'
     :class:`MasterPlanes` by name, when the night writes planes (``UNCERT``, ``MASK``), and
-    ``extra_mask`` bits added to the mask (a bad-pixel mask, the frame's cosmic rays). When
-    resuming and both products are intact and current, nothing is read or computed.
+    ``extra_mask`` bits added to the mask (a bad-pixel mask, the frame's cosmic rays). The
+    planes go with the '_df' file, the one measured; the '_d' file, an intermediate the
+    course script writes, is its bare image (the planes would more than double a night's
+    bytes, ``benchmarks/README.md``). When resuming and both products are intact and
+    current, nothing is read or computed.
     """
     frame, term = step.frame, step.term
     targets = ([(f"{frame.name}_d.fits", "dark_subtracted", [frame.path, *term.needs])]
@@ -1163,16 +1159,16 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
                                keep_subtracted=parameters.intermediate)
     header = _frame_header(frame, parameters)
     written = [None, None]
-    if planes is not None:
-        written = frame_planes(samples, image, dark, term_variance(term, planes), images, noise,
-                               frame_saturation(header, samples), masters[step.flat],
-                               planes[step.flat].variance, extra_mask, parameters.dtype)
+    if planes is not None:  # the flat-fielded frame's alone
+        written = frame_planes(samples, image, dark, term_variance(term, planes),
+                               (None, images[-1]), noise, frame_saturation(header, samples),
+                               masters[step.flat], planes[step.flat].variance, extra_mask,
+                               parameters.dtype)
     if parameters.cosmic_rays and planes is not None:  # (prepare_night requires the planes)
         rays = cosmic_ray_bits(images[-1], written[-1], noise, extra_mask,
                                LACosmic(niter=parameters.cosmic_ray_iterations))
         logger.info("%s: %d pixels of cosmic rays", frame.path.name, np.count_nonzero(rays))
-        for product_planes in written[-len(targets):]:
-            product_planes["mask"] |= rays
+        written[-1]["mask"] |= rays
     return [_write(out, name, image, header, kind, inputs, parameters, existing,
                    [term.describe(), *library], extra, noise, product_planes,
                    layout=_layout(frame, parameters))
@@ -1222,8 +1218,7 @@ def _write_products(result: NightResult, parameters, existing, steps, pool) -> N
     bad_pixels = (pool.submit(write_bad_pixels, mask, plan, out, parameters, existing)
                   if mask is not None else None)
     flats = [pool.submit(write_flat_intermediate, frame, term, images, out, parameters,
-                         existing, darks.get(term), plan.library_history(term.needs), noise,
-                         planes)
+                         existing, darks.get(term), plan.library_history(term.needs), noise)
              for frame, term in zip(plan.all_flats if terms else [], terms, strict=True)]
     objects = pool.map(lambda step: calibrate_object(
         step, images, out, parameters, existing, darks.get(step.term),

@@ -342,7 +342,9 @@ class ReductionParameters(KeywordParameters, CalibrationParameters, ClipParamete
                            doc="data type of the products")
     intermediate = param.Boolean(True, doc="write the dark-subtracted '_d' files")
     planes = param.Boolean(False, doc="write uncertainty (UNCERT) and mask (MASK) planes in "
-                                      "the products, and each master's rejected samples (NREJ)")
+                                      "the masters and flat-fielded frames (not the '_d' "
+                                      "intermediates), and each master's rejected samples "
+                                      "(NREJ)")
 
     def changed(self) -> dict:
         """The parameters whose values are not the defaults, by name."""
