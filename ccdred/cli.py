@@ -187,6 +187,8 @@ def _mask_options(parser, defaults: ReductionParameters) -> None:
     group.add_argument("--cosmic-rays", action="store_true",
                        help=f"{doc.cosmic_rays.doc} (from the header, --gain and --read-noise, "
                             "or measured from the night)")
+    group.add_argument("--cosmic-ray-replace", action="store_true",
+                       help=f"{doc.cosmic_ray_replace.doc} (with --cosmic-rays)")
     group.add_argument("--cosmic-ray-iterations", type=int, metavar="N",
                        default=defaults.cosmic_ray_iterations,
                        help=f"{doc.cosmic_ray_iterations.doc} (default: "

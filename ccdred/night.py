@@ -29,7 +29,7 @@ from . import fitsio
 from ._version import __version__
 from .badpix import HOT_SIGMA, bad_pixel_mask, flat_defects, hot_pixels, read_bad_pixel_mask
 from .calibrate import calibration_steps, calibration_uncertainty
-from .cosmics import LACosmic, object_mask
+from .cosmics import CosmicRays, LACosmic, cosmic_ray_mask
 from .errors import CalibrationWarning, CcdredWarning, InputError, InputProblem
 from .frames import Catalogue, Frame, scan
 from .library import add_to_library
@@ -54,6 +54,7 @@ __all__ = [
     "create_output",
     "dark_rate",
     "existing_policy",
+    "frame_cosmic_rays",
     "frame_planes",
     "frame_saturation",
     "log_file",
@@ -394,7 +395,11 @@ def prepare_night(paths, output_dir, parameters: ReductionParameters,
 
 
 def _require_planes(parameters: ReductionParameters) -> None:
-    """InputError when cosmic rays are asked for without the planes their bits go to."""
+    """InputError when cosmic rays are asked for without the planes their bits go to, or
+    their replacement without them."""
+    if parameters.cosmic_ray_replace and not parameters.cosmic_rays:
+        msg = "--cosmic-ray-replace needs --cosmic-rays: it replaces the rays those find"
+        raise InputError([InputProblem(None, msg)])
     if parameters.cosmic_rays and not parameters.planes:
         msg = ("--cosmic-rays needs --planes: the rays are marked in the products' MASK "
                "plane (bit 16), which only --planes writes")
@@ -1165,10 +1170,14 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
                                masters[step.flat], planes[step.flat].variance, extra_mask,
                                parameters.dtype)
     if parameters.cosmic_rays and planes is not None:  # (prepare_night requires the planes)
-        rays = cosmic_ray_bits(images[-1], written[-1], noise, extra_mask,
-                               LACosmic(niter=parameters.cosmic_ray_iterations))
-        logger.info("%s: %d pixels of cosmic rays", frame.path.name, np.count_nonzero(rays))
-        written[-1]["mask"] |= rays
+        rays = frame_cosmic_rays(images[-1], written[-1], noise, extra_mask,
+                                 LACosmic(niter=parameters.cosmic_ray_iterations))
+        logger.info("%s: %d pixels of cosmic rays%s", frame.path.name,
+                    np.count_nonzero(rays.mask),
+                    ", replaced" if parameters.cosmic_ray_replace else "")
+        written[-1]["mask"] |= _cosmic_ray_bits(rays)
+        if parameters.cosmic_ray_replace:
+            images = (*images[:-1], rays.cleaned.astype(images[-1].dtype, copy=False))
     return [_write(out, name, image, header, kind, inputs, parameters, existing,
                    [term.describe(), *library], extra, noise, product_planes,
                    layout=_layout(frame, parameters))
@@ -1176,10 +1185,10 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
             in zip(targets, images[-len(targets):], written[-len(targets):], strict=True)]
 
 
-def cosmic_ray_bits(flat_fielded, planes, noise, bad_pixels,
-                    lacosmic: LACosmic = LACosmic()) -> np.ndarray:
-    """The ``COSMIC_RAY`` bits of a flat-fielded frame (:func:`~ccdred.cosmics.object_mask`),
-    its uncertainty plane squared the noise model, its bad pixels left out of the search.
+def frame_cosmic_rays(flat_fielded, planes, noise, bad_pixels,
+                      lacosmic: LACosmic = LACosmic()) -> CosmicRays:
+    """LACosmic on a flat-fielded frame (:func:`~ccdred.cosmics.cosmic_ray_mask`): its
+    uncertainty plane squared the noise model, its bad pixels left out of the search.
 
     Parameters
     ----------
@@ -1195,12 +1204,24 @@ def cosmic_ray_bits(flat_fielded, planes, noise, bad_pixels,
 
     Returns
     -------
-    numpy.ndarray of uint8
+    CosmicRays
+        Where the rays are, and the frame with them replaced (``--cosmic-ray-replace``).
     """
     variance = None if planes.get("uncertainty") is None else np.square(
         planes["uncertainty"], dtype=np.float64)
-    bits = object_mask(flat_fielded, noise, bad_pixels, variance=variance, lacosmic=lacosmic)
-    return bits & np.uint8(MaskBit.COSMIC_RAY)
+    return cosmic_ray_mask(np.asarray(flat_fielded), noise.gain, noise.read_noise,
+                           lacosmic=lacosmic, bad_pixels=bad_pixels, variance=variance)
+
+
+def cosmic_ray_bits(flat_fielded, planes, noise, bad_pixels,
+                    lacosmic: LACosmic = LACosmic()) -> np.ndarray:
+    """The ``COSMIC_RAY`` bits (uint8) of a flat-fielded frame's rays (see
+    :func:`frame_cosmic_rays`, which takes the same arguments)."""
+    return _cosmic_ray_bits(frame_cosmic_rays(flat_fielded, planes, noise, bad_pixels, lacosmic))
+
+
+def _cosmic_ray_bits(rays: CosmicRays) -> np.ndarray:
+    return rays.mask.astype(np.uint8) * np.uint8(MaskBit.COSMIC_RAY)
 
 
 def _write_products(result: NightResult, parameters, existing, steps, pool) -> None:

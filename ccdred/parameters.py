@@ -291,6 +291,10 @@ class MaskParameters(param.Parameterized):
                                       "instead of the night's and written as bad_pixels.fits")
     cosmic_rays = param.Boolean(False, doc="find cosmic rays in the object frames (LACosmic), "
                                            "with the gain and read noise")
+    cosmic_ray_replace = param.Boolean(
+        False, doc="replace the cosmic rays' pixels in the flat-fielded frames by the mean of "
+                   "the good pixels of their 5x5 box (LACosmic's cleaned image); MASK still "
+                   "marks them")
     cosmic_ray_iterations = param.Integer(
         1, bounds=(1, 10), doc="LACosmic's iterations: 1 is compiled (about 0.3 s of CPU a "
                                "2048x2048 frame) and finds the demo night's rays as 4 do; more "
@@ -304,7 +308,8 @@ class MaskParameters(param.Parameterized):
         """The mask options that are on, for product headers (their values go into the
         masks of the products, so that resuming with other ones makes them again); the
         user's mask as its path and its contents' SHA-256."""
-        options = {name: True for name in ("bad_pixels", "cosmic_rays") if getattr(self, name)}
+        options = {name: True for name in ("bad_pixels", "cosmic_rays", "cosmic_ray_replace")
+                   if getattr(self, name)}
         if self.cosmic_rays:
             options["cosmic_ray_iterations"] = self.cosmic_ray_iterations
         if self.bad_pixel_mask is not None:

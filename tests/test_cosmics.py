@@ -322,6 +322,47 @@ def test_the_products_masks_hold_the_rays_and_the_bad_pixels_in_both_runners(cli
     assert found >= 0.9 * injected > 100  # every object frame's, together
 
 
+def test_the_command_line_refuses_replacing_without_finding(tmp_path, capsys):
+    make_night(tmp_path / "raw", NightSpec(shape=(48, 64)))
+    status = main(["reduce", "-q", "--planes", "--cosmic-ray-replace", "-d",
+                   str(tmp_path / "out"), str(tmp_path / "raw")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and "--cosmic-ray-replace needs --cosmic-rays" in err[-1]
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_replaced_rays_take_their_neighbours_values_in_both_runners(client, tmp_path):
+    """--cosmic-ray-replace: each ray pixel of a flat-fielded frame takes a value within
+    those of the good pixels of its 5x5 box (their mean), below the ray's; every other
+    pixel, and the MASK, are those of the night without replacing; Dask writes the same."""
+    from ccdred.cluster import reduce_nights_on_cluster
+
+    make_night(tmp_path / "raw", MASKED_SPEC)
+    found = ReductionParameters(planes=True, cosmic_rays=True)
+    replaced = ReductionParameters(planes=True, cosmic_rays=True, cosmic_ray_replace=True)
+    result = reduce_night([tmp_path / "raw"], tmp_path / "found", found)
+    reduce_night([tmp_path / "raw"], tmp_path / "replaced", replaced)
+    reduce_nights_on_cluster([([tmp_path / "raw"], tmp_path / "dask")], client, replaced)
+    checked = 0
+    for step in result.plan.calibrations:
+        name = f"{step.frame.name}_df.fits"
+        image, mask = (fits.getdata(tmp_path / "found" / name, extension)
+                       for extension in ("PRIMARY", "MASK"))
+        cleaned = fits.getdata(tmp_path / "replaced" / name)
+        assert fits.getdata(tmp_path / "replaced" / name, "MASK").tobytes() == mask.tobytes()
+        assert fits.getdata(tmp_path / "dask" / name).tobytes() == cleaned.tobytes()
+        rays = ray_bits(mask)
+        np.testing.assert_array_equal(cleaned[~rays], image[~rays])
+        for row, col in zip(*np.nonzero(rays), strict=True):
+            box = (slice(max(row - 2, 0), row + 3), slice(max(col - 2, 0), col + 3))
+            good = image[box][~rays[box]]
+            assert good.min() <= cleaned[row, col] <= good.max(), (name, row, col)
+            checked += 1
+        assert (cleaned[rays] < image[rays]).mean() > 0.9  # the rays were bright
+    assert checked > 100
+    assert fits.getheader(tmp_path / "replaced" / name)["HIERARCH CCDRED COSMIC_RAY_REPLACE"]
+
+
 def test_the_command_line_refuses_no_iterations(tmp_path, capsys):
     status = main(["reduce", "-q", "--cosmic-rays", "--planes", "--cosmic-ray-iterations", "0",
                    "-d", str(tmp_path / "out"), str(tmp_path)])
