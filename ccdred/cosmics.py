@@ -77,6 +77,10 @@ class CosmicRays(NamedTuple):
     mask: np.ndarray
     cleaned: np.ndarray
 
+    def bits(self) -> np.ndarray:
+        """The rays as mask bits (uint8): ``COSMIC_RAY`` where a ray is, else 0."""
+        return self.mask.astype(np.uint8) * np.uint8(MaskBit.COSMIC_RAY)
+
 
 def cosmic_ray_mask(image, gain: float, read_noise: float, *, lacosmic: LACosmic = LACosmic(),
                     saturation: float | None = None, bad_pixels=None,
@@ -225,5 +229,5 @@ def object_mask(image, noise=None, bad_pixels=None, *, cosmic_rays: bool = True,
             raise ValueError(msg)
         rays = cosmic_ray_mask(image, noise.gain, noise.read_noise, lacosmic=lacosmic,
                                saturation=saturation, bad_pixels=bad_pixels, variance=variance)
-        mask[rays.mask] |= np.uint8(MaskBit.COSMIC_RAY)
+        mask |= rays.bits()
     return mask

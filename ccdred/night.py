@@ -50,7 +50,6 @@ __all__ = [
     "NightResult",
     "add_masters_to_library",
     "calibrate_object",
-    "cosmic_ray_bits",
     "create_output",
     "dark_rate",
     "existing_policy",
@@ -788,13 +787,13 @@ def read_samples(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
     return frame.preprocess(raw), frame.preprocess.samples(raw)
 
 
-def frame_planes(samples, image, dark, dark_var, results, noise: DetectorNoise | None,
-                 saturation: float | None, flat=None, flat_var=None, extra_mask=None,
-                 dtype="float32") -> list[dict | None]:
-    """The planes of a calibrated frame's images: for each of ``results`` (its
-    dark-subtracted and flat-fielded images, either None when not made), the keywords
-    :func:`~ccdred.fitsio.write_image` takes: ``uncertainty`` (in ``dtype``; None where the
-    noise or a master's variance is unknown) and ``mask``.
+def frame_planes(samples, image, dark, dark_var, flat_fielded, noise: DetectorNoise | None,
+                 saturation: float | None, flat, flat_var, extra_mask=None,
+                 dtype="float32") -> dict:
+    """The planes of a flat-fielded frame, as the keywords :func:`~ccdred.fitsio.write_image`
+    takes: ``uncertainty`` (in ``dtype``; None where the noise or a master's variance is
+    unknown) and ``mask``. (A '_d' file, an intermediate, has none: see
+    :func:`calibrate_object`.)
 
     Parameters
     ----------
@@ -804,20 +803,20 @@ def frame_planes(samples, image, dark, dark_var, results, noise: DetectorNoise |
         The preprocessed frame and the masters it was calibrated with.
     dark_var, flat_var : numpy.ndarray or None
         Their variances (:func:`term_variance`, :class:`MasterPlanes`).
+    flat_fielded : numpy.ndarray
+        The frame calibrated, as its product holds it.
     saturation : float or None
         See :func:`ccdred.planes.saturation_level`.
     extra_mask : numpy.ndarray, optional
         Mask bits the caller adds (a bad-pixel mask, cosmic rays).
     """
-    uncertainties = (None, None)
-    if noise is not None and dark_var is not None and (flat is None or flat_var is not None):
-        uncertainties = calibration_uncertainty(
+    uncertainty = None
+    if noise is not None and dark_var is not None and flat_var is not None:
+        _, uncertainty = calibration_uncertainty(
             image, dark, dark_var, flat, flat_var, gain=noise.gain, read_noise=noise.read_noise,
-            dtype=fitsio.storage_dtype(dtype), keep_subtracted=results[0] is not None)
-    return [None if result is None else
-            {"uncertainty": uncertainty,
-             "mask": frame_mask(samples, result, saturation, uncertainty, extra_mask)}
-            for result, uncertainty in zip(results, uncertainties, strict=True)]
+            dtype=fitsio.storage_dtype(dtype), keep_subtracted=False)
+    return {"uncertainty": uncertainty,
+            "mask": frame_mask(samples, flat_fielded, saturation, uncertainty, extra_mask)}
 
 
 def frame_saturation(header, samples) -> float | None:
@@ -1163,26 +1162,27 @@ def calibrate_object(step: ObjectStep, masters, out, parameters, existing="refus
                                dtype=fitsio.storage_dtype(parameters.dtype),
                                keep_subtracted=parameters.intermediate)
     header = _frame_header(frame, parameters)
-    written = [None, None]
-    if planes is not None:  # the flat-fielded frame's alone
-        written = frame_planes(samples, image, dark, term_variance(term, planes),
-                               (None, images[-1]), noise, frame_saturation(header, samples),
-                               masters[step.flat], planes[step.flat].variance, extra_mask,
-                               parameters.dtype)
+    flat_fielded_planes = None
+    if planes is not None:
+        flat_fielded_planes = frame_planes(
+            samples, image, dark, term_variance(term, planes), images[-1], noise,
+            frame_saturation(header, samples), masters[step.flat], planes[step.flat].variance,
+            extra_mask, parameters.dtype)
     if parameters.cosmic_rays and planes is not None:  # (prepare_night requires the planes)
-        rays = frame_cosmic_rays(images[-1], written[-1], noise, extra_mask,
+        rays = frame_cosmic_rays(images[-1], flat_fielded_planes, noise, extra_mask,
                                  LACosmic(niter=parameters.cosmic_ray_iterations))
         logger.info("%s: %d pixels of cosmic rays%s", frame.path.name,
                     np.count_nonzero(rays.mask),
                     ", replaced" if parameters.cosmic_ray_replace else "")
-        written[-1]["mask"] |= _cosmic_ray_bits(rays)
+        flat_fielded_planes["mask"] |= rays.bits()
         if parameters.cosmic_ray_replace:
             images = (*images[:-1], rays.cleaned.astype(images[-1].dtype, copy=False))
+    written = [*[None] * (len(targets) - 1), flat_fielded_planes]  # no planes on a '_d' file
     return [_write(out, name, image, header, kind, inputs, parameters, existing,
                    [term.describe(), *library], extra, noise, product_planes,
                    layout=_layout(frame, parameters))
             for (name, kind, inputs), image, product_planes
-            in zip(targets, images[-len(targets):], written[-len(targets):], strict=True)]
+            in zip(targets, images[-len(targets):], written, strict=True)]
 
 
 def frame_cosmic_rays(flat_fielded, planes, noise, bad_pixels,
@@ -1205,23 +1205,13 @@ def frame_cosmic_rays(flat_fielded, planes, noise, bad_pixels,
     Returns
     -------
     CosmicRays
-        Where the rays are, and the frame with them replaced (``--cosmic-ray-replace``).
+        Where the rays are (``.bits()`` for the mask), and the frame with them replaced
+        (``--cosmic-ray-replace``).
     """
     variance = None if planes.get("uncertainty") is None else np.square(
         planes["uncertainty"], dtype=np.float64)
     return cosmic_ray_mask(np.asarray(flat_fielded), noise.gain, noise.read_noise,
                            lacosmic=lacosmic, bad_pixels=bad_pixels, variance=variance)
-
-
-def cosmic_ray_bits(flat_fielded, planes, noise, bad_pixels,
-                    lacosmic: LACosmic = LACosmic()) -> np.ndarray:
-    """The ``COSMIC_RAY`` bits (uint8) of a flat-fielded frame's rays (see
-    :func:`frame_cosmic_rays`, which takes the same arguments)."""
-    return _cosmic_ray_bits(frame_cosmic_rays(flat_fielded, planes, noise, bad_pixels, lacosmic))
-
-
-def _cosmic_ray_bits(rays: CosmicRays) -> np.ndarray:
-    return rays.mask.astype(np.uint8) * np.uint8(MaskBit.COSMIC_RAY)
 
 
 def _write_products(result: NightResult, parameters, existing, steps, pool) -> None:

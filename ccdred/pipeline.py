@@ -37,7 +37,7 @@ from .cosmics import LACosmic
 from .errors import InputError, InputProblem
 from .fitsio import storage_dtype
 from .frames import Catalogue, Frame, read_stack, scan
-from .night import (MasterPlanes, cosmic_ray_bits, dark_rate, frame_planes, frame_saturation,
+from .night import (MasterPlanes, dark_rate, frame_cosmic_rays, frame_planes, frame_saturation,
                     master_planes, night_bad_pixels, night_noise, night_photon_transfer,
                     night_premask, read_samples, term_variance)
 from .noise import DetectorNoise, PhotonTransferCurve, header_noise
@@ -521,15 +521,15 @@ class Pipeline(ReductionParameters):
         _, flat_fielded = calibration_steps(image, dark, flat, dtype=storage_dtype(self.dtype),
                                             keep_subtracted=False)
         noise, bad_pixels = self.detector_noise(), self.night_bad_pixels()
-        _, written = frame_planes(
-            samples, image, dark, term_variance(step.term, planes), (None, flat_fielded), noise,
+        written = frame_planes(
+            samples, image, dark, term_variance(step.term, planes), flat_fielded, noise,
             frame_saturation(step.frame.header(), samples), flat, planes[step.flat].variance,
             bad_pixels, dtype=self.dtype)
         if self.cosmic_rays:
             if noise is None:
                 raise InputError([InputProblem(None, f"cosmic rays {UNKNOWN_NOISE}")])
-            written["mask"] |= cosmic_ray_bits(flat_fielded, written, noise, bad_pixels,
-                                               LACosmic(niter=self.cosmic_ray_iterations))
+            written["mask"] |= frame_cosmic_rays(flat_fielded, written, noise, bad_pixels,
+                                                 LACosmic(niter=self.cosmic_ray_iterations)).bits()
         return flat_fielded, written
 
     def object_mask(self, name=None) -> np.ndarray:
